@@ -162,8 +162,14 @@ mod tests {
     #[test]
     fn retrieval_puts_every_key_on_one_line() {
         let keys: [&[u8]; 2] = [b"a", b"b"];
-        assert_eq!(encoded(|o| encode_retrieval(o, Retrieval::Get, keys)), b"get a b\r\n");
-        assert_eq!(encoded(|o| encode_retrieval(o, Retrieval::Gets, [&b"k"[..]])), b"gets k\r\n");
+        assert_eq!(
+            encoded(|o| encode_retrieval(o, Retrieval::Get, keys)),
+            b"get a b\r\n"
+        );
+        assert_eq!(
+            encoded(|o| encode_retrieval(o, Retrieval::Gets, [&b"k"[..]])),
+            b"gets k\r\n"
+        );
     }
 
     #[test]
@@ -193,7 +199,10 @@ mod tests {
     #[test]
     fn other_commands() {
         assert_eq!(encoded(|o| encode_delete(o, b"k", false)), b"delete k\r\n");
-        assert_eq!(encoded(|o| encode_delete(o, b"k", true)), b"delete k noreply\r\n");
+        assert_eq!(
+            encoded(|o| encode_delete(o, b"k", true)),
+            b"delete k noreply\r\n"
+        );
         assert_eq!(
             encoded(|o| encode_incr_decr(o, Counter::Incr, b"k", 5, false)),
             b"incr k 5\r\n"
@@ -202,11 +211,23 @@ mod tests {
             encoded(|o| encode_incr_decr(o, Counter::Decr, b"k", 1, true)),
             b"decr k 1 noreply\r\n"
         );
-        assert_eq!(encoded(|o| encode_touch(o, b"k", 60, false)), b"touch k 60\r\n");
-        assert_eq!(encoded(|o| encode_flush_all(o, None, false)), b"flush_all\r\n");
-        assert_eq!(encoded(|o| encode_flush_all(o, Some(5), true)), b"flush_all 5 noreply\r\n");
+        assert_eq!(
+            encoded(|o| encode_touch(o, b"k", 60, false)),
+            b"touch k 60\r\n"
+        );
+        assert_eq!(
+            encoded(|o| encode_flush_all(o, None, false)),
+            b"flush_all\r\n"
+        );
+        assert_eq!(
+            encoded(|o| encode_flush_all(o, Some(5), true)),
+            b"flush_all 5 noreply\r\n"
+        );
         assert_eq!(encoded(encode_version), b"version\r\n");
         assert_eq!(encoded(|o| encode_stats(o, None)), b"stats\r\n");
-        assert_eq!(encoded(|o| encode_stats(o, Some("settings"))), b"stats settings\r\n");
+        assert_eq!(
+            encoded(|o| encode_stats(o, Some("settings"))),
+            b"stats settings\r\n"
+        );
     }
 }

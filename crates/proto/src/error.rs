@@ -30,6 +30,9 @@ impl ReplyError {
         const SHOWN: usize = 64;
         let shown = &line[..line.len().min(SHOWN)];
         let ellipsis = if line.len() > SHOWN { "..." } else { "" };
-        ReplyError::Malformed(format!("{what}: {:?}{ellipsis}", String::from_utf8_lossy(shown)))
+        ReplyError::Malformed(format!(
+            "{what}: {:?}{ellipsis}",
+            String::from_utf8_lossy(shown)
+        ))
     }
 }

@@ -47,9 +47,15 @@ mod tests {
     #[test]
     fn refuses_what_would_break_the_command_line() {
         assert_eq!(validate_key(b""), Err(KeyError::Empty));
-        assert_eq!(validate_key(&[b'k'; MAX_KEY_LEN + 1]), Err(KeyError::TooLong(251)));
+        assert_eq!(
+            validate_key(&[b'k'; MAX_KEY_LEN + 1]),
+            Err(KeyError::TooLong(251))
+        );
         assert_eq!(validate_key(b"a b"), Err(KeyError::IllegalByte(b' ')));
-        assert_eq!(validate_key(b"a\r\nflush_all"), Err(KeyError::IllegalByte(b'\r')));
+        assert_eq!(
+            validate_key(b"a\r\nflush_all"),
+            Err(KeyError::IllegalByte(b'\r'))
+        );
         assert_eq!(validate_key(b"a\x00"), Err(KeyError::IllegalByte(0)));
         assert_eq!(validate_key(b"a\x7f"), Err(KeyError::IllegalByte(0x7f)));
     }

@@ -17,6 +17,6 @@ pub use error::ReplyError;
 pub use key::{validate_key, KeyError, MAX_KEY_LEN};
 pub use reply::{
     parse_delete, parse_incr_decr, parse_ok, parse_retrieval, parse_stats, parse_store,
-    parse_touch, parse_version, DeleteReply, IncrDecrReply, Parse, RetrievalItem, StoreReply,
-    TouchReply, Value, DEFAULT_MAX_VALUE_LEN, MAX_LINE_LEN,
+    parse_touch, parse_version, with_error_replies, DeleteReply, IncrDecrReply, Parse,
+    RetrievalItem, StoreReply, TouchReply, Value, DEFAULT_MAX_VALUE_LEN, MAX_LINE_LEN,
 };

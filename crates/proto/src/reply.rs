@@ -131,13 +131,19 @@ pub fn parse_retrieval(
         .ok_or_else(|| ReplyError::malformed("expected VALUE or END", line))?;
     let bad_header = || ReplyError::malformed("bad VALUE line", line);
     let mut fields = header.split(|&b| b == b' ');
-    let key = fields.next().filter(|k| !k.is_empty()).ok_or_else(bad_header)?;
+    let key = fields
+        .next()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(bad_header)?;
     let flags = fields
         .next()
         .and_then(parse_decimal)
         .and_then(|f| u32::try_from(f).ok())
         .ok_or_else(bad_header)?;
-    let declared = fields.next().and_then(parse_decimal).ok_or_else(bad_header)?;
+    let declared = fields
+        .next()
+        .and_then(parse_decimal)
+        .ok_or_else(bad_header)?;
     let cas = match fields.next() {
         Some(token) => Some(parse_decimal(token).ok_or_else(bad_header)?),
         None => None,
@@ -148,7 +154,10 @@ pub fn parse_retrieval(
     let data_len = usize::try_from(declared)
         .ok()
         .filter(|len| *len <= max_value_len)
-        .ok_or(ReplyError::ValueTooLarge { declared, limit: max_value_len })?;
+        .ok_or(ReplyError::ValueTooLarge {
+            declared,
+            limit: max_value_len,
+        })?;
     let data_end = header_len + data_len;
     let total = data_end + 2;
     if buf.len() < total {
@@ -161,7 +170,37 @@ pub fn parse_retrieval(
         ));
     }
     let data = &buf[header_len..data_end];
-    Ok(Parse::Complete(RetrievalItem::Value(Value { key, flags, cas, data }), total))
+    Ok(Parse::Complete(
+        RetrievalItem::Value(Value {
+            key,
+            flags,
+            cas,
+            data,
+        }),
+        total,
+    ))
+}
+
+/// Runs `parse` but takes an error line the server sent in place of the reply (`SERVER_ERROR`,
+/// `CLIENT_ERROR`, `ERROR`) as a complete reply of its own, with the bytes it used.
+///
+/// Pipelined requests need this: memcached keeps the stream in step after such an error, so the
+/// replies to the following requests can still be read.
+pub fn with_error_replies<T>(
+    buf: &[u8],
+    parse: impl FnOnce(&[u8]) -> Result<Parse<T>, ReplyError>,
+) -> Result<Parse<Result<T, ReplyError>>, ReplyError> {
+    match parse(buf) {
+        Ok(Parse::Complete(reply, used)) => Ok(Parse::Complete(Ok(reply), used)),
+        Ok(Parse::Incomplete(needed)) => Ok(Parse::Incomplete(needed)),
+        Err(stream @ (ReplyError::Malformed(_) | ReplyError::ValueTooLarge { .. })) => Err(stream),
+        Err(server) => match next_line(buf)? {
+            Some((_, used)) => Ok(Parse::Complete(Err(server), used)),
+            None => Err(ReplyError::Malformed(
+                "error reply without a line".to_owned(),
+            )),
+        },
+    }
 }
 
 /// Parses a one-line reply with `interpret`; `expected` names the replies it knows for errors.
@@ -184,13 +223,17 @@ fn parse_line_reply<'a, T>(
 
 /// Parses the reply to `set`, `add`, `replace`, `append`, `prepend` or `cas`.
 pub fn parse_store(buf: &[u8]) -> Result<Parse<StoreReply>, ReplyError> {
-    parse_line_reply(buf, "STORED, NOT_STORED, EXISTS or NOT_FOUND", |line| match line {
-        b"STORED" => Some(StoreReply::Stored),
-        b"NOT_STORED" => Some(StoreReply::NotStored),
-        b"EXISTS" => Some(StoreReply::Exists),
-        b"NOT_FOUND" => Some(StoreReply::NotFound),
-        _ => None,
-    })
+    parse_line_reply(
+        buf,
+        "STORED, NOT_STORED, EXISTS or NOT_FOUND",
+        |line| match line {
+            b"STORED" => Some(StoreReply::Stored),
+            b"NOT_STORED" => Some(StoreReply::NotStored),
+            b"EXISTS" => Some(StoreReply::Exists),
+            b"NOT_FOUND" => Some(StoreReply::NotFound),
+            _ => None,
+        },
+    )
 }
 
 /// Parses the reply to `delete`.

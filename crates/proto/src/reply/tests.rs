@@ -29,7 +29,9 @@ fn retrieval(buf: &[u8]) -> Result<Parse<RetrievalItem<'_>>, ReplyError> {
 
 /// Parses a whole get reply into owned (key, flags, cas, data) items, feeding it in pieces of
 /// `chunk` bytes the way a socket would deliver it.
-fn read_all_values(reply: &[u8], chunk: usize) -> Vec<(Vec<u8>, u32, Option<u64>, Vec<u8>)> {
+type OwnedValue = (Vec<u8>, u32, Option<u64>, Vec<u8>);
+
+fn read_all_values(reply: &[u8], chunk: usize) -> Vec<OwnedValue> {
     let mut buffer = Vec::new();
     let mut fed = 0;
     let mut values = Vec::new();
@@ -69,7 +71,10 @@ fn value_whose_data_contains_end_marker() {
     assert_eq!(item, (b"k".to_vec(), 16, b"x\r\nEND\r\nEND\r\n".to_vec()));
     for chunk in 1..reply.len() {
         let values = read_all_values(reply, chunk);
-        assert_eq!(values, vec![(b"k".to_vec(), 16, None, b"x\r\nEND\r\nEND\r\n".to_vec())]);
+        assert_eq!(
+            values,
+            vec![(b"k".to_vec(), 16, None, b"x\r\nEND\r\nEND\r\n".to_vec())]
+        );
     }
 }
 
@@ -89,14 +94,20 @@ fn multi_value_reply_with_cas_and_empty_value() {
 
 #[test]
 fn incomplete_value_reports_the_exact_length_needed() {
-    assert_eq!(retrieval(b"VALUE k 0 100\r\nab"), Ok(Parse::Incomplete(15 + 100 + 2)));
+    assert_eq!(
+        retrieval(b"VALUE k 0 100\r\nab"),
+        Ok(Parse::Incomplete(15 + 100 + 2))
+    );
 }
 
 #[test]
 fn declared_length_over_cap_is_refused_before_the_data_arrives() {
     assert_eq!(
         parse_retrieval(b"VALUE k 0 99999999999\r\n", 1024),
-        Err(ReplyError::ValueTooLarge { declared: 99_999_999_999, limit: 1024 })
+        Err(ReplyError::ValueTooLarge {
+            declared: 99_999_999_999,
+            limit: 1024
+        })
     );
     assert!(matches!(
         retrieval(b"VALUE k 0 999999999999999999999999\r\n"),
@@ -131,14 +142,20 @@ fn malformed_value_headers() {
 fn a_line_that_never_ends_is_refused_once_over_the_limit() {
     let endless = vec![b'x'; MAX_LINE_LEN];
     assert!(matches!(retrieval(&endless), Err(ReplyError::Malformed(_))));
-    assert!(matches!(retrieval(&endless[..MAX_LINE_LEN - 1]), Ok(Parse::Incomplete(_))));
+    assert!(matches!(
+        retrieval(&endless[..MAX_LINE_LEN - 1]),
+        Ok(Parse::Incomplete(_))
+    ));
 }
 
 #[test]
 fn error_lines_are_recognised_by_every_parser() {
     let cases: [(&[u8], ReplyError); 4] = [
         (b"ERROR\r\n", ReplyError::UnknownCommand),
-        (b"CLIENT_ERROR bad data chunk\r\n", ReplyError::Client("bad data chunk".into())),
+        (
+            b"CLIENT_ERROR bad data chunk\r\n",
+            ReplyError::Client("bad data chunk".into()),
+        ),
         (
             b"SERVER_ERROR object too large for cache\r\n",
             ReplyError::Server("object too large for cache".into()),
@@ -159,36 +176,87 @@ fn error_lines_are_recognised_by_every_parser() {
 
 #[test]
 fn one_line_replies_at_every_split() {
-    assert_eq!(at_every_split(b"STORED\r\n", parse_store), StoreReply::Stored);
-    assert_eq!(at_every_split(b"NOT_STORED\r\n", parse_store), StoreReply::NotStored);
-    assert_eq!(at_every_split(b"EXISTS\r\n", parse_store), StoreReply::Exists);
-    assert_eq!(at_every_split(b"NOT_FOUND\r\n", parse_store), StoreReply::NotFound);
-    assert_eq!(at_every_split(b"DELETED\r\n", parse_delete), DeleteReply::Deleted);
-    assert_eq!(at_every_split(b"NOT_FOUND\r\n", parse_delete), DeleteReply::NotFound);
+    assert_eq!(
+        at_every_split(b"STORED\r\n", parse_store),
+        StoreReply::Stored
+    );
+    assert_eq!(
+        at_every_split(b"NOT_STORED\r\n", parse_store),
+        StoreReply::NotStored
+    );
+    assert_eq!(
+        at_every_split(b"EXISTS\r\n", parse_store),
+        StoreReply::Exists
+    );
+    assert_eq!(
+        at_every_split(b"NOT_FOUND\r\n", parse_store),
+        StoreReply::NotFound
+    );
+    assert_eq!(
+        at_every_split(b"DELETED\r\n", parse_delete),
+        DeleteReply::Deleted
+    );
+    assert_eq!(
+        at_every_split(b"NOT_FOUND\r\n", parse_delete),
+        DeleteReply::NotFound
+    );
     assert_eq!(
         at_every_split(b"18446744073709551615\r\n", parse_incr_decr),
         IncrDecrReply::Value(u64::MAX)
     );
-    assert_eq!(at_every_split(b"9  \r\n", parse_incr_decr), IncrDecrReply::Value(9));
-    assert_eq!(at_every_split(b"NOT_FOUND\r\n", parse_incr_decr), IncrDecrReply::NotFound);
-    assert_eq!(at_every_split(b"TOUCHED\r\n", parse_touch), TouchReply::Touched);
-    assert_eq!(at_every_split(b"NOT_FOUND\r\n", parse_touch), TouchReply::NotFound);
+    assert_eq!(
+        at_every_split(b"9  \r\n", parse_incr_decr),
+        IncrDecrReply::Value(9)
+    );
+    assert_eq!(
+        at_every_split(b"NOT_FOUND\r\n", parse_incr_decr),
+        IncrDecrReply::NotFound
+    );
+    assert_eq!(
+        at_every_split(b"TOUCHED\r\n", parse_touch),
+        TouchReply::Touched
+    );
+    assert_eq!(
+        at_every_split(b"NOT_FOUND\r\n", parse_touch),
+        TouchReply::NotFound
+    );
     at_every_split(b"OK\r\n", parse_ok);
-    assert_eq!(at_every_split(b"VERSION 1.6.18\r\n", parse_version), "1.6.18");
+    assert_eq!(
+        at_every_split(b"VERSION 1.6.18\r\n", parse_version),
+        "1.6.18"
+    );
 }
 
 #[test]
 fn unexpected_one_line_replies_are_malformed() {
-    assert!(matches!(parse_store(b"DELETED\r\n"), Err(ReplyError::Malformed(_))));
-    assert!(matches!(parse_delete(b"STORED\r\n"), Err(ReplyError::Malformed(_))));
-    assert!(matches!(parse_incr_decr(b"-1\r\n"), Err(ReplyError::Malformed(_))));
-    assert!(matches!(parse_incr_decr(b"18446744073709551616\r\n"), Err(ReplyError::Malformed(_))));
-    assert!(matches!(parse_ok(b"OKAY\r\n"), Err(ReplyError::Malformed(_))));
+    assert!(matches!(
+        parse_store(b"DELETED\r\n"),
+        Err(ReplyError::Malformed(_))
+    ));
+    assert!(matches!(
+        parse_delete(b"STORED\r\n"),
+        Err(ReplyError::Malformed(_))
+    ));
+    assert!(matches!(
+        parse_incr_decr(b"-1\r\n"),
+        Err(ReplyError::Malformed(_))
+    ));
+    assert!(matches!(
+        parse_incr_decr(b"18446744073709551616\r\n"),
+        Err(ReplyError::Malformed(_))
+    ));
+    assert!(matches!(
+        parse_ok(b"OKAY\r\n"),
+        Err(ReplyError::Malformed(_))
+    ));
 }
 
 #[test]
 fn stats_at_every_split() {
-    let stats = at_every_split(b"STAT pid 42\r\nSTAT version 1.6.18\r\nSTAT empty\r\nEND\r\n", parse_stats);
+    let stats = at_every_split(
+        b"STAT pid 42\r\nSTAT version 1.6.18\r\nSTAT empty\r\nEND\r\n",
+        parse_stats,
+    );
     assert_eq!(
         stats,
         vec![
@@ -212,8 +280,9 @@ fn random_input_never_panics_or_overreads() {
     let alphabet: &[u8] = b"VALUE END STORED 0123456789\r\n\x00\xff-kSTAT ERROR";
     for _ in 0..20_000 {
         let len = (next() % 48) as usize;
-        let input: Vec<u8> =
-            (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        let input: Vec<u8> = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
         let claims = [
             consumed(retrieval(&input)),
             consumed(parse_store(&input)),
@@ -235,4 +304,33 @@ fn consumed<T>(result: Result<Parse<T>, ReplyError>) -> Option<usize> {
         Ok(Parse::Complete(_, used)) => Some(used),
         _ => None,
     }
+}
+
+#[test]
+fn error_replies_in_a_pipeline_keep_the_stream_in_step() {
+    let replies = b"STORED\r\nSERVER_ERROR object too large for cache\r\nNOT_STORED\r\n";
+    let mut offset = 0;
+    let mut seen = Vec::new();
+    while offset < replies.len() {
+        match with_error_replies(&replies[offset..], parse_store) {
+            Ok(Parse::Complete(reply, used)) => {
+                seen.push(reply);
+                offset += used;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            Ok(StoreReply::Stored),
+            Err(ReplyError::Server("object too large for cache".into())),
+            Ok(StoreReply::NotStored)
+        ]
+    );
+    assert!(with_error_replies(b"GARBAGE\r\n", parse_store).is_err());
+    assert_eq!(
+        with_error_replies(b"STOR", parse_store),
+        Ok(Parse::Incomplete(5))
+    );
 }

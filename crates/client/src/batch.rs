@@ -1,0 +1,218 @@
+//! Multi-key operations: keys grouped by node, every node's request written before any reply
+//! is read, so a batch costs one round trip however many nodes it touches.
+
+use std::time::Instant;
+
+use elasticache_proto::{self as proto, DeleteReply, Retrieval, Store, StoreReply};
+
+use crate::client::{read_item, Client, Item};
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::pool::Lease;
+use crate::topology::Node;
+
+/// A node's share of a batch: the positions (in the caller's list) of its keys.
+struct Share<'t> {
+    node: &'t Node,
+    positions: Vec<usize>,
+}
+
+impl Client {
+    /// Runs a batch: `encode` writes a node's request for its keys, `read` reads the node's
+    /// replies into the caller's results. Returns the shares that failed, with their error.
+    fn fan_out(
+        &self,
+        keys: &[&str],
+        encode: impl Fn(&mut Vec<u8>, &[usize]),
+        mut read: impl FnMut(&mut Connection, Option<Instant>, &[usize]) -> Result<()>,
+    ) -> Result<Vec<(Vec<usize>, Error)>> {
+        for key in keys {
+            Self::validate(key)?;
+        }
+        let topology = self.topology();
+        if topology.nodes().is_empty() {
+            return Err(Error::NoNodes);
+        }
+        let mut shares: Vec<Share<'_>> = topology
+            .nodes()
+            .iter()
+            .map(|node| Share {
+                node,
+                positions: Vec::new(),
+            })
+            .collect();
+        for (position, key) in keys.iter().enumerate() {
+            if let Some(index) = topology.node_index_for(key) {
+                shares[index].positions.push(position);
+            }
+        }
+        let deadline = self.deadline();
+        let mut failed = Vec::new();
+        let mut sent: Vec<(Share<'_>, Lease<'_>)> = Vec::new();
+        let mut request = Vec::new();
+        for share in shares.into_iter().filter(|s| !s.positions.is_empty()) {
+            request.clear();
+            encode(&mut request, &share.positions);
+            let outcome = self.lease(share.node, deadline).and_then(|mut lease| {
+                match lease.connection() {
+                    Some(connection) => connection.send(&request)?,
+                    None => return Err(Error::NoNodes),
+                }
+                Ok(lease)
+            });
+            match outcome {
+                Ok(lease) => sent.push((share, lease)),
+                Err(error) => {
+                    self.note_failure(share.node, &error);
+                    failed.push((share.positions, error));
+                }
+            }
+        }
+        for (share, mut lease) in sent {
+            let result = match lease.connection() {
+                Some(connection) => read(connection, deadline, &share.positions),
+                None => Err(Error::NoNodes),
+            };
+            match result {
+                Ok(()) => {
+                    share.node.health.record_success();
+                    lease.release();
+                }
+                Err(error) => {
+                    self.note_failure(share.node, &error);
+                    failed.push((share.positions, error));
+                }
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Fails with the first share's error unless `ignore_exc` lets the batch go on without it.
+    fn settle(&self, failed: Vec<(Vec<usize>, Error)>) -> Result<Vec<usize>> {
+        let mut positions = Vec::new();
+        for (share, error) in failed {
+            self.tolerate(Err(error), || ())?;
+            positions.extend(share);
+        }
+        Ok(positions)
+    }
+
+    /// Reads many keys in one round trip; the result is aligned with `keys` (`None` = miss).
+    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        let mut found: Vec<Option<Item>> = vec![None; keys.len()];
+        let max = self.config.max_value_len;
+        let failed = self.fan_out(
+            keys,
+            |request, positions| {
+                proto::encode_retrieval(
+                    request,
+                    Retrieval::Get,
+                    positions.iter().map(|&p| keys[p].as_bytes()),
+                )
+            },
+            |connection, deadline, positions| {
+                // The server answers hits in request order, so walking the request once pairs
+                // each value with its key (duplicates included) and exposes any stray key.
+                let mut next = 0;
+                while let Some((key, item)) = read_item(connection, deadline, max)? {
+                    let offset = positions[next..]
+                        .iter()
+                        .position(|&p| keys[p].as_bytes() == key);
+                    let Some(offset) = offset else {
+                        return Err(Error::Protocol {
+                            node: connection.node().to_owned(),
+                            source: proto::ReplyError::Malformed(
+                                "a value for a key not asked for".to_owned(),
+                            ),
+                        });
+                    };
+                    found[positions[next + offset]] = Some(item);
+                    next += offset + 1;
+                }
+                Ok(())
+            },
+        );
+        let failed = self.tolerate(failed, Vec::new)?;
+        for position in self.settle(failed)? {
+            found[position] = None;
+        }
+        Ok(found)
+    }
+
+    /// Stores many values in one round trip; returns the positions that were not stored.
+    pub fn set_many(&self, items: &[(&str, u32, &[u8])], exptime: i64) -> Result<Vec<usize>> {
+        let limit = self.config.max_value_len;
+        if let Some((_, _, data)) = items.iter().find(|(_, _, data)| data.len() > limit) {
+            return Err(Error::ValueTooLarge {
+                size: data.len(),
+                limit,
+            });
+        }
+        let keys: Vec<&str> = items.iter().map(|(key, _, _)| *key).collect();
+        let mut not_stored = Vec::new();
+        let failed = self.fan_out(
+            &keys,
+            |request, positions| {
+                for &p in positions {
+                    let (key, flags, data) = items[p];
+                    proto::encode_store(
+                        request,
+                        Store::Set,
+                        key.as_bytes(),
+                        flags,
+                        exptime,
+                        data,
+                        false,
+                    );
+                }
+            },
+            |connection, deadline, positions| {
+                for &p in positions {
+                    let reply = connection.read(deadline, |buf| {
+                        proto::with_error_replies(buf, proto::parse_store)
+                    })?;
+                    match reply {
+                        Ok(StoreReply::Stored) => {}
+                        Ok(_) => not_stored.push(p),
+                        Err(error) => {
+                            log::warn!("{}: set {:?} failed: {error}", connection.node(), keys[p]);
+                            not_stored.push(p);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        );
+        let failed = self.tolerate(failed, Vec::new)?;
+        not_stored.extend(self.settle(failed)?);
+        not_stored.sort_unstable();
+        Ok(not_stored)
+    }
+
+    /// Deletes many keys in one round trip; returns how many were there.
+    pub fn delete_many(&self, keys: &[&str]) -> Result<usize> {
+        let mut deleted = 0;
+        let failed = self.fan_out(
+            keys,
+            |request, positions| {
+                for &p in positions {
+                    proto::encode_delete(request, keys[p].as_bytes(), false);
+                }
+            },
+            |connection, deadline, positions| {
+                for _ in positions {
+                    let reply = connection.read(deadline, |buf| {
+                        proto::with_error_replies(buf, proto::parse_delete)
+                    })?;
+                    if reply == Ok(DeleteReply::Deleted) {
+                        deleted += 1;
+                    }
+                }
+                Ok(())
+            },
+        );
+        let failed = self.tolerate(failed, Vec::new)?;
+        self.settle(failed)?;
+        Ok(deleted)
+    }
+}

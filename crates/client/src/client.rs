@@ -1,0 +1,401 @@
+//! The client: single-key operations, routing, failure accounting and `ignore_exc`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use elasticache_proto::{
+    self as proto, Counter, DeleteReply, IncrDecrReply, Parse, Retrieval, RetrievalItem, Store,
+    StoreReply, TouchReply,
+};
+
+use crate::address::NodeAddress;
+use crate::config::ClientConfig;
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+use crate::topology::{Node, Topology};
+
+/// A node's `stats`, as name/value pairs in the order the server sent them.
+pub type Stats = Vec<(String, String)>;
+
+/// A value read from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub flags: u32,
+    pub data: Vec<u8>,
+    /// The CAS token, when read with `gets`.
+    pub cas: Option<u64>,
+}
+
+/// A memcached client for a set of nodes, safe to share between threads.
+///
+/// Nothing is connected until the first operation. Connections are pooled per node and per
+/// process: after `fork()` the child builds its own pools and never touches the parent's.
+#[derive(Debug)]
+pub struct Client {
+    pub(crate) config: ClientConfig,
+    topology: ArcSwap<Topology>,
+}
+
+impl Client {
+    /// A client for a static list of nodes.
+    pub fn new(nodes: &[NodeAddress], config: ClientConfig) -> Self {
+        let topology = Topology::new(nodes, &config, None);
+        Client {
+            config,
+            topology: ArcSwap::from_pointee(topology),
+        }
+    }
+
+    /// A client for nodes given as `host:port` strings.
+    pub fn connect_to<S: AsRef<str>>(servers: &[S], config: ClientConfig) -> Result<Self> {
+        let nodes = servers
+            .iter()
+            .map(|s| NodeAddress::parse(s.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Client::new(&nodes, config))
+    }
+
+    /// The settings this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The current snapshot of the cluster for this process.
+    pub fn topology(&self) -> Arc<Topology> {
+        let current = self.topology.load_full();
+        if current.belongs_to_this_process() {
+            return current;
+        }
+        // Forked: the parent's sockets must stay untouched, so build fresh pools.
+        let fresh = Arc::new(Topology::new(&current.addresses(), &self.config, None));
+        self.topology.rcu(|t| {
+            if t.belongs_to_this_process() {
+                Arc::clone(t)
+            } else {
+                Arc::clone(&fresh)
+            }
+        });
+        self.topology.load_full()
+    }
+
+    /// Replaces the membership; nodes that stay keep their pools, removed nodes' idle
+    /// connections are closed.
+    pub fn set_nodes(&self, nodes: &[NodeAddress]) {
+        let previous = self.topology();
+        let next = Arc::new(Topology::new(nodes, &self.config, Some(&previous)));
+        for old in previous.nodes() {
+            if !next.nodes().iter().any(|n| Arc::ptr_eq(n, old)) {
+                old.pool.close_idle();
+            }
+        }
+        self.topology.store(next);
+    }
+
+    pub(crate) fn validate(key: &str) -> Result<()> {
+        proto::validate_key(key.as_bytes()).map_err(|reason| Error::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.config.timeout.map(|t| Instant::now() + t)
+    }
+
+    /// Under `ignore_exc`, turns a cache failure into `fallback` (logged); invalid requests
+    /// still fail.
+    pub(crate) fn tolerate<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+        match result {
+            Err(error) if self.config.ignore_exc && error.kind() != ErrorKind::Client => {
+                log::warn!("cache failure ignored (ignore_exc): {error}");
+                Ok(fallback())
+            }
+            other => other,
+        }
+    }
+
+    /// Leases a connection to `node`, unless it is marked down.
+    pub(crate) fn lease<'n>(
+        &self,
+        node: &'n Node,
+        deadline: Option<Instant>,
+    ) -> Result<crate::pool::Lease<'n>> {
+        if let Some(retry_in) = node.health.down_for() {
+            return Err(Error::NodeDown {
+                node: node.address.name.clone(),
+                retry_in,
+            });
+        }
+        node.pool
+            .lease(&node.address, &self.config, deadline)
+            .inspect_err(|e| self.note_failure(node, e))
+    }
+
+    /// Counts a failure against the node's health when it says something about the node.
+    pub(crate) fn note_failure(&self, node: &Node, error: &Error) {
+        if error.is_node_failure() {
+            let c = &self.config;
+            if node
+                .health
+                .record_failure(c.retry_attempts, c.retry_timeout, c.dead_timeout)
+            {
+                log::warn!(
+                    "{} marked down for {:?}: {error}",
+                    node.address.name,
+                    c.dead_timeout
+                );
+            }
+        }
+    }
+
+    /// Runs one request/reply exchange with the node that owns `key`.
+    fn exchange<T>(
+        &self,
+        key: &str,
+        request: &[u8],
+        read: impl FnOnce(&mut Connection, Option<Instant>) -> Result<T>,
+    ) -> Result<T> {
+        let topology = self.topology();
+        let index = topology.node_index_for(key).ok_or(Error::NoNodes)?;
+        let node = &topology.nodes()[index];
+        let deadline = self.deadline();
+        let mut lease = self.lease(node, deadline)?;
+        let result = match lease.connection() {
+            Some(connection) => connection
+                .send(request)
+                .and_then(|()| read(connection, deadline)),
+            None => Err(Error::NoNodes),
+        };
+        match &result {
+            Ok(_) => {
+                node.health.record_success();
+                lease.release();
+            }
+            Err(error) => self.note_failure(node, error),
+        }
+        result
+    }
+
+    fn retrieve(&self, key: &str, kind: Retrieval) -> Result<Option<Item>> {
+        Self::validate(key)?;
+        let mut request = Vec::with_capacity(key.len() + 8);
+        proto::encode_retrieval(&mut request, kind, [key.as_bytes()]);
+        let max = self.config.max_value_len;
+        let result = self.exchange(key, &request, |connection, deadline| {
+            let mut found = None;
+            while let Some((returned_key, item)) = read_item(connection, deadline, max)? {
+                if returned_key != key.as_bytes() || found.is_some() {
+                    return Err(Error::Protocol {
+                        node: connection.node().to_owned(),
+                        source: proto::ReplyError::Malformed(
+                            "a value for a key not asked for".to_owned(),
+                        ),
+                    });
+                }
+                found = Some(item);
+            }
+            Ok(found)
+        });
+        self.tolerate(result, || None)
+    }
+
+    /// Reads `key`; `None` when it is not in the cache.
+    pub fn get(&self, key: &str) -> Result<Option<Item>> {
+        self.retrieve(key, Retrieval::Get)
+    }
+
+    /// Reads `key` with its CAS token.
+    pub fn gets(&self, key: &str) -> Result<Option<Item>> {
+        self.retrieve(key, Retrieval::Gets)
+    }
+
+    /// Runs a storage command and returns the server's verdict.
+    ///
+    /// A `set` that fails because the value is too large deletes the key first: the old value
+    /// must not be read back as if the new one had been stored.
+    pub fn store(
+        &self,
+        command: Store,
+        key: &str,
+        flags: u32,
+        data: &[u8],
+        exptime: i64,
+    ) -> Result<StoreReply> {
+        Self::validate(key)?;
+        let too_large = data.len() > self.config.max_value_len;
+        let result = if too_large {
+            Err(Error::ValueTooLarge {
+                size: data.len(),
+                limit: self.config.max_value_len,
+            })
+        } else {
+            let mut request = Vec::new();
+            proto::encode_store(
+                &mut request,
+                command,
+                key.as_bytes(),
+                flags,
+                exptime,
+                data,
+                false,
+            );
+            self.exchange(key, &request, |connection, deadline| {
+                connection.read(deadline, proto::parse_store)
+            })
+        };
+        if command == Store::Set
+            && (too_large || matches!(&result, Err(Error::ServerFailure { .. })))
+        {
+            // Best effort: the set already failed, and that is the error to report.
+            if let Err(error) = self.delete(key) {
+                log::warn!("could not delete {key:?} after a failed set: {error}");
+            }
+        }
+        self.tolerate(result, || StoreReply::NotStored)
+    }
+
+    /// Stores `data` under `key`; returns whether it was stored.
+    pub fn set(&self, key: &str, flags: u32, data: &[u8], exptime: i64) -> Result<bool> {
+        Ok(self.store(Store::Set, key, flags, data, exptime)? == StoreReply::Stored)
+    }
+
+    /// Stores `data` only if `key` is not in the cache; returns whether it was stored.
+    pub fn add(&self, key: &str, flags: u32, data: &[u8], exptime: i64) -> Result<bool> {
+        Ok(self.store(Store::Add, key, flags, data, exptime)? == StoreReply::Stored)
+    }
+
+    /// Deletes `key`; returns whether it was there.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        Self::validate(key)?;
+        let mut request = Vec::with_capacity(key.len() + 10);
+        proto::encode_delete(&mut request, key.as_bytes(), false);
+        let result = self.exchange(key, &request, |connection, deadline| {
+            connection.read(deadline, proto::parse_delete)
+        });
+        Ok(self.tolerate(result, || DeleteReply::NotFound)? == DeleteReply::Deleted)
+    }
+
+    /// Adds `delta` to a counter; `None` when `key` is not in the cache.
+    pub fn incr(&self, key: &str, delta: u64) -> Result<Option<u64>> {
+        self.counter(Counter::Incr, key, delta)
+    }
+
+    /// Subtracts `delta` from a counter (memcached stops at 0); `None` when `key` is missing.
+    pub fn decr(&self, key: &str, delta: u64) -> Result<Option<u64>> {
+        self.counter(Counter::Decr, key, delta)
+    }
+
+    fn counter(&self, op: Counter, key: &str, delta: u64) -> Result<Option<u64>> {
+        Self::validate(key)?;
+        let mut request = Vec::with_capacity(key.len() + 28);
+        proto::encode_incr_decr(&mut request, op, key.as_bytes(), delta, false);
+        let result = self.exchange(key, &request, |connection, deadline| {
+            connection.read(deadline, proto::parse_incr_decr)
+        });
+        Ok(match self.tolerate(result, || IncrDecrReply::NotFound)? {
+            IncrDecrReply::Value(value) => Some(value),
+            IncrDecrReply::NotFound => None,
+        })
+    }
+
+    /// Sets a new expiry on `key`; returns whether it was there.
+    pub fn touch(&self, key: &str, exptime: i64) -> Result<bool> {
+        Self::validate(key)?;
+        let mut request = Vec::with_capacity(key.len() + 28);
+        proto::encode_touch(&mut request, key.as_bytes(), exptime, false);
+        let result = self.exchange(key, &request, |connection, deadline| {
+            connection.read(deadline, proto::parse_touch)
+        });
+        Ok(self.tolerate(result, || TouchReply::NotFound)? == TouchReply::Touched)
+    }
+
+    /// Runs one exchange with every node; results in node order.
+    pub(crate) fn on_every_node<T>(
+        &self,
+        request: &[u8],
+        read: impl Fn(&mut Connection, Option<Instant>) -> Result<T>,
+    ) -> Vec<(String, Result<T>)> {
+        let topology = self.topology();
+        topology
+            .nodes()
+            .iter()
+            .map(|node| {
+                let deadline = self.deadline();
+                let result = self.lease(node, deadline).and_then(|mut lease| {
+                    let result = match lease.connection() {
+                        Some(connection) => connection
+                            .send(request)
+                            .and_then(|()| read(connection, deadline)),
+                        None => Err(Error::NoNodes),
+                    };
+                    match &result {
+                        Ok(_) => {
+                            node.health.record_success();
+                            lease.release();
+                        }
+                        Err(error) => self.note_failure(node, error),
+                    }
+                    result
+                });
+                (node.address.name.clone(), result)
+            })
+            .collect()
+    }
+
+    /// Empties every node (`flush_all`). Fails if any node could not be flushed.
+    pub fn flush_all(&self) -> Result<()> {
+        let mut request = Vec::new();
+        proto::encode_flush_all(&mut request, None, false);
+        let outcome = self
+            .on_every_node(&request, |connection, deadline| {
+                connection.read(deadline, proto::parse_ok)
+            })
+            .into_iter()
+            .try_for_each(|(_, result)| result);
+        self.tolerate(outcome, || ())
+    }
+
+    /// The `stats` of every node, by node name.
+    pub fn stats(&self, group: Option<&str>) -> Vec<(String, Result<Stats>)> {
+        let mut request = Vec::new();
+        proto::encode_stats(&mut request, group);
+        self.on_every_node(&request, |connection, deadline| {
+            connection.read(deadline, proto::parse_stats)
+        })
+    }
+
+    /// The server version of every node, by node name.
+    pub fn versions(&self) -> Vec<(String, Result<String>)> {
+        let mut request = Vec::new();
+        proto::encode_version(&mut request);
+        self.on_every_node(&request, |connection, deadline| {
+            connection.read(deadline, proto::parse_version)
+        })
+    }
+}
+
+/// Reads the next item of a `get` reply: `Some((key, item))`, or `None` at `END`.
+pub(crate) fn read_item(
+    connection: &mut Connection,
+    deadline: Option<Instant>,
+    max_value_len: usize,
+) -> Result<Option<(Vec<u8>, Item)>> {
+    connection.read(deadline, |buf| {
+        Ok(match proto::parse_retrieval(buf, max_value_len)? {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(RetrievalItem::End, used) => Parse::Complete(None, used),
+            Parse::Complete(RetrievalItem::Value(value), used) => Parse::Complete(
+                Some((
+                    value.key.to_vec(),
+                    Item {
+                        flags: value.flags,
+                        data: value.data.to_vec(),
+                        cas: value.cas,
+                    },
+                )),
+                used,
+            ),
+        })
+    })
+}

@@ -1,0 +1,51 @@
+//! The client's settings, with defaults suited to ElastiCache inside one VPC.
+
+use std::time::Duration;
+
+use elasticache_proto::DEFAULT_MAX_VALUE_LEN;
+
+/// How a [`crate::Client`] connects, waits, pools and treats failures.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Deadline for establishing a TCP connection; `None` waits as long as the OS does.
+    pub connect_timeout: Option<Duration>,
+    /// Deadline for each operation's I/O and for waiting on a free pooled connection.
+    pub timeout: Option<Duration>,
+    /// Most connections open to one node at once (idle and in use).
+    pub max_pool_size: usize,
+    /// Idle connections older than this are closed; `None` keeps them.
+    pub pool_idle_timeout: Option<Duration>,
+    /// Failures in a row after which a node is marked down for `dead_timeout`.
+    pub retry_attempts: u32,
+    /// After a failure short of `retry_attempts`, how long the node is left alone.
+    pub retry_timeout: Duration,
+    /// How long a node that failed `retry_attempts` times stays marked down.
+    pub dead_timeout: Duration,
+    /// Set TCP_NODELAY (on by default: requests are small and latency-bound).
+    pub no_delay: bool,
+    /// TCP keepalive idle time; `None` leaves keepalive off.
+    pub socket_keepalive: Option<Duration>,
+    /// Largest value accepted for storing and from a server's reply.
+    pub max_value_len: usize,
+    /// Report cache failures (node down, timeout, bad reply) as misses and "not stored" instead
+    /// of errors. Invalid keys and values still fail.
+    pub ignore_exc: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Some(Duration::from_secs(1)),
+            timeout: Some(Duration::from_secs(1)),
+            max_pool_size: 64,
+            pool_idle_timeout: None,
+            retry_attempts: 2,
+            retry_timeout: Duration::from_secs(1),
+            dead_timeout: Duration::from_secs(60),
+            no_delay: true,
+            socket_keepalive: None,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+            ignore_exc: false,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! One TCP connection to a node: connect with deadlines, write requests, read whole replies.
+//!
+//! A connection is only ever used for one request/reply exchange at a time. Any error leaves
+//! its byte stream in an unknown state, so callers drop it rather than pool it again.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use elasticache_proto::Parse;
+use socket2::{SockRef, TcpKeepalive};
+
+use crate::address::NodeAddress;
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+
+const INITIAL_BUFFER: usize = 16 * 1024;
+/// Read at least this much room at a time once the buffer grows for a large value.
+const MIN_READ: usize = 8 * 1024;
+
+/// A connected socket and its read buffer.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    node: String,
+    timeout: Option<Duration>,
+    // Bytes [start, filled) of `buffer` are received and not yet consumed. The whole Vec stays
+    // initialised so reads need no zeroing.
+    buffer: Vec<u8>,
+    start: usize,
+    filled: usize,
+    pub(crate) idle_since: Instant,
+}
+
+impl Connection {
+    /// Connects to `address`, trying each resolved address within `connect_timeout`.
+    pub fn connect(address: &NodeAddress, config: &ClientConfig) -> Result<Self> {
+        let node = address.name.clone();
+        let connect_error = |source: io::Error| Error::Connect {
+            node: node.clone(),
+            source,
+        };
+        let candidates = (address.host.as_str(), address.port)
+            .to_socket_addrs()
+            .map_err(connect_error)?;
+        let mut last_error =
+            io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+        for candidate in candidates {
+            let attempt = match config.connect_timeout {
+                Some(limit) => TcpStream::connect_timeout(&candidate, limit),
+                None => TcpStream::connect(candidate),
+            };
+            match attempt {
+                Ok(stream) => {
+                    return Self::configure(stream, address, config).map_err(connect_error)
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        if matches!(
+            last_error.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ) {
+            return Err(Error::Timeout {
+                node: node.clone(),
+                timeout: config.connect_timeout.unwrap_or_default(),
+            });
+        }
+        Err(connect_error(last_error))
+    }
+
+    fn configure(
+        stream: TcpStream,
+        address: &NodeAddress,
+        config: &ClientConfig,
+    ) -> io::Result<Self> {
+        stream.set_nodelay(config.no_delay)?;
+        stream.set_read_timeout(config.timeout)?;
+        stream.set_write_timeout(config.timeout)?;
+        if let Some(idle) = config.socket_keepalive {
+            SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+        }
+        Ok(Connection {
+            stream,
+            node: address.name.clone(),
+            timeout: config.timeout,
+            buffer: vec![0; INITIAL_BUFFER],
+            start: 0,
+            filled: 0,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// The node's name, for errors.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Writes a whole request.
+    pub fn send(&mut self, request: &[u8]) -> Result<()> {
+        self.stream
+            .write_all(request)
+            .map_err(|e| Error::from_io(&self.node, e, self.timeout))
+    }
+
+    /// Reads until `parse` finds a whole reply in the buffer, consumes it and returns it.
+    ///
+    /// `parse` sees the unconsumed bytes and must not keep borrows of them; replies made of
+    /// several items are read by calling this once per item. The operation's `deadline` bounds
+    /// the total time, on top of the per-read socket timeout.
+    pub fn read<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut parse: impl FnMut(&[u8]) -> Result<Parse<T>, elasticache_proto::ReplyError>,
+    ) -> Result<T> {
+        loop {
+            let outcome = parse(&self.buffer[self.start..self.filled])
+                .map_err(|e| Error::from_reply(&self.node, e))?;
+            match outcome {
+                Parse::Complete(reply, used) => {
+                    self.consume(used);
+                    return Ok(reply);
+                }
+                Parse::Incomplete(needed) => self.fill(needed, deadline)?,
+            }
+        }
+    }
+
+    /// Marks `used` bytes as consumed.
+    fn consume(&mut self, used: usize) {
+        self.start += used;
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
+        }
+    }
+
+    /// Reads at least once more, with room for `needed` unconsumed bytes.
+    fn fill(&mut self, needed: usize, deadline: Option<Instant>) -> Result<()> {
+        if let Some(deadline) = deadline {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    node: self.node.clone(),
+                    timeout: self.timeout.unwrap_or_default(),
+                });
+            }
+        }
+        let pending = self.filled - self.start;
+        let wanted = needed.max(pending + MIN_READ);
+        if self.buffer.len() - self.start < wanted {
+            // Move the unconsumed bytes to the front, then grow only if that is not enough.
+            self.buffer.copy_within(self.start..self.filled, 0);
+            self.start = 0;
+            self.filled = pending;
+            if self.buffer.len() < wanted {
+                self.buffer.resize(wanted, 0);
+            }
+        }
+        loop {
+            match self.stream.read(&mut self.buffer[self.filled..]) {
+                Ok(0) => {
+                    return Err(Error::Closed {
+                        node: self.node.clone(),
+                    })
+                }
+                Ok(received) => {
+                    self.filled += received;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::from_io(&self.node, e, self.timeout)),
+            }
+        }
+    }
+
+    /// Whether bytes nobody asked for are waiting: a reply left over from an abandoned
+    /// request would otherwise be read as the answer to the next one.
+    pub fn has_unread_bytes(&self) -> bool {
+        self.filled > self.start
+    }
+
+    /// Shrinks a buffer that grew for a large value back to its usual size.
+    pub fn trim_buffer(&mut self) {
+        if self.buffer.len() > 4 * INITIAL_BUFFER && self.start == self.filled {
+            self.buffer = vec![0; INITIAL_BUFFER];
+            self.start = 0;
+            self.filled = 0;
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The client's errors, each classified into a kind that tells a caller what to do about it.
+
+use std::io;
+use std::time::Duration;
+
+use elasticache_proto::{KeyError, ReplyError};
+use thiserror::Error;
+
+/// What kind of failure an [`Error`] is; this drives retries, node marking and exception types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No answer in time. The connection is discarded; the node may be slow or gone.
+    Timeout,
+    /// The node could not be reached, reset the connection, or is marked down.
+    Connection,
+    /// The server answered with an error (`SERVER_ERROR`, `ERROR`), or sent bytes that are not
+    /// the protocol.
+    Server,
+    /// The request itself is invalid (bad key, value too large, `CLIENT_ERROR`): retrying the
+    /// same request cannot help.
+    Client,
+}
+
+/// A failed cache operation.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: KeyError },
+
+    #[error("the value is {size} bytes, over the {limit}-byte item limit")]
+    ValueTooLarge { size: usize, limit: usize },
+
+    #[error("{node} refused the request: {message}")]
+    Refused { node: String, message: String },
+
+    #[error("{node} failed the request: {message}")]
+    ServerFailure { node: String, message: String },
+
+    #[error("{node} sent a reply that is not the protocol: {source}")]
+    Protocol { node: String, source: ReplyError },
+
+    #[error("{node} did not answer within {timeout:?}")]
+    Timeout { node: String, timeout: Duration },
+
+    #[error("no free connection to {node} within {timeout:?} (max_pool_size reached)")]
+    PoolExhausted { node: String, timeout: Duration },
+
+    #[error("cannot connect to {node}: {source}")]
+    Connect { node: String, source: io::Error },
+
+    #[error("connection to {node} failed: {source}")]
+    Io { node: String, source: io::Error },
+
+    #[error("{node} closed the connection mid-reply")]
+    Closed { node: String },
+
+    #[error("{node} is marked down after repeated failures (retried in {retry_in:?})")]
+    NodeDown { node: String, retry_in: Duration },
+
+    #[error("the cluster has no nodes")]
+    NoNodes,
+
+    #[error("invalid server address {address:?}: {reason}")]
+    BadAddress { address: String, reason: String },
+}
+
+impl Error {
+    /// The kind of this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidKey { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::Refused { .. }
+            | Error::BadAddress { .. } => ErrorKind::Client,
+            Error::ServerFailure { .. } | Error::Protocol { .. } => ErrorKind::Server,
+            Error::Timeout { .. } | Error::PoolExhausted { .. } => ErrorKind::Timeout,
+            Error::Connect { .. }
+            | Error::Io { .. }
+            | Error::Closed { .. }
+            | Error::NodeDown { .. }
+            | Error::NoNodes => ErrorKind::Connection,
+        }
+    }
+
+    /// Whether the failure says something about the node's health (and so counts towards
+    /// marking it down), rather than about the request.
+    pub(crate) fn is_node_failure(&self) -> bool {
+        match self {
+            Error::Protocol { .. }
+            | Error::Timeout { .. }
+            | Error::Connect { .. }
+            | Error::Io { .. }
+            | Error::Closed { .. } => true,
+            Error::InvalidKey { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::Refused { .. }
+            | Error::ServerFailure { .. }
+            | Error::PoolExhausted { .. }
+            | Error::NodeDown { .. }
+            | Error::NoNodes
+            | Error::BadAddress { .. } => false,
+        }
+    }
+
+    /// Turns a reply error from `node` into the client's error.
+    pub(crate) fn from_reply(node: &str, error: ReplyError) -> Self {
+        let node = node.to_owned();
+        match error {
+            ReplyError::Client(message) => Error::Refused { node, message },
+            ReplyError::Server(message) => Error::ServerFailure { node, message },
+            ReplyError::UnknownCommand => Error::ServerFailure {
+                node,
+                message: "the server does not know the command (ERROR)".to_owned(),
+            },
+            source @ (ReplyError::Malformed(_) | ReplyError::ValueTooLarge { .. }) => {
+                Error::Protocol { node, source }
+            }
+        }
+    }
+
+    /// Turns an I/O error on an established connection into the client's error.
+    pub(crate) fn from_io(node: &str, source: io::Error, timeout: Option<Duration>) -> Self {
+        let node = node.to_owned();
+        match source.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
+                node,
+                timeout: timeout.unwrap_or_default(),
+            },
+            io::ErrorKind::UnexpectedEof => Error::Closed { node },
+            _ => Error::Io { node, source },
+        }
+    }
+}
+
+/// The client's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

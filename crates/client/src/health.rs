@@ -1,0 +1,94 @@
+//! Down-node marking: a node that keeps failing is left alone for a while, failing fast.
+//!
+//! Keys are never moved to another node while one is down: a value written elsewhere would be
+//! read back stale once the node returns.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A process-wide origin, so an instant fits in an atomic as nanoseconds since it.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn nanos_since_origin(at: Instant) -> u64 {
+    u64::try_from(at.duration_since(origin()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Failure bookkeeping for one node, read lock-free on every operation.
+#[derive(Debug, Default)]
+pub struct Health {
+    failures_in_a_row: AtomicU32,
+    /// Nanoseconds since `origin()` until which the node is left alone; 0 means never.
+    down_until: AtomicU64,
+}
+
+impl Health {
+    /// How long the node is still to be left alone, if it is.
+    pub fn down_for(&self) -> Option<Duration> {
+        let until = self.down_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return None;
+        }
+        let now = nanos_since_origin(Instant::now());
+        (now < until).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// Records a clean exchange.
+    pub fn record_success(&self) {
+        if self.failures_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.failures_in_a_row.store(0, Ordering::Relaxed);
+            self.down_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a failure; returns whether the node is now marked down for `dead_timeout`.
+    pub fn record_failure(
+        &self,
+        retry_attempts: u32,
+        retry_timeout: Duration,
+        dead_timeout: Duration,
+    ) -> bool {
+        let failures = self
+            .failures_in_a_row
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let dead = failures >= retry_attempts.max(1);
+        let pause = if dead { dead_timeout } else { retry_timeout };
+        if !pause.is_zero() {
+            self.down_until.store(
+                nanos_since_origin(Instant::now() + pause),
+                Ordering::Relaxed,
+            );
+        }
+        dead
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_down_after_the_configured_failures_and_clears_on_success() {
+        let health = Health::default();
+        assert_eq!(health.down_for(), None);
+        let second = Duration::from_secs(1);
+        let minute = Duration::from_secs(60);
+        assert!(!health.record_failure(2, second, minute));
+        assert!(health.down_for().is_some_and(|d| d <= second));
+        assert!(health.record_failure(2, second, minute));
+        assert!(health.down_for().is_some_and(|d| d > second && d <= minute));
+        health.record_success();
+        assert_eq!(health.down_for(), None);
+    }
+
+    #[test]
+    fn zero_pauses_never_mark_down() {
+        let health = Health::default();
+        health.record_failure(1, Duration::ZERO, Duration::ZERO);
+        assert_eq!(health.down_for(), None);
+    }
+}

@@ -1,0 +1,34 @@
+//! A synchronous memcached client for ElastiCache clusters, with no Python in it.
+//!
+//! Key placement matches pymemcache's `HashClient` (rendezvous over murmur3), so Rust, Python
+//! and pymemcache clients share one cache. Connections are pooled per node and per process;
+//! multi-key operations cost one round trip; failing nodes are marked down without moving keys.
+//!
+//! ```no_run
+//! use elasticache_client::{Client, ClientConfig};
+//!
+//! let client = Client::connect_to(&["127.0.0.1:11211"], ClientConfig::default())?;
+//! client.set("greeting", 0, b"hello", 0)?;
+//! assert_eq!(client.get("greeting")?.map(|item| item.data), Some(b"hello".to_vec()));
+//! # Ok::<(), elasticache_client::Error>(())
+//! ```
+
+mod address;
+mod batch;
+mod client;
+mod config;
+mod connection;
+mod error;
+mod hash;
+mod health;
+mod pool;
+mod topology;
+
+pub use address::{NodeAddress, DEFAULT_PORT};
+pub use client::{Client, Item, Stats};
+pub use config::ClientConfig;
+pub use error::{Error, ErrorKind, Result};
+pub use hash::{murmur3_32, Murmur3, Ring};
+pub use topology::{Node, Topology};
+
+pub use elasticache_proto::{validate_key, KeyError, Store, StoreReply, MAX_KEY_LEN};

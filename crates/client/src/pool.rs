@@ -1,0 +1,177 @@
+//! A bounded pool of connections to one node, shared by every thread of the process.
+
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::address::NodeAddress;
+use crate::config::ClientConfig;
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Idle connections, most recently used last.
+    idle: Vec<Connection>,
+    /// Connections that exist: idle, leased, or being opened.
+    open: usize,
+}
+
+/// Connections to one node: at most `max_size` at once, reused most-recently-used first.
+#[derive(Debug)]
+pub struct Pool {
+    state: Mutex<PoolState>,
+    freed: Condvar,
+    max_size: usize,
+    idle_timeout: Option<Duration>,
+}
+
+/// A connection taken from a pool. Give it back with [`Lease::release`] after a clean exchange;
+/// dropping it instead closes the connection, which is what every error path wants.
+#[derive(Debug)]
+pub struct Lease<'p> {
+    pool: &'p Pool,
+    connection: Option<Connection>,
+}
+
+impl Pool {
+    pub fn new(config: &ClientConfig) -> Self {
+        Pool {
+            state: Mutex::new(PoolState::default()),
+            freed: Condvar::new(),
+            max_size: config.max_pool_size.max(1),
+            idle_timeout: config.pool_idle_timeout,
+        }
+    }
+
+    // A panic while holding the lock cannot leave PoolState inconsistent in a way that matters
+    // more than losing the pool, so a poisoned lock is used as it is.
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes an idle connection, or opens one if the pool has room, or waits for one to be
+    /// returned until `deadline`.
+    pub fn lease(
+        &self,
+        address: &NodeAddress,
+        config: &ClientConfig,
+        deadline: Option<Instant>,
+    ) -> Result<Lease<'_>> {
+        let mut state = self.lock();
+        loop {
+            self.close_expired(&mut state);
+            if let Some(connection) = state.idle.pop() {
+                return Ok(Lease {
+                    pool: self,
+                    connection: Some(connection),
+                });
+            }
+            if state.open < self.max_size {
+                state.open += 1;
+                drop(state);
+                return match Connection::connect(address, config) {
+                    Ok(connection) => Ok(Lease {
+                        pool: self,
+                        connection: Some(connection),
+                    }),
+                    Err(error) => {
+                        self.forget_one();
+                        Err(error)
+                    }
+                };
+            }
+            state = match deadline {
+                None => self
+                    .freed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::PoolExhausted {
+                            node: address.name.clone(),
+                            timeout: config.timeout.unwrap_or_default(),
+                        });
+                    }
+                    self.freed
+                        .wait_timeout(state, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    fn close_expired(&self, state: &mut PoolState) {
+        let Some(limit) = self.idle_timeout else {
+            return;
+        };
+        // Idle connections are ordered by last use, so the expired ones are at the front.
+        let expired = state
+            .idle
+            .iter()
+            .take_while(|c| c.idle_since.elapsed() >= limit)
+            .count();
+        if expired > 0 {
+            state.idle.drain(..expired);
+            state.open -= expired;
+        }
+    }
+
+    /// Records that a leased connection was closed instead of returned.
+    fn forget_one(&self) {
+        let mut state = self.lock();
+        state.open = state.open.saturating_sub(1);
+        drop(state);
+        self.freed.notify_one();
+    }
+
+    /// Connections that exist right now, idle or in use.
+    pub fn open_connections(&self) -> usize {
+        self.lock().open
+    }
+
+    /// Closes every idle connection (leased ones close when their lease ends).
+    pub fn close_idle(&self) {
+        let mut state = self.lock();
+        let closed = state.idle.len();
+        state.idle.clear();
+        state.open -= closed;
+        drop(state);
+        self.freed.notify_all();
+    }
+}
+
+impl Lease<'_> {
+    /// The leased connection.
+    pub fn connection(&mut self) -> Option<&mut Connection> {
+        self.connection.as_mut()
+    }
+
+    /// Returns the connection for reuse: only after a complete, clean exchange.
+    pub fn release(mut self) {
+        let Some(mut connection) = self.connection.take() else {
+            return;
+        };
+        if connection.has_unread_bytes() {
+            // Stray bytes would be taken as the next request's reply: close instead.
+            drop(connection);
+            self.pool.forget_one();
+            return;
+        }
+        connection.trim_buffer();
+        connection.idle_since = Instant::now();
+        let mut state = self.pool.lock();
+        state.idle.push(connection);
+        drop(state);
+        self.pool.freed.notify_one();
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.connection.take().is_some() {
+            self.pool.forget_one();
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! An immutable snapshot of the cluster: its nodes, their pools and health, and the ring.
+//!
+//! A snapshot is never changed in place; a new membership is a new snapshot published
+//! atomically, and nodes present in both keep their pools. Each snapshot is stamped with the
+//! process that built it, so a forked child never uses its parent's sockets.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::address::NodeAddress;
+use crate::config::ClientConfig;
+use crate::hash::Ring;
+use crate::health::Health;
+use crate::pool::Pool;
+
+/// One node of the cluster with its connection pool and failure record.
+#[derive(Debug)]
+pub struct Node {
+    pub address: NodeAddress,
+    pub(crate) pool: Pool,
+    pub(crate) health: Health,
+}
+
+impl Node {
+    fn new(address: NodeAddress, config: &ClientConfig) -> Self {
+        Node {
+            address,
+            pool: Pool::new(config),
+            health: Health::default(),
+        }
+    }
+
+    /// Connections open to this node right now (idle or in use) from this process.
+    pub fn open_connections(&self) -> usize {
+        self.pool.open_connections()
+    }
+}
+
+/// The nodes of the cluster as one consistent whole.
+#[derive(Debug)]
+pub struct Topology {
+    pid: u32,
+    nodes: Vec<Arc<Node>>,
+    ring: Ring,
+}
+
+impl Topology {
+    /// A snapshot of `addresses` (duplicates dropped), reusing the nodes of `previous` that are
+    /// still members so their pooled connections survive the change.
+    pub fn new(
+        addresses: &[NodeAddress],
+        config: &ClientConfig,
+        previous: Option<&Topology>,
+    ) -> Self {
+        let pid = std::process::id();
+        let reusable = previous.filter(|p| p.pid == pid);
+        let mut seen = HashSet::new();
+        let nodes: Vec<Arc<Node>> = addresses
+            .iter()
+            .filter(|address| seen.insert(address.name.as_str()))
+            .map(|address| {
+                reusable
+                    .and_then(|p| p.nodes.iter().find(|n| n.address == *address))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Node::new(address.clone(), config)))
+            })
+            .collect();
+        let ring = Ring::new(nodes.iter().map(|n| n.address.name.as_str()));
+        Topology { pid, nodes, ring }
+    }
+
+    /// Whether this snapshot was built by the calling process.
+    pub fn belongs_to_this_process(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
+    /// The nodes, in the order they were given.
+    pub fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    /// The addresses of the nodes.
+    pub fn addresses(&self) -> Vec<NodeAddress> {
+        self.nodes.iter().map(|n| n.address.clone()).collect()
+    }
+
+    /// The index of the node that owns `key`.
+    pub fn node_index_for(&self, key: &str) -> Option<usize> {
+        self.ring.node_for(key)
+    }
+}
