@@ -53,19 +53,19 @@ impl Client {
         for share in shares.into_iter().filter(|s| !s.positions.is_empty()) {
             request.clear();
             encode(&mut request, &share.positions);
+            // `lease` counts its own failures towards marking the node down; a failed send is
+            // counted here, so each failed share counts once.
             let outcome = self.lease(share.node, deadline).and_then(|mut lease| {
-                match lease.connection() {
-                    Some(connection) => connection.send(&request)?,
-                    None => return Err(Error::NoNodes),
-                }
+                let written = match lease.connection() {
+                    Some(connection) => connection.send(&request),
+                    None => Err(Error::NoNodes),
+                };
+                written.inspect_err(|error| self.note_failure(share.node, error))?;
                 Ok(lease)
             });
             match outcome {
                 Ok(lease) => sent.push((share, lease)),
-                Err(error) => {
-                    self.note_failure(share.node, &error);
-                    failed.push((share.positions, error));
-                }
+                Err(error) => failed.push((share.positions, error)),
             }
         }
         for (share, mut lease) in sent {

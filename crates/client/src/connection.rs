@@ -136,15 +136,12 @@ impl Connection {
     }
 
     /// Reads at least once more, with room for `needed` unconsumed bytes.
+    ///
+    /// Past the deadline only bytes that have already arrived are taken (without waiting): a
+    /// batch reads its nodes one after another, and one slow node must not turn the replies
+    /// the others have already sent into timeouts.
     fn fill(&mut self, needed: usize, deadline: Option<Instant>) -> Result<()> {
-        if let Some(deadline) = deadline {
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    node: self.node.clone(),
-                    timeout: self.timeout.unwrap_or_default(),
-                });
-            }
-        }
+        let overdue = deadline.is_some_and(|deadline| Instant::now() >= deadline);
         let pending = self.filled - self.start;
         let wanted = needed.max(pending + MIN_READ);
         if self.buffer.len() - self.start < wanted {
@@ -156,6 +153,24 @@ impl Connection {
                 self.buffer.resize(wanted, 0);
             }
         }
+        if overdue {
+            // Nothing waiting is reported as WouldBlock, which is a timeout.
+            self.stream
+                .set_nonblocking(true)
+                .map_err(|e| Error::from_io(&self.node, e, self.timeout))?;
+        }
+        let received = self.receive();
+        let restored = if overdue {
+            self.stream.set_nonblocking(false)
+        } else {
+            Ok(())
+        };
+        received?;
+        restored.map_err(|e| Error::from_io(&self.node, e, self.timeout))
+    }
+
+    /// One read into the free end of the buffer.
+    fn receive(&mut self) -> Result<()> {
         loop {
             match self.stream.read(&mut self.buffer[self.filled..]) {
                 Ok(0) => {

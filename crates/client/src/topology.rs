@@ -30,6 +30,11 @@ impl Node {
         }
     }
 
+    /// Closes this node's idle connections.
+    pub fn close_idle(&self) {
+        self.pool.close_idle();
+    }
+
     /// Connections open to this node right now (idle or in use) from this process.
     pub fn open_connections(&self) -> usize {
         self.pool.open_connections()

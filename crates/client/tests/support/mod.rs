@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -114,51 +115,112 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// How a fake server treats each connection once it has read a request.
-#[derive(Clone)]
+/// How a fake server answers each request it reads on a connection.
+///
+/// A request is whatever one `read` returns: the client writes each request with one
+/// `write_all`, which arrives whole on loopback.
+#[derive(Clone, Debug)]
 pub enum Fault {
-    /// Send these bytes, then keep the connection open.
+    /// Send these bytes, and keep serving the connection the same way.
     Reply(Vec<u8>),
     /// Send these bytes, then close.
     ReplyAndClose(Vec<u8>),
-    /// Never answer (the connection stays open until the test ends).
+    /// Wait this long, then send these bytes: a reply that comes after the client gave up.
+    ReplyAfter(Duration, Vec<u8>),
+    /// Never answer (the connection stays open until the client closes it).
     Silent,
 }
 
-/// A server on a free port that answers every request the same faulty way.
+#[derive(Debug, Default)]
+struct Counts {
+    accepted: usize,
+    replies: usize,
+}
+
+/// What a fake server has done so far, for tests to wait on and assert about.
+#[derive(Debug, Default)]
+struct Seen {
+    counts: Mutex<Counts>,
+    changed: Condvar,
+}
+
+impl Seen {
+    fn update(&self, change: impl FnOnce(&mut Counts)) {
+        change(&mut self.counts.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+/// A server on a free port that answers requests in a faulty way, counting what it does.
 pub struct FakeServer {
     pub port: u16,
+    seen: Arc<Seen>,
 }
 
 impl FakeServer {
+    /// Treats every connection with `fault`.
     pub fn start(fault: Fault) -> FakeServer {
+        Self::start_each(vec![fault])
+    }
+
+    /// Treats the n-th connection with `faults[n]`, and every connection after the last fault
+    /// with the last one.
+    pub fn start_each(faults: Vec<Fault>) -> FakeServer {
+        assert!(!faults.is_empty());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Seen::default());
+        let counter = Arc::clone(&seen);
         thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let fault = fault.clone();
-                let mut request = [0u8; 4096];
-                if stream.read(&mut request).unwrap_or(0) == 0 {
-                    continue;
-                }
-                match fault {
-                    Fault::Reply(bytes) => {
-                        let _ = stream.write_all(&bytes);
-                        held.push(stream);
-                    }
-                    Fault::ReplyAndClose(bytes) => {
-                        let _ = stream.write_all(&bytes);
-                    }
-                    Fault::Silent => held.push(stream),
-                }
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { continue };
+                counter.update(|c| c.accepted += 1);
+                let fault = faults[n.min(faults.len() - 1)].clone();
+                let counter = Arc::clone(&counter);
+                thread::spawn(move || serve(stream, &fault, &counter));
             }
         });
-        FakeServer { port }
+        FakeServer { port, seen }
     }
 
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.seen.counts.lock().unwrap().accepted
+    }
+
+    /// Blocks until the server has sent `n` replies in all (panics after 10 s).
+    pub fn wait_for_replies(&self, n: usize) {
+        let guard = self.seen.counts.lock().unwrap();
+        let (_guard, wait) = self
+            .seen
+            .changed
+            .wait_timeout_while(guard, Duration::from_secs(10), |c| c.replies < n)
+            .unwrap();
+        assert!(!wait.timed_out(), "the fake server never sent {n} replies");
+    }
+}
+
+/// Serves one connection until the client closes it or the fault closes it.
+fn serve(mut stream: TcpStream, fault: &Fault, seen: &Seen) {
+    let mut request = [0u8; 4096];
+    while stream.read(&mut request).unwrap_or(0) > 0 {
+        let (reply, close) = match fault {
+            Fault::Reply(bytes) => (bytes, false),
+            Fault::ReplyAndClose(bytes) => (bytes, true),
+            Fault::ReplyAfter(delay, bytes) => {
+                thread::sleep(*delay); // the fault itself: a slow server
+                (bytes, false)
+            }
+            Fault::Silent => continue,
+        };
+        let _ = stream.write_all(reply);
+        seen.update(|c| c.replies += 1);
+        if close {
+            return;
+        }
     }
 }

@@ -1,0 +1,379 @@
+//! The defined outcome for bad peers: every fault is an error of a known kind, returned
+//! promptly, never a wrong value; a connection that saw a fault is never reused; failing nodes
+//! are marked down without moving keys; `ignore_exc` turns faults into misses.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use elasticache_client::{Client, ClientConfig, Error, ErrorKind, Result};
+use support::{free_port, FakeServer, Fault, Memcached};
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Every call must return within this: generous, so the tests never depend on tight timing.
+const BOUND: Duration = Duration::from_millis(200 + 2000);
+
+/// Short timeouts, and every call goes to the node until `retry_attempts` failures in a row
+/// mark it down (no `retry_timeout` pause in between).
+fn config() -> ClientConfig {
+    ClientConfig {
+        timeout: Some(TIMEOUT),
+        connect_timeout: Some(TIMEOUT),
+        retry_timeout: Duration::ZERO,
+        ..ClientConfig::default()
+    }
+}
+
+fn client_for(servers: &[String], config: ClientConfig) -> Client {
+    Client::connect_to(servers, config).unwrap()
+}
+
+/// Runs `call` and asserts it returned within [`BOUND`].
+fn bounded<T>(call: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let outcome = call();
+    let took = start.elapsed();
+    assert!(took < BOUND, "the call took {took:?}");
+    outcome
+}
+
+/// Asserts `result` failed with an error of `kind`, and returns the error.
+fn failure<T: Debug>(result: Result<T>, kind: ErrorKind) -> Error {
+    let error = result.expect_err("a bad peer must give an error");
+    assert_eq!(error.kind(), kind, "{error}");
+    error
+}
+
+/// A key that `client` places on its node number `node`.
+fn key_on(client: &Client, node: usize) -> String {
+    let topology = client.topology();
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|key| topology.node_index_for(key) == Some(node))
+        .unwrap()
+}
+
+/// An address with nobody listening.
+fn refused_address() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// A value whose declared length no client should try to buffer.
+const HUGE: &[u8] = b"VALUE k 0 99999999999\r\n";
+const GARBAGE: &[u8] = b"\x00\xff\xfeHELLO\r\n";
+
+/// One address per kind of bad peer, by name.
+fn bad_peers() -> Vec<(&'static str, String)> {
+    let fake = |fault| FakeServer::start(fault).address();
+    vec![
+        (
+            "closes mid-reply",
+            fake(Fault::ReplyAndClose(b"VALUE k 0 10\r\nabc".to_vec())),
+        ),
+        ("garbage", fake(Fault::Reply(GARBAGE.to_vec()))),
+        ("huge value length", fake(Fault::Reply(HUGE.to_vec()))),
+        ("never answers", fake(Fault::Silent)),
+        (
+            "value for another key",
+            fake(Fault::Reply(
+                b"VALUE other 0 5\r\nwrong\r\nEND\r\n".to_vec(),
+            )),
+        ),
+        ("connection refused", refused_address()),
+    ]
+}
+
+#[test]
+fn a_node_closing_mid_reply_is_a_connection_error_never_a_value() {
+    let server = FakeServer::start(Fault::ReplyAndClose(b"VALUE a 0 10\r\nabc".to_vec()));
+    let client = client_for(&[server.address()], config());
+    let error = failure(bounded(|| client.get("a")), ErrorKind::Connection);
+    assert!(matches!(error, Error::Closed { .. }), "{error}");
+    assert_eq!(client.topology().nodes()[0].open_connections(), 0);
+}
+
+#[test]
+fn garbage_is_a_server_error() {
+    let server = FakeServer::start(Fault::Reply(GARBAGE.to_vec()));
+    let client = client_for(&[server.address()], config());
+    let error = failure(bounded(|| client.get("a")), ErrorKind::Server);
+    assert!(matches!(error, Error::Protocol { .. }), "{error}");
+    let error = failure(bounded(|| client.set("a", 0, b"v", 0)), ErrorKind::Server);
+    assert!(matches!(error, Error::Protocol { .. }), "{error}");
+    assert_eq!(client.topology().nodes()[0].open_connections(), 0);
+}
+
+#[test]
+fn a_huge_declared_length_fails_at_once_without_awaiting_the_data() {
+    let server = FakeServer::start(Fault::Reply(HUGE.to_vec()));
+    // A long timeout: had the client waited for the data, it would fail with Timeout.
+    let config = ClientConfig {
+        timeout: Some(Duration::from_secs(30)),
+        ..config()
+    };
+    let client = client_for(&[server.address()], config);
+    for result in [
+        bounded(|| client.get("k").map(drop)),
+        bounded(|| client.get_many(&["k"]).map(drop)),
+    ] {
+        let error = failure(result, ErrorKind::Server);
+        assert!(
+            matches!(&error, Error::Protocol { source, .. }
+                if format!("{source:?}").starts_with("ValueTooLarge")),
+            "{error}"
+        );
+    }
+    assert_eq!(client.topology().nodes()[0].open_connections(), 0);
+}
+
+#[test]
+fn a_node_that_never_answers_times_out_within_the_timeout() {
+    let server = FakeServer::start(Fault::Silent);
+    let config = ClientConfig {
+        retry_attempts: 10,
+        ..config()
+    };
+    let client = client_for(&[server.address()], config);
+    let error = failure(bounded(|| client.get("a")), ErrorKind::Timeout);
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    let error = failure(bounded(|| client.get_many(&["a", "b"])), ErrorKind::Timeout);
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    let error = failure(bounded(|| client.incr("a", 1)), ErrorKind::Timeout);
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert_eq!(client.topology().nodes()[0].open_connections(), 0);
+}
+
+#[test]
+fn a_refused_connection_is_a_connection_error() {
+    let client = client_for(&[refused_address()], config());
+    let error = failure(bounded(|| client.get("a")), ErrorKind::Connection);
+    assert!(matches!(error, Error::Connect { .. }), "{error}");
+    assert_eq!(client.topology().nodes()[0].open_connections(), 0);
+}
+
+#[test]
+fn a_value_for_another_key_is_never_returned() {
+    let server = FakeServer::start(Fault::Reply(b"VALUE b 0 5\r\nwrong\r\nEND\r\n".to_vec()));
+    let config = ClientConfig {
+        retry_attempts: 10,
+        ..config()
+    };
+    let client = client_for(&[server.address()], config);
+    for result in [
+        bounded(|| client.get("a")),
+        bounded(|| client.gets("a")),
+        bounded(|| client.get_many(&["a"]).map(|mut found| found.remove(0))),
+    ] {
+        let error = failure(result, ErrorKind::Server);
+        assert!(matches!(error, Error::Protocol { .. }), "{error}");
+    }
+    assert_eq!(client.topology().nodes()[0].open_connections(), 0);
+}
+
+#[test]
+fn a_failing_node_is_marked_down_and_its_keys_are_not_moved() {
+    let bad = FakeServer::start(Fault::ReplyAndClose(Vec::new()));
+    let good = Memcached::start();
+    let config = ClientConfig {
+        retry_attempts: 2,
+        dead_timeout: Duration::from_secs(60),
+        ..config()
+    };
+    let client = client_for(&[bad.address(), good.address()], config);
+    let (bad_key, good_key) = (key_on(&client, 0), key_on(&client, 1));
+    assert!(client.set(&good_key, 0, b"good", 0).unwrap());
+
+    for attempt in 1..=2 {
+        let error = failure(bounded(|| client.get(&bad_key)), ErrorKind::Connection);
+        assert!(matches!(error, Error::Closed { .. }), "{error}");
+        assert_eq!(bad.connections(), attempt);
+    }
+
+    // Marked down: every operation on its keys fails fast, without touching the network.
+    let results = [
+        bounded(|| client.get(&bad_key).map(drop)),
+        bounded(|| client.set(&bad_key, 0, b"moved?", 0).map(drop)),
+        bounded(|| client.incr(&bad_key, 1).map(drop)),
+        bounded(|| client.get_many(&[&bad_key, &good_key]).map(drop)),
+    ];
+    for result in results {
+        let error = failure(result, ErrorKind::Connection);
+        assert!(matches!(error, Error::NodeDown { .. }), "{error}");
+    }
+    assert_eq!(bad.connections(), 2, "a node marked down was contacted");
+
+    // The healthy node still serves its own keys, and was never given the down node's key.
+    assert_eq!(client.get(&good_key).unwrap().unwrap().data, b"good");
+    assert_eq!(good.client().get(&bad_key).unwrap(), None);
+    assert_eq!(good.stat("cmd_set"), 1);
+}
+
+#[test]
+fn a_failed_batch_counts_once_towards_marking_a_node_down() {
+    let config = ClientConfig {
+        retry_attempts: 2,
+        ..config()
+    };
+    let client = client_for(&[refused_address()], config);
+    for attempt in 1..=2 {
+        let error = failure(bounded(|| client.get_many(&["a"])), ErrorKind::Connection);
+        assert!(
+            matches!(error, Error::Connect { .. }),
+            "attempt {attempt}: {error}"
+        );
+    }
+    let error = failure(bounded(|| client.get_many(&["a"])), ErrorKind::Connection);
+    assert!(matches!(error, Error::NodeDown { .. }), "{error}");
+}
+
+#[test]
+fn a_slow_node_in_a_batch_does_not_fail_the_healthy_ones() {
+    // The silent node comes first, so the healthy node's reply is read after the deadline.
+    let slow = FakeServer::start(Fault::Silent);
+    let good = Memcached::start();
+    let config = ClientConfig {
+        retry_attempts: 2,
+        ..config()
+    };
+    let client = client_for(&[slow.address(), good.address()], config);
+    let (slow_key, good_key) = (key_on(&client, 0), key_on(&client, 1));
+    assert!(client.set(&good_key, 0, b"good", 0).unwrap());
+    for _ in 0..2 {
+        let error = failure(
+            bounded(|| client.get_many(&[&slow_key, &good_key])),
+            ErrorKind::Timeout,
+        );
+        assert!(error.to_string().contains(&slow.address()), "{error}");
+    }
+    // Only the slow node failed twice and is marked down; the healthy one still serves.
+    let error = failure(bounded(|| client.get(&slow_key)), ErrorKind::Connection);
+    assert!(matches!(error, Error::NodeDown { .. }), "{error}");
+    assert_eq!(client.get(&good_key).unwrap().unwrap().data, b"good");
+}
+
+#[test]
+fn ignore_exc_turns_every_fault_into_a_miss_but_not_invalid_keys() {
+    let good = Memcached::start();
+    for (fault, bad) in bad_peers() {
+        let config = ClientConfig {
+            ignore_exc: true,
+            retry_attempts: 1000, // every call meets the fault itself
+            ..config()
+        };
+        let client = client_for(&[bad, good.address()], config);
+        let (bad_key, good_key) = (key_on(&client, 0), key_on(&client, 1));
+
+        assert_eq!(bounded(|| client.get(&bad_key)).unwrap(), None, "{fault}");
+        assert!(
+            !bounded(|| client.set(&bad_key, 0, b"v", 0)).unwrap(),
+            "{fault}"
+        );
+        assert_eq!(
+            bounded(|| client.incr(&bad_key, 1)).unwrap(),
+            None,
+            "{fault}"
+        );
+        assert!(!bounded(|| client.delete(&bad_key)).unwrap(), "{fault}");
+
+        assert!(client.set(&good_key, 0, fault.as_bytes(), 0).unwrap());
+        let found = bounded(|| client.get_many(&[&bad_key, &good_key])).unwrap();
+        assert_eq!(found[0], None, "{fault}");
+        assert_eq!(
+            found[1].as_ref().map(|item| item.data.as_slice()),
+            Some(fault.as_bytes()),
+            "{fault}: the healthy node's value was lost"
+        );
+
+        for result in [
+            client.get("not a key").map(drop),
+            client.set("not a key", 0, b"v", 0).map(drop),
+            client.incr("not a key", 1).map(drop),
+            client.get_many(&[&good_key, "not a key"]).map(drop),
+        ] {
+            let error = failure(result, ErrorKind::Client);
+            assert!(
+                matches!(error, Error::InvalidKey { .. }),
+                "{fault}: {error}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ignore_exc_turns_a_down_node_into_a_miss() {
+    let bad = FakeServer::start(Fault::Reply(GARBAGE.to_vec()));
+    let config = ClientConfig {
+        ignore_exc: true,
+        retry_attempts: 1,
+        ..config()
+    };
+    let client = client_for(&[bad.address()], config);
+    assert_eq!(client.get("a").unwrap(), None);
+    assert_eq!(bad.connections(), 1);
+    assert_eq!(bounded(|| client.get("a")).unwrap(), None);
+    assert!(!bounded(|| client.set("a", 0, b"v", 0)).unwrap());
+    assert_eq!(bounded(|| client.incr("a", 1)).unwrap(), None);
+    assert_eq!(
+        bounded(|| client.get_many(&["a", "b"])).unwrap(),
+        vec![None, None]
+    );
+    assert_eq!(bad.connections(), 1, "a node marked down was contacted");
+}
+
+#[test]
+fn a_late_reply_is_never_handed_to_the_next_request() {
+    // The first connection answers only after the client gave up; later ones answer at once.
+    let server = FakeServer::start_each(vec![
+        Fault::ReplyAfter(TIMEOUT * 3, b"VALUE a 0 4\r\nlate\r\nEND\r\n".to_vec()),
+        Fault::Reply(b"VALUE b 0 3\r\nbee\r\nEND\r\n".to_vec()),
+    ]);
+    let client = client_for(&[server.address()], config());
+    let error = failure(bounded(|| client.get("a")), ErrorKind::Timeout);
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    assert_eq!(client.topology().nodes()[0].open_connections(), 0);
+
+    // The late reply is on the wire now: a client still holding that connection would read it.
+    server.wait_for_replies(1);
+    let found = bounded(|| client.get("b")).unwrap();
+    assert_eq!(found.map(|item| item.data), Some(b"bee".to_vec()));
+    assert_eq!(
+        server.connections(),
+        2,
+        "the timed-out connection was reused"
+    );
+}
+
+#[test]
+fn a_connection_that_saw_an_error_is_not_pooled() {
+    // Every fault above already leaves no open connection; here a clean exchange follows, to
+    // show that clean connections are reused and faulty ones are not.
+    let server = FakeServer::start_each(vec![
+        Fault::Reply(GARBAGE.to_vec()),
+        Fault::Reply(GARBAGE.to_vec()),
+        Fault::Reply(b"END\r\n".to_vec()),
+    ]);
+    let config = ClientConfig {
+        retry_attempts: 10,
+        ..config()
+    };
+    let client = client_for(&[server.address()], config);
+    let topology = client.topology();
+    let node = &topology.nodes()[0];
+
+    failure(bounded(|| client.get("a")), ErrorKind::Server);
+    assert_eq!((server.connections(), node.open_connections()), (1, 0));
+    failure(bounded(|| client.get_many(&["a", "b"])), ErrorKind::Server);
+    assert_eq!((server.connections(), node.open_connections()), (2, 0));
+
+    for _ in 0..3 {
+        assert_eq!(bounded(|| client.get("a")).unwrap(), None);
+        assert_eq!(
+            bounded(|| client.get_many(&["a", "b"])).unwrap(),
+            vec![None, None]
+        );
+    }
+    assert_eq!((server.connections(), node.open_connections()), (3, 1));
+}

@@ -1,0 +1,408 @@
+//! The `Client` Python class: a shared native client with Python-facing conversions.
+//!
+//! Every method that touches the network releases the GIL for the I/O. Keys are made and
+//! checked here (`prefix:version:key` when a prefix is passed), values encoded in pymemcache's
+//! format, and results decoded with the GIL held again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use elasticache_client::{Client, ClientConfig, NodeAddress, Stats, Store, StoreReply};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::errors::IntoPyResult;
+use crate::keys::make_key;
+use crate::serde::{decode, encode};
+
+/// A seconds value from Python as a deadline: `None` or 0 mean "no deadline" where allowed.
+fn seconds(name: &str, value: Option<f64>, zero_means_none: bool) -> PyResult<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(s) if s == 0.0 && zero_means_none => Ok(None),
+        Some(s) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{name} must be a non-negative number of seconds, not {s}"
+            ))
+        }),
+    }
+}
+
+/// A memcached client shared by every thread of the process.
+#[derive(Debug)]
+#[pyclass(frozen, module = "django_elasticache_rs._native", name = "Client")]
+pub struct PyClient {
+    inner: Arc<Client>,
+    serde: Option<Py<PyAny>>,
+}
+
+impl PyClient {
+    fn serde<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyAny>> {
+        self.serde.as_ref().map(|s| s.bind(py))
+    }
+}
+
+#[pymethods]
+impl PyClient {
+    #[new]
+    #[pyo3(signature = (
+        servers,
+        *,
+        connect_timeout = Some(1.0),
+        timeout = Some(1.0),
+        max_pool_size = 64,
+        pool_idle_timeout = 0.0,
+        retry_attempts = 2,
+        retry_timeout = 1.0,
+        dead_timeout = 60.0,
+        no_delay = true,
+        socket_keepalive = None,
+        ignore_exc = false,
+        max_value_length = None,
+        serde = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        servers: Vec<String>,
+        connect_timeout: Option<f64>,
+        timeout: Option<f64>,
+        max_pool_size: usize,
+        pool_idle_timeout: Option<f64>,
+        retry_attempts: u32,
+        retry_timeout: f64,
+        dead_timeout: f64,
+        no_delay: bool,
+        socket_keepalive: Option<f64>,
+        ignore_exc: bool,
+        max_value_length: Option<usize>,
+        serde: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        if max_pool_size == 0 {
+            return Err(PyValueError::new_err("max_pool_size must be at least 1"));
+        }
+        let defaults = ClientConfig::default();
+        let config = ClientConfig {
+            connect_timeout: seconds("connect_timeout", connect_timeout, false)?,
+            timeout: seconds("timeout", timeout, false)?,
+            max_pool_size,
+            pool_idle_timeout: seconds("pool_idle_timeout", pool_idle_timeout, true)?,
+            retry_attempts,
+            retry_timeout: seconds("retry_timeout", Some(retry_timeout), false)?
+                .unwrap_or_default(),
+            dead_timeout: seconds("dead_timeout", Some(dead_timeout), false)?.unwrap_or_default(),
+            no_delay,
+            socket_keepalive: seconds("socket_keepalive", socket_keepalive, true)?,
+            max_value_len: max_value_length.unwrap_or(defaults.max_value_len),
+            ignore_exc,
+        };
+        let nodes = servers
+            .iter()
+            .map(|s| NodeAddress::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .py_result()?;
+        if nodes.is_empty() {
+            return Err(PyValueError::new_err("at least one server is needed"));
+        }
+        Ok(PyClient {
+            inner: Arc::new(Client::new(&nodes, config)),
+            serde,
+        })
+    }
+
+    /// The nodes' names (`host:port`), as the ring hashes them.
+    #[getter]
+    fn servers(&self) -> Vec<String> {
+        self.inner
+            .topology()
+            .nodes()
+            .iter()
+            .map(|n| n.address.name.clone())
+            .collect()
+    }
+
+    /// The name of the node that owns `key` (made like the other methods' keys).
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn node_for(
+        &self,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let key = make_key(key, prefix, version)?;
+        let topology = self.inner.topology();
+        let index = topology
+            .node_index_for(&key)
+            .ok_or(elasticache_client::Error::NoNodes)
+            .py_result()?;
+        Ok(topology.nodes()[index].address.name.clone())
+    }
+
+    /// Connections this process has open to each node (idle or in use).
+    fn open_connections(&self) -> Vec<(String, usize)> {
+        let topology = self.inner.topology();
+        topology
+            .nodes()
+            .iter()
+            .map(|n| (n.address.name.clone(), n.open_connections()))
+            .collect()
+    }
+
+    /// The value of `key`, or `default` when it is missing or unreadable.
+    #[pyo3(signature = (key, default = None, prefix = None, version = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+        prefix: Option<&str>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = make_key(key, prefix, version)?;
+        let client = &*self.inner;
+        let item = py.detach(|| client.get(&key)).py_result()?;
+        let value = item.and_then(|item| decode(py, &key, item.flags, &item.data, self.serde(py)));
+        Ok(value.unwrap_or_else(|| default.unwrap_or_else(|| py.None().into_bound(py))))
+    }
+
+    /// Whether `key` is in the cache (its value is not decoded).
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn contains(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let key = make_key(key, prefix, version)?;
+        let client = &*self.inner;
+        Ok(py.detach(|| client.get(&key)).py_result()?.is_some())
+    }
+
+    /// The values of the keys that are in the cache, as a dict keyed by the keys given.
+    #[pyo3(signature = (keys, prefix = None, version = None))]
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        prefix: Option<&str>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let originals: Vec<Bound<'py, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
+        let made: Vec<String> = originals
+            .iter()
+            .map(|k| make_key(k, prefix, version))
+            .collect::<PyResult<_>>()?;
+        let refs: Vec<&str> = made.iter().map(String::as_str).collect();
+        let client = &*self.inner;
+        let found = py.detach(|| client.get_many(&refs)).py_result()?;
+        let result = PyDict::new(py);
+        let serde = self.serde(py);
+        for ((original, key), item) in originals.iter().zip(&made).zip(found) {
+            if let Some(value) =
+                item.and_then(|item| decode(py, key, item.flags, &item.data, serde))
+            {
+                result.set_item(original, value)?;
+            }
+        }
+        Ok(result)
+    }
+
+    /// Stores `value`; returns whether it was stored. `exptime` is memcached's: 0 = never
+    /// expires, negative = already expired, over 30 days = a Unix time.
+    #[pyo3(signature = (key, value, exptime = 0, prefix = None, version = None))]
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        exptime: i64,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.store(py, Store::Set, key, value, exptime, prefix, version)
+    }
+
+    /// Stores `value` only if `key` is not in the cache; returns whether it was stored.
+    #[pyo3(signature = (key, value, exptime = 0, prefix = None, version = None))]
+    fn add(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        exptime: i64,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.store(py, Store::Add, key, value, exptime, prefix, version)
+    }
+
+    /// Stores `value` only if `key` is in the cache; returns whether it was stored.
+    #[pyo3(signature = (key, value, exptime = 0, prefix = None, version = None))]
+    fn replace(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        exptime: i64,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.store(py, Store::Replace, key, value, exptime, prefix, version)
+    }
+
+    /// Stores every item of `mapping` in one round trip; returns the keys that were not stored.
+    #[pyo3(signature = (mapping, exptime = 0, prefix = None, version = None))]
+    fn set_many<'py>(
+        &self,
+        py: Python<'py>,
+        mapping: &Bound<'py, PyAny>,
+        exptime: i64,
+        prefix: Option<&str>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut originals = Vec::new();
+        let mut made = Vec::new();
+        let mut encoded = Vec::new();
+        let serde = self.serde(py);
+        for pair in mapping.call_method0("items")?.try_iter()? {
+            let (original, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
+            let key = make_key(&original, prefix, version)?;
+            encoded.push(encode(&value, &key, serde)?);
+            made.push(key);
+            originals.push(original);
+        }
+        let items = made
+            .iter()
+            .zip(&encoded)
+            .map(|(key, value)| Ok((key.as_str(), value.flags, value.bytes()?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let client = &*self.inner;
+        let failed = py.detach(|| client.set_many(&items, exptime)).py_result()?;
+        PyList::new(py, failed.into_iter().map(|position| &originals[position]))
+    }
+
+    /// Deletes `key`; returns whether it was there.
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let key = make_key(key, prefix, version)?;
+        let client = &*self.inner;
+        py.detach(|| client.delete(&key)).py_result()
+    }
+
+    /// Deletes the keys in one round trip; returns how many were there.
+    #[pyo3(signature = (keys, prefix = None, version = None))]
+    fn delete_many(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let made: Vec<String> = keys
+            .try_iter()?
+            .map(|k| make_key(&k?, prefix, version))
+            .collect::<PyResult<_>>()?;
+        let refs: Vec<&str> = made.iter().map(String::as_str).collect();
+        let client = &*self.inner;
+        py.detach(|| client.delete_many(&refs)).py_result()
+    }
+
+    /// Adds `delta` (subtracts, when negative) to a counter; `None` when `key` is missing.
+    /// memcached counters are unsigned: a decrement stops at 0.
+    #[pyo3(signature = (key, delta = 1, prefix = None, version = None))]
+    fn incr(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        delta: i128,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<u64>> {
+        let key = make_key(key, prefix, version)?;
+        let magnitude = u64::try_from(delta.unsigned_abs())
+            .map_err(|_| PyValueError::new_err("delta must fit in 64 bits"))?;
+        let client = &*self.inner;
+        py.detach(|| {
+            if delta < 0 {
+                client.decr(&key, magnitude)
+            } else {
+                client.incr(&key, magnitude)
+            }
+        })
+        .py_result()
+    }
+
+    /// Sets a new expiry on `key`; returns whether it was there.
+    #[pyo3(signature = (key, exptime = 0, prefix = None, version = None))]
+    fn touch(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        exptime: i64,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let key = make_key(key, prefix, version)?;
+        let client = &*self.inner;
+        py.detach(|| client.touch(&key, exptime)).py_result()
+    }
+
+    /// Empties every node.
+    fn flush_all(&self, py: Python<'_>) -> PyResult<()> {
+        let client = &*self.inner;
+        py.detach(|| client.flush_all()).py_result()
+    }
+
+    /// Each node's `stats`, as `{node: {name: value}}`; fails if a node cannot answer.
+    #[pyo3(signature = (group = None))]
+    fn stats(
+        &self,
+        py: Python<'_>,
+        group: Option<&str>,
+    ) -> PyResult<Vec<(String, Stats)>> {
+        let client = &*self.inner;
+        py.detach(|| client.stats(group))
+            .into_iter()
+            .map(|(node, stats)| stats.map(|s| (node, s)))
+            .collect::<Result<_, _>>()
+            .py_result()
+    }
+
+    /// Closes the idle pooled connections of this process (connections in use close when
+    /// their operation ends). Not needed in normal use: pools are meant to outlive requests.
+    fn close_idle(&self) {
+        for node in self.inner.topology().nodes() {
+            node.close_idle();
+        }
+    }
+}
+
+impl PyClient {
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &self,
+        py: Python<'_>,
+        command: Store,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        exptime: i64,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let key = make_key(key, prefix, version)?;
+        let encoded = encode(value, &key, self.serde(py))?;
+        let (flags, data) = (encoded.flags, encoded.bytes()?);
+        let client = &*self.inner;
+        let reply = py
+            .detach(|| client.store(command, &key, flags, data, exptime))
+            .py_result()?;
+        Ok(reply == StoreReply::Stored)
+    }
+}

@@ -1,0 +1,21 @@
+//! The `django_elasticache_rs._native` extension module: PyO3 bindings of `elasticache-client`.
+//!
+//! Arguments are converted here, the GIL is released around all network I/O, and client errors
+//! become the package's Python exceptions in one place (`errors`). Nothing here knows Django.
+
+mod client;
+mod errors;
+mod keys;
+mod serde;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Rust log records go to Python's `logging`, under the `elasticache_client` logger tree.
+    let _ = pyo3_log::try_init();
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    module.add_class::<client::PyClient>()?;
+    module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;
+    Ok(())
+}
