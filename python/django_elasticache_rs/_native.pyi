@@ -1,0 +1,107 @@
+"""Typed stubs of the native module (``crates/python``)."""
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+__version__: str
+
+class Serde(Protocol):
+    """pymemcache's serde interface."""
+
+    def serialize(self, key: str, value: Any) -> tuple[bytes | str, int]: ...
+    def deserialize(self, key: str, value: bytes, flags: int) -> Any: ...
+
+def murmur3_32(text: str) -> int:
+    """murmur3 x86 32-bit (seed 0) as pymemcache computes it (low byte of each code point)."""
+
+class Client:
+    """A memcached client shared by every thread of the process.
+
+    Keys are ``str``. Methods that take ``prefix`` make the key ``f"{prefix}:{version}:{key}"``
+    (``key`` converted with ``str()``); with ``prefix=None`` the key is used as given. Keys
+    longer than 250 characters or bytes, or holding control characters or spaces, raise
+    ``InvalidKeyError``. Values are stored in pymemcache's ``pickle_serde`` format.
+
+    Failures raise ``CacheTimeoutError``, ``CacheConnectionError``, ``CacheServerError`` or
+    ``CacheClientError`` (see ``django_elasticache_rs.exceptions``); with ``ignore_exc=True``
+    all but invalid requests read as misses / not stored.
+    """
+
+    def __init__(
+        self,
+        servers: list[str],
+        *,
+        connect_timeout: float | None = 1.0,
+        timeout: float | None = 1.0,
+        max_pool_size: int = 64,
+        pool_idle_timeout: float | None = 0.0,
+        retry_attempts: int = 2,
+        retry_timeout: float = 1.0,
+        dead_timeout: float = 60.0,
+        no_delay: bool = True,
+        socket_keepalive: float | None = None,
+        ignore_exc: bool = False,
+        max_value_length: int | None = None,
+        serde: Serde | None = None,
+    ) -> None: ...
+    @property
+    def servers(self) -> list[str]:
+        """The nodes' names (``host:port``) as the ring hashes them."""
+    def node_for(self, key: Any, prefix: str | None = None, version: Any = None) -> str:
+        """The node that owns ``key``."""
+    def open_connections(self) -> list[tuple[str, int]]:
+        """Connections this process has open to each node."""
+    def get(
+        self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
+    ) -> Any: ...
+    def contains(self, key: Any, prefix: str | None = None, version: Any = None) -> bool: ...
+    def get_many(
+        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
+    ) -> dict[Any, Any]: ...
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> bool: ...
+    def add(
+        self,
+        key: Any,
+        value: Any,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> bool: ...
+    def replace(
+        self,
+        key: Any,
+        value: Any,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> bool: ...
+    def set_many(
+        self,
+        mapping: Mapping[Any, Any],
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> list[Any]:
+        """Stores every item in one round trip; returns the keys that were not stored."""
+    def delete(self, key: Any, prefix: str | None = None, version: Any = None) -> bool: ...
+    def delete_many(
+        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
+    ) -> int: ...
+    def incr(
+        self, key: Any, delta: int = 1, prefix: str | None = None, version: Any = None
+    ) -> int | None:
+        """Adds ``delta`` (subtracts when negative, stopping at 0); ``None`` when missing."""
+    def touch(
+        self, key: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
+    ) -> bool: ...
+    def flush_all(self) -> None: ...
+    def stats(self, group: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]: ...
+    def close_idle(self) -> None:
+        """Closes this process's idle pooled connections."""

@@ -1,0 +1,227 @@
+"""The Django cache backend: ``django_elasticache_rs.backend.ElastiCache``.
+
+A thin layer: Django's cache API and semantics (those of ``PyMemcacheCache``) on top of one
+native client per process and configuration, shared by the backend objects Django creates per
+thread and per async task. Key making, validation, hashing and value encoding run in Rust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
+
+from django_elasticache_rs._native import Client
+from django_elasticache_rs.options import Settings, parse_location, parse_options
+
+__all__ = ["ElastiCache"]
+
+_T = TypeVar("_T")
+
+# memcached reads an expiry over 30 days as a Unix time.
+_MAX_RELATIVE_EXPIRY = 60 * 60 * 24 * 30
+
+_clients: dict[tuple[tuple[str, ...], Settings], Client] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(servers: list[str], settings: Settings) -> Client:
+    """The process's native client for this configuration, created on first use.
+
+    The client is safe across ``fork()``: a child process builds its own connections.
+    """
+    key = (tuple(servers), settings)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = Client(servers, **settings.native_kwargs())
+                _clients[key] = client
+    return client
+
+
+async def _off_loop(function: Callable[..., _T], *args: Any) -> _T:
+    """Runs a blocking call in the loop's thread pool: the event loop is never blocked, and
+    calls do not queue behind Django's single thread-sensitive executor."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(function, *args))
+
+
+class ElastiCache(BaseCache):
+    """Django cache backend for ElastiCache (memcached) clusters."""
+
+    def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
+        super().__init__(params)
+        self._servers = parse_location(server)
+        self._settings = parse_options(params.get("OPTIONS"))
+        # With Django's own key function the key is made in Rust; otherwise made here and
+        # passed as is (prefix None).
+        self._prefix: str | None = self.key_prefix if self.key_func is default_key_func else None
+        self._native_client: Client | None = None
+
+    @property
+    def _native(self) -> Client:
+        client = self._native_client
+        if client is None:
+            client = self._native_client = shared_client(self._servers, self._settings)
+        return client
+
+    @property
+    def client(self) -> Client:
+        """The shared native client behind this backend."""
+        return self._native
+
+    def get_backend_timeout(self, timeout: float | object | None = DEFAULT_TIMEOUT) -> int:
+        """Django's timeout as memcached's expiry: 0 never expires, -1 is already expired, and
+        more than 30 days is written as a Unix time."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return 0
+        seconds = float(timeout)  # type: ignore[arg-type]
+        if int(seconds) == 0:
+            seconds = -1
+        if seconds > _MAX_RELATIVE_EXPIRY:
+            seconds += int(time.time())
+        return int(seconds)
+
+    def _key(self, key: Any, version: int | None) -> Any:
+        # With a custom key function the native client receives the finished key.
+        return key if self._prefix is not None else self.make_key(key, version)
+
+    def _version(self, version: int | None) -> int:
+        return self.version if version is None else version
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return self._native.get(
+            self._key(key, version), default, self._prefix, self._version(version)
+        )
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        return self._native.contains(self._key(key, version), self._prefix, self._version(version))
+
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
+        key = self._key(key, version)
+        v = self._version(version)
+        if not self._native.set(key, value, self.get_backend_timeout(timeout), self._prefix, v):
+            # An old value must not outlive a failed set (the native client already does this
+            # for values that are too large).
+            self._native.delete(key, self._prefix, v)
+
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        key = self._key(key, version)
+        exptime = self.get_backend_timeout(timeout)
+        return self._native.add(key, value, exptime, self._prefix, self._version(version))
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        key = self._key(key, version)
+        exptime = self.get_backend_timeout(timeout)
+        return self._native.touch(key, exptime, self._prefix, self._version(version))
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        return self._native.delete(self._key(key, version), self._prefix, self._version(version))
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        if self._prefix is not None:
+            return self._native.get_many(keys, self._prefix, self._version(version))
+        made = {self.make_key(key, version): key for key in keys}
+        found = self._native.get_many(made, None)
+        return {made[key]: value for key, value in found.items()}
+
+    def set_many(
+        self,
+        data: Mapping[Any, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> list[Any]:
+        exptime = self.get_backend_timeout(timeout)
+        if self._prefix is not None:
+            return self._native.set_many(data, exptime, self._prefix, self._version(version))
+        made = {self.make_key(key, version): key for key in data}
+        failed = self._native.set_many({k: data[original] for k, original in made.items()}, exptime)
+        return [made[key] for key in failed]
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        if self._prefix is not None:
+            self._native.delete_many(keys, self._prefix, self._version(version))
+        else:
+            self._native.delete_many([self.make_key(k, version) for k in keys])
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        value = self._native.incr(
+            self._key(key, version), delta, self._prefix, self._version(version)
+        )
+        if value is None:
+            raise ValueError(f"Key '{key}' not found")
+        return value
+
+    def decr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        return self.incr(key, -delta, version)
+
+    def clear(self) -> None:
+        self._native.flush_all()
+
+    def close(self, **kwargs: Any) -> None:
+        """Called by Django at the end of each request: connections stay pooled for the next."""
+
+    # Async API: the same calls off the event loop; each one stays a single native operation.
+
+    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return await _off_loop(self.get, key, default, version)
+
+    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
+        return await _off_loop(self.has_key, key, version)
+
+    async def aset(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
+        await _off_loop(self.set, key, value, timeout, version)
+
+    async def aadd(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        return await _off_loop(self.add, key, value, timeout, version)
+
+    async def atouch(
+        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        return await _off_loop(self.touch, key, timeout, version)
+
+    async def adelete(self, key: Any, version: int | None = None) -> bool:
+        return await _off_loop(self.delete, key, version)
+
+    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        return await _off_loop(self.get_many, list(keys), version)
+
+    async def aset_many(
+        self,
+        data: Mapping[Any, Any],
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> list[Any]:
+        return await _off_loop(self.set_many, dict(data), timeout, version)
+
+    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        await _off_loop(self.delete_many, list(keys), version)
+
+    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        return await _off_loop(self.incr, key, delta, version)
+
+    async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        return await _off_loop(self.decr, key, delta, version)
+
+    async def aclear(self) -> None:
+        await _off_loop(self.clear)
+
+    async def aclose(self, **kwargs: Any) -> None:
+        """Nothing to release: connections stay pooled."""

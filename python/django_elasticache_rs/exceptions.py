@@ -1,0 +1,51 @@
+"""The exceptions raised by the cache client, all under :class:`CacheError`.
+
+Timeouts are also :class:`TimeoutError` and connection failures also :class:`ConnectionError`,
+so code that already handles the builtins keeps working. An invalid key is also Django's
+``InvalidCacheKey`` (a ``ValueError``) when Django is installed.
+"""
+
+from __future__ import annotations
+
+try:
+    from django.core.cache.backends.base import InvalidCacheKey as _InvalidKeyBase
+except ImportError:  # used without Django
+    _InvalidKeyBase = ValueError  # type: ignore[misc,assignment]
+
+__all__ = [
+    "CacheClientError",
+    "CacheConnectionError",
+    "CacheError",
+    "CacheServerError",
+    "CacheTimeoutError",
+    "InvalidKeyError",
+    "ValueTooLargeError",
+]
+
+
+class CacheError(Exception):
+    """A cache operation failed."""
+
+
+class CacheTimeoutError(CacheError, TimeoutError):
+    """A node did not answer in time (or no pooled connection came free in time)."""
+
+
+class CacheConnectionError(CacheError, ConnectionError):
+    """A node could not be reached, dropped the connection, or is marked down."""
+
+
+class CacheServerError(CacheError):
+    """A node answered with an error, or with bytes that are not the protocol."""
+
+
+class CacheClientError(CacheError):
+    """The request is invalid; sending it again cannot succeed."""
+
+
+class InvalidKeyError(CacheClientError, _InvalidKeyBase):
+    """The key is too long, or holds a control character or space."""
+
+
+class ValueTooLargeError(CacheClientError, ValueError):
+    """The value is over the item size limit."""

@@ -1,0 +1,146 @@
+"""``LOCATION`` and ``OPTIONS`` of the Django backend: parsing, validation, defaults.
+
+The option names are django-elastipymemcache's (which are pymemcache's ``HashClient``
+arguments plus its discovery settings), so that moving to this backend changes ``BACKEND`` only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger("django_elasticache_rs")
+
+#: Every accepted option and its default.
+DEFAULTS: dict[str, Any] = {
+    # Auto Discovery (used once discovery lands; accepted now so settings need no change).
+    "discovery": "auto",
+    "discovery_interval": 60.0,
+    "discovery_retry_delay": 0.0,
+    "use_vpc_ip_address": True,
+    # Connections and pooling.
+    "connect_timeout": 1.0,
+    "timeout": 1.0,
+    "use_pooling": True,
+    "max_pool_size": 64,
+    "pool_idle_timeout": 0,
+    "no_delay": True,
+    "socket_keepalive": False,
+    # Failures.
+    "ignore_exc": False,
+    "retry_attempts": 2,
+    "retry_timeout": 1.0,
+    "dead_timeout": 60.0,
+    # Values and keys.
+    "serde": None,
+    "allow_unicode_keys": True,
+    "default_noreply": False,
+    "key_prefix": "",
+    "encoding": "utf-8",
+    "max_value_length": None,
+    # TLS.
+    "tls_context": None,
+    "tls": False,
+    "tls_ca_file": None,
+    "tls_cert_file": None,
+    "tls_key_file": None,
+    "tls_server_name": None,
+}
+
+#: Options pymemcache accepts that only make sense for its Python internals.
+_IGNORED = {"socket_module", "lock_generator", "hasher"}
+
+_TLS_OPTIONS = ("tls_context", "tls", "tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def parse_location(location: str | Sequence[str]) -> list[str]:
+    """The server list of ``LOCATION``: a list, or a string separated by ``;`` or ``,``."""
+    if isinstance(location, str):
+        entries = location.replace(",", ";").split(";")
+    else:
+        entries = list(location)
+    servers = [entry.strip() for entry in entries if entry and entry.strip()]
+    if not servers:
+        raise ImproperlyConfigured("CACHES LOCATION names no server")
+    return servers
+
+
+def _seconds(name: str, value: Any, *, allow_none: bool) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be a number of seconds >= 0")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated options: the native client's arguments and the backend's own settings."""
+
+    native: tuple[tuple[str, Any], ...]
+    discovery: str
+
+    def native_kwargs(self) -> dict[str, Any]:
+        return dict(self.native)
+
+
+def parse_options(options: Mapping[str, Any] | None) -> Settings:
+    """Validates ``OPTIONS``; unknown names raise ``ImproperlyConfigured`` with a suggestion."""
+    given = dict(options or {})
+    for name in given:
+        if name in DEFAULTS or name in _IGNORED:
+            continue
+        close = difflib.get_close_matches(name, list(DEFAULTS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ImproperlyConfigured(f"Unknown ElastiCache cache option {name!r}{hint}")
+    for name in _IGNORED & given.keys():
+        logger.warning("OPTIONS[%r] is a pymemcache internal and is ignored", name)
+    merged = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
+
+    if any(merged[name] for name in _TLS_OPTIONS):
+        raise ImproperlyConfigured("TLS options are not supported by this version yet")
+    if merged["key_prefix"]:
+        raise ImproperlyConfigured(
+            "OPTIONS['key_prefix'] is not supported yet; use the cache's KEY_PREFIX setting"
+        )
+    if merged["discovery"] not in ("auto", "on", "off"):
+        raise ImproperlyConfigured("OPTIONS['discovery'] must be 'auto', 'on' or 'off'")
+    if str(merged["encoding"]).lower().replace("_", "-") not in ("utf-8", "utf8", "ascii"):
+        raise ImproperlyConfigured("OPTIONS['encoding'] must be 'utf-8' or 'ascii'")
+    max_pool_size = merged["max_pool_size"]
+    if max_pool_size is None:
+        max_pool_size = DEFAULTS["max_pool_size"]
+    if isinstance(max_pool_size, bool) or not isinstance(max_pool_size, int) or max_pool_size < 1:
+        raise ImproperlyConfigured("OPTIONS['max_pool_size'] must be a whole number >= 1")
+    keepalive = merged["socket_keepalive"]
+    native: dict[str, Any] = {
+        "connect_timeout": _seconds("connect_timeout", merged["connect_timeout"], allow_none=True),
+        "timeout": _seconds("timeout", merged["timeout"], allow_none=True),
+        "max_pool_size": max_pool_size,
+        "pool_idle_timeout": _seconds(
+            "pool_idle_timeout", merged["pool_idle_timeout"], allow_none=False
+        ),
+        "retry_attempts": int(merged["retry_attempts"]),
+        "retry_timeout": _seconds("retry_timeout", merged["retry_timeout"], allow_none=False),
+        "dead_timeout": _seconds("dead_timeout", merged["dead_timeout"], allow_none=False),
+        "no_delay": bool(merged["no_delay"]),
+        # pymemcache takes a KeepaliveOpts object or False; a number is the idle time in seconds.
+        "socket_keepalive": (
+            None
+            if not keepalive
+            else float(
+                getattr(keepalive, "idle", 60)
+                if not isinstance(keepalive, int | float) or isinstance(keepalive, bool)
+                else keepalive
+            )
+        ),
+        "ignore_exc": bool(merged["ignore_exc"]),
+        "max_value_length": merged["max_value_length"],
+        "serde": merged["serde"],
+    }
+    return Settings(native=tuple(sorted(native.items())), discovery=merged["discovery"])

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian machine with Rust and Python 3.10+:
+# memcached (apt-get), a virtualenv in .venv with the test dependencies, and the native module
+# built by maturin into it. Safe to run again: it only does what is missing or out of date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v memcached >/dev/null 2>&1; then
+  echo "==> installing memcached (apt-get)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq memcached >/dev/null
+  # Tests start their own servers on random ports; the packaged service is not needed.
+  as_root systemctl disable --now memcached >/dev/null 2>&1 || true
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  echo "==> creating .venv"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.requirements-installed
+if [[ ! -f $stamp || requirements-dev.txt -nt $stamp ]]; then
+  echo "==> installing Python dependencies"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements-dev.txt
+  touch "$stamp"
+fi
+
+echo "==> building the native module (maturin, release)"
+.venv/bin/maturin develop --release --quiet

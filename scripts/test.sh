@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting and lints, Rust tests, Python tests (against real memcached
+# processes the tests start themselves), Django's own cache test suite. Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> ruff"
+.venv/bin/ruff check python tests
+.venv/bin/ruff format --check python tests
+echo "==> mypy"
+.venv/bin/mypy
+echo "==> cargo test"
+# The bindings crate is a Python extension: it is tested from Python, not linked into a Rust test.
+cargo test --workspace --exclude elasticache-python --quiet
+echo "==> pytest"
+.venv/bin/python -m pytest "$@"

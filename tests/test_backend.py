@@ -1,0 +1,167 @@
+"""The Django backend against real memcached: configuration, sharing, pooling, threads, async."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+from django.core.cache import caches
+from django.core.cache.backends.base import InvalidCacheKey
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import request_finished
+from django.test import override_settings
+
+from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.local import LocalNode
+from django_elasticache_rs.options import parse_location
+
+BACKEND = "django_elasticache_rs.backend.ElastiCache"
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[LocalNode]:
+    process = LocalNode()
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def cache(node: LocalNode) -> ElastiCache:
+    backend = ElastiCache(node.address, {})
+    backend.clear()
+    return backend
+
+
+def test_location_forms() -> None:
+    assert parse_location("a:1;b:2, c:3") == ["a:1", "b:2", "c:3"]
+    assert parse_location(["[::1]:11211", "localhost:11211"]) == ["[::1]:11211", "localhost:11211"]
+    with pytest.raises(ImproperlyConfigured):
+        parse_location(" ; ")
+
+
+def test_unknown_option_names_the_closest_valid_one(node: LocalNode) -> None:
+    with pytest.raises(ImproperlyConfigured, match="did you mean 'max_pool_size'"):
+        ElastiCache(node.address, {"OPTIONS": {"max_poolsize": 4}})
+    with pytest.raises(ImproperlyConfigured, match=r"OPTIONS\['timeout'\] must be a number"):
+        ElastiCache(node.address, {"OPTIONS": {"timeout": "soon"}})
+
+
+def test_elastipymemcache_options_are_accepted(node: LocalNode) -> None:
+    options = {
+        "ignore_exc": True,
+        "use_vpc_ip_address": False,
+        "discovery_interval": 30,
+        "connect_timeout": 0.5,
+        "timeout": 0.5,
+        "use_pooling": True,
+        "max_pool_size": 8,
+        "retry_attempts": 3,
+        "retry_timeout": 2,
+        "dead_timeout": 30,
+        "no_delay": True,
+        "allow_unicode_keys": True,
+        "default_noreply": False,
+    }
+    cache = ElastiCache(node.address, {"OPTIONS": options})
+    cache.set("k", "v")
+    assert cache.get("k") == "v"
+
+
+def test_backends_share_one_native_client_per_configuration(node: LocalNode) -> None:
+    first = ElastiCache(node.address, {"KEY_PREFIX": "a"})
+    second = ElastiCache([node.address], {"KEY_PREFIX": "b"})
+    other = ElastiCache(node.address, {"OPTIONS": {"timeout": 2}})
+    assert first.client is second.client
+    assert first.client is not other.client
+    first.set("k", 1)
+    second.set("k", 2)
+    assert (first.get("k"), second.get("k")) == (1, 2)
+
+
+def test_custom_key_function_goes_through_python(node: LocalNode) -> None:
+    cache = ElastiCache(
+        node.address, {"KEY_FUNCTION": lambda key, prefix, version: f"custom-{version}-{key}"}
+    )
+    cache.set("k", "v")
+    assert cache.client.get("custom-1-k") == "v"
+    assert cache.get_many(["k", "missing"]) == {"k": "v"}
+    assert cache.set_many({"a": 1, "b": 2}) == []
+    assert cache.get_many(["a", "b"]) == {"a": 1, "b": 2}
+    cache.delete_many(["a", "b"])
+    assert cache.get_many(["a", "b"]) == {}
+    with pytest.raises(InvalidCacheKey):
+        cache.get("bad key")
+
+
+def test_request_cycles_reuse_pooled_connections(node: LocalNode) -> None:
+    caches_setting = {"default": {"BACKEND": BACKEND, "LOCATION": node.address}}
+    with override_settings(CACHES=caches_setting):
+        caches["default"].set("warm", 1)
+        request_finished.send(sender=None)
+        before = node.stats()["total_connections"]
+        for i in range(100):
+            cache = caches["default"]
+            cache.set(f"k{i}", i)
+            assert cache.get(f"k{i}") == i
+            request_finished.send(sender=None)
+        # The only new connection is the one stats() itself opened.
+        assert int(node.stats()["total_connections"]) - int(before) == 1
+
+
+def test_sixteen_threads_only_ever_read_values_written_for_that_key(cache: ElastiCache) -> None:
+    keys = [f"shared-{i}" for i in range(8)]
+    errors: list[BaseException] = []
+
+    def hammer(thread_id: int) -> None:
+        try:
+            for round_ in range(300):
+                key = keys[(thread_id + round_) % len(keys)]
+                cache.set(key, f"{key}|{thread_id}|{round_}")
+                value = cache.get(key)
+                assert value is None or value.split("|")[0] == key, (key, value)
+                got = cache.get_many(keys)
+                for k, v in got.items():
+                    assert v.split("|")[0] == k, (k, v)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=hammer, args=(t,)) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+
+def test_async_methods_run_off_the_event_loop(cache: ElastiCache) -> None:
+    async def scenario() -> None:
+        loop_thread = threading.get_ident()
+        await cache.aset("a", 1)
+        assert await cache.aget("a") == 1
+        assert await cache.aadd("a", 2) is False
+        await cache.aset_many({"b": 2, "c": 3})
+        assert await cache.aget_many(["a", "b", "c", "d"]) == {"a": 1, "b": 2, "c": 3}
+        assert await cache.aincr("a", 10) == 11
+        assert await cache.adecr("a", 5) == 6
+        assert await cache.ahas_key("b")
+        assert await cache.atouch("b", 100)
+        assert await cache.adelete("b")
+        await cache.adelete_many(["a", "c"])
+        assert await cache.aget_many(["a", "b", "c"]) == {}
+        results = await asyncio.gather(
+            *(cache.aincr("counter") for _ in range(50)), return_exceptions=True
+        )
+        assert all(isinstance(r, ValueError) for r in results)
+        await cache.aset("counter", 0)
+        await asyncio.gather(*(cache.aincr("counter") for _ in range(50)))
+        assert await cache.aget("counter") == 50
+        await cache.aclose()
+        assert threading.get_ident() == loop_thread
+
+    asyncio.run(scenario())

@@ -1,0 +1,143 @@
+"""A mixed fleet shares one cache: values and key placement agree with pymemcache 4.0.0."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.cache.backends.memcached import PyMemcacheCache
+from pymemcache.client.base import Client as PymemcacheNode
+from pymemcache.client.hash import HashClient
+
+from django_elasticache_rs import Client, murmur3_32
+from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.local import LocalNode
+
+TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
+SERDE_CASES = json.loads((TESTDATA / "pymemcache-serde.json").read_text())["cases"]
+HASHING = json.loads((TESTDATA / "pymemcache-hashing.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[LocalNode]]:
+    nodes = [LocalNode() for _ in range(3)]
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture
+def ours(cluster: list[LocalNode]) -> ElastiCache:
+    cache = ElastiCache([n.address for n in cluster], {})
+    cache.clear()
+    return cache
+
+
+@pytest.fixture
+def theirs(cluster: list[LocalNode]) -> PyMemcacheCache:
+    return PyMemcacheCache([n.address for n in cluster], {})
+
+
+def _value(case: dict[str, Any]) -> Any:
+    return eval(case["python_repr"])  # the vectors' own reprs of plain literals
+
+
+LARGE = {
+    "large-bytes": bytes(range(256)) * 2000,
+    "large-str": "é日本" * 60_000,
+    "large-pickle": {"rows": list(range(60_000))},
+}
+
+
+def _all_values() -> list[tuple[str, Any]]:
+    return [(case["name"], _value(case)) for case in SERDE_CASES] + list(LARGE.items())
+
+
+@pytest.mark.parametrize(("name", "value"), _all_values(), ids=[n for n, _ in _all_values()])
+def test_values_written_by_pymemcache_read_back_equal(
+    ours: ElastiCache, theirs: PyMemcacheCache, name: str, value: Any
+) -> None:
+    theirs.set(name, value)
+    got = ours.get(name)
+    assert got == value
+    assert type(got) is type(value)
+
+
+@pytest.mark.parametrize(("name", "value"), _all_values(), ids=[n for n, _ in _all_values()])
+def test_values_written_by_us_read_back_equal_in_pymemcache(
+    ours: ElastiCache, theirs: PyMemcacheCache, name: str, value: Any
+) -> None:
+    ours.set(name, value)
+    got = theirs.get(name)
+    assert got == value
+    assert type(got) is type(value)
+
+
+@pytest.mark.parametrize("case", SERDE_CASES, ids=[c["name"] for c in SERDE_CASES])
+def test_flags_and_bytes_on_the_wire_are_pymemcaches(
+    ours: ElastiCache, cluster: list[LocalNode], case: dict[str, Any]
+) -> None:
+    ours.set("wire", _value(case))
+    node = ours.client.node_for("wire", "", 1)
+    port = int(node.rsplit(":", 1)[1])
+    # A serde that returns what is stored shows the bytes and flags as they are on the wire.
+    raw = PymemcacheNode(("127.0.0.1", port), serde=_RawSerde())
+    try:
+        stored = raw.get(":1:wire")
+    finally:
+        raw.close()
+    assert stored is not None
+    data, flags = stored
+    assert flags == case["flags"]
+    if case["flags"] == 1:
+        assert pickle.loads(data) == _value(case)  # any pickle protocol may be used
+    else:
+        assert data.hex() == case["payload_hex"]
+
+
+class _RawSerde:
+    def serialize(self, key: str, value: Any) -> tuple[bytes, int]:
+        raise NotImplementedError
+
+    def deserialize(self, key: str, value: bytes, flags: int) -> tuple[bytes, int]:
+        return value, flags
+
+
+def test_keys_sit_on_the_node_pymemcache_picks(ours: ElastiCache, cluster: list[LocalNode]) -> None:
+    servers = [n.address for n in cluster]
+    hasher = HashClient(servers)
+    singles = {n.address: PymemcacheNode(("127.0.0.1", n.port)) for n in cluster}
+    keys = [f"user:{i}" for i in range(150)] + ["é", "日本", "😀-key"]
+    for key in keys:
+        ours.set(key, "x")
+    try:
+        for key in keys:
+            made = f":1:{key}"
+            expected = hasher.hasher.get_node(made)
+            holders = [
+                addr for addr, node in singles.items() if node.get(made.encode()) is not None
+            ]
+            assert holders == [expected], key
+    finally:
+        for node in singles.values():
+            node.close()
+
+
+def test_every_hashing_vector_through_the_python_api() -> None:
+    for case in HASHING["murmur3_32"]:
+        assert murmur3_32(case["input"]) == case["murmur3_32"], case["input"]
+    checked = 0
+    for cluster in HASHING["rendezvous"]:
+        client = Client(cluster["nodes"])
+        for key, node in cluster["placement"].items():
+            assert client.node_for(key) == node, key
+            checked += 1
+    assert checked > 1000
