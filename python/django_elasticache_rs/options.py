@@ -78,6 +78,23 @@ def _seconds(name: str, value: Any, *, allow_none: bool) -> float | None:
     return float(value)
 
 
+def _keepalive_idle(value: Any) -> float | None:
+    """TCP keepalive idle seconds from pymemcache's forms: False/None (off), True (60 s), a
+    number of seconds, or a ``KeepaliveOpts`` (its ``idle``)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return 60.0
+    if isinstance(value, int | float):
+        return _seconds("socket_keepalive", value, allow_none=False)
+    idle = getattr(value, "idle", None)
+    if idle is None:
+        raise ImproperlyConfigured(
+            "OPTIONS['socket_keepalive'] must be a bool, seconds or KeepaliveOpts"
+        )
+    return float(idle)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated options: the native client's arguments and the backend's own settings."""
@@ -117,7 +134,6 @@ def parse_options(options: Mapping[str, Any] | None) -> Settings:
         max_pool_size = DEFAULTS["max_pool_size"]
     if isinstance(max_pool_size, bool) or not isinstance(max_pool_size, int) or max_pool_size < 1:
         raise ImproperlyConfigured("OPTIONS['max_pool_size'] must be a whole number >= 1")
-    keepalive = merged["socket_keepalive"]
     native: dict[str, Any] = {
         "connect_timeout": _seconds("connect_timeout", merged["connect_timeout"], allow_none=True),
         "timeout": _seconds("timeout", merged["timeout"], allow_none=True),
@@ -130,15 +146,7 @@ def parse_options(options: Mapping[str, Any] | None) -> Settings:
         "dead_timeout": _seconds("dead_timeout", merged["dead_timeout"], allow_none=False),
         "no_delay": bool(merged["no_delay"]),
         # pymemcache takes a KeepaliveOpts object or False; a number is the idle time in seconds.
-        "socket_keepalive": (
-            None
-            if not keepalive
-            else float(
-                getattr(keepalive, "idle", 60)
-                if not isinstance(keepalive, int | float) or isinstance(keepalive, bool)
-                else keepalive
-            )
-        ),
+        "socket_keepalive": _keepalive_idle(merged["socket_keepalive"]),
         "ignore_exc": bool(merged["ignore_exc"]),
         "max_value_length": merged["max_value_length"],
         "serde": merged["serde"],

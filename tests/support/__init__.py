@@ -1,1 +1,1 @@
-"""Test support: fake servers for faults real memcached cannot produce."""
+"""Reusable helpers for the test suite (e.g. a throwaway memcached server)."""
