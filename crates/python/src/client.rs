@@ -362,11 +362,7 @@ impl PyClient {
 
     /// Each node's `stats`, as `{node: {name: value}}`; fails if a node cannot answer.
     #[pyo3(signature = (group = None))]
-    fn stats(
-        &self,
-        py: Python<'_>,
-        group: Option<&str>,
-    ) -> PyResult<Vec<(String, Stats)>> {
+    fn stats(&self, py: Python<'_>, group: Option<&str>) -> PyResult<Vec<(String, Stats)>> {
         let client = &*self.inner;
         py.detach(|| client.stats(group))
             .into_iter()
