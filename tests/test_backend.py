@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -165,3 +166,42 @@ def test_async_methods_run_off_the_event_loop(cache: ElastiCache) -> None:
         assert threading.get_ident() == loop_thread
 
     asyncio.run(scenario())
+
+
+def test_async_calls_run_concurrently_not_one_after_another() -> None:
+    """Four aget() calls are in flight at once: a server that answers only once it holds four
+    requests would time every call out if they went through one thread in turn."""
+    in_flight = 4
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    barrier = threading.Barrier(in_flight, timeout=10)
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(4096)
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return
+            conn.sendall(b"END\r\n")
+
+    def accept() -> None:
+        for _ in range(in_flight):
+            conn, _ = listener.accept()
+            held.append(conn)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    cache = ElastiCache(f"127.0.0.1:{port}", {"OPTIONS": {"timeout": 5, "max_pool_size": 8}})
+
+    async def scenario() -> list[object]:
+        return await asyncio.gather(*(cache.aget(f"k{i}", "miss") for i in range(in_flight)))
+
+    try:
+        assert asyncio.run(scenario()) == ["miss"] * in_flight
+    finally:
+        barrier.abort()
+        listener.close()
+        acceptor.join(timeout=10)

@@ -1,0 +1,57 @@
+"""Django's own cache test suite, run against ``$DJANGO_SUITE_BACKEND`` on a real memcached.
+
+The tests are Django's ``BaseMemcachedTests`` (which includes ``BaseCacheTests``) from
+``tests/cache/tests.py`` of the sdist of the installed Django, fetched at collection time
+(see ``tests/django_suite``).  The backend defaults to ours; run Django's reference
+backend with::
+
+    DJANGO_SUITE_BACKEND=django.core.cache.backends.memcached.PyMemcacheCache \
+        .venv/bin/python -m pytest tests/test_django_cache_suite.py
+
+Tests listed in ``tests/django_suite/excluded.py`` are reported as skipped with their
+reason.  If the suite cannot be fetched, ``test_django_cache_suite_is_available`` fails
+with the reason and the suite's tests are absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.test import TestCase
+
+from tests.django_suite import harness
+from tests.support.memcached import MemcachedProcess
+
+# Django's timing tests sleep up to ~5 s and retry up to 3 times.
+pytestmark = pytest.mark.timeout(90)
+
+django_tests, unavailable = harness.load_suite()
+
+
+def test_django_cache_suite_is_available() -> None:
+    if unavailable is not None:
+        pytest.fail(unavailable, pytrace=False)
+
+
+if django_tests is not None:
+
+    @harness.apply_exclusions
+    class DjangoMemcachedSuite(
+        harness.MemcachedSuiteMixin,
+        django_tests.BaseMemcachedTests,  # type: ignore[name-defined]
+        TestCase,
+    ):
+        """Django's memcached tests, set up like its ``PyMemcacheCacheTests``."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _suite_location(memcached: MemcachedProcess) -> Iterator[None]:
+        """Point the suite at the session's memcached (before the class is set up)."""
+        memcached.flush_all()
+        DjangoMemcachedSuite.memcached_location = memcached.address
+        yield
+        DjangoMemcachedSuite.memcached_location = None
+
+    def test_exclusions_are_current() -> None:
+        stale = harness.stale_exclusions(django_tests)
+        assert not stale, f"tests/django_suite/excluded.py names unknown tests: {stale}"
