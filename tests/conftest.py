@@ -1,38 +1,33 @@
-"""Shared pytest fixtures: real memcached servers on random loopback ports.
+"""Shared fixtures: real memcached processes on random loopback ports.
 
-* ``memcached`` - one server for the whole session (per xdist worker).  Other tests may
-  have left items in it: flush it (``memcached.flush_all()``) or use unique keys.
-* ``memcached_factory`` - starts extra, private servers (e.g. a multi-node cluster or one
-  to kill); each is stopped when the test ends.
+* ``memcached``: one node for the whole session. Tests share it: use ``cache.clear()`` or keys
+  of their own.
+* ``memcached_cluster``: three nodes for the whole session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-from tests.support.memcached import MemcachedProcess
+from django_elasticache_rs.local import LocalCluster, LocalNode
+from tests.django_suite.harness import BACKEND_ENV, backend_path
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"django cache suite backend: {backend_path()} (${BACKEND_ENV})"
 
 
 @pytest.fixture(scope="session")
-def memcached() -> Iterator[MemcachedProcess]:
-    """A memcached server shared by the session; ``.address`` is ``"127.0.0.1:<port>"``."""
-    with MemcachedProcess() as server:
-        yield server
+def memcached() -> Iterator[LocalNode]:
+    """A memcached node shared by the session; ``.address`` is ``"127.0.0.1:<port>"``."""
+    with LocalNode() as node:
+        yield node
 
 
-@pytest.fixture
-def memcached_factory() -> Iterator[Callable[..., MemcachedProcess]]:
-    """``start(**kwargs)`` -> a started ``MemcachedProcess(**kwargs)``, stopped at teardown."""
-    started: list[MemcachedProcess] = []
-
-    def start(**kwargs: Any) -> MemcachedProcess:
-        server = MemcachedProcess(**kwargs)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in reversed(started):
-        server.stop()
+@pytest.fixture(scope="session")
+def memcached_cluster() -> Iterator[LocalCluster]:
+    """Three memcached nodes shared by the session."""
+    with LocalCluster(nodes=3) as cluster:
+        yield cluster

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.core.cache import caches
 from django.core.cache.backends.base import InvalidCacheKey
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished
+from django.db import close_old_connections
 from django.test import override_settings
 
 from django_elasticache_rs.backend import ElastiCache
@@ -21,19 +22,9 @@ from django_elasticache_rs.options import parse_location
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[LocalNode]:
-    process = LocalNode()
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
 @pytest.fixture
-def cache(node: LocalNode) -> ElastiCache:
-    backend = ElastiCache(node.address, {})
+def cache(memcached: LocalNode) -> ElastiCache:
+    backend = ElastiCache(memcached.address, {})
     backend.clear()
     return backend
 
@@ -45,14 +36,14 @@ def test_location_forms() -> None:
         parse_location(" ; ")
 
 
-def test_unknown_option_names_the_closest_valid_one(node: LocalNode) -> None:
+def test_unknown_option_names_the_closest_valid_one(memcached: LocalNode) -> None:
     with pytest.raises(ImproperlyConfigured, match="did you mean 'max_pool_size'"):
-        ElastiCache(node.address, {"OPTIONS": {"max_poolsize": 4}})
+        ElastiCache(memcached.address, {"OPTIONS": {"max_poolsize": 4}})
     with pytest.raises(ImproperlyConfigured, match=r"OPTIONS\['timeout'\] must be a number"):
-        ElastiCache(node.address, {"OPTIONS": {"timeout": "soon"}})
+        ElastiCache(memcached.address, {"OPTIONS": {"timeout": "soon"}})
 
 
-def test_elastipymemcache_options_are_accepted(node: LocalNode) -> None:
+def test_elastipymemcache_options_are_accepted(memcached: LocalNode) -> None:
     options = {
         "ignore_exc": True,
         "use_vpc_ip_address": False,
@@ -68,15 +59,15 @@ def test_elastipymemcache_options_are_accepted(node: LocalNode) -> None:
         "allow_unicode_keys": True,
         "default_noreply": False,
     }
-    cache = ElastiCache(node.address, {"OPTIONS": options})
+    cache = ElastiCache(memcached.address, {"OPTIONS": options})
     cache.set("k", "v")
     assert cache.get("k") == "v"
 
 
-def test_backends_share_one_native_client_per_configuration(node: LocalNode) -> None:
-    first = ElastiCache(node.address, {"KEY_PREFIX": "a"})
-    second = ElastiCache([node.address], {"KEY_PREFIX": "b"})
-    other = ElastiCache(node.address, {"OPTIONS": {"timeout": 2}})
+def test_backends_share_one_native_client_per_configuration(memcached: LocalNode) -> None:
+    first = ElastiCache(memcached.address, {"KEY_PREFIX": "a"})
+    second = ElastiCache([memcached.address], {"KEY_PREFIX": "b"})
+    other = ElastiCache(memcached.address, {"OPTIONS": {"timeout": 2}})
     assert first.client is second.client
     assert first.client is not other.client
     first.set("k", 1)
@@ -84,9 +75,9 @@ def test_backends_share_one_native_client_per_configuration(node: LocalNode) -> 
     assert (first.get("k"), second.get("k")) == (1, 2)
 
 
-def test_custom_key_function_goes_through_python(node: LocalNode) -> None:
+def test_custom_key_function_goes_through_python(memcached: LocalNode) -> None:
     cache = ElastiCache(
-        node.address, {"KEY_FUNCTION": lambda key, prefix, version: f"custom-{version}-{key}"}
+        memcached.address, {"KEY_FUNCTION": lambda key, prefix, version: f"custom-{version}-{key}"}
     )
     cache.set("k", "v")
     assert cache.client.get("custom-1-k") == "v"
@@ -99,19 +90,29 @@ def test_custom_key_function_goes_through_python(node: LocalNode) -> None:
         cache.get("bad key")
 
 
-def test_request_cycles_reuse_pooled_connections(node: LocalNode) -> None:
-    caches_setting = {"default": {"BACKEND": BACKEND, "LOCATION": node.address}}
+def test_request_cycles_reuse_pooled_connections(memcached: LocalNode) -> None:
+    caches_setting = {"default": {"BACKEND": BACKEND, "LOCATION": memcached.address}}
+    # Only the cache's handler is under test (as in Django's own test_close): the database's
+    # would touch a connection this test has no access to.
+    request_finished.disconnect(close_old_connections)
+    try:
+        _run_request_cycles(memcached, caches_setting)
+    finally:
+        request_finished.connect(close_old_connections)
+
+
+def _run_request_cycles(memcached: LocalNode, caches_setting: dict[str, Any]) -> None:
     with override_settings(CACHES=caches_setting):
         caches["default"].set("warm", 1)
         request_finished.send(sender=None)
-        before = node.stats()["total_connections"]
+        before = memcached.stats()["total_connections"]
         for i in range(100):
             cache = caches["default"]
             cache.set(f"k{i}", i)
             assert cache.get(f"k{i}") == i
             request_finished.send(sender=None)
         # The only new connection is the one stats() itself opened.
-        assert int(node.stats()["total_connections"]) - int(before) == 1
+        assert int(memcached.stats()["total_connections"]) - int(before) == 1
 
 
 def test_sixteen_threads_only_ever_read_values_written_for_that_key(cache: ElastiCache) -> None:

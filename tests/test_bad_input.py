@@ -4,7 +4,6 @@ the timeout, never a hang, a crash, or a value returned for another key."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,19 +25,9 @@ TIMEOUT = 0.3
 BOUND = TIMEOUT * 2 + 2.0
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[LocalNode]:
-    process = LocalNode()
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
 @pytest.fixture
-def cache(node: LocalNode) -> ElastiCache:
-    backend = ElastiCache(node.address, {})
+def cache(memcached: LocalNode) -> ElastiCache:
+    backend = ElastiCache(memcached.address, {})
     backend.clear()
     return backend
 
@@ -61,10 +50,10 @@ def backend_for(address: str, **options: Any) -> ElastiCache:
     ],
 )
 def test_invalid_keys_raise_invalid_cache_key_and_send_nothing(
-    cache: ElastiCache, node: LocalNode, key: str
+    cache: ElastiCache, memcached: LocalNode, key: str
 ) -> None:
     cache.set("sentinel", "kept")
-    before = int(node.stats()["cmd_get"]) + int(node.stats()["cmd_set"])
+    before = int(memcached.stats()["cmd_get"]) + int(memcached.stats()["cmd_set"])
     for call in (
         lambda: cache.get(key),
         lambda: cache.set(key, 1),
@@ -78,7 +67,7 @@ def test_invalid_keys_raise_invalid_cache_key_and_send_nothing(
     ):
         with pytest.raises(InvalidCacheKey):
             call()
-    after = int(node.stats()["cmd_get"]) + int(node.stats()["cmd_set"])
+    after = int(memcached.stats()["cmd_get"]) + int(memcached.stats()["cmd_set"])
     assert after == before
     assert cache.get("sentinel") == "kept"
 
@@ -108,8 +97,8 @@ def test_oversized_value_raises_and_removes_the_old_value(cache: ElastiCache) ->
     assert cache.get("big") is None
 
 
-def test_oversized_value_under_ignore_exc_still_removes_the_old_value(node: LocalNode) -> None:
-    cache = backend_for(node.address, ignore_exc=True)
+def test_oversized_value_under_ignore_exc_still_removes_the_old_value(memcached: LocalNode) -> None:
+    cache = backend_for(memcached.address, ignore_exc=True)
     cache.set("big2", "small")
     cache.set("big2", "a" * (1024 * 1024 + 1))
     assert cache.get("big2") is None
@@ -177,3 +166,12 @@ def test_a_failing_node_is_marked_down_and_then_fails_fast() -> None:
         with pytest.raises(CacheConnectionError, match="marked down"):
             cache.get("k")
         assert server.connections == connections, "a node marked down is not contacted"
+
+
+def test_set_many_reports_oversized_values_as_failed_and_drops_their_old_values(
+    cache: ElastiCache,
+) -> None:
+    cache.set_many({"a": "old", "b": "old", "c": "old"})
+    failed = cache.set_many({"a": "new", "b": "x" * (1024 * 1024 + 1), "c": b"y" * 3_000_000})
+    assert sorted(failed) == ["b", "c"]
+    assert cache.get_many(["a", "b", "c"]) == {"a": "new"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,35 +14,23 @@ from pymemcache.client.hash import HashClient
 
 from django_elasticache_rs import Client, murmur3_32
 from django_elasticache_rs.backend import ElastiCache
-from django_elasticache_rs.local import LocalNode
+from django_elasticache_rs.local import LocalCluster
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 SERDE_CASES = json.loads((TESTDATA / "pymemcache-serde.json").read_text())["cases"]
 HASHING = json.loads((TESTDATA / "pymemcache-hashing.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[LocalNode]]:
-    nodes = [LocalNode() for _ in range(3)]
-    try:
-        for node in nodes:
-            node.start()
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-
-
 @pytest.fixture
-def ours(cluster: list[LocalNode]) -> ElastiCache:
-    cache = ElastiCache([n.address for n in cluster], {})
+def ours(memcached_cluster: LocalCluster) -> ElastiCache:
+    cache = ElastiCache(memcached_cluster.addresses, {})
     cache.clear()
     return cache
 
 
 @pytest.fixture
-def theirs(cluster: list[LocalNode]) -> PyMemcacheCache:
-    return PyMemcacheCache([n.address for n in cluster], {})
+def theirs(memcached_cluster: LocalCluster) -> PyMemcacheCache:
+    return PyMemcacheCache(memcached_cluster.addresses, {})
 
 
 def _value(case: dict[str, Any]) -> Any:
@@ -83,7 +70,7 @@ def test_values_written_by_us_read_back_equal_in_pymemcache(
 
 @pytest.mark.parametrize("case", SERDE_CASES, ids=[c["name"] for c in SERDE_CASES])
 def test_flags_and_bytes_on_the_wire_are_pymemcaches(
-    ours: ElastiCache, cluster: list[LocalNode], case: dict[str, Any]
+    ours: ElastiCache, memcached_cluster: LocalCluster, case: dict[str, Any]
 ) -> None:
     ours.set("wire", _value(case))
     node = ours.client.node_for("wire", "", 1)
@@ -111,10 +98,12 @@ class _RawSerde:
         return value, flags
 
 
-def test_keys_sit_on_the_node_pymemcache_picks(ours: ElastiCache, cluster: list[LocalNode]) -> None:
-    servers = [n.address for n in cluster]
+def test_keys_sit_on_the_node_pymemcache_picks(
+    ours: ElastiCache, memcached_cluster: LocalCluster
+) -> None:
+    servers = memcached_cluster.addresses
     hasher = HashClient(servers)
-    singles = {n.address: PymemcacheNode(("127.0.0.1", n.port)) for n in cluster}
+    singles = {n.address: PymemcacheNode(("127.0.0.1", n.port)) for n in memcached_cluster.nodes}
     keys = [f"user:{i}" for i in range(150)] + ["é", "日本", "😀-key"]
     for key in keys:
         ours.set(key, "x")

@@ -16,12 +16,13 @@ with the reason and the suite's tests are absent.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.test import TestCase
 
+from django_elasticache_rs.local import LocalNode
 from tests.django_suite import harness
-from tests.support.memcached import MemcachedProcess
 
 # Django's timing tests sleep up to ~5 s and retry up to 3 times.
 pytestmark = pytest.mark.timeout(90)
@@ -35,23 +36,24 @@ def test_django_cache_suite_is_available() -> None:
 
 
 if django_tests is not None:
+    BaseMemcachedTests: Any = django_tests.BaseMemcachedTests  # fetched: no static type
 
     @harness.apply_exclusions
     class DjangoMemcachedSuite(
         harness.MemcachedSuiteMixin,
-        django_tests.BaseMemcachedTests,  # type: ignore[name-defined]
+        BaseMemcachedTests,  # type: ignore[misc]
         TestCase,
     ):
         """Django's memcached tests, set up like its ``PyMemcacheCacheTests``."""
 
     @pytest.fixture(scope="module", autouse=True)
-    def _suite_location(memcached: MemcachedProcess) -> Iterator[None]:
+    def _suite_location(memcached: LocalNode) -> Iterator[None]:
         """Point the suite at the session's memcached (before the class is set up)."""
-        memcached.flush_all()
         DjangoMemcachedSuite.memcached_location = memcached.address
         yield
         DjangoMemcachedSuite.memcached_location = None
 
     def test_exclusions_are_current() -> None:
+        assert django_tests is not None
         stale = harness.stale_exclusions(django_tests)
         assert not stale, f"tests/django_suite/excluded.py names unknown tests: {stale}"

@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-
-import pytest
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[LocalNode]:
-    process = LocalNode()
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def _child(cache: ElastiCache, write: int) -> None:
@@ -38,13 +25,13 @@ def _child(cache: ElastiCache, write: int) -> None:
         os._exit(status)
 
 
-def test_parent_and_child_use_their_own_connections(node: LocalNode) -> None:
-    cache = ElastiCache(node.address, {"OPTIONS": {"max_pool_size": 4}})
+def test_parent_and_child_use_their_own_connections(memcached: LocalNode) -> None:
+    cache = ElastiCache(memcached.address, {"OPTIONS": {"max_pool_size": 4}})
     cache.set("parent", "before fork")
     assert cache.get("parent") == "before fork"
     parent_connections = sum(count for _, count in cache.client.open_connections())
     assert parent_connections == 1
-    before = int(node.stats()["total_connections"])
+    before = int(memcached.stats()["total_connections"])
 
     read, write = os.pipe()
     pid = os.fork()
@@ -64,5 +51,5 @@ def test_parent_and_child_use_their_own_connections(node: LocalNode) -> None:
     # The parent still uses its one pooled connection; the child opened exactly one of its own
     # (plus the one stats() opens).
     assert sum(count for _, count in cache.client.open_connections()) == parent_connections
-    assert int(node.stats()["total_connections"]) - before == 2
+    assert int(memcached.stats()["total_connections"]) - before == 2
     assert cache.get("child-49") == 49

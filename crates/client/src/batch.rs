@@ -140,14 +140,13 @@ impl Client {
     }
 
     /// Stores many values in one round trip; returns the positions that were not stored.
+    ///
+    /// A value over `max_value_len` is not sent: its key is deleted instead (in the same round
+    /// trip), so an old value cannot outlive the failed write, and it is reported as not stored.
+    /// memcached does the same for values over its own item limit.
     pub fn set_many(&self, items: &[(&str, u32, &[u8])], exptime: i64) -> Result<Vec<usize>> {
         let limit = self.config.max_value_len;
-        if let Some((_, _, data)) = items.iter().find(|(_, _, data)| data.len() > limit) {
-            return Err(Error::ValueTooLarge {
-                size: data.len(),
-                limit,
-            });
-        }
+        let oversized = |p: usize| items[p].2.len() > limit;
         let keys: Vec<&str> = items.iter().map(|(key, _, _)| *key).collect();
         let mut not_stored = Vec::new();
         let failed = self.fan_out(
@@ -155,19 +154,35 @@ impl Client {
             |request, positions| {
                 for &p in positions {
                     let (key, flags, data) = items[p];
-                    proto::encode_store(
-                        request,
-                        Store::Set,
-                        key.as_bytes(),
-                        flags,
-                        exptime,
-                        data,
-                        false,
-                    );
+                    if oversized(p) {
+                        proto::encode_delete(request, key.as_bytes(), false);
+                    } else {
+                        proto::encode_store(
+                            request,
+                            Store::Set,
+                            key.as_bytes(),
+                            flags,
+                            exptime,
+                            data,
+                            false,
+                        );
+                    }
                 }
             },
             |connection, deadline, positions| {
                 for &p in positions {
+                    if oversized(p) {
+                        connection.read(deadline, |buf| {
+                            proto::with_error_replies(buf, proto::parse_delete)
+                        })?;
+                        log::warn!(
+                            "set {:?} not sent: {} bytes, over the {limit}-byte limit",
+                            keys[p],
+                            items[p].2.len()
+                        );
+                        not_stored.push(p);
+                        continue;
+                    }
                     let reply = connection.read(deadline, |buf| {
                         proto::with_error_replies(buf, proto::parse_store)
                     })?;

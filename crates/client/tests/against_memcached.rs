@@ -153,15 +153,24 @@ fn large_values_round_trip_and_oversized_ones_remove_the_old_value() {
 }
 
 #[test]
-fn a_refused_item_in_a_batch_leaves_the_rest_stored() {
+fn a_refused_item_in_a_batch_leaves_the_rest_stored_and_loses_its_old_value() {
     let (_nodes, client) = cluster(1);
+    let items: Vec<(&str, u32, &[u8])> = vec![("b", 0, b"old"), ("d", 0, b"old")];
+    assert_eq!(client.set_many(&items, 0).unwrap(), Vec::<usize>::new());
+    // Over memcached's item limit (refused by the server) and over ours (never sent).
     let big = vec![b'a'; 1024 * 1024 + 10];
-    let items: Vec<(&str, u32, &[u8])> = vec![("a", 0, b"1"), ("b", 0, &big), ("c", 0, b"3")];
-    assert_eq!(client.set_many(&items, 0).unwrap(), vec![1]);
-    let found = client.get_many(&["a", "b", "c"]).unwrap();
+    let huge = vec![b'a'; client.config().max_value_len + 1];
+    let items: Vec<(&str, u32, &[u8])> = vec![
+        ("a", 0, b"1"),
+        ("b", 0, &big),
+        ("c", 0, b"3"),
+        ("d", 0, &huge),
+    ];
+    assert_eq!(client.set_many(&items, 0).unwrap(), vec![1, 3]);
+    let found = client.get_many(&["a", "b", "c", "d"]).unwrap();
     assert_eq!(
         found.iter().map(Option::is_some).collect::<Vec<_>>(),
-        vec![true, false, true]
+        vec![true, false, true, false]
     );
 }
 
