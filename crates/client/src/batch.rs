@@ -172,9 +172,16 @@ impl Client {
             |connection, deadline, positions| {
                 for &p in positions {
                     if oversized(p) {
-                        connection.read(deadline, |buf| {
+                        let deleted = connection.read(deadline, |buf| {
                             proto::with_error_replies(buf, proto::parse_delete)
                         })?;
+                        if let Err(error) = deleted {
+                            log::warn!(
+                                "{}: delete {:?} failed: {error}",
+                                connection.node(),
+                                keys[p]
+                            );
+                        }
                         log::warn!(
                             "set {:?} not sent: {} bytes, over the {limit}-byte limit",
                             keys[p],
