@@ -4,11 +4,16 @@
 //! at the bytes received so far and answer either "incomplete, keep reading" or "complete, this
 //! many bytes consumed". Malformed input is an error, never a panic or a large allocation.
 
+mod discovery;
 mod encode;
 mod error;
 mod key;
 mod reply;
 
+pub use discovery::{
+    parse_cluster_config, ClusterConfig, ClusterNode, CONFIG_GET_CLUSTER, LEGACY_GET_CLUSTER,
+    MAX_CONFIG_LEN,
+};
 pub use encode::{
     encode_delete, encode_flush_all, encode_incr_decr, encode_retrieval, encode_stats,
     encode_store, encode_touch, encode_version, Counter, Retrieval, Store,

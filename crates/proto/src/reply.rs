@@ -84,6 +84,17 @@ fn next_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
     }
 }
 
+/// The first line of a discovery reply, with error lines already turned into errors.
+pub(crate) fn next_line_for_discovery(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
+    match next_line(buf)? {
+        Some((line, used)) => match error_line(line) {
+            Some(error) => Err(error),
+            None => Ok(Some((line, used))),
+        },
+        None => Ok(None),
+    }
+}
+
 /// The error a line reports, if it is one of the protocol's error lines.
 fn error_line(line: &[u8]) -> Option<ReplyError> {
     let message = |rest: &[u8]| String::from_utf8_lossy(rest.trim_ascii()).into_owned();
