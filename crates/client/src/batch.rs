@@ -29,10 +29,11 @@ impl Client {
         for key in keys {
             Self::validate(key)?;
         }
-        let topology = self.topology();
-        if topology.nodes().is_empty() {
-            return Err(Error::NoNodes);
-        }
+        let topology = match self.routing_topology() {
+            Ok(topology) => topology,
+            // No node to ask: every key fails alike (a miss under ignore_exc).
+            Err(error) => return Ok(vec![((0..keys.len()).collect(), error)]),
+        };
         let mut shares: Vec<Share<'_>> = topology
             .nodes()
             .iter()

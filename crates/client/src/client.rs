@@ -1,6 +1,6 @@
 //! The client: single-key operations, routing, failure accounting and `ignore_exc`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -10,8 +10,9 @@ use elasticache_proto::{
 };
 
 use crate::address::NodeAddress;
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, DiscoveryConfig};
 use crate::connection::Connection;
+use crate::discovery::Discovery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::topology::{Node, Topology};
 
@@ -35,16 +36,38 @@ pub struct Item {
 pub struct Client {
     pub(crate) config: ClientConfig,
     topology: ArcSwap<Topology>,
+    discovery: Option<Discovery>,
+    /// Handed to the discovery thread, which must not keep the client alive.
+    me: Weak<Client>,
 }
 
 impl Client {
     /// A client for a static list of nodes.
     pub fn new(nodes: &[NodeAddress], config: ClientConfig) -> Self {
-        let topology = Topology::new(nodes, &config, None);
+        let topology = Topology::new(nodes, &config, None, None);
         Client {
             config,
             topology: ArcSwap::from_pointee(topology),
+            discovery: None,
+            me: Weak::new(),
         }
+    }
+
+    /// A client that finds its nodes through an ElastiCache configuration endpoint: on first
+    /// use, then in the background every `discovery.interval`. Nothing is contacted before the
+    /// first operation. Dropping the last `Arc` stops the background refresher.
+    pub fn with_discovery(
+        endpoint: NodeAddress,
+        config: ClientConfig,
+        discovery: DiscoveryConfig,
+    ) -> Arc<Self> {
+        let topology = Topology::new(&[], &config, None, None);
+        Arc::new_cyclic(|me| Client {
+            config,
+            topology: ArcSwap::from_pointee(topology),
+            discovery: Some(Discovery::new(endpoint, discovery)),
+            me: me.clone(),
+        })
     }
 
     /// A client for nodes given as `host:port` strings.
@@ -63,27 +86,71 @@ impl Client {
 
     /// The current snapshot of the cluster for this process.
     pub fn topology(&self) -> Arc<Topology> {
-        let current = self.topology.load_full();
-        if current.belongs_to_this_process() {
-            return current;
+        let pid = std::process::id();
+        let mut current = self.topology.load_full();
+        if current.pid() != pid {
+            // Forked: the parent's sockets must stay untouched, so build fresh pools.
+            let fresh = Arc::new(Topology::new(
+                &current.addresses(),
+                &self.config,
+                None,
+                current.version(),
+            ));
+            self.topology.rcu(|t| {
+                if t.pid() == pid {
+                    Arc::clone(t)
+                } else {
+                    Arc::clone(&fresh)
+                }
+            });
+            current = self.topology.load_full();
         }
-        // Forked: the parent's sockets must stay untouched, so build fresh pools.
-        let fresh = Arc::new(Topology::new(&current.addresses(), &self.config, None));
-        self.topology.rcu(|t| {
-            if t.belongs_to_this_process() {
-                Arc::clone(t)
-            } else {
-                Arc::clone(&fresh)
+        if let Some(discovery) = &self.discovery {
+            if discovery.needs_refresher(pid) {
+                discovery.start_refresher(self.me.clone(), pid);
             }
-        });
-        self.topology.load_full()
+        }
+        current
+    }
+
+    /// The snapshot to route an operation with: with discovery and an empty ring, a discovery
+    /// first (single flight, rate-limited).
+    pub(crate) fn routing_topology(&self) -> Result<Arc<Topology>> {
+        let topology = self.topology();
+        if !topology.nodes().is_empty() {
+            return Ok(topology);
+        }
+        let Some(discovery) = &self.discovery else {
+            return Err(Error::NoNodes);
+        };
+        let pid = std::process::id();
+        discovery.discover(self, pid, || !self.topology.load().nodes().is_empty())?;
+        let topology = self.topology();
+        if topology.nodes().is_empty() {
+            return Err(Error::NoNodes);
+        }
+        Ok(topology)
+    }
+
+    /// Asks the configuration endpoint for the membership now and applies it if it changed
+    /// (rate-limited after failures). A failure keeps the last good membership.
+    pub fn refresh_membership(&self) -> Result<()> {
+        match &self.discovery {
+            Some(discovery) => discovery.discover(self, std::process::id(), || false),
+            None => Ok(()),
+        }
+    }
+
+    /// The configuration endpoint, when the nodes are discovered.
+    pub fn discovery_endpoint(&self) -> Option<&NodeAddress> {
+        self.discovery.as_ref().map(Discovery::endpoint)
     }
 
     /// Replaces the membership; nodes that stay keep their pools, removed nodes' idle
     /// connections are closed.
-    pub fn set_nodes(&self, nodes: &[NodeAddress]) {
+    pub fn set_nodes(&self, nodes: &[NodeAddress], version: Option<u64>) {
         let previous = self.topology();
-        let next = Arc::new(Topology::new(nodes, &self.config, Some(&previous)));
+        let next = Arc::new(Topology::new(nodes, &self.config, Some(&previous), version));
         for old in previous.nodes() {
             if !next.nodes().iter().any(|n| Arc::ptr_eq(n, old)) {
                 old.pool.close_idle();
@@ -156,7 +223,7 @@ impl Client {
         request: &[u8],
         read: impl FnOnce(&mut Connection, Option<Instant>) -> Result<T>,
     ) -> Result<T> {
-        let topology = self.topology();
+        let topology = self.routing_topology()?;
         let index = topology.node_index_for(key).ok_or(Error::NoNodes)?;
         let node = &topology.nodes()[index];
         let deadline = self.deadline();
@@ -315,9 +382,9 @@ impl Client {
         &self,
         request: &[u8],
         read: impl Fn(&mut Connection, Option<Instant>) -> Result<T>,
-    ) -> Vec<(String, Result<T>)> {
-        let topology = self.topology();
-        topology
+    ) -> Result<Vec<(String, Result<T>)>> {
+        let topology = self.routing_topology()?;
+        Ok(topology
             .nodes()
             .iter()
             .map(|node| {
@@ -340,7 +407,7 @@ impl Client {
                 });
                 (node.address.name.clone(), result)
             })
-            .collect()
+            .collect())
     }
 
     /// Empties every node (`flush_all`). Fails if any node could not be flushed.
@@ -351,13 +418,12 @@ impl Client {
             .on_every_node(&request, |connection, deadline| {
                 connection.read(deadline, proto::parse_ok)
             })
-            .into_iter()
-            .try_for_each(|(_, result)| result);
+            .and_then(|replies| replies.into_iter().try_for_each(|(_, result)| result));
         self.tolerate(outcome, || ())
     }
 
     /// The `stats` of every node, by node name.
-    pub fn stats(&self, group: Option<&str>) -> Vec<(String, Result<Stats>)> {
+    pub fn stats(&self, group: Option<&str>) -> Result<Vec<(String, Result<Stats>)>> {
         let mut request = Vec::new();
         proto::encode_stats(&mut request, group);
         self.on_every_node(&request, |connection, deadline| {
@@ -366,12 +432,20 @@ impl Client {
     }
 
     /// The server version of every node, by node name.
-    pub fn versions(&self) -> Vec<(String, Result<String>)> {
+    pub fn versions(&self) -> Result<Vec<(String, Result<String>)>> {
         let mut request = Vec::new();
         proto::encode_version(&mut request);
         self.on_every_node(&request, |connection, deadline| {
             connection.read(deadline, proto::parse_version)
         })
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(discovery) = &self.discovery {
+            discovery.stop_refresher();
+        }
     }
 }
 

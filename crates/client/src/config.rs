@@ -49,3 +49,38 @@ impl Default for ClientConfig {
         }
     }
 }
+
+/// Whether an endpoint that is not ElastiCache's (it answers `ERROR` to `config get cluster`)
+/// is used as a single node or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryMode {
+    /// Plain memcached or ElastiCache Serverless: used as one static node, with a warning.
+    Auto,
+    /// Only an ElastiCache configuration endpoint will do.
+    On,
+}
+
+/// How the cluster's membership is found and followed.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    pub mode: DiscoveryMode,
+    /// Time between background discoveries (jittered by ±10% each cycle); `None` discovers
+    /// only on first use and whenever the ring is empty.
+    pub interval: Option<Duration>,
+    /// Pause before retrying a failed discovery; a floor of one second applies, doubled after
+    /// each further failure, so a dead endpoint is never hammered.
+    pub retry_delay: Duration,
+    /// Connect to (and name) each node by its IP when the reply has one, else by hostname.
+    pub use_vpc_ip_address: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            mode: DiscoveryMode::Auto,
+            interval: Some(Duration::from_secs(60)),
+            retry_delay: Duration::ZERO,
+            use_vpc_ip_address: true,
+        }
+    }
+}

@@ -60,6 +60,15 @@ pub enum Error {
     #[error("the cluster has no nodes")]
     NoNodes,
 
+    #[error("{node} does not know the command (ERROR)")]
+    UnknownCommand { node: String },
+
+    #[error("no cluster membership from the configuration endpoint {endpoint}: {reason}")]
+    Discovery { endpoint: String, reason: String },
+
+    #[error("{endpoint} is not an ElastiCache configuration endpoint (it does not answer `config get cluster`), and discovery is \"on\"")]
+    NotElastiCache { endpoint: String },
+
     #[error("invalid server address {address:?}: {reason}")]
     BadAddress { address: String, reason: String },
 }
@@ -71,14 +80,18 @@ impl Error {
             Error::InvalidKey { .. }
             | Error::ValueTooLarge { .. }
             | Error::Refused { .. }
-            | Error::BadAddress { .. } => ErrorKind::Client,
-            Error::ServerFailure { .. } | Error::Protocol { .. } => ErrorKind::Server,
+            | Error::BadAddress { .. }
+            | Error::NotElastiCache { .. } => ErrorKind::Client,
+            Error::ServerFailure { .. } | Error::Protocol { .. } | Error::UnknownCommand { .. } => {
+                ErrorKind::Server
+            }
             Error::Timeout { .. } | Error::PoolExhausted { .. } => ErrorKind::Timeout,
             Error::Connect { .. }
             | Error::Io { .. }
             | Error::Closed { .. }
             | Error::NodeDown { .. }
-            | Error::NoNodes => ErrorKind::Connection,
+            | Error::NoNodes
+            | Error::Discovery { .. } => ErrorKind::Connection,
         }
     }
 
@@ -98,7 +111,10 @@ impl Error {
             | Error::PoolExhausted { .. }
             | Error::NodeDown { .. }
             | Error::NoNodes
-            | Error::BadAddress { .. } => false,
+            | Error::BadAddress { .. }
+            | Error::UnknownCommand { .. }
+            | Error::Discovery { .. }
+            | Error::NotElastiCache { .. } => false,
         }
     }
 
@@ -108,10 +124,7 @@ impl Error {
         match error {
             ReplyError::Client(message) => Error::Refused { node, message },
             ReplyError::Server(message) => Error::ServerFailure { node, message },
-            ReplyError::UnknownCommand => Error::ServerFailure {
-                node,
-                message: "the server does not know the command (ERROR)".to_owned(),
-            },
+            ReplyError::UnknownCommand => Error::UnknownCommand { node },
             source @ (ReplyError::Malformed(_) | ReplyError::ValueTooLarge { .. }) => {
                 Error::Protocol { node, source }
             }

@@ -18,6 +18,7 @@ mod batch;
 mod client;
 mod config;
 mod connection;
+mod discovery;
 mod error;
 mod hash;
 mod health;
@@ -26,9 +27,11 @@ mod topology;
 
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use client::{Client, Item, Stats};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode};
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, Murmur3, Ring};
 pub use topology::{Node, Topology};
 
-pub use elasticache_proto::{validate_key, KeyError, Store, StoreReply, MAX_KEY_LEN};
+pub use elasticache_proto::{
+    validate_key, ClusterConfig, ClusterNode, KeyError, Store, StoreReply, MAX_KEY_LEN,
+};

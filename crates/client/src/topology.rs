@@ -47,6 +47,7 @@ pub struct Topology {
     pid: u32,
     nodes: Vec<Arc<Node>>,
     ring: Ring,
+    version: Option<u64>,
 }
 
 impl Topology {
@@ -56,6 +57,7 @@ impl Topology {
         addresses: &[NodeAddress],
         config: &ClientConfig,
         previous: Option<&Topology>,
+        version: Option<u64>,
     ) -> Self {
         let pid = std::process::id();
         let reusable = previous.filter(|p| p.pid == pid);
@@ -71,7 +73,22 @@ impl Topology {
             })
             .collect();
         let ring = Ring::new(nodes.iter().map(|n| n.address.name.as_str()));
-        Topology { pid, nodes, ring }
+        Topology {
+            pid,
+            nodes,
+            ring,
+            version,
+        }
+    }
+
+    /// The configuration version this membership came with (discovery only).
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// The process that built this snapshot.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Whether this snapshot was built by the calling process.

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use elasticache_client::{Client, ClientConfig, NodeAddress, Stats, Store, StoreReply};
+use elasticache_client::{
+    Client, ClientConfig, DiscoveryConfig, DiscoveryMode, NodeAddress, Stats, Store, StoreReply,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -61,6 +63,10 @@ impl PyClient {
         ignore_exc = false,
         max_value_length = None,
         serde = None,
+        discovery = "off",
+        discovery_interval = Some(60.0),
+        discovery_retry_delay = 0.0,
+        use_vpc_ip_address = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -77,6 +83,10 @@ impl PyClient {
         ignore_exc: bool,
         max_value_length: Option<usize>,
         serde: Option<Py<PyAny>>,
+        discovery: &str,
+        discovery_interval: Option<f64>,
+        discovery_retry_delay: f64,
+        use_vpc_ip_address: bool,
     ) -> PyResult<Self> {
         if max_pool_size == 0 {
             return Err(PyValueError::new_err("max_pool_size must be at least 1"));
@@ -101,13 +111,60 @@ impl PyClient {
             .map(|s| NodeAddress::parse(s))
             .collect::<Result<Vec<_>, _>>()
             .py_result()?;
-        if nodes.is_empty() {
-            return Err(PyValueError::new_err("at least one server is needed"));
-        }
-        Ok(PyClient {
-            inner: Arc::new(Client::new(&nodes, config)),
-            serde,
-        })
+        let mode = match discovery {
+            "off" => None,
+            "auto" => Some(DiscoveryMode::Auto),
+            "on" => Some(DiscoveryMode::On),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "discovery must be 'auto', 'on' or 'off', not {other:?}"
+                )))
+            }
+        };
+        let inner = match (mode, nodes.as_slice()) {
+            (_, []) => return Err(PyValueError::new_err("at least one server is needed")),
+            (None, nodes) => Arc::new(Client::new(nodes, config)),
+            (Some(mode), [endpoint]) => {
+                let settings = DiscoveryConfig {
+                    mode,
+                    interval: seconds("discovery_interval", discovery_interval, true)?,
+                    retry_delay: seconds(
+                        "discovery_retry_delay",
+                        Some(discovery_retry_delay),
+                        false,
+                    )?
+                    .unwrap_or_default(),
+                    use_vpc_ip_address,
+                };
+                Client::with_discovery(endpoint.clone(), config, settings)
+            }
+            (Some(_), _) => {
+                return Err(PyValueError::new_err(
+                    "discovery needs exactly one server: the configuration endpoint",
+                ))
+            }
+        };
+        Ok(PyClient { inner, serde })
+    }
+
+    /// The configuration endpoint (`host:port`) when nodes are discovered, else `None`.
+    #[getter]
+    fn discovery_endpoint(&self) -> Option<String> {
+        self.inner.discovery_endpoint().map(ToString::to_string)
+    }
+
+    /// The version of the cluster configuration in use (discovery only; `None` before the
+    /// first discovery or without discovery).
+    #[getter]
+    fn config_version(&self) -> Option<u64> {
+        self.inner.topology().version()
+    }
+
+    /// Asks the configuration endpoint for the membership now and applies it if it changed.
+    /// Raises if the endpoint cannot be asked; the last good membership stays in use.
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        let client = &*self.inner;
+        py.detach(|| client.refresh_membership()).py_result()
     }
 
     /// The nodes' names (`host:port`), as the ring hashes them.
@@ -365,6 +422,7 @@ impl PyClient {
     fn stats(&self, py: Python<'_>, group: Option<&str>) -> PyResult<Vec<(String, Stats)>> {
         let client = &*self.inner;
         py.detach(|| client.stats(group))
+            .py_result()?
             .into_iter()
             .map(|(node, stats)| stats.map(|s| (node, s)))
             .collect::<Result<_, _>>()

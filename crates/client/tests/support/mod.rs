@@ -224,3 +224,109 @@ fn serve(mut stream: TcpStream, fault: &Fault, seen: &Seen) {
         }
     }
 }
+
+/// How a fake configuration endpoint answers discovery requests.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// An ElastiCache endpoint listing these `host|ip|port` members.
+    Cluster { version: u64, members: Vec<String> },
+    /// An engine before 1.4.14: `ERROR` to `config get cluster`, the legacy key has the config.
+    Legacy { version: u64, members: Vec<String> },
+    /// Bytes that are not the protocol.
+    Garbage,
+    /// Never answers.
+    Silent,
+}
+
+/// A configuration endpoint whose answer can be changed while clients use it.
+pub struct FakeEndpoint {
+    pub port: u16,
+    behaviour: Arc<Mutex<Endpoint>>,
+    requests: Arc<Seen>,
+}
+
+impl FakeEndpoint {
+    pub fn start(behaviour: Endpoint) -> FakeEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let behaviour = Arc::new(Mutex::new(behaviour));
+        let requests = Arc::new(Seen::default());
+        let (shared, counter) = (Arc::clone(&behaviour), Arc::clone(&requests));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (shared, counter) = (Arc::clone(&shared), Arc::clone(&counter));
+                thread::spawn(move || answer_discovery(stream, &shared, &counter));
+            }
+        });
+        FakeEndpoint {
+            port,
+            behaviour,
+            requests,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, behaviour: Endpoint) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// `config get cluster` requests received so far.
+    pub fn requests(&self) -> usize {
+        self.requests.counts.lock().unwrap().accepted
+    }
+
+    /// Blocks until `n` requests have arrived (panics after 10 s).
+    pub fn wait_for_requests(&self, n: usize) {
+        let guard = self.requests.counts.lock().unwrap();
+        let (_guard, wait) = self
+            .requests
+            .changed
+            .wait_timeout_while(guard, Duration::from_secs(10), |c| c.accepted < n)
+            .unwrap();
+        assert!(!wait.timed_out(), "the endpoint never got {n} requests");
+    }
+}
+
+/// The `host|ip|port` member entry of a local memcached node.
+pub fn member(node: &Memcached) -> String {
+    format!("localhost|127.0.0.1|{}", node.port)
+}
+
+fn config_frame(header: &str, version: u64, members: &[String]) -> Vec<u8> {
+    let body = format!("{version}\n{}\n", members.join(" "));
+    format!("{header} {}\r\n{body}\r\nEND\r\n", body.len()).into_bytes()
+}
+
+fn answer_discovery(mut stream: TcpStream, behaviour: &Mutex<Endpoint>, seen: &Seen) {
+    let mut request = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut request).unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        let asked_config = request[..n].starts_with(b"config get cluster");
+        if asked_config {
+            seen.update(|c| c.accepted += 1);
+        }
+        let behaviour = behaviour.lock().unwrap().clone();
+        let reply = match (behaviour, asked_config) {
+            (Endpoint::Cluster { version, members }, true) => {
+                config_frame("CONFIG cluster 0", version, &members)
+            }
+            (Endpoint::Legacy { version, members }, false) => {
+                config_frame("VALUE AmazonElastiCache:cluster 0", version, &members)
+            }
+            (Endpoint::Legacy { .. }, true) => b"ERROR\r\n".to_vec(),
+            (Endpoint::Garbage, _) => b"\x00\xff\xfeHELLO\r\n".to_vec(),
+            (Endpoint::Silent, _) => continue,
+            (Endpoint::Cluster { .. }, false) => b"ERROR\r\n".to_vec(),
+        };
+        if stream.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
