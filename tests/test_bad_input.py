@@ -33,7 +33,8 @@ def cache(memcached: LocalNode) -> ElastiCache:
 
 
 def backend_for(address: str, **options: Any) -> ElastiCache:
-    options = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, **options}
+    """A backend for one misbehaving node (not a configuration endpoint: no discovery)."""
+    options = {"timeout": TIMEOUT, "connect_timeout": TIMEOUT, "discovery": "off", **options}
     return ElastiCache(address, {"OPTIONS": options})
 
 

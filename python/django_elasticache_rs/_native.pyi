@@ -1,7 +1,7 @@
 """Typed stubs of the native module (``crates/python``)."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 __version__: str
 
@@ -43,7 +43,23 @@ class Client:
         ignore_exc: bool = False,
         max_value_length: int | None = None,
         serde: Serde | None = None,
-    ) -> None: ...
+        discovery: Literal["auto", "on", "off"] = "off",
+        discovery_interval: float | None = 60.0,
+        discovery_retry_delay: float = 0.0,
+        use_vpc_ip_address: bool = True,
+    ) -> None:
+        """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
+        nodes are discovered on first use, then every ``discovery_interval`` seconds in the
+        background (``None``: only while the ring is empty). "auto" uses an endpoint that is
+        plain memcached as a single node; "on" refuses it."""
+    @property
+    def discovery_endpoint(self) -> str | None:
+        """The configuration endpoint, when nodes are discovered."""
+    @property
+    def config_version(self) -> int | None:
+        """The version of the discovered configuration in use."""
+    def refresh(self) -> None:
+        """Asks the configuration endpoint now; the last good membership stays on failure."""
     @property
     def servers(self) -> list[str]:
         """The nodes' names (``host:port``) as the ring hashes them."""

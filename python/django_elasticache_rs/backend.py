@@ -59,7 +59,7 @@ class ElastiCache(BaseCache):
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
         super().__init__(params)
         self._servers = parse_location(server)
-        self._settings = parse_options(params.get("OPTIONS"))
+        self._settings = parse_options(params.get("OPTIONS"), self._servers)
         # With Django's own key function the key is made in Rust; otherwise made here and
         # passed as is (prefix None).
         self._prefix: str | None = self.key_prefix if self.key_func is default_key_func else None
@@ -76,6 +76,17 @@ class ElastiCache(BaseCache):
     def client(self) -> Client:
         """The shared native client behind this backend."""
         return self._native
+
+    @property
+    def servers(self) -> list[str]:
+        """The nodes in use (``host:port``); with discovery, empty until the first operation."""
+        return self._native.servers
+
+    @property
+    def config_version(self) -> int | None:
+        """The version of the discovered cluster configuration in use (None without discovery
+        or before the first discovery)."""
+        return self._native.config_version
 
     def get_backend_timeout(self, timeout: float | object | None = DEFAULT_TIMEOUT) -> int:
         """Django's timeout as memcached's expiry: 0 never expires, -1 is already expired, and

@@ -18,7 +18,7 @@ logger = logging.getLogger("django_elasticache_rs")
 
 #: Every accepted option and its default.
 DEFAULTS: dict[str, Any] = {
-    # Auto Discovery (used once discovery lands; accepted now so settings need no change).
+    # Auto Discovery (with a single LOCATION: the configuration endpoint).
     "discovery": "auto",
     "discovery_interval": 60.0,
     "discovery_retry_delay": 0.0,
@@ -100,14 +100,18 @@ class Settings:
     """Validated options: the native client's arguments and the backend's own settings."""
 
     native: tuple[tuple[str, Any], ...]
-    discovery: str
 
     def native_kwargs(self) -> dict[str, Any]:
         return dict(self.native)
 
 
-def parse_options(options: Mapping[str, Any] | None) -> Settings:
-    """Validates ``OPTIONS``; unknown names raise ``ImproperlyConfigured`` with a suggestion."""
+def parse_options(options: Mapping[str, Any] | None, servers: Sequence[str]) -> Settings:
+    """Validates ``OPTIONS`` for ``LOCATION``'s ``servers``; unknown names raise
+    ``ImproperlyConfigured`` with a suggestion.
+
+    One server is a configuration endpoint (discovery "auto" unless set); several are a
+    static cluster, where discovery "on" is a contradiction.
+    """
     given = dict(options or {})
     for name in given:
         if name in DEFAULTS or name in _IGNORED:
@@ -125,8 +129,17 @@ def parse_options(options: Mapping[str, Any] | None) -> Settings:
         raise ImproperlyConfigured(
             "OPTIONS['key_prefix'] is not supported yet; use the cache's KEY_PREFIX setting"
         )
-    if merged["discovery"] not in ("auto", "on", "off"):
+    discovery = merged["discovery"]
+    if discovery not in ("auto", "on", "off"):
         raise ImproperlyConfigured("OPTIONS['discovery'] must be 'auto', 'on' or 'off'")
+    if len(servers) > 1:
+        if discovery == "on":
+            raise ImproperlyConfigured(
+                "OPTIONS['discovery'] is 'on' but LOCATION lists several servers: give the "
+                "configuration endpoint alone"
+            )
+        discovery = "off"
+    interval = _seconds("discovery_interval", merged["discovery_interval"], allow_none=True)
     if str(merged["encoding"]).lower().replace("_", "-") not in ("utf-8", "utf8", "ascii"):
         raise ImproperlyConfigured("OPTIONS['encoding'] must be 'utf-8' or 'ascii'")
     max_pool_size = merged["max_pool_size"]
@@ -150,5 +163,12 @@ def parse_options(options: Mapping[str, Any] | None) -> Settings:
         "ignore_exc": bool(merged["ignore_exc"]),
         "max_value_length": merged["max_value_length"],
         "serde": merged["serde"],
+        "discovery": discovery,
+        # 0 means: discover at start and whenever the ring is empty, never in the background.
+        "discovery_interval": interval or None,
+        "discovery_retry_delay": _seconds(
+            "discovery_retry_delay", merged["discovery_retry_delay"], allow_none=False
+        ),
+        "use_vpc_ip_address": bool(merged["use_vpc_ip_address"]),
     }
-    return Settings(native=tuple(sorted(native.items())), discovery=merged["discovery"])
+    return Settings(native=tuple(sorted(native.items())))

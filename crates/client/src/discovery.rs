@@ -264,6 +264,14 @@ impl Discovery {
                 self.apply(client, &config);
                 Ok(())
             }
+            // Once a membership has been discovered, ERROR is a fault of the endpoint, not a
+            // sign that it is plain memcached: keep the last good membership.
+            Found::NotElastiCache if client.topology().version().is_some() => {
+                Err(Error::Discovery {
+                    endpoint,
+                    reason: "the endpoint answered ERROR to `config get cluster`".to_owned(),
+                })
+            }
             Found::NotElastiCache if self.settings.mode == DiscoveryMode::Auto => {
                 if !self.is_static.swap(true, Ordering::Relaxed) {
                     log::warn!("{endpoint} is not an ElastiCache configuration endpoint (it answers ERROR to `config get cluster`): using it as a single memcached node");

@@ -296,3 +296,25 @@ fn dropping_the_client_stops_its_refresher() {
         "the refresher kept running"
     );
 }
+
+#[test]
+fn an_endpoint_answering_error_after_a_discovery_keeps_the_membership() {
+    let node = Memcached::start();
+    let endpoint = FakeEndpoint::start(Endpoint::Cluster {
+        version: 1,
+        members: vec![member(&node)],
+    });
+    let client = discovering(&endpoint, None);
+    client.set("k", 0, b"v", 0).unwrap();
+    // ERROR to both discovery commands, as plain memcached would answer.
+    endpoint.set(Endpoint::Legacy {
+        version: 0,
+        members: vec![],
+    });
+    thread::sleep(Duration::from_millis(1100)); // past the retry floor: a real attempt
+    assert!(matches!(
+        client.refresh_membership(),
+        Err(Error::Discovery { .. })
+    ));
+    assert_eq!(names(&client), vec![node.address()]);
+}

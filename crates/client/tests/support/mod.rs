@@ -232,6 +232,8 @@ pub enum Endpoint {
     Cluster { version: u64, members: Vec<String> },
     /// An engine before 1.4.14: `ERROR` to `config get cluster`, the legacy key has the config.
     Legacy { version: u64, members: Vec<String> },
+    /// What plain memcached answers: `ERROR`, and no legacy key (`END`).
+    Plain,
     /// Bytes that are not the protocol.
     Garbage,
     /// Never answers.
@@ -321,6 +323,8 @@ fn answer_discovery(mut stream: TcpStream, behaviour: &Mutex<Endpoint>, seen: &S
                 config_frame("VALUE AmazonElastiCache:cluster 0", version, &members)
             }
             (Endpoint::Legacy { .. }, true) => b"ERROR\r\n".to_vec(),
+            (Endpoint::Plain, true) => b"ERROR\r\n".to_vec(),
+            (Endpoint::Plain, false) => b"END\r\n".to_vec(),
             (Endpoint::Garbage, _) => b"\x00\xff\xfeHELLO\r\n".to_vec(),
             (Endpoint::Silent, _) => continue,
             (Endpoint::Cluster { .. }, false) => b"ERROR\r\n".to_vec(),
