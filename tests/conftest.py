@@ -3,6 +3,8 @@
 * ``memcached``: one node for the whole session. Tests share it: use ``cache.clear()`` or keys
   of their own.
 * ``memcached_cluster``: three nodes for the whole session.
+* ``elasticache_cluster``, ``elasticache_cluster_factory``: the package's pytest plugin (a local
+  cluster behind a configuration endpoint, per test).
 """
 
 from __future__ import annotations
@@ -12,6 +14,16 @@ from collections.abc import Iterator
 import pytest
 
 from django_elasticache_rs.local import LocalCluster, LocalNode
+
+# The package's pytest plugin. Its fixtures are imported rather than the module listed in
+# ``pytest_plugins``: should the ``pytest11`` entry point register the module under a name other
+# than its module name, ``pytest_plugins`` would register it a second time, which pytest
+# rejects. Imported fixtures merely shadow the plugin's own, whether or not the entry point is
+# registered, and whatever its name.
+from django_elasticache_rs.pytest_plugin import (  # noqa: F401
+    elasticache_cluster,
+    elasticache_cluster_factory,
+)
 from tests.django_suite.harness import BACKEND_ENV, backend_path
 
 

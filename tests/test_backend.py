@@ -195,7 +195,9 @@ def test_async_calls_run_concurrently_not_one_after_another() -> None:
 
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
-    cache = ElastiCache(f"127.0.0.1:{port}", {"OPTIONS": {"timeout": 5, "max_pool_size": 8, "discovery": "off"}})
+    cache = ElastiCache(
+        f"127.0.0.1:{port}", {"OPTIONS": {"timeout": 5, "max_pool_size": 8, "discovery": "off"}}
+    )
 
     async def scenario() -> list[object]:
         return await asyncio.gather(*(cache.aget(f"k{i}", "miss") for i in range(in_flight)))

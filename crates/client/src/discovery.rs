@@ -48,7 +48,10 @@ pub(crate) fn fetch(endpoint: &NodeAddress, config: &ClientConfig) -> Result<Fou
             // connection: the error reply leaves this one's stream in an unknown state.
             let mut connection = Connection::connect(endpoint, config)?;
             connection.send(LEGACY_GET_CLUSTER)?;
-            connection.read(deadline, parse_cluster_config)?
+            match connection.read(deadline, parse_cluster_config) {
+                Err(Error::UnknownCommand { .. }) => None,
+                other => other?,
+            }
         }
         other => other?,
     };
@@ -101,9 +104,17 @@ impl Stop {
     }
 }
 
+/// Why the last discovery failed, kept to answer callers while the endpoint is left alone.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// `discovery: on` and the endpoint is not ElastiCache's: a configuration error.
+    NotElastiCache,
+    Other(String),
+}
+
 #[derive(Debug, Default)]
 struct Attempts {
-    last_failure: Option<(Instant, String)>,
+    last_failure: Option<(Instant, Failure)>,
     failures_in_a_row: u32,
 }
 
@@ -229,16 +240,20 @@ impl Discovery {
         if satisfied() {
             return Ok(());
         }
-        if let Some((at, reason)) = &attempts.last_failure {
+        if let Some((at, failure)) = &attempts.last_failure {
             let pause = backoff(
                 self.settings.retry_delay,
                 self.settings.interval,
                 attempts.failures_in_a_row,
             );
             if at.elapsed() < pause {
-                return Err(Error::Discovery {
-                    endpoint: self.endpoint.to_string(),
-                    reason: reason.clone(),
+                let endpoint = self.endpoint.to_string();
+                return Err(match failure {
+                    Failure::NotElastiCache => Error::NotElastiCache { endpoint },
+                    Failure::Other(reason) => Error::Discovery {
+                        endpoint,
+                        reason: reason.clone(),
+                    },
                 });
             }
         }
@@ -246,8 +261,13 @@ impl Discovery {
         match &outcome {
             Ok(()) => *attempts = Attempts::default(),
             Err(error) => {
+                let failure = match error {
+                    Error::NotElastiCache { .. } => Failure::NotElastiCache,
+                    Error::Discovery { reason, .. } => Failure::Other(reason.clone()),
+                    other => Failure::Other(other.to_string()),
+                };
                 attempts.failures_in_a_row = attempts.failures_in_a_row.saturating_add(1);
-                attempts.last_failure = Some((Instant::now(), error.to_string()));
+                attempts.last_failure = Some((Instant::now(), failure));
             }
         }
         outcome

@@ -6,14 +6,14 @@
 mod client;
 mod errors;
 mod keys;
+mod logging;
 mod serde;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Rust log records go to Python's `logging`, under the `elasticache_client` logger tree.
-    let _ = pyo3_log::try_init();
+    logging::install(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_class::<client::PyClient>()?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;

@@ -1,28 +1,17 @@
-"""Local memcached nodes for development, demos and tests: real ``memcached`` processes on
-random 127.0.0.1 ports, started and stopped by the caller.
-
-``python -m django_elasticache_rs.local --nodes 3`` starts a cluster, prints the ``CACHES``
-entry to use, and stops everything on Ctrl-C or SIGTERM.
-"""
+"""One real ``memcached`` process on a random 127.0.0.1 port, started and stopped by the caller."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import TracebackType
 
-__all__ = ["LocalCluster", "LocalNode", "MemcachedNotInstalled"]
+__all__ = ["INSTALL_HINT", "LocalNode", "MemcachedNotInstalled"]
 
-_INSTALL_HINT = (
+INSTALL_HINT = (
     "memcached is not installed: on Debian/Ubuntu run `sudo apt-get install memcached`, "
     "on macOS `brew install memcached`"
 )
@@ -50,12 +39,19 @@ class LocalNode:
 
     @property
     def address(self) -> str:
+        """``"127.0.0.1:<port>"``."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The memcached process id while it runs, else ``None``."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, timeout: float = 10.0) -> LocalNode:
+        """Starts memcached and returns once it serves (raises after ``timeout`` seconds)."""
         executable = shutil.which("memcached")
         if executable is None:
-            raise MemcachedNotInstalled(_INSTALL_HINT)
+            raise MemcachedNotInstalled(INSTALL_HINT)
         # A port picked free can be taken before memcached binds it: try another.
         for _ in range(20):
             self.port = _free_port()
@@ -91,6 +87,23 @@ class LocalNode:
             if conn.recv(64) != b"OK\r\n":
                 raise ConnectionError("memcached did not confirm flush_all")
 
+    def has_key(self, key: str) -> bool:
+        """Whether this node holds ``key`` (the key as sent on the wire, e.g. ``":1:name"`` for
+        Django's default key function), read over a fresh connection: to check where a client
+        put a key."""
+        raw = key.encode()
+        if not raw or len(raw) > 250 or any(byte <= 32 or byte == 127 for byte in raw):
+            raise ValueError(f"not a memcached key: {key!r}")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as conn:
+            conn.sendall(b"get %s\r\n" % raw)
+            with conn.makefile("rb") as reply:
+                first = reply.readline()
+        if first == b"END\r\n":
+            return False
+        if first.startswith(b"VALUE %s " % raw):
+            return True
+        raise ConnectionError(f"unexpected reply from memcached: {first[:80]!r}")
+
     def stats(self) -> dict[str, str]:
         """The node's ``stats``, read over a fresh connection."""
         return self._stats(5.0)
@@ -112,6 +125,7 @@ class LocalNode:
         return stats
 
     def stop(self) -> None:
+        """Kills the process and waits for it; does nothing if it is not running."""
         if self._process is not None:
             _terminate(self._process)
             self._process = None
@@ -136,89 +150,3 @@ def _terminate(process: subprocess.Popen[bytes]) -> None:
     process.wait()
     if process.stderr is not None:
         process.stderr.close()
-
-
-class LocalCluster:
-    """Several local memcached nodes, started together and stopped together."""
-
-    def __init__(self, nodes: int = 3, *, memory_mb: int = 64) -> None:
-        self.nodes = [LocalNode(memory_mb=memory_mb) for _ in range(nodes)]
-
-    @property
-    def addresses(self) -> list[str]:
-        return [node.address for node in self.nodes]
-
-    def caches_setting(self, alias: str = "default") -> dict[str, dict[str, object]]:
-        """The ``CACHES`` entry for this cluster."""
-        return {
-            alias: {
-                "BACKEND": "django_elasticache_rs.backend.ElastiCache",
-                "LOCATION": self.addresses,
-            }
-        }
-
-    def start(self) -> LocalCluster:
-        try:
-            for node in self.nodes:
-                node.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-@contextmanager
-def local_cluster(nodes: int = 3) -> Iterator[LocalCluster]:
-    """A running local cluster for the duration of a ``with`` block."""
-    with LocalCluster(nodes) as cluster:
-        yield cluster
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m django_elasticache_rs.local",
-        description="Run local memcached nodes for development until interrupted.",
-    )
-    parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
-    args = parser.parse_args(argv)
-    try:
-        cluster = LocalCluster(args.nodes).start()
-    except MemcachedNotInstalled as error:
-        print(error, file=sys.stderr)
-        return 1
-    stop = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        print("Local cluster running. Use this in your settings:\n")
-        print("CACHES = " + json.dumps(cluster.caches_setting(), indent=4))
-        print("\nCtrl-C stops it.", flush=True)
-        while not stop:
-            signal.pause()
-    finally:
-        cluster.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

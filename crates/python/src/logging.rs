@@ -1,0 +1,48 @@
+//! Rust log records to Python's `logging`, and silence once the interpreter shuts down.
+//!
+//! Background threads (the discovery refresher) may log at any time; after Python's `atexit`
+//! stage the interpreter is being finalized and must not be entered again, so records are
+//! dropped from then on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::{LevelFilter, Log, Metadata, Record};
+use pyo3::prelude::*;
+
+static INTERPRETER_RUNNING: AtomicBool = AtomicBool::new(true);
+
+struct UntilShutdown(pyo3_log::Logger);
+
+impl Log for UntilShutdown {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        INTERPRETER_RUNNING.load(Ordering::Acquire) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if INTERPRETER_RUNNING.load(Ordering::Acquire) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[pyfunction]
+fn stop_logging() {
+    INTERPRETER_RUNNING.store(false, Ordering::Release);
+}
+
+/// Routes Rust log records (info and above) to Python loggers named after the Rust module
+/// (`elasticache_client.discovery`, ...), until the interpreter exits.
+pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    // Levels are not cached: records are rare (membership changes, failures), and a level set
+    // after import (logging.config, pytest's caplog) must take effect.
+    let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?.filter(LevelFilter::Info);
+    if log::set_boxed_logger(Box::new(UntilShutdown(logger))).is_ok() {
+        log::set_max_level(LevelFilter::Info);
+        py.import("atexit")?
+            .call_method1("register", (wrap_pyfunction!(stop_logging, module)?,))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+"""``python -m django_elasticache_rs.local``: runs a local ElastiCache-compatible cluster until
+SIGINT/SIGTERM/SIGHUP, prints the ``CACHES`` entry to use and the control address (see
+:mod:`django_elasticache_rs.local.control` for the control protocol), and stops everything it
+started when it ends, whatever the reason."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import sys
+from types import FrameType, TracebackType
+
+from django_elasticache_rs.local.cluster import LocalCluster
+from django_elasticache_rs.local.control import ControlServer
+
+__all__ = ["main"]
+
+_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m django_elasticache_rs.local",
+        description="Run a local ElastiCache-compatible cluster (memcached nodes behind a "
+        "configuration endpoint) until interrupted.",
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="nodes at start (default 3)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="configuration endpoint port (default: random)"
+    )
+    parser.add_argument(
+        "--control-port", type=int, default=0, help="control interface port (default: random)"
+    )
+    parser.add_argument(
+        "--legacy",
+        action="store_true",
+        help="answer only the legacy `get AmazonElastiCache:cluster` (engines before 1.4.14)",
+    )
+    parser.add_argument(
+        "--discovery-interval",
+        type=float,
+        default=5.0,
+        help="discovery_interval in the printed OPTIONS (default 5 seconds)",
+    )
+    parser.add_argument("--memory-mb", type=int, default=64, help="memory per node (default 64)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print only one line of JSON: CACHES, configuration_endpoint, control, nodes, "
+        "version, legacy, pid",
+    )
+    return parser
+
+
+class _SignalWaiter:
+    """From ``__enter__`` on, SIGINT/SIGTERM/SIGHUP no longer kill the process: :meth:`wait`
+    returns at the first one (even one received before it was called), and any signal during
+    clean-up is ignored. ``__exit__`` restores the previous handlers."""
+
+    def __enter__(self) -> _SignalWaiter:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._write.fileno())
+        self._previous = {signum: signal.signal(signum, _noted) for signum in _SIGNALS}
+        return self
+
+    def wait(self) -> int:
+        """Blocks until a signal arrives; returns its number."""
+        while True:
+            select.select([self._read], [], [])
+            try:
+                data = self._read.recv(64)
+            except BlockingIOError:
+                continue
+            if data:
+                return data[0]
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._read.close()
+        self._write.close()
+
+
+def _noted(signum: int, frame: FrameType | None) -> None:
+    """Signal handler that does nothing: the wake-up fd has recorded the signal already."""
+
+
+def _discovery_interval(args: argparse.Namespace) -> float | int:
+    interval: float = args.discovery_interval
+    return int(interval) if interval.is_integer() else interval
+
+
+def _announce(cluster: LocalCluster, control: ControlServer, args: argparse.Namespace) -> None:
+    caches = cluster.caches_setting(discovery_interval=_discovery_interval(args))
+    if args.json:
+        summary = {
+            "CACHES": caches,
+            "configuration_endpoint": cluster.configuration_endpoint,
+            "control": control.address,
+            "nodes": cluster.addresses,
+            "version": cluster.version,
+            "legacy": cluster.legacy,
+            "pid": os.getpid(),
+        }
+        print(json.dumps(summary), flush=True)
+        return
+    host, port = control.address.split(":")
+    mode = " (legacy mode)" if cluster.legacy else ""
+    print(f"Local ElastiCache cluster{mode}: config version {cluster.version}")
+    print(f"  configuration endpoint  {cluster.configuration_endpoint}")
+    print(f"  nodes                   {' '.join(cluster.addresses)}")
+    print(f"  control                 {control.address}")
+    print(f"      try: printf 'help\\nstatus\\nquit\\n' | nc {host} {port}")
+    print("\nUse it in your settings:\n")
+    print("CACHES = " + json.dumps(caches, indent=4))
+    print("\nCtrl-C stops it.", flush=True)
+
+
+def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    for name in ("port", "control_port"):
+        if not 0 <= getattr(args, name) <= 65535:
+            parser.error(f"--{name.replace('_', '-')} must be between 0 and 65535")
+    if args.discovery_interval < 0:
+        parser.error("--discovery-interval must not be negative")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the exit status (0, or 1 if the cluster could not start)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _validate(parser, args)
+    with _SignalWaiter() as waiter:
+        cluster = LocalCluster(
+            args.nodes, memory_mb=args.memory_mb, legacy=args.legacy, endpoint_port=args.port
+        )
+        control = ControlServer(cluster, port=args.control_port)
+        try:
+            try:
+                cluster.start()
+                control.start()
+            except (OSError, RuntimeError) as error:  # includes MemcachedNotInstalled
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            _announce(cluster, control, args)
+            waiter.wait()
+        finally:
+            control.stop()
+            cluster.stop()
+    return 0

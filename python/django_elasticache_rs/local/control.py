@@ -1,0 +1,160 @@
+"""The control interface of ``python -m django_elasticache_rs.local``: a line protocol on a
+127.0.0.1 TCP port, usable with ``nc``/``telnet`` or a few lines of any language.
+
+Send one command per line; each reply is zero or more lines of information followed by a last
+line that is either ``OK`` or ``ERROR <reason>``. Several commands per connection are fine;
+empty lines are ignored; commands are case-insensitive.
+
+``help``
+    lists the commands.
+``status``
+    ``version <n>``, ``endpoint <host:port> up|down``, ``mode config|legacy``,
+    ``fault <name>|none``, ``discovery_requests <n>``, ``nodes <host:port> ...``, then ``OK``.
+``add``
+    starts a new memcached node and adds it: ``added <host:port>``, ``version <n>``, ``OK``.
+``remove [<host:port>]``
+    removes that node (default: the last one) and stops it: ``removed <host:port>``,
+    ``version <n>``, ``OK``. The last remaining node cannot be removed.
+``fault none|garbage|error|close|hang|truncated|no-nodes``
+    makes the configuration endpoint misbehave on discovery requests (``none``: stop
+    misbehaving): ``fault <name>``, ``OK``.
+``endpoint stop|start``
+    makes the configuration endpoint unreachable / reachable again on the same port:
+    ``endpoint down|up``, ``OK``.
+``quit``
+    ``OK``, then the connection is closed.
+
+Example::
+
+    $ printf 'add\\nstatus\\n' | nc -q1 127.0.0.1 <control port>
+    added 127.0.0.1:40123
+    version 2
+    OK
+    version 2
+    ...
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from django_elasticache_rs.local.cluster import LocalCluster
+from django_elasticache_rs.local.endpoint import parse_fault
+from django_elasticache_rs.local.server import ThreadedServer, read_lines
+
+__all__ = ["HELP", "ControlServer", "execute"]
+
+HELP = [
+    "help                 this list",
+    "status               version, endpoint, mode, fault, discovery_requests, nodes",
+    "add                  start a new node and add it (version + 1)",
+    "remove [host:port]   remove a node, the last one by default, and stop it (version + 1)",
+    "fault <name>         none|garbage|error|close|hang|truncated|no-nodes",
+    "endpoint stop|start  make the configuration endpoint unreachable / reachable again",
+    "quit                 close this connection",
+]
+
+
+def _help(cluster: LocalCluster, args: list[str]) -> list[str]:
+    return list(HELP)
+
+
+def _status(cluster: LocalCluster, args: list[str]) -> list[str]:
+    state = "up" if cluster.endpoint_running else "down"
+    return [
+        f"version {cluster.version}",
+        f"endpoint {cluster.endpoint.address} {state}",
+        f"mode {'legacy' if cluster.legacy else 'config'}",
+        f"fault {cluster.fault or 'none'}",
+        f"discovery_requests {cluster.discovery_requests}",
+        " ".join(["nodes", *cluster.addresses]),
+    ]
+
+
+def _add(cluster: LocalCluster, args: list[str]) -> list[str]:
+    node = cluster.add_node()
+    return [f"added {node.address}", f"version {cluster.version}"]
+
+
+def _remove(cluster: LocalCluster, args: list[str]) -> list[str]:
+    if len(args) > 1:
+        raise ValueError("usage: remove [host:port]")
+    removed = cluster.remove_node(args[0] if args else None)
+    return [f"removed {removed}", f"version {cluster.version}"]
+
+
+def _fault(cluster: LocalCluster, args: list[str]) -> list[str]:
+    if len(args) != 1:
+        raise ValueError("usage: fault none|garbage|error|close|hang|truncated|no-nodes")
+    fault = parse_fault(args[0])
+    cluster.set_fault(fault)
+    return [f"fault {fault or 'none'}"]
+
+
+def _endpoint(cluster: LocalCluster, args: list[str]) -> list[str]:
+    if args == ["stop"]:
+        cluster.stop_endpoint()
+    elif args == ["start"]:
+        cluster.start_endpoint()
+    else:
+        raise ValueError("usage: endpoint stop|start")
+    return [f"endpoint {'up' if cluster.endpoint_running else 'down'}"]
+
+
+_COMMANDS: dict[str, Callable[[LocalCluster, list[str]], list[str]]] = {
+    "help": _help,
+    "status": _status,
+    "add": _add,
+    "remove": _remove,
+    "fault": _fault,
+    "endpoint": _endpoint,
+}
+
+
+def execute(cluster: LocalCluster, line: str) -> list[str]:
+    """Runs one command line against ``cluster``; returns the reply lines, the last being
+    ``OK`` or ``ERROR <reason>``."""
+    words = line.split()
+    if not words:
+        return ["ERROR empty command (try help)"]
+    command = _COMMANDS.get(words[0].lower())
+    if command is None:
+        return [f"ERROR unknown command {words[0]!r} (try help)"]
+    try:
+        return [*command(cluster, words[1:]), "OK"]
+    except Exception as error:  # reported to the client, which asked for it
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return [f"ERROR {reason}"]
+
+
+class ControlServer:
+    """Serves the control protocol for ``cluster`` on ``127.0.0.1:<port>`` (0: a free port)."""
+
+    def __init__(self, cluster: LocalCluster, *, port: int = 0) -> None:
+        self._cluster = cluster
+        self._server = ThreadedServer(self._serve, port=port, name="control")
+
+    @property
+    def address(self) -> str:
+        """``"127.0.0.1:<port>"``."""
+        return f"127.0.0.1:{self._server.port}"
+
+    def start(self) -> None:
+        """Listens; raises ``OSError`` if it cannot."""
+        self._server.start()
+
+    def stop(self) -> None:
+        """Stops listening and closes the open connections."""
+        self._server.stop()
+
+    def _serve(self, conn: socket.socket) -> None:
+        for raw in read_lines(conn):
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            if line.lower() == "quit":
+                conn.sendall(b"OK\n")
+                return
+            reply = execute(self._cluster, line)
+            conn.sendall("".join(f"{part}\n" for part in reply).encode())
