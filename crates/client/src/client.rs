@@ -225,7 +225,17 @@ impl Client {
     ) -> Result<T> {
         let topology = self.routing_topology()?;
         let index = topology.node_index_for(key).ok_or(Error::NoNodes)?;
-        let node = &topology.nodes()[index];
+        self.exchange_with(&topology.nodes()[index], request, read)
+    }
+
+    /// Runs one request/reply exchange with `node`, accounting for its health: the
+    /// connection goes back to the pool only after a clean exchange.
+    fn exchange_with<T>(
+        &self,
+        node: &Node,
+        request: &[u8],
+        read: impl FnOnce(&mut Connection, Option<Instant>) -> Result<T>,
+    ) -> Result<T> {
         let deadline = self.deadline();
         let mut lease = self.lease(node, deadline)?;
         let result = match lease.connection() {
@@ -388,23 +398,7 @@ impl Client {
             .nodes()
             .iter()
             .map(|node| {
-                let deadline = self.deadline();
-                let result = self.lease(node, deadline).and_then(|mut lease| {
-                    let result = match lease.connection() {
-                        Some(connection) => connection
-                            .send(request)
-                            .and_then(|()| read(connection, deadline)),
-                        None => Err(Error::NoNodes),
-                    };
-                    match &result {
-                        Ok(_) => {
-                            node.health.record_success();
-                            lease.release();
-                        }
-                        Err(error) => self.note_failure(node, error),
-                    }
-                    result
-                });
+                let result = self.exchange_with(node, request, &read);
                 (node.address.name.clone(), result)
             })
             .collect())
