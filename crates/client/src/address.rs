@@ -15,6 +15,8 @@ pub struct NodeAddress {
     pub port: u16,
     /// The name the ring hashes: `host:port` as pymemcache writes it (IPv6 without brackets).
     pub name: String,
+    /// The hostname to verify a TLS certificate against when `host` is an IP (from discovery).
+    pub tls_name: Option<String>,
 }
 
 impl NodeAddress {
@@ -24,6 +26,7 @@ impl NodeAddress {
             host: host.to_owned(),
             port,
             name: format!("{host}:{port}"),
+            tls_name: None,
         }
     }
 

@@ -11,6 +11,28 @@ use crate::error::{Error, Result};
 use crate::pool::Lease;
 use crate::topology::Node;
 
+/// The longest `get` command line sent: ElastiCache Serverless refuses longer ones.
+const MAX_GET_LINE: usize = 16 * 1024;
+
+/// Splits a node's keys into `get` lines of at most [`MAX_GET_LINE`] bytes each.
+fn get_lines<'p>(keys: &[&str], positions: &'p [usize]) -> Vec<&'p [usize]> {
+    const OVERHEAD: usize = "get".len() + "\r\n".len();
+    let mut lines = Vec::new();
+    let (mut start, mut length) = (0, OVERHEAD);
+    for (i, &p) in positions.iter().enumerate() {
+        let added = 1 + keys[p].len();
+        if length + added > MAX_GET_LINE && i > start {
+            lines.push(&positions[start..i]);
+            (start, length) = (i, OVERHEAD);
+        }
+        length += added;
+    }
+    if start < positions.len() {
+        lines.push(&positions[start..]);
+    }
+    lines
+}
+
 /// A node's share of a batch: the positions (in the caller's list) of its keys.
 struct Share<'t> {
     node: &'t Node,
@@ -105,30 +127,33 @@ impl Client {
         let failed = self.fan_out(
             keys,
             |request, positions| {
-                proto::encode_retrieval(
-                    request,
-                    Retrieval::Get,
-                    positions.iter().map(|&p| keys[p].as_bytes()),
-                )
+                for line in get_lines(keys, positions) {
+                    proto::encode_retrieval(
+                        request,
+                        Retrieval::Get,
+                        line.iter().map(|&p| keys[p].as_bytes()),
+                    );
+                }
             },
             |connection, deadline, positions| {
-                // The server answers hits in request order, so walking the request once pairs
-                // each value with its key (duplicates included) and exposes any stray key.
-                let mut next = 0;
-                while let Some((key, item)) = read_item(connection, deadline, max)? {
-                    let offset = positions[next..]
-                        .iter()
-                        .position(|&p| keys[p].as_bytes() == key);
-                    let Some(offset) = offset else {
-                        return Err(Error::Protocol {
-                            node: connection.node().to_owned(),
-                            source: proto::ReplyError::Malformed(
-                                "a value for a key not asked for".to_owned(),
-                            ),
-                        });
-                    };
-                    found[positions[next + offset]] = Some(item);
-                    next += offset + 1;
+                for line in get_lines(keys, positions) {
+                    // The server answers hits in request order, so walking the request once
+                    // pairs each value with its key (duplicates included) and exposes any
+                    // stray key.
+                    let mut next = 0;
+                    while let Some((key, item)) = read_item(connection, deadline, max)? {
+                        let offset = line[next..].iter().position(|&p| keys[p].as_bytes() == key);
+                        let Some(offset) = offset else {
+                            return Err(Error::Protocol {
+                                node: connection.node().to_owned(),
+                                source: proto::ReplyError::Malformed(
+                                    "a value for a key not asked for".to_owned(),
+                                ),
+                            });
+                        };
+                        found[line[next + offset]] = Some(item);
+                        next += offset + 1;
+                    }
                 }
                 Ok(())
             },
@@ -237,5 +262,26 @@ impl Client {
         let failed = self.tolerate(failed, Vec::new)?;
         self.settle(failed)?;
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_lines_stay_under_the_limit_and_keep_every_key_in_order() {
+        let long: Vec<String> = (0..400).map(|i| format!("{i:0>200}")).collect();
+        let keys: Vec<&str> = long.iter().map(String::as_str).collect();
+        let positions: Vec<usize> = (0..keys.len()).collect();
+        let lines = get_lines(&keys, &positions);
+        assert!(lines.len() > 1);
+        for line in &lines {
+            let bytes = "get\r\n".len() + line.iter().map(|&p| 1 + keys[p].len()).sum::<usize>();
+            assert!(bytes <= MAX_GET_LINE, "{bytes}");
+        }
+        assert_eq!(lines.concat(), positions);
+        assert_eq!(get_lines(&keys, &positions[..3]), vec![&positions[..3]]);
+        assert!(get_lines(&keys, &[]).is_empty());
     }
 }

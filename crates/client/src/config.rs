@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use elasticache_proto::DEFAULT_MAX_VALUE_LEN;
 
+use crate::tls::Tls;
+
 /// How a [`crate::Client`] connects, waits, pools and treats failures.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -30,6 +32,9 @@ pub struct ClientConfig {
     /// Report cache failures (node down, timeout, bad reply) as misses and "not stored" instead
     /// of errors. Invalid keys and values still fail.
     pub ignore_exc: bool,
+    /// TLS for the configuration endpoint and every node (`TlsSettings::build`); `None` is
+    /// plaintext.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +51,7 @@ impl Default for ClientConfig {
             socket_keepalive: None,
             max_value_len: DEFAULT_MAX_VALUE_LEN,
             ignore_exc: false,
+            tls: None,
         }
     }
 }

@@ -13,15 +13,16 @@ use socket2::{SockRef, TcpKeepalive};
 use crate::address::NodeAddress;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
+use crate::stream::Stream;
 
 const INITIAL_BUFFER: usize = 16 * 1024;
 /// Read at least this much room at a time once the buffer grows for a large value.
 const MIN_READ: usize = 8 * 1024;
 
-/// A connected socket and its read buffer.
+/// A connected socket (plain or TLS) and its read buffer.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     node: String,
     timeout: Option<Duration>,
     // Bytes [start, filled) of `buffer` are received and not yet consumed. The whole Vec stays
@@ -51,9 +52,7 @@ impl Connection {
                 None => TcpStream::connect(candidate),
             };
             match attempt {
-                Ok(stream) => {
-                    return Self::configure(stream, address, config).map_err(connect_error)
-                }
+                Ok(stream) => return Self::configure(stream, address, config),
                 Err(error) => last_error = error,
             }
         }
@@ -69,17 +68,24 @@ impl Connection {
         Err(connect_error(last_error))
     }
 
-    fn configure(
-        stream: TcpStream,
-        address: &NodeAddress,
-        config: &ClientConfig,
-    ) -> io::Result<Self> {
-        stream.set_nodelay(config.no_delay)?;
-        stream.set_read_timeout(config.timeout)?;
-        stream.set_write_timeout(config.timeout)?;
-        if let Some(idle) = config.socket_keepalive {
-            SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-        }
+    fn configure(tcp: TcpStream, address: &NodeAddress, config: &ClientConfig) -> Result<Self> {
+        let set_up = |tcp: &TcpStream| -> io::Result<()> {
+            tcp.set_nodelay(config.no_delay)?;
+            tcp.set_read_timeout(config.timeout)?;
+            tcp.set_write_timeout(config.timeout)?;
+            if let Some(idle) = config.socket_keepalive {
+                SockRef::from(tcp).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+            }
+            Ok(())
+        };
+        set_up(&tcp).map_err(|source| Error::Connect {
+            node: address.name.clone(),
+            source,
+        })?;
+        let stream = match &config.tls {
+            Some(tls) => Stream::tls(tcp, tls, address)?,
+            None => Stream::Plain(tcp),
+        };
         Ok(Connection {
             stream,
             node: address.name.clone(),
@@ -89,6 +95,11 @@ impl Connection {
             filled: 0,
             idle_since: Instant::now(),
         })
+    }
+
+    /// Whether this connection's TLS handshake resumed an earlier session.
+    pub fn resumed_tls_session(&self) -> bool {
+        self.stream.resumed()
     }
 
     /// The node's name, for errors.
@@ -156,12 +167,13 @@ impl Connection {
         if overdue {
             // Nothing waiting is reported as WouldBlock, which is a timeout.
             self.stream
+                .tcp()
                 .set_nonblocking(true)
                 .map_err(|e| Error::from_io(&self.node, e, self.timeout))?;
         }
         let received = self.receive();
         let restored = if overdue {
-            self.stream.set_nonblocking(false)
+            self.stream.tcp().set_nonblocking(false)
         } else {
             Ok(())
         };

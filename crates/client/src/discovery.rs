@@ -64,12 +64,15 @@ pub(crate) fn addresses(config: &ClusterConfig, use_vpc_ip_address: bool) -> Vec
         .nodes
         .iter()
         .map(|node| {
-            let host = if use_vpc_ip_address && !node.ip.is_empty() {
-                &node.ip
+            if use_vpc_ip_address && !node.ip.is_empty() {
+                // Connect to the IP, verify TLS certificates against the hostname.
+                NodeAddress {
+                    tls_name: Some(node.hostname.clone()),
+                    ..NodeAddress::new(&node.ip, node.port)
+                }
             } else {
-                &node.hostname
-            };
-            NodeAddress::new(host, node.port)
+                NodeAddress::new(&node.hostname, node.port)
+            }
         })
         .collect()
 }

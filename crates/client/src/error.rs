@@ -60,6 +60,12 @@ pub enum Error {
     #[error("the cluster has no nodes")]
     NoNodes,
 
+    #[error("TLS with {node} failed: {reason}")]
+    Tls { node: String, reason: String },
+
+    #[error("invalid TLS configuration: {reason}")]
+    TlsConfig { reason: String },
+
     #[error("{node} does not know the command (ERROR)")]
     UnknownCommand { node: String },
 
@@ -81,7 +87,8 @@ impl Error {
             | Error::ValueTooLarge { .. }
             | Error::Refused { .. }
             | Error::BadAddress { .. }
-            | Error::NotElastiCache { .. } => ErrorKind::Client,
+            | Error::NotElastiCache { .. }
+            | Error::TlsConfig { .. } => ErrorKind::Client,
             Error::ServerFailure { .. } | Error::Protocol { .. } | Error::UnknownCommand { .. } => {
                 ErrorKind::Server
             }
@@ -91,7 +98,8 @@ impl Error {
             | Error::Closed { .. }
             | Error::NodeDown { .. }
             | Error::NoNodes
-            | Error::Discovery { .. } => ErrorKind::Connection,
+            | Error::Discovery { .. }
+            | Error::Tls { .. } => ErrorKind::Connection,
         }
     }
 
@@ -103,7 +111,8 @@ impl Error {
             | Error::Timeout { .. }
             | Error::Connect { .. }
             | Error::Io { .. }
-            | Error::Closed { .. } => true,
+            | Error::Closed { .. }
+            | Error::Tls { .. } => true,
             Error::InvalidKey { .. }
             | Error::ValueTooLarge { .. }
             | Error::Refused { .. }
@@ -114,7 +123,8 @@ impl Error {
             | Error::BadAddress { .. }
             | Error::UnknownCommand { .. }
             | Error::Discovery { .. }
-            | Error::NotElastiCache { .. } => false,
+            | Error::NotElastiCache { .. }
+            | Error::TlsConfig { .. } => false,
         }
     }
 
@@ -140,9 +150,26 @@ impl Error {
                 timeout: timeout.unwrap_or_default(),
             },
             io::ErrorKind::UnexpectedEof => Error::Closed { node },
-            _ => Error::Io { node, source },
+            _ => match tls_failure(&source) {
+                Some(reason) => Error::Tls { node, reason },
+                None => Error::Io { node, source },
+            },
         }
     }
+}
+
+/// The rustls error inside an I/O error, described, if there is one.
+fn tls_failure(error: &io::Error) -> Option<String> {
+    let inner = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(match inner {
+        rustls::Error::InvalidCertificate(reason) => {
+            format!("the server's certificate is not trusted: {reason:?}")
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            format!("the server does not speak TLS ({inner})")
+        }
+        other => other.to_string(),
+    })
 }
 
 /// The client's result type.

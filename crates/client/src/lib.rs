@@ -23,6 +23,8 @@ mod error;
 mod hash;
 mod health;
 mod pool;
+mod stream;
+mod tls;
 mod topology;
 
 pub use address::{NodeAddress, DEFAULT_PORT};
@@ -30,6 +32,7 @@ pub use client::{Client, Item, Stats};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode};
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, Murmur3, Ring};
+pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
 
 pub use elasticache_proto::{

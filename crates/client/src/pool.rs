@@ -1,5 +1,6 @@
 //! A bounded pool of connections to one node, shared by every thread of the process.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ pub struct Pool {
     freed: Condvar,
     max_size: usize,
     idle_timeout: Option<Duration>,
+    /// Connections opened, and how many of them resumed a TLS session.
+    opened: AtomicU64,
+    resumed: AtomicU64,
 }
 
 /// A connection taken from a pool. Give it back with [`Lease::release`] after a clean exchange;
@@ -40,6 +44,8 @@ impl Pool {
             freed: Condvar::new(),
             max_size: config.max_pool_size.max(1),
             idle_timeout: config.pool_idle_timeout,
+            opened: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
         }
     }
 
@@ -70,10 +76,16 @@ impl Pool {
                 state.open += 1;
                 drop(state);
                 return match Connection::connect(address, config) {
-                    Ok(connection) => Ok(Lease {
-                        pool: self,
-                        connection: Some(connection),
-                    }),
+                    Ok(connection) => {
+                        self.opened.fetch_add(1, Ordering::Relaxed);
+                        if connection.resumed_tls_session() {
+                            self.resumed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Lease {
+                            pool: self,
+                            connection: Some(connection),
+                        })
+                    }
                     Err(error) => {
                         self.forget_one();
                         Err(error)
@@ -124,6 +136,14 @@ impl Pool {
         state.open = state.open.saturating_sub(1);
         drop(state);
         self.freed.notify_one();
+    }
+
+    /// Connections opened so far, and how many of them resumed a TLS session.
+    pub fn connections_opened(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.resumed.load(Ordering::Relaxed),
+        )
     }
 
     /// Connections that exist right now, idle or in use.

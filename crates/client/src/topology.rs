@@ -30,6 +30,12 @@ impl Node {
         }
     }
 
+    /// Connections this process has opened to the node so far, and how many of them resumed
+    /// an earlier TLS session instead of a full handshake.
+    pub fn connections_opened(&self) -> (u64, u64) {
+        self.pool.connections_opened()
+    }
+
     /// Closes this node's idle connections.
     pub fn close_idle(&self) {
         self.pool.close_idle();

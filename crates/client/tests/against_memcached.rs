@@ -254,3 +254,26 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
         "an expired idle connection is not reused"
     );
 }
+
+#[test]
+fn a_batch_of_long_keys_is_sent_as_several_get_lines() {
+    let (node, client) = {
+        let node = Memcached::start();
+        let client = node.client();
+        (node, client)
+    };
+    let keys: Vec<String> = (0..500).map(|i| format!("{i:0>240}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let items: Vec<(&str, u32, &[u8])> = refs.iter().map(|k| (*k, 0, k.as_bytes())).collect();
+    assert!(client.set_many(&items, 0).unwrap().is_empty());
+    let found = client.get_many(&refs).unwrap();
+    for (key, item) in refs.iter().zip(&found) {
+        assert_eq!(item.as_ref().unwrap().data, key.as_bytes());
+    }
+    // 500 keys of 241 bytes need at least 8 lines of at most 16 KB.
+    assert!(
+        node.stat("cmd_get") >= 8,
+        "{} get commands",
+        node.stat("cmd_get")
+    );
+}

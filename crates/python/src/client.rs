@@ -4,11 +4,13 @@
 //! checked here (`prefix:version:key` when a prefix is passed), values encoded in pymemcache's
 //! format, and results decoded with the GIL held again.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use elasticache_client::{
     Client, ClientConfig, DiscoveryConfig, DiscoveryMode, NodeAddress, Stats, Store, StoreReply,
+    TlsSettings,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -67,6 +69,14 @@ impl PyClient {
         discovery_interval = Some(60.0),
         discovery_retry_delay = 0.0,
         use_vpc_ip_address = true,
+        tls = false,
+        tls_ca_certs = None,
+        tls_ca_file = None,
+        tls_cert_file = None,
+        tls_key_file = None,
+        tls_server_name = None,
+        tls_verify = true,
+        tls_check_hostname = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -87,6 +97,14 @@ impl PyClient {
         discovery_interval: Option<f64>,
         discovery_retry_delay: f64,
         use_vpc_ip_address: bool,
+        tls: bool,
+        tls_ca_certs: Option<Vec<Vec<u8>>>,
+        tls_ca_file: Option<PathBuf>,
+        tls_cert_file: Option<PathBuf>,
+        tls_key_file: Option<PathBuf>,
+        tls_server_name: Option<String>,
+        tls_verify: bool,
+        tls_check_hostname: bool,
     ) -> PyResult<Self> {
         if max_pool_size == 0 {
             return Err(PyValueError::new_err("max_pool_size must be at least 1"));
@@ -105,6 +123,31 @@ impl PyClient {
             socket_keepalive: seconds("socket_keepalive", socket_keepalive, true)?,
             max_value_len: max_value_length.unwrap_or(defaults.max_value_len),
             ignore_exc,
+            tls: None,
+        };
+        // Any TLS option turns TLS on: a CA file given with plaintext would be a silent downgrade.
+        let tls_on = tls
+            || tls_ca_certs.as_ref().is_some_and(|certs| !certs.is_empty())
+            || tls_ca_file.is_some()
+            || tls_cert_file.is_some()
+            || tls_key_file.is_some()
+            || tls_server_name.is_some();
+        let config = if tls_on {
+            let settings = TlsSettings {
+                ca_certificates: tls_ca_certs.unwrap_or_default(),
+                ca_file: tls_ca_file,
+                skip_verification: !tls_verify,
+                skip_hostname_check: !tls_check_hostname,
+                client_cert_file: tls_cert_file,
+                client_key_file: tls_key_file,
+                server_name: tls_server_name,
+            };
+            ClientConfig {
+                tls: Some(settings.build().py_result()?),
+                ..config
+            }
+        } else {
+            config
         };
         let nodes = servers
             .iter()

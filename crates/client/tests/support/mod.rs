@@ -1,6 +1,8 @@
 //! Test support: real memcached processes on random ports, and fake servers for faults.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -28,6 +30,46 @@ impl Memcached {
             }
         }
         panic!("could not start memcached");
+    }
+
+    /// A memcached serving TLS with `args` (see `certs::memcached_tls_args`). Readiness is a TCP
+    /// connect: plaintext `stats` cannot reach a TLS server.
+    pub fn start_tls(args: &[String]) -> Memcached {
+        for _ in 0..20 {
+            let port = free_port();
+            let child = Command::new("memcached")
+                .args([
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "0",
+                    "-t",
+                    "1",
+                    "-m",
+                    "64",
+                    "-u",
+                    "root",
+                ])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("memcached must be installed (apt-get install memcached)");
+            let mut node = Memcached { child, port };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if node.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return node;
+                }
+                thread::yield_now();
+            }
+        }
+        panic!("could not start memcached with TLS");
     }
 
     fn try_start(port: u16, extra: &[&str]) -> Option<Memcached> {

@@ -1,0 +1,246 @@
+//! TLS with rustls: what to trust, whether to verify, and the client certificate.
+//!
+//! One `rustls::ClientConfig` is built per client and shared by every connection, so TLS
+//! sessions are resumed across connections to the same node. Verification is on unless turned
+//! off explicitly; there is never a fall-back to plaintext.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::error::{Error, Result};
+
+/// How to secure connections, before it is turned into a rustls configuration.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// Trust anchors given directly (DER), e.g. from an `ssl.SSLContext`.
+    pub ca_certificates: Vec<Vec<u8>>,
+    /// A PEM file of trust anchors.
+    pub ca_file: Option<PathBuf>,
+    /// Skip all certificate verification. Only ever set explicitly.
+    pub skip_verification: bool,
+    /// Verify the chain but not that the certificate names the server.
+    pub skip_hostname_check: bool,
+    /// Client certificate chain and key (PEM), for servers that require them.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// The name every certificate is verified against (and sent as SNI), instead of each node's
+    /// hostname.
+    pub server_name: Option<String>,
+}
+
+/// A ready rustls configuration and the name override, shared by all connections.
+#[derive(Clone)]
+pub struct Tls {
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    pub(crate) server_name: Option<String>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(reason: impl fmt::Display) -> Error {
+    Error::TlsConfig {
+        reason: reason.to_string(),
+    }
+}
+
+impl TlsSettings {
+    /// Builds the rustls configuration: the given CAs, or the system's trust store when none is
+    /// given.
+    pub fn build(&self) -> Result<Tls> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = Arc::new(self.roots()?);
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(config_error)?;
+        let verifier: Arc<dyn ServerCertVerifier> = if self.skip_verification {
+            Arc::new(NoVerification(provider))
+        } else {
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(config_error)?;
+            if self.skip_hostname_check {
+                Arc::new(ChainOnly(webpki))
+            } else {
+                webpki
+            }
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let config = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+                    .map_err(|e| config_error(format!("cannot read {}: {e}", cert.display())))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| config_error(format!("cannot read {}: {e}", key.display())))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(config_error)?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(config_error(
+                    "a client certificate needs both tls_cert_file and tls_key_file",
+                ))
+            }
+        };
+        Ok(Tls {
+            config: Arc::new(config),
+            server_name: self.server_name.clone(),
+        })
+    }
+
+    fn roots(&self) -> Result<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        for der in &self.ca_certificates {
+            roots
+                .add(CertificateDer::from(der.clone()))
+                .map_err(config_error)?;
+        }
+        if let Some(file) = &self.ca_file {
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|e| config_error(format!("cannot read {}: {e}", file.display())))?;
+            if certs.is_empty() {
+                return Err(config_error(format!(
+                    "{} holds no certificate",
+                    file.display()
+                )));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(config_error)?;
+            }
+        }
+        if roots.is_empty() && !self.skip_verification {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                log::warn!("reading the system's trust store: {error}");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(config_error(
+                    "no CA certificate given and none found in the system's trust store",
+                ));
+            }
+        }
+        Ok(roots)
+    }
+}
+
+/// The name to verify a node's certificate against.
+pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(name.to_owned())
+        .map_err(|e| config_error(format!("{name:?} cannot be a TLS server name: {e}")))
+}
+
+/// Verifies the chain to a trusted root but accepts any name (`check_hostname = False`).
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Accepts any certificate (`verify_mode = CERT_NONE`): encrypted, not authenticated. The
+/// handshake signatures are still checked, so the peer holds the certificate's key.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

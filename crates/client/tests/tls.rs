@@ -1,0 +1,234 @@
+//! TLS against memcached started with `-Z`, with certificates made in the test: nodes are
+//! reached by IP and verified against their hostname; bad certificates are clear errors and
+//! never a fall-back to plaintext.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use elasticache_client::{Client, ClientConfig, Error, ErrorKind, NodeAddress, TlsSettings};
+use support::certs::{memcached_tls_args, Authority, CertDir};
+use support::Memcached;
+
+/// A TLS memcached whose certificate names `names`, signed by `authority`.
+fn tls_node(dir: &CertDir, authority: &Authority, names: &[&str], expired: bool) -> Memcached {
+    let leaf = authority.leaf(dir, "node", names, expired);
+    Memcached::start_tls(&memcached_tls_args(&leaf, None))
+}
+
+/// A client for `node` by IP, verifying the certificate against `hostname`.
+fn client(node: &Memcached, hostname: &str, settings: TlsSettings) -> Client {
+    let config = ClientConfig {
+        tls: Some(settings.build().unwrap()),
+        ..ClientConfig::default()
+    };
+    let address = NodeAddress {
+        tls_name: Some(hostname.to_owned()),
+        ..NodeAddress::new("127.0.0.1", node.port)
+    };
+    Client::new(&[address], config)
+}
+
+fn trusting(ca: std::path::PathBuf) -> TlsSettings {
+    TlsSettings {
+        ca_file: Some(ca),
+        ..TlsSettings::default()
+    }
+}
+
+#[test]
+fn a_node_reached_by_ip_is_verified_against_its_hostname() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let ca = authority.write_ca(&dir, "ca.pem");
+    let node = tls_node(&dir, &authority, &["localhost"], false);
+    let client = client(&node, "localhost", trusting(ca));
+    assert!(client.set("k", 0, b"secret", 0).unwrap());
+    assert_eq!(client.get("k").unwrap().unwrap().data, b"secret");
+    let found = client.get_many(&["k", "missing"]).unwrap();
+    assert_eq!(found[0].as_ref().unwrap().data, b"secret");
+    client.flush_all().unwrap();
+}
+
+#[test]
+fn ca_certificates_can_be_given_as_der() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let ca_pem = std::fs::read_to_string(authority.write_ca(&dir, "ca.pem")).unwrap();
+    let der = rustls_pem_to_der(&ca_pem);
+    let node = tls_node(&dir, &authority, &["localhost"], false);
+    let settings = TlsSettings {
+        ca_certificates: vec![der],
+        ..TlsSettings::default()
+    };
+    assert!(client(&node, "localhost", settings)
+        .set("k", 0, b"v", 0)
+        .unwrap());
+}
+
+fn rustls_pem_to_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    decode_base64(&body)
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        acc = (acc << 6) | ALPHABET.iter().position(|a| *a == c).unwrap() as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn assert_tls_failure(
+    result: elasticache_client::Result<Option<elasticache_client::Item>>,
+    expected: &str,
+) {
+    let error = result.unwrap_err();
+    assert!(matches!(error, Error::Tls { .. }), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Connection);
+    assert!(error.to_string().contains(expected), "{error}");
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let dir = CertDir::new();
+    let ours = Authority::new();
+    let theirs = Authority::new();
+    let node = tls_node(&dir, &theirs, &["localhost"], false);
+    let client = client(&node, "localhost", trusting(ours.write_ca(&dir, "ca.pem")));
+    assert_tls_failure(client.get("k"), "not trusted: UnknownIssuer");
+}
+
+#[test]
+fn an_expired_certificate_is_refused() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let node = tls_node(&dir, &authority, &["localhost"], true);
+    let client = client(
+        &node,
+        "localhost",
+        trusting(authority.write_ca(&dir, "ca.pem")),
+    );
+    assert_tls_failure(client.get("k"), "Expired");
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused_unless_hostname_checks_are_off() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let ca = authority.write_ca(&dir, "ca.pem");
+    let node = tls_node(&dir, &authority, &["other.example"], false);
+    assert_tls_failure(
+        client(&node, "localhost", trusting(ca.clone())).get("k"),
+        "NotValidForName",
+    );
+    let lenient = TlsSettings {
+        skip_hostname_check: true,
+        ..trusting(ca)
+    };
+    assert!(client(&node, "localhost", lenient)
+        .set("k", 0, b"v", 0)
+        .unwrap());
+}
+
+#[test]
+fn tls_server_name_overrides_the_hostname() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let node = tls_node(&dir, &authority, &["cache.internal"], false);
+    let settings = TlsSettings {
+        server_name: Some("cache.internal".to_owned()),
+        ..trusting(authority.write_ca(&dir, "ca.pem"))
+    };
+    assert!(client(&node, "localhost", settings)
+        .set("k", 0, b"v", 0)
+        .unwrap());
+}
+
+#[test]
+fn a_plaintext_server_is_an_error_never_a_plaintext_exchange() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let plain = Memcached::start();
+    let client = client(
+        &plain,
+        "localhost",
+        trusting(authority.write_ca(&dir, "ca.pem")),
+    );
+    let error = client.set("k", 0, b"v", 0).unwrap_err();
+    assert!(matches!(error, Error::Tls { .. }), "{error}");
+    assert_eq!(plain.stat("cmd_set"), 0, "nothing was sent in plaintext");
+}
+
+#[test]
+fn client_certificates_are_presented_when_the_server_requires_them() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let ca = authority.write_ca(&dir, "ca.pem");
+    let leaf = authority.leaf(&dir, "node", &["localhost"], false);
+    let node = Memcached::start_tls(&memcached_tls_args(&leaf, Some(&ca)));
+    let without = client(&node, "localhost", trusting(ca.clone()));
+    assert!(
+        without.set("k", 0, b"v", 0).is_err(),
+        "a client without a certificate got in"
+    );
+
+    let me = authority.leaf(&dir, "client", &["client.example"], false);
+    let settings = TlsSettings {
+        client_cert_file: Some(me.cert),
+        client_key_file: Some(me.key),
+        ..trusting(ca)
+    };
+    let with = client(&node, "localhost", settings);
+    assert!(with.set("k", 0, b"v", 0).unwrap());
+    assert_eq!(with.get("k").unwrap().unwrap().data, b"v");
+}
+
+#[test]
+fn bad_tls_settings_are_configuration_errors() {
+    let dir = CertDir::new();
+    let missing = TlsSettings {
+        ca_file: Some(dir.path("nope.pem")),
+        ..TlsSettings::default()
+    };
+    assert_eq!(missing.build().unwrap_err().kind(), ErrorKind::Client);
+    std::fs::write(dir.path("empty.pem"), "").unwrap();
+    let empty = TlsSettings {
+        ca_file: Some(dir.path("empty.pem")),
+        ..TlsSettings::default()
+    };
+    assert!(empty.build().is_err());
+    let half = TlsSettings {
+        client_cert_file: Some(dir.path("c.pem")),
+        ..TlsSettings::default()
+    };
+    assert!(half.build().is_err());
+}
+
+#[test]
+fn later_connections_to_a_node_resume_the_tls_session() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let node = tls_node(&dir, &authority, &["localhost"], false);
+    let client = client(
+        &node,
+        "localhost",
+        trusting(authority.write_ca(&dir, "ca.pem")),
+    );
+    for round in 0..3 {
+        assert!(client.set("k", 0, b"v", 0).unwrap(), "round {round}");
+        client.topology().nodes()[0].close_idle(); // the next operation opens a new connection
+    }
+    let (opened, resumed) = client.topology().nodes()[0].connections_opened();
+    assert_eq!(opened, 3);
+    assert_eq!(
+        resumed, 2,
+        "only the first connection should need a full handshake"
+    );
+}
