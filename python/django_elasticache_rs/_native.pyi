@@ -47,11 +47,25 @@ class Client:
         discovery_interval: float | None = 60.0,
         discovery_retry_delay: float = 0.0,
         use_vpc_ip_address: bool = True,
+        tls: bool = False,
+        tls_ca_certs: list[bytes] | tuple[bytes, ...] | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+        tls_server_name: str | None = None,
+        tls_verify: bool = True,
+        tls_check_hostname: bool = True,
     ) -> None:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
         background (``None``: only while the ring is empty). "auto" uses an endpoint that is
-        plain memcached as a single node; "on" refuses it."""
+        plain memcached as a single node; "on" refuses it.
+
+        TLS is on when ``tls`` is true or any ``tls_*`` argument is given: trust anchors from
+        ``tls_ca_certs`` (DER) and/or ``tls_ca_file`` (PEM), else the system's trust store;
+        ``tls_cert_file``/``tls_key_file`` (PEM) for client certificates. Certificates are
+        verified against each node's hostname (from discovery) or ``tls_server_name``;
+        ``tls_check_hostname=False`` verifies the chain only, ``tls_verify=False`` nothing."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""
@@ -60,6 +74,8 @@ class Client:
         """The version of the discovered configuration in use."""
     def refresh(self) -> None:
         """Asks the configuration endpoint now; the last good membership stays on failure."""
+    def connections_opened(self) -> list[tuple[str, int, int]]:
+        """Per node: connections this process opened, and how many resumed a TLS session."""
     @property
     def servers(self) -> list[str]:
         """The nodes' names (``host:port``) as the ring hashes them."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +57,6 @@ DEFAULTS: dict[str, Any] = {
 #: Options pymemcache accepts that only make sense for its Python internals.
 _IGNORED = {"socket_module", "lock_generator", "hasher"}
 
-_TLS_OPTIONS = ("tls_context", "tls", "tls_ca_file", "tls_cert_file", "tls_key_file")
-
 
 def parse_location(location: str | Sequence[str]) -> list[str]:
     """The server list of ``LOCATION``: a list, or a string separated by ``;`` or ``,``."""
@@ -95,6 +95,37 @@ def _keepalive_idle(value: Any) -> float | None:
     return float(idle)
 
 
+def _tls_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The native client's TLS arguments from ``tls_context`` (an ``ssl.SSLContext``, as
+    django-elastipymemcache takes it) and the ``tls_*`` options.
+
+    From the context: its CA certificates (none: the system's trust store), ``verify_mode``
+    and ``check_hostname``. A client certificate loaded into a context cannot be read back out
+    of it: give ``tls_cert_file`` and ``tls_key_file`` instead.
+    """
+    context = options["tls_context"]
+    files = {name: options[name] for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")}
+    for name, path in files.items():
+        if path is not None and not isinstance(path, str | os.PathLike):
+            raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be a file path")
+    if context is None:
+        return {
+            "tls": bool(options["tls"]),
+            **{name: None if path is None else os.fspath(path) for name, path in files.items()},
+            "tls_server_name": options["tls_server_name"],
+        }
+    if not isinstance(context, ssl.SSLContext):
+        raise ImproperlyConfigured("OPTIONS['tls_context'] must be an ssl.SSLContext")
+    return {
+        "tls": True,
+        "tls_ca_certs": tuple(context.get_ca_certs(binary_form=True)),
+        **{name: None if path is None else os.fspath(path) for name, path in files.items()},
+        "tls_server_name": options["tls_server_name"],
+        "tls_verify": context.verify_mode != ssl.CERT_NONE,
+        "tls_check_hostname": context.check_hostname,
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated options: the native client's arguments and the backend's own settings."""
@@ -123,8 +154,6 @@ def parse_options(options: Mapping[str, Any] | None, servers: Sequence[str]) -> 
         logger.warning("OPTIONS[%r] is a pymemcache internal and is ignored", name)
     merged = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
 
-    if any(merged[name] for name in _TLS_OPTIONS):
-        raise ImproperlyConfigured("TLS options are not supported by this version yet")
     if merged["key_prefix"]:
         raise ImproperlyConfigured(
             "OPTIONS['key_prefix'] is not supported yet; use the cache's KEY_PREFIX setting"
@@ -170,5 +199,6 @@ def parse_options(options: Mapping[str, Any] | None, servers: Sequence[str]) -> 
             "discovery_retry_delay", merged["discovery_retry_delay"], allow_none=False
         ),
         "use_vpc_ip_address": bool(merged["use_vpc_ip_address"]),
+        **_tls_arguments(merged),
     }
     return Settings(native=tuple(sorted(native.items())))

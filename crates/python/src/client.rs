@@ -248,6 +248,20 @@ impl PyClient {
             .collect()
     }
 
+    /// Per node: connections this process opened so far, and how many of them resumed a TLS
+    /// session.
+    fn connections_opened(&self) -> Vec<(String, u64, u64)> {
+        let topology = self.inner.topology();
+        topology
+            .nodes()
+            .iter()
+            .map(|n| {
+                let (opened, resumed) = n.connections_opened();
+                (n.address.name.clone(), opened, resumed)
+            })
+            .collect()
+    }
+
     /// The value of `key`, or `default` when it is missing or unreadable.
     #[pyo3(signature = (key, default = None, prefix = None, version = None))]
     fn get<'py>(
