@@ -22,6 +22,7 @@ import pytest
 from django.test import TestCase
 
 from django_elasticache_rs.local import LocalNode
+from django_elasticache_rs.local.certs import make_certificates
 from tests.django_suite import harness
 
 # Django's timing tests sleep up to ~5 s and retry up to 3 times.
@@ -57,3 +58,27 @@ if django_tests is not None:
         assert django_tests is not None
         stale = harness.stale_exclusions(django_tests)
         assert not stale, f"tests/django_suite/excluded.py names unknown tests: {stale}"
+
+
+if django_tests is not None and harness.backend_path() == harness.DEFAULT_BACKEND:
+    # TLS options are our backend's: another backend runs the plaintext suite only.
+
+    @harness.apply_exclusions
+    class DjangoMemcachedSuiteOverTls(
+        harness.MemcachedSuiteMixin,
+        BaseMemcachedTests,  # type: ignore[misc]
+        TestCase,
+    ):
+        """The same tests over TLS: a memcached started with -Z, its certificate naming
+        ``localhost`` and signed by a CA made for the test."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _tls_suite_location(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+        certificates = make_certificates(tmp_path_factory.mktemp("tls"))
+        with LocalNode(tls=certificates) as node:
+            DjangoMemcachedSuiteOverTls.memcached_location = f"localhost:{node.port}"
+            DjangoMemcachedSuiteOverTls.memcached_options = {
+                "tls_ca_file": str(certificates.ca_cert)
+            }
+            yield
+        DjangoMemcachedSuiteOverTls.memcached_location = None

@@ -424,6 +424,7 @@ def test_control_commands(elasticache_cluster: LocalCluster) -> None:
         "version 2",
         f"endpoint {cluster.configuration_endpoint} up",
         "mode config",
+        "tls off",
         "fault error",
         "discovery_requests 0",
         "nodes " + " ".join(cluster.addresses),

@@ -3,8 +3,9 @@ cluster (memcached nodes behind a configuration endpoint; see
 :class:`django_elasticache_rs.local.LocalCluster`).
 
 * ``elasticache_cluster``: a running 3-node cluster, stopped after the test.
-* ``elasticache_cluster_factory``: ``factory(nodes=N, legacy=False)`` starts a cluster; every
-  cluster it started is stopped after the test.
+* ``elasticache_cluster_factory``: ``factory(nodes=N, legacy=False, tls=False,
+  require_client_cert=False)`` starts a cluster; every cluster it started is stopped after the
+  test. ``tls=True`` needs the ``cryptography`` package (``pip install cryptography``).
 
 Example::
 
@@ -33,17 +34,34 @@ __all__ = ["ClusterFactory", "elasticache_cluster", "elasticache_cluster_factory
 class ClusterFactory(Protocol):
     """Starts a local cluster that is stopped after the test."""
 
-    def __call__(self, nodes: int = 3, *, legacy: bool = False) -> LocalCluster: ...
+    def __call__(
+        self,
+        nodes: int = 3,
+        *,
+        legacy: bool = False,
+        tls: bool = False,
+        require_client_cert: bool = False,
+    ) -> LocalCluster: ...
 
 
 @pytest.fixture
 def elasticache_cluster_factory() -> Iterator[ClusterFactory]:
-    """Call it with ``nodes=N`` (default 3) and ``legacy=True`` for an endpoint that answers
-    only ``get AmazonElastiCache:cluster``; returns a started :class:`LocalCluster`."""
+    """Call it with ``nodes=N`` (default 3), ``legacy=True`` for an endpoint that answers
+    only ``get AmazonElastiCache:cluster``, ``tls=True`` for a cluster serving TLS only (and
+    ``require_client_cert=True`` for nodes requiring a client certificate); returns a started
+    :class:`LocalCluster`."""
     started: list[LocalCluster] = []
 
-    def start(nodes: int = 3, *, legacy: bool = False) -> LocalCluster:
-        cluster = LocalCluster(nodes, legacy=legacy)
+    def start(
+        nodes: int = 3,
+        *,
+        legacy: bool = False,
+        tls: bool = False,
+        require_client_cert: bool = False,
+    ) -> LocalCluster:
+        cluster = LocalCluster(
+            nodes, legacy=legacy, tls=tls, require_client_cert=require_client_cert
+        )
         started.append(cluster)
         return cluster.start()
 

@@ -113,6 +113,7 @@ class MemcachedSuiteMixin:
     """
 
     memcached_location: ClassVar[str | None] = None
+    memcached_options: ClassVar[dict[str, Any]] = {}
     backend: ClassVar[str]
     base_params: ClassVar[dict[str, Any]]
 
@@ -126,6 +127,8 @@ class MemcachedSuiteMixin:
         django_tests = importlib.import_module(f"{APP_LABEL}.tests")
         cls.backend = backend_path()
         cls.base_params = {"BACKEND": cls.backend, "LOCATION": cls.memcached_location}
+        if cls.memcached_options:
+            cls.base_params["OPTIONS"] = cls.memcached_options
         caches = django_tests.caches_setting_for_tests(
             base=cls.base_params, exclude=django_tests.memcached_excluded_caches
         )

@@ -14,23 +14,41 @@ use crate::topology::Node;
 /// The longest `get` command line sent: ElastiCache Serverless refuses longer ones.
 const MAX_GET_LINE: usize = 16 * 1024;
 
-/// Splits a node's keys into `get` lines of at most [`MAX_GET_LINE`] bytes each.
-fn get_lines<'p>(keys: &[&str], positions: &'p [usize]) -> Vec<&'p [usize]> {
-    const OVERHEAD: usize = "get".len() + "\r\n".len();
-    let mut lines = Vec::new();
-    let (mut start, mut length) = (0, OVERHEAD);
+/// Over TLS, the most request bytes written before their replies are read: one TLS record.
+/// memcached's TLS (1.6) can stall on a pipeline that arrives as several records at once,
+/// leaving decrypted requests unprocessed until more bytes come; one record at a time keeps
+/// it moving, at the cost of a round trip per 16 KB.
+/// (Headroom below 16 KB keeps a `get` exchange within one [`MAX_GET_LINE`] line.)
+const MAX_TLS_EXCHANGE: usize = 16 * 1024 - 64;
+
+/// Splits `positions` into runs whose `size`s, plus `overhead` per run, stay within `limit`
+/// (an item larger than the limit runs alone).
+fn split_by_size(
+    positions: &[usize],
+    overhead: usize,
+    limit: usize,
+    size: impl Fn(usize) -> usize,
+) -> Vec<&[usize]> {
+    let mut runs = Vec::new();
+    let (mut start, mut length) = (0, overhead);
     for (i, &p) in positions.iter().enumerate() {
-        let added = 1 + keys[p].len();
-        if length + added > MAX_GET_LINE && i > start {
-            lines.push(&positions[start..i]);
-            (start, length) = (i, OVERHEAD);
+        let added = size(p);
+        if length + added > limit && i > start {
+            runs.push(&positions[start..i]);
+            (start, length) = (i, overhead);
         }
         length += added;
     }
     if start < positions.len() {
-        lines.push(&positions[start..]);
+        runs.push(&positions[start..]);
     }
-    lines
+    runs
+}
+
+/// Splits a node's keys into `get` lines of at most [`MAX_GET_LINE`] bytes each.
+fn get_lines<'p>(keys: &[&str], positions: &'p [usize]) -> Vec<&'p [usize]> {
+    const OVERHEAD: usize = "get".len() + "\r\n".len();
+    split_by_size(positions, OVERHEAD, MAX_GET_LINE, |p| 1 + keys[p].len())
 }
 
 /// A node's share of a batch: the positions (in the caller's list) of its keys.
@@ -40,11 +58,17 @@ struct Share<'t> {
 }
 
 impl Client {
-    /// Runs a batch: `encode` writes a node's request for its keys, `read` reads the node's
-    /// replies into the caller's results. Returns the shares that failed, with their error.
+    /// Runs a batch: `encode` writes a node's request for some of its keys, `read` reads the
+    /// node's replies to them into the caller's results; `size` tells how many request bytes
+    /// a key's item takes. Returns the shares that failed, with their error.
+    ///
+    /// Every node's request is written before any reply is read. Over TLS a node's request is
+    /// sent in exchanges of at most [`MAX_TLS_EXCHANGE`] bytes, each one's replies read before
+    /// the next is written.
     fn fan_out(
         &self,
         keys: &[&str],
+        size: impl Fn(usize) -> usize,
         encode: impl Fn(&mut Vec<u8>, &[usize]),
         mut read: impl FnMut(&mut Connection, Option<Instant>, &[usize]) -> Result<()>,
     ) -> Result<Vec<(Vec<usize>, Error)>> {
@@ -69,13 +93,24 @@ impl Client {
                 shares[index].positions.push(position);
             }
         }
+        // Each share's exchanges, as runs of its positions.
+        let exchanges = |positions: &[usize]| -> Vec<Vec<usize>> {
+            match self.config.tls {
+                Some(_) => split_by_size(positions, 0, MAX_TLS_EXCHANGE, &size)
+                    .into_iter()
+                    .map(<[usize]>::to_vec)
+                    .collect(),
+                None => vec![positions.to_vec()],
+            }
+        };
         let deadline = self.deadline();
         let mut failed = Vec::new();
-        let mut sent: Vec<(Share<'_>, Lease<'_>)> = Vec::new();
+        let mut sent: Vec<(Share<'_>, Lease<'_>, Vec<Vec<usize>>)> = Vec::new();
         let mut request = Vec::new();
         for share in shares.into_iter().filter(|s| !s.positions.is_empty()) {
+            let runs = exchanges(&share.positions);
             request.clear();
-            encode(&mut request, &share.positions);
+            encode(&mut request, runs.first().map_or(&[][..], Vec::as_slice));
             // `lease` counts its own failures towards marking the node down; a failed send is
             // counted here, so each failed share counts once.
             let outcome = self.lease(share.node, deadline).and_then(|mut lease| {
@@ -87,13 +122,20 @@ impl Client {
                 Ok(lease)
             });
             match outcome {
-                Ok(lease) => sent.push((share, lease)),
+                Ok(lease) => sent.push((share, lease, runs)),
                 Err(error) => failed.push((share.positions, error)),
             }
         }
-        for (share, mut lease) in sent {
+        for (share, mut lease, runs) in sent {
             let result = match lease.connection() {
-                Some(connection) => read(connection, deadline, &share.positions),
+                Some(connection) => runs.iter().enumerate().try_for_each(|(n, run)| {
+                    if n > 0 {
+                        request.clear();
+                        encode(&mut request, run);
+                        connection.send(&request)?;
+                    }
+                    read(connection, deadline, run)
+                }),
                 None => Err(Error::NoNodes),
             };
             match result {
@@ -126,6 +168,7 @@ impl Client {
         let max = self.config.max_value_len;
         let failed = self.fan_out(
             keys,
+            |p| 1 + keys[p].len(),
             |request, positions| {
                 for line in get_lines(keys, positions) {
                     proto::encode_retrieval(
@@ -177,6 +220,7 @@ impl Client {
         let mut not_stored = Vec::new();
         let failed = self.fan_out(
             &keys,
+            |p| items[p].0.len() + items[p].2.len() + 48,
             |request, positions| {
                 for &p in positions {
                     let (key, flags, data) = items[p];
@@ -242,6 +286,7 @@ impl Client {
         let mut deleted = 0;
         let failed = self.fan_out(
             keys,
+            |p| keys[p].len() + 10,
             |request, positions| {
                 for &p in positions {
                     proto::encode_delete(request, keys[p].as_bytes(), false);

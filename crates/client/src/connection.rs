@@ -14,6 +14,7 @@ use crate::address::NodeAddress;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::stream::Stream;
+use crate::tls::Tls;
 
 const INITIAL_BUFFER: usize = 16 * 1024;
 /// Read at least this much room at a time once the buffer grows for a large value.
@@ -34,8 +35,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `address`, trying each resolved address within `connect_timeout`.
-    pub fn connect(address: &NodeAddress, config: &ClientConfig) -> Result<Self> {
+    /// Connects to `address`, trying each resolved address within `connect_timeout`, over TLS
+    /// when `tls` is given.
+    pub fn connect(
+        address: &NodeAddress,
+        config: &ClientConfig,
+        tls: Option<&Tls>,
+    ) -> Result<Self> {
         let node = address.name.clone();
         let connect_error = |source: io::Error| Error::Connect {
             node: node.clone(),
@@ -52,7 +58,7 @@ impl Connection {
                 None => TcpStream::connect(candidate),
             };
             match attempt {
-                Ok(stream) => return Self::configure(stream, address, config),
+                Ok(stream) => return Self::configure(stream, address, config, tls),
                 Err(error) => last_error = error,
             }
         }
@@ -68,7 +74,12 @@ impl Connection {
         Err(connect_error(last_error))
     }
 
-    fn configure(tcp: TcpStream, address: &NodeAddress, config: &ClientConfig) -> Result<Self> {
+    fn configure(
+        tcp: TcpStream,
+        address: &NodeAddress,
+        config: &ClientConfig,
+        tls: Option<&Tls>,
+    ) -> Result<Self> {
         let set_up = |tcp: &TcpStream| -> io::Result<()> {
             tcp.set_nodelay(config.no_delay)?;
             tcp.set_read_timeout(config.timeout)?;
@@ -82,7 +93,7 @@ impl Connection {
             node: address.name.clone(),
             source,
         })?;
-        let stream = match &config.tls {
+        let stream = match tls {
             Some(tls) => Stream::tls(tcp, tls, address)?,
             None => Stream::Plain(tcp),
         };
@@ -109,8 +120,10 @@ impl Connection {
 
     /// Writes a whole request.
     pub fn send(&mut self, request: &[u8]) -> Result<()> {
+        // TLS may hold encrypted bytes back until flushed.
         self.stream
             .write_all(request)
+            .and_then(|()| self.stream.flush())
             .map_err(|e| Error::from_io(&self.node, e, self.timeout))
     }
 

@@ -8,6 +8,7 @@ use crate::address::NodeAddress;
 use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::tls::Tls;
 
 #[derive(Debug, Default)]
 struct PoolState {
@@ -24,6 +25,9 @@ pub struct Pool {
     freed: Condvar,
     max_size: usize,
     idle_timeout: Option<Duration>,
+    /// This node's TLS configuration: its own session cache, since a ticket from one node
+    /// is useless to another, even when they share a hostname.
+    tls: Option<Tls>,
     /// Connections opened, and how many of them resumed a TLS session.
     opened: AtomicU64,
     resumed: AtomicU64,
@@ -44,6 +48,7 @@ impl Pool {
             freed: Condvar::new(),
             max_size: config.max_pool_size.max(1),
             idle_timeout: config.pool_idle_timeout,
+            tls: config.tls.as_ref().map(Tls::with_own_sessions),
             opened: AtomicU64::new(0),
             resumed: AtomicU64::new(0),
         }
@@ -75,7 +80,7 @@ impl Pool {
             if state.open < self.max_size {
                 state.open += 1;
                 drop(state);
-                return match Connection::connect(address, config) {
+                return match Connection::connect(address, config, self.tls.as_ref()) {
                     Ok(connection) => {
                         self.opened.fetch_add(1, Ordering::Relaxed);
                         if connection.resumed_tls_session() {

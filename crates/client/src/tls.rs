@@ -43,6 +43,21 @@ pub struct Tls {
     pub(crate) server_name: Option<String>,
 }
 
+impl Tls {
+    /// The same settings with a session cache of their own, for one server.
+    pub(crate) fn with_own_sessions(&self) -> Tls {
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS_PER_SERVER);
+        Tls {
+            config: Arc::new(config),
+            server_name: self.server_name.clone(),
+        }
+    }
+}
+
+/// TLS sessions kept per server for resumption (each new connection uses one TLS 1.3 ticket).
+const SESSIONS_PER_SERVER: usize = 16;
+
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tls")

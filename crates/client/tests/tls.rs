@@ -232,3 +232,26 @@ fn later_connections_to_a_node_resume_the_tls_session() {
         "only the first connection should need a full handshake"
     );
 }
+
+#[test]
+fn large_batches_cross_many_tls_records() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let node = tls_node(&dir, &authority, &["localhost"], false);
+    let client = client(
+        &node,
+        "localhost",
+        trusting(authority.write_ca(&dir, "ca.pem")),
+    );
+    let keys: Vec<String> = (0..300)
+        .map(|i| format!("key-{i}-{}", "x".repeat(200)))
+        .collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let items: Vec<(&str, u32, &[u8])> = refs.iter().map(|k| (*k, 0, k.as_bytes())).collect();
+    assert!(client.set_many(&items, 0).unwrap().is_empty());
+    let found = client.get_many(&refs).unwrap();
+    assert!(found.iter().all(Option::is_some));
+    let big = vec![7u8; 500_000];
+    assert!(client.set("big", 0, &big, 0).unwrap());
+    assert_eq!(client.get("big").unwrap().unwrap().data, big);
+}

@@ -4,7 +4,10 @@ exactly as ElastiCache does, whose membership changes on command, and which misb
 
 * :class:`LocalNode`: one memcached process.
 * :class:`LocalCluster`: nodes + configuration endpoint; ``add_node()``, ``remove_node()``,
-  ``set_fault()``, ``stop_endpoint()``/``start_endpoint()``; a context manager.
+  ``set_fault()``, ``stop_endpoint()``/``start_endpoint()``; a context manager. ``tls=True``:
+  everything over TLS, like ElastiCache in-transit encryption.
+* :func:`make_certificates`: the TLS mode's CA, server and client certificates (and variants for
+  tests: another CA, expired, other hostnames).
 * ``python -m django_elasticache_rs.local --nodes 3``: the same from a shell, with a control
   interface (:mod:`django_elasticache_rs.local.control`).
 * pytest fixtures: :mod:`django_elasticache_rs.pytest_plugin`.
@@ -12,6 +15,11 @@ exactly as ElastiCache does, whose membership changes on command, and which misb
 
 from __future__ import annotations
 
+from django_elasticache_rs.local.certs import (
+    Certificates,
+    CryptographyNotInstalled,
+    make_certificates,
+)
 from django_elasticache_rs.local.cluster import BACKEND, HOSTNAME, LocalCluster, local_cluster
 from django_elasticache_rs.local.endpoint import (
     FAULTS,
@@ -27,8 +35,10 @@ __all__ = [
     "BACKEND",
     "FAULTS",
     "HOSTNAME",
+    "Certificates",
     "ClusterConfig",
     "ConfigEndpoint",
+    "CryptographyNotInstalled",
     "Fault",
     "LocalCluster",
     "LocalNode",
@@ -36,4 +46,5 @@ __all__ = [
     "config_frame",
     "legacy_frame",
     "local_cluster",
+    "make_certificates",
 ]

@@ -1,7 +1,12 @@
 """``python -m django_elasticache_rs.local``: runs a local ElastiCache-compatible cluster until
 SIGINT/SIGTERM/SIGHUP, prints the ``CACHES`` entry to use and the control address (see
 :mod:`django_elasticache_rs.local.control` for the control protocol), and stops everything it
-started when it ends, whatever the reason."""
+started when it ends, whatever the reason.
+
+``--tls`` serves everything over TLS (like ElastiCache in-transit encryption) with certificates
+made at start for the name ``localhost``, and prints where the CA certificate is and how to
+trust it; ``--require-client-cert`` (implies ``--tls``) makes the nodes require the printed
+client certificate."""
 
 from __future__ import annotations
 
@@ -50,10 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--memory-mb", type=int, default=64, help="memory per node (default 64)")
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve TLS only, like ElastiCache in-transit encryption (needs the cryptography "
+        "package); certificates for `localhost` are made in a temporary directory",
+    )
+    parser.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        help="with TLS (implies --tls), the nodes accept only clients presenting the printed "
+        "client certificate",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print only one line of JSON: CACHES, configuration_endpoint, control, nodes, "
-        "version, legacy, pid",
+        "version, legacy, tls, pid",
     )
     return parser
 
@@ -104,6 +121,20 @@ def _discovery_interval(args: argparse.Namespace) -> float | int:
     return int(interval) if interval.is_integer() else interval
 
 
+def _tls_summary(cluster: LocalCluster) -> dict[str, object] | None:
+    """The certificate paths for ``--json`` (``None`` without TLS)."""
+    if not cluster.tls:
+        return None
+    certificates = cluster.certificates
+    return {
+        "ca_file": str(certificates.ca_cert),
+        "client_cert_file": str(certificates.client_cert),
+        "client_key_file": str(certificates.client_key),
+        "require_client_cert": cluster.require_client_cert,
+        "server_hostname": certificates.server_hostname,
+    }
+
+
 def _announce(cluster: LocalCluster, control: ControlServer, args: argparse.Namespace) -> None:
     caches = cluster.caches_setting(discovery_interval=_discovery_interval(args))
     if args.json:
@@ -114,20 +145,50 @@ def _announce(cluster: LocalCluster, control: ControlServer, args: argparse.Name
             "nodes": cluster.addresses,
             "version": cluster.version,
             "legacy": cluster.legacy,
+            "tls": _tls_summary(cluster),
             "pid": os.getpid(),
         }
         print(json.dumps(summary), flush=True)
         return
     host, port = control.address.split(":")
-    mode = " (legacy mode)" if cluster.legacy else ""
+    modes = [name for name, on in (("legacy mode", cluster.legacy), ("TLS", cluster.tls)) if on]
+    mode = f" ({', '.join(modes)})" if modes else ""
     print(f"Local ElastiCache cluster{mode}: config version {cluster.version}")
     print(f"  configuration endpoint  {cluster.configuration_endpoint}")
     print(f"  nodes                   {' '.join(cluster.addresses)}")
     print(f"  control                 {control.address}")
     print(f"      try: printf 'help\\nstatus\\nquit\\n' | nc {host} {port}")
+    if cluster.tls:
+        _announce_tls(cluster)
     print("\nUse it in your settings:\n")
     print("CACHES = " + json.dumps(caches, indent=4))
     print("\nCtrl-C stops it.", flush=True)
+
+
+def _announce_tls(cluster: LocalCluster) -> None:
+    """Where the certificates are and how to trust the CA."""
+    certificates = cluster.certificates
+    ca = str(certificates.ca_cert)
+    required = "required" if cluster.require_client_cert else "not required"
+    print(f"  CA certificate          {ca}")
+    print(f"  client certificate      {certificates.client_cert} ({required})")
+    print(f"  client key              {certificates.client_key}")
+    print(
+        f"\nTLS only, with certificates for {certificates.server_hostname!r} (no IP address) "
+        "signed by the CA above, deleted\nwhen this stops. The backend OPTIONS that trust it:\n"
+    )
+    print(f"    {json.dumps(cluster.tls_options())}")
+    print("\nor through a tls_context:\n")
+    print(f"    context = ssl.create_default_context(cafile={ca!r})")
+    if cluster.require_client_cert:
+        client = f"{str(certificates.client_cert)!r}, {str(certificates.client_key)!r}"
+        print(f"    context.load_cert_chain({client})")
+    host, port = cluster.configuration_endpoint.rsplit(":", 1)
+    print("\nor try it from a shell (then type `config get cluster`):\n")
+    print(
+        f"    openssl s_client -quiet -connect 127.0.0.1:{port} -servername {host} "
+        f"-verify_hostname {host} -verify_return_error -CAfile {ca}"
+    )
 
 
 def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -147,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     _validate(parser, args)
     with _SignalWaiter() as waiter:
         cluster = LocalCluster(
-            args.nodes, memory_mb=args.memory_mb, legacy=args.legacy, endpoint_port=args.port
+            args.nodes,
+            memory_mb=args.memory_mb,
+            legacy=args.legacy,
+            endpoint_port=args.port,
+            tls=args.tls or args.require_client_cert,
+            require_client_cert=args.require_client_cert,
         )
         control = ControlServer(cluster, port=args.control_port)
         try:

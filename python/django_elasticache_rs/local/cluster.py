@@ -1,14 +1,23 @@
 """A local ElastiCache-compatible cluster: real memcached nodes behind a configuration endpoint
 that serves their membership, which changes while it runs (:meth:`LocalCluster.add_node`,
-:meth:`LocalCluster.remove_node`)."""
+:meth:`LocalCluster.remove_node`).
+
+In TLS mode (``tls=True``, like ElastiCache in-transit encryption) the nodes and the endpoint
+serve TLS only, with certificates the cluster makes at start (a private CA, a server certificate
+naming ``localhost``) in a temporary directory it removes at stop.
+"""
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
+from django_elasticache_rs.local.certs import Certificates, make_certificates
 from django_elasticache_rs.local.endpoint import ClusterConfig, ConfigEndpoint, Fault
 from django_elasticache_rs.local.node import LocalNode
 
@@ -19,13 +28,18 @@ CachesSetting = dict[str, dict[str, object]]
 
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
 HOSTNAME = "localhost"
-"""The hostname the endpoint lists for every node (the IP field is ``127.0.0.1``)."""
+"""The hostname the endpoint lists for every node (the IP field is ``127.0.0.1``), and the one
+name the TLS certificates are valid for."""
 
 
 class LocalCluster:
     """``nodes`` memcached processes on random 127.0.0.1 ports and a configuration endpoint
     listing them (``endpoint_port=0``: a random port). The config version starts at 1 and goes
-    up by one with each membership change. Thread-safe."""
+    up by one with each membership change. Thread-safe.
+
+    ``tls``: nodes and endpoint serve TLS only (needs the ``cryptography`` package);
+    ``require_client_cert``: and the nodes accept only clients presenting the cluster's client
+    certificate. See :attr:`certificates`, :meth:`ssl_context`, :meth:`tls_options`."""
 
     def __init__(
         self,
@@ -34,11 +48,18 @@ class LocalCluster:
         memory_mb: int = 64,
         legacy: bool = False,
         endpoint_port: int = 0,
+        tls: bool = False,
+        require_client_cert: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster has at least one node")
+        if require_client_cert and not tls:
+            raise ValueError("require_client_cert needs tls=True")
         self._initial_nodes = nodes
         self._memory_mb = memory_mb
+        self._tls = tls
+        self._require_client_cert = require_client_cert
+        self._certificates: Certificates | None = None  # while running in TLS mode
         self._endpoint = ConfigEndpoint(port=endpoint_port, legacy=legacy)
         self._changes = threading.RLock()  # one start/stop/add/remove at a time
         self._state = threading.Lock()  # guards the two fields below, held briefly
@@ -72,10 +93,51 @@ class LocalCluster:
 
     @property
     def configuration_endpoint(self) -> str:
-        """``"127.0.0.1:<port>"``: the ``LOCATION`` for Django."""
+        """The ``LOCATION`` for Django: ``"127.0.0.1:<port>"``, or in TLS mode
+        ``"localhost:<port>"`` (the name its certificate is valid for)."""
         if self._endpoint.port == 0:
             raise RuntimeError("the cluster has not been started")
+        if self._tls:
+            return f"{HOSTNAME}:{self._endpoint.port}"
         return self._endpoint.address
+
+    @property
+    def tls(self) -> bool:
+        """Whether the nodes and the endpoint serve TLS."""
+        return self._tls
+
+    @property
+    def require_client_cert(self) -> bool:
+        """Whether the nodes require a client certificate."""
+        return self._require_client_cert
+
+    @property
+    def certificates(self) -> Certificates:
+        """The certificate files of a running TLS cluster (removed when it stops)."""
+        if not self._tls:
+            raise RuntimeError("the cluster is not in TLS mode")
+        certificates = self._certificates
+        if certificates is None:
+            raise RuntimeError("the cluster is not running")
+        return certificates
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context for this TLS cluster: trusts its CA only, verifies hostnames, and
+        presents the client certificate when the nodes require one (for ``tls_context``)."""
+        return self.certificates.client_context(client_cert=self._require_client_cert)
+
+    def tls_options(self) -> dict[str, object]:
+        """The backend ``OPTIONS`` that make a client trust this cluster: ``tls_ca_file`` (and
+        ``tls_cert_file``/``tls_key_file`` when client certificates are required); ``{}`` when
+        not in TLS mode."""
+        if not self._tls:
+            return {}
+        certificates = self.certificates
+        options: dict[str, object] = {"tls_ca_file": str(certificates.ca_cert)}
+        if self._require_client_cert:
+            options["tls_cert_file"] = str(certificates.client_cert)
+            options["tls_key_file"] = str(certificates.client_key)
+        return options
 
     @property
     def legacy(self) -> bool:
@@ -99,13 +161,19 @@ class LocalCluster:
 
     def caches_setting(self, alias: str = "default", **options: object) -> CachesSetting:
         """The ``CACHES`` setting for this cluster: the configuration endpoint as ``LOCATION``
-        (Auto Discovery), ``options`` as ``OPTIONS``."""
+        (Auto Discovery), ``options`` as ``OPTIONS``, over :meth:`tls_options` in TLS mode."""
         location = self.configuration_endpoint
-        return {alias: {"BACKEND": BACKEND, "LOCATION": location, "OPTIONS": options}}
+        merged = {**self.tls_options(), **options}
+        return {alias: {"BACKEND": BACKEND, "LOCATION": location, "OPTIONS": merged}}
 
     def static_caches_setting(self, alias: str = "default", **options: object) -> CachesSetting:
-        """The ``CACHES`` setting listing the current nodes instead (no discovery)."""
-        return {alias: {"BACKEND": BACKEND, "LOCATION": self.addresses, "OPTIONS": options}}
+        """The ``CACHES`` setting listing the current nodes instead (no discovery); in TLS mode
+        as ``"localhost:<port>"``, with :meth:`tls_options`."""
+        locations = self.addresses
+        if self._tls:
+            locations = [f"{HOSTNAME}:{node.port}" for node in self.nodes]
+        merged = {**self.tls_options(), **options}
+        return {alias: {"BACKEND": BACKEND, "LOCATION": locations, "OPTIONS": merged}}
 
     # -- membership -------------------------------------------------------------------------
 
@@ -113,7 +181,7 @@ class LocalCluster:
         """Starts a new memcached node and adds it (last) to the membership: version + 1."""
         with self._changes:
             self._require_running()
-            node = LocalNode(memory_mb=self._memory_mb).start()
+            node = self._new_node()
             with self._state:
                 self._publish((*self._nodes, node))
             return node
@@ -153,6 +221,15 @@ class LocalCluster:
         if not self._running:
             raise RuntimeError("the cluster is not running")
 
+    def _new_node(self) -> LocalNode:
+        """Starts a node: with the cluster's certificates in TLS mode."""
+        node = LocalNode(
+            memory_mb=self._memory_mb,
+            tls=self._certificates,
+            require_client_cert=self._require_client_cert,
+        )
+        return node.start()
+
     # -- the endpoint -----------------------------------------------------------------------
 
     def set_fault(self, fault: Fault | None) -> None:
@@ -177,8 +254,9 @@ class LocalCluster:
                 return self
             nodes: list[LocalNode] = []
             try:
+                self._make_certificates()
                 for _ in range(self._initial_nodes):
-                    nodes.append(LocalNode(memory_mb=self._memory_mb).start())
+                    nodes.append(self._new_node())
                 with self._state:
                     self._publish(tuple(nodes))
                 self._endpoint.start()
@@ -188,6 +266,7 @@ class LocalCluster:
                     node.stop()
                 with self._state:
                     self._nodes = ()
+                self._remove_certificates()
                 raise
             self._running = True
             return self
@@ -202,6 +281,26 @@ class LocalCluster:
                 nodes, self._nodes = self._nodes, ()
             for node in nodes:
                 node.stop()
+            self._remove_certificates()
+
+    def _make_certificates(self) -> None:
+        """In TLS mode: new certificates in a new temporary directory, served by the endpoint
+        from then on."""
+        if not self._tls:
+            return
+        directory = tempfile.mkdtemp(prefix="elasticache-local-tls-")
+        try:
+            self._certificates = make_certificates(directory, hostnames=(HOSTNAME,))
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        self._endpoint.use_tls(self._certificates.server_context())
+
+    def _remove_certificates(self) -> None:
+        """Deletes the certificate directory, if any."""
+        certificates, self._certificates = self._certificates, None
+        if certificates is not None:
+            shutil.rmtree(certificates.directory, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -216,7 +315,11 @@ class LocalCluster:
 
 
 @contextmanager
-def local_cluster(nodes: int = 3, *, legacy: bool = False) -> Iterator[LocalCluster]:
+def local_cluster(
+    nodes: int = 3, *, legacy: bool = False, tls: bool = False, require_client_cert: bool = False
+) -> Iterator[LocalCluster]:
     """A running local cluster for the duration of a ``with`` block."""
-    with LocalCluster(nodes, legacy=legacy) as cluster:
+    with LocalCluster(
+        nodes, legacy=legacy, tls=tls, require_client_cert=require_client_cert
+    ) as cluster:
         yield cluster

@@ -8,7 +8,7 @@ empty lines are ignored; commands are case-insensitive.
 ``help``
     lists the commands.
 ``status``
-    ``version <n>``, ``endpoint <host:port> up|down``, ``mode config|legacy``,
+    ``version <n>``, ``endpoint <host:port> up|down``, ``mode config|legacy``, ``tls on|off``,
     ``fault <name>|none``, ``discovery_requests <n>``, ``nodes <host:port> ...``, then ``OK``.
 ``add``
     starts a new memcached node and adds it: ``added <host:port>``, ``version <n>``, ``OK``.
@@ -47,7 +47,7 @@ __all__ = ["HELP", "ControlServer", "execute"]
 
 HELP = [
     "help                 this list",
-    "status               version, endpoint, mode, fault, discovery_requests, nodes",
+    "status               version, endpoint, mode, tls, fault, discovery_requests, nodes",
     "add                  start a new node and add it (version + 1)",
     "remove [host:port]   remove a node, the last one by default, and stop it (version + 1)",
     "fault <name>         none|garbage|error|close|hang|truncated|no-nodes",
@@ -66,6 +66,7 @@ def _status(cluster: LocalCluster, args: list[str]) -> list[str]:
         f"version {cluster.version}",
         f"endpoint {cluster.endpoint.address} {state}",
         f"mode {'legacy' if cluster.legacy else 'config'}",
+        f"tls {'on' if cluster.tls else 'off'}",
         f"fault {cluster.fault or 'none'}",
         f"discovery_requests {cluster.discovery_requests}",
         " ".join(["nodes", *cluster.addresses]),

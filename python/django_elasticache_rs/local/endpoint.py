@@ -11,11 +11,15 @@ Requests (one per line, several per connection):
 where ``<body>`` is ``<version>\\n<host>|<ip>|<port> <host>|<ip>|<port>...\\n`` and ``<len>`` its
 length in bytes. In legacy mode ``config get cluster`` is an unknown command (``ERROR``), as on
 the old engines.
+
+With ``tls=`` (a server ``ssl.SSLContext``) it serves the same over TLS only, like an ElastiCache
+cluster with in-transit encryption; every fault behaves the same inside the TLS session.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -125,18 +129,25 @@ def _reply(command: Command, config: ClusterConfig, fault: Fault | None) -> tupl
 
 class ConfigEndpoint:
     """The configuration endpoint on ``127.0.0.1:<port>`` (``port=0``: a free port, kept when
-    it is stopped and started again). Thread-safe: membership and fault can change at any time,
-    and apply from the next request on."""
+    it is stopped and started again); over TLS with ``tls`` (a server context, e.g.
+    :meth:`Certificates.server_context() <django_elasticache_rs.local.certs.Certificates>`).
+    Thread-safe: membership and fault can change at any time, and apply from the next request
+    on."""
 
     def __init__(
-        self, *, port: int = 0, legacy: bool = False, config: ClusterConfig | None = None
+        self,
+        *,
+        port: int = 0,
+        legacy: bool = False,
+        config: ClusterConfig | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._legacy = legacy
         self._lock = threading.Lock()
         self._config = config if config is not None else ClusterConfig(0)
         self._fault: Fault | None = None
         self._discovery_requests = 0
-        self._server = ThreadedServer(self._serve, port=port, name="config-endpoint")
+        self._server = ThreadedServer(self._serve, port=port, name="config-endpoint", tls=tls)
 
     @property
     def port(self) -> int:
@@ -157,6 +168,11 @@ class ConfigEndpoint:
     def running(self) -> bool:
         """Whether it accepts connections."""
         return self._server.running
+
+    @property
+    def tls(self) -> bool:
+        """Whether it serves TLS."""
+        return self._server.tls is not None
 
     @property
     def config(self) -> ClusterConfig:
@@ -192,6 +208,10 @@ class ConfigEndpoint:
             raise ValueError(f"unknown fault {fault!r} (one of: {', '.join(FAULTS)})")
         with self._lock:
             self._fault = fault
+
+    def use_tls(self, context: ssl.SSLContext | None) -> None:
+        """Serves TLS with ``context`` (``None``: plain TCP) from the next connection on."""
+        self._server.use_tls(context)
 
     def start(self) -> None:
         """Listens; on the same port as before if it was started already."""

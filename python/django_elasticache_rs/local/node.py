@@ -1,13 +1,18 @@
-"""One real ``memcached`` process on a random 127.0.0.1 port, started and stopped by the caller."""
+"""One real ``memcached`` process on a random 127.0.0.1 port, started and stopped by the caller;
+in TLS mode (``tls=``) it serves TLS only, and the node's own helpers (``stats()``,
+``flush_all()``, ``has_key()``) speak TLS to it too."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from types import TracebackType
+
+from django_elasticache_rs.local.certs import Certificates
 
 __all__ = ["INSTALL_HINT", "LocalNode", "MemcachedNotInstalled"]
 
@@ -29,13 +34,35 @@ def _free_port() -> int:
 
 
 class LocalNode:
-    """One memcached process on 127.0.0.1 at a free port."""
+    """One memcached process on 127.0.0.1 at a free port.
 
-    def __init__(self, *, memory_mb: int = 64, extra_args: tuple[str, ...] = ()) -> None:
+    ``tls``: serve TLS only, with ``tls.server_cert``; ``require_client_cert``: and accept only
+    clients presenting a certificate signed by ``tls.ca_cert``. The node's helpers connect to
+    ``127.0.0.1`` and verify the certificate against ``tls.server_hostname``, unless
+    ``verify_certificate`` is false (a node serving a deliberately bad certificate, for tests
+    of clients that must refuse it)."""
+
+    def __init__(
+        self,
+        *,
+        memory_mb: int = 64,
+        extra_args: tuple[str, ...] = (),
+        tls: Certificates | None = None,
+        require_client_cert: bool = False,
+        verify_certificate: bool = True,
+    ) -> None:
+        if require_client_cert and tls is None:
+            raise ValueError("require_client_cert needs tls certificates")
         self.memory_mb = memory_mb
         self.extra_args = extra_args
+        self.tls = tls
+        self.require_client_cert = require_client_cert
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._context = tls.client_context(client_cert=require_client_cert) if tls else None
+        if self._context is not None and not verify_certificate:
+            self._context.check_hostname = False
+            self._context.verify_mode = ssl.CERT_NONE
 
     @property
     def address(self) -> str:
@@ -53,18 +80,38 @@ class LocalNode:
         if executable is None:
             raise MemcachedNotInstalled(INSTALL_HINT)
         # A port picked free can be taken before memcached binds it: try another.
+        failure = ""
         for _ in range(20):
             self.port = _free_port()
             args = [executable, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
-            args += ["-t", "1", "-m", str(self.memory_mb), *self.extra_args]
+            args += ["-t", "1", "-m", str(self.memory_mb), *self.tls_args(), *self.extra_args]
             if os.geteuid() == 0:
                 args += ["-u", "root"]  # memcached refuses to run as root without it
             process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            if self._wait_until_serving(process, timeout):
+            try:
+                serving = self._wait_until_serving(process, timeout)
+            except BaseException:
+                _terminate(process)
+                raise
+            if serving:
                 self._process = process
                 return self
-            _terminate(process)
-        raise RuntimeError("could not start memcached on a free port")
+            failure = _terminate(process) or failure
+        raise RuntimeError(f"could not start memcached on a free port{failure}")
+
+    def tls_args(self) -> list[str]:
+        """memcached's TLS arguments: ``-Z -o ssl_chain_cert=...,ssl_key=...`` (and
+        ``ssl_ca_cert=...,ssl_verify_mode=2`` when client certificates are required); none
+        without TLS."""
+        if self.tls is None:
+            return []
+        files = [self.tls.server_cert, self.tls.server_key, self.tls.ca_cert]
+        if any("," in str(path) for path in files):
+            raise ValueError(f"memcached cannot take a path with a comma: {self.tls.directory}")
+        options = [f"ssl_chain_cert={self.tls.server_cert}", f"ssl_key={self.tls.server_key}"]
+        if self.require_client_cert:
+            options += [f"ssl_ca_cert={self.tls.ca_cert}", "ssl_verify_mode=2"]
+        return ["-Z", "-o", ",".join(options)]
 
     def _wait_until_serving(self, process: subprocess.Popen[bytes], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -73,6 +120,9 @@ class LocalNode:
                 return False
             try:
                 stats = self._stats(0.5)
+            except ssl.SSLCertVerificationError as error:
+                _raise_unless_lost_port(process, error)
+                return False
             except OSError:
                 time.sleep(0.01)  # polling a process that is still starting
                 continue
@@ -80,9 +130,21 @@ class LocalNode:
             return stats.get("pid") == str(process.pid)
         return False
 
+    def _connect(self, timeout: float) -> socket.socket:
+        """A connection to the node: over TLS (handshake done, certificate verified) in TLS
+        mode."""
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        if self._context is None or self.tls is None:
+            return conn
+        try:
+            return self._context.wrap_socket(conn, server_hostname=self.tls.server_hostname)
+        except BaseException:
+            conn.close()
+            raise
+
     def flush_all(self) -> None:
         """Empties the node."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as conn:
+        with self._connect(5.0) as conn:
             conn.sendall(b"flush_all\r\n")
             if conn.recv(64) != b"OK\r\n":
                 raise ConnectionError("memcached did not confirm flush_all")
@@ -94,7 +156,7 @@ class LocalNode:
         raw = key.encode()
         if not raw or len(raw) > 250 or any(byte <= 32 or byte == 127 for byte in raw):
             raise ValueError(f"not a memcached key: {key!r}")
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as conn:
+        with self._connect(5.0) as conn:
             conn.sendall(b"get %s\r\n" % raw)
             with conn.makefile("rb") as reply:
                 first = reply.readline()
@@ -109,7 +171,7 @@ class LocalNode:
         return self._stats(5.0)
 
     def _stats(self, timeout: float) -> dict[str, str]:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as conn:
+        with self._connect(timeout) as conn:
             conn.sendall(b"stats\r\n")
             reply = b""
             while not reply.endswith(b"END\r\n"):
@@ -142,11 +204,27 @@ class LocalNode:
         self.stop()
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
+def _raise_unless_lost_port(
+    process: subprocess.Popen[bytes], error: ssl.SSLCertVerificationError
+) -> None:
+    """The node's certificate did not verify: raises, unless the certificate was another
+    process's, on a port our memcached then failed to bind (it exits at once when it does)."""
+    try:
+        process.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"memcached's TLS certificate does not verify: {error}") from error
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> str:
+    """Kills ``process`` and waits for it; returns what it wrote to stderr (``": <text>"``, or
+    ``""`` if nothing)."""
     # memcached keeps nothing worth a graceful stop, and only acts on SIGTERM at its next
     # once-a-second clock tick: kill it.
     if process.poll() is None:
         process.kill()
     process.wait()
-    if process.stderr is not None:
-        process.stderr.close()
+    if process.stderr is None:
+        return ""
+    with process.stderr:
+        text = process.stderr.read(4096).decode("utf-8", "replace").strip()
+    return f": {text}" if text else ""

@@ -6,19 +6,28 @@ It listens on ``127.0.0.1:<port>`` and, when the machine has IPv6 loopback and t
 free there, on ``[::1]:<port>`` too (so ``localhost`` works whichever address it resolves to).
 
 It can be stopped and started again on the same port, to make a service unreachable for a while.
+
+With an ``ssl.SSLContext`` it serves TLS: each accepted connection is wrapped and its handshake
+done on the connection's own thread (bounded by :data:`HANDSHAKE_TIMEOUT`), so a client that
+never handshakes holds up no one else; the handler gets the TLS socket. A connection the server
+ends gets a TLS ``close_notify`` first, as memcached sends one.
 """
 
 from __future__ import annotations
 
 import selectors
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["MAX_LINE", "ThreadedServer", "read_lines"]
+__all__ = ["HANDSHAKE_TIMEOUT", "MAX_LINE", "ThreadedServer", "read_lines"]
 
 MAX_LINE = 8192
 """Longest request line accepted; a client sending a longer one is disconnected."""
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a TLS client has to complete its handshake before it is disconnected."""
 
 Handler = Callable[[socket.socket], None]
 
@@ -26,12 +35,20 @@ Handler = Callable[[socket.socket], None]
 class ThreadedServer:
     """Accepts connections on ``127.0.0.1:<port>`` (``port=0``: a free one, kept for restarts),
     and on ``[::1]:<port>`` if it can, and runs ``handler(conn)`` for each on its own thread; the
-    connection is closed afterwards."""
+    connection is closed afterwards. ``tls``: serve TLS with that server context."""
 
-    def __init__(self, handler: Handler, *, port: int = 0, name: str = "server") -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        port: int = 0,
+        name: str = "server",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._handler = handler
         self._port = port
         self._name = name
+        self._tls = tls
         self._lock = threading.Lock()
         self._listeners: list[socket.socket] = []
         self._waker: socket.socket | None = None
@@ -43,6 +60,17 @@ class ThreadedServer:
     def port(self) -> int:
         """The port listened on (0 until the first start)."""
         return self._port
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The server context when it serves TLS, else ``None``."""
+        with self._lock:
+            return self._tls
+
+    def use_tls(self, context: ssl.SSLContext | None) -> None:
+        """Serves TLS with ``context`` (``None``: plain TCP) from the next connection on."""
+        with self._lock:
+            self._tls = context
 
     @property
     def running(self) -> bool:
@@ -121,21 +149,41 @@ class ThreadedServer:
                 conn.close()
                 return
             thread = threading.Thread(
-                target=self._serve, args=(conn,), name=f"{self._name}-conn", daemon=True
+                target=self._serve, args=(conn, self._tls), name=f"{self._name}-conn", daemon=True
             )
             self._connections[conn] = thread
             self._accepted += 1
             thread.start()
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, tls: ssl.SSLContext | None) -> None:
         try:
+            if tls is not None:
+                conn = self._wrap(conn, tls)
+                _handshake(conn)
             self._handler(conn)
+            _close_notify(conn)
         except OSError:
-            pass  # the client went away, or stop() shut the connection down
+            pass  # the client went away, failed its handshake, or stop() shut the connection
         finally:
             with self._lock:
                 del self._connections[conn]
             conn.close()
+
+    def _wrap(self, conn: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket:
+        """``conn`` wrapped in TLS, handshake not done yet. Wrapping detaches ``conn``: the TLS
+        socket (same file descriptor) replaces it among the connections stop() shuts down."""
+        with self._lock:
+            secure = context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            self._connections[secure] = self._connections.pop(conn)
+        return secure
+
+
+def _handshake(conn: ssl.SSLSocket) -> None:
+    """The server side of the TLS handshake; raises ``OSError`` if it fails or the client takes
+    longer than :data:`HANDSHAKE_TIMEOUT`."""
+    conn.settimeout(HANDSHAKE_TIMEOUT)
+    conn.do_handshake()
+    conn.settimeout(None)
 
 
 def _ipv6_loopback(port: int) -> list[socket.socket]:
@@ -150,10 +198,24 @@ def _ipv6_loopback(port: int) -> list[socket.socket]:
 
 
 def _shutdown(conn: socket.socket) -> None:
+    # The plain socket's shutdown, for a TLS socket too: SSLSocket.shutdown() would also drop
+    # the TLS state under the connection thread's feet.
     try:
-        conn.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(conn, socket.SHUT_RDWR)
     except OSError:
         pass  # already closed by the client
+
+
+def _close_notify(conn: socket.socket) -> None:
+    """Sends a TLS socket's ``close_notify`` without waiting for the client's (as memcached
+    does); nothing for a plain socket."""
+    if not isinstance(conn, ssl.SSLSocket):
+        return
+    conn.settimeout(0.0)
+    try:
+        conn.unwrap()
+    except (OSError, ValueError):
+        pass  # the client's close_notify has not come (or it is gone): no matter
 
 
 def read_lines(conn: socket.socket) -> Iterator[bytes]:
