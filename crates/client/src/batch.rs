@@ -3,9 +3,11 @@
 
 use std::time::Instant;
 
-use elasticache_proto::{self as proto, DeleteReply, Retrieval, Store, StoreReply};
+use elasticache_proto::{
+    self as proto, DeleteReply, Parse, Retrieval, RetrievalItem, Store, StoreReply,
+};
 
-use crate::client::{read_item, Client, Item};
+use crate::client::{Client, Item};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::pool::Lease;
@@ -184,8 +186,29 @@ impl Client {
                     // pairs each value with its key (duplicates included) and exposes any
                     // stray key.
                     let mut next = 0;
-                    while let Some((key, item)) = read_item(connection, deadline, max)? {
-                        let offset = line[next..].iter().position(|&p| keys[p].as_bytes() == key);
+                    loop {
+                        // Each value is matched to its key in the buffer, without copying the
+                        // key: the offset of the key among those not yet answered.
+                        let reply = connection.read(deadline, |buf| {
+                            Ok(match proto::parse_retrieval(buf, max)? {
+                                Parse::Incomplete(needed) => Parse::Incomplete(needed),
+                                Parse::Complete(RetrievalItem::End, used) => {
+                                    Parse::Complete(None, used)
+                                }
+                                Parse::Complete(RetrievalItem::Value(value), used) => {
+                                    let offset = line[next..]
+                                        .iter()
+                                        .position(|&p| keys[p].as_bytes() == value.key);
+                                    let item = Item {
+                                        flags: value.flags,
+                                        data: value.data.to_vec(),
+                                        cas: value.cas,
+                                    };
+                                    Parse::Complete(Some((offset, item)), used)
+                                }
+                            })
+                        })?;
+                        let Some((offset, item)) = reply else { break };
                         let Some(offset) = offset else {
                             return Err(Error::Protocol {
                                 node: connection.node().to_owned(),

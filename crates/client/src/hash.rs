@@ -41,7 +41,24 @@ impl Murmur3 {
 
     /// Adds bytes.
     pub fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
+        let mut rest = bytes;
+        // Complete a partial block byte by byte, then take whole blocks at once.
+        while self.tail_len != 0 {
+            let Some((&first, after)) = rest.split_first() else {
+                return;
+            };
+            self.push(first);
+            rest = after;
+        }
+        let blocks = rest.chunks_exact(4);
+        let remainder = blocks.remainder();
+        for block in blocks {
+            if let &[a, b, c, d] = block {
+                self.state = mix_block(self.state, u32::from_le_bytes([a, b, c, d]));
+                self.total_len = self.total_len.wrapping_add(4);
+            }
+        }
+        for &byte in remainder {
             self.push(byte);
         }
     }
@@ -145,6 +162,19 @@ mod tests {
         assert_eq!(murmur3_32("a"), 1_009_084_850);
         assert_eq!(murmur3_32("hello"), 613_153_351);
         assert_eq!(murmur3_32("é"), 1_153_881_266);
+    }
+
+    #[test]
+    fn writing_in_pieces_hashes_like_writing_at_once() {
+        let text = b"10.0.0.1:11211-:1:some-longer-key";
+        let mut whole = Murmur3::default();
+        whole.write(text);
+        for cut in 0..=text.len() {
+            let mut pieces = Murmur3::default();
+            pieces.write(&text[..cut]);
+            pieces.write(&text[cut..]);
+            assert_eq!(pieces.finish(), whole.finish(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! bytes, no control characters or spaces), so callers get the same errors as with the
 //! pure-Python backends.
 
+use std::fmt::Write;
+
 use elasticache_client::MAX_KEY_LEN;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -11,12 +13,13 @@ use pyo3::types::{PyInt, PyString};
 
 use crate::errors::invalid_key;
 
-/// The text of a key part: a `str` as it is, anything else through `str()`.
-fn text_of(value: &Bound<'_, PyAny>) -> PyResult<String> {
+/// Appends the text of a key part: a `str` as it is, anything else through `str()`.
+fn push_text(made: &mut String, value: &Bound<'_, PyAny>) -> PyResult<()> {
     match value.cast::<PyString>() {
-        Ok(text) => Ok(text.to_str()?.to_owned()),
-        Err(_) => Ok(value.str()?.to_str()?.to_owned()),
+        Ok(text) => made.push_str(text.to_str()?),
+        Err(_) => made.push_str(value.str()?.to_str()?),
     }
+    Ok(())
 }
 
 /// The key sent to the server: `key` itself (which must be a `str`), or `prefix:version:key`
@@ -37,21 +40,22 @@ pub fn make_key(
             }
         },
         Some(prefix) => {
-            let key_text = text_of(key)?;
-            let version_text = match version {
-                None => "1".to_owned(),
-                Some(v) if v.is_instance_of::<PyInt>() => v
-                    .extract::<i64>()
-                    .map_or_else(|_| text_of(v), |n| Ok(n.to_string()))?,
-                Some(v) => text_of(v)?,
-            };
-            let mut made =
-                String::with_capacity(prefix.len() + version_text.len() + key_text.len() + 2);
+            let mut made = String::with_capacity(prefix.len() + 48);
             made.push_str(prefix);
             made.push(':');
-            made.push_str(&version_text);
+            match version {
+                None => made.push('1'),
+                Some(v) if v.is_instance_of::<PyInt>() => match v.extract::<i64>() {
+                    // Writing to a String cannot fail.
+                    Ok(n) => {
+                        let _ = write!(made, "{n}");
+                    }
+                    Err(_) => push_text(&mut made, v)?,
+                },
+                Some(v) => push_text(&mut made, v)?,
+            }
             made.push(':');
-            made.push_str(&key_text);
+            push_text(&mut made, key)?;
             made
         }
     };
