@@ -10,8 +10,8 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> ruff"
-.venv/bin/ruff check python tests
-.venv/bin/ruff format --check python tests
+.venv/bin/ruff check python tests bench examples
+.venv/bin/ruff format --check python tests bench examples
 echo "==> mypy"
 .venv/bin/mypy
 echo "==> cargo test"

@@ -1,0 +1,244 @@
+"""Reference rows, measured interleaved with the backends and pinned like them. They tell where a
+backend's time goes: what a round trip costs with no client to speak of (raw sockets from
+Python: ``sendall`` the request, ``recv`` until ``END``, no parsing, no key making, no
+decoding), what the clients under two of the backends cost without Django's cache layer, and
+what asyncio's hop to a thread pool costs with no work in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.core.cache import caches
+
+from bench.backends import OURS, PYLIBMC
+from bench.measure import loop_runner
+from bench.workloads import BATCH, VALUE_100, BenchmarkError, Prepared
+from django_elasticache_rs.local import LocalCluster
+
+_VALUE = VALUE_100.encode()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One reference row."""
+
+    name: str
+    title: str
+    prepare: Callable[[LocalCluster], Prepared]
+    compare: tuple[str, str] | None = None
+    """The (workload, backend) cell it explains."""
+    nodes: int = 3
+
+
+class _Node:
+    """One kept-open connection to a memcached node."""
+
+    def __init__(self, address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        self.conn = socket.create_connection((host, int(port)))
+        self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def store(self, key: bytes) -> None:
+        self.conn.sendall(b"set %s 0 0 %d\r\n%s\r\n" % (key, len(_VALUE), _VALUE))
+        if self.conn.recv(64) != b"STORED\r\n":
+            raise BenchmarkError("memcached did not store a raw key")
+
+    def read(self) -> bytes:
+        """One reply, up to and including ``END``."""
+        reply = self.conn.recv(65536)
+        while not reply.endswith(b"END\r\n"):
+            reply += self.conn.recv(65536)
+        return reply
+
+
+def _expected(key: bytes) -> bytes:
+    return b"VALUE %s 0 %d\r\n%s\r\n" % (key, len(_VALUE), _VALUE)
+
+
+def raw_socket(cluster: LocalCluster) -> Prepared:
+    """``get`` of one key over one kept-open socket."""
+    node = _Node(cluster.addresses[0])
+    key = b"raw:hit"
+    node.store(key)
+    request, expected = b"get %s\r\n" % key, _expected(key) + b"END\r\n"
+    sendall, read = node.conn.sendall, node.read
+
+    def verify() -> None:
+        sendall(request)
+        if read() != expected:
+            raise BenchmarkError("the raw get did not return the value")
+
+    verify()
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            sendall(request)
+            read()
+
+    return Prepared(loop_runner(body), verify)
+
+
+def raw_round_robin(cluster: LocalCluster) -> Prepared:
+    """``get`` of 100 keys in turn, each on a node drawn at random (fixed seed), one socket per
+    node: the servers' side of the 3- and 10-node rows."""
+    nodes = [_Node(address) for address in cluster.addresses]
+    draw = random.Random(0)
+    plan: list[tuple[_Node, bytes, bytes]] = []
+    for i in range(BATCH):
+        node, key = nodes[draw.randrange(len(nodes))], b"raw:spread:%d" % i
+        node.store(key)
+        plan.append((node, b"get %s\r\n" % key, _expected(key) + b"END\r\n"))
+
+    def verify() -> None:
+        for node, request, expected in plan:
+            node.conn.sendall(request)
+            if node.read() != expected:
+                raise BenchmarkError("the raw get did not return the value")
+
+    verify()
+
+    def body(n: int) -> None:
+        for i in range(n):
+            node, request, _ = plan[i % BATCH]
+            node.conn.sendall(request)
+            node.read()
+
+    return Prepared(loop_runner(body), verify)
+
+
+def raw_multi_get(cluster: LocalCluster) -> Prepared:
+    """100 keys spread over the nodes, one ``get k1 k2 ...`` per node: all requests sent, then
+    all replies read (what a one-round-trip ``get_many`` costs the servers and the kernel)."""
+    nodes = [_Node(address) for address in cluster.addresses]
+    draw = random.Random(1)
+    keys: dict[_Node, list[bytes]] = {node: [] for node in nodes}
+    for i in range(BATCH):
+        node, key = nodes[draw.randrange(len(nodes))], b"raw:many:%d" % i
+        node.store(key)
+        keys[node].append(key)
+    requests = [(node, b"get %s\r\n" % b" ".join(ks)) for node, ks in keys.items() if ks]
+
+    def get_many() -> int:
+        for node, request in requests:
+            node.conn.sendall(request)
+        return sum(node.read().count(b"VALUE ") for node, _ in requests)
+
+    def verify() -> None:
+        if get_many() != BATCH:
+            raise BenchmarkError("the raw multi-get did not find every key")
+
+    verify()
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get_many()
+
+    return Prepared(loop_runner(body), verify)
+
+
+def native_client(cluster: LocalCluster) -> Prepared:
+    """Our native client's ``get`` (key made in Rust), called directly: the backend minus
+    Django's ``BaseCache`` layer and our Python method around it."""
+    cache = caches[OURS.alias(3)]
+    cache.set("hit", VALUE_100)
+    client = cache.client  # type: ignore[attr-defined]
+    prefix, version = cache.key_prefix, cache.version
+
+    def verify() -> None:
+        if client.get("hit", None, prefix, version) != VALUE_100:
+            raise BenchmarkError("the native client's get did not return the value")
+
+    verify()
+    get = client.get
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get("hit", None, prefix, version)
+
+    return Prepared(loop_runner(body), verify)
+
+
+def pylibmc_client(cluster: LocalCluster) -> Prepared:
+    """The ``pylibmc.Client`` under Django's ``PyLibMCCache``, its ``get`` called directly with
+    the finished key."""
+    cache = caches[PYLIBMC.alias(3)]
+    cache.set("hit", VALUE_100)
+    client = cache._cache  # type: ignore[attr-defined]
+    key = cache.make_key("hit")
+
+    def verify() -> None:
+        if client.get(key) != VALUE_100:
+            raise BenchmarkError("pylibmc's get did not return the value")
+
+    verify()
+    get = client.get
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get(key)
+
+    return Prepared(loop_runner(body), verify)
+
+
+def executor_hop(cluster: LocalCluster) -> Prepared:
+    """``await loop.run_in_executor(None, int)``: asyncio's round trip to its default thread
+    pool with nothing to do there (our ``aget`` is ``get`` plus this hop)."""
+
+    async def many(n: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(n):
+            await loop.run_in_executor(None, int)
+
+    def verify() -> None:
+        asyncio.run(many(1))
+
+    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+
+
+PROBES: tuple[Probe, ...] = (
+    Probe(
+        "raw_socket",
+        "raw memcached round trip (Python socket, same pinning)",
+        raw_socket,
+        ("get_hit", OURS.name),
+    ),
+    Probe(
+        "native", "our native client `get`, no Django layer", native_client, ("get_hit", OURS.name)
+    ),
+    Probe(
+        "pylibmc_client",
+        "`pylibmc.Client.get`, no Django layer",
+        pylibmc_client,
+        ("get_hit", PYLIBMC.name),
+    ),
+    Probe(
+        "raw_3_nodes",
+        "raw round trips, 3 nodes, 100 keys in turn",
+        raw_round_robin,
+        ("get_3_nodes", OURS.name),
+    ),
+    Probe(
+        "raw_10_nodes",
+        "raw round trips, 10 nodes, 100 keys in turn",
+        raw_round_robin,
+        ("get_10_nodes", OURS.name),
+        nodes=10,
+    ),
+    Probe(
+        "raw_multi_get",
+        "raw multi-get of 100 keys over 3 nodes (per call)",
+        raw_multi_get,
+        ("get_many", OURS.name),
+    ),
+    Probe(
+        "executor_hop",
+        "asyncio `run_in_executor` hop, no work (per await)",
+        executor_hop,
+        ("aget", OURS.name),
+    ),
+)

@@ -1,0 +1,370 @@
+"""The workloads: what one operation is, the data it needs, and a check that the backend really
+does it (a misconfigured backend that always misses would look fast).
+
+Each workload's ``prepare(alias, context)`` stores its data through the backend under test,
+checks it, and returns a :class:`Prepared`: the runner to time, and the check again (run before
+timing and after the last repetition, so a value that vanished mid-run is noticed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.core.signals import request_finished
+
+from bench.measure import Runner, Sample, loop_runner
+from bench.threads import WorkerPool
+
+VALUE_100 = "v" * 100
+"""The 100-byte ``str`` value."""
+VALUE_10K = "w" * 10_240
+"""The 10 KB ``str`` value."""
+BATCH = 100
+"""Keys per multi-key operation, and keys cycled through by the round-robin workloads."""
+
+
+class BenchmarkError(Exception):
+    """A backend did not do what a workload needs (a miss where a hit was expected, ...)."""
+
+
+@dataclass
+class Context:
+    """What workloads share."""
+
+    pool: WorkerPool
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A workload ready to time on one backend."""
+
+    run: Runner
+    verify: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One row of the table."""
+
+    name: str
+    """For ``--only``."""
+    title: str
+    prepare: Callable[[str, Context], Prepared]
+    nodes: int = 3
+    """The cluster it runs on."""
+    pinned: bool = True
+    """Whether it runs pinned to one CPU (when pinning is on)."""
+    unit: str = "op"
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise BenchmarkError(what)
+
+
+def _keys(tag: str, count: int = BATCH) -> list[str]:
+    return [f"{tag}:{i}" for i in range(count)]
+
+
+def _store(cache: BaseCache, keys: list[str], value: Any) -> Callable[[], None]:
+    """Stores ``value`` under every key; returns the check that every key reads it back."""
+    failed = cache.set_many(dict.fromkeys(keys, value))
+    _expect(not failed, f"set_many did not store {failed[:3]}")
+
+    def verify() -> None:
+        found = cache.get_many(keys)
+        _expect(len(found) == len(keys), f"{len(keys) - len(found)} of {len(keys)} keys missing")
+        _expect(all(v == value for v in found.values()), "a value read back differs")
+
+    verify()
+    return verify
+
+
+# -- single-key ------------------------------------------------------------------------------
+
+
+def get_hit(alias: str, context: Context) -> Prepared:
+    """``get`` of one present key (a 100-byte ``str``)."""
+    cache = caches[alias]
+    cache.set("hit", VALUE_100)
+
+    def verify() -> None:
+        _expect(cache.get("hit") == VALUE_100, "get of a present key did not return its value")
+
+    verify()
+    get = cache.get
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get("hit")
+
+    return Prepared(loop_runner(body), verify)
+
+
+def get_miss(alias: str, context: Context) -> Prepared:
+    """``get`` of a key that is not there."""
+    cache = caches[alias]
+    cache.delete("miss")
+
+    def verify() -> None:
+        _expect(cache.get("miss", "default") == "default", "get of an absent key found a value")
+
+    verify()
+    get = cache.get
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get("miss")
+
+    return Prepared(loop_runner(body), verify)
+
+
+def _set(tag: str, value: str) -> Callable[[str, Context], Prepared]:
+    def prepare(alias: str, context: Context) -> Prepared:
+        cache = caches[alias]
+        keys = _keys(tag)
+        verify = _store(cache, keys, value)
+        set_ = cache.set
+
+        def body(n: int) -> None:
+            for i in range(n):
+                set_(keys[i % BATCH], value)
+
+        return Prepared(loop_runner(body), verify)
+
+    prepare.__doc__ = f"``set`` of a {len(value)}-byte ``str``, {BATCH} keys in turn."
+    return prepare
+
+
+def incr(alias: str, context: Context) -> Prepared:
+    """``incr`` of a present counter."""
+    cache = caches[alias]
+    cache.set("counter", 0)
+    _expect(cache.incr("counter") == 1, "incr of a counter at 0 did not return 1")
+
+    def verify() -> None:
+        _expect(isinstance(cache.get("counter"), int), "the counter is gone")
+
+    increment = cache.incr
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            increment("counter")
+
+    return Prepared(loop_runner(body), verify)
+
+
+# -- multi-key -------------------------------------------------------------------------------
+
+
+def get_many(alias: str, context: Context) -> Prepared:
+    """``get_many`` of 100 present keys (100-byte values), spread over the nodes."""
+    cache = caches[alias]
+    keys = _keys("many")
+    verify = _store(cache, keys, VALUE_100)
+    get_many_ = cache.get_many
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get_many_(keys)
+
+    return Prepared(loop_runner(body), verify)
+
+
+def set_many(alias: str, context: Context) -> Prepared:
+    """``set_many`` of 100 keys (100-byte values)."""
+    cache = caches[alias]
+    keys = _keys("setmany")
+    data = dict.fromkeys(keys, VALUE_100)
+    verify = _store(cache, keys, VALUE_100)
+    set_many_ = cache.set_many
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            set_many_(data)
+
+    return Prepared(loop_runner(body), verify)
+
+
+def delete_many(alias: str, context: Context) -> Prepared:
+    """``delete_many`` of 100 keys. Deleted by the first operation, the keys are absent for the
+    rest (memcached answers ``NOT_FOUND``): the same work for every backend, and no ``set`` in
+    the timed loop."""
+    cache = caches[alias]
+    keys = _keys("delmany")
+    _store(cache, keys, VALUE_100)
+    cache.delete_many(keys)
+
+    def verify() -> None:
+        _expect(not cache.get_many(keys), "delete_many left keys behind")
+
+    verify()
+    delete_many_ = cache.delete_many
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            delete_many_(keys)
+
+    return Prepared(loop_runner(body), verify)
+
+
+# -- a request -------------------------------------------------------------------------------
+
+_closing: list[BaseCache] = []
+
+
+def _close_cache_under_test(**kwargs: Any) -> None:
+    for cache in _closing:
+        cache.close()
+
+
+def install_request_finished() -> None:
+    """Makes ``request_finished`` close only the cache under test.
+
+    Django's own receivers close every initialized cache alias (all backends of the benchmark
+    would pay for each other's ``close()``) and touch the database connections; they are
+    replaced by one that does what Django's ``close_caches`` does in an app with one cache.
+    """
+    from django.core.cache import close_caches
+    from django.db import close_old_connections
+
+    request_finished.disconnect(close_caches)
+    request_finished.disconnect(close_old_connections)
+    request_finished.connect(_close_cache_under_test, dispatch_uid="bench-close-cache")
+
+
+def request_cycle(alias: str, context: Context) -> Prepared:
+    """One request: ``request_finished`` (the backend's ``close()``), then 10 ``get`` hits."""
+    cache = caches[alias]
+    keys = _keys("request", 10)
+    check = _store(cache, keys, VALUE_100)
+    send = request_finished.send
+
+    def verify() -> None:
+        _closing[:] = [cache]
+        send(sender=None)
+        check()
+
+    verify()
+    get = cache.get
+
+    def body(n: int) -> None:
+        _closing[:] = [cache]
+        for _ in range(n):
+            send(sender=None)
+            for key in keys:
+                get(key)
+
+    return Prepared(loop_runner(body), verify)
+
+
+# -- threads and asyncio ---------------------------------------------------------------------
+
+
+def threads(alias: str, context: Context) -> Prepared:
+    """8 threads, each with its own Django cache object (as Django gives each thread), doing
+    9 ``get`` hits for each ``set`` over 100 keys; per-op times are over all threads' ops."""
+    keys = _keys("mixed")
+    verify = _store(caches[alias], keys, VALUE_100)
+    pool = context.pool
+
+    def job(n: int, index: int) -> None:
+        cache = caches[alias]
+        get, set_ = cache.get, cache.set
+        offset = index * 13
+        for i in range(n):
+            key = keys[(i + offset) % BATCH]
+            if i % 10 == 9:
+                set_(key, VALUE_100)
+            else:
+                get(key)
+
+    def run(n: int) -> Sample:
+        gc.collect()
+        return pool.run(job, max(1, n // pool.size))
+
+    return Prepared(run, verify)
+
+
+def aget(alias: str, context: Context) -> Prepared:
+    """``await cache.aget(key)`` of a present key; one ``asyncio.run`` per measurement."""
+    cache = caches[alias]
+    cache.set("hit", VALUE_100)
+
+    def verify() -> None:
+        found = asyncio.run(cache.aget("hit"))
+        _expect(found == VALUE_100, "aget of a present key did not return its value")
+
+    verify()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await cache.aget("hit")
+
+    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+
+
+def aget_many(alias: str, context: Context) -> Prepared:
+    """``await cache.aget_many(keys)`` of 100 present keys; one ``asyncio.run`` per
+    measurement."""
+    cache = caches[alias]
+    keys = _keys("many")
+    _store(cache, keys, VALUE_100)
+
+    def verify() -> None:
+        found = asyncio.run(cache.aget_many(keys))
+        _expect(len(found) == BATCH, f"aget_many found {len(found)} of {BATCH} keys")
+
+    verify()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await cache.aget_many(keys)
+
+    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+
+
+# -- cluster size ----------------------------------------------------------------------------
+
+
+def get_round_robin(alias: str, context: Context) -> Prepared:
+    """``get`` hits of 100 keys in turn, so that every node of the cluster serves some."""
+    cache = caches[alias]
+    keys = _keys("spread")
+    verify = _store(cache, keys, VALUE_100)
+    get = cache.get
+
+    def body(n: int) -> None:
+        for i in range(n):
+            get(keys[i % BATCH])
+
+    return Prepared(loop_runner(body), verify)
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("get_hit", "get, hit (100 B str)", get_hit),
+    Workload("get_miss", "get, miss", get_miss),
+    Workload("set_100b", "set, 100 B", _set("set100", VALUE_100)),
+    Workload("set_10kb", "set, 10 KB", _set("set10k", VALUE_10K)),
+    Workload("get_many", "get_many, 100 keys", get_many, unit="call"),
+    Workload("set_many", "set_many, 100 keys", set_many, unit="call"),
+    Workload("delete_many", "delete_many, 100 keys (absent)", delete_many, unit="call"),
+    Workload("incr", "incr", incr),
+    Workload(
+        "request_cycle",
+        "request cycle: `request_finished` (close) + 10 gets",
+        request_cycle,
+        unit="request",
+    ),
+    Workload("threads", "8 threads, 90% get / 10% set (unpinned)", threads, pinned=False),
+    Workload("aget", "aget (asyncio)", aget),
+    Workload("aget_many", "aget_many, 100 keys (asyncio)", aget_many, unit="call"),
+    Workload("get_3_nodes", "get, 3 nodes (100 keys in turn)", get_round_robin),
+    Workload("get_10_nodes", "get, 10 nodes (100 keys in turn)", get_round_robin, nodes=10),
+)
