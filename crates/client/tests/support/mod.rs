@@ -25,7 +25,9 @@ impl Memcached {
 
     pub fn start_with(extra: &[&str]) -> Memcached {
         for _ in 0..20 {
-            if let Some(node) = Self::try_start(free_port(), extra) {
+            let mut node = Self::spawn(free_port(), extra);
+            // Another test's server may have won the port: only ours reports our pid.
+            if node.listening() && node.try_stat("pid") == Some(u64::from(node.child.id())) {
                 return node;
             }
         }
@@ -35,44 +37,17 @@ impl Memcached {
     /// A memcached serving TLS with `args` (see `certs::memcached_tls_args`). Readiness is a TCP
     /// connect: plaintext `stats` cannot reach a TLS server.
     pub fn start_tls(args: &[String]) -> Memcached {
+        let extra: Vec<&str> = args.iter().map(String::as_str).collect();
         for _ in 0..20 {
-            let port = free_port();
-            let child = Command::new("memcached")
-                .args([
-                    "-l",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "0",
-                    "-t",
-                    "1",
-                    "-m",
-                    "64",
-                    "-u",
-                    "root",
-                ])
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("memcached must be installed (apt-get install memcached)");
-            let mut node = Memcached { child, port };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if node.child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return node;
-                }
-                thread::yield_now();
+            let mut node = Self::spawn(free_port(), &extra);
+            if node.listening() {
+                return node;
             }
         }
         panic!("could not start memcached with TLS");
     }
 
-    fn try_start(port: u16, extra: &[&str]) -> Option<Memcached> {
+    fn spawn(port: u16, extra: &[&str]) -> Memcached {
         let port_arg = port.to_string();
         let child = Command::new("memcached")
             // -u root is needed when tests run as root and ignored otherwise.
@@ -87,27 +62,29 @@ impl Memcached {
                 "1",
                 "-m",
                 "64",
-                "-u",
-                "root",
             ])
+            .args(["-u", "root"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("memcached must be installed (apt-get install memcached)");
-        let mut node = Memcached { child, port };
+        Memcached { child, port }
+    }
+
+    /// Waits until the port accepts connections; false if the process exits first.
+    fn listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                // Another test's server may have won the port: only ours reports our pid.
-                return (node.try_stat("pid") == Some(u64::from(node.child.id()))).then_some(node);
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
             }
-            if node.child.try_wait().ok().flatten().is_some() {
-                return None;
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
             }
             thread::yield_now();
         }
-        None
+        false
     }
 
     pub fn address(&self) -> String {
