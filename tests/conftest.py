@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from django_elasticache_rs.backend import forget_shared_clients
 from django_elasticache_rs.local import LocalCluster, LocalNode
 
 # The package's pytest plugin. Its fixtures are imported rather than the module listed in
@@ -25,6 +26,14 @@ from django_elasticache_rs.pytest_plugin import (  # noqa: F401
     elasticache_cluster_factory,
 )
 from tests.django_suite.harness import BACKEND_ENV, backend_path
+
+
+@pytest.fixture(autouse=True)
+def _forget_shared_clients() -> Iterator[None]:
+    """Each test's native clients go with it: their discovery threads must not keep polling
+    endpoints the test has stopped."""
+    yield
+    forget_shared_clients()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -46,6 +46,13 @@ def shared_client(servers: list[str], settings: Settings) -> Client:
     return client
 
 
+def forget_shared_clients() -> None:
+    """Drops this process's shared native clients (for tests that build many configurations):
+    each one's connections close and its discovery thread stops once no backend uses it."""
+    with _clients_lock:
+        _clients.clear()
+
+
 async def _off_loop(function: Callable[..., _T], *args: Any) -> _T:
     """Runs a blocking call in the loop's thread pool: the event loop is never blocked, and
     calls do not queue behind Django's single thread-sensitive executor."""
