@@ -1,5 +1,6 @@
 """Typed stubs of the native module (``crates/python``)."""
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Protocol
 
@@ -86,6 +87,17 @@ class Client:
     def get(
         self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
     ) -> Any: ...
+    def get_async(
+        self,
+        future: asyncio.Future[Any],
+        key: Any,
+        default: Any = None,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> None:
+        """Like ``get``, for asyncio: returns at once; ``future`` (of the running loop) gets
+        the value, ``default``, or the exception ``get`` would raise. The I/O runs on a native
+        worker thread, never on the event loop."""
     def contains(self, key: Any, prefix: str | None = None, version: Any = None) -> bool: ...
     def get_many(
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None

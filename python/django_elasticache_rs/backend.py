@@ -195,7 +195,13 @@ class ElastiCache(BaseCache):
     # Async API: the same calls off the event loop; each one stays a single native operation.
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        return await _off_loop(self.get, key, default, version)
+        # The hottest async call completes from a native worker thread, skipping the
+        # executor's queue and futures.
+        future = asyncio.get_running_loop().create_future()
+        self._native.get_async(
+            future, self._key(key, version), default, self._prefix, self._version(version)
+        )
+        return await future
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
         return await _off_loop(self.has_key, key, version)

@@ -16,6 +16,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::completion;
 use crate::errors::IntoPyResult;
 use crate::keys::make_key;
 use crate::serde::{decode, encode};
@@ -277,6 +278,37 @@ impl PyClient {
         let item = py.detach(|| client.get(&key)).py_result()?;
         let value = item.and_then(|item| decode(py, &key, item.flags, &item.data, self.serde(py)));
         Ok(value.unwrap_or_else(|| default.unwrap_or_else(|| py.None().into_bound(py))))
+    }
+
+    /// Like `get`, for asyncio: returns at once and completes `future` (an asyncio future of
+    /// the running loop) with the value or `default`, or the exception `get` would raise. The
+    /// I/O runs on a native worker thread, never on the event loop.
+    #[pyo3(signature = (future, key, default = None, prefix = None, version = None))]
+    fn get_async(
+        &self,
+        future: Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+        prefix: Option<&str>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let key = make_key(key, prefix, version)?;
+        let client = Arc::clone(&self.inner);
+        let serde = self.serde.as_ref().map(|s| s.clone_ref(future.py()));
+        let lookup = key.clone();
+        completion::complete_later(
+            future,
+            move || client.get(&lookup),
+            move |py, found| {
+                let item = found.py_result()?;
+                let serde = serde.as_ref().map(|s| s.bind(py));
+                let value = item.and_then(|item| decode(py, &key, item.flags, &item.data, serde));
+                Ok(match value {
+                    Some(value) => value.unbind(),
+                    None => default.unwrap_or_else(|| py.None()),
+                })
+            },
+        )
     }
 
     /// Whether `key` is in the cache (its value is not decoded).

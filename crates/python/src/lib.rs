@@ -4,15 +4,18 @@
 //! become the package's Python exceptions in one place (`errors`). Nothing here knows Django.
 
 mod client;
+mod completion;
 mod errors;
 mod keys;
 mod logging;
 mod serde;
+mod shutdown;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    shutdown::install(module)?;
     logging::install(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_class::<client::PyClient>()?;

@@ -1,35 +1,27 @@
 //! Rust log records to Python's `logging`, and silence once the interpreter shuts down.
 //!
-//! Background threads (the discovery refresher) may log at any time; after Python's `atexit`
-//! stage the interpreter is being finalized and must not be entered again, so records are
-//! dropped from then on.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! Background threads (the discovery refresher) may log at any time; once Python exits, records
+//! are dropped rather than entering an interpreter being finalized.
 
 use log::{LevelFilter, Log, Metadata, Record};
 use pyo3::prelude::*;
 
-static INTERPRETER_RUNNING: AtomicBool = AtomicBool::new(true);
+use crate::shutdown::interpreter_running;
 
 struct UntilShutdown(pyo3_log::Logger);
 
 impl Log for UntilShutdown {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        INTERPRETER_RUNNING.load(Ordering::Acquire) && self.0.enabled(metadata)
+        interpreter_running() && self.0.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if INTERPRETER_RUNNING.load(Ordering::Acquire) {
+        if interpreter_running() {
             self.0.log(record);
         }
     }
 
     fn flush(&self) {}
-}
-
-#[pyfunction]
-fn stop_logging() {
-    INTERPRETER_RUNNING.store(false, Ordering::Release);
 }
 
 /// Routes Rust log records (info and above) to Python loggers named after the Rust module
@@ -41,8 +33,6 @@ pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let logger = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?.filter(LevelFilter::Info);
     if log::set_boxed_logger(Box::new(UntilShutdown(logger))).is_ok() {
         log::set_max_level(LevelFilter::Info);
-        py.import("atexit")?
-            .call_method1("register", (wrap_pyfunction!(stop_logging, module)?,))?;
     }
     Ok(())
 }

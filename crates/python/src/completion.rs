@@ -1,0 +1,143 @@
+//! Runs blocking cache operations on native worker threads and completes asyncio futures.
+//!
+//! An `await cache.aget(...)` hands the operation to a worker here instead of Python's thread
+//! pool: the worker does the I/O without the GIL, then takes the GIL once to build the result
+//! and hand it to the future's event loop with `call_soon_threadsafe`. This skips the Python
+//! executor's queue, its `concurrent.futures.Future` and the GIL hand-offs between them.
+//! Workers are per process: a forked child starts its own.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+use crate::shutdown::interpreter_running;
+
+/// Most worker threads per process; more operations than this in flight wait their turn.
+const MAX_WORKERS: usize = 32;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    workers: usize,
+    idle: usize,
+}
+
+struct Workers {
+    pid: u32,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+static WORKERS: Mutex<Option<Arc<Workers>>> = Mutex::new(None);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This process's workers (a forked child does not inherit its parent's threads).
+fn workers() -> Arc<Workers> {
+    let pid = std::process::id();
+    let mut current = lock(&WORKERS);
+    match current.as_ref() {
+        Some(workers) if workers.pid == pid => Arc::clone(workers),
+        _ => {
+            let fresh = Arc::new(Workers {
+                pid,
+                queue: Mutex::new(Queue::default()),
+                ready: Condvar::new(),
+            });
+            *current = Some(Arc::clone(&fresh));
+            fresh
+        }
+    }
+}
+
+fn work(workers: &Workers) {
+    let mut queue = lock(&workers.queue);
+    loop {
+        while let Some(job) = queue.jobs.pop_front() {
+            drop(queue);
+            job();
+            queue = lock(&workers.queue);
+        }
+        // Counted idle until a submitter reserves this worker for its job.
+        queue.idle += 1;
+        queue = workers
+            .ready
+            .wait_while(queue, |queue| queue.jobs.is_empty())
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// Runs `job` on a worker thread: an idle one (reserved at once, so that concurrent
+/// submissions never count on the same idle worker), or a new one up to [`MAX_WORKERS`].
+fn submit(job: Job) -> PyResult<()> {
+    let workers = workers();
+    let mut queue = lock(&workers.queue);
+    queue.jobs.push_back(job);
+    if queue.idle > 0 {
+        queue.idle -= 1;
+        drop(queue);
+        workers.ready.notify_one();
+    } else if queue.workers < MAX_WORKERS {
+        let runner = Arc::clone(&workers);
+        thread::Builder::new()
+            .name("elasticache-async".to_owned())
+            .spawn(move || work(&runner))
+            .map_err(|e| {
+                pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    "cannot start a worker thread: {e}"
+                ))
+            })?;
+        queue.workers += 1;
+    }
+    Ok(())
+}
+
+/// `django_elasticache_rs._resolve(future, value, error)`: sets the future's outcome unless it
+/// was cancelled meanwhile.
+fn resolver(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    RESOLVE.import(py, "django_elasticache_rs._futures", "resolve")
+}
+
+/// Runs `operation` off the GIL on a worker, then completes the asyncio `future` (on its own
+/// loop's thread) with what `finish` makes of the result, with the GIL held.
+pub fn complete_later<T: Send + 'static>(
+    future: Bound<'_, PyAny>,
+    operation: impl FnOnce() -> T + Send + 'static,
+    finish: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+) -> PyResult<()> {
+    let future: Py<PyAny> = future.unbind();
+    submit(Box::new(move || {
+        let outcome = operation();
+        if !interpreter_running() {
+            // Python is exiting: nobody awaits this any more, and it must not be entered.
+            std::mem::forget((future, finish));
+            return;
+        }
+        Python::attach(move |py| {
+            // Python objects are released here, with the GIL held.
+            let future = future.into_bound(py);
+            let (value, error) = match finish(py, outcome) {
+                Ok(value) => (value, py.None()),
+                Err(error) => (py.None(), error.into_value(py).into_any()),
+            };
+            let delivered = resolver(py).and_then(|resolve| {
+                future
+                    .call_method0("get_loop")?
+                    .call_method1("call_soon_threadsafe", (resolve, &future, value, error))
+                    .map(drop)
+            });
+            if let Err(error) = delivered {
+                // The loop is closed: nobody is waiting for this result any more.
+                log::debug!("an async cache result could not be delivered: {error}");
+            }
+        });
+    }))
+}
