@@ -15,9 +15,11 @@ from django.core.signals import request_finished
 from django.db import close_old_connections
 from django.test import override_settings
 
+from django_elasticache_rs import CacheTimeoutError
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
 from django_elasticache_rs.options import parse_location
+from tests.support.faults import faulty_server
 
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
 
@@ -208,3 +210,23 @@ def test_async_calls_run_concurrently_not_one_after_another() -> None:
         barrier.abort()
         listener.close()
         acceptor.join(timeout=10)
+
+
+def test_aget_raises_what_get_raises_and_survives_cancellation() -> None:
+    """aget completes from a native worker: errors arrive as the same exceptions, and a
+    cancelled await is simply cancelled."""
+    with faulty_server(None) as silent:
+        options = {"timeout": 0.3, "connect_timeout": 0.3, "discovery": "off"}
+        cache = ElastiCache(silent.address, {"OPTIONS": options})
+
+        async def scenario() -> None:
+            with pytest.raises(CacheTimeoutError):
+                await cache.aget("k")
+            task = asyncio.ensure_future(cache.aget("other"))
+            await asyncio.sleep(0)  # let the task submit its operation
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The worker's late result meets a closed loop, and is dropped quietly.
+
+        asyncio.run(scenario())
