@@ -52,6 +52,13 @@ class Pinning:
             set_affinity(pid, cpus)
         self._pinned = pinned
 
+    def add_servers(self, pids: list[int]) -> None:
+        """Servers started later: pinned (or not) like the others are now."""
+        self.server_pids += pids
+        if self._pinned:
+            for pid in pids:
+                set_affinity(pid, {self.cpu})
+
     def describe(self) -> str:
         """One sentence for the report."""
         if not self.enabled:

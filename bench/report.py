@@ -12,6 +12,8 @@ from bench.backends import ALTERNATIVES, BACKENDS, ELASTIPYMEMCACHE, OURS, PYLIB
 from bench.measure import Series
 from bench.memory import PAYLOAD, MemoryFailure, MemoryResult
 from bench.reference import PROBES
+from bench.tls import TlsRow
+from bench.tls import table as tls_table
 from bench.workloads import WORKLOADS
 
 MEMORY_LIMIT = 2.0
@@ -26,6 +28,7 @@ class Results:
     """workload name -> backend name -> series."""
     probes: dict[str, Series] = field(default_factory=dict)
     memory: list[MemoryResult | MemoryFailure] = field(default_factory=list)
+    tls: list[TlsRow] = field(default_factory=list)
 
     def get(self, workload: str, backend: str) -> Series | None:
         """A measured series, or ``None``."""
@@ -268,6 +271,19 @@ def render(results: Results, info: RunInfo) -> str:
             "copy of every value alive at the peak. RSS cannot see copies freed as soon as made.",
             "",
             *memory_table(results),
+        ]
+    if results.tls:
+        out += [
+            "",
+            "## TLS next to plaintext (ours)",
+            "",
+            "A 3-node cluster served over TLS (memcached `-Z`, the configuration endpoint too; "
+            "certificates verified against the nodes' hostname) next to the plaintext one, "
+            "interleaved, pinned like the single-threaded workloads. Over TLS a batch is sent "
+            "in exchanges of one TLS record (16 KB): memcached 1.6 stalls on longer TLS "
+            "pipelines.",
+            "",
+            *tls_table(results.tls),
         ]
     out += ["", "## How it was run", "", *how_it_was_run(results, info)]
     return "\n".join(out) + "\n"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import REPO_ROOT, environment
+from bench import REPO_ROOT, environment, tls
 from bench.backends import BACKENDS, caches_setting, discovered_nodes
 from bench.measure import Series, choose_iterations, estimate_per_op
 from bench.memory import MemoryFailure, MemoryResult, run_check
@@ -36,6 +36,7 @@ from django_elasticache_rs.local import LocalCluster
 THREADS = 8
 REFERENCE = "reference"
 MEMORY = "memory"
+TLS = "tls"
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ QUICK = Timing(target=0.003, cap=0.01, estimate=0.002)
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The options."""
-    names = [w.name for w in WORKLOADS] + [REFERENCE, MEMORY]
+    names = [w.name for w in WORKLOADS] + [REFERENCE, MEMORY, TLS]
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmarks our backend next to django-elastipymemcache, Django's "
@@ -262,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark; returns the exit status (0 unless it could not run)."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    selected = args.only or {w.name for w in WORKLOADS} | {REFERENCE, MEMORY}
+    selected = args.only or {w.name for w in WORKLOADS} | {REFERENCE, MEMORY, TLS}
     workloads = [w for w in WORKLOADS if w.name in selected]
     timing = QUICK if args.quick else FULL
     enabled = default_enabled() if args.pin == "auto" else args.pin == "on"
@@ -333,6 +334,9 @@ def _run(
             bench.repeat(args.repetitions)
             bench.verify()
             results = bench.results
+            if TLS in selected:
+                progress("TLS next to plaintext (ours only)")
+                results.tls = tls.measure(clusters[3], args.repetitions, timing.target, pinning)
             # While the clusters still run: our client's background discovery would log
             # failures to reach a stopped endpoint.
             if MEMORY in selected:
