@@ -306,7 +306,7 @@ def _run(
 ) -> Results:
     results = Results()
     probes = REFERENCE in selected
-    if workloads or probes:
+    if workloads or probes or TLS in selected:
         with contextlib.ExitStack() as stack:
             sizes = (
                 {3}
