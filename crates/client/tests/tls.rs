@@ -12,7 +12,7 @@ use support::Memcached;
 /// A TLS memcached whose certificate names `names`, signed by `authority`.
 fn tls_node(dir: &CertDir, authority: &Authority, names: &[&str], expired: bool) -> Memcached {
     let leaf = authority.leaf(dir, "node", names, expired);
-    Memcached::start_tls(&memcached_tls_args(&leaf, None))
+    Memcached::start_tls(&memcached_tls_args(&leaf, None), None)
 }
 
 /// A client for `node` by IP, verifying the certificate against `hostname`.
@@ -172,14 +172,14 @@ fn client_certificates_are_presented_when_the_server_requires_them() {
     let authority = Authority::new();
     let ca = authority.write_ca(&dir, "ca.pem");
     let leaf = authority.leaf(&dir, "node", &["localhost"], false);
-    let node = Memcached::start_tls(&memcached_tls_args(&leaf, Some(&ca)));
+    let me = authority.leaf(&dir, "client", &["client.example"], false);
+    let node = Memcached::start_tls(&memcached_tls_args(&leaf, Some(&ca)), Some(&me));
     let without = client(&node, "localhost", trusting(ca.clone()));
     assert!(
         without.set("k", 0, b"v", 0).is_err(),
         "a client without a certificate got in"
     );
 
-    let me = authority.leaf(&dir, "client", &["client.example"], false);
     let settings = TlsSettings {
         client_cert_file: Some(me.cert),
         client_key_file: Some(me.key),

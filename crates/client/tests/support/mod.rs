@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use elasticache_client::{Client, ClientConfig};
+use elasticache_client::{Client, ClientConfig, TlsSettings};
 
 /// A memcached process listening on 127.0.0.1 at a free port; killed on drop.
 pub struct Memcached {
@@ -34,17 +34,37 @@ impl Memcached {
         panic!("could not start memcached");
     }
 
-    /// A memcached serving TLS with `args` (see `certs::memcached_tls_args`). Readiness is a TCP
-    /// connect: plaintext `stats` cannot reach a TLS server.
-    pub fn start_tls(args: &[String]) -> Memcached {
+    /// A memcached serving TLS with `args` (see `certs::memcached_tls_args`); `client` is the
+    /// certificate to present when the server requires one.
+    pub fn start_tls(args: &[String], client: Option<&certs::Leaf>) -> Memcached {
         let extra: Vec<&str> = args.iter().map(String::as_str).collect();
         for _ in 0..20 {
             let mut node = Self::spawn(free_port(), &extra);
-            if node.listening() {
+            // Another test's server may have won the port: only ours reports our pid.
+            if node.listening() && node.tls_pid(client) == Some(u64::from(node.child.id())) {
                 return node;
             }
         }
         panic!("could not start memcached with TLS");
+    }
+
+    /// The server's pid, asked over TLS without verifying its certificate (this only checks
+    /// which process holds the port).
+    fn tls_pid(&self, client: Option<&certs::Leaf>) -> Option<u64> {
+        let settings = TlsSettings {
+            skip_verification: true,
+            client_cert_file: client.map(|leaf| leaf.cert.clone()),
+            client_key_file: client.map(|leaf| leaf.key.clone()),
+            ..TlsSettings::default()
+        };
+        let config = ClientConfig {
+            tls: Some(settings.build().ok()?),
+            ..ClientConfig::default()
+        };
+        let client = Client::connect_to(&[self.address()], config).ok()?;
+        let (_, stats) = client.stats(None).ok()?.into_iter().next()?;
+        let pid = stats.ok()?.into_iter().find(|(name, _)| name == "pid")?.1;
+        pid.parse().ok()
     }
 
     fn spawn(port: u16, extra: &[&str]) -> Memcached {
