@@ -15,7 +15,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -34,14 +33,23 @@ from django_elasticache_rs.local.control import execute
 from django_elasticache_rs.local.endpoint import ClusterConfig
 from django_elasticache_rs.pytest_plugin import ClusterFactory
 from tests import test_local_cluster as plain_tests
-from tests.test_local_cluster import _alive, _Cli, _control, _memcached_children, needs_pgrep
+from tests.test_local_cluster import (
+    TIMEOUT,
+    _alive,
+    _body,
+    _Cli,
+    _control,
+    _memcached_children,
+    _ports,
+    _read_reply,
+    _read_until_closed,
+    needs_pgrep,
+)
 
 x509 = pytest.importorskip("cryptography.x509")
 
 CONFIG_GET = b"config get cluster\r\n"
 LEGACY_GET = b"get AmazonElastiCache:cluster\r\n"
-END = b"\r\nEND\r\n"
-TIMEOUT = 5.0  # bound on every wait that should succeed
 REFUSAL_TIMEOUT = 1.0  # how long a refused client waits for a reply that must not come
 
 cli_factory = plain_tests.cli_factory  # the CLI fixture: subprocesses stopped after the test
@@ -66,27 +74,11 @@ def _tls_connect(
         raise
 
 
-def _read_reply(reader: BinaryIO) -> bytes:
-    """One reply: a whole CONFIG/VALUE frame as declared, or one line."""
-    header = reader.readline()
-    if header.startswith((b"CONFIG ", b"VALUE ")):
-        length = int(header.split()[-1])
-        return header + reader.read(length + len(END))
-    return header
-
-
 def _tls_ask(port: int, context: ssl.SSLContext, request: bytes) -> bytes:
     """Sends ``request`` over a new TLS connection; returns the one reply."""
     with _tls_connect(port, context) as conn, conn.makefile("rb") as reader:
         conn.sendall(request)
         return _read_reply(reader)
-
-
-def _read_until_closed(conn: socket.socket) -> bytes:
-    data = b""
-    while chunk := conn.recv(4096):
-        data += chunk
-    return data
 
 
 def _plaintext_reply(port: int, request: bytes) -> bytes:
@@ -115,14 +107,6 @@ def _version_reply(port: int, context: ssl.SSLContext) -> bytes:
         raise
     except (ssl.SSLError, ConnectionError, TimeoutError):
         return b""
-
-
-def _body(version: int, ports: list[int]) -> bytes:
-    return f"{version}\n{' '.join(f'localhost|127.0.0.1|{p}' for p in ports)}\n".encode()
-
-
-def _ports(cluster: LocalCluster) -> list[int]:
-    return [node.port for node in cluster.nodes]
 
 
 def _trusting(certificates: Certificates) -> ssl.SSLContext:
