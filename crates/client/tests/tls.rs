@@ -28,6 +28,15 @@ fn client(node: &Memcached, hostname: &str, settings: TlsSettings) -> Client {
     Client::new(&[address], config)
 }
 
+/// A client for `node` verifying against "localhost" and trusting `authority`.
+fn trusted_client(dir: &CertDir, authority: &Authority, node: &Memcached) -> Client {
+    client(
+        node,
+        "localhost",
+        trusting(authority.write_ca(dir, "ca.pem")),
+    )
+}
+
 fn trusting(ca: std::path::PathBuf) -> TlsSettings {
     TlsSettings {
         ca_file: Some(ca),
@@ -110,11 +119,7 @@ fn an_expired_certificate_is_refused() {
     let dir = CertDir::new();
     let authority = Authority::new();
     let node = tls_node(&dir, &authority, &["localhost"], true);
-    let client = client(
-        &node,
-        "localhost",
-        trusting(authority.write_ca(&dir, "ca.pem")),
-    );
+    let client = trusted_client(&dir, &authority, &node);
     assert_tls_failure(client.get("k"), "Expired");
 }
 
@@ -216,11 +221,7 @@ fn later_connections_to_a_node_resume_the_tls_session() {
     let dir = CertDir::new();
     let authority = Authority::new();
     let node = tls_node(&dir, &authority, &["localhost"], false);
-    let client = client(
-        &node,
-        "localhost",
-        trusting(authority.write_ca(&dir, "ca.pem")),
-    );
+    let client = trusted_client(&dir, &authority, &node);
     for round in 0..3 {
         assert!(client.set("k", 0, b"v", 0).unwrap(), "round {round}");
         client.topology().nodes()[0].close_idle(); // the next operation opens a new connection
@@ -238,11 +239,7 @@ fn large_batches_cross_many_tls_records() {
     let dir = CertDir::new();
     let authority = Authority::new();
     let node = tls_node(&dir, &authority, &["localhost"], false);
-    let client = client(
-        &node,
-        "localhost",
-        trusting(authority.write_ca(&dir, "ca.pem")),
-    );
+    let client = trusted_client(&dir, &authority, &node);
     let keys: Vec<String> = (0..300)
         .map(|i| format!("key-{i}-{}", "x".repeat(200)))
         .collect();
