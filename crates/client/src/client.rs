@@ -182,18 +182,24 @@ impl Client {
         }
     }
 
+    /// Fails if `node` is marked down.
+    pub(crate) fn check_up(node: &Node) -> Result<()> {
+        match node.health.down_for() {
+            Some(retry_in) => Err(Error::NodeDown {
+                node: node.address.name.clone(),
+                retry_in,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Leases a connection to `node`, unless it is marked down.
     pub(crate) fn lease<'n>(
         &self,
         node: &'n Node,
         deadline: Option<Instant>,
     ) -> Result<crate::pool::Lease<'n>> {
-        if let Some(retry_in) = node.health.down_for() {
-            return Err(Error::NodeDown {
-                node: node.address.name.clone(),
-                retry_in,
-            });
-        }
+        Self::check_up(node)?;
         node.pool
             .lease(&node.address, &self.config, deadline)
             .inspect_err(|e| self.note_failure(node, e))
@@ -261,16 +267,10 @@ impl Client {
         let max = self.config.max_value_len;
         let result = self.exchange(key, &request, |connection, deadline| {
             let mut found = None;
-            while let Some((returned_key, item)) = read_item(connection, deadline, max)? {
-                if returned_key != key.as_bytes() || found.is_some() {
-                    return Err(Error::Protocol {
-                        node: connection.node().to_owned(),
-                        source: proto::ReplyError::Malformed(
-                            "a value for a key not asked for".to_owned(),
-                        ),
-                    });
-                }
-                found = Some(item);
+            while let Some((returned_key, item)) =
+                connection.read(deadline, |buf| parse_item(buf, max))?
+            {
+                accept_item(connection.node(), key, &mut found, &returned_key, item)?;
             }
             Ok(found)
         });
@@ -443,27 +443,46 @@ impl Drop for Client {
     }
 }
 
-/// Reads the next item of a `get` reply: `Some((key, item))`, or `None` at `END`.
-pub(crate) fn read_item(
-    connection: &mut Connection,
-    deadline: Option<Instant>,
+/// An item of a `get` reply with the key the server sent it for; `None` at `END`.
+pub(crate) type KeyedItem = Option<(Vec<u8>, Item)>;
+
+/// Parses the next item of a `get` reply.
+pub(crate) fn parse_item(
+    buf: &[u8],
     max_value_len: usize,
-) -> Result<Option<(Vec<u8>, Item)>> {
-    connection.read(deadline, |buf| {
-        Ok(match proto::parse_retrieval(buf, max_value_len)? {
-            Parse::Incomplete(needed) => Parse::Incomplete(needed),
-            Parse::Complete(RetrievalItem::End, used) => Parse::Complete(None, used),
-            Parse::Complete(RetrievalItem::Value(value), used) => Parse::Complete(
-                Some((
-                    value.key.to_vec(),
-                    Item {
-                        flags: value.flags,
-                        data: value.data.to_vec(),
-                        cas: value.cas,
-                    },
-                )),
-                used,
-            ),
-        })
+) -> Result<Parse<KeyedItem>, proto::ReplyError> {
+    Ok(match proto::parse_retrieval(buf, max_value_len)? {
+        Parse::Incomplete(needed) => Parse::Incomplete(needed),
+        Parse::Complete(RetrievalItem::End, used) => Parse::Complete(None, used),
+        Parse::Complete(RetrievalItem::Value(value), used) => Parse::Complete(
+            Some((
+                value.key.to_vec(),
+                Item {
+                    flags: value.flags,
+                    data: value.data.to_vec(),
+                    cas: value.cas,
+                },
+            )),
+            used,
+        ),
     })
+}
+
+/// Takes an item of a single-key `get` reply into `found`: a value for another key, or a
+/// second value, means the stream is out of step and nothing read from it can be trusted.
+pub(crate) fn accept_item(
+    node: &str,
+    key: &str,
+    found: &mut Option<Item>,
+    returned_key: &[u8],
+    item: Item,
+) -> Result<()> {
+    if returned_key != key.as_bytes() || found.is_some() {
+        return Err(Error::Protocol {
+            node: node.to_owned(),
+            source: proto::ReplyError::Malformed("a value for a key not asked for".to_owned()),
+        });
+    }
+    *found = Some(item);
+    Ok(())
 }

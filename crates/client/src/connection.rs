@@ -166,6 +166,23 @@ impl Connection {
     /// the others have already sent into timeouts.
     fn fill(&mut self, needed: usize, deadline: Option<Instant>) -> Result<()> {
         let overdue = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+        self.make_room(needed);
+        if overdue {
+            // Nothing waiting is reported as WouldBlock, which is a timeout.
+            self.set_nonblocking(true)?;
+        }
+        let received = self.receive();
+        let restored = if overdue {
+            self.set_nonblocking(false)
+        } else {
+            Ok(())
+        };
+        received?;
+        restored
+    }
+
+    /// Makes room at the end of the buffer for `needed` unconsumed bytes, and a read's worth.
+    fn make_room(&mut self, needed: usize) {
         let pending = self.filled - self.start;
         let wanted = needed.max(pending + MIN_READ);
         if self.buffer.len() - self.start < wanted {
@@ -177,25 +194,63 @@ impl Connection {
                 self.buffer.resize(wanted, 0);
             }
         }
-        if overdue {
-            // Nothing waiting is reported as WouldBlock, which is a timeout.
-            self.stream
-                .tcp()
-                .set_nonblocking(true)
-                .map_err(|e| Error::from_io(&self.node, e, self.timeout))?;
+    }
+
+    /// Switches the socket between blocking reads (with the I/O timeout) and reads that return
+    /// at once with what has arrived.
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        self.stream
+            .tcp()
+            .set_nonblocking(nonblocking)
+            .map_err(|e| Error::from_io(&self.node, e, self.timeout))
+    }
+
+    /// Like [`Connection::read`] on a non-blocking socket: parses what has arrived, reading
+    /// until the socket has nothing more, and returns `None` if the reply is not whole yet.
+    pub(crate) fn read_available<T>(
+        &mut self,
+        mut parse: impl FnMut(&[u8]) -> Result<Parse<T>, elasticache_proto::ReplyError>,
+    ) -> Result<Option<T>> {
+        loop {
+            let outcome = parse(&self.buffer[self.start..self.filled])
+                .map_err(|e| Error::from_reply(&self.node, e))?;
+            match outcome {
+                Parse::Complete(reply, used) => {
+                    self.consume(used);
+                    return Ok(Some(reply));
+                }
+                Parse::Incomplete(needed) => {
+                    self.make_room(needed);
+                    if !self.receive_available()? {
+                        return Ok(None);
+                    }
+                }
+            }
         }
-        let received = self.receive();
-        let restored = if overdue {
-            self.stream.tcp().set_nonblocking(false)
-        } else {
-            Ok(())
-        };
-        received?;
-        restored.map_err(|e| Error::from_io(&self.node, e, self.timeout))
+    }
+
+    /// The socket's file descriptor, for an event loop to watch.
+    #[cfg(unix)]
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.stream.tcp().as_raw_fd()
     }
 
     /// One read into the free end of the buffer.
     fn receive(&mut self) -> Result<()> {
+        if self.receive_available()? {
+            Ok(())
+        } else {
+            // A blocking socket reports its read timeout as WouldBlock too.
+            Err(Error::Timeout {
+                node: self.node.clone(),
+                timeout: self.timeout.unwrap_or_default(),
+            })
+        }
+    }
+
+    /// One read into the free end of the buffer; `false` when nothing had arrived.
+    fn receive_available(&mut self) -> Result<bool> {
         loop {
             match self.stream.read(&mut self.buffer[self.filled..]) {
                 Ok(0) => {
@@ -205,9 +260,10 @@ impl Connection {
                 }
                 Ok(received) => {
                     self.filled += received;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(Error::from_io(&self.node, e, self.timeout)),
             }
         }

@@ -22,6 +22,7 @@ mod discovery;
 mod error;
 mod hash;
 mod health;
+mod pending;
 mod pool;
 mod stream;
 mod tls;
@@ -32,6 +33,7 @@ pub use client::{Client, Item, Stats};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode};
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, Murmur3, Ring};
+pub use pending::{GetProgress, GetStart, PendingGet};
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
 

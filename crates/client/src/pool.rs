@@ -92,7 +92,7 @@ impl Pool {
                         })
                     }
                     Err(error) => {
-                        self.forget_one();
+                        self.discard();
                         Err(error)
                     }
                 };
@@ -119,6 +119,38 @@ impl Pool {
         }
     }
 
+    /// An idle connection if one is ready; never connects or waits. Give it back with
+    /// [`Pool::put_back`] after a clean exchange, or [`Pool::discard`] it.
+    pub(crate) fn take_idle(&self) -> Option<Connection> {
+        let mut state = self.lock();
+        self.close_expired(&mut state);
+        state.idle.pop()
+    }
+
+    /// Returns a connection for reuse: only after a complete, clean exchange.
+    pub(crate) fn put_back(&self, mut connection: Connection) {
+        if connection.has_unread_bytes() {
+            // Stray bytes would be taken as the next request's reply: close instead.
+            drop(connection);
+            self.discard();
+            return;
+        }
+        connection.trim_buffer();
+        connection.idle_since = Instant::now();
+        let mut state = self.lock();
+        state.idle.push(connection);
+        drop(state);
+        self.freed.notify_one();
+    }
+
+    /// Records that a connection taken from this pool was closed instead of returned.
+    pub(crate) fn discard(&self) {
+        let mut state = self.lock();
+        state.open = state.open.saturating_sub(1);
+        drop(state);
+        self.freed.notify_one();
+    }
+
     fn close_expired(&self, state: &mut PoolState) {
         let Some(limit) = self.idle_timeout else {
             return;
@@ -133,14 +165,6 @@ impl Pool {
             state.idle.drain(..expired);
             state.open -= expired;
         }
-    }
-
-    /// Records that a leased connection was closed instead of returned.
-    fn forget_one(&self) {
-        let mut state = self.lock();
-        state.open = state.open.saturating_sub(1);
-        drop(state);
-        self.freed.notify_one();
     }
 
     /// Connections opened so far, and how many of them resumed a TLS session.
@@ -175,28 +199,16 @@ impl Lease<'_> {
 
     /// Returns the connection for reuse: only after a complete, clean exchange.
     pub fn release(mut self) {
-        let Some(mut connection) = self.connection.take() else {
-            return;
-        };
-        if connection.has_unread_bytes() {
-            // Stray bytes would be taken as the next request's reply: close instead.
-            drop(connection);
-            self.pool.forget_one();
-            return;
+        if let Some(connection) = self.connection.take() {
+            self.pool.put_back(connection);
         }
-        connection.trim_buffer();
-        connection.idle_since = Instant::now();
-        let mut state = self.pool.lock();
-        state.idle.push(connection);
-        drop(state);
-        self.pool.freed.notify_one();
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if self.connection.take().is_some() {
-            self.pool.forget_one();
+            self.pool.discard();
         }
     }
 }

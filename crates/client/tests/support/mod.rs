@@ -168,6 +168,12 @@ pub enum Fault {
     ReplyAfter(Duration, Vec<u8>),
     /// Never answer (the connection stays open until the client closes it).
     Silent,
+    /// Answer the n-th request with the n-th reply; after the last, close the connection or
+    /// (`then_close: false`) answer nothing more.
+    InTurn {
+        replies: Vec<Vec<u8>>,
+        then_close: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -246,8 +252,17 @@ impl FakeServer {
 /// Serves one connection until the client closes it or the fault closes it.
 fn serve(mut stream: TcpStream, fault: &Fault, seen: &Seen) {
     let mut request = [0u8; 4096];
+    let mut served = 0;
     while stream.read(&mut request).unwrap_or(0) > 0 {
+        served += 1;
         let (reply, close) = match fault {
+            Fault::InTurn {
+                replies,
+                then_close,
+            } => match replies.get(served - 1) {
+                Some(reply) => (reply, *then_close && served == replies.len()),
+                None => continue,
+            },
             Fault::Reply(bytes) => (bytes, false),
             Fault::ReplyAndClose(bytes) => (bytes, true),
             Fault::ReplyAfter(delay, bytes) => {
