@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, final
 
 __version__: str
 
@@ -87,17 +87,12 @@ class Client:
     def get(
         self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
     ) -> Any: ...
-    def get_async(
-        self,
-        future: asyncio.Future[Any],
-        key: Any,
-        default: Any = None,
-        prefix: str | None = None,
-        version: Any = None,
-    ) -> None:
-        """Like ``get``, for asyncio: returns at once; ``future`` (of the running loop) gets
-        the value, ``default``, or the exception ``get`` would raise. The I/O runs on a native
-        worker thread, never on the event loop."""
+    def get_start(
+        self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
+    ) -> Any | PendingGet:
+        """Like ``get``, for asyncio, without blocking: the value (or ``default``) when the
+        reply is already there, else a ``PendingGet`` for the running loop to drive
+        (``django_elasticache_rs._futures.finish_get``). Key errors raise here."""
     def contains(self, key: Any, prefix: str | None = None, version: Any = None) -> bool: ...
     def get_many(
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
@@ -149,3 +144,22 @@ class Client:
     def stats(self, group: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]: ...
     def close_idle(self) -> None:
         """Closes this process's idle pooled connections."""
+
+@final
+class PendingGet:
+    """A ``get`` in progress on an event loop (see ``Client.get_start``)."""
+
+    def fileno(self) -> int:
+        """The socket to watch for readability; -1 when the get must run on a worker."""
+    @property
+    def timeout(self) -> float | None:
+        """Seconds after which the loop calls ``on_timeout``; ``None`` for no timeout."""
+    def on_readable(self, future: asyncio.Future[Any]) -> None:
+        """Reads what has arrived; completes ``future`` once the reply is whole or failed."""
+    def on_timeout(self, future: asyncio.Future[Any]) -> None:
+        """Completes ``future`` as a blocking get's timeout would."""
+    def run_on_worker(self, future: asyncio.Future[Any]) -> None:
+        """Runs the whole get on a native worker thread, which completes ``future``."""
+    def close(self) -> None:
+        """Ends the exchange once the loop no longer watches the socket: the connection goes
+        back to its pool after a clean reply and is closed otherwise."""

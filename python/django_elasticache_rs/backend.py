@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 
-from django_elasticache_rs._native import Client
+from django_elasticache_rs._futures import finish_get
+from django_elasticache_rs._native import Client, PendingGet
 from django_elasticache_rs.options import Settings, parse_location, parse_options
 
 __all__ = ["ElastiCache"]
@@ -195,13 +196,14 @@ class ElastiCache(BaseCache):
     # Async API: the same calls off the event loop; each one stays a single native operation.
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        # The hottest async call completes from a native worker thread, skipping the
-        # executor's queue and futures.
-        future = asyncio.get_running_loop().create_future()
-        self._native.get_async(
-            future, self._key(key, version), default, self._prefix, self._version(version)
+        # The hottest async call does its I/O on the event loop itself: a non-blocking
+        # request on a pooled connection, read when the loop sees the socket readable.
+        started = self._native.get_start(
+            self._key(key, version), default, self._prefix, self._version(version)
         )
-        return await future
+        if type(started) is PendingGet:
+            return await finish_get(started)
+        return started
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
         return await _off_loop(self.has_key, key, version)

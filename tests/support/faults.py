@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 
 class FaultyServer:
     """Accepts connections on a free 127.0.0.1 port; answers each request with ``reply``
-    (``None``: never answers), then closes the connection if ``close`` is set."""
+    (``None``: never answers), then closes the connection if ``close`` is set.
 
-    def __init__(self, reply: bytes | None, *, close: bool = False) -> None:
+    ``before`` are good replies for a connection's first requests, in turn (a warm-up that
+    pools the connection). With a ``gate``, the fault waits until the gate is set (at most
+    5 s); ``requested`` is set when a request meets the fault."""
+
+    def __init__(
+        self,
+        reply: bytes | None,
+        *,
+        close: bool = False,
+        before: Sequence[bytes] = (),
+        gate: threading.Event | None = None,
+    ) -> None:
         self.reply = reply
         self.close = close
+        self.before = list(before)
+        self.gate = gate
+        self.requested = threading.Event()
         self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
@@ -42,10 +56,18 @@ class FaultyServer:
     def _answer(self, conn: socket.socket) -> None:
         self._held.append(conn)
         conn.settimeout(5)
+        served = 0
         try:
             while not self._stopped.is_set():
                 if not conn.recv(65536):
                     return
+                served += 1
+                if served <= len(self.before):
+                    conn.sendall(self.before[served - 1])
+                    continue
+                self.requested.set()
+                if self.gate is not None:
+                    self.gate.wait(timeout=5)
                 if self.reply is None:
                     continue
                 conn.sendall(self.reply)
@@ -67,8 +89,14 @@ class FaultyServer:
 
 
 @contextmanager
-def faulty_server(reply: bytes | None, *, close: bool = False) -> Iterator[FaultyServer]:
-    server = FaultyServer(reply, close=close)
+def faulty_server(
+    reply: bytes | None,
+    *,
+    close: bool = False,
+    before: Sequence[bytes] = (),
+    gate: threading.Event | None = None,
+) -> Iterator[FaultyServer]:
+    server = FaultyServer(reply, close=close, before=before, gate=gate)
     try:
         yield server
     finally:

@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use elasticache_client::{
-    Client, ClientConfig, DiscoveryConfig, DiscoveryMode, NodeAddress, Stats, Store, StoreReply,
-    TlsSettings,
+    Client, ClientConfig, DiscoveryConfig, DiscoveryMode, GetStart, NodeAddress, Stats, Store,
+    StoreReply, TlsSettings,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::completion;
 use crate::errors::IntoPyResult;
 use crate::keys::make_key;
-use crate::serde::{decode, encode};
+use crate::pending::PyPendingGet;
+use crate::serde::{decode, decode_or, encode};
 
 /// A seconds value from Python as a deadline: `None` or 0 mean "no deadline" where allowed.
 fn seconds(name: &str, value: Option<f64>, zero_means_none: bool) -> PyResult<Option<Duration>> {
@@ -269,46 +269,36 @@ impl PyClient {
         &self,
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
+        default: Option<Py<PyAny>>,
         prefix: Option<&str>,
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = make_key(key, prefix, version)?;
         let client = &*self.inner;
         let item = py.detach(|| client.get(&key)).py_result()?;
-        let value = item.and_then(|item| decode(py, &key, item.flags, &item.data, self.serde(py)));
-        Ok(value.unwrap_or_else(|| default.unwrap_or_else(|| py.None().into_bound(py))))
+        Ok(decode_or(py, &key, item, self.serde(py), default))
     }
 
-    /// Like `get`, for asyncio: returns at once and completes `future` (an asyncio future of
-    /// the running loop) with the value or `default`, or the exception `get` would raise. The
-    /// I/O runs on a native worker thread, never on the event loop.
-    #[pyo3(signature = (future, key, default = None, prefix = None, version = None))]
-    fn get_async(
+    /// Like `get`, for asyncio, without blocking: the value (or `default`) when the reply is
+    /// already there, else a `PendingGet` for the event loop to drive. Key errors raise here.
+    #[pyo3(signature = (key, default = None, prefix = None, version = None))]
+    fn get_start<'py>(
         &self,
-        future: Bound<'_, PyAny>,
-        key: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
         default: Option<Py<PyAny>>,
         prefix: Option<&str>,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let key = make_key(key, prefix, version)?;
-        let client = Arc::clone(&self.inner);
-        let serde = self.serde.as_ref().map(|s| s.clone_ref(future.py()));
-        let lookup = key.clone();
-        completion::complete_later(
-            future,
-            move || client.get(&lookup),
-            move |py, found| {
-                let item = found.py_result()?;
-                let serde = serde.as_ref().map(|s| s.bind(py));
-                let value = item.and_then(|item| decode(py, &key, item.flags, &item.data, serde));
-                Ok(match value {
-                    Some(value) => value.unbind(),
-                    None => default.unwrap_or_else(|| py.None()),
-                })
-            },
-        )
+        let get = match self.inner.start_get(&key).py_result()? {
+            GetStart::Done(item) => return Ok(decode_or(py, &key, item, self.serde(py), default)),
+            GetStart::Pending(get) => Some(get),
+            GetStart::WouldBlock => None,
+        };
+        let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
+        let pending = PyPendingGet::new(Arc::clone(&self.inner), get, key, default, serde);
+        Ok(Bound::new(py, pending)?.into_any())
     }
 
     /// Whether `key` is in the cache (its value is not decoded).

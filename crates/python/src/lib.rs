@@ -8,6 +8,7 @@ mod completion;
 mod errors;
 mod keys;
 mod logging;
+mod pending;
 mod serde;
 mod shutdown;
 
@@ -19,6 +20,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_class::<client::PyClient>()?;
+    module.add_class::<pending::PyPendingGet>()?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! (2), anything else pickled with the highest protocol (1). Subclasses are pickled so they
 //! come back as themselves. A value that cannot be decoded reads as a miss, logged.
 
+use elasticache_client::Item;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyInt, PyString};
@@ -153,5 +154,20 @@ fn decode_standard<'py>(py: Python<'py>, flags: u32, data: &[u8]) -> PyResult<Bo
         pickle_function(py, "loads")?.call1((PyBytes::new(py, data),))
     } else {
         Ok(PyBytes::new(py, data).into_any())
+    }
+}
+
+/// The decoded value of `item`, or `default` (`None` when not given) for a miss or a value
+/// that cannot be decoded.
+pub fn decode_or<'py>(
+    py: Python<'py>,
+    key: &str,
+    item: Option<Item>,
+    serde: Option<&Bound<'py, PyAny>>,
+    default: Option<Py<PyAny>>,
+) -> Bound<'py, PyAny> {
+    match item.and_then(|item| decode(py, key, item.flags, &item.data, serde)) {
+        Some(value) => value,
+        None => default.map_or_else(|| py.None().into_bound(py), |d| d.into_bound(py)),
     }
 }

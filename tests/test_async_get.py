@@ -1,0 +1,160 @@
+"""``aget`` on the event loop: a pooled connection's request is sent without blocking and its
+reply read when the loop sees the socket readable. Same values and same failures as ``get``,
+the loop free while the reply is on its way, and a connection never reused after an
+unfinished reply."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from django_elasticache_rs import CacheServerError, CacheTimeoutError
+from django_elasticache_rs._futures import finish_get
+from django_elasticache_rs._native import PendingGet
+from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.local import LocalNode
+from tests.support.faults import FaultyServer, faulty_server
+
+WARM_UP = b"END\r\n"
+
+
+def backend(address: str, **options: Any) -> ElastiCache:
+    return ElastiCache(address, {"OPTIONS": {"discovery": "off", "timeout": 2, **options}})
+
+
+def open_connections(cache: ElastiCache) -> int:
+    return sum(count for _, count in cache._native.open_connections())
+
+
+def warm(cache: ElastiCache) -> None:
+    """Pools one connection (the fake servers answer the first request with a miss)."""
+    assert cache.get("warm-up") is None
+    assert open_connections(cache) == 1
+
+
+def test_a_cold_pool_leaves_the_get_to_a_worker_and_a_warm_one_to_the_loop() -> None:
+    gate = threading.Event()
+    with faulty_server(b"VALUE k 0 2\r\nhi\r\nEND\r\n", before=[WARM_UP], gate=gate) as server:
+        cache = backend(server.address)
+        cold = cache._native.get_start("cold")
+        assert type(cold) is PendingGet
+        assert cold.fileno() == -1  # no connection yet: connecting is not done on the loop
+        warm(cache)
+        pending = cache._native.get_start("k")
+        assert type(pending) is PendingGet
+        assert pending.fileno() >= 0
+        assert server.requested.wait(timeout=5)
+
+        async def scenario() -> Any:
+            result = asyncio.ensure_future(finish_get(pending))
+            await asyncio.sleep(0)
+            gate.set()
+            return await result
+
+        assert asyncio.run(scenario()) == b"hi"
+        assert open_connections(cache) == 1, "a clean reply returns the connection"
+        assert server.connections == 1
+
+
+def test_values_of_every_size_and_misses_match_get(memcached: LocalNode) -> None:
+    cache = backend(memcached.address, max_pool_size=8)
+    values: dict[str, Any] = {
+        "aget-small": "x",
+        "aget-int": 42,
+        "aget-bytes": b"\x00\xff" * 10,
+        "aget-pickled": {"a": [1, 2.5]},
+        "aget-large": "L" * (900 * 1024),
+    }
+    cache.set_many(values)
+
+    async def scenario() -> list[Any]:
+        keys = [*values, "aget-absent"] * 20
+        return await asyncio.gather(*(cache.aget(k, "default") for k in keys))
+
+    for _ in range(3):  # from a cold pool, then with pooled connections
+        assert asyncio.run(scenario()) == [*values.values(), "default"] * 20
+    assert open_connections(cache) <= 8
+
+
+def test_the_loop_runs_other_tasks_while_a_reply_is_on_its_way() -> None:
+    """The server answers only once another task on the same loop has run: a loop blocked in
+    the aget would time it out instead."""
+    gate = threading.Event()
+    with faulty_server(b"VALUE :1:k 0 2\r\nok\r\nEND\r\n", before=[WARM_UP], gate=gate) as server:
+        cache = backend(server.address)
+        warm(cache)
+
+        async def open_the_gate() -> None:
+            await asyncio.sleep(0)
+            gate.set()
+
+        async def scenario() -> list[Any]:
+            return await asyncio.gather(cache.aget("k"), open_the_gate())
+
+        assert asyncio.run(scenario()) == [b"ok", None]
+        assert open_connections(cache) == 1
+
+
+@pytest.mark.parametrize("ignore_exc", [False, True])
+def test_a_silent_node_times_out_like_get(ignore_exc: bool) -> None:
+    with faulty_server(None, before=[WARM_UP]) as server:
+        cache = backend(server.address, timeout=0.3, ignore_exc=ignore_exc)
+        warm(cache)
+
+        async def scenario() -> Any:
+            return await asyncio.wait_for(cache.aget("k", "default"), timeout=10)
+
+        if ignore_exc:
+            assert asyncio.run(scenario()) == "default"
+        else:
+            with pytest.raises(CacheTimeoutError):
+                asyncio.run(scenario())
+        assert open_connections(cache) == 0, "a connection with an unread reply is closed"
+
+
+@pytest.mark.parametrize(
+    "reply", [b"garbage\r\n", b"VALUE other 0 1\r\nx\r\nEND\r\n"], ids=["garbage", "other key"]
+)
+@pytest.mark.parametrize("ignore_exc", [False, True])
+def test_garbage_and_values_for_other_keys_never_become_values(
+    reply: bytes, ignore_exc: bool
+) -> None:
+    with faulty_server(reply, before=[WARM_UP]) as server:
+        cache = backend(server.address, ignore_exc=ignore_exc)
+        warm(cache)
+        if ignore_exc:
+            assert asyncio.run(cache.aget("k", "default")) == "default"
+        else:
+            with pytest.raises(CacheServerError):
+                asyncio.run(cache.aget("k", "default"))
+        assert open_connections(cache) == 0
+
+
+def test_a_cancelled_aget_closes_its_connection_and_its_late_reply_reaches_nobody() -> None:
+    gate = threading.Event()
+    server = FaultyServer(b"VALUE k 0 5\r\nstale\r\nEND\r\n", before=[WARM_UP], gate=gate)
+    try:
+        cache = backend(server.address)
+        warm(cache)
+
+        async def scenario() -> None:
+            task = asyncio.ensure_future(cache.aget("k"))
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, server.requested.wait, 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(scenario())
+        assert open_connections(cache) == 0
+        gate.set()
+        # The stale reply went to the closed connection: a new one asks again.
+        server.before = [WARM_UP, WARM_UP]
+        assert asyncio.run(cache.aget("k", "miss")) == "miss"
+        assert server.connections == 2
+    finally:
+        gate.set()
+        server.stop()
