@@ -5,43 +5,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use elasticache_client::{
-    Client, ClientConfig, ErrorKind, GetProgress, GetStart, Item, PendingGet, Result,
+    Client, ClientConfig, ErrorKind, GetProgress, GetStart, PendingGet, Result,
 };
-use support::{FakeServer, Fault, Memcached};
-
-/// How long a test waits for a reply before it fails.
-const BOUND: Duration = Duration::from_secs(5);
-
-/// Advances `pending` until its reply is complete, as an event loop would on each readable
-/// event (here by asking again until the bound).
-fn drive(client: &Client, pending: &mut PendingGet) -> Result<Option<Item>> {
-    let give_up = Instant::now() + BOUND;
-    loop {
-        match client.advance_get(pending)? {
-            GetProgress::Done(item) => return Ok(item),
-            GetProgress::Waiting => {
-                assert!(Instant::now() < give_up, "no reply within {BOUND:?}");
-                std::thread::yield_now();
-            }
-        }
-    }
-}
-
-/// Starts a get and runs it to its outcome, whichever way it starts.
-fn event_loop_get(client: &Client, key: &str) -> Result<Option<Item>> {
-    match client.start_get(key)? {
-        GetStart::Done(item) => Ok(item),
-        GetStart::Pending(mut pending) => {
-            let outcome = drive(client, &mut pending);
-            pending.close();
-            outcome
-        }
-        GetStart::WouldBlock => panic!("a warm pool must not block"),
-    }
-}
+use support::{event_loop_get, FakeServer, Fault, Memcached};
 
 /// The only pending outcome a test expects: the fake servers answer after the start.
 fn pending(start: Result<GetStart>) -> PendingGet {

@@ -252,3 +252,22 @@ fn large_batches_cross_many_tls_records() {
     assert!(client.set("big", 0, &big, 0).unwrap());
     assert_eq!(client.get("big").unwrap().unwrap().data, big);
 }
+
+#[test]
+fn event_loop_gets_read_values_across_tls_records() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let node = tls_node(&dir, &authority, &["localhost"], false);
+    let client = trusted_client(&dir, &authority, &node);
+    let large = vec![b'z'; 300 * 1024];
+    client.set("small", 0, b"tiny", 0).unwrap();
+    client.set("large", 0, &large, 0).unwrap();
+    for _ in 0..20 {
+        let small = support::event_loop_get(&client, "small").unwrap();
+        assert_eq!(small.unwrap().data, b"tiny");
+        let read = support::event_loop_get(&client, "large").unwrap();
+        assert_eq!(read.unwrap().data, large);
+        assert_eq!(support::event_loop_get(&client, "absent").unwrap(), None);
+    }
+    assert_eq!(client.topology().nodes()[0].connections_opened().0, 1);
+}

@@ -10,7 +10,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use elasticache_client::{Client, ClientConfig, TlsSettings};
+use elasticache_client::{
+    Client, ClientConfig, GetProgress, GetStart, Item, PendingGet, Result, TlsSettings,
+};
 
 /// A memcached process listening on 127.0.0.1 at a free port; killed on drop.
 pub struct Memcached {
@@ -386,5 +388,39 @@ fn answer_discovery(mut stream: TcpStream, behaviour: &Mutex<Endpoint>, seen: &S
         if stream.write_all(&reply).is_err() {
             return;
         }
+    }
+}
+
+/// How long an event-loop get in a test waits for its reply before the test fails.
+const EVENT_LOOP_BOUND: Duration = Duration::from_secs(5);
+
+/// Advances `pending` until its reply is complete, as an event loop would on each readable
+/// event (here by asking again until the bound).
+pub fn drive(client: &Client, pending: &mut PendingGet) -> Result<Option<Item>> {
+    let give_up = Instant::now() + EVENT_LOOP_BOUND;
+    loop {
+        match client.advance_get(pending)? {
+            GetProgress::Done(item) => return Ok(item),
+            GetProgress::Waiting => {
+                assert!(
+                    Instant::now() < give_up,
+                    "no reply within {EVENT_LOOP_BOUND:?}"
+                );
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Starts a get and runs it to its outcome, whichever way it starts.
+pub fn event_loop_get(client: &Client, key: &str) -> Result<Option<Item>> {
+    match client.start_get(key)? {
+        GetStart::Done(item) => Ok(item),
+        GetStart::Pending(mut pending) => {
+            let outcome = drive(client, &mut pending);
+            pending.close();
+            outcome
+        }
+        GetStart::WouldBlock => panic!("a warm pool must not block"),
     }
 }
