@@ -16,6 +16,9 @@ struct PoolState {
     idle: Vec<Connection>,
     /// Connections that exist: idle, leased, or being opened.
     open: usize,
+    /// Callers waiting for a connection to be returned: without any, returning one need not
+    /// wake anybody (a wake-up is a system call).
+    waiting: usize,
 }
 
 /// Connections to one node: at most `max_size` at once, reused most-recently-used first.
@@ -97,11 +100,8 @@ impl Pool {
                     }
                 };
             }
-            state = match deadline {
-                None => self
-                    .freed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner),
+            let wait_for = match deadline {
+                None => None,
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -110,12 +110,23 @@ impl Pool {
                             timeout: config.timeout.unwrap_or_default(),
                         });
                     }
+                    Some(deadline - now)
+                }
+            };
+            state.waiting += 1;
+            state = match wait_for {
+                None => self
+                    .freed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(wait_for) => {
                     self.freed
-                        .wait_timeout(state, deadline - now)
+                        .wait_timeout(state, wait_for)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
             };
+            state.waiting -= 1;
         }
     }
 
@@ -139,16 +150,22 @@ impl Pool {
         connection.idle_since = Instant::now();
         let mut state = self.lock();
         state.idle.push(connection);
+        let waiting = state.waiting > 0;
         drop(state);
-        self.freed.notify_one();
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 
     /// Records that a connection taken from this pool was closed instead of returned.
     pub(crate) fn discard(&self) {
         let mut state = self.lock();
         state.open = state.open.saturating_sub(1);
+        let waiting = state.waiting > 0;
         drop(state);
-        self.freed.notify_one();
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 
     fn close_expired(&self, state: &mut PoolState) {
