@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::errors::IntoPyResult;
-use crate::keys::make_key;
+use crate::keys::{make_key, KeyMaker, MadeKeys};
 use crate::pending::PyPendingGet;
 use crate::serde::{decode, decode_or, encode};
 
@@ -324,17 +324,18 @@ impl PyClient {
         prefix: Option<&str>,
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let maker = KeyMaker::new(prefix, version)?;
         let originals: Vec<Bound<'py, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
-        let made: Vec<String> = originals
-            .iter()
-            .map(|k| make_key(k, prefix, version))
-            .collect::<PyResult<_>>()?;
-        let refs: Vec<&str> = made.iter().map(String::as_str).collect();
+        let mut made = MadeKeys::with_capacity(originals.len());
+        for original in &originals {
+            made.push(&maker, original)?;
+        }
+        let refs = made.all();
         let client = &*self.inner;
         let found = py.detach(|| client.get_many(&refs)).py_result()?;
         let result = PyDict::new(py);
         let serde = self.serde(py);
-        for ((original, key), item) in originals.iter().zip(&made).zip(found) {
+        for ((original, key), item) in originals.iter().zip(&refs).zip(found) {
             if let Some(value) =
                 item.and_then(|item| decode(py, key, item.flags, &item.data, serde))
             {
@@ -397,21 +398,26 @@ impl PyClient {
         prefix: Option<&str>,
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let maker = KeyMaker::new(prefix, version)?;
         let mut originals = Vec::new();
-        let mut made = Vec::new();
-        let mut encoded = Vec::new();
-        let serde = self.serde(py);
+        let mut values = Vec::new();
+        let mut made = MadeKeys::with_capacity(mapping.len().unwrap_or(0));
         for pair in mapping.call_method0("items")?.try_iter()? {
             let (original, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
-            let key = make_key(&original, prefix, version)?;
-            encoded.push(encode(&value, &key, serde)?);
-            made.push(key);
+            made.push(&maker, &original)?;
             originals.push(original);
+            values.push(value);
         }
-        let items = made
+        let serde = self.serde(py);
+        let encoded = values
             .iter()
-            .zip(&encoded)
-            .map(|(key, value)| Ok((key.as_str(), value.flags, value.bytes()?)))
+            .enumerate()
+            .map(|(position, value)| encode(value, made.get(position), serde))
+            .collect::<PyResult<Vec<_>>>()?;
+        let items = encoded
+            .iter()
+            .enumerate()
+            .map(|(position, value)| Ok((made.get(position), value.flags, value.bytes()?)))
             .collect::<PyResult<Vec<_>>>()?;
         let client = &*self.inner;
         let failed = py.detach(|| client.set_many(&items, exptime)).py_result()?;
@@ -441,11 +447,12 @@ impl PyClient {
         prefix: Option<&str>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
-        let made: Vec<String> = keys
-            .try_iter()?
-            .map(|k| make_key(&k?, prefix, version))
-            .collect::<PyResult<_>>()?;
-        let refs: Vec<&str> = made.iter().map(String::as_str).collect();
+        let maker = KeyMaker::new(prefix, version)?;
+        let mut made = MadeKeys::with_capacity(keys.len().unwrap_or(0));
+        for key in keys.try_iter()? {
+            made.push(&maker, &key?)?;
+        }
+        let refs = made.all();
         let client = &*self.inner;
         py.detach(|| client.delete_many(&refs)).py_result()
     }

@@ -5,6 +5,7 @@
 //! pure-Python backends.
 
 use std::fmt::Write;
+use std::ops::Range;
 
 use elasticache_client::MAX_KEY_LEN;
 use pyo3::exceptions::PyTypeError;
@@ -22,45 +23,108 @@ fn push_text(made: &mut String, value: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// The key sent to the server: `key` itself (which must be a `str`), or `prefix:version:key`
-/// when a prefix is given, with `version` defaulting to 1.
+/// Makes the keys of one call. With a prefix, a key is `prefix:version:key` (`version`
+/// defaulting to 1), the `prefix:version:` part formatted once; without, the key itself,
+/// which must be a `str`.
+pub struct KeyMaker {
+    head: Option<String>,
+}
+
+impl KeyMaker {
+    pub fn new(prefix: Option<&str>, version: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let Some(prefix) = prefix else {
+            return Ok(KeyMaker { head: None });
+        };
+        let mut head = String::with_capacity(prefix.len() + 8);
+        head.push_str(prefix);
+        head.push(':');
+        match version {
+            None => head.push('1'),
+            Some(v) if v.is_instance_of::<PyInt>() => match v.extract::<i64>() {
+                // Writing to a String cannot fail.
+                Ok(n) => {
+                    let _ = write!(head, "{n}");
+                }
+                Err(_) => push_text(&mut head, v)?,
+            },
+            Some(v) => push_text(&mut head, v)?,
+        }
+        head.push(':');
+        Ok(KeyMaker { head: Some(head) })
+    }
+
+    /// Appends the key made of `key` to `keys`, checked, and returns where it is there.
+    pub fn push(&self, keys: &mut String, key: &Bound<'_, PyAny>) -> PyResult<Range<usize>> {
+        let start = keys.len();
+        match &self.head {
+            None => match key.cast::<PyString>() {
+                Ok(text) => keys.push_str(text.to_str()?),
+                Err(_) => {
+                    return Err(PyTypeError::new_err(format!(
+                        "cache keys must be str, not {}",
+                        key.get_type().name()?
+                    )))
+                }
+            },
+            Some(head) => {
+                keys.push_str(head);
+                push_text(keys, key)?;
+            }
+        }
+        validate(key.py(), &keys[start..])?;
+        Ok(start..keys.len())
+    }
+
+    /// The key made of `key`, checked.
+    pub fn make(&self, key: &Bound<'_, PyAny>) -> PyResult<String> {
+        let mut made = String::new();
+        self.push(&mut made, key)?;
+        Ok(made)
+    }
+}
+
+/// The key sent to the server for `key` (see [`KeyMaker`]).
 pub fn make_key(
     key: &Bound<'_, PyAny>,
     prefix: Option<&str>,
     version: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<String> {
-    let made = match prefix {
-        None => match key.cast::<PyString>() {
-            Ok(text) => text.to_str()?.to_owned(),
-            Err(_) => {
-                return Err(PyTypeError::new_err(format!(
-                    "cache keys must be str, not {}",
-                    key.get_type().name()?
-                )))
-            }
-        },
-        Some(prefix) => {
-            let mut made = String::with_capacity(prefix.len() + 48);
-            made.push_str(prefix);
-            made.push(':');
-            match version {
-                None => made.push('1'),
-                Some(v) if v.is_instance_of::<PyInt>() => match v.extract::<i64>() {
-                    // Writing to a String cannot fail.
-                    Ok(n) => {
-                        let _ = write!(made, "{n}");
-                    }
-                    Err(_) => push_text(&mut made, v)?,
-                },
-                Some(v) => push_text(&mut made, v)?,
-            }
-            made.push(':');
-            push_text(&mut made, key)?;
-            made
+    KeyMaker::new(prefix, version)?.make(key)
+}
+
+/// The keys of a multi-key call, made into one buffer.
+pub struct MadeKeys {
+    text: String,
+    ranges: Vec<Range<usize>>,
+}
+
+impl MadeKeys {
+    pub fn with_capacity(count: usize) -> Self {
+        MadeKeys {
+            text: String::with_capacity(count * 24),
+            ranges: Vec::with_capacity(count),
         }
-    };
-    validate(key.py(), &made)?;
-    Ok(made)
+    }
+
+    /// Makes and appends the key for `key`.
+    pub fn push(&mut self, maker: &KeyMaker, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let range = maker.push(&mut self.text, key)?;
+        self.ranges.push(range);
+        Ok(())
+    }
+
+    /// The key at `position`.
+    pub fn get(&self, position: usize) -> &str {
+        self.ranges
+            .get(position)
+            .and_then(|range| self.text.get(range.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Every key, in order.
+    pub fn all(&self) -> Vec<&str> {
+        (0..self.ranges.len()).map(|p| self.get(p)).collect()
+    }
 }
 
 /// Refuses a key longer than 250 characters (or bytes), or holding a control character or space.

@@ -139,9 +139,8 @@ fn decode_standard<'py>(py: Python<'py>, flags: u32, data: &[u8]) -> PyResult<Bo
     if flags == FLAG_BYTES {
         Ok(PyBytes::new(py, data).into_any())
     } else if flags & FLAG_TEXT != 0 {
-        let text = std::str::from_utf8(data)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("not UTF-8: {e}")))?;
-        Ok(PyString::new(py, text).into_any())
+        // Python checks the UTF-8 (a UnicodeDecodeError makes the value unreadable, a miss).
+        Ok(PyString::from_bytes(py, data)?.into_any())
     } else if flags & (FLAG_INTEGER | FLAG_LONG) != 0 {
         match std::str::from_utf8(data)
             .ok()
