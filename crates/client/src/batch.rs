@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use elasticache_proto::{
     self as proto, DeleteReply, Parse, Retrieval, RetrievalItem, Store, StoreReply,
 };
@@ -51,6 +52,61 @@ fn split_by_size(
 fn get_lines<'p>(keys: &[&str], positions: &'p [usize]) -> Vec<&'p [usize]> {
     const OVERHEAD: usize = "get".len() + "\r\n".len();
     split_by_size(positions, OVERHEAD, MAX_GET_LINE, |p| 1 + keys[p].len())
+}
+
+/// Values up to this size share one allocation per batch; larger ones get their own, so a
+/// batch of large values never needs a second buffer as large as all of them.
+const SHARED_VALUE_MAX: usize = 4 * 1024;
+
+/// The values a `get_many` has read, copied once out of the connection buffers.
+///
+/// A value read for a key is kept even if its node later fails mid-reply: the caller drops
+/// the failed node's positions afterwards.
+#[derive(Default)]
+struct BatchValues {
+    /// The small values, back to back.
+    shared: Vec<u8>,
+    /// Per value read: its position, flags, and either its range in `shared` or its own
+    /// buffer.
+    kept: Vec<(usize, u32, Kept)>,
+}
+
+enum Kept {
+    Shared(std::ops::Range<usize>),
+    Own(Bytes),
+}
+
+impl BatchValues {
+    fn keep(&mut self, position: usize, flags: u32, data: &[u8]) {
+        let kept = if data.len() <= SHARED_VALUE_MAX {
+            let start = self.shared.len();
+            self.shared.extend_from_slice(data);
+            Kept::Shared(start..self.shared.len())
+        } else {
+            Kept::Own(Bytes::copy_from_slice(data))
+        };
+        self.kept.push((position, flags, kept));
+    }
+
+    /// The items, aligned with the batch's `count` keys (`None` for a miss).
+    fn into_items(self, count: usize) -> Vec<Option<Item>> {
+        let shared = Bytes::from(self.shared);
+        let mut items = vec![None; count];
+        for (position, flags, kept) in self.kept {
+            let data = match kept {
+                Kept::Shared(range) => shared.slice(range),
+                Kept::Own(data) => data,
+            };
+            if let Some(slot) = items.get_mut(position) {
+                *slot = Some(Item {
+                    flags,
+                    data,
+                    cas: None,
+                });
+            }
+        }
+        items
+    }
 }
 
 /// A node's share of a batch: the positions (in the caller's list) of its keys.
@@ -166,7 +222,7 @@ impl Client {
 
     /// Reads many keys in one round trip; the result is aligned with `keys` (`None` = miss).
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Item>>> {
-        let mut found: Vec<Option<Item>> = vec![None; keys.len()];
+        let mut values = BatchValues::default();
         let max = self.config.max_value_len;
         let failed = self.fan_out(
             keys,
@@ -199,17 +255,16 @@ impl Client {
                                     let offset = line[next..]
                                         .iter()
                                         .position(|&p| keys[p].as_bytes() == value.key);
-                                    let item = Item {
-                                        flags: value.flags,
-                                        data: value.data.to_vec(),
-                                        cas: value.cas,
-                                    };
-                                    Parse::Complete(Some((offset, item)), used)
+                                    let found = offset.map(|offset| {
+                                        let position = line[next + offset];
+                                        values.keep(position, value.flags, value.data);
+                                    });
+                                    Parse::Complete(Some(offset.zip(found)), used)
                                 }
                             })
                         })?;
-                        let Some((offset, item)) = reply else { break };
-                        let Some(offset) = offset else {
+                        let Some(matched) = reply else { break };
+                        let Some((offset, ())) = matched else {
                             return Err(Error::Protocol {
                                 node: connection.node().to_owned(),
                                 source: proto::ReplyError::Malformed(
@@ -217,13 +272,13 @@ impl Client {
                                 ),
                             });
                         };
-                        found[line[next + offset]] = Some(item);
                         next += offset + 1;
                     }
                 }
                 Ok(())
             },
         );
+        let mut found = values.into_items(keys.len());
         let failed = self.tolerate(failed, Vec::new)?;
         for position in self.settle(failed)? {
             found[position] = None;

@@ -4,6 +4,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use elasticache_proto::{
     self as proto, Counter, DeleteReply, IncrDecrReply, Parse, Retrieval, RetrievalItem, Store,
     StoreReply, TouchReply,
@@ -23,7 +24,8 @@ pub type Stats = Vec<(String, String)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     pub flags: u32,
-    pub data: Vec<u8>,
+    /// The value's bytes (a cheap-to-clone, shared buffer: `&item.data[..]` is a slice).
+    pub data: Bytes,
     /// The CAS token, when read with `gets`.
     pub cas: Option<u64>,
 }
@@ -459,7 +461,7 @@ pub(crate) fn parse_item(
                 value.key.to_vec(),
                 Item {
                     flags: value.flags,
-                    data: value.data.to_vec(),
+                    data: Bytes::copy_from_slice(value.data),
                     cas: value.cas,
                 },
             )),

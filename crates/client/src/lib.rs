@@ -9,7 +9,7 @@
 //!
 //! let client = Client::connect_to(&["127.0.0.1:11211"], ClientConfig::default())?;
 //! client.set("greeting", 0, b"hello", 0)?;
-//! assert_eq!(client.get("greeting")?.map(|item| item.data), Some(b"hello".to_vec()));
+//! assert_eq!(client.get("greeting")?.map(|item| item.data.to_vec()), Some(b"hello".to_vec()));
 //! # Ok::<(), elasticache_client::Error>(())
 //! ```
 

@@ -23,10 +23,7 @@ fn single_key_commands() {
     assert_eq!(client.get("missing").unwrap(), None);
     assert!(client.set("k", 16, b"v\r\nEND\r\n", 0).unwrap());
     let item = client.get("k").unwrap().unwrap();
-    assert_eq!(
-        (item.flags, item.data.as_slice()),
-        (16, &b"v\r\nEND\r\n"[..])
-    );
+    assert_eq!((item.flags, &item.data[..]), (16, &b"v\r\nEND\r\n"[..]));
     assert!(!client.add("k", 0, b"other", 0).unwrap());
     assert!(client.add("fresh", 0, b"x", 0).unwrap());
     assert_eq!(
@@ -37,7 +34,7 @@ fn single_key_commands() {
         client.store(Store::Prepend, "fresh", 0, b"w", 0).unwrap(),
         StoreReply::Stored
     );
-    assert_eq!(client.get("fresh").unwrap().unwrap().data, b"wxy");
+    assert_eq!(client.get("fresh").unwrap().unwrap().data, &b"wxy"[..]);
     assert_eq!(
         client.store(Store::Replace, "nothing", 0, b"x", 0).unwrap(),
         StoreReply::NotStored
@@ -89,7 +86,7 @@ fn every_key_lands_on_its_rendezvous_node_and_batches_span_nodes() {
     for (key, value) in key_refs.iter().zip(&values) {
         let owner = ring.node_for(key).unwrap();
         for (index, single) in singles.iter().enumerate() {
-            let found = single.get(key).unwrap().map(|i| i.data);
+            let found = single.get(key).unwrap().map(|i| i.data.to_vec());
             assert_eq!(
                 found.as_ref(),
                 (index == owner).then_some(value),
@@ -108,7 +105,7 @@ fn every_key_lands_on_its_rendezvous_node_and_batches_span_nodes() {
             .position(|k| k == key)
             .map(|p| values[p].clone());
         assert_eq!(
-            found[i].as_ref().map(|item| item.data.clone()),
+            found[i].as_ref().map(|item| item.data.to_vec()),
             expected,
             "{key}"
         );

@@ -145,7 +145,7 @@ fn failures_keep_the_last_good_membership() {
         thread::sleep(Duration::from_millis(1100)); // past the retry floor: a real attempt
         assert!(client.refresh_membership().is_err());
         assert_eq!(names(&client), vec![node.address()]);
-        assert_eq!(client.get("k").unwrap().unwrap().data, b"v");
+        assert_eq!(client.get("k").unwrap().unwrap().data, &b"v"[..]);
     }
 }
 
@@ -224,7 +224,7 @@ fn plain_memcached_is_one_static_node_in_auto_mode_and_an_error_in_on_mode() {
     );
     auto.set("k", 0, b"v", 0).unwrap();
     assert_eq!(names(&auto), vec![node.address()]);
-    assert_eq!(auto.get("k").unwrap().unwrap().data, b"v");
+    assert_eq!(auto.get("k").unwrap().unwrap().data, &b"v"[..]);
 
     let strict = DiscoveryConfig {
         mode: DiscoveryMode::On,

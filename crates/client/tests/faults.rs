@@ -206,7 +206,7 @@ fn a_failing_node_is_marked_down_and_its_keys_are_not_moved() {
     assert_eq!(bad.connections(), 2, "a node marked down was contacted");
 
     // The healthy node still serves its own keys, and was never given the down node's key.
-    assert_eq!(client.get(&good_key).unwrap().unwrap().data, b"good");
+    assert_eq!(client.get(&good_key).unwrap().unwrap().data, &b"good"[..]);
     assert_eq!(good.client().get(&bad_key).unwrap(), None);
     assert_eq!(good.stat("cmd_set"), 1);
 }
@@ -251,7 +251,7 @@ fn a_slow_node_in_a_batch_does_not_fail_the_healthy_ones() {
     // Only the slow node failed twice and is marked down; the healthy one still serves.
     let error = failure(bounded(|| client.get(&slow_key)), ErrorKind::Connection);
     assert!(matches!(error, Error::NodeDown { .. }), "{error}");
-    assert_eq!(client.get(&good_key).unwrap().unwrap().data, b"good");
+    assert_eq!(client.get(&good_key).unwrap().unwrap().data, &b"good"[..]);
 }
 
 #[test]
@@ -282,7 +282,7 @@ fn ignore_exc_turns_every_fault_into_a_miss_but_not_invalid_keys() {
         let found = bounded(|| client.get_many(&[&bad_key, &good_key])).unwrap();
         assert_eq!(found[0], None, "{fault}");
         assert_eq!(
-            found[1].as_ref().map(|item| item.data.as_slice()),
+            found[1].as_ref().map(|item| &item.data[..]),
             Some(fault.as_bytes()),
             "{fault}: the healthy node's value was lost"
         );
@@ -338,7 +338,7 @@ fn a_late_reply_is_never_handed_to_the_next_request() {
     // The late reply is on the wire now: a client still holding that connection would read it.
     server.wait_for_replies(1);
     let found = bounded(|| client.get("b")).unwrap();
-    assert_eq!(found.map(|item| item.data), Some(b"bee".to_vec()));
+    assert_eq!(found.map(|item| item.data.to_vec()), Some(b"bee".to_vec()));
     assert_eq!(
         server.connections(),
         2,

@@ -51,7 +51,7 @@ fn hits_and_misses_reuse_the_pooled_connection() {
     client.set("greeting", 7, b"hello", 0).unwrap();
     for _ in 0..50 {
         let item = event_loop_get(&client, "greeting").unwrap().unwrap();
-        assert_eq!((item.flags, item.data.as_slice()), (7, &b"hello"[..]));
+        assert_eq!((item.flags, &item.data[..]), (7, &b"hello"[..]));
         assert_eq!(event_loop_get(&client, "absent").unwrap(), None);
     }
     let big = vec![b'x'; 600 * 1024];

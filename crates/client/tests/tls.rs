@@ -52,9 +52,9 @@ fn a_node_reached_by_ip_is_verified_against_its_hostname() {
     let node = tls_node(&dir, &authority, &["localhost"], false);
     let client = client(&node, "localhost", trusting(ca));
     assert!(client.set("k", 0, b"secret", 0).unwrap());
-    assert_eq!(client.get("k").unwrap().unwrap().data, b"secret");
+    assert_eq!(client.get("k").unwrap().unwrap().data, &b"secret"[..]);
     let found = client.get_many(&["k", "missing"]).unwrap();
-    assert_eq!(found[0].as_ref().unwrap().data, b"secret");
+    assert_eq!(found[0].as_ref().unwrap().data, &b"secret"[..]);
     client.flush_all().unwrap();
 }
 
@@ -192,7 +192,7 @@ fn client_certificates_are_presented_when_the_server_requires_them() {
     };
     let with = client(&node, "localhost", settings);
     assert!(with.set("k", 0, b"v", 0).unwrap());
-    assert_eq!(with.get("k").unwrap().unwrap().data, b"v");
+    assert_eq!(with.get("k").unwrap().unwrap().data, &b"v"[..]);
 }
 
 #[test]
@@ -264,7 +264,7 @@ fn event_loop_gets_read_values_across_tls_records() {
     client.set("large", 0, &large, 0).unwrap();
     for _ in 0..20 {
         let small = support::event_loop_get(&client, "small").unwrap();
-        assert_eq!(small.unwrap().data, b"tiny");
+        assert_eq!(small.unwrap().data, &b"tiny"[..]);
         let read = support::event_loop_get(&client, "large").unwrap();
         assert_eq!(read.unwrap().data, large);
         assert_eq!(support::event_loop_get(&client, "absent").unwrap(), None);
