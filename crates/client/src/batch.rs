@@ -26,30 +26,32 @@ const MAX_TLS_EXCHANGE: usize = 16 * 1024 - 64;
 
 /// Splits `positions` into runs whose `size`s, plus `overhead` per run, stay within `limit`
 /// (an item larger than the limit runs alone).
-fn split_by_size(
-    positions: &[usize],
+fn split_by_size<'p>(
+    positions: &'p [usize],
     overhead: usize,
     limit: usize,
-    size: impl Fn(usize) -> usize,
-) -> Vec<&[usize]> {
-    let mut runs = Vec::new();
-    let (mut start, mut length) = (0, overhead);
-    for (i, &p) in positions.iter().enumerate() {
-        let added = size(p);
-        if length + added > limit && i > start {
-            runs.push(&positions[start..i]);
-            (start, length) = (i, overhead);
+    size: impl Fn(usize) -> usize + 'p,
+) -> impl Iterator<Item = &'p [usize]> + 'p {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let rest = positions.get(start..).filter(|rest| !rest.is_empty())?;
+        let mut length = overhead;
+        let mut taken = 0;
+        for &p in rest {
+            let added = size(p);
+            if length + added > limit && taken > 0 {
+                break;
+            }
+            length += added;
+            taken += 1;
         }
-        length += added;
-    }
-    if start < positions.len() {
-        runs.push(&positions[start..]);
-    }
-    runs
+        start += taken;
+        rest.get(..taken)
+    })
 }
 
 /// Splits a node's keys into `get` lines of at most [`MAX_GET_LINE`] bytes each.
-fn get_lines<'p>(keys: &[&str], positions: &'p [usize]) -> Vec<&'p [usize]> {
+fn get_lines<'p>(keys: &'p [&str], positions: &'p [usize]) -> impl Iterator<Item = &'p [usize]> {
     const OVERHEAD: usize = "get".len() + "\r\n".len();
     split_by_size(positions, OVERHEAD, MAX_GET_LINE, |p| 1 + keys[p].len())
 }
@@ -138,12 +140,13 @@ impl Client {
             // No node to ask: every key fails alike (a miss under ignore_exc).
             Err(error) => return Ok(vec![((0..keys.len()).collect(), error)]),
         };
+        let share_capacity = keys.len() * 2 / topology.nodes().len().max(1) + 1;
         let mut shares: Vec<Share<'_>> = topology
             .nodes()
             .iter()
             .map(|node| Share {
                 node,
-                positions: Vec::new(),
+                positions: Vec::with_capacity(share_capacity),
             })
             .collect();
         for (position, key) in keys.iter().enumerate() {
@@ -151,24 +154,21 @@ impl Client {
                 shares[index].positions.push(position);
             }
         }
-        // Each share's exchanges, as runs of its positions.
-        let exchanges = |positions: &[usize]| -> Vec<Vec<usize>> {
-            match self.config.tls {
-                Some(_) => split_by_size(positions, 0, MAX_TLS_EXCHANGE, &size)
-                    .into_iter()
-                    .map(<[usize]>::to_vec)
-                    .collect(),
-                None => vec![positions.to_vec()],
-            }
+        // A share's exchanges, as runs of its positions: all of them at once in plaintext.
+        let exchange_limit = match self.config.tls {
+            Some(_) => MAX_TLS_EXCHANGE,
+            None => usize::MAX,
         };
         let deadline = self.deadline();
         let mut failed = Vec::new();
-        let mut sent: Vec<(Share<'_>, Lease<'_>, Vec<Vec<usize>>)> = Vec::new();
+        let mut sent: Vec<(Share<'_>, Lease<'_>)> = Vec::with_capacity(shares.len());
         let mut request = Vec::new();
         for share in shares.into_iter().filter(|s| !s.positions.is_empty()) {
-            let runs = exchanges(&share.positions);
             request.clear();
-            encode(&mut request, runs.first().map_or(&[][..], Vec::as_slice));
+            if let Some(first) = split_by_size(&share.positions, 0, exchange_limit, &size).next() {
+                request.reserve(first.iter().map(|&p| size(p)).sum::<usize>() + 64);
+                encode(&mut request, first);
+            }
             // `lease` counts its own failures towards marking the node down; a failed send is
             // counted here, so each failed share counts once.
             let outcome = self.lease(share.node, deadline).and_then(|mut lease| {
@@ -180,20 +180,22 @@ impl Client {
                 Ok(lease)
             });
             match outcome {
-                Ok(lease) => sent.push((share, lease, runs)),
+                Ok(lease) => sent.push((share, lease)),
                 Err(error) => failed.push((share.positions, error)),
             }
         }
-        for (share, mut lease, runs) in sent {
+        for (share, mut lease) in sent {
             let result = match lease.connection() {
-                Some(connection) => runs.iter().enumerate().try_for_each(|(n, run)| {
-                    if n > 0 {
-                        request.clear();
-                        encode(&mut request, run);
-                        connection.send(&request)?;
-                    }
-                    read(connection, deadline, run)
-                }),
+                Some(connection) => split_by_size(&share.positions, 0, exchange_limit, &size)
+                    .enumerate()
+                    .try_for_each(|(n, run)| {
+                        if n > 0 {
+                            request.clear();
+                            encode(&mut request, run);
+                            connection.send(&request)?;
+                        }
+                        read(connection, deadline, run)
+                    }),
                 None => Err(Error::NoNodes),
             };
             match result {
@@ -397,14 +399,15 @@ mod tests {
         let long: Vec<String> = (0..400).map(|i| format!("{i:0>200}")).collect();
         let keys: Vec<&str> = long.iter().map(String::as_str).collect();
         let positions: Vec<usize> = (0..keys.len()).collect();
-        let lines = get_lines(&keys, &positions);
+        let lines: Vec<&[usize]> = get_lines(&keys, &positions).collect();
         assert!(lines.len() > 1);
         for line in &lines {
             let bytes = "get\r\n".len() + line.iter().map(|&p| 1 + keys[p].len()).sum::<usize>();
             assert!(bytes <= MAX_GET_LINE, "{bytes}");
         }
         assert_eq!(lines.concat(), positions);
-        assert_eq!(get_lines(&keys, &positions[..3]), vec![&positions[..3]]);
-        assert!(get_lines(&keys, &[]).is_empty());
+        let short: Vec<&[usize]> = get_lines(&keys, &positions[..3]).collect();
+        assert_eq!(short, vec![&positions[..3]]);
+        assert_eq!(get_lines(&keys, &[]).count(), 0);
     }
 }
