@@ -365,6 +365,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("threads", "8 threads, 90% get / 10% set (unpinned)", threads, pinned=False),
     Workload("aget", "aget (asyncio)", aget),
     Workload("aget_many", "aget_many, 100 keys (asyncio)", aget_many, unit="call"),
+    Workload("get_hit_10_nodes", "get, hit, 10 nodes (one key)", get_hit, nodes=10),
     Workload("get_3_nodes", "get, 3 nodes (100 keys in turn)", get_round_robin),
     Workload("get_10_nodes", "get, 10 nodes (100 keys in turn)", get_round_robin, nodes=10),
 )
