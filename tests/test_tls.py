@@ -4,6 +4,7 @@ clear errors (misses under ignore_exc), never a fall-back to plaintext."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,14 @@ def _exercise(cache: ElastiCache) -> None:
     keys = [f"key-{i}-{'x' * 200}" for i in range(300)]  # more than one 16 KB get line
     assert cache.set_many({key: key for key in keys}) == []
     assert cache.get_many(keys) == {key: key for key in keys}
+    large = "L" * (200 * 1024)  # many TLS records
+    cache.set("large", large)
+
+    async def agets() -> list[Any]:
+        return await asyncio.gather(*(cache.aget(k) for k in ["k", "large", "absent"] * 10))
+
+    for _ in range(2):  # from a cold pool, then on the event loop with pooled connections
+        assert asyncio.run(agets()) == ["secret", large, None] * 10
     cache.clear()
     assert cache.get("k") is None
 
