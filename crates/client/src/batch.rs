@@ -60,54 +60,104 @@ fn get_lines<'p>(keys: &'p [&str], positions: &'p [usize]) -> impl Iterator<Item
 /// batch of large values never needs a second buffer as large as all of them.
 const SHARED_VALUE_MAX: usize = 4 * 1024;
 
-/// The values a `get_many` has read, copied once out of the connection buffers.
-///
-/// A value read for a key is kept even if its node later fails mid-reply: the caller drops
-/// the failed node's positions afterwards.
-#[derive(Default)]
-struct BatchValues {
+/// The values a `get_many` read, copied once out of the connection buffers, by position in
+/// the batch's keys.
+#[derive(Debug)]
+pub struct BatchValues {
     /// The small values, back to back.
     shared: Vec<u8>,
     /// Per value read: its position, flags, and either its range in `shared` or its own
     /// buffer.
     kept: Vec<(usize, u32, Kept)>,
+    /// Per position: the index of its value in `kept`, if one was read.
+    index: Vec<Option<u32>>,
 }
 
+#[derive(Debug)]
 enum Kept {
     Shared(std::ops::Range<usize>),
-    Own(Bytes),
+    Own(Vec<u8>),
 }
 
 impl BatchValues {
+    fn new(count: usize) -> Self {
+        BatchValues {
+            shared: Vec::new(),
+            kept: Vec::with_capacity(count),
+            index: vec![None; count],
+        }
+    }
+
     fn keep(&mut self, position: usize, flags: u32, data: &[u8]) {
         let kept = if data.len() <= SHARED_VALUE_MAX {
             let start = self.shared.len();
             self.shared.extend_from_slice(data);
             Kept::Shared(start..self.shared.len())
         } else {
-            Kept::Own(Bytes::copy_from_slice(data))
+            Kept::Own(data.to_vec())
         };
-        self.kept.push((position, flags, kept));
+        if let (Some(slot), Ok(at)) = (self.index.get_mut(position), u32::try_from(self.kept.len()))
+        {
+            *slot = Some(at);
+            self.kept.push((position, flags, kept));
+        }
     }
 
-    /// The items, aligned with the batch's `count` keys (`None` for a miss).
-    fn into_items(self, count: usize) -> Vec<Option<Item>> {
+    /// Forgets the values of `positions` (their node failed after sending some).
+    fn forget(&mut self, positions: &[usize]) {
+        for &position in positions {
+            if let Some(slot) = self.index.get_mut(position) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// The value read for the key at `position`: its flags and bytes.
+    pub fn get(&self, position: usize) -> Option<(u32, &[u8])> {
+        let at = (*self.index.get(position)?)?;
+        let (_, flags, kept) = self.kept.get(usize::try_from(at).ok()?)?;
+        let data = match kept {
+            Kept::Shared(range) => self.shared.get(range.clone())?,
+            Kept::Own(data) => data,
+        };
+        Some((*flags, data))
+    }
+
+    /// How many keys the batch had.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the batch had no keys.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The items, aligned with the batch's keys (`None` for a miss).
+    fn into_items(self) -> Vec<Option<Item>> {
         let shared = Bytes::from(self.shared);
-        let mut items = vec![None; count];
-        for (position, flags, kept) in self.kept {
-            let data = match kept {
-                Kept::Shared(range) => shared.slice(range),
-                Kept::Own(data) => data,
-            };
-            if let Some(slot) = items.get_mut(position) {
-                *slot = Some(Item {
+        let mut kept: Vec<Option<Item>> = self
+            .kept
+            .into_iter()
+            .map(|(_, flags, kept)| {
+                let data = match kept {
+                    Kept::Shared(range) => shared.slice(range),
+                    Kept::Own(data) => Bytes::from(data),
+                };
+                Some(Item {
                     flags,
                     data,
                     cas: None,
-                });
-            }
-        }
-        items
+                })
+            })
+            .collect();
+        self.index
+            .iter()
+            .map(|at| {
+                let at = usize::try_from((*at)?).ok()?;
+                kept.get_mut(at)?.take()
+            })
+            .collect()
     }
 }
 
@@ -224,7 +274,13 @@ impl Client {
 
     /// Reads many keys in one round trip; the result is aligned with `keys` (`None` = miss).
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Item>>> {
-        let mut values = BatchValues::default();
+        self.get_many_values(keys).map(BatchValues::into_items)
+    }
+
+    /// Like [`Client::get_many`], the values kept in the batch's own buffers (no allocation
+    /// per value): for callers that convert them right away.
+    pub fn get_many_values(&self, keys: &[&str]) -> Result<BatchValues> {
+        let mut values = BatchValues::new(keys.len());
         let max = self.config.max_value_len;
         let failed = self.fan_out(
             keys,
@@ -280,12 +336,9 @@ impl Client {
                 Ok(())
             },
         );
-        let mut found = values.into_items(keys.len());
         let failed = self.tolerate(failed, Vec::new)?;
-        for position in self.settle(failed)? {
-            found[position] = None;
-        }
-        Ok(found)
+        values.forget(&self.settle(failed)?);
+        Ok(values)
     }
 
     /// Stores many values in one round trip; returns the positions that were not stored.

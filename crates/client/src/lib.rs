@@ -29,6 +29,7 @@ mod tls;
 mod topology;
 
 pub use address::{NodeAddress, DEFAULT_PORT};
+pub use batch::BatchValues;
 pub use client::{Client, Item, Stats};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode};
 pub use error::{Error, ErrorKind, Result};

@@ -332,13 +332,14 @@ impl PyClient {
         }
         let refs = made.all();
         let client = &*self.inner;
-        let found = py.detach(|| client.get_many(&refs)).py_result()?;
+        let found = py.detach(|| client.get_many_values(&refs)).py_result()?;
         let result = PyDict::new(py);
         let serde = self.serde(py);
-        for ((original, key), item) in originals.iter().zip(&refs).zip(found) {
-            if let Some(value) =
-                item.and_then(|item| decode(py, key, item.flags, &item.data, serde))
-            {
+        for (position, (original, key)) in originals.iter().zip(&refs).enumerate() {
+            let value = found
+                .get(position)
+                .and_then(|(flags, data)| decode(py, key, flags, data, serde));
+            if let Some(value) = value {
                 result.set_item(original, value)?;
             }
         }

@@ -130,9 +130,9 @@ impl MadeKeys {
 /// Refuses a key longer than 250 characters (or bytes), or holding a control character or space.
 pub fn validate(py: Python<'_>, key: &str) -> PyResult<()> {
     let too_long = key.len() > MAX_KEY_LEN;
-    let bad_char = key
-        .chars()
-        .any(|c| u32::from(c) < 33 || u32::from(c) == 127);
+    // In UTF-8 every byte of a multi-byte character is >= 0x80, so checking bytes finds
+    // exactly the control characters and spaces.
+    let bad_char = key.bytes().any(|b| b < 33 || b == 127);
     if !too_long && !bad_char {
         return Ok(());
     }
