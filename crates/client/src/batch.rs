@@ -112,15 +112,31 @@ impl BatchValues {
         }
     }
 
-    /// The value read for the key at `position`: its flags and bytes.
-    pub fn get(&self, position: usize) -> Option<(u32, &[u8])> {
-        let at = (*self.index.get(position)?)?;
-        let (_, flags, kept) = self.kept.get(usize::try_from(at).ok()?)?;
-        let data = match kept {
-            Kept::Shared(range) => self.shared.get(range.clone())?,
-            Kept::Own(data) => data,
-        };
-        Some((*flags, data))
+    /// Hands `visit` the position, flags and bytes of each value read, in the order of the
+    /// batch's keys. A large value's buffer is freed as soon as `visit` returns, so a caller
+    /// converting values never holds two full copies of a large batch.
+    pub fn try_for_each<E>(
+        mut self,
+        mut visit: impl FnMut(usize, u32, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for (position, at) in self.index.iter().enumerate() {
+            let Some(entry) = at.and_then(|at| self.kept.get_mut(usize::try_from(at).ok()?)) else {
+                continue;
+            };
+            let (_, flags, kept) = entry;
+            match kept {
+                Kept::Shared(range) => {
+                    if let Some(data) = self.shared.get(range.clone()) {
+                        visit(position, *flags, data)?;
+                    }
+                }
+                Kept::Own(data) => {
+                    let data = std::mem::take(data);
+                    visit(position, *flags, &data)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// How many keys the batch had.
@@ -446,6 +462,24 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_values_come_in_key_order_without_the_forgotten_ones() {
+        let large = vec![b'x'; SHARED_VALUE_MAX + 1];
+        let mut values = BatchValues::new(4);
+        values.keep(2, 16, b"two");
+        values.keep(0, 0, &large);
+        values.keep(3, 2, b"3");
+        values.forget(&[3]);
+        let mut seen = Vec::new();
+        values
+            .try_for_each(|position, flags, data| {
+                seen.push((position, flags, data.to_vec()));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![(0, 0, large), (2, 16, b"two".to_vec())]);
+    }
 
     #[test]
     fn get_lines_stay_under_the_limit_and_keep_every_key_in_order() {

@@ -335,14 +335,14 @@ impl PyClient {
         let found = py.detach(|| client.get_many_values(&refs)).py_result()?;
         let result = PyDict::new(py);
         let serde = self.serde(py);
-        for (position, (original, key)) in originals.iter().zip(&refs).enumerate() {
-            let value = found
-                .get(position)
-                .and_then(|(flags, data)| decode(py, key, flags, data, serde));
-            if let Some(value) = value {
-                result.set_item(original, value)?;
+        found.try_for_each(|position, flags, data| {
+            if let (Some(original), Some(key)) = (originals.get(position), refs.get(position)) {
+                if let Some(value) = decode(py, key, flags, data, serde) {
+                    result.set_item(original, value)?;
+                }
             }
-        }
+            Ok::<_, PyErr>(())
+        })?;
         Ok(result)
     }
 
