@@ -135,17 +135,49 @@ impl Connection {
     pub fn read<T>(
         &mut self,
         deadline: Option<Instant>,
-        mut parse: impl FnMut(&[u8]) -> Result<Parse<T>, elasticache_proto::ReplyError>,
+        parse: impl FnMut(&[u8]) -> Result<Parse<T>, elasticache_proto::ReplyError>,
     ) -> Result<T> {
+        let reply = self.read_while(parse, |connection, needed| {
+            connection.fill(needed, deadline).map(|()| true)
+        })?;
+        // `fill` either reads more or fails, so the loop only ends with a reply.
+        reply.ok_or_else(|| Error::Closed {
+            node: self.node.clone(),
+        })
+    }
+
+    /// Like [`Connection::read`] on a non-blocking socket: parses what has arrived, reading
+    /// until the socket has nothing more, and returns `None` if the reply is not whole yet.
+    pub(crate) fn read_available<T>(
+        &mut self,
+        parse: impl FnMut(&[u8]) -> Result<Parse<T>, elasticache_proto::ReplyError>,
+    ) -> Result<Option<T>> {
+        self.read_while(parse, |connection, needed| {
+            connection.make_room(needed);
+            connection.receive_available()
+        })
+    }
+
+    /// Parses the unconsumed bytes until a reply is whole, asking `more` for bytes (room for
+    /// `needed` unconsumed ones) whenever it is not; `None` when `more` had nothing.
+    fn read_while<T>(
+        &mut self,
+        mut parse: impl FnMut(&[u8]) -> Result<Parse<T>, elasticache_proto::ReplyError>,
+        mut more: impl FnMut(&mut Self, usize) -> Result<bool>,
+    ) -> Result<Option<T>> {
         loop {
             let outcome = parse(&self.buffer[self.start..self.filled])
                 .map_err(|e| Error::from_reply(&self.node, e))?;
             match outcome {
                 Parse::Complete(reply, used) => {
                     self.consume(used);
-                    return Ok(reply);
+                    return Ok(Some(reply));
                 }
-                Parse::Incomplete(needed) => self.fill(needed, deadline)?,
+                Parse::Incomplete(needed) => {
+                    if !more(self, needed)? {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
@@ -203,30 +235,6 @@ impl Connection {
             .tcp()
             .set_nonblocking(nonblocking)
             .map_err(|e| Error::from_io(&self.node, e, self.timeout))
-    }
-
-    /// Like [`Connection::read`] on a non-blocking socket: parses what has arrived, reading
-    /// until the socket has nothing more, and returns `None` if the reply is not whole yet.
-    pub(crate) fn read_available<T>(
-        &mut self,
-        mut parse: impl FnMut(&[u8]) -> Result<Parse<T>, elasticache_proto::ReplyError>,
-    ) -> Result<Option<T>> {
-        loop {
-            let outcome = parse(&self.buffer[self.start..self.filled])
-                .map_err(|e| Error::from_reply(&self.node, e))?;
-            match outcome {
-                Parse::Complete(reply, used) => {
-                    self.consume(used);
-                    return Ok(Some(reply));
-                }
-                Parse::Incomplete(needed) => {
-                    self.make_room(needed);
-                    if !self.receive_available()? {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
     }
 
     /// The socket's file descriptor, for an event loop to watch.
