@@ -60,6 +60,9 @@ fn get_lines<'p>(keys: &'p [&str], positions: &'p [usize]) -> impl Iterator<Item
 /// batch of large values never needs a second buffer as large as all of them.
 const SHARED_VALUE_MAX: usize = 4 * 1024;
 
+/// The most a batch reserves for its small values before it has seen them all.
+const SHARED_RESERVE_MAX: usize = 1024 * 1024;
+
 /// The values a `get_many` read, copied once out of the connection buffers, by position in
 /// the batch's keys.
 #[derive(Debug)]
@@ -90,6 +93,12 @@ impl BatchValues {
 
     fn keep(&mut self, position: usize, flags: u32, data: &[u8]) {
         let kept = if data.len() <= SHARED_VALUE_MAX {
+            if self.shared.capacity() == 0 {
+                // Values of one batch tend to be alike: room for as many more as there are
+                // keys, within reason, instead of growing from nothing.
+                self.shared
+                    .reserve((data.len() * self.index.len()).min(SHARED_RESERVE_MAX));
+            }
             let start = self.shared.len();
             self.shared.extend_from_slice(data);
             Kept::Shared(start..self.shared.len())
@@ -314,40 +323,37 @@ impl Client {
                 for line in get_lines(keys, positions) {
                     // The server answers hits in request order, so walking the request once
                     // pairs each value with its key (duplicates included) and exposes any
-                    // stray key.
+                    // stray key: `next` is the first key not answered yet.
                     let mut next = 0;
-                    loop {
-                        // Each value is matched to its key in the buffer, without copying the
-                        // key: the offset of the key among those not yet answered.
-                        let reply = connection.read(deadline, |buf| {
-                            Ok(match proto::parse_retrieval(buf, max)? {
-                                Parse::Incomplete(needed) => Parse::Incomplete(needed),
-                                Parse::Complete(RetrievalItem::End, used) => {
-                                    Parse::Complete(None, used)
+                    // Each read takes every whole item in the buffer; `true` once at END.
+                    while !connection.read(deadline, |buf| {
+                        let mut used = 0;
+                        loop {
+                            match proto::parse_retrieval(&buf[used..], max)? {
+                                Parse::Incomplete(needed) if used == 0 => {
+                                    return Ok(Parse::Incomplete(needed));
                                 }
-                                Parse::Complete(RetrievalItem::Value(value), used) => {
+                                Parse::Incomplete(_) => return Ok(Parse::Complete(false, used)),
+                                Parse::Complete(RetrievalItem::End, length) => {
+                                    return Ok(Parse::Complete(true, used + length));
+                                }
+                                Parse::Complete(RetrievalItem::Value(value), length) => {
+                                    // Matched in the buffer, without copying the key.
                                     let offset = line[next..]
                                         .iter()
-                                        .position(|&p| keys[p].as_bytes() == value.key);
-                                    let found = offset.map(|offset| {
-                                        let position = line[next + offset];
-                                        values.keep(position, value.flags, value.data);
-                                    });
-                                    Parse::Complete(Some(offset.zip(found)), used)
+                                        .position(|&p| keys[p].as_bytes() == value.key)
+                                        .ok_or_else(|| {
+                                            proto::ReplyError::Malformed(
+                                                "a value for a key not asked for".to_owned(),
+                                            )
+                                        })?;
+                                    values.keep(line[next + offset], value.flags, value.data);
+                                    next += offset + 1;
+                                    used += length;
                                 }
-                            })
-                        })?;
-                        let Some(matched) = reply else { break };
-                        let Some((offset, ())) = matched else {
-                            return Err(Error::Protocol {
-                                node: connection.node().to_owned(),
-                                source: proto::ReplyError::Malformed(
-                                    "a value for a key not asked for".to_owned(),
-                                ),
-                            });
-                        };
-                        next += offset + 1;
-                    }
+                            }
+                        }
+                    })? {}
                 }
                 Ok(())
             },
