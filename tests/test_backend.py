@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 import threading
 from typing import Any
@@ -143,8 +144,19 @@ def test_sixteen_threads_only_ever_read_values_written_for_that_key(cache: Elast
     assert errors == []
 
 
+class _RefusingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that fails whatever is handed to it."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        raise AssertionError("the cache used the event loop's default executor")
+
+
 def test_async_methods_run_off_the_event_loop(cache: ElastiCache) -> None:
+    """Every async method works, on the cache's own workers: the loop's default executor
+    (a handful of threads on a small machine, shared with the app) is never used."""
+
     async def scenario() -> None:
+        asyncio.get_running_loop().set_default_executor(_RefusingExecutor())
         loop_thread = threading.get_ident()
         await cache.aset("a", 1)
         assert await cache.aget("a") == 1

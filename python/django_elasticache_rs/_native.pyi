@@ -1,7 +1,7 @@
 """Typed stubs of the native module (``crates/python``)."""
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol, final
 
 __version__: str
@@ -14,6 +14,12 @@ class Serde(Protocol):
 
 def murmur3_32(text: str) -> int:
     """murmur3 x86 32-bit (seed 0) as pymemcache computes it (low byte of each code point)."""
+
+def run_in_worker(
+    future: asyncio.Future[Any], function: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    """Calls ``function(*args)`` on a native worker thread and completes ``future`` (of the
+    running loop) with its result or exception."""
 
 class Client:
     """A memcached client shared by every thread of the process.

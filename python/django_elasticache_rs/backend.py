@@ -8,7 +8,6 @@ thread and per async task. Key making, validation, hashing and value encoding ru
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 
 from django_elasticache_rs._futures import finish_get
-from django_elasticache_rs._native import Client, PendingGet
+from django_elasticache_rs._native import Client, PendingGet, run_in_worker
 from django_elasticache_rs.options import Settings, parse_location, parse_options
 
 __all__ = ["ElastiCache"]
@@ -55,10 +54,12 @@ def forget_shared_clients() -> None:
 
 
 async def _off_loop(function: Callable[..., _T], *args: Any) -> _T:
-    """Runs a blocking call in the loop's thread pool: the event loop is never blocked, and
-    calls do not queue behind Django's single thread-sensitive executor."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, functools.partial(function, *args))
+    """Runs a blocking call on the cache's own native worker threads: the event loop is never
+    blocked, and calls neither queue behind Django's thread-sensitive executor nor compete for
+    the loop's default executor (a handful of threads on a small machine)."""
+    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    run_in_worker(future, function, args)
+    return await future
 
 
 class ElastiCache(BaseCache):

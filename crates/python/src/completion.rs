@@ -1,9 +1,10 @@
 //! Runs blocking cache operations on native worker threads and completes asyncio futures.
 //!
-//! An `await cache.aget(...)` hands the operation to a worker here instead of Python's thread
-//! pool: the worker does the I/O without the GIL, then takes the GIL once to build the result
-//! and hand it to the future's event loop with `call_soon_threadsafe`. This skips the Python
-//! executor's queue, its `concurrent.futures.Future` and the GIL hand-offs between them.
+//! The async API hands an operation that cannot run on the event loop (every `a*` method but
+//! an `aget` with a pooled connection) to a worker here instead of Python's thread pool: the
+//! worker does the I/O without the GIL, then takes the GIL to build the result and hands it
+//! to the future's event loop with `call_soon_threadsafe`. This skips the default executor's
+//! few threads, its queue, its `concurrent.futures.Future` and the hand-offs between them.
 //! Workers are per process: a forked child starts its own.
 
 use std::collections::VecDeque;
@@ -122,22 +123,50 @@ pub fn complete_later<T: Send + 'static>(
             return;
         }
         Python::attach(move |py| {
-            // Python objects are released here, with the GIL held.
-            let future = future.into_bound(py);
-            let (value, error) = match finish(py, outcome) {
-                Ok(value) => (value, py.None()),
-                Err(error) => (py.None(), error.into_value(py).into_any()),
-            };
-            let delivered = resolver(py).and_then(|resolve| {
-                future
-                    .call_method0("get_loop")?
-                    .call_method1("call_soon_threadsafe", (resolve, &future, value, error))
-                    .map(drop)
-            });
-            if let Err(error) = delivered {
-                // The loop is closed: nobody is waiting for this result any more.
-                log::debug!("an async cache result could not be delivered: {error}");
-            }
+            let result = finish(py, outcome);
+            deliver(py, future.into_bound(py), result);
         });
     }))
+}
+
+/// `run_in_worker(future, function, args)`: calls `function(*args)` on a native worker thread
+/// (a native client method releases the GIL for its I/O there) and completes the asyncio
+/// `future` with its result or exception. Unlike the loop's default executor (a few threads
+/// on a small machine, shared with everything else), the workers are the cache's own.
+#[pyfunction]
+pub fn run_in_worker(
+    future: Bound<'_, PyAny>,
+    function: Py<PyAny>,
+    args: Py<pyo3::types::PyTuple>,
+) -> PyResult<()> {
+    let future: Py<PyAny> = future.unbind();
+    submit(Box::new(move || {
+        if !interpreter_running() {
+            std::mem::forget((future, function, args));
+            return;
+        }
+        Python::attach(move |py| {
+            let result = function.call1(py, args.bind(py));
+            deliver(py, future.into_bound(py), result);
+        });
+    }))
+}
+
+/// Hands `result` to `future` on the future's own loop (`call_soon_threadsafe`); Python
+/// objects are released here, with the GIL held.
+fn deliver(py: Python<'_>, future: Bound<'_, PyAny>, result: PyResult<Py<PyAny>>) {
+    let (value, error) = match result {
+        Ok(value) => (value, py.None()),
+        Err(error) => (py.None(), error.into_value(py).into_any()),
+    };
+    let delivered = resolver(py).and_then(|resolve| {
+        future
+            .call_method0("get_loop")?
+            .call_method1("call_soon_threadsafe", (resolve, &future, value, error))
+            .map(drop)
+    });
+    if let Err(error) = delivered {
+        // The loop is closed: nobody is waiting for this result any more.
+        log::debug!("an async cache result could not be delivered: {error}");
+    }
 }

@@ -22,5 +22,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<client::PyClient>()?;
     module.add_class::<pending::PyPendingGet>()?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;
+    module.add_function(wrap_pyfunction!(completion::run_in_worker, module)?)?;
     Ok(())
 }
