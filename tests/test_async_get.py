@@ -158,3 +158,32 @@ def test_a_cancelled_aget_closes_its_connection_and_its_late_reply_reaches_nobod
     finally:
         gate.set()
         server.stop()
+
+
+def test_event_loops_in_many_threads_share_one_pool(memcached: LocalNode) -> None:
+    """Threads each running their own event loop take pooled connections from one pool: every
+    aget gets its own key's value, and the pool stays within its bound."""
+    cache = backend(memcached.address, max_pool_size=6)
+    values = {f"threaded-{i}": f"value-{i}" * (1 + i % 50) for i in range(200)}
+    cache.set_many(values)
+    errors: list[BaseException] = []
+
+    async def read_all(keys: list[str]) -> list[Any]:
+        return await asyncio.gather(*(cache.aget(k) for k in keys))
+
+    def worker(offset: int) -> None:
+        keys = list(values)[offset:] + list(values)[:offset]
+        try:
+            for _ in range(5):
+                assert asyncio.run(read_all(keys)) == [values[k] for k in keys]
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n * 50,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert open_connections(cache) <= 6
