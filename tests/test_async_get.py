@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import uvloop
 
 from django_elasticache_rs import CacheServerError, CacheTimeoutError
 from django_elasticache_rs._futures import finish_get
@@ -19,6 +21,21 @@ from django_elasticache_rs.local import LocalNode
 from tests.support.faults import FaultyServer, faulty_server
 
 WARM_UP = b"END\r\n"
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs on asyncio's own loop and on uvloop (what uvicorn runs when installed):
+    the event-loop path relies on ``add_reader``, ``call_later`` and futures of either."""
+    if request.param == "asyncio":
+        yield request.param
+        return
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        yield request.param
+    finally:
+        asyncio.set_event_loop_policy(previous)
 
 
 def backend(address: str, **options: Any) -> ElastiCache:
@@ -33,6 +50,13 @@ def warm(cache: ElastiCache) -> None:
     """Pools one connection (the fake servers answer the first request with a miss)."""
     assert cache.get("warm-up") is None
     assert open_connections(cache) == 1
+
+
+def test_each_test_runs_on_the_loop_it_names(event_loop_kind: str) -> None:
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert asyncio.run(loop_module()).startswith("uvloop") == (event_loop_kind == "uvloop")
 
 
 def test_a_cold_pool_leaves_the_get_to_a_worker_and_a_warm_one_to_the_loop() -> None:
