@@ -129,9 +129,9 @@ impl Connection {
 
     /// Reads until `parse` finds a whole reply in the buffer, consumes it and returns it.
     ///
-    /// `parse` sees the unconsumed bytes and must not keep borrows of them; replies made of
-    /// several items are read by calling this once per item. The operation's `deadline` bounds
-    /// the total time, on top of the per-read socket timeout.
+    /// `parse` sees the unconsumed bytes and must not keep borrows of them; a reply made of
+    /// several items can be read an item (or every whole item there is) per call. The
+    /// operation's `deadline` bounds the total time, on top of the per-read socket timeout.
     pub fn read<T>(
         &mut self,
         deadline: Option<Instant>,
