@@ -34,10 +34,12 @@ async def finish_get(pending: PendingGet) -> Any:
     if fd < 0:
         pending.run_on_worker(future)
         return await future
-    timeout = pending.timeout
-    timer = None if timeout is None else loop.call_later(timeout, pending.on_timeout, future)
     loop.add_reader(fd, pending.on_readable, future)
+    timer = None
     try:
+        timeout = pending.timeout
+        if timeout is not None:
+            timer = loop.call_later(timeout, pending.on_timeout, future)
         return await future
     finally:
         loop.remove_reader(fd)
