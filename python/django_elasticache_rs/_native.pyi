@@ -119,14 +119,6 @@ class Client:
         prefix: str | None = None,
         version: Any = None,
     ) -> bool: ...
-    def replace(
-        self,
-        key: Any,
-        value: Any,
-        exptime: int = 0,
-        prefix: str | None = None,
-        version: Any = None,
-    ) -> bool: ...
     def set_many(
         self,
         mapping: Mapping[Any, Any],

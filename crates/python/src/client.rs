@@ -375,20 +375,6 @@ impl PyClient {
         self.store(py, Store::Add, key, value, exptime, prefix, version)
     }
 
-    /// Stores `value` only if `key` is in the cache; returns whether it was stored.
-    #[pyo3(signature = (key, value, exptime = 0, prefix = None, version = None))]
-    fn replace(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-        exptime: i64,
-        prefix: Option<&str>,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        self.store(py, Store::Replace, key, value, exptime, prefix, version)
-    }
-
     /// Stores every item of `mapping` in one round trip; returns the keys that were not stored.
     #[pyo3(signature = (mapping, exptime = 0, prefix = None, version = None))]
     fn set_many<'py>(
