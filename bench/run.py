@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,49 +155,68 @@ class Bench:
         one iteration count for all."""
         self.pinning.apply(workload.pinned)
         measured = self.results.series.setdefault(workload.name, {})
-        ready: dict[str, Prepared] = {}
-        per_op: list[float] = []
-        for backend in BACKENDS:
-            series = measured.setdefault(backend.name, Series())
-            alias = backend.alias(workload.nodes)
-            try:
+
+        def preparer(alias: str) -> Callable[[], Prepared]:
+            def prepare() -> Prepared:
                 if alias in self.broken:
                     raise BenchmarkError(self.broken[alias])
-                prepared = workload.prepare(alias, self.context)
-                per_op.append(estimate_per_op(prepared.run, self.timing.estimate))
-            except Exception as exc:
-                series.error = _error(exc)
-                progress(f"!! {workload.name} / {backend.name}: {series.error}")
-                continue
-            ready[backend.name] = prepared
-        if per_op:
-            n = choose_iterations(per_op, self.timing.target, self.timing.cap)
-            if workload.name == "threads":
-                n = max(THREADS, n - n % THREADS)
-            for name in ready:
-                measured[name].iterations = n
-        self.prepared[workload.name] = ready
+                return workload.prepare(alias, self.context)
+
+            return prepare
+
+        candidates = [
+            (
+                backend.name,
+                measured.setdefault(backend.name, Series()),
+                f"{workload.name} / {backend.name}",
+                preparer(backend.alias(workload.nodes)),
+            )
+            for backend in BACKENDS
+        ]
+        multiple = THREADS if workload.name == "threads" else 1
+        self.prepared[workload.name] = self._prepare_each(candidates, multiple)
 
     def calibrate_probes(self) -> None:
         """The same for the reference rows."""
         self.pinning.apply(True)
+        candidates = [
+            (
+                probe.name,
+                self.results.probes.setdefault(probe.name, Series()),
+                f"reference {probe.name}",
+                functools.partial(probe.prepare, self.clusters[probe.nodes]),
+            )
+            for probe in PROBES
+        ]
+        self.prepared[REFERENCE] = self._prepare_each(candidates)
+
+    def _prepare_each(
+        self,
+        candidates: Sequence[tuple[str, Series, str, Callable[[], Prepared]]],
+        multiple: int = 1,
+    ) -> dict[str, Prepared]:
+        """Prepares and warms up each candidate (name, its series, its label for errors, how to
+        prepare it); those that are ready get one iteration count, a multiple of `multiple`."""
         ready: dict[str, Prepared] = {}
+        series_of: dict[str, Series] = {}
         per_op: list[float] = []
-        for probe in PROBES:
-            series = self.results.probes.setdefault(probe.name, Series())
+        for name, series, label, prepare in candidates:
             try:
-                prepared = probe.prepare(self.clusters[probe.nodes])
+                prepared = prepare()
                 per_op.append(estimate_per_op(prepared.run, self.timing.estimate))
             except Exception as exc:
                 series.error = _error(exc)
-                progress(f"!! reference {probe.name}: {series.error}")
+                progress(f"!! {label}: {series.error}")
                 continue
-            ready[probe.name] = prepared
+            ready[name] = prepared
+            series_of[name] = series
         if per_op:
             n = choose_iterations(per_op, self.timing.target, self.timing.cap)
-            for name in ready:
-                self.results.probes[name].iterations = n
-        self.prepared[REFERENCE] = ready
+            if multiple > 1:
+                n = max(multiple, n - n % multiple)
+            for series in series_of.values():
+                series.iterations = n
+        return ready
 
     def _measure(self, group: str, series: dict[str, Series], turn: int) -> str:
         ready = self.prepared[group]
