@@ -231,6 +231,12 @@ impl PyClient {
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
         let key = make_key(key, prefix, version)?;
+        elasticache_client::validate_key(key.as_bytes())
+            .map_err(|reason| elasticache_client::Error::InvalidKey {
+                key: key.clone(),
+                reason,
+            })
+            .py_result()?;
         let topology = self.inner.topology();
         let index = topology
             .node_index_for(&key)

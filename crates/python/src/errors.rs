@@ -4,8 +4,9 @@
 //! inherit from both the package's base class and the matching builtin (`TimeoutError`,
 //! `ConnectionError`, `ValueError`).
 
-use elasticache_client::{Error, ErrorKind};
+use elasticache_client::{Error, ErrorKind, KeyError, MAX_KEY_LEN};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheTimeoutError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheConnectionError);
@@ -18,7 +19,9 @@ pyo3::import_exception!(django_elasticache_rs.exceptions, ValueTooLargeError);
 pub fn to_py(error: Error) -> PyErr {
     let message = error.to_string();
     match error {
-        Error::InvalidKey { .. } => InvalidKeyError::new_err(message),
+        Error::InvalidKey { key, reason } => {
+            InvalidKeyError::new_err(invalid_key_message(&key, &reason).unwrap_or(message))
+        }
         Error::ValueTooLarge { .. } => ValueTooLargeError::new_err(message),
         other => match other.kind() {
             ErrorKind::Timeout => CacheTimeoutError::new_err(message),
@@ -29,9 +32,22 @@ pub fn to_py(error: Error) -> PyErr {
     }
 }
 
-/// An invalid key, with a message naming the key as Python would show it.
-pub fn invalid_key(message: String) -> PyErr {
-    InvalidKeyError::new_err(message)
+/// Django's words for a key memcached cannot take (those of its memcached backends), with the
+/// key as Python shows it; `None` for a refusal Django has no words for (an empty key).
+fn invalid_key_message(key: &str, reason: &KeyError) -> Option<String> {
+    let shown = Python::attach(|py| -> PyResult<String> {
+        Ok(PyString::new(py, key).repr()?.to_str()?.to_owned())
+    })
+    .ok()?;
+    match reason {
+        KeyError::TooLong(_) => Some(format!(
+            "Cache key will cause errors if used with memcached: {shown} (longer than {MAX_KEY_LEN})"
+        )),
+        KeyError::IllegalByte(_) => Some(format!(
+            "Cache key contains characters that will cause errors if used with memcached: {shown}"
+        )),
+        KeyError::Empty => None,
+    }
 }
 
 /// Extension to turn a client result into a Python result.

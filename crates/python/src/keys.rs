@@ -1,18 +1,14 @@
-//! Cache keys: making `prefix:version:key`, and refusing keys memcached cannot take.
+//! Cache keys: making `prefix:version:key` from Python objects.
 //!
-//! The rules and messages are memcached's as Django words them (length in characters and in
-//! bytes, no control characters or spaces), so callers get the same errors as with the
-//! pure-Python backends.
+//! The keys made here are checked once, by the client, before anything is sent; `errors`
+//! words a refusal as Django's memcached backends do.
 
 use std::fmt::Write;
 use std::ops::Range;
 
-use elasticache_client::MAX_KEY_LEN;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
-
-use crate::errors::invalid_key;
 
 /// Appends the text of a key part: a `str` as it is, anything else through `str()`.
 fn push_text(made: &mut String, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -53,7 +49,8 @@ impl KeyMaker {
         Ok(KeyMaker { head: Some(head) })
     }
 
-    /// Appends the key made of `key` to `keys`, checked, and returns where it is there.
+    /// Appends the key made of `key` to `keys` and returns where it is there. The client
+    /// checks it before anything is sent (`errors` words its refusal as Django does).
     pub fn push(&self, keys: &mut String, key: &Bound<'_, PyAny>) -> PyResult<Range<usize>> {
         let start = keys.len();
         match &self.head {
@@ -71,11 +68,10 @@ impl KeyMaker {
                 push_text(keys, key)?;
             }
         }
-        validate(key.py(), &keys[start..])?;
         Ok(start..keys.len())
     }
 
-    /// The key made of `key`, checked.
+    /// The key made of `key`.
     pub fn make(&self, key: &Bound<'_, PyAny>) -> PyResult<String> {
         let mut made = String::new();
         self.push(&mut made, key)?;
@@ -124,27 +120,6 @@ impl MadeKeys {
     /// Every key, in order.
     pub fn all(&self) -> Vec<&str> {
         (0..self.ranges.len()).map(|p| self.get(p)).collect()
-    }
-}
-
-/// Refuses a key longer than 250 characters (or bytes), or holding a control character or space.
-pub fn validate(py: Python<'_>, key: &str) -> PyResult<()> {
-    let too_long = key.len() > MAX_KEY_LEN;
-    // In UTF-8 every byte of a multi-byte character is >= 0x80, so checking bytes finds
-    // exactly the control characters and spaces.
-    let bad_char = key.bytes().any(|b| b < 33 || b == 127);
-    if !too_long && !bad_char {
-        return Ok(());
-    }
-    let shown = PyString::new(py, key).repr()?.to_str()?.to_owned();
-    if too_long {
-        Err(invalid_key(format!(
-            "Cache key will cause errors if used with memcached: {shown} (longer than {MAX_KEY_LEN})"
-        )))
-    } else {
-        Err(invalid_key(format!(
-            "Cache key contains characters that will cause errors if used with memcached: {shown}"
-        )))
     }
 }
 
