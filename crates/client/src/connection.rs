@@ -4,7 +4,9 @@
 //! its byte stream in an unknown state, so callers drop it rather than pool it again.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use elasticache_proto::Parse;
@@ -20,12 +22,71 @@ const INITIAL_BUFFER: usize = 16 * 1024;
 /// Read at least this much room at a time once the buffer grows for a large value.
 const MIN_READ: usize = 8 * 1024;
 
+/// How far a socket timeout may be from the time left before it is set again: a system call
+/// per read would cost more than a timeout firing this much early or late.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(2);
+
+/// Which of the socket's timeouts.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    Read = 0,
+    Write = 1,
+}
+
+/// The earlier of two optional deadlines (`None` is no deadline).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The time left before `deadline`: `None` without a deadline, `Some(None)` once it passed.
+fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
+    deadline.map(|deadline| {
+        Some(deadline.saturating_duration_since(Instant::now())).filter(|left| !left.is_zero())
+    })
+}
+
+/// The addresses of `host`, by `deadline`. The system resolver cannot be given a deadline, so a
+/// name (not an IP literal) is resolved on a short-lived thread that is left to finish alone
+/// if the deadline passes first.
+fn resolve(host: &str, port: u16, deadline: Option<Instant>) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let Some(deadline) = deadline else {
+        return (host, port).to_socket_addrs().map(Iterator::collect);
+    };
+    let (sender, receiver) = mpsc::channel();
+    let name = host.to_owned();
+    thread::Builder::new()
+        .name("elasticache-dns".to_owned())
+        .spawn(move || {
+            let resolved = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect::<Vec<_>>);
+            // The caller may have given up: nobody to tell.
+            let _ = sender.send(resolved);
+        })?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    match receiver.recv_timeout(left) {
+        Ok(resolved) => resolved,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("resolving {host} took longer than the deadline"),
+        )),
+    }
+}
+
 /// A connected socket (plain or TLS) and its read buffer.
 #[derive(Debug)]
 pub struct Connection {
     stream: Stream,
     node: String,
     timeout: Option<Duration>,
+    /// The read and write timeouts the socket has now (see [`Connection::bound_by`]).
+    socket_timeouts: [Option<Duration>; 2],
     // Bytes [start, filled) of `buffer` are received and not yet consumed. The whole Vec stays
     // initialised so reads need no zeroing.
     buffer: Vec<u8>,
@@ -35,30 +96,49 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `address`, trying each resolved address within `connect_timeout`, over TLS
-    /// when `tls` is given.
+    /// Connects to `address` over TLS when `tls` is given. `connect_timeout` bounds the whole
+    /// connect (name resolution, every resolved address in turn, the TLS handshake), and so
+    /// does the operation's `deadline` when it comes first.
     pub fn connect(
         address: &NodeAddress,
         config: &ClientConfig,
         tls: Option<&Tls>,
+        deadline: Option<Instant>,
     ) -> Result<Self> {
         let node = address.name.clone();
+        let connect_deadline = earliest(
+            deadline,
+            config.connect_timeout.map(|limit| Instant::now() + limit),
+        );
+        // Which limit ran out names the timeout: the operation's, or the connect's own.
+        let timed_out = || Error::Timeout {
+            node: node.clone(),
+            timeout: match (config.connect_timeout, config.timeout) {
+                (Some(connect), Some(operation)) => connect.min(operation),
+                (connect, operation) => connect.or(operation).unwrap_or_default(),
+            },
+        };
         let connect_error = |source: io::Error| Error::Connect {
             node: node.clone(),
             source,
         };
-        let candidates = (address.host.as_str(), address.port)
-            .to_socket_addrs()
-            .map_err(connect_error)?;
+        let candidates = match resolve(&address.host, address.port, connect_deadline) {
+            Ok(candidates) => candidates,
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
+            Err(error) => return Err(connect_error(error)),
+        };
         let mut last_error =
             io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
         for candidate in candidates {
-            let attempt = match config.connect_timeout {
-                Some(limit) => TcpStream::connect_timeout(&candidate, limit),
+            let attempt = match remaining(connect_deadline) {
+                Some(Some(left)) => TcpStream::connect_timeout(&candidate, left),
+                Some(None) => return Err(timed_out()),
                 None => TcpStream::connect(candidate),
             };
             match attempt {
-                Ok(stream) => return Self::configure(stream, address, config, tls),
+                Ok(stream) => {
+                    return Self::configure(stream, address, config, tls, connect_deadline)
+                }
                 Err(error) => last_error = error,
             }
         }
@@ -66,10 +146,7 @@ impl Connection {
             last_error.kind(),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
         ) {
-            return Err(Error::Timeout {
-                node: node.clone(),
-                timeout: config.connect_timeout.unwrap_or_default(),
-            });
+            return Err(timed_out());
         }
         Err(connect_error(last_error))
     }
@@ -79,11 +156,23 @@ impl Connection {
         address: &NodeAddress,
         config: &ClientConfig,
         tls: Option<&Tls>,
+        connect_deadline: Option<Instant>,
     ) -> Result<Self> {
+        // The TLS handshake is part of the connect: bounded by what is left of it.
+        let handshake_timeout = match (tls, remaining(connect_deadline)) {
+            (Some(_), Some(Some(left))) => Some(left),
+            (Some(_), Some(None)) => {
+                return Err(Error::Timeout {
+                    node: address.name.clone(),
+                    timeout: config.connect_timeout.unwrap_or_default(),
+                })
+            }
+            _ => config.timeout,
+        };
         let set_up = |tcp: &TcpStream| -> io::Result<()> {
             tcp.set_nodelay(config.no_delay)?;
-            tcp.set_read_timeout(config.timeout)?;
-            tcp.set_write_timeout(config.timeout)?;
+            tcp.set_read_timeout(handshake_timeout)?;
+            tcp.set_write_timeout(handshake_timeout)?;
             if let Some(idle) = config.socket_keepalive {
                 SockRef::from(tcp).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
             }
@@ -101,11 +190,62 @@ impl Connection {
             stream,
             node: address.name.clone(),
             timeout: config.timeout,
+            socket_timeouts: [handshake_timeout; 2],
             buffer: vec![0; INITIAL_BUFFER],
             start: 0,
             filled: 0,
             idle_since: Instant::now(),
         })
+    }
+
+    /// Whether a connection that sat idle in the pool still looks usable: the peer has not
+    /// closed or reset it. A node killed and restarted leaves every pooled connection dead, and
+    /// the first request on each would otherwise fail and count against the node.
+    pub(crate) fn looks_alive(&self) -> bool {
+        let tcp = self.stream.tcp();
+        if tcp.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let alive = match tcp.peek(&mut probe) {
+            Err(error) => error.kind() == io::ErrorKind::WouldBlock,
+            Ok(0) => false,
+            // Bytes on an idle plaintext connection answer nothing we asked: out of step. Over
+            // TLS they may be a session ticket sent after the handshake, which is harmless.
+            Ok(_) => matches!(self.stream, Stream::Tls(_)),
+        };
+        tcp.set_nonblocking(false).is_ok() && alive
+    }
+
+    /// Makes the socket's own timeout for `direction` end no later than `deadline` (give or
+    /// take [`TIMEOUT_SLACK`]), so that `timeout` bounds the whole operation, not each read: a
+    /// node that trickles its reply a byte at a time cannot stretch it. The common case, a
+    /// fresh operation on a socket already set to the full `timeout`, makes no system call.
+    fn bound_by(&mut self, deadline: Option<Instant>, direction: Direction) -> Result<()> {
+        let wanted = match remaining(deadline) {
+            // No deadline: the socket waits as configured.
+            None => self.timeout,
+            // Overdue: the caller reads only what has arrived, without waiting.
+            Some(None) => return Ok(()),
+            Some(Some(left)) => Some(left),
+        };
+        let index = direction as usize;
+        let close_enough = match (self.socket_timeouts[index], wanted) {
+            (None, None) => true,
+            (Some(set), Some(left)) => set <= left + TIMEOUT_SLACK && set + TIMEOUT_SLACK >= left,
+            _ => false,
+        };
+        if close_enough {
+            return Ok(());
+        }
+        let tcp = self.stream.tcp();
+        let applied = match direction {
+            Direction::Read => tcp.set_read_timeout(wanted),
+            Direction::Write => tcp.set_write_timeout(wanted),
+        };
+        applied.map_err(|e| Error::from_io(&self.node, e, self.timeout))?;
+        self.socket_timeouts[index] = wanted;
+        Ok(())
     }
 
     /// Whether this connection's TLS handshake resumed an earlier session.
@@ -118,8 +258,9 @@ impl Connection {
         &self.node
     }
 
-    /// Writes a whole request.
-    pub fn send(&mut self, request: &[u8]) -> Result<()> {
+    /// Writes a whole request, by `deadline`.
+    pub fn send(&mut self, request: &[u8], deadline: Option<Instant>) -> Result<()> {
+        self.bound_by(deadline, Direction::Write)?;
         // TLS may hold encrypted bytes back until flushed.
         self.stream
             .write_all(request)
@@ -138,6 +279,7 @@ impl Connection {
         parse: impl FnMut(&[u8]) -> Result<Parse<T>, elasticache_proto::ReplyError>,
     ) -> Result<T> {
         let reply = self.read_while(parse, |connection, needed| {
+            connection.bound_by(deadline, Direction::Read)?;
             connection.fill(needed, deadline).map(|()| true)
         })?;
         // `fill` either reads more or fails, so the loop only ends with a reply.

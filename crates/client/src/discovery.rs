@@ -39,15 +39,16 @@ pub(crate) enum Found {
 /// Asks `endpoint` for the cluster configuration, on a connection of its own (resolving the
 /// endpoint's name anew: it is a CNAME that moves).
 pub(crate) fn fetch(endpoint: &NodeAddress, config: &ClientConfig) -> Result<Found> {
-    let mut connection = Connection::connect(endpoint, config, config.tls.as_ref())?;
     let deadline = config.timeout.map(|t| Instant::now() + t);
-    connection.send(CONFIG_GET_CLUSTER)?;
+    let mut connection = Connection::connect(endpoint, config, config.tls.as_ref(), deadline)?;
+    connection.send(CONFIG_GET_CLUSTER, deadline)?;
     let reply = match connection.read(deadline, parse_cluster_config) {
         Err(Error::UnknownCommand { .. }) => {
             // Engines before 1.4.14 keep the configuration under a key instead. A fresh
             // connection: the error reply leaves this one's stream in an unknown state.
-            let mut connection = Connection::connect(endpoint, config, config.tls.as_ref())?;
-            connection.send(LEGACY_GET_CLUSTER)?;
+            let mut connection =
+                Connection::connect(endpoint, config, config.tls.as_ref(), deadline)?;
+            connection.send(LEGACY_GET_CLUSTER, deadline)?;
             match connection.read(deadline, parse_cluster_config) {
                 Err(Error::UnknownCommand { .. }) => None,
                 other => other?,

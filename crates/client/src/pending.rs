@@ -113,7 +113,7 @@ impl Client {
         proto::encode_retrieval(&mut request, Retrieval::Get, [key.as_bytes()]);
         let sent = match pending.connection.as_mut() {
             Some(connection) => connection
-                .send(&request)
+                .send(&request, self.deadline())
                 .and_then(|()| connection.set_nonblocking(true)),
             None => Err(Error::NoNodes),
         };
