@@ -237,8 +237,28 @@ impl Client {
         let deadline = self.deadline();
         let mut failed = Vec::new();
         let mut sent: Vec<(Share<'_>, Lease<'_>)> = Vec::with_capacity(shares.len());
+        // Shares whose node had no free connection while this batch held others.
+        let mut deferred: Vec<Share<'_>> = Vec::new();
         let mut request = Vec::new();
         for share in shares.into_iter().filter(|s| !s.positions.is_empty()) {
+            // Holding connections to other nodes, never wait for one: another batch may hold
+            // this node's connections while it waits for the ones held here.
+            let leased = if sent.is_empty() {
+                self.lease(share.node, deadline).map(Some)
+            } else {
+                self.lease_without_waiting(share.node, deadline)
+            };
+            let mut lease = match leased {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    deferred.push(share);
+                    continue;
+                }
+                Err(error) => {
+                    failed.push((share.positions, error));
+                    continue;
+                }
+            };
             request.clear();
             if let Some(first) = split_by_size(&share.positions, 0, exchange_limit, &size).next() {
                 request.reserve(first.iter().map(|&p| size(p)).sum::<usize>() + 64);
@@ -246,28 +266,29 @@ impl Client {
             }
             // `lease` counts its own failures towards marking the node down; a failed send is
             // counted here, so each failed share counts once.
-            let outcome = self.lease(share.node, deadline).and_then(|mut lease| {
-                let written = match lease.connection() {
-                    Some(connection) => connection.send(&request),
-                    None => Err(Error::NoNodes),
-                };
-                written.inspect_err(|error| self.note_failure(share.node, error))?;
-                Ok(lease)
-            });
-            match outcome {
-                Ok(lease) => sent.push((share, lease)),
-                Err(error) => failed.push((share.positions, error)),
+            let written = match lease.connection() {
+                Some(connection) => connection.send(&request, deadline),
+                None => Err(Error::NoNodes),
+            };
+            match written {
+                Ok(()) => sent.push((share, lease)),
+                Err(error) => {
+                    self.note_failure(share.node, &error);
+                    failed.push((share.positions, error));
+                }
             }
         }
-        for (share, mut lease) in sent {
+        // The first run of every share in `sent` is on the wire: read them all, then send any
+        // further runs (TLS) one exchange at a time.
+        let mut finish = |share: Share<'_>, mut lease: Lease<'_>, first_sent: bool| {
             let result = match lease.connection() {
                 Some(connection) => split_by_size(&share.positions, 0, exchange_limit, &size)
                     .enumerate()
                     .try_for_each(|(n, run)| {
-                        if n > 0 {
+                        if n > 0 || !first_sent {
                             request.clear();
                             encode(&mut request, run);
-                            connection.send(&request)?;
+                            connection.send(&request, deadline)?;
                         }
                         read(connection, deadline, run)
                     }),
@@ -277,11 +298,22 @@ impl Client {
                 Ok(()) => {
                     share.node.health.record_success();
                     lease.release();
+                    None
                 }
                 Err(error) => {
                     self.note_failure(share.node, &error);
-                    failed.push((share.positions, error));
+                    Some((share.positions, error))
                 }
+            }
+        };
+        for (share, lease) in sent {
+            failed.extend(finish(share, lease, true));
+        }
+        // Holding nothing now, wait for the deferred nodes' connections, one node at a time.
+        for share in deferred {
+            match self.lease(share.node, deadline) {
+                Ok(lease) => failed.extend(finish(share, lease, false)),
+                Err(error) => failed.push((share.positions, error)),
             }
         }
         Ok(failed)

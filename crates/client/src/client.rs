@@ -176,7 +176,11 @@ impl Client {
     /// still fail.
     pub(crate) fn tolerate<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
         match result {
-            Err(error) if self.config.ignore_exc && error.kind() != ErrorKind::Client => {
+            // A value too large is a failed write like any other under ignore_exc: not stored.
+            Err(error)
+                if self.config.ignore_exc
+                    && (error.kind() != ErrorKind::Client || error.is_value_too_large()) =>
+            {
                 log::warn!("cache failure ignored (ignore_exc): {error}");
                 Ok(fallback())
             }
@@ -195,7 +199,8 @@ impl Client {
         }
     }
 
-    /// Leases a connection to `node`, unless it is marked down.
+    /// Leases a connection to `node`, unless it is marked down, waiting until `deadline` for
+    /// one when the pool is at `max_pool_size`.
     pub(crate) fn lease<'n>(
         &self,
         node: &'n Node,
@@ -207,9 +212,29 @@ impl Client {
             .inspect_err(|e| self.note_failure(node, e))
     }
 
+    /// Like [`Client::lease`], but `None` instead of waiting when the pool is at
+    /// `max_pool_size`: for a caller that holds connections to other nodes.
+    pub(crate) fn lease_without_waiting<'n>(
+        &self,
+        node: &'n Node,
+        deadline: Option<Instant>,
+    ) -> Result<Option<crate::pool::Lease<'n>>> {
+        Self::check_up(node)?;
+        node.pool
+            .lease_without_waiting(&node.address, &self.config, deadline)
+            .inspect_err(|e| self.note_failure(node, e))
+    }
+
     /// Counts a failure against the node's health when it says something about the node.
+    ///
+    /// A node that closed, reset or refused a connection may have restarted: every idle
+    /// connection to it is closed too, so that none of them fails again after `dead_timeout`
+    /// and marks the node down anew.
     pub(crate) fn note_failure(&self, node: &Node, error: &Error) {
-        if error.is_node_failure() {
+        if error.is_connection_lost() {
+            node.pool.close_idle();
+        }
+        if error.counts_against_node() {
             let c = &self.config;
             if node
                 .health
@@ -248,7 +273,7 @@ impl Client {
         let mut lease = self.lease(node, deadline)?;
         let result = match lease.connection() {
             Some(connection) => connection
-                .send(request)
+                .send(request, deadline)
                 .and_then(|()| read(connection, deadline)),
             None => Err(Error::NoNodes),
         };
@@ -322,10 +347,13 @@ impl Client {
             self.exchange(key, &request, |connection, deadline| {
                 connection.read(deadline, proto::parse_store)
             })
+            .map_err(|error| error.for_store(data.len()))
         };
-        if command == Store::Set
-            && (too_large || matches!(&result, Err(Error::ServerFailure { .. })))
-        {
+        let failed_on_the_server = matches!(
+            &result,
+            Err(Error::ServerFailure { .. } | Error::TooLargeForNode { .. })
+        );
+        if command == Store::Set && (too_large || failed_on_the_server) {
             // Best effort: the set already failed, and that is the error to report.
             if let Err(error) = self.delete(key) {
                 log::warn!("could not delete {key:?} after a failed set: {error}");

@@ -30,6 +30,13 @@ pub enum Error {
     #[error("the value is {size} bytes, over the {limit}-byte item limit")]
     ValueTooLarge { size: usize, limit: usize },
 
+    #[error("{node} refused the {size}-byte value as larger than its item size limit (SERVER_ERROR {message})")]
+    TooLargeForNode {
+        node: String,
+        size: usize,
+        message: String,
+    },
+
     #[error("{node} refused the request: {message}")]
     Refused { node: String, message: String },
 
@@ -85,6 +92,7 @@ impl Error {
         match self {
             Error::InvalidKey { .. }
             | Error::ValueTooLarge { .. }
+            | Error::TooLargeForNode { .. }
             | Error::Refused { .. }
             | Error::BadAddress { .. }
             | Error::NotElastiCache { .. }
@@ -103,9 +111,33 @@ impl Error {
         }
     }
 
+    /// Whether the value was too large to store: over the client's `max_value_len`, or refused
+    /// by the node as over its item size limit. Either way nothing was stored, and the key's
+    /// old value is deleted by a `set`.
+    pub fn is_value_too_large(&self) -> bool {
+        matches!(
+            self,
+            Error::ValueTooLarge { .. } | Error::TooLargeForNode { .. }
+        )
+    }
+
+    /// Whether the node closed, reset or refused the connection: the node may have restarted
+    /// (every connection pooled before is dead) or left the cluster.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Io { source, .. } => !matches!(
+                source.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            Error::Closed { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether the failure says something about the node's health (and so counts towards
-    /// marking it down), rather than about the request.
-    pub(crate) fn is_node_failure(&self) -> bool {
+    /// marking it down), rather than about the request. Every failure of an exchange closes
+    /// its connection, whatever this says: its stream can no longer be trusted.
+    pub fn counts_against_node(&self) -> bool {
         match self {
             Error::Protocol { .. }
             | Error::Timeout { .. }
@@ -115,6 +147,7 @@ impl Error {
             | Error::Tls { .. } => true,
             Error::InvalidKey { .. }
             | Error::ValueTooLarge { .. }
+            | Error::TooLargeForNode { .. }
             | Error::Refused { .. }
             | Error::ServerFailure { .. }
             | Error::PoolExhausted { .. }
@@ -125,6 +158,21 @@ impl Error {
             | Error::Discovery { .. }
             | Error::NotElastiCache { .. }
             | Error::TlsConfig { .. } => false,
+        }
+    }
+
+    /// The error of a storage command that sent `size` bytes: memcached's refusal of a value
+    /// over its item size limit is a value too large, not a failing server.
+    pub(crate) fn for_store(self, size: usize) -> Self {
+        match self {
+            Error::ServerFailure { node, message } if message.contains("object too large") => {
+                Error::TooLargeForNode {
+                    node,
+                    size,
+                    message,
+                }
+            }
+            other => other,
         }
     }
 

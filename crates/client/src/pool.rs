@@ -10,6 +10,10 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::tls::Tls;
 
+/// A connection idle for longer than this is checked before reuse (the peer may have closed
+/// it: a restarted node, an idle timeout on the server).
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 struct PoolState {
     /// Idle connections, most recently used last.
@@ -64,35 +68,67 @@ impl Pool {
     }
 
     /// Takes an idle connection, or opens one if the pool has room, or waits for one to be
-    /// returned until `deadline`.
+    /// returned until `deadline`. Connecting is bounded by `deadline` too.
     pub fn lease(
         &self,
         address: &NodeAddress,
         config: &ClientConfig,
         deadline: Option<Instant>,
     ) -> Result<Lease<'_>> {
+        self.acquire(address, config, deadline, true)?
+            .ok_or_else(|| Error::PoolExhausted {
+                node: address.name.clone(),
+                timeout: config.timeout.unwrap_or_default(),
+            })
+    }
+
+    /// Like [`Pool::lease`] but never waits for a connection to be returned: `None` when
+    /// every connection the pool may have is in use. A caller already holding connections of
+    /// other pools uses this, so that it never waits while holding (two batches each holding
+    /// what the other waits for would both stall until their deadline).
+    pub(crate) fn lease_without_waiting(
+        &self,
+        address: &NodeAddress,
+        config: &ClientConfig,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Lease<'_>>> {
+        self.acquire(address, config, deadline, false)
+    }
+
+    fn acquire(
+        &self,
+        address: &NodeAddress,
+        config: &ClientConfig,
+        deadline: Option<Instant>,
+        wait: bool,
+    ) -> Result<Option<Lease<'_>>> {
         let mut state = self.lock();
         loop {
             self.close_expired(&mut state);
             if let Some(connection) = state.idle.pop() {
-                return Ok(Lease {
-                    pool: self,
-                    connection: Some(connection),
-                });
+                drop(state);
+                if let Some(connection) = self.checked(connection) {
+                    return Ok(Some(Lease {
+                        pool: self,
+                        connection: Some(connection),
+                    }));
+                }
+                state = self.lock();
+                continue;
             }
             if state.open < self.max_size {
                 state.open += 1;
                 drop(state);
-                return match Connection::connect(address, config, self.tls.as_ref()) {
+                return match Connection::connect(address, config, self.tls.as_ref(), deadline) {
                     Ok(connection) => {
                         self.opened.fetch_add(1, Ordering::Relaxed);
                         if connection.resumed_tls_session() {
                             self.resumed.fetch_add(1, Ordering::Relaxed);
                         }
-                        Ok(Lease {
+                        Ok(Some(Lease {
                             pool: self,
                             connection: Some(connection),
-                        })
+                        }))
                     }
                     Err(error) => {
                         self.discard();
@@ -100,15 +136,15 @@ impl Pool {
                     }
                 };
             }
+            if !wait {
+                return Ok(None);
+            }
             let wait_for = match deadline {
                 None => None,
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(Error::PoolExhausted {
-                            node: address.name.clone(),
-                            timeout: config.timeout.unwrap_or_default(),
-                        });
+                        return Ok(None);
                     }
                     Some(deadline - now)
                 }
@@ -130,12 +166,30 @@ impl Pool {
         }
     }
 
+    /// `connection`, taken from the idle list, if it is still usable; otherwise it is closed.
+    /// Only connections idle for a while are probed (three system calls): a busy pool's
+    /// connections were just used, and a failure on one closes all the idle ones anyway.
+    fn checked(&self, connection: Connection) -> Option<Connection> {
+        if connection.idle_since.elapsed() < PROBE_AFTER_IDLE || connection.looks_alive() {
+            return Some(connection);
+        }
+        drop(connection);
+        self.discard();
+        None
+    }
+
     /// An idle connection if one is ready; never connects or waits. Give it back with
     /// [`Pool::put_back`] after a clean exchange, or [`Pool::discard`] it.
     pub(crate) fn take_idle(&self) -> Option<Connection> {
-        let mut state = self.lock();
-        self.close_expired(&mut state);
-        state.idle.pop()
+        loop {
+            let mut state = self.lock();
+            self.close_expired(&mut state);
+            let connection = state.idle.pop()?;
+            drop(state);
+            if let Some(connection) = self.checked(connection) {
+                return Some(connection);
+            }
+        }
     }
 
     /// Returns a connection for reuse: only after a complete, clean exchange.
@@ -180,7 +234,7 @@ impl Pool {
             .count();
         if expired > 0 {
             state.idle.drain(..expired);
-            state.open -= expired;
+            state.open = state.open.saturating_sub(expired);
         }
     }
 
@@ -202,7 +256,7 @@ impl Pool {
         let mut state = self.lock();
         let closed = state.idle.len();
         state.idle.clear();
-        state.open -= closed;
+        state.open = state.open.saturating_sub(closed);
         drop(state);
         self.freed.notify_all();
     }

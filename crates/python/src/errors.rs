@@ -22,7 +22,9 @@ pub fn to_py(error: Error) -> PyErr {
         Error::InvalidKey { key, reason } => {
             InvalidKeyError::new_err(invalid_key_message(&key, &reason).unwrap_or(message))
         }
-        Error::ValueTooLarge { .. } => ValueTooLargeError::new_err(message),
+        Error::ValueTooLarge { .. } | Error::TooLargeForNode { .. } => {
+            ValueTooLargeError::new_err(message)
+        }
         other => match other.kind() {
             ErrorKind::Timeout => CacheTimeoutError::new_err(message),
             ErrorKind::Connection => CacheConnectionError::new_err(message),
