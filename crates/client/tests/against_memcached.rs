@@ -133,7 +133,7 @@ fn large_values_round_trip_and_oversized_ones_remove_the_old_value() {
     assert!(client.set("large", 0, b"small", 0).unwrap());
     let over_server_limit = vec![b'a'; 1024 * 1024 + 1];
     let error = client.set("large", 0, &over_server_limit, 0).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Server, "{error}");
+    assert!(matches!(error, Error::TooLargeForNode { .. }), "{error}");
     assert_eq!(
         client.get("large").unwrap(),
         None,

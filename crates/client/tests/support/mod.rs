@@ -113,6 +113,26 @@ impl Memcached {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Kills the server and starts a new, empty one on the same port, as a node restart does.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut node = Self::spawn(self.port, &[]);
+            if node.listening() && node.try_stat("pid") == Some(u64::from(node.child.id())) {
+                std::mem::swap(self, &mut node);
+                return;
+            }
+            // The port is still being released (the old server's sockets): try again.
+            assert!(
+                Instant::now() < deadline,
+                "could not restart memcached on its port"
+            );
+            thread::yield_now();
+        }
+    }
+
     /// A client for this node alone.
     pub fn client(&self) -> Client {
         Client::connect_to(&[self.address()], ClientConfig::default()).unwrap()
@@ -170,6 +190,9 @@ pub enum Fault {
     ReplyAfter(Duration, Vec<u8>),
     /// Never answer (the connection stays open until the client closes it).
     Silent,
+    /// Send these bytes one at a time, this long apart: each read gets something in time,
+    /// the whole reply does not.
+    Trickle(Duration, Vec<u8>),
     /// Answer the n-th request with the n-th reply; after the last, close the connection or
     /// (`then_close: false`) answer nothing more.
     InTurn {
@@ -272,6 +295,16 @@ fn serve(mut stream: TcpStream, fault: &Fault, seen: &Seen) {
                 (bytes, false)
             }
             Fault::Silent => continue,
+            Fault::Trickle(pause, bytes) => {
+                for byte in bytes {
+                    thread::sleep(*pause); // the fault itself: a server that trickles
+                    if stream.write_all(&[*byte]).is_err() {
+                        return;
+                    }
+                }
+                seen.update(|c| c.replies += 1);
+                continue;
+            }
         };
         let _ = stream.write_all(reply);
         seen.update(|c| c.replies += 1);
