@@ -12,6 +12,7 @@ pub const DEFAULT_PORT: u16 = 11211;
 pub struct NodeAddress {
     /// What to connect to: a DNS name, IPv4 or IPv6 address (without brackets).
     pub host: String,
+    /// The TCP port.
     pub port: u16,
     /// The name the ring hashes: `host:port` as pymemcache writes it (IPv6 without brackets).
     pub name: String,

@@ -23,6 +23,7 @@ pub type Stats = Vec<(String, String)>;
 /// A value read from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
+    /// The flags stored with the value (its type, for the serializer that wrote it).
     pub flags: u32,
     /// The value's bytes (a cheap-to-clone, shared buffer: `&item.data[..]` is a slice).
     pub data: Bytes,

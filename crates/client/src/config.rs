@@ -69,6 +69,7 @@ pub enum DiscoveryMode {
 /// How the cluster's membership is found and followed.
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
+    /// What an endpoint that is not ElastiCache's is taken for.
     pub mode: DiscoveryMode,
     /// Time between background discoveries (jittered by ±10% each cycle); `None` discovers
     /// only on first use and whenever the ring is empty.

@@ -28,8 +28,9 @@ pub struct TlsSettings {
     pub skip_verification: bool,
     /// Verify the chain but not that the certificate names the server.
     pub skip_hostname_check: bool,
-    /// Client certificate chain and key (PEM), for servers that require them.
+    /// Client certificate chain (PEM), for servers that require one.
     pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
     pub client_key_file: Option<PathBuf>,
     /// The name every certificate is verified against (and sent as SNI), instead of each node's
     /// hostname.

@@ -16,6 +16,7 @@ use crate::pool::Pool;
 /// One node of the cluster with its connection pool and failure record.
 #[derive(Debug)]
 pub struct Node {
+    /// Where the node is and the name the ring hashes it by.
     pub address: NodeAddress,
     pub(crate) pool: Pool,
     pub(crate) health: Health,
