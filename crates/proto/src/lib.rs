@@ -24,4 +24,5 @@ pub use reply::{
     parse_delete, parse_incr_decr, parse_ok, parse_retrieval, parse_stats, parse_store,
     parse_touch, parse_version, with_error_replies, DeleteReply, IncrDecrReply, Parse,
     RetrievalItem, StoreReply, TouchReply, Value, DEFAULT_MAX_VALUE_LEN, MAX_LINE_LEN,
+    MAX_VALUE_LEN_LIMIT,
 };
