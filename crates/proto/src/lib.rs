@@ -3,6 +3,7 @@
 //! Nothing here touches a socket. Encoders append a request to a caller's buffer; parsers look
 //! at the bytes received so far and answer either "incomplete, keep reading" or "complete, this
 //! many bytes consumed". Malformed input is an error, never a panic or a large allocation.
+#![warn(missing_docs)]
 
 mod discovery;
 mod encode;
