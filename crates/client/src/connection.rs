@@ -79,6 +79,30 @@ fn resolve(host: &str, port: u16, deadline: Option<Instant>) -> io::Result<Vec<S
     }
 }
 
+/// How much room (unconsumed bytes plus free space) the buffer should have when `pending`
+/// bytes have arrived, the reply needs `needed` in all, and the buffer is `len` long.
+///
+/// The buffer grows only once the data has nearly filled it, and then at most doubles:
+/// `needed` is the peer's word (a value header declaring 1 GiB must cost nothing until the data
+/// comes), so the buffer stays under twice what has arrived plus two reads' worth, while
+/// doubling keeps a large value to a few reallocations whatever the size of each read.
+fn room_for(pending: usize, needed: usize, len: usize) -> usize {
+    let one_read = pending.saturating_add(MIN_READ);
+    if needed <= len {
+        // The whole reply fits: room for it, and for reading ahead as far as the buffer goes.
+        needed.max(one_read).min(len)
+    } else if one_read <= len {
+        // Room for another read without growing.
+        one_read
+    } else if needed > one_read {
+        // Nearly full, and the reply is known to be longer: towards it, at most doubling.
+        needed.min(len.saturating_mul(2))
+    } else {
+        // Nearly full, and `needed` only a lower bound (one more byte): double.
+        len.saturating_mul(2)
+    }
+}
+
 /// A connected socket (plain or TLS) and its read buffer.
 #[derive(Debug)]
 pub struct Connection {
@@ -355,10 +379,11 @@ impl Connection {
         restored
     }
 
-    /// Makes room at the end of the buffer for `needed` unconsumed bytes, and a read's worth.
+    /// Makes room at the end of the buffer for the next read towards `needed` unconsumed
+    /// bytes, growing it with the data received (see [`room_for`]).
     fn make_room(&mut self, needed: usize) {
         let pending = self.filled - self.start;
-        let wanted = needed.max(pending + MIN_READ);
+        let wanted = room_for(pending, needed, self.buffer.len());
         if self.buffer.len() - self.start < wanted {
             // Move the unconsumed bytes to the front, then grow only if that is not enough.
             self.buffer.copy_within(self.start..self.filled, 0);
@@ -425,6 +450,12 @@ impl Connection {
         self.filled > self.start
     }
 
+    /// The read buffer's size, for tests of how it grows.
+    #[cfg(test)]
+    pub(crate) fn buffer_len(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Shrinks a buffer that grew for a large value back to its usual size.
     pub fn trim_buffer(&mut self) {
         if self.buffer.len() > 4 * INITIAL_BUFFER && self.start == self.filled {
@@ -432,5 +463,158 @@ impl Connection {
             self.start = 0;
             self.filled = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::thread;
+
+    use elasticache_proto::{parse_retrieval, ReplyError, RetrievalItem, MAX_VALUE_LEN_LIMIT};
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(200);
+
+    /// A peer on a loopback port that answers the first request with `reply` and keeps the
+    /// connection open until the returned sender is dropped; and a connection to it.
+    fn peer_sending(reply: Vec<u8>) -> (Connection, mpsc::Sender<()>, thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (release, released) = mpsc::channel::<()>();
+        let peer = thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = [0u8; 64];
+            let _ = socket.read(&mut request);
+            socket.write_all(&reply).unwrap();
+            // Neither more data nor a close: the client must give up on its own.
+            let _ = released.recv();
+        });
+        let tcp = TcpStream::connect(address).unwrap();
+        tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let connection = Connection {
+            stream: Stream::Plain(tcp),
+            node: address.to_string(),
+            timeout: Some(TIMEOUT),
+            socket_timeouts: [Some(TIMEOUT), None],
+            buffer: vec![0; INITIAL_BUFFER],
+            start: 0,
+            filled: 0,
+            idle_since: Instant::now(),
+        };
+        (connection, release, peer)
+    }
+
+    /// Reads one `get` item, its data copied out.
+    fn read_value(connection: &mut Connection, max_value_len: usize) -> Result<Vec<u8>> {
+        connection.send(b"get k\r\n", None)?;
+        connection.read(None, |buf| {
+            Ok(match parse_retrieval(buf, max_value_len)? {
+                Parse::Incomplete(needed) => Parse::Incomplete(needed),
+                Parse::Complete(RetrievalItem::Value(value), used) => {
+                    Parse::Complete(value.data.to_vec(), used)
+                }
+                Parse::Complete(RetrievalItem::End, used) => Parse::Complete(Vec::new(), used),
+            })
+        })
+    }
+
+    /// The most a buffer may hold once `received` bytes have arrived.
+    fn bound(received: usize) -> usize {
+        INITIAL_BUFFER.max(2 * (received + MIN_READ))
+    }
+
+    #[test]
+    fn a_huge_declared_length_costs_nothing_until_the_data_comes() {
+        let header = format!("VALUE k 0 {MAX_VALUE_LEN_LIMIT}\r\n").into_bytes();
+        for data in [0, 100_000] {
+            let mut reply = header.clone();
+            reply.resize(header.len() + data, b'x');
+            let (mut connection, release, peer) = peer_sending(reply.clone());
+            let outcome = read_value(&mut connection, usize::MAX);
+            assert!(
+                matches!(outcome, Err(Error::Timeout { .. })),
+                "{data} bytes: {outcome:?}"
+            );
+            assert!(
+                connection.buffer_len() <= bound(reply.len()),
+                "{data} bytes of data grew the buffer to {}",
+                connection.buffer_len()
+            );
+            drop(release);
+            peer.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_length_over_the_hard_limit_is_refused_at_once() {
+        let (mut connection, release, peer) =
+            peer_sending(b"VALUE k 0 18446744073709551614\r\n".to_vec());
+        let outcome = read_value(&mut connection, usize::MAX);
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::Protocol {
+                    source: ReplyError::ValueTooLarge { .. },
+                    ..
+                })
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(connection.buffer_len(), INITIAL_BUFFER);
+        drop(release);
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_large_value_reads_whole_and_the_buffer_shrinks_after() {
+        let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let mut reply = format!("VALUE k 0 {}\r\n", data.len()).into_bytes();
+        reply.extend_from_slice(&data);
+        reply.extend_from_slice(b"\r\n");
+        let (mut connection, release, peer) = peer_sending(reply.clone());
+        assert_eq!(read_value(&mut connection, 2 * data.len()).unwrap(), data);
+        assert!(connection.buffer_len() >= data.len());
+        assert!(connection.buffer_len() <= bound(reply.len()));
+        connection.trim_buffer();
+        assert_eq!(connection.buffer_len(), INITIAL_BUFFER);
+        drop(release);
+        peer.join().unwrap();
+    }
+
+    /// Reads a `total`-byte reply `chunk` bytes at a time through `room_for`, its length
+    /// known from the start (`exact`, as after a value header) or not (one more byte needed at
+    /// every step, as for `stats`); the number of times the buffer grew.
+    fn growths(total: usize, chunk: usize, exact: bool) -> usize {
+        let (mut len, mut pending, mut grew) = (INITIAL_BUFFER, 0, 0);
+        while pending < total {
+            let needed = if exact { total } else { pending + 1 };
+            let wanted = room_for(pending, needed, len);
+            if len < wanted {
+                len = wanted;
+                grew += 1;
+            }
+            assert!(len > pending, "no room for a read");
+            assert!(len <= bound(pending), "{len} bytes for {pending} received");
+            pending += chunk.min(len - pending).min(total - pending);
+        }
+        grew
+    }
+
+    #[test]
+    fn the_buffer_doubles_with_the_data_whatever_the_read_size() {
+        const MIB: usize = 1024 * 1024;
+        for chunk in [1, 1000, 16 * 1024, 64 * 1024, usize::MAX] {
+            for exact in [true, false] {
+                assert_eq!(growths(100, chunk, exact), 0);
+                assert_eq!(growths(MIB + 100, chunk, exact), 7, "{chunk}-byte reads");
+            }
+            // 16 KiB doubled six times; one more when the length is not known.
+            assert_eq!(growths(MIB, chunk, true), 6, "{chunk}-byte reads");
+            assert!(growths(MIB, chunk, false) <= 7, "{chunk}-byte reads");
+        }
+        assert_eq!(growths(MAX_VALUE_LEN_LIMIT + 64, 256 * 1024, true), 17);
     }
 }

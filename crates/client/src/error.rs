@@ -183,9 +183,8 @@ impl Error {
             ReplyError::Client(message) => Error::Refused { node, message },
             ReplyError::Server(message) => Error::ServerFailure { node, message },
             ReplyError::UnknownCommand => Error::UnknownCommand { node },
-            source @ (ReplyError::Malformed(_) | ReplyError::ValueTooLarge { .. }) => {
-                Error::Protocol { node, source }
-            }
+            // Malformed, ValueTooLarge, and any kind added later: the stream is not trusted.
+            source => Error::Protocol { node, source },
         }
     }
 

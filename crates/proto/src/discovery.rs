@@ -9,7 +9,7 @@
 use memchr::memmem;
 
 use crate::error::ReplyError;
-use crate::reply::{next_line_for_discovery, Parse};
+use crate::reply::{next_line_for_discovery, parse_decimal, Parse};
 
 /// The discovery request of engines 1.4.14 and later.
 pub const CONFIG_GET_CLUSTER: &[u8] = b"config get cluster\r\n";
@@ -27,13 +27,16 @@ pub struct ClusterNode {
     pub hostname: String,
     /// Its private IP address (IPv4 or IPv6), empty while not yet known.
     pub ip: String,
+    /// The port memcached listens on.
     pub port: u16,
 }
 
 /// The cluster's membership and its version (bumped by ElastiCache on every change).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
+    /// The configuration's version: a change means the membership changed.
     pub version: u64,
+    /// The cluster's nodes, in the order the endpoint lists them (never empty).
     pub nodes: Vec<ClusterNode>,
 }
 
@@ -86,11 +89,11 @@ fn parse_header(line: &[u8]) -> Result<u64, ReplyError> {
         ["VALUE", "AmazonElastiCache:cluster", _flags, length] => length,
         _ => return Err(ReplyError::malformed("not a configuration reply", line)),
     };
-    length
-        .parse::<u64>()
-        .map_err(|_| ReplyError::malformed("bad configuration length", line))
+    parse_decimal(length.as_bytes())
+        .ok_or_else(|| ReplyError::malformed("bad configuration length", line))
 }
 
+/// The version line and the `host|ip|port` entries of a configuration body.
 fn parse_body(body: &[u8]) -> Result<ClusterConfig, ReplyError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ReplyError::malformed("configuration is not text", body))?;
@@ -113,6 +116,7 @@ fn parse_body(body: &[u8]) -> Result<ClusterConfig, ReplyError> {
     Ok(ClusterConfig { version, nodes })
 }
 
+/// One `host|ip|port` entry.
 fn parse_node(token: &str) -> Result<ClusterNode, ReplyError> {
     let bad = || ReplyError::malformed("bad node entry (expected host|ip|port)", token.as_bytes());
     let mut fields = token.split('|');

@@ -6,19 +6,29 @@
 use std::io::Write;
 
 /// `get` returns values; `gets` also returns their CAS tokens.
+///
+/// More commands may be added (`gat`, `gats`), so a match on it needs a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Retrieval {
+    /// `get`: values and their flags.
     Get,
+    /// `gets`: values, flags and CAS tokens.
     Gets,
 }
 
 /// The storage commands, which share one wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
+    /// Store whatever is there.
     Set,
+    /// Store only if the key holds no item.
     Add,
+    /// Store only if the key holds an item.
     Replace,
+    /// Add the data after an existing item's.
     Append,
+    /// Add the data before an existing item's.
     Prepend,
     /// Store only if the item's CAS token is still this one.
     Cas(u64),
@@ -27,7 +37,9 @@ pub enum Store {
 /// The two counter commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counter {
+    /// Add the delta (wrapping at 2^64).
     Incr,
+    /// Subtract the delta (stopping at 0).
     Decr,
 }
 

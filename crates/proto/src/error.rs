@@ -6,7 +6,9 @@ use thiserror::Error;
 ///
 /// The first three are the server speaking the protocol correctly about a failure; the last two
 /// mean the byte stream cannot be trusted any more, and the connection must be dropped.
+/// More kinds may be added, so a match on it needs a wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ReplyError {
     /// `ERROR`: the server does not know the command.
     #[error("the server does not know the command (ERROR)")]
@@ -22,7 +24,12 @@ pub enum ReplyError {
     Malformed(String),
     /// A value header declares more bytes than the configured cap.
     #[error("the server declared a {declared}-byte value, over the {limit}-byte limit")]
-    ValueTooLarge { declared: u64, limit: usize },
+    ValueTooLarge {
+        /// The length the header declared.
+        declared: u64,
+        /// The cap in force: the caller's, or [`crate::MAX_VALUE_LEN_LIMIT`] if that is lower.
+        limit: usize,
+    },
 }
 
 impl ReplyError {

@@ -8,10 +8,13 @@ pub const MAX_KEY_LEN: usize = 250;
 /// Why a key cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum KeyError {
+    /// The key has no bytes.
     #[error("the key is empty")]
     Empty,
+    /// The key is longer than [`MAX_KEY_LEN`] bytes (its length is given).
     #[error("the key is {0} bytes long, over memcached's limit of {MAX_KEY_LEN}")]
     TooLong(usize),
+    /// The key contains a control byte or a space (the first such byte is given).
     #[error("the key contains byte {0:#04x}: control characters and spaces are not allowed")]
     IllegalByte(u8),
 }

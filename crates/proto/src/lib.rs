@@ -3,6 +3,7 @@
 //! Nothing here touches a socket. Encoders append a request to a caller's buffer; parsers look
 //! at the bytes received so far and answer either "incomplete, keep reading" or "complete, this
 //! many bytes consumed". Malformed input is an error, never a panic or a large allocation.
+#![warn(missing_docs)]
 
 mod discovery;
 mod encode;
@@ -24,4 +25,5 @@ pub use reply::{
     parse_delete, parse_incr_decr, parse_ok, parse_retrieval, parse_stats, parse_store,
     parse_touch, parse_version, with_error_replies, DeleteReply, IncrDecrReply, Parse,
     RetrievalItem, StoreReply, TouchReply, Value, DEFAULT_MAX_VALUE_LEN, MAX_LINE_LEN,
+    MAX_VALUE_LEN_LIMIT,
 };

@@ -15,6 +15,11 @@ pub const MAX_LINE_LEN: usize = 8192;
 /// servers started with a slightly larger `-I`.
 pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024 + 64 * 1024;
 
+/// The hard upper bound on a value's declared length, whatever cap the caller asks for: 1 GiB,
+/// memcached's own largest item size (`-I 1g`). A larger declared length is refused as
+/// [`ReplyError::ValueTooLarge`] even when the caller's cap is higher.
+pub const MAX_VALUE_LEN_LIMIT: usize = 1024 * 1024 * 1024;
+
 /// The most bytes a whole `stats` reply may take.
 const MAX_STATS_LEN: usize = 1024 * 1024;
 
@@ -22,51 +27,73 @@ const MAX_STATS_LEN: usize = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parse<T> {
     /// More bytes are needed: the buffer must hold at least this many before the reply can
-    /// complete (a lower bound; exact once a value header has been read).
+    /// complete (always more than it holds now; a lower bound, exact once a value header has
+    /// been read).
     Incomplete(usize),
-    /// A whole reply, and how many bytes at the start of the buffer it used.
+    /// A whole reply, and how many bytes at the start of the buffer it used (at least one, at
+    /// most the buffer's length).
     Complete(T, usize),
 }
 
 /// One item of a `get`/`gets` reply: a value, or the `END` that closes the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetrievalItem<'a> {
+    /// A `VALUE` line and its data.
     Value(Value<'a>),
+    /// The `END` line: no more values follow.
     End,
 }
 
 /// A value as the server sent it, borrowed from the caller's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Value<'a> {
+    /// The key the server sent the value for.
     pub key: &'a [u8],
+    /// The client-defined flags stored with the value.
     pub flags: u32,
+    /// The CAS token (`gets` only).
     pub cas: Option<u64>,
+    /// The value's bytes, exactly as long as the header declared.
     pub data: &'a [u8],
 }
 
+/// The reply to a storage command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreReply {
+    /// `STORED`: the value was stored.
     Stored,
+    /// `NOT_STORED`: the condition of `add`, `replace`, `append` or `prepend` did not hold.
     NotStored,
+    /// `EXISTS`: `cas` found the item changed since its token was read.
     Exists,
+    /// `NOT_FOUND`: `cas` found no item.
     NotFound,
 }
 
+/// The reply to `delete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteReply {
+    /// `DELETED`: the item existed and is gone.
     Deleted,
+    /// `NOT_FOUND`: there was no such item.
     NotFound,
 }
 
+/// The reply to `incr` or `decr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IncrDecrReply {
+    /// The counter's new value.
     Value(u64),
+    /// `NOT_FOUND`: there was no such item.
     NotFound,
 }
 
+/// The reply to `touch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TouchReply {
+    /// `TOUCHED`: the item's expiry was updated.
     Touched,
+    /// `NOT_FOUND`: there was no such item.
     NotFound,
 }
 
@@ -95,21 +122,25 @@ pub(crate) fn next_line_for_discovery(buf: &[u8]) -> Result<Option<(&[u8], usize
     }
 }
 
-/// The error a line reports, if it is one of the protocol's error lines.
+/// The error a line reports, if it is one of the protocol's error lines: the word alone or
+/// followed by a space and a message.
 fn error_line(line: &[u8]) -> Option<ReplyError> {
-    let message = |rest: &[u8]| String::from_utf8_lossy(rest.trim_ascii()).into_owned();
-    if line == b"ERROR" || line.starts_with(b"ERROR ") {
+    let after = |word: &[u8]| {
+        line.strip_prefix(word)
+            .filter(|rest| rest.is_empty() || rest.starts_with(b" "))
+            .map(|rest| String::from_utf8_lossy(rest.trim_ascii()).into_owned())
+    };
+    if after(b"ERROR").is_some() {
         Some(ReplyError::UnknownCommand)
-    } else if let Some(rest) = line.strip_prefix(b"CLIENT_ERROR") {
-        Some(ReplyError::Client(message(rest)))
+    } else if let Some(message) = after(b"CLIENT_ERROR") {
+        Some(ReplyError::Client(message))
     } else {
-        line.strip_prefix(b"SERVER_ERROR")
-            .map(|rest| ReplyError::Server(message(rest)))
+        after(b"SERVER_ERROR").map(ReplyError::Server)
     }
 }
 
 /// A decimal number without sign, as the protocol writes them; `None` on anything else.
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
     }
@@ -122,8 +153,9 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 /// Parses the next item of a `get`/`gets` reply.
 ///
 /// Call it repeatedly, dropping the consumed bytes each time, until it returns
-/// [`RetrievalItem::End`]. A declared length over `max_value_len` is an error before any of the
-/// data is awaited, so the caller never reserves room for it.
+/// [`RetrievalItem::End`]. A declared length over `max_value_len` (or over
+/// [`MAX_VALUE_LEN_LIMIT`], whatever `max_value_len` says) is an error before any of the data
+/// is awaited, so the caller never reserves room for it.
 pub fn parse_retrieval(
     buf: &[u8],
     max_value_len: usize,
@@ -162,15 +194,18 @@ pub fn parse_retrieval(
     if fields.next().is_some() {
         return Err(bad_header());
     }
+    let limit = max_value_len.min(MAX_VALUE_LEN_LIMIT);
+    let too_large = ReplyError::ValueTooLarge { declared, limit };
     let data_len = usize::try_from(declared)
         .ok()
-        .filter(|len| *len <= max_value_len)
-        .ok_or(ReplyError::ValueTooLarge {
-            declared,
-            limit: max_value_len,
-        })?;
-    let data_end = header_len + data_len;
-    let total = data_end + 2;
+        .filter(|len| *len <= limit)
+        .ok_or_else(|| too_large.clone())?;
+    // The limit keeps these far from overflowing; checked all the same, since the length is
+    // the peer's word.
+    let data_end = header_len
+        .checked_add(data_len)
+        .ok_or_else(|| too_large.clone())?;
+    let total = data_end.checked_add(2).ok_or(too_large)?;
     if buf.len() < total {
         return Ok(Parse::Incomplete(total));
     }
@@ -196,21 +231,26 @@ pub fn parse_retrieval(
 /// `CLIENT_ERROR`, `ERROR`) as a complete reply of its own, with the bytes it used.
 ///
 /// Pipelined requests need this: memcached keeps the stream in step after such an error, so the
-/// replies to the following requests can still be read.
-pub fn with_error_replies<T>(
-    buf: &[u8],
-    parse: impl FnOnce(&[u8]) -> Result<Parse<T>, ReplyError>,
+/// replies to the following requests can still be read. An error line is a reply only as the
+/// reply's first line: one found inside a multi-line reply (after a `STAT` line, say) means the
+/// stream is out of step, and is [`ReplyError::Malformed`].
+pub fn with_error_replies<'a, T>(
+    buf: &'a [u8],
+    parse: impl FnOnce(&'a [u8]) -> Result<Parse<T>, ReplyError>,
 ) -> Result<Parse<Result<T, ReplyError>>, ReplyError> {
+    if let Some((line, used)) = next_line(buf)? {
+        if let Some(error) = error_line(line) {
+            return Ok(Parse::Complete(Err(error), used));
+        }
+    }
     match parse(buf) {
         Ok(Parse::Complete(reply, used)) => Ok(Parse::Complete(Ok(reply), used)),
         Ok(Parse::Incomplete(needed)) => Ok(Parse::Incomplete(needed)),
         Err(stream @ (ReplyError::Malformed(_) | ReplyError::ValueTooLarge { .. })) => Err(stream),
-        Err(server) => match next_line(buf)? {
-            Some((_, used)) => Ok(Parse::Complete(Err(server), used)),
-            None => Err(ReplyError::Malformed(
-                "error reply without a line".to_owned(),
-            )),
-        },
+        // The first line is not an error line, so the parser met one further in.
+        Err(_) => Err(ReplyError::Malformed(
+            "an error line inside a multi-line reply: the stream is out of step".to_owned(),
+        )),
     }
 }
 
@@ -288,6 +328,9 @@ pub fn parse_version(buf: &[u8]) -> Result<Parse<String>, ReplyError> {
 }
 
 /// Parses the reply to `stats`: `STAT <name> <value>` lines closed by `END`.
+///
+/// An error line is the reply only as the first line; after a `STAT` line it means the stream
+/// is out of step ([`ReplyError::Malformed`]).
 pub fn parse_stats(buf: &[u8]) -> Result<Parse<Vec<(String, String)>>, ReplyError> {
     let mut stats = Vec::new();
     let mut offset = 0;
@@ -298,12 +341,17 @@ pub fn parse_stats(buf: &[u8]) -> Result<Parse<Vec<(String, String)>>, ReplyErro
         let Some((line, used)) = next_line(&buf[offset..])? else {
             return Ok(Parse::Incomplete(buf.len() + 1));
         };
+        let first = offset == 0;
         offset += used;
         if line == b"END" {
             return Ok(Parse::Complete(stats, offset));
         }
         if let Some(error) = error_line(line) {
-            return Err(error);
+            return Err(if first {
+                error
+            } else {
+                ReplyError::malformed("an error line inside a stats reply", line)
+            });
         }
         let stat = line
             .strip_prefix(b"STAT ")

@@ -334,3 +334,185 @@ fn error_replies_in_a_pipeline_keep_the_stream_in_step() {
         Ok(Parse::Incomplete(5))
     );
 }
+
+#[test]
+fn a_declared_length_near_the_top_of_u64_is_refused_not_wrapped() {
+    // It used to wrap `header_len + data_len` and slice backwards (a panic).
+    let header = b"VALUE k 0 18446744073709551614\r\n";
+    for cap in [usize::MAX, MAX_VALUE_LEN_LIMIT, DEFAULT_MAX_VALUE_LEN] {
+        for cut in 0..header.len() {
+            assert!(matches!(
+                parse_retrieval(&header[..cut], cap),
+                Ok(Parse::Incomplete(_))
+            ));
+        }
+        assert_eq!(
+            parse_retrieval(header, cap),
+            Err(ReplyError::ValueTooLarge {
+                declared: u64::MAX - 1,
+                limit: cap.min(MAX_VALUE_LEN_LIMIT),
+            })
+        );
+    }
+}
+
+#[test]
+fn the_hard_limit_holds_whatever_cap_the_caller_gives() {
+    assert_eq!(MAX_VALUE_LEN_LIMIT, 1_073_741_824);
+    let at_limit = format!("VALUE k 0 {MAX_VALUE_LEN_LIMIT}\r\n");
+    assert_eq!(
+        parse_retrieval(at_limit.as_bytes(), usize::MAX),
+        Ok(Parse::Incomplete(at_limit.len() + MAX_VALUE_LEN_LIMIT + 2))
+    );
+    let over = format!("VALUE k 0 {}\r\n", MAX_VALUE_LEN_LIMIT + 1);
+    assert_eq!(
+        parse_retrieval(over.as_bytes(), usize::MAX),
+        Err(ReplyError::ValueTooLarge {
+            declared: 1_073_741_825,
+            limit: MAX_VALUE_LEN_LIMIT,
+        })
+    );
+    // A smaller cap of the caller's still applies.
+    assert_eq!(
+        parse_retrieval(b"VALUE k 0 11\r\n", 10),
+        Err(ReplyError::ValueTooLarge {
+            declared: 11,
+            limit: 10
+        })
+    );
+}
+
+/// Asserts that every strict prefix of `reply` is incomplete and the whole is `outcome`.
+fn every_prefix_incomplete_then<T: std::fmt::Debug + PartialEq>(
+    reply: &[u8],
+    parse: impl Fn(&[u8]) -> Result<Parse<T>, ReplyError>,
+    outcome: Result<Parse<T>, ReplyError>,
+) {
+    for cut in 0..reply.len() {
+        match parse(&reply[..cut]) {
+            Ok(Parse::Incomplete(needed)) => assert!(needed > cut, "cut {cut}: needs {needed}"),
+            other => panic!("prefix of {cut} bytes of {reply:?} parsed as {other:?}"),
+        }
+    }
+    assert_eq!(parse(reply), outcome, "{reply:?}");
+}
+
+#[test]
+fn an_error_line_inside_a_stats_reply_is_out_of_step() {
+    // The fuzzer's find: the wrapper took the first line (`STAT `) as the error reply.
+    for reply in [
+        &b"STAT \r\nERROR\r\n"[..],
+        b"STAT pid 1\r\nSERVER_ERROR out of memory\r\n",
+        b"STAT pid 1\r\nSTAT uptime 2\r\nCLIENT_ERROR bad\r\n",
+    ] {
+        for cut in 0..reply.len() {
+            assert!(matches!(
+                with_error_replies(&reply[..cut], parse_stats),
+                Ok(Parse::Incomplete(n)) if n > cut
+            ));
+            assert!(matches!(
+                parse_stats(&reply[..cut]),
+                Ok(Parse::Incomplete(n)) if n > cut
+            ));
+        }
+        assert!(
+            matches!(
+                with_error_replies(reply, parse_stats),
+                Err(ReplyError::Malformed(_))
+            ),
+            "{reply:?}"
+        );
+        assert!(
+            matches!(parse_stats(reply), Err(ReplyError::Malformed(_))),
+            "{reply:?}"
+        );
+    }
+}
+
+/// A retrieval item's extent alone, for helpers whose result cannot borrow the buffer.
+fn retrieval_used(buf: &[u8]) -> Result<Parse<()>, ReplyError> {
+    Ok(match retrieval(buf)? {
+        Parse::Incomplete(needed) => Parse::Incomplete(needed),
+        Parse::Complete(_, used) => Parse::Complete((), used),
+    })
+}
+
+/// What `with_error_replies` gives for an error line of `len` bytes first in the buffer.
+fn whole<T>(error: &ReplyError, len: usize) -> Result<Parse<Result<T, ReplyError>>, ReplyError> {
+    Ok(Parse::Complete(Err(error.clone()), len))
+}
+
+#[test]
+fn an_error_line_first_is_the_whole_reply_for_every_wrapped_parser() {
+    let cases: [(&[u8], ReplyError); 4] = [
+        (b"ERROR\r\n", ReplyError::UnknownCommand),
+        (b"ERROR unknown command\r\n", ReplyError::UnknownCommand),
+        (b"CLIENT_ERROR bad\r\n", ReplyError::Client("bad".into())),
+        (b"SERVER_ERROR busy\r\n", ReplyError::Server("busy".into())),
+    ];
+    for (line, error) in cases {
+        // Whatever follows the error line belongs to the next reply.
+        let mut buf = line.to_vec();
+        buf.extend_from_slice(b"STAT pid 1\r\nEND\r\n");
+        let n = line.len();
+        every_prefix_incomplete_then(
+            line,
+            |b| with_error_replies(b, retrieval_used),
+            whole(&error, n),
+        );
+        every_prefix_incomplete_then(
+            line,
+            |b| with_error_replies(b, parse_store),
+            whole(&error, n),
+        );
+        every_prefix_incomplete_then(
+            line,
+            |b| with_error_replies(b, parse_delete),
+            whole(&error, n),
+        );
+        every_prefix_incomplete_then(
+            line,
+            |b| with_error_replies(b, parse_incr_decr),
+            whole(&error, n),
+        );
+        every_prefix_incomplete_then(
+            line,
+            |b| with_error_replies(b, parse_touch),
+            whole(&error, n),
+        );
+        every_prefix_incomplete_then(line, |b| with_error_replies(b, parse_ok), whole(&error, n));
+        every_prefix_incomplete_then(
+            line,
+            |b| with_error_replies(b, parse_version),
+            whole(&error, n),
+        );
+        every_prefix_incomplete_then(
+            line,
+            |b| with_error_replies(b, parse_stats),
+            whole(&error, n),
+        );
+        assert_eq!(with_error_replies(&buf, parse_stats), whole(&error, n));
+        assert_eq!(
+            with_error_replies(&buf[line.len()..], parse_stats),
+            Ok(Parse::Complete(
+                Ok(vec![("pid".to_owned(), "1".to_owned())]),
+                buf.len() - line.len()
+            ))
+        );
+    }
+}
+
+#[test]
+fn error_words_must_stand_alone() {
+    for line in [
+        &b"ERRORS\r\n"[..],
+        b"SERVER_ERRORx\r\n",
+        b"CLIENT_ERROR_X\r\n",
+    ] {
+        assert!(matches!(parse_store(line), Err(ReplyError::Malformed(_))));
+        assert!(matches!(
+            with_error_replies(line, parse_store),
+            Err(ReplyError::Malformed(_))
+        ));
+    }
+}
