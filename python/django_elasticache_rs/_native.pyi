@@ -26,8 +26,9 @@ class Client:
 
     Keys are ``str``. Methods that take ``prefix`` make the key ``f"{prefix}:{version}:{key}"``
     (``key`` converted with ``str()``); with ``prefix=None`` the key is used as given. Keys
-    longer than 250 characters or bytes, or holding control characters or spaces, raise
-    ``InvalidKeyError``. Values are stored in pymemcache's ``pickle_serde`` format.
+    longer than 250 characters or bytes, holding control characters or spaces, or that UTF-8
+    cannot encode (a lone surrogate), raise ``InvalidKeyError``. Values are stored in
+    pymemcache's ``pickle_serde`` format.
 
     Failures raise ``CacheTimeoutError``, ``CacheConnectionError``, ``CacheServerError`` or
     ``CacheClientError`` (see ``django_elasticache_rs.exceptions``); with ``ignore_exc=True``
@@ -72,7 +73,16 @@ class Client:
         ``tls_ca_certs`` (DER) and/or ``tls_ca_file`` (PEM), else the system's trust store;
         ``tls_cert_file``/``tls_key_file`` (PEM) for client certificates. Certificates are
         verified against each node's hostname (from discovery) or ``tls_server_name``;
-        ``tls_check_hostname=False`` verifies the chain only, ``tls_verify=False`` nothing."""
+        ``tls_check_hostname=False`` verifies the chain only, ``tls_verify=False`` nothing.
+
+        Every argument is checked here, and nothing is contacted: a wrong type raises
+        ``TypeError``, a value out of range ``ValueError``, naming the argument (its message
+        starts with the name, or a note says "while processing '<name>'"). Durations are
+        seconds up to a day (86400); ``timeout`` and ``connect_timeout`` must be above 0
+        (``None`` is no deadline); ``socket_keepalive`` is 1 to 32767 s (``None``/0: off);
+        ``max_pool_size`` 1 to 65535; ``retry_attempts`` 1 to 1000; ``max_value_length`` 1024
+        to 1 GiB. ``servers`` must parse as ``host:port``, TLS files must be readable and
+        hold what they should, ``tls_server_name`` must be a DNS name or IP address."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""
@@ -134,7 +144,9 @@ class Client:
     def incr(
         self, key: Any, delta: int = 1, prefix: str | None = None, version: Any = None
     ) -> int | None:
-        """Adds ``delta`` (subtracts when negative, stopping at 0); ``None`` when missing."""
+        """Adds ``delta`` (subtracts when negative, stopping at 0); ``None`` when missing.
+        A ``delta`` that is not an ``int`` raises ``TypeError``; one of 2**64 or more in
+        magnitude ``ValueError``."""
     def touch(
         self, key: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
     ) -> bool: ...

@@ -8,16 +8,26 @@ thread and per async task. Key making, validation, hashing and value encoding ru
 from __future__ import annotations
 
 import asyncio
+import math
+import numbers
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
+from django.core.exceptions import ImproperlyConfigured
 
 from django_elasticache_rs._futures import finish_get
 from django_elasticache_rs._native import Client, PendingGet, run_in_worker
-from django_elasticache_rs.options import Settings, parse_location, parse_options
+from django_elasticache_rs.exceptions import CacheClientError
+from django_elasticache_rs.options import (
+    DEFAULTS,
+    Settings,
+    parse_key_prefix,
+    parse_location,
+    parse_options,
+)
 
 __all__ = ["ElastiCache"]
 
@@ -25,6 +35,8 @@ _T = TypeVar("_T")
 
 # memcached reads an expiry over 30 days as a Unix time.
 _MAX_RELATIVE_EXPIRY = 60 * 60 * 24 * 30
+# memcached reads an expiry as a signed 32-bit number: no Unix time after 2038-01-19.
+_MAX_UNIX_TIME = 2**31 - 1
 
 _clients: dict[tuple[tuple[str, ...], Settings], Client] = {}
 _clients_lock = threading.Lock()
@@ -44,6 +56,28 @@ def shared_client(servers: list[str], settings: Settings) -> Client:
                 client = Client(servers, **settings.native_kwargs())
                 _clients[key] = client
     return client
+
+
+def _refused(error: Exception) -> ImproperlyConfigured:
+    """``ImproperlyConfigured`` for what the native client refused to be built with. Its own
+    messages start with the argument's name, which is the option's (``servers`` is
+    ``LOCATION``, ``tls_ca_certs`` comes from ``tls_context``); a conversion error names it
+    in a note ("while processing 'x'")."""
+    notes = list(getattr(error, "__notes__", ()))
+    message = " ".join([str(error), *notes])
+    argument = str(error).split(" ", 1)[0].rstrip(":")
+    for note in notes:
+        if note.startswith("while processing '"):
+            argument = note.split("'")[1]
+    if argument == "servers":
+        where = "CACHES LOCATION"
+    elif argument == "tls_ca_certs":
+        where = "OPTIONS['tls_context']"
+    elif argument in DEFAULTS:
+        where = f"OPTIONS[{argument!r}]"
+    else:
+        where = "CACHES OPTIONS"
+    return ImproperlyConfigured(f"{where} is refused: {message}")
 
 
 def forget_shared_clients() -> None:
@@ -71,15 +105,20 @@ class ElastiCache(BaseCache):
         self._settings = parse_options(params.get("OPTIONS"), self._servers)
         # With Django's own key function the key is made in Rust; otherwise made here and
         # passed as is (prefix None).
-        self._prefix: str | None = self.key_prefix if self.key_func is default_key_func else None
-        self._native_client: Client | None = None
+        self._prefix: str | None = None
+        if self.key_func is default_key_func:
+            self._prefix = self.key_prefix = parse_key_prefix(self.key_prefix)
+        # Built now, not at the first request, so that whatever the native client refuses (an
+        # address it cannot parse, TLS files it cannot load) fails as Django builds the cache.
+        # Building it opens no socket and starts no thread.
+        try:
+            self._native_client: Client = shared_client(self._servers, self._settings)
+        except (ValueError, TypeError, OverflowError, CacheClientError) as error:
+            raise _refused(error) from error
 
     @property
     def _native(self) -> Client:
-        client = self._native_client
-        if client is None:
-            client = self._native_client = shared_client(self._servers, self._settings)
-        return client
+        return self._native_client
 
     @property
     def client(self) -> Client:
@@ -99,17 +138,32 @@ class ElastiCache(BaseCache):
 
     def get_backend_timeout(self, timeout: float | object | None = DEFAULT_TIMEOUT) -> int:
         """Django's timeout as memcached's expiry: 0 never expires, -1 is already expired, and
-        more than 30 days is written as a Unix time."""
+        more than 30 days is written as a Unix time.
+
+        ``None``, and a timeout past what memcached can express (a Unix time after
+        2038-01-19), never expire; a timeout under a second (negative ones included, however
+        large) has already expired. A timeout that is not a number raises ``TypeError``; NaN
+        raises ``ValueError``.
+        """
         if timeout is DEFAULT_TIMEOUT:
             timeout = self.default_timeout
         if timeout is None:
             return 0
-        seconds = float(timeout)  # type: ignore[arg-type]
-        if int(seconds) == 0:
-            seconds = -1
-        if seconds > _MAX_RELATIVE_EXPIRY:
-            seconds += int(time.time())
-        return int(seconds)
+        if isinstance(timeout, numbers.Real) and not isinstance(timeout, int | float):
+            timeout = float(timeout)  # a Decimal or Fraction, say
+        if not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+        # Compared as given: an int too large for a float is not an OverflowError.
+        if isinstance(timeout, float) and math.isnan(timeout):
+            raise ValueError("timeout must be a number of seconds or None, not nan")
+        if timeout < 1:
+            return -1
+        if timeout <= _MAX_RELATIVE_EXPIRY:
+            return int(float(timeout))
+        now = int(time.time())
+        if timeout > _MAX_UNIX_TIME - now:
+            return 0
+        return now + int(float(timeout))
 
     def _key(self, key: Any, version: int | None) -> Any:
         # With a custom key function the native client receives the finished key.
@@ -178,6 +232,8 @@ class ElastiCache(BaseCache):
             self._native.delete_many([self.make_key(k, version) for k in keys])
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        # A delta that is not an int raises TypeError, one of 2**64 or more in magnitude
+        # ValueError (the native client words both).
         value = self._native.incr(
             self._key(key, version), delta, self._prefix, self._version(version)
         )
@@ -186,6 +242,8 @@ class ElastiCache(BaseCache):
         return value
 
     def decr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        if not isinstance(delta, int):
+            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
         return self.incr(key, -delta, version)
 
     def clear(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import ssl
 from collections.abc import Mapping, Sequence
@@ -58,41 +59,188 @@ DEFAULTS: dict[str, Any] = {
 _IGNORED = {"socket_module", "lock_generator", "hasher"}
 
 
-def parse_location(location: str | Sequence[str]) -> list[str]:
-    """The server list of ``LOCATION``: a list, or a string separated by ``;`` or ``,``."""
+#: Upper bound of every duration option, in seconds: a longer deadline or interval is a mistake
+#: (and past what the native client's clocks can add without overflowing).
+MAX_SECONDS = 86_400.0
+#: Linux refuses a TCP keepalive idle time over 32767 s (and under 1 s) at connect time.
+MAX_KEEPALIVE_SECONDS = 32_767
+#: More connections to one node than a host has ports is a typo.
+MAX_POOL_SIZE = 65_535
+#: ``retry_attempts`` beyond this would never mark a node down in practice.
+MAX_RETRY_ATTEMPTS = 1_000
+#: The protocol's hard limit on a value (``elasticache_proto::MAX_VALUE_LEN_LIMIT``, 1 GiB): a
+#: larger ``max_value_length`` would let a hostile reply make the client allocate without bound.
+MAX_VALUE_LENGTH_LIMIT = 1 << 30
+#: A smaller ``max_value_length`` would refuse most pickled values.
+MIN_VALUE_LENGTH = 1024
+
+
+def parse_location(location: Any) -> list[str]:
+    """The server list of ``LOCATION``: a list, or a string separated by ``;`` or ``,``.
+
+    Each entry's form (``host:port``, ``[v6]:port``) is checked by the native client when the
+    backend is built (see ``ElastiCache.__init__``): one parser for addresses.
+    """
     if isinstance(location, str):
-        entries = location.replace(",", ";").split(";")
-    else:
+        entries: list[Any] = location.replace(",", ";").split(";")
+    elif isinstance(location, list | tuple):
         entries = list(location)
-    servers = [entry.strip() for entry in entries if entry and entry.strip()]
+    else:
+        raise ImproperlyConfigured(
+            "CACHES LOCATION must be a 'host:port' string or a list of them, "
+            f"not {type(location).__name__}"
+        )
+    for entry in entries:
+        if not isinstance(entry, str) or not _encodable(entry):
+            raise ImproperlyConfigured(
+                f"CACHES LOCATION entries must be 'host:port' strings, not {entry!r}"
+            )
+    servers = [entry.strip() for entry in entries if entry.strip()]
     if not servers:
         raise ImproperlyConfigured("CACHES LOCATION names no server")
     return servers
 
 
-def _seconds(name: str, value: Any, *, allow_none: bool) -> float | None:
+def _encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (not if it holds a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_key_prefix(given: Any) -> str:
+    """``KEY_PREFIX`` as the native client takes it: a ``str`` (Django formats any other
+    value with ``%s``), checked once here since it is part of every key."""
+    prefix = str(given)
+    # A longer prefix leaves no room for a key in memcached's 250 bytes (with ":1:" and one
+    # character).
+    if (
+        not _encodable(prefix)
+        or len(prefix.encode("utf-8")) > 246
+        or any(ord(c) < 33 or ord(c) == 127 for c in prefix)
+    ):
+        raise ImproperlyConfigured(
+            "CACHES KEY_PREFIX must be UTF-8 text of at most 246 bytes with no spaces or "
+            f"control characters (it is part of every memcached key), not {prefix!r}"
+        )
+    return prefix
+
+
+def _bad(name: str, accepts: str, value: Any) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"OPTIONS[{name!r}] must be {accepts}, not {value!r}")
+
+
+def _flag(name: str, value: Any) -> bool:
+    # A number is not taken for a bool: `"retry_attempts": 0` typed into `ignore_exc` is a slip.
+    if not isinstance(value, bool):
+        raise _bad(name, "True or False", value)
+    return value
+
+
+def _number(
+    name: str, value: Any, accepts: str, low: float, high: float, *, low_open: bool
+) -> float:
+    """A real number within [low, high] (or (low, high] with ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(name, accepts, value)
+    # Compared before converting: an int too large for a float is out of range, not an error.
+    if (
+        (isinstance(value, float) and math.isnan(value))
+        or value > high
+        or value < low
+        or (low_open and value == low)
+    ):
+        raise _bad(name, accepts, value)
+    return float(value)
+
+
+def _seconds(
+    name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = True
+) -> float | None:
+    """A duration option: seconds from 0 (or above 0) to a day; ``None`` where allowed."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be a number of seconds >= 0")
-    return float(value)
+    low = ">= 0" if allow_zero else "> 0"
+    none = ", or None for no deadline" if allow_none and not allow_zero else ""
+    none = none or (", or None" if allow_none else "")
+    accepts = f"a number of seconds {low} and <= {MAX_SECONDS:.0f}{none}"
+    return _number(name, value, accepts, 0.0, MAX_SECONDS, low_open=not allow_zero)
+
+
+def _whole(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _bad(name, f"a whole number from {low} to {high}", value)
+    return value
 
 
 def _keepalive_idle(value: Any) -> float | None:
     """TCP keepalive idle seconds from pymemcache's forms: False/None (off), True (60 s), a
     number of seconds, or a ``KeepaliveOpts`` (its ``idle``)."""
+    accepts = (
+        f"False/None (off), True (60 s), seconds from 1 to {MAX_KEEPALIVE_SECONDS}, "
+        "or a KeepaliveOpts"
+    )
     if value is None or value is False:
         return None
     if value is True:
         return 60.0
-    if isinstance(value, int | float):
-        return _seconds("socket_keepalive", value, allow_none=False)
-    idle = getattr(value, "idle", None)
-    if idle is None:
-        raise ImproperlyConfigured(
-            "OPTIONS['socket_keepalive'] must be a bool, seconds or KeepaliveOpts"
-        )
-    return float(idle)
+    idle = value if isinstance(value, int | float) else getattr(value, "idle", None)
+    if isinstance(idle, bool) or not isinstance(idle, int | float):
+        raise _bad("socket_keepalive", accepts, value)
+    return _number("socket_keepalive", idle, accepts, 1, MAX_KEEPALIVE_SECONDS, low_open=False)
+
+
+def _file(name: str, value: Any) -> str | None:
+    """A path option: ``None`` or the path of a readable file (its content is checked by the
+    native client when the backend is built)."""
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise _bad(name, "None or the path of a readable file", value)
+    path = os.fspath(value)
+    if not isinstance(path, str) or not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise _bad(name, "None or the path of a readable file", value)
+    return path
+
+
+def _server_name(value: Any) -> str | None:
+    accepts = "None or a DNS name or IP address"
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not value
+        or not _encodable(value)
+        or any(c.isspace() for c in value)
+    ):
+        raise _bad("tls_server_name", accepts, value)
+    return value
+
+
+def _serde(value: Any) -> Any:
+    if value is None:
+        return None
+    if not all(callable(getattr(value, m, None)) for m in ("serialize", "deserialize")):
+        raise _bad("serde", "None or an object with serialize() and deserialize() methods", value)
+    return _ByIdentity(value)
+
+
+class _ByIdentity:
+    """An object compared and hashed by identity, so that an unhashable ``serde`` can be part
+    of the shared client's key (and two equal serdes still get one client each)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByIdentity) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
 
 
 def _tls_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,23 +252,21 @@ def _tls_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
     of it: give ``tls_cert_file`` and ``tls_key_file`` instead.
     """
     context = options["tls_context"]
-    files = {name: options[name] for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")}
-    for name, path in files.items():
-        if path is not None and not isinstance(path, str | os.PathLike):
-            raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be a file path")
+    files = {
+        name: _file(name, options[name])
+        for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+    }
+    server_name = _server_name(options["tls_server_name"])
+    tls = _flag("tls", options["tls"])
     if context is None:
-        return {
-            "tls": bool(options["tls"]),
-            **{name: None if path is None else os.fspath(path) for name, path in files.items()},
-            "tls_server_name": options["tls_server_name"],
-        }
+        return {"tls": tls, **files, "tls_server_name": server_name}
     if not isinstance(context, ssl.SSLContext):
-        raise ImproperlyConfigured("OPTIONS['tls_context'] must be an ssl.SSLContext")
+        raise _bad("tls_context", "None or an ssl.SSLContext", context)
     return {
         "tls": True,
         "tls_ca_certs": tuple(context.get_ca_certs(binary_form=True)),
-        **{name: None if path is None else os.fspath(path) for name, path in files.items()},
-        "tls_server_name": options["tls_server_name"],
+        **files,
+        "tls_server_name": server_name,
         "tls_verify": context.verify_mode != ssl.CERT_NONE,
         "tls_check_hostname": context.check_hostname,
     }
@@ -128,39 +274,48 @@ def _tls_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated options: the native client's arguments and the backend's own settings."""
+    """Validated options: the native client's arguments (hashable: they key the shared client)."""
 
     native: tuple[tuple[str, Any], ...]
 
     def native_kwargs(self) -> dict[str, Any]:
-        return dict(self.native)
+        return {
+            name: value.value if isinstance(value, _ByIdentity) else value
+            for name, value in self.native
+        }
 
 
-def parse_options(options: Mapping[str, Any] | None, servers: Sequence[str]) -> Settings:
-    """Validates ``OPTIONS`` for ``LOCATION``'s ``servers``; unknown names raise
-    ``ImproperlyConfigured`` with a suggestion.
+def parse_options(options: Any, servers: Sequence[str]) -> Settings:
+    """Validates ``OPTIONS`` for ``LOCATION``'s ``servers``: an unknown name, a value of the
+    wrong type or out of range raises ``ImproperlyConfigured`` naming the option and what it
+    accepts (an unknown name, with a suggestion).
 
     One server is a configuration endpoint (discovery "auto" unless set); several are a
     static cluster, where discovery "on" is a contradiction.
     """
+    if options is not None and not isinstance(options, Mapping):
+        raise ImproperlyConfigured(f"CACHES OPTIONS must be a dict, not {options!r}")
     given = dict(options or {})
     for name in given:
         if name in DEFAULTS or name in _IGNORED:
             continue
-        close = difflib.get_close_matches(name, list(DEFAULTS), n=1)
+        close = difflib.get_close_matches(str(name), list(DEFAULTS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ImproperlyConfigured(f"Unknown ElastiCache cache option {name!r}{hint}")
     for name in _IGNORED & given.keys():
         logger.warning("OPTIONS[%r] is a pymemcache internal and is ignored", name)
     merged = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
 
-    if merged["key_prefix"]:
+    key_prefix = merged["key_prefix"]
+    if not isinstance(key_prefix, str | bytes):
+        raise _bad("key_prefix", "'' (not supported yet; use the cache's KEY_PREFIX)", key_prefix)
+    if key_prefix:
         raise ImproperlyConfigured(
             "OPTIONS['key_prefix'] is not supported yet; use the cache's KEY_PREFIX setting"
         )
     discovery = merged["discovery"]
-    if discovery not in ("auto", "on", "off"):
-        raise ImproperlyConfigured("OPTIONS['discovery'] must be 'auto', 'on' or 'off'")
+    if not isinstance(discovery, str) or discovery not in ("auto", "on", "off"):
+        raise _bad("discovery", "'auto', 'on' or 'off'", discovery)
     if len(servers) > 1:
         if discovery == "on":
             raise ImproperlyConfigured(
@@ -168,37 +323,49 @@ def parse_options(options: Mapping[str, Any] | None, servers: Sequence[str]) -> 
                 "configuration endpoint alone"
             )
         discovery = "off"
-    interval = _seconds("discovery_interval", merged["discovery_interval"], allow_none=True)
-    if str(merged["encoding"]).lower().replace("_", "-") not in ("utf-8", "utf8", "ascii"):
-        raise ImproperlyConfigured("OPTIONS['encoding'] must be 'utf-8' or 'ascii'")
+    encoding = merged["encoding"]
+    if not isinstance(encoding, str) or encoding.lower().replace("_", "-") not in (
+        "utf-8",
+        "utf8",
+        "ascii",
+    ):
+        raise _bad("encoding", "'utf-8' or 'ascii'", encoding)
+    # Accepted for compatibility; they change nothing (see the README), but a wrong type is
+    # still a mistake worth hearing about.
+    for name in ("use_pooling", "allow_unicode_keys", "default_noreply"):
+        _flag(name, merged[name])
     max_pool_size = merged["max_pool_size"]
     if max_pool_size is None:
         max_pool_size = DEFAULTS["max_pool_size"]
-    if isinstance(max_pool_size, bool) or not isinstance(max_pool_size, int) or max_pool_size < 1:
-        raise ImproperlyConfigured("OPTIONS['max_pool_size'] must be a whole number >= 1")
+    max_value_length = merged["max_value_length"]
+    if max_value_length is not None:
+        max_value_length = _whole(
+            "max_value_length", max_value_length, MIN_VALUE_LENGTH, MAX_VALUE_LENGTH_LIMIT
+        )
     native: dict[str, Any] = {
-        "connect_timeout": _seconds("connect_timeout", merged["connect_timeout"], allow_none=True),
-        "timeout": _seconds("timeout", merged["timeout"], allow_none=True),
-        "max_pool_size": max_pool_size,
-        "pool_idle_timeout": _seconds(
-            "pool_idle_timeout", merged["pool_idle_timeout"], allow_none=False
+        "connect_timeout": _seconds(
+            "connect_timeout", merged["connect_timeout"], allow_none=True, allow_zero=False
         ),
-        "retry_attempts": int(merged["retry_attempts"]),
-        "retry_timeout": _seconds("retry_timeout", merged["retry_timeout"], allow_none=False),
-        "dead_timeout": _seconds("dead_timeout", merged["dead_timeout"], allow_none=False),
-        "no_delay": bool(merged["no_delay"]),
+        "timeout": _seconds("timeout", merged["timeout"], allow_none=True, allow_zero=False),
+        "max_pool_size": _whole("max_pool_size", max_pool_size, 1, MAX_POOL_SIZE),
+        "pool_idle_timeout": _seconds("pool_idle_timeout", merged["pool_idle_timeout"]),
+        "retry_attempts": _whole("retry_attempts", merged["retry_attempts"], 1, MAX_RETRY_ATTEMPTS),
+        "retry_timeout": _seconds("retry_timeout", merged["retry_timeout"]),
+        "dead_timeout": _seconds("dead_timeout", merged["dead_timeout"]),
+        "no_delay": _flag("no_delay", merged["no_delay"]),
         # pymemcache takes a KeepaliveOpts object or False; a number is the idle time in seconds.
         "socket_keepalive": _keepalive_idle(merged["socket_keepalive"]),
-        "ignore_exc": bool(merged["ignore_exc"]),
-        "max_value_length": merged["max_value_length"],
-        "serde": merged["serde"],
+        "ignore_exc": _flag("ignore_exc", merged["ignore_exc"]),
+        "max_value_length": max_value_length,
+        "serde": _serde(merged["serde"]),
         "discovery": discovery,
         # 0 means: discover at start and whenever the ring is empty, never in the background.
-        "discovery_interval": interval or None,
-        "discovery_retry_delay": _seconds(
-            "discovery_retry_delay", merged["discovery_retry_delay"], allow_none=False
-        ),
-        "use_vpc_ip_address": bool(merged["use_vpc_ip_address"]),
+        "discovery_interval": _seconds(
+            "discovery_interval", merged["discovery_interval"], allow_none=True
+        )
+        or None,
+        "discovery_retry_delay": _seconds("discovery_retry_delay", merged["discovery_retry_delay"]),
+        "use_vpc_ip_address": _flag("use_vpc_ip_address", merged["use_vpc_ip_address"]),
         **_tls_arguments(merged),
     }
     return Settings(native=tuple(sorted(native.items())))

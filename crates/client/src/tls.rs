@@ -77,6 +77,10 @@ impl TlsSettings {
     /// Builds the rustls configuration: the given CAs, or the system's trust store when none is
     /// given.
     pub fn build(&self) -> Result<Tls> {
+        // A name no certificate can match would fail every connection: refuse it now.
+        if let Some(name) = &self.server_name {
+            server_name(name)?;
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = Arc::new(self.roots()?);
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))

@@ -4,35 +4,25 @@
 //! checked here (`prefix:version:key` when a prefix is passed), values encoded in pymemcache's
 //! format, and results decoded with the GIL held again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use elasticache_client::{
     Client, ClientConfig, DiscoveryConfig, DiscoveryMode, GetStart, NodeAddress, Stats, Store,
     StoreReply, TlsSettings,
 };
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::args::{
+    keepalive, required_seconds, seconds, whole, Delta, Number, Whole, Zero, MAX_POOL_SIZE,
+    MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
+};
 use crate::errors::IntoPyResult;
 use crate::keys::{make_key, KeyMaker, MadeKeys};
 use crate::pending::PyPendingGet;
 use crate::serde::{decode, decode_or, encode};
-
-/// A seconds value from Python as a deadline: `None` or 0 mean "no deadline" where allowed.
-fn seconds(name: &str, value: Option<f64>, zero_means_none: bool) -> PyResult<Option<Duration>> {
-    match value {
-        None => Ok(None),
-        Some(s) if s == 0.0 && zero_means_none => Ok(None),
-        Some(s) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
-            PyValueError::new_err(format!(
-                "{name} must be a non-negative number of seconds, not {s}"
-            ))
-        }),
-    }
-}
 
 /// A memcached client shared by every thread of the process.
 #[derive(Debug)]
@@ -54,21 +44,21 @@ impl PyClient {
     #[pyo3(signature = (
         servers,
         *,
-        connect_timeout = Some(1.0),
-        timeout = Some(1.0),
-        max_pool_size = 64,
-        pool_idle_timeout = 0.0,
-        retry_attempts = 2,
-        retry_timeout = 1.0,
-        dead_timeout = 60.0,
+        connect_timeout = Some(Number(1.0)),
+        timeout = Some(Number(1.0)),
+        max_pool_size = Whole(64),
+        pool_idle_timeout = Some(Number(0.0)),
+        retry_attempts = Whole(2),
+        retry_timeout = Number(1.0),
+        dead_timeout = Number(60.0),
         no_delay = true,
         socket_keepalive = None,
         ignore_exc = false,
         max_value_length = None,
         serde = None,
         discovery = "off",
-        discovery_interval = Some(60.0),
-        discovery_retry_delay = 0.0,
+        discovery_interval = Some(Number(60.0)),
+        discovery_retry_delay = Number(0.0),
         use_vpc_ip_address = true,
         tls = false,
         tls_ca_certs = None,
@@ -81,22 +71,23 @@ impl PyClient {
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         servers: Vec<String>,
-        connect_timeout: Option<f64>,
-        timeout: Option<f64>,
-        max_pool_size: usize,
-        pool_idle_timeout: Option<f64>,
-        retry_attempts: u32,
-        retry_timeout: f64,
-        dead_timeout: f64,
+        connect_timeout: Option<Number>,
+        timeout: Option<Number>,
+        max_pool_size: Whole,
+        pool_idle_timeout: Option<Number>,
+        retry_attempts: Whole,
+        retry_timeout: Number,
+        dead_timeout: Number,
         no_delay: bool,
-        socket_keepalive: Option<f64>,
+        socket_keepalive: Option<Number>,
         ignore_exc: bool,
-        max_value_length: Option<usize>,
+        max_value_length: Option<Whole>,
         serde: Option<Py<PyAny>>,
         discovery: &str,
-        discovery_interval: Option<f64>,
-        discovery_retry_delay: f64,
+        discovery_interval: Option<Number>,
+        discovery_retry_delay: Number,
         use_vpc_ip_address: bool,
         tls: bool,
         tls_ca_certs: Option<Vec<Vec<u8>>>,
@@ -107,54 +98,13 @@ impl PyClient {
         tls_verify: bool,
         tls_check_hostname: bool,
     ) -> PyResult<Self> {
-        if max_pool_size == 0 {
-            return Err(PyValueError::new_err("max_pool_size must be at least 1"));
-        }
-        let defaults = ClientConfig::default();
-        let config = ClientConfig {
-            connect_timeout: seconds("connect_timeout", connect_timeout, false)?,
-            timeout: seconds("timeout", timeout, false)?,
-            max_pool_size,
-            pool_idle_timeout: seconds("pool_idle_timeout", pool_idle_timeout, true)?,
-            retry_attempts,
-            retry_timeout: seconds("retry_timeout", Some(retry_timeout), false)?
-                .unwrap_or_default(),
-            dead_timeout: seconds("dead_timeout", Some(dead_timeout), false)?.unwrap_or_default(),
-            no_delay,
-            socket_keepalive: seconds("socket_keepalive", socket_keepalive, true)?,
-            max_value_len: max_value_length.unwrap_or(defaults.max_value_len),
-            ignore_exc,
-            tls: None,
-        };
-        // Any TLS option turns TLS on: a CA file given with plaintext would be a silent downgrade.
-        let tls_on = tls
-            || tls_ca_certs.as_ref().is_some_and(|certs| !certs.is_empty())
-            || tls_ca_file.is_some()
-            || tls_cert_file.is_some()
-            || tls_key_file.is_some()
-            || tls_server_name.is_some();
-        let config = if tls_on {
-            let settings = TlsSettings {
-                ca_certificates: tls_ca_certs.unwrap_or_default(),
-                ca_file: tls_ca_file,
-                skip_verification: !tls_verify,
-                skip_hostname_check: !tls_check_hostname,
-                client_cert_file: tls_cert_file,
-                client_key_file: tls_key_file,
-                server_name: tls_server_name,
-            };
-            ClientConfig {
-                tls: Some(settings.build().py_result()?),
-                ..config
-            }
-        } else {
-            config
-        };
+        // Every argument is checked here, before anything else: nothing invalid may surface at
+        // the first request. Messages start with the argument's name (`options.py` relies on it).
         let nodes = servers
             .iter()
             .map(|s| NodeAddress::parse(s))
             .collect::<Result<Vec<_>, _>>()
-            .py_result()?;
+            .map_err(|error| PyValueError::new_err(format!("servers: {error}")))?;
         let mode = match discovery {
             "off" => None,
             "auto" => Some(DiscoveryMode::Auto),
@@ -165,26 +115,117 @@ impl PyClient {
                 )))
             }
         };
+        if let Some(serde) = &serde {
+            let serde = serde.bind(py);
+            for method in ["serialize", "deserialize"] {
+                if !serde.getattr(method).is_ok_and(|m| m.is_callable()) {
+                    return Err(PyTypeError::new_err(format!(
+                        "serde must have serialize() and deserialize() methods; it has no {method}()"
+                    )));
+                }
+            }
+        }
+        let max_value_len = match max_value_length {
+            None => ClientConfig::default().max_value_len,
+            Some(n) => to_usize(
+                "max_value_length",
+                whole("max_value_length", n, MIN_VALUE_LENGTH, MAX_VALUE_LENGTH)?,
+            )?,
+        };
+        let retry_attempts = whole("retry_attempts", retry_attempts, 1, MAX_RETRY_ATTEMPTS)?;
+        let config = ClientConfig {
+            connect_timeout: seconds("connect_timeout", connect_timeout, Zero::Refused)?,
+            timeout: seconds("timeout", timeout, Zero::Refused)?,
+            max_pool_size: to_usize(
+                "max_pool_size",
+                whole("max_pool_size", max_pool_size, 1, MAX_POOL_SIZE)?,
+            )?,
+            pool_idle_timeout: seconds("pool_idle_timeout", pool_idle_timeout, Zero::MeansNone)?,
+            retry_attempts: u32::try_from(retry_attempts)
+                .map_err(|_| PyValueError::new_err("retry_attempts is out of range"))?,
+            retry_timeout: required_seconds("retry_timeout", retry_timeout)?,
+            dead_timeout: required_seconds("dead_timeout", dead_timeout)?,
+            no_delay,
+            socket_keepalive: keepalive(socket_keepalive)?,
+            max_value_len,
+            ignore_exc,
+            tls: None,
+        };
+        let discovery_settings = DiscoveryConfig {
+            mode: mode.unwrap_or(DiscoveryMode::Auto),
+            interval: seconds("discovery_interval", discovery_interval, Zero::MeansNone)?,
+            retry_delay: required_seconds("discovery_retry_delay", discovery_retry_delay)?,
+            use_vpc_ip_address,
+        };
+        // Any TLS option turns TLS on: a CA file given with plaintext would be a silent downgrade.
+        let tls_on = tls
+            || tls_ca_certs.as_ref().is_some_and(|certs| !certs.is_empty())
+            || tls_ca_file.is_some()
+            || tls_cert_file.is_some()
+            || tls_key_file.is_some()
+            || tls_server_name.is_some();
+        let config = if tls_on {
+            for (name, path) in [
+                ("tls_ca_file", &tls_ca_file),
+                ("tls_cert_file", &tls_cert_file),
+                ("tls_key_file", &tls_key_file),
+            ] {
+                if let Some(path) = path {
+                    readable(name, path)?;
+                }
+            }
+            // What each argument looks like in an error message, to name the one it is about.
+            let shown: Vec<(&str, String)> = [
+                (
+                    "tls_ca_file",
+                    tls_ca_file.as_ref().map(|p| p.display().to_string()),
+                ),
+                (
+                    "tls_cert_file",
+                    tls_cert_file.as_ref().map(|p| p.display().to_string()),
+                ),
+                (
+                    "tls_key_file",
+                    tls_key_file.as_ref().map(|p| p.display().to_string()),
+                ),
+                ("tls_server_name", tls_server_name.clone()),
+            ]
+            .into_iter()
+            .filter_map(|(name, text)| text.map(|t| (name, t)))
+            .collect();
+            let settings = TlsSettings {
+                ca_certificates: tls_ca_certs.unwrap_or_default(),
+                ca_file: tls_ca_file,
+                skip_verification: !tls_verify,
+                skip_hostname_check: !tls_check_hostname,
+                client_cert_file: tls_cert_file,
+                client_key_file: tls_key_file,
+                server_name: tls_server_name,
+            };
+            let built = settings.build().map_err(|error| {
+                let message = error.to_string();
+                let name = shown
+                    .iter()
+                    .find(|(_, text)| message.contains(text.as_str()))
+                    .map_or("tls", |(name, _)| name);
+                PyValueError::new_err(format!("{name}: {message}"))
+            })?;
+            ClientConfig {
+                tls: Some(built),
+                ..config
+            }
+        } else {
+            config
+        };
         let inner = match (mode, nodes.as_slice()) {
-            (_, []) => return Err(PyValueError::new_err("at least one server is needed")),
+            (_, []) => return Err(PyValueError::new_err("servers: at least one is needed")),
             (None, nodes) => Arc::new(Client::new(nodes, config)),
-            (Some(mode), [endpoint]) => {
-                let settings = DiscoveryConfig {
-                    mode,
-                    interval: seconds("discovery_interval", discovery_interval, true)?,
-                    retry_delay: seconds(
-                        "discovery_retry_delay",
-                        Some(discovery_retry_delay),
-                        false,
-                    )?
-                    .unwrap_or_default(),
-                    use_vpc_ip_address,
-                };
-                Client::with_discovery(endpoint.clone(), config, settings)
+            (Some(_), [endpoint]) => {
+                Client::with_discovery(endpoint.clone(), config, discovery_settings)
             }
             (Some(_), _) => {
                 return Err(PyValueError::new_err(
-                    "discovery needs exactly one server: the configuration endpoint",
+                    "servers: discovery needs exactly one server, the configuration endpoint",
                 ))
             }
         };
@@ -452,24 +493,22 @@ impl PyClient {
 
     /// Adds `delta` (subtracts, when negative) to a counter; `None` when `key` is missing.
     /// memcached counters are unsigned: a decrement stops at 0.
-    #[pyo3(signature = (key, delta = 1, prefix = None, version = None))]
+    #[pyo3(signature = (key, delta = Delta::ONE, prefix = None, version = None))]
     fn incr(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
-        delta: i128,
+        delta: Delta,
         prefix: Option<&str>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<u64>> {
         let key = make_key(key, prefix, version)?;
-        let magnitude = u64::try_from(delta.unsigned_abs())
-            .map_err(|_| PyValueError::new_err("delta must fit in 64 bits"))?;
         let client = &*self.inner;
         py.detach(|| {
-            if delta < 0 {
-                client.decr(&key, magnitude)
+            if delta.negative {
+                client.decr(&key, delta.magnitude)
             } else {
-                client.incr(&key, magnitude)
+                client.incr(&key, delta.magnitude)
             }
         })
         .py_result()
@@ -538,4 +577,25 @@ impl PyClient {
             .py_result()?;
         Ok(reply == StoreReply::Stored)
     }
+}
+
+/// A checked count as a `usize` (it is within bounds that fit every platform's `usize`).
+fn to_usize(name: &str, value: u64) -> PyResult<usize> {
+    usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name} is out of range")))
+}
+
+/// Refuses a path that cannot be opened for reading, naming the argument.
+fn readable(name: &str, path: &Path) -> PyResult<()> {
+    let refuse = |why: String| {
+        PyValueError::new_err(format!(
+            "{name} must be a readable file: {} {why}",
+            path.display()
+        ))
+    };
+    if !path.is_file() {
+        return Err(refuse("is not a file".to_owned()));
+    }
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|error| refuse(format!("cannot be opened: {error}")))
 }

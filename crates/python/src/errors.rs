@@ -52,6 +52,19 @@ fn invalid_key_message(key: &str, reason: &KeyError) -> Option<String> {
     }
 }
 
+/// The error for a key that is no text memcached can take: a `str` that UTF-8 cannot encode
+/// (a lone surrogate). Worded as Django words a key with characters memcached refuses.
+pub fn unencodable_key(key: &Bound<'_, PyString>) -> PyErr {
+    let shown = key
+        .repr()
+        .and_then(|r| r.to_str().map(str::to_owned))
+        .unwrap_or_else(|_| "<key>".to_owned());
+    InvalidKeyError::new_err(format!(
+        "Cache key contains characters that will cause errors if used with memcached: {shown} \
+         (not encodable as UTF-8)"
+    ))
+}
+
 /// Extension to turn a client result into a Python result.
 pub trait IntoPyResult<T> {
     fn py_result(self) -> PyResult<T>;

@@ -10,13 +10,21 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
 
+use crate::errors::unencodable_key;
+
+/// Appends a `str` key part; one UTF-8 cannot encode (a lone surrogate) is an invalid key,
+/// as it is for Django, not a `UnicodeEncodeError`.
+fn push_str(made: &mut String, text: &Bound<'_, PyString>) -> PyResult<()> {
+    made.push_str(text.to_str().map_err(|_| unencodable_key(text))?);
+    Ok(())
+}
+
 /// Appends the text of a key part: a `str` as it is, anything else through `str()`.
 fn push_text(made: &mut String, value: &Bound<'_, PyAny>) -> PyResult<()> {
     match value.cast::<PyString>() {
-        Ok(text) => made.push_str(text.to_str()?),
-        Err(_) => made.push_str(value.str()?.to_str()?),
+        Ok(text) => push_str(made, text),
+        Err(_) => push_str(made, &value.str()?),
     }
-    Ok(())
 }
 
 /// Makes the keys of one call. With a prefix, a key is `prefix:version:key` (`version`
@@ -55,7 +63,7 @@ impl KeyMaker {
         let start = keys.len();
         match &self.head {
             None => match key.cast::<PyString>() {
-                Ok(text) => keys.push_str(text.to_str()?),
+                Ok(text) => push_str(keys, text)?,
                 Err(_) => {
                     return Err(PyTypeError::new_err(format!(
                         "cache keys must be str, not {}",

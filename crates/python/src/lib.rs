@@ -3,6 +3,7 @@
 //! Arguments are converted here, the GIL is released around all network I/O, and client errors
 //! become the package's Python exceptions in one place (`errors`). Nothing here knows Django.
 
+mod args;
 mod client;
 mod completion;
 mod errors;
