@@ -172,12 +172,15 @@ impl Client {
         self.config.timeout.map(|t| Instant::now() + t)
     }
 
-    /// Under `ignore_exc`, turns a cache failure into `fallback` (logged); invalid requests
-    /// still fail.
+    /// Under `ignore_exc`, turns a cache failure into `fallback` (logged by the failure policy,
+    /// `report`); invalid requests still fail.
     pub(crate) fn tolerate<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
         match result {
             Err(error) if self.config.ignore_exc && error.kind() != ErrorKind::Client => {
-                log::warn!("cache failure ignored (ignore_exc): {error}");
+                // A node failure was logged where it was counted (`note_failure`).
+                if !error.is_node_failure() {
+                    crate::report::ignored(self, &error);
+                }
                 Ok(fallback())
             }
             other => other,
@@ -207,19 +210,24 @@ impl Client {
             .inspect_err(|e| self.note_failure(node, e))
     }
 
-    /// Counts a failure against the node's health when it says something about the node.
+    /// Counts a failure against the node's health when it says something about the node, and
+    /// logs it by the failure policy (`report`): every node failure passes here, raised or not.
     pub(crate) fn note_failure(&self, node: &Node, error: &Error) {
         if error.is_node_failure() {
             let c = &self.config;
-            if node
-                .health
-                .record_failure(c.retry_attempts, c.retry_timeout, c.dead_timeout)
-            {
-                log::warn!(
-                    "{} marked down for {:?}: {error}",
-                    node.address.name,
-                    c.dead_timeout
-                );
+            let now = Instant::now();
+            let dead =
+                node.health
+                    .record_failure(c.retry_attempts, c.retry_timeout, c.dead_timeout);
+            let context = if c.ignore_exc {
+                crate::report::Context::Ignored
+            } else {
+                crate::report::Context::Raised
+            };
+            let log = &node.health.log;
+            log.failure(error, context, node.health.down_for(), now);
+            if dead {
+                log.marked_down(node.health.failures_in_a_row(), c.dead_timeout, now);
             }
         }
     }
