@@ -62,6 +62,8 @@ class Client:
         tls_server_name: str | None = None,
         tls_verify: bool = True,
         tls_check_hostname: bool = True,
+        logger: str | None = None,
+        failure_log_level: Literal["WARNING", "INFO", "ERROR"] | None = "WARNING",
     ) -> None:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
@@ -72,7 +74,12 @@ class Client:
         ``tls_ca_certs`` (DER) and/or ``tls_ca_file`` (PEM), else the system's trust store;
         ``tls_cert_file``/``tls_key_file`` (PEM) for client certificates. Certificates are
         verified against each node's hostname (from discovery) or ``tls_server_name``;
-        ``tls_check_hostname=False`` verifies the chain only, ``tls_verify=False`` nothing."""
+        ``tls_check_hostname=False`` verifies the chain only, ``tls_verify=False`` nothing.
+
+        Failures are logged to the Python logger ``logger`` (``None``:
+        ``elasticache_client.failures``) at ``failure_log_level`` (``None``: not at all): the
+        first failure of each kind per node, then at most one summary per node per minute,
+        and one INFO record when the node answers again."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""

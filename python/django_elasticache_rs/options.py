@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "retry_attempts": 2,
     "retry_timeout": 1.0,
     "dead_timeout": 60.0,
+    # Failure logs: the logger name and the level of failure records (None: silent).
+    "logger": "elasticache_client.failures",
+    "failure_log_level": "WARNING",
     # Values and keys.
     "serde": None,
     "allow_unicode_keys": True,
@@ -76,6 +79,28 @@ def _seconds(name: str, value: Any, *, allow_none: bool) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ImproperlyConfigured(f"OPTIONS[{name!r}] must be a number of seconds >= 0")
     return float(value)
+
+
+_LOG_LEVELS = {"WARNING": logging.WARNING, "INFO": logging.INFO, "ERROR": logging.ERROR}
+
+
+def _failure_log(logger_name: Any, level: Any) -> dict[str, Any]:
+    """The native client's ``logger`` and ``failure_log_level`` from the options: a logger name,
+    and a level name or ``logging`` constant (WARNING, INFO, ERROR) or ``None`` (silent)."""
+    if not isinstance(logger_name, str) or not logger_name:
+        raise ImproperlyConfigured("OPTIONS['logger'] must be a logger name (a non-empty string)")
+    if isinstance(level, str) and level.upper() in _LOG_LEVELS:
+        name: str | None = level.upper()
+    elif level is None:
+        name = None
+    else:
+        by_number = {number: text for text, number in _LOG_LEVELS.items()}
+        if isinstance(level, bool) or not isinstance(level, int) or level not in by_number:
+            raise ImproperlyConfigured(
+                "OPTIONS['failure_log_level'] must be 'WARNING', 'INFO', 'ERROR' or None"
+            )
+        name = by_number[level]
+    return {"logger": logger_name, "failure_log_level": name}
 
 
 def _keepalive_idle(value: Any) -> float | None:
@@ -200,5 +225,6 @@ def parse_options(options: Mapping[str, Any] | None, servers: Sequence[str]) -> 
         ),
         "use_vpc_ip_address": bool(merged["use_vpc_ip_address"]),
         **_tls_arguments(merged),
+        **_failure_log(merged["logger"], merged["failure_log_level"]),
     }
     return Settings(native=tuple(sorted(native.items())))

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use elasticache_client::{
-    Client, ClientConfig, DiscoveryConfig, DiscoveryMode, GetStart, NodeAddress, Stats, Store,
-    StoreReply, TlsSettings,
+    Client, ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog, GetStart, NodeAddress, Stats,
+    Store, StoreReply, TlsSettings,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -32,6 +32,27 @@ fn seconds(name: &str, value: Option<f64>, zero_means_none: bool) -> PyResult<Op
             ))
         }),
     }
+}
+
+/// Where failures are logged: a Python logger name (`None`: `elasticache_client.failures`) and
+/// a level name (`None`: not logged).
+fn failure_log(logger: Option<String>, level: Option<&str>) -> PyResult<FailureLog> {
+    let defaults = FailureLog::default();
+    let level = match level {
+        None => None,
+        Some("WARNING") => Some(log::Level::Warn),
+        Some("INFO") => Some(log::Level::Info),
+        Some("ERROR") => Some(log::Level::Error),
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "failure_log_level must be 'WARNING', 'INFO', 'ERROR' or None, not {other:?}"
+            )))
+        }
+    };
+    Ok(FailureLog {
+        target: logger.unwrap_or(defaults.target),
+        level,
+    })
 }
 
 /// A memcached client shared by every thread of the process.
@@ -78,6 +99,8 @@ impl PyClient {
         tls_server_name = None,
         tls_verify = true,
         tls_check_hostname = true,
+        logger = None,
+        failure_log_level = Some("WARNING"),
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -106,6 +129,8 @@ impl PyClient {
         tls_server_name: Option<String>,
         tls_verify: bool,
         tls_check_hostname: bool,
+        logger: Option<String>,
+        failure_log_level: Option<&str>,
     ) -> PyResult<Self> {
         if max_pool_size == 0 {
             return Err(PyValueError::new_err("max_pool_size must be at least 1"));
@@ -125,6 +150,7 @@ impl PyClient {
             max_value_len: max_value_length.unwrap_or(defaults.max_value_len),
             ignore_exc,
             tls: None,
+            failure_log: failure_log(logger, failure_log_level)?,
         };
         // Any TLS option turns TLS on: a CA file given with plaintext would be a silent downgrade.
         let tls_on = tls
