@@ -13,6 +13,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.local import LocalCluster
 from tests.support.faults import faulty_server
 
 DEFAULT_LOGGER = "elasticache_client.failures"
@@ -114,6 +115,58 @@ def test_the_recovery_is_logged_once_at_info(caplog: pytest.LogCaptureFixture) -
         assert record.levelno == logging.INFO
         assert record.getMessage().startswith(f"{server.address} is answering again after ")
         assert " failures over " in record.getMessage() or " failure over " in record.getMessage()
+
+
+def test_no_membership_is_logged_by_endpoint_without_a_record_per_call(
+    elasticache_cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="elasticache_client")
+    endpoint = elasticache_cluster.configuration_endpoint
+    elasticache_cluster.set_fault("garbage")
+    cache = ElastiCache(
+        endpoint,
+        {"OPTIONS": {"timeout": 0.3, "ignore_exc": True, "discovery_interval": 0}},
+    )
+    for n in range(CALLS):
+        assert cache.get(f"k{n}") is None
+    assert cache.servers == []
+    records = records_of(caplog, DEFAULT_LOGGER)
+    assert len(records) == 1, [r.getMessage() for r in records]
+    message = records[0].getMessage()
+    assert message.startswith("cache failure ignored (ignore_exc): no cluster membership from ")
+    assert message.endswith(f"further failures of {endpoint} are summarised at most once a minute")
+
+
+def test_a_failing_endpoint_is_logged_once_and_its_recovery_at_info(
+    elasticache_cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="elasticache_client")
+    endpoint = elasticache_cluster.configuration_endpoint
+    cache = ElastiCache(endpoint, {"OPTIONS": {"timeout": 0.3, "discovery_interval": 0.1}})
+    cache.set("k", "v")
+    elasticache_cluster.set_fault("garbage")
+    requests = elasticache_cluster.discovery_requests
+
+    def messages() -> list[str]:
+        return [r.getMessage() for r in records_of(caplog, DEFAULT_LOGGER)]
+
+    # The refresher retries at least a second apart after a failure: three failed attempts.
+    wait_until(
+        "three failed refreshes",
+        lambda: elasticache_cluster.discovery_requests >= requests + 3,
+        timeout=30,
+    )
+    (failed,) = messages()
+    assert failed.startswith("discovery failed, keeping the last good membership: ")
+    elasticache_cluster.set_fault(None)
+    wait_until("the endpoint's recovery", lambda: len(messages()) == 2, timeout=30)
+    recovered = messages()[1]
+    assert recovered.startswith(f"{endpoint} is answering again after ")
+    assert [r.levelno for r in records_of(caplog, DEFAULT_LOGGER)] == [
+        logging.WARNING,
+        logging.INFO,
+    ]
+    assert cache.get("k") == "v"
 
 
 @pytest.mark.parametrize(
