@@ -97,7 +97,8 @@ def _failure_log(logger_name: Any, level: Any) -> dict[str, Any]:
         by_number = {number: text for text, number in _LOG_LEVELS.items()}
         if isinstance(level, bool) or not isinstance(level, int) or level not in by_number:
             raise ImproperlyConfigured(
-                "OPTIONS['failure_log_level'] must be 'WARNING', 'INFO', 'ERROR' or None"
+                "OPTIONS['failure_log_level'] must be 'WARNING', 'INFO', 'ERROR' (or the logging "
+                "constant), or None"
             )
         name = by_number[level]
     return {"logger": logger_name, "failure_log_level": name}

@@ -511,25 +511,34 @@ impl NodeLog {
 static UNROUTED: Mutex<(u32, Vec<Arc<NodeLog>>)> = Mutex::new((0, Vec::new()));
 const UNROUTED_CAP: usize = 64;
 
-fn unrouted(subject: &str, settings: &FailureLog) -> Arc<NodeLog> {
+/// Runs `f` on this process's registry of unrouted failure logs.
+fn with_unrouted<R>(f: impl FnOnce(&mut Vec<Arc<NodeLog>>) -> R) -> R {
     let mut registry = UNROUTED.lock().unwrap_or_else(PoisonError::into_inner);
     let pid = std::process::id();
     if registry.0 != pid {
         *registry = (pid, Vec::new());
     }
-    let logs = &mut registry.1;
-    if let Some(log) = logs
-        .iter()
+    f(&mut registry.1)
+}
+
+fn find(logs: &[Arc<NodeLog>], subject: &str, settings: &FailureLog) -> Option<Arc<NodeLog>> {
+    logs.iter()
         .find(|l| l.subject == subject && l.settings == *settings)
-    {
-        return Arc::clone(log);
-    }
-    if logs.len() >= UNROUTED_CAP {
-        logs.remove(0);
-    }
-    let log = Arc::new(NodeLog::new(subject, settings));
-    logs.push(Arc::clone(&log));
-    log
+        .cloned()
+}
+
+/// The failure log of `subject`, made if there is none yet.
+fn unrouted(subject: &str, settings: &FailureLog) -> Arc<NodeLog> {
+    with_unrouted(|logs| {
+        find(logs, subject, settings).unwrap_or_else(|| {
+            if logs.len() >= UNROUTED_CAP {
+                logs.remove(0);
+            }
+            let log = Arc::new(NodeLog::new(subject, settings));
+            logs.push(Arc::clone(&log));
+            log
+        })
+    })
 }
 
 /// Logs a failure `client` turned into a miss under `ignore_exc` that was not already counted
@@ -552,12 +561,22 @@ pub(crate) fn ignored(client: &Client, error: &Error) {
             return;
         }
     }
-    let subject = match (named, client.discovery_endpoint()) {
+    unrouted(&unrouted_subject(client, named), settings).failure(
+        error,
+        Context::Ignored,
+        None,
+        now,
+    );
+}
+
+/// What a failure naming no node of the ring is about: what it names, else the configuration
+/// endpoint (no membership), else the client's empty node list.
+fn unrouted_subject(client: &Client, named: Option<&str>) -> String {
+    match (named, client.discovery_endpoint()) {
         (Some(name), _) => name.to_owned(),
         (None, Some(endpoint)) => endpoint.to_string(),
         (None, None) => "the cluster".to_owned(),
-    };
-    unrouted(&subject, settings).failure(error, Context::Ignored, None, now);
+    }
 }
 
 /// Logs a failed background discovery of `client`'s configuration endpoint.
@@ -566,11 +585,7 @@ pub(crate) fn refresh_failed(client: &Client, error: &Error) {
     if settings.level.is_none() {
         return;
     }
-    let subject = match (subject(error), client.discovery_endpoint()) {
-        (Some(name), _) => name.to_owned(),
-        (None, Some(endpoint)) => endpoint.to_string(),
-        (None, None) => "the cluster".to_owned(),
-    };
+    let subject = unrouted_subject(client, subject(error));
     unrouted(&subject, settings).failure(error, Context::Refresh, None, Instant::now());
 }
 
@@ -580,8 +595,11 @@ pub(crate) fn refresh_succeeded(client: &Client) {
     if settings.level.is_none() {
         return;
     }
-    if let Some(endpoint) = client.discovery_endpoint() {
-        let log = unrouted(&endpoint.to_string(), settings);
+    let Some(endpoint) = client.discovery_endpoint() else {
+        return;
+    };
+    let subject = endpoint.to_string();
+    if let Some(log) = with_unrouted(|logs| find(logs, &subject, settings)) {
         if log.is_failing() {
             log.success(Instant::now());
         }
