@@ -63,6 +63,8 @@ class Client:
         tls_server_name: str | None = None,
         tls_verify: bool = True,
         tls_check_hostname: bool = True,
+        logger: str | None = None,
+        failure_log_level: Literal["WARNING", "INFO", "ERROR"] | None = "WARNING",
     ) -> None:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
@@ -82,7 +84,12 @@ class Client:
         (``None`` is no deadline); ``socket_keepalive`` is 1 to 32767 s (``None``/0: off);
         ``max_pool_size`` 1 to 65535; ``retry_attempts`` 1 to 1000; ``max_value_length`` 1024
         to 1 GiB. ``servers`` must parse as ``host:port``, TLS files must be readable and
-        hold what they should, ``tls_server_name`` must be a DNS name or IP address."""
+        hold what they should, ``tls_server_name`` must be a DNS name or IP address.
+
+        Failures are logged to the Python logger ``logger`` (``None``:
+        ``elasticache_client.failures``) at ``failure_log_level`` (``None``: not at all): the
+        first failure of each kind per node, then at most one summary per node per minute,
+        and one INFO record when the node answers again."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""

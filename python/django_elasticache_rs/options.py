@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "retry_attempts": 2,
     "retry_timeout": 1.0,
     "dead_timeout": 60.0,
+    # Failure logs: the logger name and the level of failure records (None: silent).
+    "logger": "elasticache_client.failures",
+    "failure_log_level": "WARNING",
     # Values and keys.
     "serde": None,
     "allow_unicode_keys": True,
@@ -173,6 +176,29 @@ def _whole(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _bad(name, f"a whole number from {low} to {high}", value)
     return value
+
+
+_LOG_LEVELS = {"WARNING": logging.WARNING, "INFO": logging.INFO, "ERROR": logging.ERROR}
+
+
+def _failure_log(logger_name: Any, level: Any) -> dict[str, Any]:
+    """The native client's ``logger`` and ``failure_log_level`` from the options: a logger name,
+    and a level name or ``logging`` constant (WARNING, INFO, ERROR) or ``None`` (silent)."""
+    if not isinstance(logger_name, str) or not logger_name:
+        raise ImproperlyConfigured("OPTIONS['logger'] must be a logger name (a non-empty string)")
+    if isinstance(level, str) and level.upper() in _LOG_LEVELS:
+        name: str | None = level.upper()
+    elif level is None:
+        name = None
+    else:
+        by_number = {number: text for text, number in _LOG_LEVELS.items()}
+        if isinstance(level, bool) or not isinstance(level, int) or level not in by_number:
+            raise ImproperlyConfigured(
+                "OPTIONS['failure_log_level'] must be 'WARNING', 'INFO', 'ERROR' (or the logging "
+                "constant), or None"
+            )
+        name = by_number[level]
+    return {"logger": logger_name, "failure_log_level": name}
 
 
 def _keepalive_idle(value: Any) -> float | None:
@@ -367,5 +393,6 @@ def parse_options(options: Any, servers: Sequence[str]) -> Settings:
         "discovery_retry_delay": _seconds("discovery_retry_delay", merged["discovery_retry_delay"]),
         "use_vpc_ip_address": _flag("use_vpc_ip_address", merged["use_vpc_ip_address"]),
         **_tls_arguments(merged),
+        **_failure_log(merged["logger"], merged["failure_log_level"]),
     }
     return Settings(native=tuple(sorted(native.items())))

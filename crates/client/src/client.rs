@@ -173,8 +173,8 @@ impl Client {
         self.config.timeout.map(|t| Instant::now() + t)
     }
 
-    /// Under `ignore_exc`, turns a cache failure into `fallback` (logged); invalid requests
-    /// still fail.
+    /// Under `ignore_exc`, turns a cache failure into `fallback` (logged by the failure policy,
+    /// `report`); invalid requests still fail.
     pub(crate) fn tolerate<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
         match result {
             // A value too large is a failed write like any other under ignore_exc: not stored.
@@ -182,7 +182,10 @@ impl Client {
                 if self.config.ignore_exc
                     && (error.kind() != ErrorKind::Client || error.is_value_too_large()) =>
             {
-                log::warn!("cache failure ignored (ignore_exc): {error}");
+                // A node failure was logged where it was counted (`note_failure`).
+                if !error.counts_against_node() {
+                    crate::report::ignored(self, &error);
+                }
                 Ok(fallback())
             }
             other => other,
@@ -226,7 +229,8 @@ impl Client {
             .inspect_err(|e| self.note_failure(node, e))
     }
 
-    /// Counts a failure against the node's health when it says something about the node.
+    /// Counts a failure against the node's health when it says something about the node, and
+    /// logs it by the failure policy (`report`): every node failure passes here, raised or not.
     ///
     /// A node that closed, reset or refused a connection may have restarted: every idle
     /// connection to it is closed too, so that none of them fails again after `dead_timeout`
@@ -237,15 +241,19 @@ impl Client {
         }
         if error.counts_against_node() {
             let c = &self.config;
-            if node
-                .health
-                .record_failure(c.retry_attempts, c.retry_timeout, c.dead_timeout)
-            {
-                log::warn!(
-                    "{} marked down for {:?}: {error}",
-                    node.address.name,
-                    c.dead_timeout
-                );
+            let now = Instant::now();
+            let dead =
+                node.health
+                    .record_failure(c.retry_attempts, c.retry_timeout, c.dead_timeout);
+            let context = if c.ignore_exc {
+                crate::report::Context::Ignored
+            } else {
+                crate::report::Context::Raised
+            };
+            let log = &node.health.log;
+            log.failure(error, context, node.health.down_for(), now);
+            if dead {
+                log.marked_down(node.health.failures_in_a_row(), c.dead_timeout, now);
             }
         }
     }

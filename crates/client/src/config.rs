@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use elasticache_proto::DEFAULT_MAX_VALUE_LEN;
+use log::Level;
 
 use crate::tls::Tls;
 
@@ -35,6 +36,8 @@ pub struct ClientConfig {
     /// TLS for the configuration endpoint and every node (`TlsSettings::build`); `None` is
     /// plaintext.
     pub tls: Option<Tls>,
+    /// Where failures are logged, and at what level (the policy is in `report`).
+    pub failure_log: FailureLog,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +55,25 @@ impl Default for ClientConfig {
             max_value_len: DEFAULT_MAX_VALUE_LEN,
             ignore_exc: false,
             tls: None,
+            failure_log: FailureLog::default(),
+        }
+    }
+}
+
+/// Where a client's failure records go, and at what level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureLog {
+    /// The `log` target of the records; under Python, the logger name (`::` becomes `.`).
+    pub target: String,
+    /// The level of failure records (recoveries are logged at `Info`); `None` logs nothing.
+    pub level: Option<Level>,
+}
+
+impl Default for FailureLog {
+    fn default() -> Self {
+        FailureLog {
+            target: "elasticache_client::failures".to_owned(),
+            level: Some(Level::Warn),
         }
     }
 }

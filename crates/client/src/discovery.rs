@@ -373,10 +373,13 @@ fn refresh_forever(client: &Weak<Client>, stop: &Stop, interval: Duration, retry
             return;
         };
         match client.refresh_membership() {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures = 0;
+                crate::report::refresh_succeeded(&client);
+            }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                log::warn!("discovery failed, keeping the last good membership: {error}");
+                crate::report::refresh_failed(&client, &error);
             }
         }
     }

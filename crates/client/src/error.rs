@@ -6,6 +6,8 @@ use std::time::Duration;
 use elasticache_proto::{KeyError, ReplyError};
 use thiserror::Error;
 
+use crate::report::Rounded;
+
 /// What kind of failure an [`Error`] is; this drives retries, node marking and exception types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -46,10 +48,10 @@ pub enum Error {
     #[error("{node} sent a reply that is not the protocol: {source}")]
     Protocol { node: String, source: ReplyError },
 
-    #[error("{node} did not answer within {timeout:?}")]
+    #[error("{node} did not answer within {}", Rounded(*.timeout))]
     Timeout { node: String, timeout: Duration },
 
-    #[error("no free connection to {node} within {timeout:?} (max_pool_size reached)")]
+    #[error("no free connection to {node} within {} (max_pool_size reached)", Rounded(*.timeout))]
     PoolExhausted { node: String, timeout: Duration },
 
     #[error("cannot connect to {node}: {source}")]
@@ -61,7 +63,7 @@ pub enum Error {
     #[error("{node} closed the connection mid-reply")]
     Closed { node: String },
 
-    #[error("{node} is marked down after repeated failures (retried in {retry_in:?})")]
+    #[error("{node} is marked down; next try in {}", Rounded(*.retry_in))]
     NodeDown { node: String, retry_in: Duration },
 
     #[error("the cluster has no nodes")]

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::config::FailureLog;
+use crate::report::NodeLog;
+
 /// A process-wide origin, so an instant fits in an atomic as nanoseconds since it.
 fn origin() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -23,9 +26,20 @@ pub struct Health {
     failures_in_a_row: AtomicU32,
     /// Nanoseconds since `origin()` until which the node is left alone; 0 means never.
     down_until: AtomicU64,
+    /// What has been logged about the node's failures; armed whenever `failures_in_a_row` is
+    /// not 0, so a success reads one flag.
+    pub(crate) log: NodeLog,
 }
 
 impl Health {
+    /// The health of the node `name`, its failures logged as `settings` says.
+    pub(crate) fn new(name: &str, settings: &FailureLog) -> Self {
+        Health {
+            log: NodeLog::new(name, settings),
+            ..Health::default()
+        }
+    }
+
     /// How long the node is still to be left alone, if it is.
     pub fn down_for(&self) -> Option<Duration> {
         let until = self.down_until.load(Ordering::Relaxed);
@@ -36,12 +50,19 @@ impl Health {
         (now < until).then(|| Duration::from_nanos(until - now))
     }
 
-    /// Records a clean exchange.
+    /// Records a clean exchange: one atomic load unless the node was failing, then the
+    /// failure count is cleared and the recovery logged.
     pub fn record_success(&self) {
-        if self.failures_in_a_row.load(Ordering::Relaxed) != 0 {
+        if self.log.is_failing() {
             self.failures_in_a_row.store(0, Ordering::Relaxed);
             self.down_until.store(0, Ordering::Relaxed);
+            self.log.success(Instant::now());
         }
+    }
+
+    /// Failures in a row so far.
+    pub(crate) fn failures_in_a_row(&self) -> u32 {
+        self.failures_in_a_row.load(Ordering::Relaxed)
     }
 
     /// Records a failure; returns whether the node is now marked down for `dead_timeout`.
@@ -51,6 +72,8 @@ impl Health {
         retry_timeout: Duration,
         dead_timeout: Duration,
     ) -> bool {
+        // Before counting: the next success must see the flag to clear the count.
+        self.log.arm();
         let failures = self
             .failures_in_a_row
             .fetch_add(1, Ordering::Relaxed)

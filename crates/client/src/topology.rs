@@ -24,10 +24,11 @@ pub struct Node {
 
 impl Node {
     fn new(address: NodeAddress, config: &ClientConfig) -> Self {
+        let health = Health::new(&address.name, &config.failure_log);
         Node {
             address,
             pool: Pool::new(config),
-            health: Health::default(),
+            health,
         }
     }
 

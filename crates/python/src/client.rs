@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use elasticache_client::{
-    Client, ClientConfig, DiscoveryConfig, DiscoveryMode, GetStart, NodeAddress, Stats, Store,
-    StoreReply, TlsSettings,
+    Client, ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog, GetStart, NodeAddress, Stats,
+    Store, StoreReply, TlsSettings,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -23,6 +23,27 @@ use crate::errors::IntoPyResult;
 use crate::keys::{make_key, KeyMaker, MadeKeys};
 use crate::pending::PyPendingGet;
 use crate::serde::{decode, decode_or, encode};
+
+/// Where failures are logged: a Python logger name (`None`: `elasticache_client.failures`) and
+/// a level name (`None`: not logged).
+fn failure_log(logger: Option<String>, level: Option<&str>) -> PyResult<FailureLog> {
+    let defaults = FailureLog::default();
+    let level = match level {
+        None => None,
+        Some("WARNING") => Some(log::Level::Warn),
+        Some("INFO") => Some(log::Level::Info),
+        Some("ERROR") => Some(log::Level::Error),
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "failure_log_level must be 'WARNING', 'INFO', 'ERROR' or None, not {other:?}"
+            )))
+        }
+    };
+    Ok(FailureLog {
+        target: logger.unwrap_or(defaults.target),
+        level,
+    })
+}
 
 /// A memcached client shared by every thread of the process.
 #[derive(Debug)]
@@ -68,6 +89,8 @@ impl PyClient {
         tls_server_name = None,
         tls_verify = true,
         tls_check_hostname = true,
+        logger = None,
+        failure_log_level = Some("WARNING"),
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -97,6 +120,8 @@ impl PyClient {
         tls_server_name: Option<String>,
         tls_verify: bool,
         tls_check_hostname: bool,
+        logger: Option<String>,
+        failure_log_level: Option<&str>,
     ) -> PyResult<Self> {
         // Every argument is checked here, before anything else: nothing invalid may surface at
         // the first request. Messages start with the argument's name (`options.py` relies on it).
@@ -150,6 +175,7 @@ impl PyClient {
             max_value_len,
             ignore_exc,
             tls: None,
+            failure_log: failure_log(logger, failure_log_level)?,
         };
         let discovery_settings = DiscoveryConfig {
             mode: mode.unwrap_or(DiscoveryMode::Auto),

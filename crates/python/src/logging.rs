@@ -24,8 +24,9 @@ impl Log for UntilShutdown {
     fn flush(&self) {}
 }
 
-/// Routes Rust log records (info and above) to Python loggers named after the Rust module
-/// (`elasticache_client.discovery`, ...), until the interpreter exits.
+/// Routes Rust log records (info and above) to Python loggers named after their target: the
+/// Rust module (`elasticache_client.discovery`, ...), or for failure records the client's
+/// `logger` option (default `elasticache_client.failures`), until the interpreter exits.
 pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     // Levels are not cached: records are rare (membership changes, failures), and a level set
