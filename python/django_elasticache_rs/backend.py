@@ -155,7 +155,7 @@ class ElastiCache(BaseCache):
         if timeout is None:
             return 0
         if isinstance(timeout, numbers.Real) and not isinstance(timeout, int | float):
-            timeout = float(timeout)  # a Decimal or Fraction, say
+            timeout = float(timeout)  # a Fraction, say
         if not isinstance(timeout, int | float):
             raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
         # Compared as given: an int too large for a float is not an OverflowError.
