@@ -160,6 +160,17 @@ def test_a_key_prefix_no_key_could_carry_is_refused(prefix: str) -> None:
         ElastiCache("127.0.0.1:1", {"KEY_PREFIX": prefix})
 
 
+@pytest.mark.parametrize("timeout", [INF, -INF], ids=repr)
+def test_an_infinite_default_timeout_is_refused(timeout: float) -> None:
+    with pytest.raises(ImproperlyConfigured, match="TIMEOUT"):
+        ElastiCache("127.0.0.1:1", {"TIMEOUT": timeout})
+
+
+def test_a_huge_default_timeout_never_expires(memcached: LocalNode) -> None:
+    cache = ElastiCache(memcached.address, {"TIMEOUT": 1e300})
+    assert cache.get_backend_timeout() == 0
+
+
 def test_options_must_be_a_mapping() -> None:
     # (Django's BaseCache itself fails on OPTIONS without .get(); a tuple of pairs reaches us.)
     with pytest.raises(ImproperlyConfigured, match="OPTIONS must be a dict"):

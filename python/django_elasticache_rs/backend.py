@@ -100,7 +100,12 @@ class ElastiCache(BaseCache):
     """Django cache backend for ElastiCache (memcached) clusters."""
 
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
-        super().__init__(params)
+        try:
+            super().__init__(params)
+        except OverflowError as error:  # Django's int(TIMEOUT) of an infinity
+            raise ImproperlyConfigured(
+                f"CACHES TIMEOUT must be a number of seconds or None, not {params.get('TIMEOUT')!r}"
+            ) from error
         self._servers = parse_location(server)
         self._settings = parse_options(params.get("OPTIONS"), self._servers)
         # With Django's own key function the key is made in Rust; otherwise made here and
@@ -150,7 +155,7 @@ class ElastiCache(BaseCache):
         if timeout is None:
             return 0
         if isinstance(timeout, numbers.Real) and not isinstance(timeout, int | float):
-            timeout = float(timeout)  # a Decimal or Fraction, say
+            timeout = float(timeout)  # a Fraction, say
         if not isinstance(timeout, int | float):
             raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
         # Compared as given: an int too large for a float is not an OverflowError.

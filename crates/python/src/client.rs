@@ -92,6 +92,16 @@ impl PyClient {
         logger = None,
         failure_log_level = Some("WARNING"),
     ))]
+    // Spelled out: the checked argument types' defaults would show as `...`.
+    #[pyo3(
+        text_signature = "(servers, *, connect_timeout=1.0, timeout=1.0, max_pool_size=64, \
+        pool_idle_timeout=0.0, retry_attempts=2, retry_timeout=1.0, dead_timeout=60.0, \
+        no_delay=True, socket_keepalive=None, ignore_exc=False, max_value_length=None, \
+        serde=None, discovery='off', discovery_interval=60.0, discovery_retry_delay=0.0, \
+        use_vpc_ip_address=True, tls=False, tls_ca_certs=None, tls_ca_file=None, \
+        tls_cert_file=None, tls_key_file=None, tls_server_name=None, tls_verify=True, \
+        tls_check_hostname=True)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -520,6 +530,7 @@ impl PyClient {
     /// Adds `delta` (subtracts, when negative) to a counter; `None` when `key` is missing.
     /// memcached counters are unsigned: a decrement stops at 0.
     #[pyo3(signature = (key, delta = Delta::ONE, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, delta=1, prefix=None, version=None)")]
     fn incr(
         &self,
         py: Python<'_>,
