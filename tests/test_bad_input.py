@@ -97,11 +97,6 @@ def test_value_over_the_client_cap_raises_value_too_large_and_removes_the_old_va
     assert cache.get("big") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 item 6 (another branch): memcached's own 'object too large' still raises "
-    "CacheServerError; drop this marker when that lands",
-)
 def test_value_memcached_refuses_as_too_large_raises_value_too_large(cache: ElastiCache) -> None:
     cache.set("big", "small")
     with pytest.raises(ValueTooLargeError):

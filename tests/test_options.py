@@ -5,6 +5,7 @@ survives to fail at the first request. The native constructor keeps its own chec
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from pathlib import Path
@@ -52,6 +53,8 @@ BAD: dict[str, list[Any]] = {
     "retry_attempts": ["2", 2.0, True, None, 0, -1, 1_001, 2**32, 2**64],
     "retry_timeout": ["1", None, True, -1, NAN, INF, 86_401],
     "dead_timeout": ["60", None, True, -1, NAN, INF, 86_401, 2**63],
+    "logger": [None, "", 1, b"name"],
+    "failure_log_level": ["LOUD", "", 7, True, 2.5],
     "serde": [
         "pickle",
         object(),
@@ -88,6 +91,8 @@ GOOD: dict[str, list[Any]] = {
     "retry_attempts": [1, 1_000],
     "retry_timeout": [0, 86_400],
     "dead_timeout": [0, 0.5, 86_400],
+    "logger": ["myproject.cache", "elasticache_client.failures"],
+    "failure_log_level": ["WARNING", "info", "Error", logging.ERROR, None],
     "serde": [None, SimpleNamespace(serialize=lambda k, v: (v, 0), deserialize=lambda k, v, f: v)],
     "allow_unicode_keys": [True, False],
     "default_noreply": [True, False],
