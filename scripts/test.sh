@@ -14,6 +14,10 @@ echo "==> ruff"
 .venv/bin/ruff format --check python tests bench examples
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> stubtest"
+# The stubs (_native.pyi) and the package's own annotations against the built module.
+.venv/bin/python -m mypy.stubtest django_elasticache_rs --mypy-config-file pyproject.toml \
+  --allowlist scripts/stubtest-allowlist.txt
 echo "==> cargo test"
 # The bindings crate is a Python extension: it is tested from Python, not linked into a Rust test.
 cargo test --workspace --exclude elasticache-python --quiet

@@ -1,12 +1,15 @@
 """Typed stubs of the native module (``crates/python``)."""
 
 import asyncio
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol, final
 
+__all__ = ["Client", "PendingGet", "__version__", "murmur3_32", "run_in_worker"]
+
 __version__: str
 
-class Serde(Protocol):
+class _Serde(Protocol):
     """pymemcache's serde interface."""
 
     def serialize(self, key: str, value: Any) -> tuple[bytes | str, int]: ...
@@ -21,6 +24,7 @@ def run_in_worker(
     """Calls ``function(*args)`` on a native worker thread and completes ``future`` (of the
     running loop) with its result or exception."""
 
+@final
 class Client:
     """A memcached client shared by every thread of the process.
 
@@ -34,12 +38,12 @@ class Client:
     all but invalid requests read as misses / not stored.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         servers: list[str],
         *,
-        connect_timeout: float | None = 1.0,
-        timeout: float | None = 1.0,
+        connect_timeout: float | None = ...,
+        timeout: float | None = ...,
         max_pool_size: int = 64,
         pool_idle_timeout: float | None = 0.0,
         retry_attempts: int = 2,
@@ -49,21 +53,24 @@ class Client:
         socket_keepalive: float | None = None,
         ignore_exc: bool = False,
         max_value_length: int | None = None,
-        serde: Serde | None = None,
+        serde: _Serde | None = None,
         discovery: Literal["auto", "on", "off"] = "off",
-        discovery_interval: float | None = 60.0,
+        discovery_interval: float | None = ...,
         discovery_retry_delay: float = 0.0,
         use_vpc_ip_address: bool = True,
         tls: bool = False,
         tls_ca_certs: list[bytes] | tuple[bytes, ...] | None = None,
-        tls_ca_file: str | None = None,
-        tls_cert_file: str | None = None,
-        tls_key_file: str | None = None,
+        tls_ca_file: str | os.PathLike[str] | None = None,
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
         tls_server_name: str | None = None,
         tls_verify: bool = True,
         tls_check_hostname: bool = True,
-    ) -> None:
-        """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
+    ) -> Client:
+        """``connect_timeout`` and ``timeout`` default to 1.0 s, ``discovery_interval`` to
+        60.0 s (written ``...`` here because the module's signature cannot show them).
+
+        With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
         background (``None``: only while the ring is empty). "auto" uses an endpoint that is
         plain memcached as a single node; "on" refuses it.
