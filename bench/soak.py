@@ -215,9 +215,12 @@ class Tally:
     def check(self, key: str, value: Any) -> None:
         """Counts ``value`` as wrong unless it is a miss or the value written for ``key``."""
         if value is not None and value != value_for(key):
-            self.wrong += 1
-            if len(self.examples) < 5:
-                self.examples.append(f"{key!r} read {str(value)[:60]!r}")
+            self.note_wrong(f"{key!r} read {str(value)[:60]!r}")
+
+    def note_wrong(self, example: str) -> None:
+        self.wrong += 1
+        if len(self.examples) < 5:
+            self.examples.append(example)
 
 
 def _classify(tally: Tally, mode: str, error: Exception, cache_errors: tuple[type, ...]) -> None:
@@ -312,8 +315,7 @@ class Traffic:
     def _check_many(keys: list[str], found: dict[str, Any], tally: Tally) -> None:
         for key, value in found.items():
             if key not in keys:
-                tally.wrong += 1
-                tally.examples.append(f"get_many of {keys} returned key {key!r}")
+                tally.note_wrong(f"get_many of {keys} returned key {key!r}")
             else:
                 tally.check(key, value)
 
