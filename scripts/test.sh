@@ -14,8 +14,15 @@ echo "==> ruff"
 .venv/bin/ruff format --check python tests bench examples
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> stubtest"
+# The stubs (_native.pyi) and the package's own annotations against the built module.
+.venv/bin/python -m mypy.stubtest django_elasticache_rs --mypy-config-file pyproject.toml \
+  --allowlist scripts/stubtest-allowlist.txt
 echo "==> cargo test"
-# The bindings crate is a Python extension: it is tested from Python, not linked into a Rust test.
-cargo test --workspace --exclude elasticache-python --quiet
+# The bindings crate's unit tests (the error-to-exception mapping) embed the interpreter PyO3
+# finds (python3 on PATH), so that Python needs its shared library (pyenv and python.org builds
+# have it; on Debian, libpython3-dev). The extension itself never links it: maturin sets
+# PYO3_BUILD_EXTENSION_MODULE.
+cargo test --workspace --quiet
 echo "==> pytest"
 .venv/bin/python -m pytest "$@"

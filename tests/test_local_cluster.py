@@ -348,10 +348,28 @@ def test_no_nodes_fault_sends_a_valid_frame_with_no_member(
     assert len(elasticache_cluster.nodes) == 4  # only the answer is empty
 
 
+def _connection_threads() -> set[threading.Thread]:
+    """The live threads serving the configuration endpoint's connections."""
+    return {thread for thread in threading.enumerate() if thread.name == "config-endpoint-conn"}
+
+
+def _new_connection_thread(before: set[threading.Thread]) -> threading.Thread:
+    """The one connection thread not in ``before``, once the endpoint has started it (it accepts
+    on a thread of its own); fails after :data:`TIMEOUT`."""
+    deadline = time.monotonic() + TIMEOUT
+    while not (new := _connection_threads() - before):
+        assert time.monotonic() < deadline, "the endpoint started no thread for the connection"
+        time.sleep(0.005)  # polling interval
+    [thread] = new
+    return thread
+
+
+@pytest.mark.timeout(60)  # only a guard against a hang; nothing here is timed
 def test_hang_fault_never_answers_and_does_not_block_shutdown(
     elasticache_cluster: LocalCluster,
 ) -> None:
     elasticache_cluster.set_fault("hang")
+    others = _connection_threads()
     with _connect(elasticache_cluster.configuration_endpoint, timeout=0.3) as conn:
         conn.sendall(CONFIG_GET)
         with pytest.raises(TimeoutError):
@@ -360,9 +378,10 @@ def test_hang_fault_never_answers_and_does_not_block_shutdown(
         conn.sendall(CONFIG_GET)
         with pytest.raises(TimeoutError):
             conn.recv(4096)
-        started = time.monotonic()
+        [hung] = _connection_threads() - others
         elasticache_cluster.stop()
-        assert time.monotonic() - started < TIMEOUT
+        # stop() ended the hung connection's thread rather than giving up waiting for it.
+        assert not hung.is_alive()
         conn.settimeout(TIMEOUT)
         assert _read_until_closed(conn) == b""  # stop() closed the hung connection
 

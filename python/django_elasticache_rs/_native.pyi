@@ -1,12 +1,15 @@
 """Typed stubs of the native module (``crates/python``)."""
 
 import asyncio
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol, final
 
+__all__ = ["Client", "PendingGet", "__version__", "murmur3_32", "run_in_worker"]
+
 __version__: str
 
-class Serde(Protocol):
+class _Serde(Protocol):
     """pymemcache's serde interface."""
 
     def serialize(self, key: str, value: Any) -> tuple[bytes | str, int]: ...
@@ -21,6 +24,7 @@ def run_in_worker(
     """Calls ``function(*args)`` on a native worker thread and completes ``future`` (of the
     running loop) with its result or exception."""
 
+@final
 class Client:
     """A memcached client shared by every thread of the process.
 
@@ -35,8 +39,8 @@ class Client:
     all but invalid requests read as misses / not stored.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         servers: list[str],
         *,
         connect_timeout: float | None = 1.0,
@@ -50,22 +54,22 @@ class Client:
         socket_keepalive: float | None = None,
         ignore_exc: bool = False,
         max_value_length: int | None = None,
-        serde: Serde | None = None,
+        serde: _Serde | None = None,
         discovery: Literal["auto", "on", "off"] = "off",
         discovery_interval: float | None = 60.0,
         discovery_retry_delay: float = 0.0,
         use_vpc_ip_address: bool = True,
         tls: bool = False,
         tls_ca_certs: list[bytes] | tuple[bytes, ...] | None = None,
-        tls_ca_file: str | None = None,
-        tls_cert_file: str | None = None,
-        tls_key_file: str | None = None,
+        tls_ca_file: str | os.PathLike[str] | None = None,
+        tls_cert_file: str | os.PathLike[str] | None = None,
+        tls_key_file: str | os.PathLike[str] | None = None,
         tls_server_name: str | None = None,
         tls_verify: bool = True,
         tls_check_hostname: bool = True,
         logger: str | None = None,
         failure_log_level: Literal["WARNING", "INFO", "ERROR"] | None = "WARNING",
-    ) -> None:
+    ) -> Client:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
         background (``None``: only while the ring is empty). "auto" uses an endpoint that is

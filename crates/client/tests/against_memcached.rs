@@ -201,8 +201,11 @@ fn invalid_keys_are_refused_before_anything_is_sent() {
 #[test]
 fn the_pool_bounds_connections_and_reuses_them() {
     let node = Memcached::start();
+    // Eight threads share two connections: a generous timeout, so that a loaded machine's
+    // scheduling cannot turn a wait for the pool into a failure (this test is about the bound).
     let config = ClientConfig {
         max_pool_size: 2,
+        timeout: Some(Duration::from_secs(30)),
         ..ClientConfig::default()
     };
     let client = Arc::new(Client::connect_to(&[node.address()], config).unwrap());

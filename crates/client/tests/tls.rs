@@ -168,6 +168,7 @@ fn a_plaintext_server_is_an_error_never_a_plaintext_exchange() {
     );
     let error = client.set("k", 0, b"v", 0).unwrap_err();
     assert!(matches!(error, Error::Tls { .. }), "{error}");
+    assert!(error.to_string().contains("does not speak TLS"), "{error}");
     assert_eq!(plain.stat("cmd_set"), 0, "nothing was sent in plaintext");
 }
 
@@ -180,9 +181,10 @@ fn client_certificates_are_presented_when_the_server_requires_them() {
     let me = authority.leaf(&dir, "client", &["client.example"], false);
     let node = Memcached::start_tls(&memcached_tls_args(&leaf, Some(&ca)), Some(&me));
     let without = client(&node, "localhost", trusting(ca.clone()));
-    assert!(
-        without.set("k", 0, b"v", 0).is_err(),
-        "a client without a certificate got in"
+    // The server refuses the handshake with TLS 1.3's certificate_required alert.
+    assert_tls_failure(
+        without.get("k"),
+        "received fatal alert: CertificateRequired",
     );
 
     let settings = TlsSettings {
@@ -202,18 +204,25 @@ fn bad_tls_settings_are_configuration_errors() {
         ca_file: Some(dir.path("nope.pem")),
         ..TlsSettings::default()
     };
-    assert_eq!(missing.build().unwrap_err().kind(), ErrorKind::Client);
     std::fs::write(dir.path("empty.pem"), "").unwrap();
     let empty = TlsSettings {
         ca_file: Some(dir.path("empty.pem")),
         ..TlsSettings::default()
     };
-    assert!(empty.build().is_err());
     let half = TlsSettings {
         client_cert_file: Some(dir.path("c.pem")),
         ..TlsSettings::default()
     };
-    assert!(half.build().is_err());
+    for (settings, expected) in [
+        (missing, "cannot read"),
+        (empty, "holds no certificate"),
+        (half, "needs both tls_cert_file and tls_key_file"),
+    ] {
+        let error = settings.build().unwrap_err();
+        assert!(matches!(error, Error::TlsConfig { .. }), "{error}");
+        assert_eq!(error.kind(), ErrorKind::Client);
+        assert!(error.to_string().contains(expected), "{error}");
+    }
 }
 
 #[test]

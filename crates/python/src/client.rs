@@ -100,7 +100,7 @@ impl PyClient {
         serde=None, discovery='off', discovery_interval=60.0, discovery_retry_delay=0.0, \
         use_vpc_ip_address=True, tls=False, tls_ca_certs=None, tls_ca_file=None, \
         tls_cert_file=None, tls_key_file=None, tls_server_name=None, tls_verify=True, \
-        tls_check_hostname=True)"
+        tls_check_hostname=True, logger=None, failure_log_level='WARNING')"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(

@@ -75,3 +75,6 @@ impl<T> IntoPyResult<T> for Result<T, Error> {
         self.map_err(to_py)
     }
 }
+
+#[cfg(test)]
+mod tests;
