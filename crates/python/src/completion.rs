@@ -5,11 +5,12 @@
 //! worker does the I/O without the GIL, then takes the GIL to build the result and hands it
 //! to the future's event loop with `call_soon_threadsafe`. This skips the default executor's
 //! few threads, its queue, its `concurrent.futures.Future` and the hand-offs between them.
-//! Workers are per process: a forked child starts its own.
+//! Workers are per process: a forked child starts its own, and [`park`] stops them all
+//! around `fork()` (they are spawned again on demand).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread;
+use std::thread::{self, JoinHandle};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -21,11 +22,24 @@ const MAX_WORKERS: usize = 32;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The pool's accounting, all under one lock.
+///
+/// `idle` is changed only by the workers themselves: a worker counts itself idle just before
+/// it waits for a job and uncounts itself as soon as it wakes, so the count can never drift
+/// from the number of workers that will look at the queue again. A submitter never reserves
+/// a worker; it queues its job, starts a worker when the queued jobs outnumber the idle
+/// workers (up to [`MAX_WORKERS`]), and wakes one waiter per job. So every queued job has a
+/// worker on its way to it, whichever worker ends up taking it.
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
+    /// Worker threads started and not yet exited.
     workers: usize,
+    /// Workers waiting for a job (or woken and not yet back under the lock).
     idle: usize,
+    /// Set while [`park`] runs: workers drain the queue, then exit.
+    parking: bool,
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Workers {
@@ -47,6 +61,11 @@ fn workers() -> Arc<Workers> {
     match current.as_ref() {
         Some(workers) if workers.pid == pid => Arc::clone(workers),
         _ => {
+            if let Some(inherited) = current.take() {
+                // The parent's threads do not exist here: their handles must never be joined
+                // or detached, and their jobs belong to the parent.
+                std::mem::forget(inherited);
+            }
             let fresh = Arc::new(Workers {
                 pid,
                 queue: Mutex::new(Queue::default()),
@@ -61,43 +80,79 @@ fn workers() -> Arc<Workers> {
 fn work(workers: &Workers) {
     let mut queue = lock(&workers.queue);
     loop {
-        while let Some(job) = queue.jobs.pop_front() {
+        if let Some(job) = queue.jobs.pop_front() {
             drop(queue);
             job();
             queue = lock(&workers.queue);
+            continue;
         }
-        // Counted idle until a submitter reserves this worker for its job.
+        if queue.parking {
+            queue.workers = queue.workers.saturating_sub(1);
+            return;
+        }
         queue.idle += 1;
         queue = workers
             .ready
-            .wait_while(queue, |queue| queue.jobs.is_empty())
+            .wait(queue)
             .unwrap_or_else(PoisonError::into_inner);
+        queue.idle = queue.idle.saturating_sub(1);
     }
 }
 
-/// Runs `job` on a worker thread: an idle one (reserved at once, so that concurrent
-/// submissions never count on the same idle worker), or a new one up to [`MAX_WORKERS`].
+/// Runs `job` on a worker thread: wakes an idle one, and starts a new one (up to
+/// [`MAX_WORKERS`]) when the queued jobs outnumber the idle workers.
 fn submit(job: Job) -> PyResult<()> {
     let workers = workers();
     let mut queue = lock(&workers.queue);
     queue.jobs.push_back(job);
-    if queue.idle > 0 {
-        queue.idle -= 1;
-        drop(queue);
-        workers.ready.notify_one();
-    } else if queue.workers < MAX_WORKERS {
+    if queue.jobs.len() > queue.idle && queue.workers < MAX_WORKERS {
         let runner = Arc::clone(&workers);
-        thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("elasticache-async".to_owned())
-            .spawn(move || work(&runner))
-            .map_err(|e| {
-                pyo3::exceptions::PyRuntimeError::new_err(format!(
-                    "cannot start a worker thread: {e}"
-                ))
-            })?;
-        queue.workers += 1;
+            .spawn(move || work(&runner));
+        match spawned {
+            Ok(thread) => {
+                queue.workers += 1;
+                queue.threads.push(thread);
+            }
+            // With at least one worker the job still runs, later; with none it never would.
+            Err(error) if queue.workers == 0 => {
+                queue.jobs.pop_back();
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    "cannot start a worker thread: {error}"
+                )));
+            }
+            Err(error) => log::warn!("cannot start another async worker thread: {error}"),
+        }
     }
+    drop(queue);
+    workers.ready.notify_one();
     Ok(())
+}
+
+/// Stops this process's workers and joins them (before `fork()`): each finishes the jobs
+/// already queued (a job is bounded by the client's timeouts), then exits. Call it without
+/// the GIL: a finishing job takes the GIL to deliver its result. Workers are started again
+/// by the next submission.
+pub fn park() {
+    let workers = workers();
+    loop {
+        let threads = {
+            let mut queue = lock(&workers.queue);
+            if queue.threads.is_empty() {
+                queue.parking = false;
+                return;
+            }
+            queue.parking = true;
+            std::mem::take(&mut queue.threads)
+        };
+        workers.ready.notify_all();
+        for thread in threads {
+            if thread.join().is_err() {
+                log::warn!("an async worker thread panicked");
+            }
+        }
+    }
 }
 
 /// `django_elasticache_rs._resolve(future, value, error)`: sets the future's outcome unless it

@@ -1,0 +1,50 @@
+//! Parks the module's threads around `fork()` (registered with `os.register_at_fork`).
+//!
+//! A process that forks while it has threads leaves the child with whatever locks those
+//! threads held (Python 3.12+ warns about it: "This process is multi-threaded, use of fork()
+//! may lead to deadlocks in the child"). With gunicorn `--preload`, the master may have used
+//! the cache and so have a discovery refresher and async workers. Before a fork they are
+//! stopped and joined; after it, in the parent and in the child, they start again on demand.
+
+use std::sync::{Mutex, PoisonError};
+
+use elasticache_client::{park_background_threads, ParkedThreads};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::completion;
+
+/// The guard keeping refreshers parked between `before` and `after_in_*`.
+static PARKED: Mutex<Option<ParkedThreads>> = Mutex::new(None);
+
+/// `before`: stops and joins the async workers (each finishes its queued jobs first) and the
+/// discovery refreshers (each finishes a discovery in progress), without the GIL: a finishing
+/// job takes the GIL to deliver its result, and a refresher to log.
+#[pyfunction]
+fn before_fork(py: Python<'_>) {
+    let parked = py.detach(|| {
+        completion::park();
+        park_background_threads()
+    });
+    *PARKED.lock().unwrap_or_else(PoisonError::into_inner) = Some(parked);
+}
+
+/// `after_in_parent` and `after_in_child`: lets refreshers start again (on next use, as
+/// workers do).
+#[pyfunction]
+fn after_fork() {
+    PARKED.lock().unwrap_or_else(PoisonError::into_inner).take();
+}
+
+/// Registers the hooks with `os.register_at_fork`, once (when the module is imported).
+pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    let after = wrap_pyfunction!(after_fork, module)?;
+    let hooks = PyDict::new(py);
+    hooks.set_item("before", wrap_pyfunction!(before_fork, module)?)?;
+    hooks.set_item("after_in_parent", &after)?;
+    hooks.set_item("after_in_child", &after)?;
+    py.import("os")?
+        .call_method("register_at_fork", (), Some(&hooks))?;
+    Ok(())
+}
