@@ -6,7 +6,7 @@
 //! to the future's event loop with `call_soon_threadsafe`. This skips the default executor's
 //! few threads, its queue, its `concurrent.futures.Future` and the hand-offs between them.
 //! Workers are per process: a forked child starts its own, and [`park`] stops them all
-//! around `fork()` (they are spawned again on demand).
+//! before `fork()` ([`resume`] lets them start again, on demand).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -37,7 +37,7 @@ struct Queue {
     workers: usize,
     /// Workers waiting for a job (or woken and not yet back under the lock).
     idle: usize,
-    /// Set while [`park`] runs: workers drain the queue, then exit.
+    /// Set from [`park`] to [`resume`] (around a fork): workers exit, none start.
     parking: bool,
     threads: Vec<JoinHandle<()>>,
 }
@@ -80,15 +80,17 @@ fn workers() -> Arc<Workers> {
 fn work(workers: &Workers) {
     let mut queue = lock(&workers.queue);
     loop {
+        if queue.parking {
+            // Queued jobs wait for `resume`: a fork must not wait for more than one job per
+            // worker.
+            queue.workers = queue.workers.saturating_sub(1);
+            return;
+        }
         if let Some(job) = queue.jobs.pop_front() {
             drop(queue);
             job();
             queue = lock(&workers.queue);
             continue;
-        }
-        if queue.parking {
-            queue.workers = queue.workers.saturating_sub(1);
-            return;
         }
         queue.idle += 1;
         queue = workers
@@ -99,30 +101,34 @@ fn work(workers: &Workers) {
     }
 }
 
+/// Starts a worker; the caller holds the queue's lock.
+fn spawn(workers: &Arc<Workers>, queue: &mut Queue) -> std::io::Result<()> {
+    let runner = Arc::clone(workers);
+    let thread = thread::Builder::new()
+        .name("elasticache-async".to_owned())
+        .spawn(move || work(&runner))?;
+    queue.workers += 1;
+    queue.threads.push(thread);
+    Ok(())
+}
+
 /// Runs `job` on a worker thread: wakes an idle one, and starts a new one (up to
-/// [`MAX_WORKERS`]) when the queued jobs outnumber the idle workers.
+/// [`MAX_WORKERS`]) when the queued jobs outnumber the idle workers. While the workers are
+/// parked for a fork, the job waits in the queue for [`resume`].
 fn submit(job: Job) -> PyResult<()> {
     let workers = workers();
     let mut queue = lock(&workers.queue);
     queue.jobs.push_back(job);
-    if queue.jobs.len() > queue.idle && queue.workers < MAX_WORKERS {
-        let runner = Arc::clone(&workers);
-        let spawned = thread::Builder::new()
-            .name("elasticache-async".to_owned())
-            .spawn(move || work(&runner));
-        match spawned {
-            Ok(thread) => {
-                queue.workers += 1;
-                queue.threads.push(thread);
-            }
-            // With at least one worker the job still runs, later; with none it never would.
-            Err(error) if queue.workers == 0 => {
+    if !queue.parking && queue.jobs.len() > queue.idle && queue.workers < MAX_WORKERS {
+        if let Err(error) = spawn(&workers, &mut queue) {
+            // With another worker the job still runs, later; with none it never would.
+            if queue.workers == 0 {
                 queue.jobs.pop_back();
                 return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
                     "cannot start a worker thread: {error}"
                 )));
             }
-            Err(error) => log::warn!("cannot start another async worker thread: {error}"),
+            log::warn!("cannot start another async worker thread: {error}");
         }
     }
     drop(queue);
@@ -130,27 +136,34 @@ fn submit(job: Job) -> PyResult<()> {
     Ok(())
 }
 
-/// Stops this process's workers and joins them (before `fork()`): each finishes the jobs
-/// already queued (a job is bounded by the client's timeouts), then exits. Call it without
-/// the GIL: a finishing job takes the GIL to deliver its result. Workers are started again
-/// by the next submission.
+/// Stops this process's workers and joins them (before `fork()`): a worker in the middle of a
+/// job finishes it (a job is bounded by the client's timeouts); queued jobs wait for
+/// [`resume`]. Call it without the GIL: a finishing job takes the GIL to deliver its result.
 pub fn park() {
     let workers = workers();
-    loop {
-        let threads = {
-            let mut queue = lock(&workers.queue);
-            if queue.threads.is_empty() {
-                queue.parking = false;
-                return;
-            }
-            queue.parking = true;
-            std::mem::take(&mut queue.threads)
-        };
-        workers.ready.notify_all();
-        for thread in threads {
-            if thread.join().is_err() {
-                log::warn!("an async worker thread panicked");
-            }
+    let threads = {
+        let mut queue = lock(&workers.queue);
+        queue.parking = true;
+        std::mem::take(&mut queue.threads)
+    };
+    workers.ready.notify_all();
+    for thread in threads {
+        if thread.join().is_err() {
+            log::warn!("an async worker thread panicked");
+        }
+    }
+}
+
+/// Lets workers start again after a fork (in the parent: the jobs queued meanwhile get theirs
+/// now; otherwise workers start on demand).
+pub fn resume() {
+    let workers = workers();
+    let mut queue = lock(&workers.queue);
+    queue.parking = false;
+    while queue.jobs.len() > queue.idle && queue.workers < MAX_WORKERS {
+        if let Err(error) = spawn(&workers, &mut queue) {
+            log::warn!("cannot start an async worker thread after fork: {error}");
+            break;
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::completion;
 /// The guard keeping refreshers parked between `before` and `after_in_*`.
 static PARKED: Mutex<Option<ParkedThreads>> = Mutex::new(None);
 
-/// `before`: stops and joins the async workers (each finishes its queued jobs first) and the
+/// `before`: stops and joins the async workers (each finishes the job it is running) and the
 /// discovery refreshers (each finishes a discovery in progress), without the GIL: a finishing
 /// job takes the GIL to deliver its result, and a refresher to log.
 #[pyfunction]
@@ -29,17 +29,22 @@ fn before_fork(py: Python<'_>) {
     *PARKED.lock().unwrap_or_else(PoisonError::into_inner) = Some(parked);
 }
 
-/// `after_in_parent` and `after_in_child`: lets refreshers start again (on next use, as
-/// workers do).
+/// `after_in_parent` and `after_in_child`: lets workers and refreshers start again (on next
+/// use; in the parent, jobs queued while parked get workers at once). A child's pool is its
+/// own already: the parent's queued jobs are not the child's to run.
 #[pyfunction]
 fn after_fork() {
     PARKED.lock().unwrap_or_else(PoisonError::into_inner).take();
+    completion::resume();
 }
 
 /// Registers the hooks with `os.register_at_fork`, once (when the module is imported).
 pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     let after = wrap_pyfunction!(after_fork, module)?;
+    // Hooks run with the GIL held and in registration order; ours are registered once, at
+    // import. (A fork from C that skips Python's hooks, as `subprocess` does before `exec`,
+    // runs no Python in the child and needs none of this.)
     let hooks = PyDict::new(py);
     hooks.set_item("before", wrap_pyfunction!(before_fork, module)?)?;
     hooks.set_item("after_in_parent", &after)?;
