@@ -494,7 +494,8 @@ impl Discovery {
                 flight.failures_in_a_row = flight.failures_in_a_row.saturating_add(1);
                 let error = Arc::new(error);
                 flight.last_failure = Some(Failed {
-                    retry_at: Instant::now() + self.retry_pause(flight.failures_in_a_row, ring_empty),
+                    retry_at: Instant::now()
+                        + self.retry_pause(flight.failures_in_a_row, ring_empty),
                     error: Arc::clone(&error),
                 });
                 Err(self.failed(error))

@@ -382,7 +382,12 @@ fn a_tls_configuration_error_during_discovery_is_the_callers_even_under_ignore_e
 fn unanswering_listener() -> (Socket, TcpStream, String) {
     let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     listener
-        .bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
         .unwrap();
     listener.listen(0).unwrap();
     let address = listener.local_addr().unwrap().as_socket().unwrap();
