@@ -450,11 +450,12 @@ fn with_no_membership_discovery_is_retried_steadily_and_the_next_try_recovers() 
         assert!(client.get("k").is_err());
         endpoint.requests() >= 7
     });
-    let failed = endpoint.requests();
     endpoint.set(Endpoint::Cluster {
         version: 1,
         members: vec![member(&node)],
     });
+    // Requests from here on are answered well (one in the air may have had garbage).
+    let failed = endpoint.requests();
     eventually_within("recovery", Duration::from_secs(5), || {
         client.get("k").is_ok()
     });
