@@ -24,9 +24,40 @@ static PARKED: Mutex<Option<ParkedThreads>> = Mutex::new(None);
 fn before_fork(py: Python<'_>) {
     let parked = py.detach(|| {
         completion::park();
-        park_background_threads()
+        let parked = park_background_threads();
+        wait_until_threads_are_gone();
+        parked
     });
     *PARKED.lock().unwrap_or_else(PoisonError::into_inner) = Some(parked);
+}
+
+/// Waits, briefly, until the threads joined above have left the kernel's list of this
+/// process's threads.
+///
+/// A join returns when the thread's stack is released, a moment before the kernel stops
+/// counting the thread, and Python 3.12+ counts the kernel's threads (`/proc/self/stat`) to
+/// decide whether to warn. There is nothing to wait on for that moment but the list itself:
+/// it is polled, for at most a tenth of a second. Linux only: `/proc` is where the list is.
+fn wait_until_threads_are_gone() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    for _ in 0..1_000 {
+        if !ours_listed() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
+/// Whether a thread named like ours (`elasticache-*`) is still listed in `/proc/self/task`.
+fn ours_listed() -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read(task.path().join("comm")).is_ok_and(|name| name.starts_with(b"elasticache-"))
+    })
 }
 
 /// `after_in_parent` and `after_in_child`: lets workers and refreshers start again (on next
