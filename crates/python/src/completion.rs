@@ -114,8 +114,9 @@ fn spawn(workers: &Arc<Workers>, queue: &mut Queue) -> std::io::Result<()> {
 
 /// Runs `job` on a worker thread: wakes an idle one, and starts a new one (up to
 /// [`MAX_WORKERS`]) when the queued jobs outnumber the idle workers. While the workers are
-/// parked for a fork, the job waits in the queue for [`resume`].
-fn submit(job: Job) -> PyResult<()> {
+/// parked for a fork, the job waits in the queue for [`resume`]. Fails only when no worker
+/// exists and none can be started.
+fn submit(job: Job) -> std::io::Result<()> {
     let workers = workers();
     let mut queue = lock(&workers.queue);
     queue.jobs.push_back(job);
@@ -124,9 +125,7 @@ fn submit(job: Job) -> PyResult<()> {
             // With another worker the job still runs, later; with none it never would.
             if queue.workers == 0 {
                 queue.jobs.pop_back();
-                return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
-                    "cannot start a worker thread: {error}"
-                )));
+                return Err(error);
             }
             log::warn!("cannot start another async worker thread: {error}");
         }
@@ -134,6 +133,13 @@ fn submit(job: Job) -> PyResult<()> {
     drop(queue);
     workers.ready.notify_one();
     Ok(())
+}
+
+/// [`submit`] for the bindings: a failure is a Python `RuntimeError`.
+fn submit_py(job: Job) -> PyResult<()> {
+    submit(job).map_err(|error| {
+        pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start a worker thread: {error}"))
+    })
 }
 
 /// Stops this process's workers and joins them (before `fork()`): a worker in the middle of a
@@ -183,7 +189,7 @@ pub fn complete_later<T: Send + 'static>(
     finish: impl FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 ) -> PyResult<()> {
     let future: Py<PyAny> = future.unbind();
-    submit(Box::new(move || {
+    submit_py(Box::new(move || {
         let outcome = operation();
         if !interpreter_running() {
             // Python is exiting: nobody awaits this any more, and it must not be entered.
@@ -208,7 +214,7 @@ pub fn run_in_worker(
     args: Py<pyo3::types::PyTuple>,
 ) -> PyResult<()> {
     let future: Py<PyAny> = future.unbind();
-    submit(Box::new(move || {
+    submit_py(Box::new(move || {
         if !interpreter_running() {
             std::mem::forget((future, function, args));
             return;
@@ -236,5 +242,100 @@ fn deliver(py: Python<'_>, future: Bound<'_, PyAny>, result: PyResult<Py<PyAny>>
     if let Err(error) = delivered {
         // The loop is closed: nobody is waiting for this result any more.
         log::debug!("an async cache result could not be delivered: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pool with plain Rust jobs (no Python). `scripts/test.sh` runs the bindings from
+    //! Python; run these with `cargo test -p elasticache-python --lib`.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// Runs `count` jobs and waits for all of them.
+    fn run_jobs(count: usize) {
+        let (done, finished) = mpsc::channel();
+        for _ in 0..count {
+            let done = done.clone();
+            submit(Box::new(move || {
+                let _ = done.send(());
+            }))
+            .unwrap();
+        }
+        for _ in 0..count {
+            finished.recv_timeout(BOUND).expect("a job never ran");
+        }
+    }
+
+    /// Whether `MAX_WORKERS` jobs were ever running at the same time: each waits (bounded)
+    /// until all of them have started.
+    fn all_workers_run_at_once() -> bool {
+        let started = Arc::new((Mutex::new(0_usize), Condvar::new()));
+        let (done, finished) = mpsc::channel();
+        for _ in 0..MAX_WORKERS {
+            let (started, done) = (Arc::clone(&started), done.clone());
+            submit(Box::new(move || {
+                let (count, all_in) = &*started;
+                let mut count = lock(count);
+                *count += 1;
+                all_in.notify_all();
+                let (count, _) = all_in
+                    .wait_timeout_while(count, BOUND, |count| *count < MAX_WORKERS)
+                    .unwrap();
+                let _ = done.send(*count >= MAX_WORKERS);
+            }))
+            .unwrap();
+        }
+        (0..MAX_WORKERS).all(|_| finished.recv_timeout(3 * BOUND).unwrap())
+    }
+
+    /// Waits until every worker is idle and counted so.
+    fn settled() -> bool {
+        let workers = workers();
+        let deadline = Instant::now() + BOUND;
+        loop {
+            {
+                let queue = lock(&workers.queue);
+                if queue.jobs.is_empty() && queue.idle == queue.workers {
+                    return true;
+                }
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(1)); // polling interval
+        }
+    }
+
+    #[test]
+    fn after_heavy_churn_the_idle_count_holds_and_every_worker_runs_at_once() {
+        // Bursts of every size up to twice the bound: finishing workers race idle ones for
+        // queued jobs in every order.
+        for burst in 0..2_000 {
+            run_jobs(1 + burst % (2 * MAX_WORKERS));
+        }
+        assert!(settled(), "the idle count drifted from the workers");
+        assert!(all_workers_run_at_once());
+        assert!(settled());
+
+        // Parked (as before a fork), jobs wait; resumed, they run.
+        park();
+        assert_eq!(lock(&workers().queue).workers, 0);
+        let (done, finished) = mpsc::channel();
+        submit(Box::new(move || {
+            let _ = done.send(());
+        }))
+        .unwrap();
+        resume();
+        finished
+            .recv_timeout(BOUND)
+            .expect("a job queued while parked never ran");
+        assert!(all_workers_run_at_once());
     }
 }
