@@ -493,9 +493,10 @@ impl Discovery {
             Err(error) => {
                 flight.failures_in_a_row = flight.failures_in_a_row.saturating_add(1);
                 let error = Arc::new(error);
+                let now = Instant::now();
+                let pause = self.retry_pause(flight.failures_in_a_row, ring_empty);
                 flight.last_failure = Some(Failed {
-                    retry_at: Instant::now()
-                        + self.retry_pause(flight.failures_in_a_row, ring_empty),
+                    retry_at: now.checked_add(pause).unwrap_or(now),
                     error: Arc::clone(&error),
                 });
                 Err(self.failed(error))
@@ -578,12 +579,16 @@ fn backoff(retry_delay: Duration, interval: Option<Duration>, failures: u32) -> 
     }
 }
 
-/// A duration scaled by a random factor in [0.9, 1.1), so processes started together do not
-/// query the endpoint in lockstep.
+/// The longest pause the discovery code computes: longer settings mean the same in practice,
+/// and scaling or adding them to an `Instant` could overflow.
+const LONGEST_PAUSE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A duration (at most [`LONGEST_PAUSE`]) scaled by a random factor in [0.9, 1.1), so
+/// processes started together do not query the endpoint in lockstep.
 fn jittered(interval: Duration) -> Duration {
     let random = RandomState::new().build_hasher().finish();
     let fraction = (random % 10_000) as f64 / 10_000.0;
-    interval.mul_f64(0.9 + 0.2 * fraction)
+    interval.min(LONGEST_PAUSE).mul_f64(0.9 + 0.2 * fraction)
 }
 
 /// The refresher's loop: discover every `interval` (jittered) or at once when nudged; after a
@@ -652,6 +657,14 @@ mod tests {
         assert!(discovery.retry_pause(4, false) >= RETRY_FLOOR.mul_f64(8.0 * 0.9));
         let interval = DiscoveryConfig::default().interval.unwrap_or_default();
         assert!(discovery.retry_pause(u32::MAX, false) < interval.mul_f64(1.1));
+    }
+
+    #[test]
+    fn huge_settings_never_overflow() {
+        let discovery = discovery(Duration::MAX);
+        assert!(discovery.retry_pause(u32::MAX, true) <= LONGEST_PAUSE.mul_f64(1.1));
+        assert!(discovery.retry_pause(u32::MAX, false) <= LONGEST_PAUSE.mul_f64(1.1));
+        assert!(jittered(Duration::MAX) <= LONGEST_PAUSE.mul_f64(1.1));
     }
 
     #[test]
