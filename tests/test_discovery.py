@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -15,14 +16,18 @@ import pytest
 from django.core.cache.backends.base import InvalidCacheKey
 from pymemcache.client.hash import HashClient
 
-from django_elasticache_rs import CacheClientError, CacheConnectionError
+from django_elasticache_rs import (
+    CacheClientError,
+    CacheConnectionError,
+    CacheError,
+    CacheServerError,
+    CacheTimeoutError,
+)
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster, LocalNode
 
 TIMEOUT = 0.3
 INTERVAL = 0.2
-# Generous bounds: a shared, noisy machine. What matters is that nothing hangs.
-BOUND = 5.0
 
 
 def wait_until(what: str, condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -97,7 +102,18 @@ def test_configuration_changes_are_logged(
     )
 
 
-@pytest.mark.parametrize("fault", ["down", "garbage", "hang", "close", "truncated", "no-nodes"])
+# What a failed discovery raises keeps the kind of its cause.
+RAISED_FOR: dict[str, type[CacheError]] = {
+    "down": CacheConnectionError,  # refused
+    "garbage": CacheServerError,  # not the protocol
+    "hang": CacheTimeoutError,
+    "close": CacheConnectionError,
+    "truncated": CacheConnectionError,  # closed mid-reply
+    "no-nodes": CacheServerError,  # a reply that lists no node
+}
+
+
+@pytest.mark.parametrize("fault", list(RAISED_FOR))
 @pytest.mark.parametrize("ignore_exc", [False, True])
 def test_endpoint_failing_at_start(cluster: LocalCluster, fault: str, ignore_exc: bool) -> None:
     if fault == "down":
@@ -105,19 +121,17 @@ def test_endpoint_failing_at_start(cluster: LocalCluster, fault: str, ignore_exc
     else:
         cluster.set_fault(fault)
     cache = backend(cluster, ignore_exc=ignore_exc, discovery="on")
-    started = time.monotonic()
     if ignore_exc:
         assert cache.get("k", "miss") == "miss"
         cache.set("k", 1)
         assert cache.get_many(["a", "b"]) == {}
     else:
-        with pytest.raises(CacheConnectionError):
+        with pytest.raises(RAISED_FOR[fault], match="no cluster membership"):
             cache.get("k")
-        with pytest.raises(CacheConnectionError):
+        with pytest.raises(RAISED_FOR[fault]):
             cache.set("k", 1)
     with pytest.raises(InvalidCacheKey):
         cache.get("bad key")
-    assert time.monotonic() - started < BOUND
 
     # It recovers once the endpoint answers.
     if fault == "down":
@@ -131,8 +145,91 @@ def _works(cache: ElastiCache) -> bool:
     try:
         cache.set("probe", 1)
         return cache.get("probe") == 1
-    except CacheConnectionError:
+    except CacheError:
         return False
+
+
+@pytest.mark.parametrize("ignore_exc", [False, True])
+def test_booting_during_a_long_outage_comes_back_at_the_next_steady_try(
+    cluster: LocalCluster, ignore_exc: bool
+) -> None:
+    """With no membership, discovery is retried about once a second however long the outage:
+    never backed off towards the interval (design section 7)."""
+    cluster.set_fault("garbage")  # unlike "down", each attempt is counted by the endpoint
+    # Timeouts the in-process endpoint meets even on a loaded machine: each attempt is decided
+    # by the endpoint's answer, not by a slow reply.
+    cache = backend(
+        cluster, ignore_exc=ignore_exc, discovery_interval=60, timeout=2, connect_timeout=2
+    )
+
+    def attempts_during_outage() -> bool:
+        assert not _works(cache)
+        return cluster.discovery_requests >= 7
+
+    # Seven attempts: with pauses doubling from a second, the last would come a minute in.
+    wait_until("an outage of seven attempts", attempts_during_outage, timeout=30)
+    cluster.set_fault(None)
+    failed = cluster.discovery_requests  # each later request is answered well
+    wait_until("recovery", lambda: _works(cache), timeout=10)
+    assert cluster.discovery_requests <= failed + 1, "the first try after the return succeeds"
+    assert sorted(cache.servers) == sorted(cluster.addresses)
+
+
+def test_a_node_removed_by_a_scale_in_leaves_the_ring_at_its_first_failure(
+    cluster: LocalCluster,
+) -> None:
+    cache = backend(cluster, discovery_interval=60, max_pool_size=2)
+    keys = [f"user:{i}" for i in range(100)]
+    cache.set_many({key: key for key in keys})
+    placement = HashClient(cluster.addresses).hasher
+    removed = cluster.remove_node()
+    owned = [key for key in keys if placement.get_node(f":1:{key}") == removed]
+    assert owned, "the removed node owns no key: the test proves nothing"
+    with pytest.raises(CacheConnectionError):
+        cache.get(owned[0])
+    # The next background discovery is a minute away: only the failure can have asked early.
+    wait_until("the scale-in", lambda: removed not in cache.servers)
+    assert set(cache.servers) == set(cluster.addresses)
+    assert cache.get(owned[0]) is None  # now owned by a live node, which never had it
+
+
+def test_a_burst_of_node_failures_asks_for_the_membership_about_once_a_second(
+    cluster: LocalCluster,
+) -> None:
+    # Never marked down: every call reaches the node and fails.
+    cache = backend(
+        cluster, discovery_interval=60, retry_attempts=1000, retry_timeout=0, dead_timeout=0
+    )
+    cache.set("warm", 1)
+    down = cluster.nodes[-1]
+    placement = HashClient(cluster.addresses).hasher
+    key = next(f"k{i}" for i in range(1000) if placement.get_node(f":1:k{i}") == down.address)
+    down.stop()  # still listed by the endpoint: its connections are refused
+    before = cluster.discovery_requests
+    started = time.monotonic()
+    failures = 0
+    while time.monotonic() - started < 2.0:  # a burst of two seconds' worth of failures
+        with pytest.raises(CacheConnectionError):
+            cache.get(key)
+        failures += 1
+    seconds = time.monotonic() - started
+    wait_until("an early discovery", lambda: cluster.discovery_requests > before)
+    asked = cluster.discovery_requests - before
+    assert failures > 20, "too few failures to show a rate limit"
+    assert asked <= seconds + 2, f"{asked} discoveries for {failures} failures in {seconds:.1f} s"
+
+
+def test_a_tls_configuration_error_during_discovery_raises_even_under_ignore_exc(
+    cluster: LocalCluster,
+) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    cache = backend(
+        cluster, ignore_exc=True, tls_context=context, tls_server_name="not a host name"
+    )
+    with pytest.raises(CacheClientError, match="no cluster membership"):
+        cache.get("k")
 
 
 @pytest.mark.parametrize("fault", ["down", "garbage", "error", "hang", "close", "no-nodes"])
@@ -229,10 +326,8 @@ def test_plain_memcached_location_is_one_node_without_a_hang(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="elasticache_client")
     cache = ElastiCache(memcached.address, {"OPTIONS": {"timeout": TIMEOUT, "max_pool_size": 2}})
-    started = time.monotonic()
     cache.set("plain", "works")
     assert cache.get("plain") == "works"
-    assert time.monotonic() - started < BOUND
     assert cache.servers == [memcached.address]
     warnings = [
         r for r in caplog.records if "not an ElastiCache configuration endpoint" in r.getMessage()
@@ -258,7 +353,5 @@ def test_location_forms_reach_the_endpoint(cluster: LocalCluster, location: str)
 def test_long_dns_names_are_valid_locations() -> None:
     name = "my-production-cluster-name-0123456789.abcdef.cfg.euc1.cache.amazonaws.com:11211"
     cache = ElastiCache(name, {"OPTIONS": {"timeout": 0.2, "connect_timeout": 0.2}})
-    started = time.monotonic()
     with pytest.raises(CacheConnectionError):
-        cache.get("k")  # no such name here: a clean connection error, quickly
-    assert time.monotonic() - started < BOUND
+        cache.get("k")  # no such name here: a clean connection error

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import glob
+import json
 import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
+import django
+import pytest
+
+import django_elasticache_rs
 from django_elasticache_rs.backend import ElastiCache
-from django_elasticache_rs.local import LocalNode
+from django_elasticache_rs.local import LocalCluster, LocalNode
 
 
 def _child(cache: ElastiCache, write: int) -> None:
@@ -53,3 +66,164 @@ def test_parent_and_child_use_their_own_connections(memcached: LocalNode) -> Non
     assert sum(count for _, count in cache.client.open_connections()) == parent_connections
     assert int(memcached.stats()["total_connections"]) - before == 2
     assert cache.get("child-49") == 49
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)  # polling interval, not synchronisation
+
+
+class AsyncTraffic:
+    """An event loop on its own thread keeping the native async workers busy (``aset`` and
+    ``aget_many``) until stopped; ``done`` counts finished calls, ``errors`` any failure."""
+
+    def __init__(self, cache: ElastiCache) -> None:
+        self.cache = cache
+        self.done = 0
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        round_ = 0
+        while not self._stop.is_set():
+            try:
+                await asyncio.gather(*(self.cache.aset(f"busy-{i}", round_) for i in range(16)))
+                await self.cache.aget_many([f"busy-{i}" for i in range(16)])
+                self.done += 17
+            except BaseException as error:  # reported by the test
+                self.errors.append(error)
+                return
+            round_ += 1
+
+    def __enter__(self) -> AsyncTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _child_follows_the_cluster(cache: ElastiCache, nodes: int) -> None:
+    """Runs in the child: exit status 0 only if the cache works (sync and async) and its own
+    refresher picks up the node the parent adds after the fork."""
+    status = 1
+    try:
+        assert cache.get("k") == "v"
+
+        async def both() -> dict[str, object]:
+            await cache.aset("child", "async")
+            return await cache.aget_many(["child", "k"])
+
+        assert asyncio.run(both()) == {"child": "async", "k": "v"}
+        deadline = time.monotonic() + 10
+        while len(cache.servers) < nodes and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling interval
+        status = 0 if len(cache.servers) == nodes else 2
+    finally:
+        os._exit(status)
+
+
+def test_fork_parks_the_refresher_and_busy_workers_and_both_sides_restart_them(
+    elasticache_cluster: LocalCluster,
+) -> None:
+    cluster = elasticache_cluster
+    options = {"discovery_interval": 0.2, "timeout": 5, "max_pool_size": 32}
+    cache = ElastiCache(cluster.configuration_endpoint, {"OPTIONS": options})
+    cache.set("k", "v")  # starts the refresher
+    nodes = len(cluster.addresses) + 1
+    with AsyncTraffic(cache) as traffic:
+        wait_until("busy async workers", lambda: traffic.done > 100)
+        pid = os.fork()  # with async calls in flight on the workers
+        if pid == 0:
+            _child_follows_the_cluster(cache, nodes)
+        at_fork = traffic.done
+        new = cluster.add_node()
+        # The parent's refresher runs again (nothing else asks the endpoint: the ring is not
+        # empty), and its async calls go on.
+        wait_until("the parent's refresher", lambda: new.address in cache.servers)
+        wait_until("async calls after the fork", lambda: traffic.done > at_fork + 100)
+    assert traffic.errors == []
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+# Run by an interpreter that warns about fork() with threads (3.12+): uses the cache (a
+# refresher and async workers start), forks, and reports what it saw as JSON.
+FORK_SCRIPT = """
+import asyncio, json, os, sys, warnings
+from django.conf import settings
+settings.configure()
+from django_elasticache_rs.backend import ElastiCache
+
+options = {"discovery_interval": 0.2, "timeout": 5, "max_pool_size": 32}
+cache = ElastiCache(sys.argv[1], {"OPTIONS": options})
+cache.set("k", "v")
+
+async def load():
+    await asyncio.gather(*(cache.aset(f"a{i}", i) for i in range(64)))
+    return await asyncio.gather(*(cache.aget_many([f"a{i}"]) for i in range(64)))
+
+assert len(asyncio.run(load())) == 64
+threads = len(os.listdir("/proc/self/task"))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pid = os.fork()
+if pid == 0:
+    works = cache.get("k") == "v" and asyncio.run(load())[0] == {"a0": 0}
+    os._exit(0 if works else 1)
+_, status = os.waitpid(pid, 0)
+print(json.dumps({
+    "threads_before_fork": threads,
+    "warnings": [str(w.message) for w in caught],
+    "child": os.waitstatus_to_exitcode(status),
+    "parent": cache.get("k") == "v" and asyncio.run(load())[0] == {"a0": 0},
+}))
+"""
+
+
+def _python_312_or_later() -> str | None:
+    """An interpreter 3.12+ that can run the script, if this machine has one."""
+    candidates = [shutil.which(f"python3.{minor}") for minor in (13, 12)]
+    candidates += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3")))
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; sys.exit(sys.version_info < (3, 12))"],
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+def test_fork_raises_no_threads_warning_on_python_312(elasticache_cluster: LocalCluster) -> None:
+    python = _python_312_or_later()
+    if python is None:
+        pytest.skip("no Python 3.12+ interpreter on this machine to run the fork warning check")
+    package = Path(django_elasticache_rs.__file__).parent.parent
+    site_packages = Path(django.__file__).parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package), str(site_packages)])}
+    endpoint = elasticache_cluster.configuration_endpoint
+    run = subprocess.run(
+        [python, "-W", "error::DeprecationWarning", "-c", FORK_SCRIPT, endpoint],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "multi-threaded" not in run.stderr, run.stderr
+    seen = json.loads(run.stdout)
+    # The process had our threads (a refresher, async workers) just before forking...
+    assert seen["threads_before_fork"] > 1, seen
+    # ... and forked with none of them, and both sides work after.
+    assert seen["warnings"] == [], seen
+    assert seen["child"] == 0, seen
+    assert seen["parent"] is True, seen

@@ -127,7 +127,14 @@ impl Client {
             return Err(Error::NoNodes);
         };
         let pid = std::process::id();
-        discovery.discover(self, pid, || !self.topology.load().nodes().is_empty())?;
+        // A caller that finds a discovery in the air waits for it at most until its own
+        // deadline: `timeout` from the start of its operation (design section 7, "any call").
+        discovery.discover(
+            self,
+            pid,
+            || !self.topology.load().nodes().is_empty(),
+            self.deadline(),
+        )?;
         let topology = self.topology();
         if topology.nodes().is_empty() {
             return Err(Error::NoNodes);
@@ -139,7 +146,9 @@ impl Client {
     /// (rate-limited after failures). A failure keeps the last good membership.
     pub fn refresh_membership(&self) -> Result<()> {
         match &self.discovery {
-            Some(discovery) => discovery.discover(self, std::process::id(), || false),
+            Some(discovery) => {
+                discovery.discover(self, std::process::id(), || false, self.deadline())
+            }
             None => Ok(()),
         }
     }
@@ -238,6 +247,10 @@ impl Client {
     pub(crate) fn note_failure(&self, node: &Node, error: &Error) {
         if error.is_connection_lost() {
             node.pool.close_idle();
+            if let Some(discovery) = &self.discovery {
+                // A refused or reset connection may mean a scale-in: look at the membership now.
+                discovery.nudge();
+            }
         }
         if error.counts_against_node() {
             let c = &self.config;

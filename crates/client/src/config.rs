@@ -96,8 +96,9 @@ pub struct DiscoveryConfig {
     /// Time between background discoveries (jittered by ±10% each cycle); `None` discovers
     /// only on first use and whenever the ring is empty.
     pub interval: Option<Duration>,
-    /// Pause before retrying a failed discovery; a floor of one second applies, doubled after
-    /// each further failure, so a dead endpoint is never hammered.
+    /// Pause before retrying a failed discovery; a floor of one second applies. With no
+    /// membership the pause stays steady (jittered); with one, it doubles after each further
+    /// failure up to `interval`, so a dead endpoint is never hammered.
     pub retry_delay: Duration,
     /// Connect to (and name) each node by its IP when the reply has one, else by hostname.
     pub use_vpc_ip_address: bool,

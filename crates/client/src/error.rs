@@ -78,8 +78,14 @@ pub enum Error {
     #[error("{node} does not know the command (ERROR)")]
     UnknownCommand { node: String },
 
-    #[error("no cluster membership from the configuration endpoint {endpoint}: {reason}")]
-    Discovery { endpoint: String, reason: String },
+    /// Discovery failed; `source` is why (a timeout, a refused connection, a TLS
+    /// configuration error...), and gives this error its kind. Shared: the same failure answers
+    /// every caller until the endpoint is asked again.
+    #[error("no cluster membership from the configuration endpoint {endpoint}: {source}")]
+    Discovery {
+        endpoint: String,
+        source: std::sync::Arc<Error>,
+    },
 
     #[error("{endpoint} is not an ElastiCache configuration endpoint (it does not answer `config get cluster`), and discovery is \"on\"")]
     NotElastiCache { endpoint: String },
@@ -108,8 +114,8 @@ impl Error {
             | Error::Closed { .. }
             | Error::NodeDown { .. }
             | Error::NoNodes
-            | Error::Discovery { .. }
             | Error::Tls { .. } => ErrorKind::Connection,
+            Error::Discovery { source, .. } => source.kind(),
         }
     }
 

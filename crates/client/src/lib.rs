@@ -33,6 +33,7 @@ pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::BatchValues;
 pub use client::{Client, Item, Stats};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
+pub use discovery::{park_background_threads, ParkedThreads};
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, Murmur3, Ring};
 pub use pending::{GetProgress, GetStart, PendingGet};

@@ -1,8 +1,10 @@
 //! TLS with rustls: what to trust, whether to verify, and the client certificate.
 //!
-//! One `rustls::ClientConfig` is built per client and shared by every connection, so TLS
-//! sessions are resumed across connections to the same node. Verification is on unless turned
-//! off explicitly; there is never a fall-back to plaintext.
+//! One `rustls::ClientConfig` is built per client. Each user of it (a node's pool, the
+//! discovery of one process) takes a copy with a session cache of its own, so TLS sessions are
+//! resumed across connections to the same server, and a forked child never shares (or finds
+//! locked) a session cache of its parent's. Verification is on unless turned off explicitly;
+//! there is never a fall-back to plaintext.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -45,7 +47,8 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// The same settings with a session cache of their own, for one server.
+    /// The same settings with a session cache of their own, for one server and one process
+    /// (the caches sit behind a lock, which a forked child must not inherit held).
     pub(crate) fn with_own_sessions(&self) -> Tls {
         let mut config = (*self.config).clone();
         config.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS_PER_SERVER);
@@ -125,6 +128,10 @@ impl TlsSettings {
                 ))
             }
         };
+        let mut config = config;
+        // Never used as is: connections use `with_own_sessions` copies (per server, per
+        // process). Disabled here so that a path that forgot to would not share one cache.
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(Tls {
             config: Arc::new(config),
             server_name: self.server_name.clone(),

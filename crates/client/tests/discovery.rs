@@ -3,13 +3,16 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::net::TcpStream;
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use elasticache_client::{
     Client, ClientConfig, DiscoveryConfig, DiscoveryMode, Error, ErrorKind, NodeAddress, Ring,
+    TlsSettings,
 };
+use socket2::{Domain, Socket, Type};
 use support::{member, Endpoint, FakeEndpoint, Memcached};
 
 fn settings(interval: Option<Duration>) -> DiscoveryConfig {
@@ -44,8 +47,13 @@ fn names(client: &Client) -> Vec<String> {
 }
 
 /// Polls `condition` until it holds (panics after 10 s).
-fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+fn eventually(what: &str, condition: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(10), condition);
+}
+
+/// Polls `condition` until it holds (panics after `bound`).
+fn eventually_within(what: &str, bound: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(5)); // polling interval, not synchronisation
@@ -142,8 +150,12 @@ fn failures_keep_the_last_good_membership() {
         },
     ] {
         endpoint.set(failure);
-        thread::sleep(Duration::from_millis(1100)); // past the retry floor: a real attempt
-        assert!(client.refresh_membership().is_err());
+        // Failed attempts are rate-limited: ask until one reaches the endpoint.
+        let before = endpoint.requests();
+        eventually("a real attempt", || {
+            assert!(client.refresh_membership().is_err());
+            endpoint.requests() > before
+        });
         assert_eq!(names(&client), vec![node.address()]);
         assert_eq!(client.get("k").unwrap().unwrap().data, &b"v"[..]);
     }
@@ -156,7 +168,8 @@ fn a_failed_first_discovery_fails_fast_until_the_retry_delay_then_recovers() {
     let client = discovering(&endpoint, None);
     let error = client.get("k").unwrap_err();
     assert!(matches!(error, Error::Discovery { .. }), "{error}");
-    assert_eq!(error.kind(), ErrorKind::Connection);
+    // Bytes that are not the protocol: the endpoint's fault, kept as such.
+    assert_eq!(error.kind(), ErrorKind::Server);
     assert_eq!(endpoint.requests(), 1);
     assert!(client.get("k").is_err());
     assert_eq!(
@@ -281,16 +294,23 @@ fn hostnames_are_used_when_asked_or_when_the_ip_is_unknown() {
 #[test]
 fn dropping_the_client_stops_its_refresher() {
     let node = Memcached::start();
-    let endpoint = FakeEndpoint::start(Endpoint::Cluster {
+    let cluster = Endpoint::Cluster {
         version: 1,
         members: vec![member(&node)],
-    });
+    };
+    let endpoint = FakeEndpoint::start(cluster.clone());
     let client = discovering(&endpoint, Some(Duration::from_millis(20)));
     client.set("k", 0, b"v", 0).unwrap();
     endpoint.wait_for_requests(3);
+    // A witness with the same interval on an endpoint of its own: its requests count the
+    // intervals that pass.
+    let witnessed = FakeEndpoint::start(cluster);
+    let witness = discovering(&witnessed, Some(Duration::from_millis(20)));
+    witness.set("k", 0, b"v", 0).unwrap();
     drop(client);
     let after_drop = endpoint.requests();
-    thread::sleep(Duration::from_millis(200)); // ten intervals in which nothing may happen
+    let start = witnessed.requests();
+    witnessed.wait_for_requests(start + 10);
     assert!(
         endpoint.requests() <= after_drop + 1,
         "the refresher kept running"
@@ -306,15 +326,140 @@ fn an_endpoint_answering_error_after_a_discovery_keeps_the_membership() {
     });
     let client = discovering(&endpoint, None);
     client.set("k", 0, b"v", 0).unwrap();
-    // ERROR to both discovery commands, as plain memcached would answer.
-    endpoint.set(Endpoint::Legacy {
-        version: 0,
-        members: vec![],
-    });
-    thread::sleep(Duration::from_millis(1100)); // past the retry floor: a real attempt
-    assert!(matches!(
-        client.refresh_membership(),
-        Err(Error::Discovery { .. })
-    ));
+    // ERROR to `config get cluster` and no legacy key, as plain memcached would answer.
+    endpoint.set(Endpoint::Plain);
+    let error = client.refresh_membership().unwrap_err();
+    assert!(
+        matches!(&error, Error::Discovery { source, .. } if matches!(**source, Error::UnknownCommand { .. })),
+        "{error}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Server);
     assert_eq!(names(&client), vec![node.address()]);
+}
+
+#[test]
+fn a_hanging_endpoint_is_a_timeout_and_the_kept_failure_stays_one() {
+    let endpoint = FakeEndpoint::start(Endpoint::Silent);
+    let client = discovering(&endpoint, None);
+    for _ in 0..2 {
+        // The second answer is the kept failure (rate-limited): the same kind.
+        let error = client.get("k").unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+        assert!(
+            matches!(&error, Error::Discovery { source, .. } if matches!(**source, Error::Timeout { .. })),
+            "{error}"
+        );
+    }
+    assert_eq!(endpoint.requests(), 1);
+}
+
+#[test]
+fn a_tls_configuration_error_during_discovery_is_the_callers_even_under_ignore_exc() {
+    let endpoint = FakeEndpoint::start(Endpoint::Silent);
+    let tls = TlsSettings {
+        skip_verification: true,
+        ..TlsSettings::default()
+    }
+    .build()
+    .unwrap();
+    let config = ClientConfig {
+        ignore_exc: true,
+        tls: Some(tls),
+        ..quick()
+    };
+    // A name no certificate can be verified against (the settings refuse such a
+    // `server_name` up front; an address's own TLS name is only checked at connect).
+    let address = NodeAddress {
+        tls_name: Some("not a host name".to_owned()),
+        ..NodeAddress::parse(&endpoint.address()).unwrap()
+    };
+    let client = Client::with_discovery(address, config, settings(None));
+    let error = client.get("k").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Client, "{error}");
+    assert!(
+        matches!(&error, Error::Discovery { source, .. } if matches!(**source, Error::TlsConfig { .. })),
+        "{error}"
+    );
+}
+
+/// A listener whose backlog is full: connecting to it hangs until the connect timeout.
+fn unanswering_listener() -> (Socket, TcpStream, String) {
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let address = listener.local_addr().unwrap().as_socket().unwrap();
+    // The one connection the backlog holds; the kernel drops further SYNs.
+    let filler = TcpStream::connect(address).unwrap();
+    (listener, filler, address.to_string())
+}
+
+#[test]
+fn callers_of_a_hanging_discovery_give_up_at_their_own_deadline() {
+    let (_listener, _filler, address) = unanswering_listener();
+    let timeout = Duration::from_millis(200);
+    let connect_timeout = Duration::from_secs(3);
+    let config = ClientConfig {
+        timeout: Some(timeout),
+        connect_timeout: Some(connect_timeout),
+        ..ClientConfig::default()
+    };
+    let client = Client::with_discovery(
+        NodeAddress::parse(&address).unwrap(),
+        config,
+        settings(None),
+    );
+    let callers = 8;
+    let start = Arc::new(Barrier::new(callers));
+    let (results, received) = mpsc::channel();
+    for _ in 0..callers {
+        let (client, start, results) = (Arc::clone(&client), Arc::clone(&start), results.clone());
+        thread::spawn(move || {
+            start.wait();
+            results.send(client.get("k")).unwrap();
+        });
+    }
+    // One caller leads the discovery, stuck in a connect that `connect_timeout` alone would let
+    // go on for 3 s: its operation's `timeout` ends it. The others wait for it no longer than
+    // their own deadline. Every one of them answers with a timeout of `timeout`.
+    for _ in 0..callers {
+        let error = received.recv().unwrap().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+        assert!(
+            matches!(&error, Error::Discovery { source, .. } if matches!(**source, Error::Timeout { timeout: t, .. } if t == timeout)),
+            "a caller outlived its deadline: {error}"
+        );
+    }
+}
+
+#[test]
+fn with_no_membership_discovery_is_retried_steadily_and_the_next_try_recovers() {
+    let node = Memcached::start();
+    let endpoint = FakeEndpoint::start(Endpoint::Garbage);
+    let client = discovering(&endpoint, Some(Duration::from_secs(60)));
+    // An outage of seven attempts. Doubling pauses (1, 2, 4, 8, 16, 32 s) would take a minute
+    // to get there; a steady pace of about a second, well within the bound.
+    eventually_within("seven failed attempts", Duration::from_secs(30), || {
+        assert!(client.get("k").is_err());
+        endpoint.requests() >= 7
+    });
+    endpoint.set(Endpoint::Cluster {
+        version: 1,
+        members: vec![member(&node)],
+    });
+    // Requests from here on are answered well (one in the air may have had garbage).
+    let failed = endpoint.requests();
+    eventually_within("recovery", Duration::from_secs(5), || {
+        client.get("k").is_ok()
+    });
+    assert!(
+        endpoint.requests() <= failed + 1,
+        "the first attempt after the endpoint's return brings the cache back"
+    );
 }

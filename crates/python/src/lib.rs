@@ -7,6 +7,7 @@ mod args;
 mod client;
 mod completion;
 mod errors;
+mod fork;
 mod keys;
 mod logging;
 mod pending;
@@ -19,6 +20,7 @@ use pyo3::prelude::*;
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     shutdown::install(module)?;
     logging::install(module)?;
+    fork::install(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_class::<client::PyClient>()?;
     module.add_class::<pending::PyPendingGet>()?;

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -188,10 +189,41 @@ fn table() -> Vec<(Error, &'static str, Option<&'static str>)> {
         (
             Error::Discovery {
                 endpoint: node(),
-                reason: "connection refused".to_owned(),
+                source: Arc::new(Error::Closed { node: node() }),
             },
             "CacheConnectionError",
             Some("ConnectionError"),
+        ),
+        // A discovery failure is the exception of its cause's kind.
+        (
+            Error::Discovery {
+                endpoint: node(),
+                source: Arc::new(Error::Timeout {
+                    node: node(),
+                    timeout: Duration::from_millis(250),
+                }),
+            },
+            "CacheTimeoutError",
+            Some("TimeoutError"),
+        ),
+        (
+            Error::Discovery {
+                endpoint: node(),
+                source: Arc::new(Error::TlsConfig {
+                    reason: "cannot read ca.pem".to_owned(),
+                }),
+            },
+            "CacheClientError",
+            None,
+        ),
+        (
+            Error::TooLargeForNode {
+                node: node(),
+                size: 1_048_577,
+                message: "object too large for cache".to_owned(),
+            },
+            "ValueTooLargeError",
+            Some("ValueError"),
         ),
         (
             Error::NotElastiCache { endpoint: node() },
