@@ -530,6 +530,7 @@ def _connections() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from django_elasticache_rs import _native
     from django_elasticache_rs.exceptions import CacheError
     from django_elasticache_rs.local import LocalCluster
 
@@ -537,7 +538,8 @@ def run(args: argparse.Namespace) -> int:
         f"soak: {args.duration:g} s, {args.threads} threads + {args.tasks} async tasks, "
         f"{args.keys} keys, chaos every {args.chaos_every:g} s"
         f"{' (off)' if args.no_chaos else ''}, MALLOC_ARENA_MAX="
-        f"{os.environ.get('MALLOC_ARENA_MAX', 'unset')}, pid {os.getpid()}",
+        f"{os.environ.get('MALLOC_ARENA_MAX', 'unset')}, pid {os.getpid()}, "
+        f"native module {_native.__file__}",
         flush=True,
     )
     logs = capture_logs(args.log_file)

@@ -3,7 +3,8 @@
 # ignore_exc off and on, against a local memcached cluster (loopback only) while nodes are killed
 # and restarted on the same port, added and removed. Prints one line of figures every 10 s
 # (ops, errors by type, wrong values, RSS, malloc heap, fds, threads, ...) and a summary; exits 1
-# if a wrong value was read. Arguments go to `python -m bench.soak`:
+# if a wrong value was read or an exception other than the cache's escaped. Arguments go to
+# `python -m bench.soak`:
 #
 #   scripts/soak.sh                         # 10 minutes
 #   scripts/soak.sh --duration 180          # 3 minutes
