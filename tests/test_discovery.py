@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -217,19 +216,6 @@ def test_a_burst_of_node_failures_asks_for_the_membership_about_once_a_second(
     asked = cluster.discovery_requests - before
     assert failures > 20, "too few failures to show a rate limit"
     assert asked <= seconds + 2, f"{asked} discoveries for {failures} failures in {seconds:.1f} s"
-
-
-def test_a_tls_configuration_error_during_discovery_raises_even_under_ignore_exc(
-    cluster: LocalCluster,
-) -> None:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    cache = backend(
-        cluster, ignore_exc=True, tls_context=context, tls_server_name="not a host name"
-    )
-    with pytest.raises(CacheClientError, match="no cluster membership"):
-        cache.get("k")
 
 
 @pytest.mark.parametrize("fault", ["down", "garbage", "error", "hang", "close", "no-nodes"])
