@@ -9,6 +9,7 @@ use crate::tls::Tls;
 
 /// How a [`crate::Client`] connects, waits, pools and treats failures.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Deadline for establishing a TCP connection; `None` waits as long as the OS does.
     pub connect_timeout: Option<Duration>,
@@ -62,6 +63,7 @@ impl Default for ClientConfig {
 
 /// Where a client's failure records go, and at what level.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailureLog {
     /// The `log` target of the records; under Python, the logger name (`::` becomes `.`).
     pub target: String,
@@ -81,6 +83,7 @@ impl Default for FailureLog {
 /// Whether an endpoint that is not ElastiCache's (it answers `ERROR` to `config get cluster`)
 /// is used as a single node or refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DiscoveryMode {
     /// Plain memcached or ElastiCache Serverless: used as one static node, with a warning.
     Auto,
@@ -90,6 +93,7 @@ pub enum DiscoveryMode {
 
 /// How the cluster's membership is found and followed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DiscoveryConfig {
     /// What an endpoint that is not ElastiCache's is taken for.
     pub mode: DiscoveryMode,

@@ -8,8 +8,9 @@ use thiserror::Error;
 
 use crate::report::Rounded;
 
-/// What kind of failure an [`Error`] is; this drives retries, node marking and exception types.
+/// What kind of failure an [`enum@Error`] is; this drives retries, node marking and exception types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// No answer in time. The connection is discarded; the node may be slow or gone.
     Timeout,
@@ -24,74 +25,175 @@ pub enum ErrorKind {
 }
 
 /// A failed cache operation.
+///
+/// Where a variant names a `node`, it is the node's `host:port` as the ring knows it (for
+/// discovery, the configuration endpoint's). [`Error::kind`] classifies every variant;
+/// [`Error::counts_against_node`] and [`Error::is_connection_lost`] say what it means for the
+/// node. Every failure of an exchange closes its connection, whatever the variant.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// The key cannot be sent to memcached; nothing was sent.
     #[error("invalid key {key:?}: {reason}")]
-    InvalidKey { key: String, reason: KeyError },
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// What is wrong with it.
+        reason: KeyError,
+    },
 
+    /// The value is over the client's `max_value_len`; it was not sent.
     #[error("the value is {size} bytes, over the {limit}-byte item limit")]
-    ValueTooLarge { size: usize, limit: usize },
+    ValueTooLarge {
+        /// The value's length in bytes.
+        size: usize,
+        /// The client's limit.
+        limit: usize,
+    },
 
+    /// The node refused the value as over its item size limit (`-I`).
     #[error("{node} refused the {size}-byte value as larger than its item size limit (SERVER_ERROR {message})")]
     TooLargeForNode {
+        /// The node.
         node: String,
+        /// The value's length in bytes.
         size: usize,
+        /// The server's words.
         message: String,
     },
 
+    /// `CLIENT_ERROR`: the node refused the request as malformed.
     #[error("{node} refused the request: {message}")]
-    Refused { node: String, message: String },
+    Refused {
+        /// The node.
+        node: String,
+        /// The server's words.
+        message: String,
+    },
 
+    /// `SERVER_ERROR`: the node could not carry out the request.
     #[error("{node} failed the request: {message}")]
-    ServerFailure { node: String, message: String },
+    ServerFailure {
+        /// The node.
+        node: String,
+        /// The server's words.
+        message: String,
+    },
 
+    /// The node sent bytes that are not a reply to the request.
     #[error("{node} sent a reply that is not the protocol: {source}")]
-    Protocol { node: String, source: ReplyError },
+    Protocol {
+        /// The node.
+        node: String,
+        /// What was wrong with the reply.
+        source: ReplyError,
+    },
 
+    /// The operation's deadline (or the connect's) passed.
     #[error("{node} did not answer within {}", Rounded(*.timeout))]
-    Timeout { node: String, timeout: Duration },
+    Timeout {
+        /// The node.
+        node: String,
+        /// The limit that ran out.
+        timeout: Duration,
+    },
 
+    /// Every connection the pool may have stayed in use until the deadline.
     #[error("no free connection to {node} within {} (max_pool_size reached)", Rounded(*.timeout))]
-    PoolExhausted { node: String, timeout: Duration },
+    PoolExhausted {
+        /// The node.
+        node: String,
+        /// The limit that ran out.
+        timeout: Duration,
+    },
 
+    /// No connection could be made (refused, unreachable, the name does not resolve).
     #[error("cannot connect to {node}: {source}")]
-    Connect { node: String, source: io::Error },
+    Connect {
+        /// The node.
+        node: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
 
+    /// An established connection failed (reset, broken pipe).
     #[error("connection to {node} failed: {source}")]
-    Io { node: String, source: io::Error },
+    Io {
+        /// The node.
+        node: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
 
+    /// The node closed the connection before its reply was whole.
     #[error("{node} closed the connection mid-reply")]
-    Closed { node: String },
+    Closed {
+        /// The node.
+        node: String,
+    },
 
+    /// The node failed too often in a row and is left alone for now; nothing was sent.
     #[error("{node} is marked down; next try in {}", Rounded(*.retry_in))]
-    NodeDown { node: String, retry_in: Duration },
+    NodeDown {
+        /// The node.
+        node: String,
+        /// How long it is still left alone.
+        retry_in: Duration,
+    },
 
+    /// There is no node to send the request to (no membership yet).
     #[error("the cluster has no nodes")]
     NoNodes,
 
+    /// The TLS handshake or a TLS record failed (an untrusted certificate, a plaintext peer).
     #[error("TLS with {node} failed: {reason}")]
-    Tls { node: String, reason: String },
+    Tls {
+        /// The node.
+        node: String,
+        /// Why, in words.
+        reason: String,
+    },
 
+    /// The TLS settings cannot be used (a file that cannot be read, a bad server name).
     #[error("invalid TLS configuration: {reason}")]
-    TlsConfig { reason: String },
+    TlsConfig {
+        /// Why, in words.
+        reason: String,
+    },
 
+    /// `ERROR`: the node does not know the command.
     #[error("{node} does not know the command (ERROR)")]
-    UnknownCommand { node: String },
+    UnknownCommand {
+        /// The node.
+        node: String,
+    },
 
     /// Discovery failed; `source` is why (a timeout, a refused connection, a TLS
     /// configuration error...), and gives this error its kind. Shared: the same failure answers
     /// every caller until the endpoint is asked again.
     #[error("no cluster membership from the configuration endpoint {endpoint}: {source}")]
     Discovery {
+        /// The configuration endpoint.
         endpoint: String,
+        /// The failure of the last attempt.
         source: std::sync::Arc<Error>,
     },
 
+    /// `discovery` is "on" and the endpoint is plain memcached (it answers `ERROR`).
     #[error("{endpoint} is not an ElastiCache configuration endpoint (it does not answer `config get cluster`), and discovery is \"on\"")]
-    NotElastiCache { endpoint: String },
+    NotElastiCache {
+        /// The configuration endpoint.
+        endpoint: String,
+    },
 
+    /// A server address that cannot be parsed.
     #[error("invalid server address {address:?}: {reason}")]
-    BadAddress { address: String, reason: String },
+    BadAddress {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {

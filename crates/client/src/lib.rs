@@ -13,6 +13,8 @@
 //! # Ok::<(), elasticache_client::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod address;
 mod batch;
 mod client;
@@ -40,6 +42,9 @@ pub use pending::{GetProgress, GetStart, PendingGet};
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
 
+// What the client's errors and results carry, so a caller needs no second dependency to
+// match on them.
 pub use elasticache_proto::{
-    validate_key, ClusterConfig, ClusterNode, KeyError, Store, StoreReply, MAX_KEY_LEN,
+    validate_key, ClusterConfig, ClusterNode, KeyError, ReplyError, Store, StoreReply, MAX_KEY_LEN,
+    MAX_VALUE_LEN_LIMIT,
 };

@@ -16,6 +16,7 @@ use crate::topology::Node;
 
 /// How a [`Client::start_get`] went.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum GetStart {
     /// The reply was already there (or the failure was tolerated under `ignore_exc`).
     Done(Option<Item>),
@@ -28,6 +29,7 @@ pub enum GetStart {
 
 /// How far a pending get has come.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum GetProgress {
     /// The reply is not whole yet.
     Waiting,

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 
 /// How to secure connections, before it is turned into a rustls configuration.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct TlsSettings {
     /// Trust anchors given directly (DER), e.g. from an `ssl.SSLContext`.
     pub ca_certificates: Vec<Vec<u8>>,

@@ -203,10 +203,11 @@ fn the_pool_bounds_connections_and_reuses_them() {
     let node = Memcached::start();
     // Eight threads share two connections: a generous timeout, so that a loaded machine's
     // scheduling cannot turn a wait for the pool into a failure (this test is about the bound).
-    let config = ClientConfig {
-        max_pool_size: 2,
-        timeout: Some(Duration::from_secs(30)),
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.max_pool_size = 2;
+        custom.timeout = Some(Duration::from_secs(30));
+        custom
     };
     let client = Arc::new(Client::connect_to(&[node.address()], config).unwrap());
     let baseline = node.stat("total_connections");
@@ -240,9 +241,10 @@ fn the_pool_bounds_connections_and_reuses_them() {
 #[test]
 fn idle_connections_are_closed_after_the_idle_timeout() {
     let node = Memcached::start();
-    let config = ClientConfig {
-        pool_idle_timeout: Some(Duration::ZERO),
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.pool_idle_timeout = Some(Duration::ZERO);
+        custom
     };
     let client = Client::connect_to(&[node.address()], config).unwrap();
     let baseline = node.stat("total_connections");

@@ -16,19 +16,22 @@ use socket2::{Domain, Socket, Type};
 use support::{member, Endpoint, FakeEndpoint, Memcached};
 
 fn settings(interval: Option<Duration>) -> DiscoveryConfig {
-    DiscoveryConfig {
-        mode: DiscoveryMode::Auto,
-        interval,
-        retry_delay: Duration::ZERO,
-        use_vpc_ip_address: true,
+    {
+        let mut custom = DiscoveryConfig::default();
+        custom.mode = DiscoveryMode::Auto;
+        custom.interval = interval;
+        custom.retry_delay = Duration::ZERO;
+        custom.use_vpc_ip_address = true;
+        custom
     }
 }
 
 fn quick() -> ClientConfig {
-    ClientConfig {
-        timeout: Some(Duration::from_millis(300)),
-        connect_timeout: Some(Duration::from_millis(300)),
-        ..ClientConfig::default()
+    {
+        let mut custom = ClientConfig::default();
+        custom.timeout = Some(Duration::from_millis(300));
+        custom.connect_timeout = Some(Duration::from_millis(300));
+        custom
     }
 }
 
@@ -190,9 +193,10 @@ fn a_failed_first_discovery_fails_fast_until_the_retry_delay_then_recovers() {
 fn ignore_exc_turns_a_missing_ring_into_misses() {
     let endpoint = FakeEndpoint::start(Endpoint::Silent);
     let address = NodeAddress::parse(&endpoint.address()).unwrap();
-    let config = ClientConfig {
-        ignore_exc: true,
-        ..quick()
+    let config = {
+        let mut custom = quick();
+        custom.ignore_exc = true;
+        custom
     };
     let client = Client::with_discovery(address, config, settings(None));
     assert_eq!(client.get("k").unwrap(), None);
@@ -239,9 +243,10 @@ fn plain_memcached_is_one_static_node_in_auto_mode_and_an_error_in_on_mode() {
     assert_eq!(names(&auto), vec![node.address()]);
     assert_eq!(auto.get("k").unwrap().unwrap().data, &b"v"[..]);
 
-    let strict = DiscoveryConfig {
-        mode: DiscoveryMode::On,
-        ..settings(None)
+    let strict = {
+        let mut custom = settings(None);
+        custom.mode = DiscoveryMode::On;
+        custom
     };
     let on = Client::with_discovery(address, quick(), strict);
     let error = on.get("k").unwrap_err();
@@ -282,9 +287,10 @@ fn hostnames_are_used_when_asked_or_when_the_ip_is_unknown() {
         members: vec![member(&node)],
     });
     let address = NodeAddress::parse(&endpoint.address()).unwrap();
-    let by_name = DiscoveryConfig {
-        use_vpc_ip_address: false,
-        ..settings(None)
+    let by_name = {
+        let mut custom = settings(None);
+        custom.use_vpc_ip_address = false;
+        custom
     };
     let client = Client::with_discovery(address, quick(), by_name);
     client.set("k", 0, b"v", 0).unwrap();
@@ -356,16 +362,18 @@ fn a_hanging_endpoint_is_a_timeout_and_the_kept_failure_stays_one() {
 #[test]
 fn a_tls_configuration_error_during_discovery_is_the_callers_even_under_ignore_exc() {
     let endpoint = FakeEndpoint::start(Endpoint::Silent);
-    let tls = TlsSettings {
-        skip_verification: true,
-        ..TlsSettings::default()
-    }
+    let tls = ({
+        let mut custom = TlsSettings::default();
+        custom.skip_verification = true;
+        custom
+    })
     .build()
     .unwrap();
-    let config = ClientConfig {
-        ignore_exc: true,
-        tls: Some(tls),
-        ..quick()
+    let config = {
+        let mut custom = quick();
+        custom.ignore_exc = true;
+        custom.tls = Some(tls);
+        custom
     };
     // A name no certificate can be verified against (the settings refuse such a
     // `server_name` up front; an address's own TLS name is only checked at connect).
@@ -405,10 +413,11 @@ fn callers_of_a_hanging_discovery_give_up_at_their_own_deadline() {
     let (_listener, _filler, address) = unanswering_listener();
     let timeout = Duration::from_millis(200);
     let connect_timeout = Duration::from_secs(3);
-    let config = ClientConfig {
-        timeout: Some(timeout),
-        connect_timeout: Some(connect_timeout),
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.timeout = Some(timeout);
+        custom.connect_timeout = Some(connect_timeout);
+        custom
     };
     let client = Client::with_discovery(
         NodeAddress::parse(&address).unwrap(),

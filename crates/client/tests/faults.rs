@@ -42,11 +42,12 @@ fn hang_guard() -> HangGuard {
 /// Short timeouts, and every call goes to the node until `retry_attempts` failures in a row
 /// mark it down (no `retry_timeout` pause in between).
 fn config() -> ClientConfig {
-    ClientConfig {
-        timeout: Some(TIMEOUT),
-        connect_timeout: Some(TIMEOUT),
-        retry_timeout: Duration::ZERO,
-        ..ClientConfig::default()
+    {
+        let mut custom = ClientConfig::default();
+        custom.timeout = Some(TIMEOUT);
+        custom.connect_timeout = Some(TIMEOUT);
+        custom.retry_timeout = Duration::ZERO;
+        custom
     }
 }
 
@@ -127,9 +128,10 @@ fn a_huge_declared_length_fails_at_once_without_awaiting_the_data() {
     let _guard = hang_guard();
     let server = FakeServer::start(Fault::Reply(HUGE.to_vec()));
     // A long timeout: had the client waited for the data, it would fail with Timeout.
-    let config = ClientConfig {
-        timeout: Some(Duration::from_secs(30)),
-        ..config()
+    let config = {
+        let mut custom = config();
+        custom.timeout = Some(Duration::from_secs(30));
+        custom
     };
     let client = client_for(&[server.address()], config);
     for result in [client.get("k").map(drop), client.get_many(&["k"]).map(drop)] {
@@ -147,9 +149,10 @@ fn a_huge_declared_length_fails_at_once_without_awaiting_the_data() {
 fn a_node_that_never_answers_times_out_within_the_timeout() {
     let _guard = hang_guard();
     let server = FakeServer::start(Fault::Silent);
-    let config = ClientConfig {
-        retry_attempts: 10,
-        ..config()
+    let config = {
+        let mut custom = config();
+        custom.retry_attempts = 10;
+        custom
     };
     let client = client_for(&[server.address()], config);
     // Each call reached the server (a connection of its own: the one before was discarded) and
@@ -183,9 +186,10 @@ fn a_refused_connection_is_a_connection_error() {
 fn a_value_for_another_key_is_never_returned() {
     let _guard = hang_guard();
     let server = FakeServer::start(Fault::Reply(b"VALUE b 0 5\r\nwrong\r\nEND\r\n".to_vec()));
-    let config = ClientConfig {
-        retry_attempts: 10,
-        ..config()
+    let config = {
+        let mut custom = config();
+        custom.retry_attempts = 10;
+        custom
     };
     let client = client_for(&[server.address()], config);
     for result in [
@@ -204,10 +208,11 @@ fn a_failing_node_is_marked_down_and_its_keys_are_not_moved() {
     let _guard = hang_guard();
     let bad = FakeServer::start(Fault::ReplyAndClose(Vec::new()));
     let good = Memcached::start();
-    let config = ClientConfig {
-        retry_attempts: 2,
-        dead_timeout: Duration::from_secs(60),
-        ..config()
+    let config = {
+        let mut custom = config();
+        custom.retry_attempts = 2;
+        custom.dead_timeout = Duration::from_secs(60);
+        custom
     };
     let client = client_for(&[bad.address(), good.address()], config);
     let (bad_key, good_key) = (key_on(&client, 0), key_on(&client, 1));
@@ -241,9 +246,10 @@ fn a_failing_node_is_marked_down_and_its_keys_are_not_moved() {
 #[test]
 fn a_failed_batch_counts_once_towards_marking_a_node_down() {
     let _guard = hang_guard();
-    let config = ClientConfig {
-        retry_attempts: 2,
-        ..config()
+    let config = {
+        let mut custom = config();
+        custom.retry_attempts = 2;
+        custom
     };
     let client = client_for(&[refused_address()], config);
     for attempt in 1..=2 {
@@ -263,9 +269,10 @@ fn a_slow_node_in_a_batch_does_not_fail_the_healthy_ones() {
     // The silent node comes first, so the healthy node's reply is read after the deadline.
     let slow = FakeServer::start(Fault::Silent);
     let good = Memcached::start();
-    let config = ClientConfig {
-        retry_attempts: 2,
-        ..config()
+    let config = {
+        let mut custom = config();
+        custom.retry_attempts = 2;
+        custom
     };
     let client = client_for(&[slow.address(), good.address()], config);
     let (slow_key, good_key) = (key_on(&client, 0), key_on(&client, 1));
@@ -285,10 +292,11 @@ fn ignore_exc_turns_every_fault_into_a_miss_but_not_invalid_keys() {
     let _guard = hang_guard();
     let good = Memcached::start();
     for (fault, bad) in bad_peers() {
-        let config = ClientConfig {
-            ignore_exc: true,
-            retry_attempts: 1000, // every call meets the fault itself
-            ..config()
+        let config = {
+            let mut custom = config();
+            custom.ignore_exc = true;
+            custom.retry_attempts = 1000; // every call meets the fault itself
+            custom
         };
         let client = client_for(&[bad, good.address()], config);
         let (bad_key, good_key) = (key_on(&client, 0), key_on(&client, 1));
@@ -326,10 +334,11 @@ fn ignore_exc_turns_every_fault_into_a_miss_but_not_invalid_keys() {
 fn ignore_exc_turns_a_down_node_into_a_miss() {
     let _guard = hang_guard();
     let bad = FakeServer::start(Fault::Reply(GARBAGE.to_vec()));
-    let config = ClientConfig {
-        ignore_exc: true,
-        retry_attempts: 1,
-        ..config()
+    let config = {
+        let mut custom = config();
+        custom.ignore_exc = true;
+        custom.retry_attempts = 1;
+        custom
     };
     let client = client_for(&[bad.address()], config);
     assert_eq!(client.get("a").unwrap(), None);
@@ -375,9 +384,10 @@ fn a_connection_that_saw_an_error_is_not_pooled() {
         Fault::Reply(GARBAGE.to_vec()),
         Fault::Reply(b"END\r\n".to_vec()),
     ]);
-    let config = ClientConfig {
-        retry_attempts: 10,
-        ..config()
+    let config = {
+        let mut custom = config();
+        custom.retry_attempts = 10;
+        custom
     };
     let client = client_for(&[server.address()], config);
     let topology = client.topology();

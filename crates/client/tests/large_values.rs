@@ -12,9 +12,10 @@ const MIB: usize = 1024 * 1024;
 #[test]
 fn values_of_a_mebibyte_and_more_read_back_whole() {
     let node = Memcached::start_with(&["-I", "4m"]);
-    let config = ClientConfig {
-        max_value_len: 4 * MIB,
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.max_value_len = 4 * MIB;
+        custom
     };
     let client = Client::connect_to(&[node.address()], config).unwrap();
     let value = |len: usize, seed: u32| -> Vec<u8> {

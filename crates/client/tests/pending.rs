@@ -25,10 +25,11 @@ fn open_connections(client: &Client) -> usize {
 }
 
 fn config() -> ClientConfig {
-    ClientConfig {
-        timeout: Some(Duration::from_millis(200)),
-        retry_timeout: Duration::ZERO,
-        ..ClientConfig::default()
+    {
+        let mut custom = ClientConfig::default();
+        custom.timeout = Some(Duration::from_millis(200));
+        custom.retry_timeout = Duration::ZERO;
+        custom
     }
 }
 
@@ -117,13 +118,11 @@ fn a_node_that_closes_mid_reply_is_a_connection_error() {
 fn a_silent_node_times_out_when_the_deadline_passes_and_ignore_exc_makes_it_a_miss() {
     for ignore_exc in [false, true] {
         let server = after_warm_up(&[], false);
-        let client = warm_client(
-            &server,
-            ClientConfig {
-                ignore_exc,
-                ..config()
-            },
-        );
+        let client = warm_client(&server, {
+            let mut custom = config();
+            custom.ignore_exc = ignore_exc;
+            custom
+        });
         let mut get = pending(client.start_get("mine"));
         assert!(matches!(
             client.advance_get(&mut get),
@@ -147,14 +146,12 @@ fn a_silent_node_times_out_when_the_deadline_passes_and_ignore_exc_makes_it_a_mi
 #[test]
 fn a_node_marked_down_fails_at_once_without_the_network() {
     let server = after_warm_up(&[], false);
-    let client = warm_client(
-        &server,
-        ClientConfig {
-            retry_attempts: 1,
-            dead_timeout: Duration::from_secs(60),
-            ..config()
-        },
-    );
+    let client = warm_client(&server, {
+        let mut custom = config();
+        custom.retry_attempts = 1;
+        custom.dead_timeout = Duration::from_secs(60);
+        custom
+    });
     let mut get = pending(client.start_get("mine"));
     assert!(client.expire_get(&mut get).is_err());
     drop(get);

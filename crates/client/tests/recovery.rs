@@ -62,10 +62,11 @@ fn open_connections(client: &Arc<Client>, count: usize) {
 #[test]
 fn a_restarted_node_works_at_the_first_try_after_dead_timeout() {
     let mut node = Memcached::start();
-    let config = ClientConfig {
-        retry_attempts: 1,
-        dead_timeout: Duration::from_millis(100),
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.retry_attempts = 1;
+        custom.dead_timeout = Duration::from_millis(100);
+        custom
     };
     let client = Arc::new(Client::connect_to(&[node.address()], config).unwrap());
     open_connections(&client, 4);
@@ -115,9 +116,10 @@ fn timeout_bounds_the_whole_reply_not_each_read() {
     // Every byte comes well within the timeout; the whole reply takes ten times as long.
     let reply = b"VALUE k 0 5\r\nhello\r\nEND\r\n".to_vec();
     let server = FakeServer::start(Fault::Trickle(Duration::from_millis(40), reply));
-    let config = ClientConfig {
-        timeout: Some(Duration::from_millis(100)),
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.timeout = Some(Duration::from_millis(100));
+        custom
     };
     let client = Client::connect_to(&[server.address()], config).unwrap();
     let error = client.get("k").unwrap_err();
@@ -149,10 +151,11 @@ fn the_operation_deadline_bounds_a_connect_that_is_never_accepted() {
     );
     // No connect timeout of its own (the OS would retry for minutes): the operation's
     // `timeout` is what ends it.
-    let config = ClientConfig {
-        connect_timeout: None,
-        timeout: Some(Duration::from_millis(100)),
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.connect_timeout = None;
+        custom.timeout = Some(Duration::from_millis(100));
+        custom
     };
     let client = Client::connect_to(&[address.to_string()], config).unwrap();
     let (sender, receiver) = mpsc::channel();
@@ -167,10 +170,11 @@ fn the_operation_deadline_bounds_a_connect_that_is_never_accepted() {
 #[test]
 fn a_batch_never_holds_one_node_while_waiting_for_another() {
     let (a, b) = (Memcached::start(), Memcached::start());
-    let config = ClientConfig {
-        max_pool_size: 1,
-        timeout: Some(Duration::from_secs(5)),
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.max_pool_size = 1;
+        custom.timeout = Some(Duration::from_secs(5));
+        custom
     };
     let client = Arc::new(Client::connect_to(&[a.address(), b.address()], config).unwrap());
     let (key_a, key_b) = (key_on(&client, 0), key_on(&client, 1));
@@ -197,13 +201,13 @@ fn a_batch_never_holds_one_node_while_waiting_for_another() {
     // While the batch waits for B, A's connection is free: it did not keep it.
     wait_until("node A's connection to be free", || {
         match client.start_get(&key_a).unwrap() {
-            GetStart::WouldBlock => false,
             GetStart::Done(item) => item.is_some(),
             GetStart::Pending(mut get) => {
                 support::drive(&client, &mut get).unwrap();
                 get.close();
                 true
             }
+            _ => false,
         }
     });
     assert!(!batch.is_finished(), "the batch got B's connection early");
@@ -231,13 +235,11 @@ fn a_value_memcached_refuses_as_too_large_is_a_value_too_large() {
     assert!(error.is_value_too_large());
     assert_eq!(client.get("big").unwrap(), None, "the old value must go");
 
-    let tolerant = Client::connect_to(
-        &[node.address()],
-        ClientConfig {
-            ignore_exc: true,
-            ..ClientConfig::default()
-        },
-    )
+    let tolerant = Client::connect_to(&[node.address()], {
+        let mut custom = ClientConfig::default();
+        custom.ignore_exc = true;
+        custom
+    })
     .unwrap();
     tolerant.set("big", 0, b"old", 0).unwrap();
     assert!(!tolerant.set("big", 0, &value, 0).unwrap());

@@ -17,9 +17,10 @@ fn tls_node(dir: &CertDir, authority: &Authority, names: &[&str], expired: bool)
 
 /// A client for `node` by IP, verifying the certificate against `hostname`.
 fn client(node: &Memcached, hostname: &str, settings: TlsSettings) -> Client {
-    let config = ClientConfig {
-        tls: Some(settings.build().unwrap()),
-        ..ClientConfig::default()
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.tls = Some(settings.build().unwrap());
+        custom
     };
     let address = NodeAddress {
         tls_name: Some(hostname.to_owned()),
@@ -38,9 +39,10 @@ fn trusted_client(dir: &CertDir, authority: &Authority, node: &Memcached) -> Cli
 }
 
 fn trusting(ca: std::path::PathBuf) -> TlsSettings {
-    TlsSettings {
-        ca_file: Some(ca),
-        ..TlsSettings::default()
+    {
+        let mut custom = TlsSettings::default();
+        custom.ca_file = Some(ca);
+        custom
     }
 }
 
@@ -65,9 +67,10 @@ fn ca_certificates_can_be_given_as_der() {
     let ca_pem = std::fs::read_to_string(authority.write_ca(&dir, "ca.pem")).unwrap();
     let der = rustls_pem_to_der(&ca_pem);
     let node = tls_node(&dir, &authority, &["localhost"], false);
-    let settings = TlsSettings {
-        ca_certificates: vec![der],
-        ..TlsSettings::default()
+    let settings = {
+        let mut custom = TlsSettings::default();
+        custom.ca_certificates = vec![der];
+        custom
     };
     assert!(client(&node, "localhost", settings)
         .set("k", 0, b"v", 0)
@@ -133,9 +136,10 @@ fn a_certificate_for_another_name_is_refused_unless_hostname_checks_are_off() {
         client(&node, "localhost", trusting(ca.clone())).get("k"),
         "NotValidForName",
     );
-    let lenient = TlsSettings {
-        skip_hostname_check: true,
-        ..trusting(ca)
+    let lenient = {
+        let mut custom = trusting(ca);
+        custom.skip_hostname_check = true;
+        custom
     };
     assert!(client(&node, "localhost", lenient)
         .set("k", 0, b"v", 0)
@@ -147,9 +151,10 @@ fn tls_server_name_overrides_the_hostname() {
     let dir = CertDir::new();
     let authority = Authority::new();
     let node = tls_node(&dir, &authority, &["cache.internal"], false);
-    let settings = TlsSettings {
-        server_name: Some("cache.internal".to_owned()),
-        ..trusting(authority.write_ca(&dir, "ca.pem"))
+    let settings = {
+        let mut custom = trusting(authority.write_ca(&dir, "ca.pem"));
+        custom.server_name = Some("cache.internal".to_owned());
+        custom
     };
     assert!(client(&node, "localhost", settings)
         .set("k", 0, b"v", 0)
@@ -187,10 +192,11 @@ fn client_certificates_are_presented_when_the_server_requires_them() {
         "received fatal alert: CertificateRequired",
     );
 
-    let settings = TlsSettings {
-        client_cert_file: Some(me.cert),
-        client_key_file: Some(me.key),
-        ..trusting(ca)
+    let settings = {
+        let mut custom = trusting(ca);
+        custom.client_cert_file = Some(me.cert);
+        custom.client_key_file = Some(me.key);
+        custom
     };
     let with = client(&node, "localhost", settings);
     assert!(with.set("k", 0, b"v", 0).unwrap());
@@ -200,18 +206,21 @@ fn client_certificates_are_presented_when_the_server_requires_them() {
 #[test]
 fn bad_tls_settings_are_configuration_errors() {
     let dir = CertDir::new();
-    let missing = TlsSettings {
-        ca_file: Some(dir.path("nope.pem")),
-        ..TlsSettings::default()
+    let missing = {
+        let mut custom = TlsSettings::default();
+        custom.ca_file = Some(dir.path("nope.pem"));
+        custom
     };
     std::fs::write(dir.path("empty.pem"), "").unwrap();
-    let empty = TlsSettings {
-        ca_file: Some(dir.path("empty.pem")),
-        ..TlsSettings::default()
+    let empty = {
+        let mut custom = TlsSettings::default();
+        custom.ca_file = Some(dir.path("empty.pem"));
+        custom
     };
-    let half = TlsSettings {
-        client_cert_file: Some(dir.path("c.pem")),
-        ..TlsSettings::default()
+    let half = {
+        let mut custom = TlsSettings::default();
+        custom.client_cert_file = Some(dir.path("c.pem"));
+        custom
     };
     for (settings, expected) in [
         (missing, "cannot read"),

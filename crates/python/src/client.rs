@@ -39,9 +39,11 @@ fn failure_log(logger: Option<String>, level: Option<&str>) -> PyResult<FailureL
             )))
         }
     };
-    Ok(FailureLog {
-        target: logger.unwrap_or(defaults.target),
-        level,
+    Ok({
+        let mut custom = FailureLog::default();
+        custom.target = logger.unwrap_or(defaults.target);
+        custom.level = level;
+        custom
     })
 }
 
@@ -168,30 +170,35 @@ impl PyClient {
             )?,
         };
         let retry_attempts = whole("retry_attempts", retry_attempts, 1, MAX_RETRY_ATTEMPTS)?;
-        let config = ClientConfig {
-            connect_timeout: seconds("connect_timeout", connect_timeout, Zero::Refused)?,
-            timeout: seconds("timeout", timeout, Zero::Refused)?,
-            max_pool_size: to_usize(
+        let config = {
+            let mut custom = ClientConfig::default();
+            custom.connect_timeout = seconds("connect_timeout", connect_timeout, Zero::Refused)?;
+            custom.timeout = seconds("timeout", timeout, Zero::Refused)?;
+            custom.max_pool_size = to_usize(
                 "max_pool_size",
                 whole("max_pool_size", max_pool_size, 1, MAX_POOL_SIZE)?,
-            )?,
-            pool_idle_timeout: seconds("pool_idle_timeout", pool_idle_timeout, Zero::MeansNone)?,
-            retry_attempts: u32::try_from(retry_attempts)
-                .map_err(|_| PyValueError::new_err("retry_attempts is out of range"))?,
-            retry_timeout: required_seconds("retry_timeout", retry_timeout)?,
-            dead_timeout: required_seconds("dead_timeout", dead_timeout)?,
-            no_delay,
-            socket_keepalive: keepalive(socket_keepalive)?,
-            max_value_len,
-            ignore_exc,
-            tls: None,
-            failure_log: failure_log(logger, failure_log_level)?,
+            )?;
+            custom.pool_idle_timeout =
+                seconds("pool_idle_timeout", pool_idle_timeout, Zero::MeansNone)?;
+            custom.retry_attempts = u32::try_from(retry_attempts)
+                .map_err(|_| PyValueError::new_err("retry_attempts is out of range"))?;
+            custom.retry_timeout = required_seconds("retry_timeout", retry_timeout)?;
+            custom.dead_timeout = required_seconds("dead_timeout", dead_timeout)?;
+            custom.no_delay = no_delay;
+            custom.socket_keepalive = keepalive(socket_keepalive)?;
+            custom.max_value_len = max_value_len;
+            custom.ignore_exc = ignore_exc;
+            custom.tls = None;
+            custom.failure_log = failure_log(logger, failure_log_level)?;
+            custom
         };
-        let discovery_settings = DiscoveryConfig {
-            mode: mode.unwrap_or(DiscoveryMode::Auto),
-            interval: seconds("discovery_interval", discovery_interval, Zero::MeansNone)?,
-            retry_delay: required_seconds("discovery_retry_delay", discovery_retry_delay)?,
-            use_vpc_ip_address,
+        let discovery_settings = {
+            let mut custom = DiscoveryConfig::default();
+            custom.mode = mode.unwrap_or(DiscoveryMode::Auto);
+            custom.interval = seconds("discovery_interval", discovery_interval, Zero::MeansNone)?;
+            custom.retry_delay = required_seconds("discovery_retry_delay", discovery_retry_delay)?;
+            custom.use_vpc_ip_address = use_vpc_ip_address;
+            custom
         };
         // Any TLS option turns TLS on: a CA file given with plaintext would be a silent downgrade.
         let tls_on = tls
@@ -229,14 +236,16 @@ impl PyClient {
             .into_iter()
             .filter_map(|(name, text)| text.map(|t| (name, t)))
             .collect();
-            let settings = TlsSettings {
-                ca_certificates: tls_ca_certs.unwrap_or_default(),
-                ca_file: tls_ca_file,
-                skip_verification: !tls_verify,
-                skip_hostname_check: !tls_check_hostname,
-                client_cert_file: tls_cert_file,
-                client_key_file: tls_key_file,
-                server_name: tls_server_name,
+            let settings = {
+                let mut custom = TlsSettings::default();
+                custom.ca_certificates = tls_ca_certs.unwrap_or_default();
+                custom.ca_file = tls_ca_file;
+                custom.skip_verification = !tls_verify;
+                custom.skip_hostname_check = !tls_check_hostname;
+                custom.client_cert_file = tls_cert_file;
+                custom.client_key_file = tls_key_file;
+                custom.server_name = tls_server_name;
+                custom
             };
             let built = settings.build().map_err(|error| {
                 let message = error.to_string();
@@ -246,9 +255,10 @@ impl PyClient {
                     .map_or("tls", |(name, _)| name);
                 PyValueError::new_err(format!("{name}: {message}"))
             })?;
-            ClientConfig {
-                tls: Some(built),
-                ..config
+            {
+                let mut custom = config;
+                custom.tls = Some(built);
+                custom
             }
         } else {
             config
@@ -377,7 +387,9 @@ impl PyClient {
         let get = match self.inner.start_get(&key).py_result()? {
             GetStart::Done(item) => return Ok(decode_or(py, &key, item, self.serde(py), default)),
             GetStart::Pending(get) => Some(get),
-            GetStart::WouldBlock => None,
+            // Would block, or a way of starting this version does not know: the worker path
+            // does the whole get.
+            _ => None,
         };
         let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
         let pending = PyPendingGet::new(Arc::clone(&self.inner), get, key, default, serde);

@@ -8,6 +8,7 @@ use elasticache_client::{Error, ErrorKind, KeyError, MAX_KEY_LEN};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
+pyo3::import_exception!(django_elasticache_rs.exceptions, CacheError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheTimeoutError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheConnectionError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheServerError);
@@ -30,6 +31,8 @@ pub fn to_py(error: Error) -> PyErr {
             ErrorKind::Connection => CacheConnectionError::new_err(message),
             ErrorKind::Server => CacheServerError::new_err(message),
             ErrorKind::Client => CacheClientError::new_err(message),
+            // A kind this version does not know of: the package's base class.
+            _ => CacheError::new_err(message),
         },
     }
 }

@@ -95,8 +95,10 @@ impl PyPendingGet {
             return Ok(());
         }
         match self.client.advance_get(get) {
-            Ok(GetProgress::Waiting) => Ok(()),
             Ok(GetProgress::Done(item)) => self.deliver(future, Ok(item)),
+            // Waiting (or progress this version does not know of): the loop calls again when
+            // the socket is readable, and the timer bounds the wait.
+            Ok(_) => Ok(()),
             Err(error) => self.deliver(future, Err(error)),
         }
     }

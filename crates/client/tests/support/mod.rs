@@ -53,15 +53,17 @@ impl Memcached {
     /// The server's pid, asked over TLS without verifying its certificate (this only checks
     /// which process holds the port).
     fn tls_pid(&self, client: Option<&certs::Leaf>) -> Option<u64> {
-        let settings = TlsSettings {
-            skip_verification: true,
-            client_cert_file: client.map(|leaf| leaf.cert.clone()),
-            client_key_file: client.map(|leaf| leaf.key.clone()),
-            ..TlsSettings::default()
+        let settings = {
+            let mut custom = TlsSettings::default();
+            custom.skip_verification = true;
+            custom.client_cert_file = client.map(|leaf| leaf.cert.clone());
+            custom.client_key_file = client.map(|leaf| leaf.key.clone());
+            custom
         };
-        let config = ClientConfig {
-            tls: Some(settings.build().ok()?),
-            ..ClientConfig::default()
+        let config = {
+            let mut custom = ClientConfig::default();
+            custom.tls = Some(settings.build().ok()?);
+            custom
         };
         let client = Client::connect_to(&[self.address()], config).ok()?;
         let (_, stats) = client.stats(None).ok()?.into_iter().next()?;
@@ -434,7 +436,7 @@ pub fn drive(client: &Client, pending: &mut PendingGet) -> Result<Option<Item>> 
     loop {
         match client.advance_get(pending)? {
             GetProgress::Done(item) => return Ok(item),
-            GetProgress::Waiting => {
+            _ => {
                 assert!(
                     Instant::now() < give_up,
                     "no reply within {EVENT_LOOP_BOUND:?}"
@@ -454,6 +456,6 @@ pub fn event_loop_get(client: &Client, key: &str) -> Result<Option<Item>> {
             pending.close();
             outcome
         }
-        GetStart::WouldBlock => panic!("a warm pool must not block"),
+        _ => panic!("a warm pool must not block"),
     }
 }
