@@ -8,6 +8,8 @@
 mod discovery;
 mod encode;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod reply;
 
