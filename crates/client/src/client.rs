@@ -47,6 +47,7 @@ pub struct Client {
 impl Client {
     /// A client for a static list of nodes.
     pub fn new(nodes: &[NodeAddress], config: ClientConfig) -> Self {
+        let config = config.within_limits();
         let topology = Topology::new(nodes, &config, None, None);
         Client {
             config,
@@ -64,6 +65,7 @@ impl Client {
         config: ClientConfig,
         discovery: DiscoveryConfig,
     ) -> Arc<Self> {
+        let config = config.within_limits();
         let topology = Topology::new(&[], &config, None, None);
         Arc::new_cyclic(|me| Client {
             config,

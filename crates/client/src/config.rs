@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use elasticache_proto::DEFAULT_MAX_VALUE_LEN;
+use elasticache_proto::{DEFAULT_MAX_VALUE_LEN, MAX_VALUE_LEN_LIMIT};
 use log::Level;
 
 use crate::tls::Tls;
@@ -29,7 +29,8 @@ pub struct ClientConfig {
     pub no_delay: bool,
     /// TCP keepalive idle time; `None` leaves keepalive off.
     pub socket_keepalive: Option<Duration>,
-    /// Largest value accepted for storing and from a server's reply.
+    /// Largest value accepted for storing and from a server's reply; at most
+    /// [`MAX_VALUE_LEN_LIMIT`] whatever is set here.
     pub max_value_len: usize,
     /// Report cache failures (node down, timeout, bad reply) as misses and "not stored" instead
     /// of errors. Invalid keys and values still fail.
@@ -39,6 +40,15 @@ pub struct ClientConfig {
     pub tls: Option<Tls>,
     /// Where failures are logged, and at what level (the policy is in `report`).
     pub failure_log: FailureLog,
+}
+
+impl ClientConfig {
+    /// These settings with what no setting may exceed applied: the protocol's hard limit on a
+    /// value's length, which the reply parser enforces whatever it is given.
+    pub(crate) fn within_limits(mut self) -> Self {
+        self.max_value_len = self.max_value_len.min(MAX_VALUE_LEN_LIMIT);
+        self
+    }
 }
 
 impl Default for ClientConfig {

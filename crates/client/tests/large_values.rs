@@ -4,7 +4,7 @@
 
 mod support;
 
-use elasticache_client::{Client, ClientConfig};
+use elasticache_client::{Client, ClientConfig, MAX_VALUE_LEN_LIMIT};
 use support::Memcached;
 
 const MIB: usize = 1024 * 1024;
@@ -35,4 +35,15 @@ fn values_of_a_mebibyte_and_more_read_back_whole() {
     assert_eq!(both[0].as_ref().unwrap().data, three);
     assert!(both[1].is_none());
     assert_eq!(both[2].as_ref().unwrap().data, one);
+}
+
+#[test]
+fn no_setting_raises_the_value_limit_past_the_protocols() {
+    let config = {
+        let mut custom = ClientConfig::default();
+        custom.max_value_len = usize::MAX;
+        custom
+    };
+    let client = Client::connect_to(&["127.0.0.1:11211"], config).unwrap();
+    assert_eq!(client.config().max_value_len, MAX_VALUE_LEN_LIMIT);
 }
