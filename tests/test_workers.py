@@ -13,6 +13,7 @@ import pytest
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
+from tests.support.faults import LoopbackServer
 
 # The workers' bound (MAX_WORKERS in crates/python/src/completion.rs).
 WORKERS = 32
@@ -20,7 +21,7 @@ WORKERS = 32
 BARRIER_WAIT = 10.0
 
 
-class BarrierServer:
+class BarrierServer(LoopbackServer):
     """A fake memcached that holds every request until it has seen ``parties`` requests in
     flight at once, then answers them all: it proves that the client had that many requests
     in the air together. If that never happens within ``BARRIER_WAIT``, it stops holding
@@ -32,28 +33,7 @@ class BarrierServer:
         self._in_flight = 0
         self._released = False
         self._state = threading.Condition()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port: int = self._listener.getsockname()[1]
-        self._stopped = threading.Event()
-        self._connections: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _serve(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._connections.append(conn)
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _request(self, conn: socket.socket, buffer: bytearray) -> bytes | None:
         """One whole request (a storage command has a data line after its command line)."""
@@ -76,28 +56,18 @@ class BarrierServer:
 
     def _answer(self, conn: socket.socket) -> None:
         buffer = bytearray()
-        try:
-            while (line := self._request(conn, buffer)) is not None:
-                with self._state:
-                    self._in_flight += 1
-                    self.most_in_flight = max(self.most_in_flight, self._in_flight)
-                    if self._in_flight >= self.parties:
-                        self._released = True
-                        self._state.notify_all()
-                    if not self._state.wait_for(lambda: self._released, timeout=BARRIER_WAIT):
-                        self._released = True  # never reached: let the rest through at once
-                        self._state.notify_all()
-                    self._in_flight -= 1
-                conn.sendall(b"STORED\r\n" if line.startswith(b"set ") else b"END\r\n")
-        except OSError:
-            return
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._listener.close()
-        for conn in self._connections:
-            conn.close()
-        self._thread.join(timeout=5)
+        while (line := self._request(conn, buffer)) is not None:
+            with self._state:
+                self._in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self._in_flight)
+                if self._in_flight >= self.parties:
+                    self._released = True
+                    self._state.notify_all()
+                if not self._state.wait_for(lambda: self._released, timeout=BARRIER_WAIT):
+                    self._released = True  # never reached: let the rest through at once
+                    self._state.notify_all()
+                self._in_flight -= 1
+            conn.sendall(b"STORED\r\n" if line.startswith(b"set ") else b"END\r\n")
 
 
 @pytest.fixture

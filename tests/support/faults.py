@@ -8,27 +8,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 
-class FaultyServer:
-    """Accepts connections on a free 127.0.0.1 port; answers each request with ``reply``
-    (``None``: never answers), then closes the connection if ``close`` is set.
+class LoopbackServer:
+    """A server on a free 127.0.0.1 port that serves each connection on a thread of its own
+    with ``_answer`` (a subclass's) until ``stop()``. ``connections`` counts those accepted.
 
-    ``before`` are good replies for a connection's first requests, in turn (a warm-up that
-    pools the connection). With a ``gate``, the fault waits until the gate is set (at most
-    5 s); ``requested`` is set when a request meets the fault."""
+    Subclasses set their own attributes before calling ``__init__``: serving starts there."""
 
-    def __init__(
-        self,
-        reply: bytes | None,
-        *,
-        close: bool = False,
-        before: Sequence[bytes] = (),
-        gate: threading.Event | None = None,
-    ) -> None:
-        self.reply = reply
-        self.close = close
-        self.before = list(before)
-        self.gate = gate
-        self.requested = threading.Event()
+    def __init__(self) -> None:
         self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
@@ -51,31 +37,17 @@ class FaultyServer:
             except OSError:
                 return
             self.connections += 1
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+            self._held.append(conn)
+            threading.Thread(target=self._answer_until_closed, args=(conn,), daemon=True).start()
+
+    def _answer_until_closed(self, conn: socket.socket) -> None:
+        try:
+            self._answer(conn)
+        except OSError:
+            return  # closed by the client, or by stop()
 
     def _answer(self, conn: socket.socket) -> None:
-        self._held.append(conn)
-        conn.settimeout(5)
-        served = 0
-        try:
-            while not self._stopped.is_set():
-                if not conn.recv(65536):
-                    return
-                served += 1
-                if served <= len(self.before):
-                    conn.sendall(self.before[served - 1])
-                    continue
-                self.requested.set()
-                if self.gate is not None:
-                    self.gate.wait(timeout=5)
-                if self.reply is None:
-                    continue
-                conn.sendall(self.reply)
-                if self.close:
-                    conn.close()
-                    return
-        except OSError:
-            return
+        raise NotImplementedError
 
     def stop(self) -> None:
         self._stopped.set()
@@ -86,6 +58,50 @@ class FaultyServer:
             except OSError:
                 pass
         self._thread.join(timeout=5)
+
+
+class FaultyServer(LoopbackServer):
+    """Answers each request with ``reply`` (``None``: never answers), then closes the
+    connection if ``close`` is set.
+
+    ``before`` are good replies for a connection's first requests, in turn (a warm-up that
+    pools the connection). With a ``gate``, the fault waits until the gate is set (at most
+    5 s); ``requested`` is set when a request meets the fault."""
+
+    def __init__(
+        self,
+        reply: bytes | None,
+        *,
+        close: bool = False,
+        before: Sequence[bytes] = (),
+        gate: threading.Event | None = None,
+    ) -> None:
+        self.reply = reply
+        self.close = close
+        self.before = list(before)
+        self.gate = gate
+        self.requested = threading.Event()
+        super().__init__()
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        served = 0
+        while not self._stopped.is_set():
+            if not conn.recv(65536):
+                return
+            served += 1
+            if served <= len(self.before):
+                conn.sendall(self.before[served - 1])
+                continue
+            self.requested.set()
+            if self.gate is not None:
+                self.gate.wait(timeout=5)
+            if self.reply is None:
+                continue
+            conn.sendall(self.reply)
+            if self.close:
+                conn.close()
+                return
 
 
 @contextmanager

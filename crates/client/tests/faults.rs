@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use elasticache_client::{Client, ClientConfig, Error, ErrorKind, Result};
-use support::{free_port, FakeServer, Fault, Memcached};
+use support::{free_port, key_on, FakeServer, Fault, Memcached};
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -60,15 +60,6 @@ fn failure<T: Debug>(result: Result<T>, kind: ErrorKind) -> Error {
     let error = result.expect_err("a bad peer must give an error");
     assert_eq!(error.kind(), kind, "{error}");
     error
-}
-
-/// A key that `client` places on its node number `node`.
-fn key_on(client: &Client, node: usize) -> String {
-    let topology = client.topology();
-    (0..)
-        .map(|i| format!("key-{i}"))
-        .find(|key| topology.node_index_for(key) == Some(node))
-        .unwrap()
 }
 
 /// An address with nobody listening.

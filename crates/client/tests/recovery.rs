@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use elasticache_client::{Client, ClientConfig, Error, ErrorKind, GetStart};
 use socket2::{Domain, Socket, Type};
-use support::{FakeServer, Fault, Memcached};
+use support::{key_on, FakeServer, Fault, Memcached};
 
 /// How long a test waits for a condition before it fails: a hang guard, not a speed target.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -25,15 +25,6 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         assert!(Instant::now() < give_up, "timed out waiting for {what}");
         thread::yield_now();
     }
-}
-
-/// A key that `client` places on its node number `node`.
-fn key_on(client: &Client, node: usize) -> String {
-    let topology = client.topology();
-    (0..)
-        .map(|i| format!("key-{i}"))
-        .find(|key| topology.node_index_for(key) == Some(node))
-        .unwrap()
 }
 
 /// Fills `client`'s pool to `node` with at least `count` connections, by hammering it from

@@ -170,6 +170,15 @@ impl Drop for Memcached {
     }
 }
 
+/// A key that `client` places on its node number `node`.
+pub fn key_on(client: &Client, node: usize) -> String {
+    let topology = client.topology();
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|key| topology.node_index_for(key) == Some(node))
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
