@@ -427,19 +427,22 @@ impl Client {
                 }
             },
             |connection, deadline, positions| {
+                // Per-key refusals are the caller's to see (the key comes back as not stored),
+                // so they are logged at debug only: at WARNING a batch writing values that are
+                // too large would log once per key and per call.
                 for &p in positions {
                     if oversized(p) {
                         let deleted = connection.read(deadline, |buf| {
                             proto::with_error_replies(buf, proto::parse_delete)
                         })?;
                         if let Err(error) = deleted {
-                            log::warn!(
+                            log::debug!(
                                 "{}: delete {:?} failed: {error}",
                                 connection.node(),
                                 keys[p]
                             );
                         }
-                        log::warn!(
+                        log::debug!(
                             "set {:?} not sent: {} bytes, over the {limit}-byte limit",
                             keys[p],
                             items[p].2.len()
@@ -454,7 +457,7 @@ impl Client {
                         Ok(StoreReply::Stored) => {}
                         Ok(_) => not_stored.push(p),
                         Err(error) => {
-                            log::warn!("{}: set {:?} failed: {error}", connection.node(), keys[p]);
+                            log::debug!("{}: set {:?} failed: {error}", connection.node(), keys[p]);
                             not_stored.push(p);
                         }
                     }

@@ -378,9 +378,10 @@ impl Client {
             Err(Error::ServerFailure { .. } | Error::TooLargeForNode { .. })
         );
         if command == Store::Set && (too_large || failed_on_the_server) {
-            // Best effort: the set already failed, and that is the error to report.
+            // Best effort: the set already failed, and that is the error to report. A delete
+            // that fails too has failed on the node, which the failure policy logs.
             if let Err(error) = self.delete(key) {
-                log::warn!("could not delete {key:?} after a failed set: {error}");
+                log::debug!("could not delete {key:?} after a failed set: {error}");
             }
         }
         self.tolerate(result, || StoreReply::NotStored)
