@@ -52,22 +52,33 @@ fn remaining(deadline: Option<Instant>) -> Option<Option<Duration>> {
 /// name (not an IP literal) is resolved on a short-lived thread that is left to finish alone
 /// if the deadline passes first.
 fn resolve(host: &str, port: u16, deadline: Option<Instant>) -> io::Result<Vec<SocketAddr>> {
+    resolve_with(host, port, deadline, |name, port| {
+        (name.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+    })
+}
+
+/// [`resolve`] with the system resolver given as `lookup` (tests give one that hangs).
+fn resolve_with(
+    host: &str,
+    port: u16,
+    deadline: Option<Instant>,
+    lookup: impl FnOnce(String, u16) -> io::Result<Vec<SocketAddr>> + Send + 'static,
+) -> io::Result<Vec<SocketAddr>> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let Some(deadline) = deadline else {
-        return (host, port).to_socket_addrs().map(Iterator::collect);
+        return lookup(host.to_owned(), port);
     };
     let (sender, receiver) = mpsc::channel();
     let name = host.to_owned();
     thread::Builder::new()
         .name("elasticache-dns".to_owned())
         .spawn(move || {
-            let resolved = (name.as_str(), port)
-                .to_socket_addrs()
-                .map(Iterator::collect::<Vec<_>>);
             // The caller may have given up: nobody to tell.
-            let _ = sender.send(resolved);
+            let _ = sender.send(lookup(name, port));
         })?;
     let left = deadline.saturating_duration_since(Instant::now());
     match receiver.recv_timeout(left) {
@@ -616,5 +627,34 @@ mod tests {
             assert!(growths(MIB, chunk, false) <= 7, "{chunk}-byte reads");
         }
         assert_eq!(growths(MAX_VALUE_LEN_LIMIT + 64, 256 * 1024, true), 17);
+    }
+
+    #[test]
+    fn name_resolution_ends_at_the_deadline_however_long_the_resolver_takes() {
+        let (_never, hangs) = mpsc::channel::<()>();
+        let resolver = move |_: String, _: u16| {
+            // A resolver that never answers (its name server is gone).
+            let _ = hangs.recv();
+            Ok(Vec::new())
+        };
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let error = resolve_with("cache.example", 11211, Some(deadline), resolver).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+    }
+
+    #[test]
+    fn ip_literals_and_answers_in_time_resolve() {
+        let literal = resolve_with("::1", 5, None, |_, _| panic!("an IP needs no resolver"));
+        assert_eq!(
+            literal.unwrap(),
+            vec![SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], 5))]
+        );
+        let answer = SocketAddr::from(([10, 0, 0, 5], 11211));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let resolved = resolve_with("cache.example", 11211, Some(deadline), move |name, port| {
+            assert_eq!((name.as_str(), port), ("cache.example", 11211));
+            Ok(vec![answer])
+        });
+        assert_eq!(resolved.unwrap(), vec![answer]);
     }
 }
