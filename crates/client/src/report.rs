@@ -11,9 +11,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use log::Level;
 
 use crate::client::Client;
@@ -510,17 +511,44 @@ impl NodeLog {
 
 /// The failure logs of subjects that are not nodes of a ring (endpoints, removed nodes), per
 /// process: a forked child starts afresh. Few and small: capped, the oldest dropped first.
-static UNROUTED: Mutex<(u32, Vec<Arc<NodeLog>>)> = Mutex::new((0, Vec::new()));
+#[derive(Debug)]
+struct Unrouted {
+    pid: u32,
+    logs: Mutex<Vec<Arc<NodeLog>>>,
+}
+
+impl Unrouted {
+    fn new() -> Self {
+        Unrouted {
+            pid: std::process::id(),
+            logs: Mutex::default(),
+        }
+    }
+}
+
+/// Swapped whole for a fresh registry in a forked child, which never locks its parent's mutex:
+/// another thread of the parent may have held it at the moment of the fork.
+static UNROUTED: OnceLock<ArcSwap<Unrouted>> = OnceLock::new();
 const UNROUTED_CAP: usize = 64;
 
 /// Runs `f` on this process's registry of unrouted failure logs.
 fn with_unrouted<R>(f: impl FnOnce(&mut Vec<Arc<NodeLog>>) -> R) -> R {
-    let mut registry = UNROUTED.lock().unwrap_or_else(PoisonError::into_inner);
+    let registries = UNROUTED.get_or_init(|| ArcSwap::from_pointee(Unrouted::new()));
     let pid = std::process::id();
-    if registry.0 != pid {
-        *registry = (pid, Vec::new());
+    let mut registry = registries.load_full();
+    if registry.pid != pid {
+        let fresh = Arc::new(Unrouted::new());
+        registries.rcu(|current| {
+            if current.pid == pid {
+                Arc::clone(current)
+            } else {
+                Arc::clone(&fresh)
+            }
+        });
+        registry = registries.load_full();
     }
-    f(&mut registry.1)
+    let mut logs = registry.logs.lock().unwrap_or_else(PoisonError::into_inner);
+    f(&mut logs)
 }
 
 fn find(logs: &[Arc<NodeLog>], subject: &str, settings: &FailureLog) -> Option<Arc<NodeLog>> {
