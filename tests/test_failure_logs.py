@@ -136,6 +136,21 @@ def test_no_membership_is_logged_by_endpoint_without_a_record_per_call(
     assert message.startswith("cache failure ignored (ignore_exc): no cluster membership from ")
     assert message.endswith(f"further failures of {endpoint} are summarised at most once a minute")
 
+    # The endpoint answers again: the discovery a call runs (there is no refresher here) logs
+    # the recovery, once.
+    elasticache_cluster.set_fault(None)
+
+    def works() -> bool:
+        cache.set("back", "yes")
+        return cache.get("back") == "yes"
+
+    wait_until("the cache to work again", works)
+    recovered = [
+        r.getMessage() for r in records_of(caplog, DEFAULT_LOGGER) if r.levelno == logging.INFO
+    ]
+    assert len(recovered) == 1, recovered
+    assert recovered[0].startswith(f"{endpoint} is answering again after ")
+
 
 def test_a_failing_endpoint_is_logged_once_and_its_recovery_at_info(
     elasticache_cluster: LocalCluster, caplog: pytest.LogCaptureFixture

@@ -490,6 +490,11 @@ impl Discovery {
         };
         drop(flight);
         process.landed.notify_all();
+        if outcome.is_ok() {
+            // The endpoint's recovery, if its failures were logged: whoever ran the discovery
+            // (a caller with no membership, or the refresher).
+            crate::report::discovery_succeeded(client);
+        }
         outcome
     }
 
@@ -595,10 +600,7 @@ fn refresh_forever(
             return;
         };
         pause = match client.refresh_membership() {
-            Ok(()) => {
-                crate::report::refresh_succeeded(&client);
-                jittered(interval)
-            }
+            Ok(()) => jittered(interval),
             Err(error) => {
                 crate::report::refresh_failed(&client, &error);
                 let retry_at = lock(&process.flight)

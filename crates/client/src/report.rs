@@ -619,8 +619,8 @@ pub(crate) fn refresh_failed(client: &Client, error: &Error) {
     unrouted(&subject, settings).failure(error, Context::Refresh, None, Instant::now());
 }
 
-/// Takes a successful background discovery: the endpoint's recovery, if it was failing.
-pub(crate) fn refresh_succeeded(client: &Client) {
+/// Takes a successful discovery: the endpoint's recovery, if it was failing.
+pub(crate) fn discovery_succeeded(client: &Client) {
     let settings = &client.config().failure_log;
     if settings.level.is_none() {
         return;
