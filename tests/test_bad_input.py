@@ -15,6 +15,7 @@ from django_elasticache_rs import (
     CacheServerError,
     CacheTimeoutError,
     Client,
+    InvalidKeyError,
     ValueTooLargeError,
 )
 from django_elasticache_rs.backend import ElastiCache
@@ -290,3 +291,24 @@ def test_huge_versions_make_keys_as_django_does(cache: ElastiCache) -> None:
     assert cache.incr_version("v", version=2**100) == 2**100 + 1
     with pytest.raises(InvalidCacheKey):
         cache.get("v", version=10**300)  # a key over 250 bytes
+
+
+def test_the_native_client_refuses_hostile_arguments_with_its_documented_exceptions(
+    memcached: LocalNode,
+) -> None:
+    client = Client([memcached.address])
+    for prefix in ("\ud800", "ok\udfff"):
+        with pytest.raises(InvalidKeyError):
+            client.get("k", prefix=prefix)
+        with pytest.raises(InvalidKeyError):
+            client.set_many({"k": 1}, prefix=prefix)
+    for exptime in (2**63, -(2**63) - 1, 10**30):
+        with pytest.raises(ValueError, match="exptime must fit in 64 bits"):
+            client.set("k", 1, exptime)
+        with pytest.raises(ValueError, match="exptime must fit in 64 bits"):
+            client.touch("k", exptime)
+    for exptime in ("60", 1.5, True, None):
+        with pytest.raises(TypeError, match="exptime must be an int"):
+            client.add("k", 1, exptime)  # type: ignore[arg-type]
+    assert client.set("native:kept", "v", 0, prefix="p") is True
+    assert client.get("native:kept", prefix="p") == "v"

@@ -184,3 +184,33 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Delta {
         })
     }
 }
+
+/// memcached's expiry as the native API takes it (0: never expires, negative: already
+/// expired, over 30 days: a Unix time): an `int` that fits in 64 bits, else a `TypeError` or
+/// `ValueError` naming `exptime` (never an `OverflowError`).
+#[derive(Debug, Clone, Copy)]
+pub struct Exptime(pub i64);
+
+impl Exptime {
+    pub const NEVER: Exptime = Exptime(0);
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Exptime {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
+            return Err(PyTypeError::new_err(format!(
+                "exptime must be an int, not {}",
+                obj.get_type().name()?
+            )));
+        }
+        obj.extract::<i64>().map(Exptime).map_err(|_| {
+            PyValueError::new_err(format!(
+                "exptime must fit in 64 bits (0: never expires, negative: already expired, \
+                 over 30 days: a Unix time), not {}",
+                obj.to_owned()
+            ))
+        })
+    }
+}

@@ -13,11 +13,11 @@ use elasticache_client::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::args::{
-    keepalive, required_seconds, seconds, whole, Delta, Number, Whole, Zero, MAX_POOL_SIZE,
-    MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
+    keepalive, required_seconds, seconds, whole, Delta, Exptime, Number, Whole, Zero,
+    MAX_POOL_SIZE, MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
 };
 use crate::errors::IntoPyResult;
 use crate::keys::{make_key, KeyMaker, MadeKeys};
@@ -314,7 +314,7 @@ impl PyClient {
     fn node_for(
         &self,
         key: &Bound<'_, PyAny>,
-        prefix: Option<&str>,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
         let key = make_key(key, prefix, version)?;
@@ -363,7 +363,7 @@ impl PyClient {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
         default: Option<Py<PyAny>>,
-        prefix: Option<&str>,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = make_key(key, prefix, version)?;
@@ -380,7 +380,7 @@ impl PyClient {
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
         default: Option<Py<PyAny>>,
-        prefix: Option<&str>,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = make_key(key, prefix, version)?;
@@ -402,7 +402,7 @@ impl PyClient {
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
-        prefix: Option<&str>,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let key = make_key(key, prefix, version)?;
@@ -416,7 +416,7 @@ impl PyClient {
         &self,
         py: Python<'py>,
         keys: &Bound<'py, PyAny>,
-        prefix: Option<&str>,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let maker = KeyMaker::new(prefix, version)?;
@@ -443,41 +443,44 @@ impl PyClient {
 
     /// Stores `value`; returns whether it was stored. `exptime` is memcached's: 0 = never
     /// expires, negative = already expired, over 30 days = a Unix time.
-    #[pyo3(signature = (key, value, exptime = 0, prefix = None, version = None))]
+    #[pyo3(signature = (key, value, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
     fn set(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
-        exptime: i64,
-        prefix: Option<&str>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         self.store(py, Store::Set, key, value, exptime, prefix, version)
     }
 
     /// Stores `value` only if `key` is not in the cache; returns whether it was stored.
-    #[pyo3(signature = (key, value, exptime = 0, prefix = None, version = None))]
+    #[pyo3(signature = (key, value, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
     fn add(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
-        exptime: i64,
-        prefix: Option<&str>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         self.store(py, Store::Add, key, value, exptime, prefix, version)
     }
 
     /// Stores every item of `mapping` in one round trip; returns the keys that were not stored.
-    #[pyo3(signature = (mapping, exptime = 0, prefix = None, version = None))]
+    #[pyo3(signature = (mapping, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, mapping, exptime=0, prefix=None, version=None)")]
     fn set_many<'py>(
         &self,
         py: Python<'py>,
         mapping: &Bound<'py, PyAny>,
-        exptime: i64,
-        prefix: Option<&str>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let maker = KeyMaker::new(prefix, version)?;
@@ -502,7 +505,9 @@ impl PyClient {
             .map(|(position, value)| Ok((made.get(position), value.flags, value.bytes()?)))
             .collect::<PyResult<Vec<_>>>()?;
         let client = &*self.inner;
-        let failed = py.detach(|| client.set_many(&items, exptime)).py_result()?;
+        let failed = py
+            .detach(|| client.set_many(&items, exptime.0))
+            .py_result()?;
         PyList::new(py, failed.into_iter().map(|position| &originals[position]))
     }
 
@@ -512,7 +517,7 @@ impl PyClient {
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
-        prefix: Option<&str>,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let key = make_key(key, prefix, version)?;
@@ -526,7 +531,7 @@ impl PyClient {
         &self,
         py: Python<'_>,
         keys: &Bound<'_, PyAny>,
-        prefix: Option<&str>,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let maker = KeyMaker::new(prefix, version)?;
@@ -548,7 +553,7 @@ impl PyClient {
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         delta: Delta,
-        prefix: Option<&str>,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Option<u64>> {
         let key = make_key(key, prefix, version)?;
@@ -564,18 +569,19 @@ impl PyClient {
     }
 
     /// Sets a new expiry on `key`; returns whether it was there.
-    #[pyo3(signature = (key, exptime = 0, prefix = None, version = None))]
+    #[pyo3(signature = (key, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, exptime=0, prefix=None, version=None)")]
     fn touch(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
-        exptime: i64,
-        prefix: Option<&str>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let key = make_key(key, prefix, version)?;
         let client = &*self.inner;
-        py.detach(|| client.touch(&key, exptime)).py_result()
+        py.detach(|| client.touch(&key, exptime.0)).py_result()
     }
 
     /// Empties every node.
@@ -613,8 +619,8 @@ impl PyClient {
         command: Store,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
-        exptime: i64,
-        prefix: Option<&str>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let key = make_key(key, prefix, version)?;
@@ -622,7 +628,7 @@ impl PyClient {
         let (flags, data) = (encoded.flags, encoded.bytes()?);
         let client = &*self.inner;
         let reply = py
-            .detach(|| client.store(command, &key, flags, data, exptime))
+            .detach(|| client.store(command, &key, flags, data, exptime.0))
             .py_result()?;
         Ok(reply == StoreReply::Stored)
     }

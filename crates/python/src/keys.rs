@@ -35,12 +35,15 @@ pub struct KeyMaker {
 }
 
 impl KeyMaker {
-    pub fn new(prefix: Option<&str>, version: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    pub fn new(
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         let Some(prefix) = prefix else {
             return Ok(KeyMaker { head: None });
         };
-        let mut head = String::with_capacity(prefix.len() + 8);
-        head.push_str(prefix);
+        let mut head = String::with_capacity(32);
+        push_str(&mut head, prefix)?;
         head.push(':');
         match version {
             None => head.push('1'),
@@ -90,7 +93,7 @@ impl KeyMaker {
 /// The key sent to the server for `key` (see [`KeyMaker`]).
 pub fn make_key(
     key: &Bound<'_, PyAny>,
-    prefix: Option<&str>,
+    prefix: Option<&Bound<'_, PyString>>,
     version: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<String> {
     KeyMaker::new(prefix, version)?.make(key)
