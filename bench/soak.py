@@ -225,6 +225,10 @@ class Tally:
 
 def _classify(tally: Tally, mode: str, error: Exception, cache_errors: tuple[type, ...]) -> None:
     name = type(error).__name__
+    if " is marked down; next try in " in str(error):
+        # A fast failure: no request was sent to a node marked down. Counted apart, so that
+        # failures of requests that were sent stand out.
+        name += "(marked down)"
     if isinstance(error, cache_errors):
         tally.errors[f"{mode}:{name}"] += 1
     else:
