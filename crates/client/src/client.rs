@@ -1,5 +1,6 @@
 //! The client: single-key operations, routing, failure accounting and `ignore_exc`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -42,6 +43,15 @@ pub struct Client {
     discovery: Option<Discovery>,
     /// Handed to the discovery thread, which must not keep the client alive.
     me: Weak<Client>,
+    /// Unique in the process: what the failure logs of subjects outside the ring (the
+    /// configuration endpoint) are kept by.
+    pub(crate) id: u64,
+}
+
+/// The next [`Client::id`].
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Client {
@@ -54,6 +64,7 @@ impl Client {
             topology: ArcSwap::from_pointee(topology),
             discovery: None,
             me: Weak::new(),
+            id: next_id(),
         }
     }
 
@@ -72,6 +83,7 @@ impl Client {
             topology: ArcSwap::from_pointee(topology),
             discovery: Some(Discovery::new(endpoint, discovery)),
             me: me.clone(),
+            id: next_id(),
         })
     }
 

@@ -6,8 +6,8 @@
 //! which pyo3-log turns into a Python logger name) and at what level. A node's state lives in
 //! its `Health`: a success costs one atomic load ([`NodeLog::is_failing`]); only failures, and
 //! the first success after them, take the mutex. Failures that name no node of the ring (no
-//! membership, discovery, a node just removed) are tracked by their endpoint or node name in a
-//! small per-process registry.
+//! membership, discovery, a node just removed) are tracked by their endpoint or node name, per
+//! client, in a small per-process registry.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -514,7 +514,9 @@ impl NodeLog {
 #[derive(Debug)]
 struct Unrouted {
     pid: u32,
-    logs: Mutex<Vec<Arc<NodeLog>>>,
+    /// Each log with the client it belongs to ([`Client::id`]): a client made later for the
+    /// same endpoint starts with a clean slate, not with another client's failures.
+    logs: Mutex<Vec<(u64, Arc<NodeLog>)>>,
 }
 
 impl Unrouted {
@@ -532,7 +534,7 @@ static UNROUTED: OnceLock<ArcSwap<Unrouted>> = OnceLock::new();
 const UNROUTED_CAP: usize = 64;
 
 /// Runs `f` on this process's registry of unrouted failure logs.
-fn with_unrouted<R>(f: impl FnOnce(&mut Vec<Arc<NodeLog>>) -> R) -> R {
+fn with_unrouted<R>(f: impl FnOnce(&mut Vec<(u64, Arc<NodeLog>)>) -> R) -> R {
     let registries = UNROUTED.get_or_init(|| ArcSwap::from_pointee(Unrouted::new()));
     let pid = std::process::id();
     let mut registry = registries.load_full();
@@ -551,21 +553,22 @@ fn with_unrouted<R>(f: impl FnOnce(&mut Vec<Arc<NodeLog>>) -> R) -> R {
     f(&mut logs)
 }
 
-fn find(logs: &[Arc<NodeLog>], subject: &str, settings: &FailureLog) -> Option<Arc<NodeLog>> {
+fn find(logs: &[(u64, Arc<NodeLog>)], client: u64, subject: &str) -> Option<Arc<NodeLog>> {
     logs.iter()
-        .find(|l| l.subject == subject && l.settings == *settings)
-        .cloned()
+        .find(|(owner, log)| *owner == client && log.subject == subject)
+        .map(|(_, log)| Arc::clone(log))
 }
 
 /// The failure log of `subject`, made if there is none yet.
-fn unrouted(subject: &str, settings: &FailureLog) -> Arc<NodeLog> {
+fn unrouted(client: &Client, subject: &str) -> Arc<NodeLog> {
+    let settings = &client.config().failure_log;
     with_unrouted(|logs| {
-        find(logs, subject, settings).unwrap_or_else(|| {
+        find(logs, client.id, subject).unwrap_or_else(|| {
             if logs.len() >= UNROUTED_CAP {
                 logs.remove(0);
             }
             let log = Arc::new(NodeLog::new(subject, settings));
-            logs.push(Arc::clone(&log));
+            logs.push((client.id, Arc::clone(&log)));
             log
         })
     })
@@ -591,12 +594,7 @@ pub(crate) fn ignored(client: &Client, error: &Error) {
             return;
         }
     }
-    unrouted(&unrouted_subject(client, named), settings).failure(
-        error,
-        Context::Ignored,
-        None,
-        now,
-    );
+    unrouted(client, &unrouted_subject(client, named)).failure(error, Context::Ignored, None, now);
 }
 
 /// What a failure naming no node of the ring is about: what it names, else the configuration
@@ -616,7 +614,7 @@ pub(crate) fn refresh_failed(client: &Client, error: &Error) {
         return;
     }
     let subject = unrouted_subject(client, subject(error));
-    unrouted(&subject, settings).failure(error, Context::Refresh, None, Instant::now());
+    unrouted(client, &subject).failure(error, Context::Refresh, None, Instant::now());
 }
 
 /// Takes a successful discovery: the endpoint's recovery, if it was failing.
@@ -629,7 +627,7 @@ pub(crate) fn discovery_succeeded(client: &Client) {
         return;
     };
     let subject = endpoint.to_string();
-    if let Some(log) = with_unrouted(|logs| find(logs, &subject, settings)) {
+    if let Some(log) = with_unrouted(|logs| find(logs, client.id, &subject)) {
         if log.is_failing() {
             log.success(Instant::now());
         }
