@@ -1,6 +1,5 @@
 //! The client: single-key operations, routing, failure accounting and `ignore_exc`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -16,6 +15,7 @@ use crate::config::{ClientConfig, DiscoveryConfig};
 use crate::connection::Connection;
 use crate::discovery::Discovery;
 use crate::error::{Error, ErrorKind, Result};
+use crate::report::Unrouted;
 use crate::topology::{Node, Topology};
 
 /// A node's `stats`, as name/value pairs in the order the server sent them.
@@ -43,15 +43,9 @@ pub struct Client {
     discovery: Option<Discovery>,
     /// Handed to the discovery thread, which must not keep the client alive.
     me: Weak<Client>,
-    /// Unique in the process: what the failure logs of subjects outside the ring (the
-    /// configuration endpoint) are kept by.
-    pub(crate) id: u64,
-}
-
-/// The next [`Client::id`].
-fn next_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    /// The failure logs of subjects outside the ring (the configuration endpoint, removed
+    /// nodes), per process.
+    pub(crate) unrouted: ArcSwap<Unrouted>,
 }
 
 impl Client {
@@ -64,7 +58,7 @@ impl Client {
             topology: ArcSwap::from_pointee(topology),
             discovery: None,
             me: Weak::new(),
-            id: next_id(),
+            unrouted: ArcSwap::from_pointee(Unrouted::new()),
         }
     }
 
@@ -83,7 +77,7 @@ impl Client {
             topology: ArcSwap::from_pointee(topology),
             discovery: Some(Discovery::new(endpoint, discovery)),
             me: me.clone(),
-            id: next_id(),
+            unrouted: ArcSwap::from_pointee(Unrouted::new()),
         })
     }
 

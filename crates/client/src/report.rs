@@ -11,10 +11,9 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use log::Level;
 
 use crate::client::Client;
@@ -509,18 +508,17 @@ impl NodeLog {
     }
 }
 
-/// The failure logs of subjects that are not nodes of a ring (endpoints, removed nodes), per
-/// process: a forked child starts afresh. Few and small: capped, the oldest dropped first.
+/// One client's failure logs of subjects that are not nodes of its ring (its endpoint, removed
+/// nodes), in one process: a forked child starts afresh. Few and small: capped, the oldest
+/// dropped first.
 #[derive(Debug)]
-struct Unrouted {
+pub(crate) struct Unrouted {
     pid: u32,
-    /// Each log with the client it belongs to ([`Client::id`]): a client made later for the
-    /// same endpoint starts with a clean slate, not with another client's failures.
-    logs: Mutex<Vec<(u64, Arc<NodeLog>)>>,
+    logs: Mutex<Vec<Arc<NodeLog>>>,
 }
 
 impl Unrouted {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Unrouted {
             pid: std::process::id(),
             logs: Mutex::default(),
@@ -528,47 +526,43 @@ impl Unrouted {
     }
 }
 
-/// Swapped whole for a fresh registry in a forked child, which never locks its parent's mutex:
-/// another thread of the parent may have held it at the moment of the fork.
-static UNROUTED: OnceLock<ArcSwap<Unrouted>> = OnceLock::new();
 const UNROUTED_CAP: usize = 64;
 
-/// Runs `f` on this process's registry of unrouted failure logs.
-fn with_unrouted<R>(f: impl FnOnce(&mut Vec<(u64, Arc<NodeLog>)>) -> R) -> R {
-    let registries = UNROUTED.get_or_init(|| ArcSwap::from_pointee(Unrouted::new()));
+/// Runs `f` on `client`'s registry of unrouted failure logs for this process. A forked child
+/// swaps in a fresh registry and never locks its parent's mutex: another thread of the parent
+/// may have held it at the moment of the fork.
+fn with_unrouted<R>(client: &Client, f: impl FnOnce(&mut Vec<Arc<NodeLog>>) -> R) -> R {
     let pid = std::process::id();
-    let mut registry = registries.load_full();
+    let mut registry = client.unrouted.load_full();
     if registry.pid != pid {
         let fresh = Arc::new(Unrouted::new());
-        registries.rcu(|current| {
+        client.unrouted.rcu(|current| {
             if current.pid == pid {
                 Arc::clone(current)
             } else {
                 Arc::clone(&fresh)
             }
         });
-        registry = registries.load_full();
+        registry = client.unrouted.load_full();
     }
     let mut logs = registry.logs.lock().unwrap_or_else(PoisonError::into_inner);
     f(&mut logs)
 }
 
-fn find(logs: &[(u64, Arc<NodeLog>)], client: u64, subject: &str) -> Option<Arc<NodeLog>> {
-    logs.iter()
-        .find(|(owner, log)| *owner == client && log.subject == subject)
-        .map(|(_, log)| Arc::clone(log))
+fn find(logs: &[Arc<NodeLog>], subject: &str) -> Option<Arc<NodeLog>> {
+    logs.iter().find(|log| log.subject == subject).cloned()
 }
 
 /// The failure log of `subject`, made if there is none yet.
 fn unrouted(client: &Client, subject: &str) -> Arc<NodeLog> {
     let settings = &client.config().failure_log;
-    with_unrouted(|logs| {
-        find(logs, client.id, subject).unwrap_or_else(|| {
+    with_unrouted(client, |logs| {
+        find(logs, subject).unwrap_or_else(|| {
             if logs.len() >= UNROUTED_CAP {
                 logs.remove(0);
             }
             let log = Arc::new(NodeLog::new(subject, settings));
-            logs.push((client.id, Arc::clone(&log)));
+            logs.push(Arc::clone(&log));
             log
         })
     })
@@ -627,7 +621,7 @@ pub(crate) fn discovery_succeeded(client: &Client) {
         return;
     };
     let subject = endpoint.to_string();
-    if let Some(log) = with_unrouted(|logs| find(logs, client.id, &subject)) {
+    if let Some(log) = with_unrouted(client, |logs| find(logs, &subject)) {
         if log.is_failing() {
             log.success(Instant::now());
         }
