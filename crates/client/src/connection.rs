@@ -114,6 +114,18 @@ fn room_for(pending: usize, needed: usize, len: usize) -> usize {
     }
 }
 
+/// A connect to `address` that ran out of time, naming the limit that ran out: the connect's
+/// own or the operation's, whichever is shorter.
+fn connect_timed_out(address: &NodeAddress, config: &ClientConfig) -> Error {
+    Error::Timeout {
+        node: address.name.clone(),
+        timeout: match (config.connect_timeout, config.timeout) {
+            (Some(connect), Some(operation)) => connect.min(operation),
+            (connect, operation) => connect.or(operation).unwrap_or_default(),
+        },
+    }
+}
+
 /// A connected socket (plain or TLS) and its read buffer.
 #[derive(Debug)]
 pub struct Connection {
@@ -145,14 +157,7 @@ impl Connection {
             deadline,
             config.connect_timeout.map(|limit| Instant::now() + limit),
         );
-        // Which limit ran out names the timeout: the operation's, or the connect's own.
-        let timed_out = || Error::Timeout {
-            node: node.clone(),
-            timeout: match (config.connect_timeout, config.timeout) {
-                (Some(connect), Some(operation)) => connect.min(operation),
-                (connect, operation) => connect.or(operation).unwrap_or_default(),
-            },
-        };
+        let timed_out = || connect_timed_out(address, config);
         let connect_error = |source: io::Error| Error::Connect {
             node: node.clone(),
             source,
@@ -196,12 +201,7 @@ impl Connection {
         // The TLS handshake is part of the connect: bounded by what is left of it.
         let handshake_timeout = match (tls, remaining(connect_deadline)) {
             (Some(_), Some(Some(left))) => Some(left),
-            (Some(_), Some(None)) => {
-                return Err(Error::Timeout {
-                    node: address.name.clone(),
-                    timeout: config.connect_timeout.unwrap_or_default(),
-                })
-            }
+            (Some(_), Some(None)) => return Err(connect_timed_out(address, config)),
             _ => config.timeout,
         };
         let set_up = |tcp: &TcpStream| -> io::Result<()> {
