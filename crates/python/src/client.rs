@@ -27,8 +27,8 @@ use crate::serde::{decode, decode_or, encode};
 /// Where failures are logged: a Python logger name (`None`: `elasticache_client.failures`) and
 /// a level name (`None`: not logged).
 fn failure_log(logger: Option<String>, level: Option<&str>) -> PyResult<FailureLog> {
-    let defaults = FailureLog::default();
-    let level = match level {
+    let mut log = FailureLog::default();
+    log.level = match level {
         None => None,
         Some("WARNING") => Some(log::Level::Warn),
         Some("INFO") => Some(log::Level::Info),
@@ -39,12 +39,10 @@ fn failure_log(logger: Option<String>, level: Option<&str>) -> PyResult<FailureL
             )))
         }
     };
-    Ok({
-        let mut custom = FailureLog::default();
-        custom.target = logger.unwrap_or(defaults.target);
-        custom.level = level;
-        custom
-    })
+    if let Some(logger) = logger {
+        log.target = logger;
+    }
+    Ok(log)
 }
 
 /// A memcached client shared by every thread of the process.
@@ -170,36 +168,31 @@ impl PyClient {
             )?,
         };
         let retry_attempts = whole("retry_attempts", retry_attempts, 1, MAX_RETRY_ATTEMPTS)?;
-        let config = {
-            let mut custom = ClientConfig::default();
-            custom.connect_timeout = seconds("connect_timeout", connect_timeout, Zero::Refused)?;
-            custom.timeout = seconds("timeout", timeout, Zero::Refused)?;
-            custom.max_pool_size = to_usize(
-                "max_pool_size",
-                whole("max_pool_size", max_pool_size, 1, MAX_POOL_SIZE)?,
-            )?;
-            custom.pool_idle_timeout =
-                seconds("pool_idle_timeout", pool_idle_timeout, Zero::MeansNone)?;
-            custom.retry_attempts = u32::try_from(retry_attempts)
-                .map_err(|_| PyValueError::new_err("retry_attempts is out of range"))?;
-            custom.retry_timeout = required_seconds("retry_timeout", retry_timeout)?;
-            custom.dead_timeout = required_seconds("dead_timeout", dead_timeout)?;
-            custom.no_delay = no_delay;
-            custom.socket_keepalive = keepalive(socket_keepalive)?;
-            custom.max_value_len = max_value_len;
-            custom.ignore_exc = ignore_exc;
-            custom.tls = None;
-            custom.failure_log = failure_log(logger, failure_log_level)?;
-            custom
-        };
-        let discovery_settings = {
-            let mut custom = DiscoveryConfig::default();
-            custom.mode = mode.unwrap_or(DiscoveryMode::Auto);
-            custom.interval = seconds("discovery_interval", discovery_interval, Zero::MeansNone)?;
-            custom.retry_delay = required_seconds("discovery_retry_delay", discovery_retry_delay)?;
-            custom.use_vpc_ip_address = use_vpc_ip_address;
-            custom
-        };
+        let mut config = ClientConfig::default();
+        config.connect_timeout = seconds("connect_timeout", connect_timeout, Zero::Refused)?;
+        config.timeout = seconds("timeout", timeout, Zero::Refused)?;
+        config.max_pool_size = to_usize(
+            "max_pool_size",
+            whole("max_pool_size", max_pool_size, 1, MAX_POOL_SIZE)?,
+        )?;
+        config.pool_idle_timeout =
+            seconds("pool_idle_timeout", pool_idle_timeout, Zero::MeansNone)?;
+        config.retry_attempts = u32::try_from(retry_attempts)
+            .map_err(|_| PyValueError::new_err("retry_attempts is out of range"))?;
+        config.retry_timeout = required_seconds("retry_timeout", retry_timeout)?;
+        config.dead_timeout = required_seconds("dead_timeout", dead_timeout)?;
+        config.no_delay = no_delay;
+        config.socket_keepalive = keepalive(socket_keepalive)?;
+        config.max_value_len = max_value_len;
+        config.ignore_exc = ignore_exc;
+        config.failure_log = failure_log(logger, failure_log_level)?;
+        let mut discovery_settings = DiscoveryConfig::default();
+        discovery_settings.mode = mode.unwrap_or(DiscoveryMode::Auto);
+        discovery_settings.interval =
+            seconds("discovery_interval", discovery_interval, Zero::MeansNone)?;
+        discovery_settings.retry_delay =
+            required_seconds("discovery_retry_delay", discovery_retry_delay)?;
+        discovery_settings.use_vpc_ip_address = use_vpc_ip_address;
         // Any TLS option turns TLS on: a CA file given with plaintext would be a silent downgrade.
         let tls_on = tls
             || tls_ca_certs.as_ref().is_some_and(|certs| !certs.is_empty())
@@ -207,7 +200,7 @@ impl PyClient {
             || tls_cert_file.is_some()
             || tls_key_file.is_some()
             || tls_server_name.is_some();
-        let config = if tls_on {
+        if tls_on {
             for (name, path) in [
                 ("tls_ca_file", &tls_ca_file),
                 ("tls_cert_file", &tls_cert_file),
@@ -236,17 +229,14 @@ impl PyClient {
             .into_iter()
             .filter_map(|(name, text)| text.map(|t| (name, t)))
             .collect();
-            let settings = {
-                let mut custom = TlsSettings::default();
-                custom.ca_certificates = tls_ca_certs.unwrap_or_default();
-                custom.ca_file = tls_ca_file;
-                custom.skip_verification = !tls_verify;
-                custom.skip_hostname_check = !tls_check_hostname;
-                custom.client_cert_file = tls_cert_file;
-                custom.client_key_file = tls_key_file;
-                custom.server_name = tls_server_name;
-                custom
-            };
+            let mut settings = TlsSettings::default();
+            settings.ca_certificates = tls_ca_certs.unwrap_or_default();
+            settings.ca_file = tls_ca_file;
+            settings.skip_verification = !tls_verify;
+            settings.skip_hostname_check = !tls_check_hostname;
+            settings.client_cert_file = tls_cert_file;
+            settings.client_key_file = tls_key_file;
+            settings.server_name = tls_server_name;
             let built = settings.build().map_err(|error| {
                 let message = error.to_string();
                 let name = shown
@@ -255,14 +245,8 @@ impl PyClient {
                     .map_or("tls", |(name, _)| name);
                 PyValueError::new_err(format!("{name}: {message}"))
             })?;
-            {
-                let mut custom = config;
-                custom.tls = Some(built);
-                custom
-            }
-        } else {
-            config
-        };
+            config.tls = Some(built);
+        }
         let inner = match (mode, nodes.as_slice()) {
             (_, []) => return Err(PyValueError::new_err("servers: at least one is needed")),
             (None, nodes) => Arc::new(Client::new(nodes, config)),

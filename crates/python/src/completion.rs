@@ -247,8 +247,7 @@ fn deliver(py: Python<'_>, future: Bound<'_, PyAny>, result: PyResult<Py<PyAny>>
 
 #[cfg(test)]
 mod tests {
-    //! The pool with plain Rust jobs (no Python). `scripts/test.sh` runs the bindings from
-    //! Python; run these with `cargo test -p elasticache-python --lib`.
+    //! The pool with plain Rust jobs (no Python), run by `cargo test --workspace`.
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::sync::mpsc;
