@@ -238,19 +238,20 @@ pub fn with_error_replies<'a, T>(
     buf: &'a [u8],
     parse: impl FnOnce(&'a [u8]) -> Result<Parse<T>, ReplyError>,
 ) -> Result<Parse<Result<T, ReplyError>>, ReplyError> {
-    if let Some((line, used)) = next_line(buf)? {
-        if let Some(error) = error_line(line) {
-            return Ok(Parse::Complete(Err(error), used));
-        }
-    }
     match parse(buf) {
         Ok(Parse::Complete(reply, used)) => Ok(Parse::Complete(Ok(reply), used)),
         Ok(Parse::Incomplete(needed)) => Ok(Parse::Incomplete(needed)),
         Err(stream @ (ReplyError::Malformed(_) | ReplyError::ValueTooLarge { .. })) => Err(stream),
-        // The first line is not an error line, so the parser met one further in.
-        Err(_) => Err(ReplyError::Malformed(
-            "an error line inside a multi-line reply: the stream is out of step".to_owned(),
-        )),
+        // The first line is looked at only now, off the path of every good reply.
+        Err(error) => match next_line(buf)? {
+            Some((line, used)) if error_line(line).is_some() => {
+                Ok(Parse::Complete(Err(error), used))
+            }
+            // The parser met an error line further in.
+            _ => Err(ReplyError::Malformed(
+                "an error line inside a multi-line reply: the stream is out of step".to_owned(),
+            )),
+        },
     }
 }
 
