@@ -1,5 +1,5 @@
 """``aget`` on the event loop: a pooled connection's request is sent without blocking and its
-reply read when the loop sees the socket readable. Same values and same failures as ``get``,
+reply read when the loop sees the socket readable (the engine's asyncio driver). Same values and same failures as ``get``,
 the loop free while the reply is on its way, and a connection never reused after an
 unfinished reply."""
 
@@ -14,8 +14,8 @@ import pytest
 import uvloop
 
 from django_elasticache_rs import CacheServerError, CacheTimeoutError
-from django_elasticache_rs._futures import finish_get
-from django_elasticache_rs._native import PendingGet
+from django_elasticache_rs._futures import run
+from django_elasticache_rs._native import BLOCK, READ, WAIT
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
 from tests.support.faults import FaultyServer, faulty_server
@@ -59,21 +59,24 @@ def test_each_test_runs_on_the_loop_it_names(event_loop_kind: str) -> None:
     assert asyncio.run(loop_module()).startswith("uvloop") == (event_loop_kind == "uvloop")
 
 
-def test_a_cold_pool_leaves_the_get_to_a_worker_and_a_warm_one_to_the_loop() -> None:
+def test_a_cold_pool_leaves_the_connect_to_a_worker_and_a_warm_one_to_the_loop() -> None:
     gate = threading.Event()
     with faulty_server(b"VALUE k 0 2\r\nhi\r\nEND\r\n", before=[WARM_UP], gate=gate) as server:
         cache = backend(server.address)
-        cold = cache._native.get_start("cold")
-        assert type(cold) is PendingGet
-        assert cold.fileno() == -1  # no connection yet: connecting is not done on the loop
+        cold = cache._native.start_get("cold")
+        # No connection yet: connecting is not done on the loop.
+        assert cold.advance() == BLOCK
+        assert open_connections(cache) == 0
+        cold.close()
         warm(cache)
-        pending = cache._native.get_start("k")
-        assert type(pending) is PendingGet
-        assert pending.fileno() >= 0
+        pending = cache._native.start_get("k")
+        assert pending.advance() == WAIT
+        [(fd, interest)] = pending.waits()
+        assert fd >= 0 and interest == READ
         assert server.requested.wait(timeout=5)
 
         async def scenario() -> Any:
-            result = asyncio.ensure_future(finish_get(pending))
+            result = asyncio.ensure_future(run(pending))
             await asyncio.sleep(0)
             gate.set()
             return await result

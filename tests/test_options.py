@@ -55,6 +55,7 @@ BAD: dict[str, list[Any]] = {
     "dead_timeout": ["60", None, True, -1, NAN, INF, 86_401, 2**63],
     "logger": [None, "", 1, b"name"],
     "failure_log_level": ["LOUD", "", 7, True, 2.5],
+    "gevent": ["on", "", "AUTO", 1, 0, None],
     "serde": [
         "pickle",
         object(),
@@ -93,6 +94,7 @@ GOOD: dict[str, list[Any]] = {
     "dead_timeout": [0, 0.5, 86_400],
     "logger": ["myproject.cache", "elasticache_client.failures"],
     "failure_log_level": ["WARNING", "info", "Error", logging.ERROR, None],
+    "gevent": ["auto", True, False],
     "serde": [None, SimpleNamespace(serialize=lambda k, v: (v, 0), deserialize=lambda k, v, f: v)],
     "allow_unicode_keys": [True, False],
     "default_noreply": [True, False],

@@ -2,10 +2,20 @@
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, Protocol, final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Literal, Protocol, final
 
-__all__ = ["Client", "PendingGet", "__version__", "murmur3_32", "run_in_worker"]
+__all__ = [
+    "BLOCK",
+    "DONE",
+    "READ",
+    "WAIT",
+    "WRITE",
+    "Client",
+    "Operation",
+    "__version__",
+    "murmur3_32",
+]
 
 __version__: str
 
@@ -18,11 +28,16 @@ class _Serde(Protocol):
 def murmur3_32(text: str) -> int:
     """murmur3 x86 32-bit (seed 0) as pymemcache computes it (low byte of each code point)."""
 
-def run_in_worker(
-    future: asyncio.Future[Any], function: Callable[..., Any], args: tuple[Any, ...]
-) -> None:
-    """Calls ``function(*args)`` on a native worker thread and completes ``future`` (of the
-    running loop) with its result or exception."""
+#: ``Operation.advance()``: the result is ready.
+DONE: Final = 0
+#: ``Operation.advance()``: wait on ``waits()`` for at most ``timeout()`` seconds.
+WAIT: Final = 1
+#: ``Operation.advance()``: run ``prepare()`` off the event loop.
+BLOCK: Final = 2
+#: ``Operation.waits()``: wait for the socket to be readable.
+READ: Final = 1
+#: ``Operation.waits()``: wait for the socket to be writable.
+WRITE: Final = 2
 
 @final
 class Client:
@@ -114,12 +129,6 @@ class Client:
     def get(
         self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
     ) -> Any: ...
-    def get_start(
-        self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
-    ) -> Any | PendingGet:
-        """Like ``get``, for asyncio, without blocking: the value (or ``default``) when the
-        reply is already there, else a ``PendingGet`` for the running loop to drive
-        (``django_elasticache_rs._futures.finish_get``). Key errors raise here."""
     def contains(self, key: Any, prefix: str | None = None, version: Any = None) -> bool: ...
     def get_many(
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
@@ -163,24 +172,71 @@ class Client:
     ) -> bool: ...
     def flush_all(self) -> None: ...
     def stats(self, group: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]: ...
+    # The same operations for the asyncio and gevent drivers (``_futures.run``, ``_green.run``):
+    # the same arguments, key errors raised here, the I/O left to the caller's scheduler.
+    def start_get(
+        self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
+    ) -> Operation: ...
+    def start_contains(
+        self, key: Any, prefix: str | None = None, version: Any = None
+    ) -> Operation: ...
+    def start_set(
+        self,
+        key: Any,
+        value: Any,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> Operation: ...
+    def start_add(
+        self,
+        key: Any,
+        value: Any,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> Operation: ...
+    def start_delete(
+        self, key: Any, prefix: str | None = None, version: Any = None
+    ) -> Operation: ...
+    def start_incr(
+        self, key: Any, delta: int = 1, prefix: str | None = None, version: Any = None
+    ) -> Operation: ...
+    def start_touch(
+        self, key: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
+    ) -> Operation: ...
+    def start_get_many(
+        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
+    ) -> Operation: ...
+    def start_set_many(
+        self,
+        mapping: Mapping[Any, Any],
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> Operation: ...
+    def start_delete_many(
+        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
+    ) -> Operation: ...
+    def start_flush_all(self) -> Operation: ...
     def close_idle(self) -> None:
         """Closes this process's idle pooled connections."""
 
 @final
-class PendingGet:
-    """A ``get`` in progress on an event loop (see ``Client.get_start``)."""
+class Operation:
+    """A cache operation driven by the caller's scheduler (an asyncio loop, gevent's hub)."""
 
-    def fileno(self) -> int:
-        """The socket to watch for readability; -1 when the get must run on a worker."""
-    @property
+    def advance(self) -> int:
+        """Writes and reads what the sockets allow: ``DONE``, ``WAIT`` or ``BLOCK``."""
+    def waits(self) -> list[tuple[int, int]]:
+        """The sockets to wait on, as ``(fd, READ)`` or ``(fd, WRITE)``."""
     def timeout(self) -> float | None:
-        """Seconds after which the loop calls ``on_timeout``; ``None`` for no timeout."""
-    def on_readable(self, future: asyncio.Future[Any]) -> None:
-        """Reads what has arrived; completes ``future`` once the reply is whole or failed."""
-    def on_timeout(self, future: asyncio.Future[Any]) -> None:
-        """Completes ``future`` as a blocking get's timeout would."""
-    def run_on_worker(self, future: asyncio.Future[Any]) -> None:
-        """Runs the whole get on a native worker thread, which completes ``future``."""
+        """Seconds until the deadline (0 once passed); ``None`` without a timeout."""
+    def prepare(self) -> None:
+        """The blocking part (connecting, the first discovery): off the event loop only."""
+    def prepare_later(self, future: asyncio.Future[Any]) -> None:
+        """Runs ``prepare()`` on a native worker thread, then completes ``future``."""
+    def result(self) -> Any:
+        """The result once ``advance()`` returned ``DONE``, or its exception. Ends it."""
     def close(self) -> None:
-        """Ends the exchange once the loop no longer watches the socket: the connection goes
-        back to its pool after a clean reply and is closed otherwise."""
+        """Ends the operation early: connections of unfinished exchanges are closed."""

@@ -7,19 +7,19 @@ thread and per async task. Key making, validation, hashing and value encoding ru
 
 from __future__ import annotations
 
-import asyncio
 import math
 import numbers
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 from django.core.exceptions import ImproperlyConfigured
 
-from django_elasticache_rs._futures import finish_get
-from django_elasticache_rs._native import Client, PendingGet, run_in_worker
+from django_elasticache_rs import _green
+from django_elasticache_rs._futures import run
+from django_elasticache_rs._native import Client
 from django_elasticache_rs.exceptions import CacheClientError
 from django_elasticache_rs.options import (
     DEFAULTS,
@@ -31,7 +31,6 @@ from django_elasticache_rs.options import (
 
 __all__ = ["ElastiCache"]
 
-_T = TypeVar("_T")
 
 # memcached reads an expiry over 30 days as a Unix time.
 _MAX_RELATIVE_EXPIRY = 60 * 60 * 24 * 30
@@ -87,15 +86,6 @@ def forget_shared_clients() -> None:
         _clients.clear()
 
 
-async def _off_loop(function: Callable[..., _T], *args: Any) -> _T:
-    """Runs a blocking call on the cache's own native worker threads: the event loop is never
-    blocked, and calls neither queue behind Django's thread-sensitive executor nor compete for
-    the loop's default executor (a handful of threads on a small machine)."""
-    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-    run_in_worker(future, function, args)
-    return await future
-
-
 class ElastiCache(BaseCache):
     """Django cache backend for ElastiCache (memcached) clusters."""
 
@@ -120,6 +110,16 @@ class ElastiCache(BaseCache):
             self._native_client: Client = shared_client(self._servers, self._settings)
         except (ValueError, TypeError, OverflowError, CacheClientError) as error:
             raise _refused(error) from error
+        # What the blocking methods call: the native client, whose calls block the thread, or
+        # under gevent the same operations run by the gevent driver, which yield to the hub.
+        # Decided per backend object: Django makes one per thread (per greenlet under gevent),
+        # after gevent's monkey-patching even when the app was loaded before it (--preload).
+        gevent = self._settings.gevent
+        self._blocking: Client | _green.GreenClient = (
+            _green.GreenClient(self._native_client)
+            if gevent is True or (gevent == "auto" and _green.patched())
+            else self._native_client
+        )
 
     @property
     def _native(self) -> Client:
@@ -178,43 +178,45 @@ class ElastiCache(BaseCache):
         return self.version if version is None else version
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        return self._native.get(
+        return self._blocking.get(
             self._key(key, version), default, self._prefix, self._version(version)
         )
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
-        return self._native.contains(self._key(key, version), self._prefix, self._version(version))
+        return self._blocking.contains(
+            self._key(key, version), self._prefix, self._version(version)
+        )
 
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
         key = self._key(key, version)
         v = self._version(version)
-        if not self._native.set(key, value, self.get_backend_timeout(timeout), self._prefix, v):
+        if not self._blocking.set(key, value, self.get_backend_timeout(timeout), self._prefix, v):
             # An old value must not outlive a failed set (the native client already does this
             # for values that are too large).
-            self._native.delete(key, self._prefix, v)
+            self._blocking.delete(key, self._prefix, v)
 
     def add(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
         key = self._key(key, version)
         exptime = self.get_backend_timeout(timeout)
-        return self._native.add(key, value, exptime, self._prefix, self._version(version))
+        return self._blocking.add(key, value, exptime, self._prefix, self._version(version))
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key = self._key(key, version)
         exptime = self.get_backend_timeout(timeout)
-        return self._native.touch(key, exptime, self._prefix, self._version(version))
+        return self._blocking.touch(key, exptime, self._prefix, self._version(version))
 
     def delete(self, key: Any, version: int | None = None) -> bool:
-        return self._native.delete(self._key(key, version), self._prefix, self._version(version))
+        return self._blocking.delete(self._key(key, version), self._prefix, self._version(version))
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         if self._prefix is not None:
-            return self._native.get_many(keys, self._prefix, self._version(version))
+            return self._blocking.get_many(keys, self._prefix, self._version(version))
         made = {self.make_key(key, version): key for key in keys}
-        found = self._native.get_many(made, None)
+        found = self._blocking.get_many(made, None)
         return {made[key]: value for key, value in found.items()}
 
     def set_many(
@@ -225,21 +227,23 @@ class ElastiCache(BaseCache):
     ) -> list[Any]:
         exptime = self.get_backend_timeout(timeout)
         if self._prefix is not None:
-            return self._native.set_many(data, exptime, self._prefix, self._version(version))
+            return self._blocking.set_many(data, exptime, self._prefix, self._version(version))
         made = {self.make_key(key, version): key for key in data}
-        failed = self._native.set_many({k: data[original] for k, original in made.items()}, exptime)
+        failed = self._blocking.set_many(
+            {k: data[original] for k, original in made.items()}, exptime
+        )
         return [made[key] for key in failed]
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         if self._prefix is not None:
-            self._native.delete_many(keys, self._prefix, self._version(version))
+            self._blocking.delete_many(keys, self._prefix, self._version(version))
         else:
-            self._native.delete_many([self.make_key(k, version) for k in keys])
+            self._blocking.delete_many([self.make_key(k, version) for k in keys])
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         # A delta that is not an int raises TypeError, one of 2**64 or more in magnitude
         # ValueError (the native client words both).
-        value = self._native.incr(
+        value = self._blocking.incr(
             self._key(key, version), delta, self._prefix, self._version(version)
         )
         if value is None:
@@ -252,46 +256,75 @@ class ElastiCache(BaseCache):
         return self.incr(key, -delta, version)
 
     def clear(self) -> None:
-        self._native.flush_all()
+        self._blocking.flush_all()
 
     def close(self, **kwargs: Any) -> None:
         """Called by Django at the end of each request: connections stay pooled for the next."""
 
-    # Async API: the same calls off the event loop; each one stays a single native operation.
+    # Async API: the same operations, their I/O done on the running event loop (`_futures`).
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        # The hottest async call does its I/O on the event loop itself: a non-blocking
-        # request on a pooled connection, read when the loop sees the socket readable.
-        started = self._native.get_start(
-            self._key(key, version), default, self._prefix, self._version(version)
+        return await run(
+            self._native_client.start_get(
+                self._key(key, version), default, self._prefix, self._version(version)
+            )
         )
-        if type(started) is PendingGet:
-            return await finish_get(started)
-        return started
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
-        return await _off_loop(self.has_key, key, version)
+        found: bool = await run(
+            self._native_client.start_contains(
+                self._key(key, version), self._prefix, self._version(version)
+            )
+        )
+        return found
 
     async def aset(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
-        await _off_loop(self.set, key, value, timeout, version)
+        key = self._key(key, version)
+        v = self._version(version)
+        exptime = self.get_backend_timeout(timeout)
+        if not await run(self._native_client.start_set(key, value, exptime, self._prefix, v)):
+            # As `set`: an old value must not outlive a failed set.
+            await run(self._native_client.start_delete(key, self._prefix, v))
 
     async def aadd(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
-        return await _off_loop(self.add, key, value, timeout, version)
+        key = self._key(key, version)
+        exptime = self.get_backend_timeout(timeout)
+        added: bool = await run(
+            self._native_client.start_add(key, value, exptime, self._prefix, self._version(version))
+        )
+        return added
 
     async def atouch(
         self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
-        return await _off_loop(self.touch, key, timeout, version)
+        key = self._key(key, version)
+        exptime = self.get_backend_timeout(timeout)
+        touched: bool = await run(
+            self._native_client.start_touch(key, exptime, self._prefix, self._version(version))
+        )
+        return touched
 
     async def adelete(self, key: Any, version: int | None = None) -> bool:
-        return await _off_loop(self.delete, key, version)
+        deleted: bool = await run(
+            self._native_client.start_delete(
+                self._key(key, version), self._prefix, self._version(version)
+            )
+        )
+        return deleted
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        return await _off_loop(self.get_many, list(keys), version)
+        if self._prefix is not None:
+            found: dict[Any, Any] = await run(
+                self._native_client.start_get_many(keys, self._prefix, self._version(version))
+            )
+            return found
+        made = {self.make_key(key, version): key for key in keys}
+        found = await run(self._native_client.start_get_many(made, None))
+        return {made[key]: value for key, value in found.items()}
 
     async def aset_many(
         self,
@@ -299,19 +332,46 @@ class ElastiCache(BaseCache):
         timeout: Any = DEFAULT_TIMEOUT,
         version: int | None = None,
     ) -> list[Any]:
-        return await _off_loop(self.set_many, dict(data), timeout, version)
+        exptime = self.get_backend_timeout(timeout)
+        if self._prefix is not None:
+            failed: list[Any] = await run(
+                self._native_client.start_set_many(
+                    data, exptime, self._prefix, self._version(version)
+                )
+            )
+            return failed
+        made = {self.make_key(key, version): key for key in data}
+        mapping = {k: data[original] for k, original in made.items()}
+        failed = await run(self._native_client.start_set_many(mapping, exptime))
+        return [made[key] for key in failed]
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        await _off_loop(self.delete_many, list(keys), version)
+        if self._prefix is not None:
+            await run(
+                self._native_client.start_delete_many(keys, self._prefix, self._version(version))
+            )
+        else:
+            await run(
+                self._native_client.start_delete_many([self.make_key(k, version) for k in keys])
+            )
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return await _off_loop(self.incr, key, delta, version)
+        value: int | None = await run(
+            self._native_client.start_incr(
+                self._key(key, version), delta, self._prefix, self._version(version)
+            )
+        )
+        if value is None:
+            raise ValueError(f"Key '{key}' not found")
+        return value
 
     async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return await _off_loop(self.decr, key, delta, version)
+        if not isinstance(delta, int):
+            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
+        return await self.aincr(key, -delta, version)
 
     async def aclear(self) -> None:
-        await _off_loop(self.clear)
+        await run(self._native_client.start_flush_all())
 
     async def aclose(self, **kwargs: Any) -> None:
         """Nothing to release: connections stay pooled."""

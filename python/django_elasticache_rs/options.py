@@ -12,8 +12,8 @@ import math
 import os
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "retry_attempts": 2,
     "retry_timeout": 1.0,
     "dead_timeout": 60.0,
+    # gevent: "auto" yields to gevent's hub when it has monkey-patched ``socket``; True always
+    # (gevent must be installed), False never.
+    "gevent": "auto",
     # Failure logs: the logger name and the level of failure records (None: silent).
     "logger": "elasticache_client.failures",
     "failure_log_level": "WARNING",
@@ -303,6 +306,9 @@ class Settings:
     """Validated options: the native client's arguments (hashable: they key the shared client)."""
 
     native: tuple[tuple[str, Any], ...]
+    #: Whether blocking calls yield to gevent's hub: "auto", True or False. Not part of the
+    #: shared client's key: every way of waiting drives the same client.
+    gevent: Literal["auto"] | bool = field(default="auto", compare=False)
 
     def native_kwargs(self) -> dict[str, Any]:
         return {
@@ -395,4 +401,21 @@ def parse_options(options: Any, servers: Sequence[str]) -> Settings:
         **_tls_arguments(merged),
         **_failure_log(merged["logger"], merged["failure_log_level"]),
     }
-    return Settings(native=tuple(sorted(native.items())))
+    return Settings(native=tuple(sorted(native.items())), gevent=_gevent(merged["gevent"]))
+
+
+def _gevent(value: Any) -> Literal["auto"] | bool:
+    """``OPTIONS["gevent"]``: "auto", True (gevent must be importable) or False."""
+    if value == "auto" and isinstance(value, str):
+        return "auto"
+    if not isinstance(value, bool):
+        raise _bad("gevent", "'auto', True or False", value)
+    if value:
+        try:
+            import gevent  # noqa: F401
+        except ImportError as error:
+            raise ImproperlyConfigured(
+                "OPTIONS['gevent'] is True but gevent cannot be imported: install gevent, or "
+                "leave the option at 'auto'"
+            ) from error
+    return value

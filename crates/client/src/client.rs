@@ -1,19 +1,21 @@
-//! The client: single-key operations, routing, failure accounting and `ignore_exc`.
+//! The client: its operations (run by the engine's blocking driver), routing, failure
+//! accounting and `ignore_exc`.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use elasticache_proto::{
-    self as proto, Counter, DeleteReply, IncrDecrReply, Parse, Retrieval, RetrievalItem, Store,
-    StoreReply, TouchReply,
+    self as proto, Counter, DeleteReply, IncrDecrReply, Retrieval, Store, StoreReply, TouchReply,
 };
 
 use crate::address::NodeAddress;
+use crate::commands::{EveryNode, OneLine, Retrieve, StoreOne};
 use crate::config::{ClientConfig, DiscoveryConfig};
-use crate::connection::Connection;
 use crate::discovery::Discovery;
+use crate::engine::Operation;
 use crate::error::{Error, ErrorKind, Result};
 use crate::report::Unrouted;
 use crate::topology::{Node, Topology};
@@ -279,75 +281,20 @@ impl Client {
         }
     }
 
-    /// Runs one request/reply exchange with the node that owns `key`.
-    fn exchange<T>(
-        &self,
-        key: &str,
-        request: &[u8],
-        read: impl FnOnce(&mut Connection, Option<Instant>) -> Result<T>,
-    ) -> Result<T> {
-        let topology = self.routing_topology()?;
-        let index = topology.node_index_for(key).ok_or(Error::NoNodes)?;
-        self.exchange_with(&topology.nodes()[index], request, read)
-    }
-
-    /// Runs one request/reply exchange with `node`, accounting for its health: the
-    /// connection goes back to the pool only after a clean exchange.
-    fn exchange_with<T>(
-        &self,
-        node: &Node,
-        request: &[u8],
-        read: impl FnOnce(&mut Connection, Option<Instant>) -> Result<T>,
-    ) -> Result<T> {
-        let deadline = self.deadline();
-        let mut lease = self.lease(node, deadline)?;
-        let result = match lease.connection() {
-            Some(connection) => connection
-                .send(request, deadline)
-                .and_then(|()| read(connection, deadline)),
-            None => Err(Error::NoNodes),
-        };
-        match &result {
-            Ok(_) => {
-                node.health.record_success();
-                lease.release();
-            }
-            Err(error) => self.note_failure(node, error),
-        }
-        result
-    }
-
-    fn retrieve(&self, key: &str, kind: Retrieval) -> Result<Option<Item>> {
-        Self::validate(key)?;
-        let mut request = Vec::with_capacity(key.len() + 8);
-        proto::encode_retrieval(&mut request, kind, [key.as_bytes()]);
-        let max = self.config.max_value_len;
-        let result = self.exchange(key, &request, |connection, deadline| {
-            let mut found = None;
-            while let Some((returned_key, item)) =
-                connection.read(deadline, |buf| parse_item(buf, max))?
-            {
-                accept_item(connection.node(), key, &mut found, &returned_key, item)?;
-            }
-            Ok(found)
-        });
-        self.tolerate(result, || None)
-    }
-
     /// Reads `key`; `None` when it is not in the cache.
     pub fn get(&self, key: &str) -> Result<Option<Item>> {
-        self.retrieve(key, Retrieval::Get)
+        Operation::new(self, Retrieve::new(self, key.to_owned(), Retrieval::Get))?.run(self)
     }
 
     /// Reads `key` with its CAS token.
     pub fn gets(&self, key: &str) -> Result<Option<Item>> {
-        self.retrieve(key, Retrieval::Gets)
+        Operation::new(self, Retrieve::new(self, key.to_owned(), Retrieval::Gets))?.run(self)
     }
 
     /// Runs a storage command and returns the server's verdict.
     ///
-    /// A `set` that fails because the value is too large deletes the key first: the old value
-    /// must not be read back as if the new one had been stored.
+    /// A `set` that fails because the value is too large (for the client or the node) deletes
+    /// the key: the old value must not be read back as if the new one had been stored.
     pub fn store(
         &self,
         command: Store,
@@ -356,41 +303,9 @@ impl Client {
         data: &[u8],
         exptime: i64,
     ) -> Result<StoreReply> {
-        Self::validate(key)?;
-        let too_large = data.len() > self.config.max_value_len;
-        let result = if too_large {
-            Err(Error::ValueTooLarge {
-                size: data.len(),
-                limit: self.config.max_value_len,
-            })
-        } else {
-            let mut request = Vec::new();
-            proto::encode_store(
-                &mut request,
-                command,
-                key.as_bytes(),
-                flags,
-                exptime,
-                data,
-                false,
-            );
-            self.exchange(key, &request, |connection, deadline| {
-                connection.read(deadline, proto::parse_store)
-            })
-            .map_err(|error| error.for_store(data.len()))
-        };
-        let failed_on_the_server = matches!(
-            &result,
-            Err(Error::ServerFailure { .. } | Error::TooLargeForNode { .. })
-        );
-        if command == Store::Set && (too_large || failed_on_the_server) {
-            // Best effort: the set already failed, and that is the error to report. A delete
-            // that fails too has failed on the node, which the failure policy logs.
-            if let Err(error) = self.delete(key) {
-                log::debug!("could not delete {key:?} after a failed set: {error}");
-            }
-        }
-        self.tolerate(result, || StoreReply::NotStored)
+        let data = Cow::Borrowed(data);
+        let store = StoreOne::new(self, command, key.to_owned(), flags, data, exptime);
+        Operation::new(self, store)?.run(self)
     }
 
     /// Stores `data` under `key`; returns whether it was stored.
@@ -405,13 +320,8 @@ impl Client {
 
     /// Deletes `key`; returns whether it was there.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        Self::validate(key)?;
-        let mut request = Vec::with_capacity(key.len() + 10);
-        proto::encode_delete(&mut request, key.as_bytes(), false);
-        let result = self.exchange(key, &request, |connection, deadline| {
-            connection.read(deadline, proto::parse_delete)
-        });
-        Ok(self.tolerate(result, || DeleteReply::NotFound)? == DeleteReply::Deleted)
+        let reply = Operation::new(self, OneLine::delete(key.to_owned()))?.run(self)?;
+        Ok(reply == DeleteReply::Deleted)
     }
 
     /// Adds `delta` to a counter; `None` when `key` is not in the cache.
@@ -425,13 +335,8 @@ impl Client {
     }
 
     fn counter(&self, op: Counter, key: &str, delta: u64) -> Result<Option<u64>> {
-        Self::validate(key)?;
-        let mut request = Vec::with_capacity(key.len() + 28);
-        proto::encode_incr_decr(&mut request, op, key.as_bytes(), delta, false);
-        let result = self.exchange(key, &request, |connection, deadline| {
-            connection.read(deadline, proto::parse_incr_decr)
-        });
-        Ok(match self.tolerate(result, || IncrDecrReply::NotFound)? {
+        let counter = OneLine::counter(key.to_owned(), op, delta);
+        Ok(match Operation::new(self, counter)?.run(self)? {
             IncrDecrReply::Value(value) => Some(value),
             IncrDecrReply::NotFound => None,
         })
@@ -439,60 +344,25 @@ impl Client {
 
     /// Sets a new expiry on `key`; returns whether it was there.
     pub fn touch(&self, key: &str, exptime: i64) -> Result<bool> {
-        Self::validate(key)?;
-        let mut request = Vec::with_capacity(key.len() + 28);
-        proto::encode_touch(&mut request, key.as_bytes(), exptime, false);
-        let result = self.exchange(key, &request, |connection, deadline| {
-            connection.read(deadline, proto::parse_touch)
-        });
-        Ok(self.tolerate(result, || TouchReply::NotFound)? == TouchReply::Touched)
-    }
-
-    /// Runs one exchange with every node; results in node order.
-    pub(crate) fn on_every_node<T>(
-        &self,
-        request: &[u8],
-        read: impl Fn(&mut Connection, Option<Instant>) -> Result<T>,
-    ) -> Result<Vec<(String, Result<T>)>> {
-        let topology = self.routing_topology()?;
-        Ok(topology
-            .nodes()
-            .iter()
-            .map(|node| {
-                let result = self.exchange_with(node, request, &read);
-                (node.address.name.clone(), result)
-            })
-            .collect())
+        let reply = Operation::new(self, OneLine::touch(key.to_owned(), exptime))?.run(self)?;
+        Ok(reply == TouchReply::Touched)
     }
 
     /// Empties every node (`flush_all`). Fails if any node could not be flushed.
     pub fn flush_all(&self) -> Result<()> {
-        let mut request = Vec::new();
-        proto::encode_flush_all(&mut request, None, false);
-        let outcome = self
-            .on_every_node(&request, |connection, deadline| {
-                connection.read(deadline, proto::parse_ok)
-            })
-            .and_then(|replies| replies.into_iter().try_for_each(|(_, result)| result));
-        self.tolerate(outcome, || ())
+        let replies =
+            Operation::new(self, EveryNode::flush_all()).and_then(|operation| operation.run(self));
+        self.flushed(replies)
     }
 
     /// The `stats` of every node, by node name.
     pub fn stats(&self, group: Option<&str>) -> Result<Vec<(String, Result<Stats>)>> {
-        let mut request = Vec::new();
-        proto::encode_stats(&mut request, group);
-        self.on_every_node(&request, |connection, deadline| {
-            connection.read(deadline, proto::parse_stats)
-        })
+        Operation::new(self, EveryNode::stats(group))?.run(self)
     }
 
     /// The server version of every node, by node name.
     pub fn versions(&self) -> Result<Vec<(String, Result<String>)>> {
-        let mut request = Vec::new();
-        proto::encode_version(&mut request);
-        self.on_every_node(&request, |connection, deadline| {
-            connection.read(deadline, proto::parse_version)
-        })
+        Operation::new(self, EveryNode::versions())?.run(self)
     }
 }
 
@@ -502,48 +372,4 @@ impl Drop for Client {
             discovery.stop_refresher();
         }
     }
-}
-
-/// An item of a `get` reply with the key the server sent it for; `None` at `END`.
-pub(crate) type KeyedItem = Option<(Vec<u8>, Item)>;
-
-/// Parses the next item of a `get` reply.
-pub(crate) fn parse_item(
-    buf: &[u8],
-    max_value_len: usize,
-) -> Result<Parse<KeyedItem>, proto::ReplyError> {
-    Ok(match proto::parse_retrieval(buf, max_value_len)? {
-        Parse::Incomplete(needed) => Parse::Incomplete(needed),
-        Parse::Complete(RetrievalItem::End, used) => Parse::Complete(None, used),
-        Parse::Complete(RetrievalItem::Value(value), used) => Parse::Complete(
-            Some((
-                value.key.to_vec(),
-                Item {
-                    flags: value.flags,
-                    data: Bytes::copy_from_slice(value.data),
-                    cas: value.cas,
-                },
-            )),
-            used,
-        ),
-    })
-}
-
-/// Takes an item of a single-key `get` reply into `found`: a value for another key, or a
-/// second value, means the stream is out of step and nothing read from it can be trusted.
-pub(crate) fn accept_item(
-    node: &str,
-    key: &str,
-    found: &mut Option<Item>,
-    returned_key: &[u8],
-    item: Item,
-) -> Result<()> {
-    if returned_key != key.as_bytes() || found.is_some() {
-        return Err(Error::Protocol {
-            node: node.to_owned(),
-            source: proto::ReplyError::Malformed("a value for a key not asked for".to_owned()),
-        });
-    }
-    *found = Some(item);
-    Ok(())
 }

@@ -139,6 +139,9 @@ pub struct Connection {
     buffer: Vec<u8>,
     start: usize,
     filled: usize,
+    /// Whether the socket is in non-blocking mode now: event-loop drivers want it so, the
+    /// blocking driver not. Switched only when the next user wants the other mode.
+    nonblocking: bool,
     pub(crate) idle_since: Instant,
 }
 
@@ -229,6 +232,7 @@ impl Connection {
             buffer: vec![0; INITIAL_BUFFER],
             start: 0,
             filled: 0,
+            nonblocking: false,
             idle_since: Instant::now(),
         })
     }
@@ -238,7 +242,7 @@ impl Connection {
     /// the first request on each would otherwise fail and count against the node.
     pub(crate) fn looks_alive(&self) -> bool {
         let tcp = self.stream.tcp();
-        if tcp.set_nonblocking(true).is_err() {
+        if !self.nonblocking && tcp.set_nonblocking(true).is_err() {
             return false;
         }
         let mut probe = [0u8; 1];
@@ -249,7 +253,7 @@ impl Connection {
             // TLS they may be a session ticket sent after the handshake, which is harmless.
             Ok(_) => matches!(self.stream, Stream::Tls(_)),
         };
-        tcp.set_nonblocking(false).is_ok() && alive
+        (self.nonblocking || tcp.set_nonblocking(false).is_ok()) && alive
     }
 
     /// Makes the socket's own timeout for `direction` end no later than `deadline` (give or
@@ -286,11 +290,6 @@ impl Connection {
     /// Whether this connection's TLS handshake resumed an earlier session.
     pub fn resumed_tls_session(&self) -> bool {
         self.stream.resumed()
-    }
-
-    /// The node's name, for errors.
-    pub fn node(&self) -> &str {
-        &self.node
     }
 
     /// Writes a whole request, by `deadline`.
@@ -376,13 +375,14 @@ impl Connection {
     fn fill(&mut self, needed: usize, deadline: Option<Instant>) -> Result<()> {
         let overdue = deadline.is_some_and(|deadline| Instant::now() >= deadline);
         self.make_room(needed);
+        let blocking = !self.nonblocking;
         if overdue {
             // Nothing waiting is reported as WouldBlock, which is a timeout.
-            self.set_nonblocking(true)?;
+            self.use_nonblocking(true)?;
         }
         let received = self.receive();
         let restored = if overdue {
-            self.set_nonblocking(false)
+            self.use_nonblocking(!blocking)
         } else {
             Ok(())
         };
@@ -406,13 +406,52 @@ impl Connection {
         }
     }
 
-    /// Switches the socket between blocking reads (with the I/O timeout) and reads that return
-    /// at once with what has arrived.
-    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
-        self.stream
-            .tcp()
-            .set_nonblocking(nonblocking)
-            .map_err(|e| Error::from_io(&self.node, e, self.timeout))
+    /// Switches the socket between blocking reads and writes (bounded by the socket's
+    /// timeouts) and ones that return at once with what could be done. A system call only when
+    /// the mode changes.
+    pub(crate) fn use_nonblocking(&mut self, nonblocking: bool) -> Result<()> {
+        if self.nonblocking != nonblocking {
+            self.stream
+                .tcp()
+                .set_nonblocking(nonblocking)
+                .map_err(|e| Error::from_io(&self.node, e, self.timeout))?;
+            self.nonblocking = nonblocking;
+        }
+        Ok(())
+    }
+
+    /// On a non-blocking socket: writes what the socket takes of `data` now; how many bytes
+    /// (0 when it takes nothing). Over TLS the bytes may still wait in the session: see
+    /// [`Connection::flush_available`].
+    pub(crate) fn write_available(&mut self, data: &[u8]) -> Result<usize> {
+        loop {
+            match self.stream.write(data) {
+                // A socket that takes no byte of a non-empty write without saying it would
+                // block is not going anywhere.
+                Ok(0) if !data.is_empty() => {
+                    return Err(Error::Closed {
+                        node: self.node.clone(),
+                    })
+                }
+                Ok(written) => return Ok(written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) => return Err(Error::from_io(&self.node, e, self.timeout)),
+            }
+        }
+    }
+
+    /// On a non-blocking socket: pushes out what is written but held back (TLS records);
+    /// whether everything is on its way.
+    pub(crate) fn flush_available(&mut self) -> Result<bool> {
+        loop {
+            match self.stream.flush() {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(Error::from_io(&self.node, e, self.timeout)),
+            }
+        }
     }
 
     /// The socket's file descriptor, for an event loop to watch.
@@ -513,6 +552,7 @@ mod tests {
             buffer: vec![0; INITIAL_BUFFER],
             start: 0,
             filled: 0,
+            nonblocking: false,
             idle_since: Instant::now(),
         };
         (connection, release, peer)

@@ -18,13 +18,15 @@
 mod address;
 mod batch;
 mod client;
+mod commands;
 mod config;
 mod connection;
 mod discovery;
+mod engine;
 mod error;
+mod events;
 mod hash;
 mod health;
-mod pending;
 mod pool;
 mod report;
 mod stream;
@@ -34,17 +36,22 @@ mod topology;
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::BatchValues;
 pub use client::{Client, Item, Stats};
+pub use commands::{ItemList, KeyList};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
 pub use discovery::{park_background_threads, ParkedThreads};
+pub use engine::{Command, Cursor, Failed, Interest, Operation, Progress, Reading, Share};
 pub use error::{Error, ErrorKind, Result};
+pub use events::{
+    CounterOperation, DeleteManyOperation, DeleteOperation, FlushAllOperation, GetManyOperation,
+    GetOperation, SetManyOperation, StoreOperation, TouchOperation,
+};
 pub use hash::{murmur3_32, Murmur3, Ring};
-pub use pending::{GetProgress, GetStart, PendingGet};
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
 
 // What the client's errors and results carry, so a caller needs no second dependency to
 // match on them.
 pub use elasticache_proto::{
-    validate_key, ClusterConfig, ClusterNode, KeyError, ReplyError, Store, StoreReply, MAX_KEY_LEN,
-    MAX_VALUE_LEN_LIMIT,
+    validate_key, ClusterConfig, ClusterNode, Counter, DeleteReply, IncrDecrReply, KeyError,
+    ReplyError, Store, StoreReply, TouchReply, MAX_KEY_LEN, MAX_VALUE_LEN_LIMIT,
 };

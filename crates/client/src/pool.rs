@@ -40,8 +40,8 @@ pub struct Pool {
     resumed: AtomicU64,
 }
 
-/// A connection taken from a pool. Give it back with [`Lease::release`] after a clean exchange;
-/// dropping it instead closes the connection, which is what every error path wants.
+/// A connection taken from a pool. Its holder takes it out ([`Lease::into_connection`]) to
+/// use it; dropping the lease instead closes the connection.
 #[derive(Debug)]
 pub struct Lease<'p> {
     pool: &'p Pool,
@@ -263,16 +263,10 @@ impl Pool {
 }
 
 impl Lease<'_> {
-    /// The leased connection.
-    pub fn connection(&mut self) -> Option<&mut Connection> {
-        self.connection.as_mut()
-    }
-
-    /// Returns the connection for reuse: only after a complete, clean exchange.
-    pub fn release(mut self) {
-        if let Some(connection) = self.connection.take() {
-            self.pool.put_back(connection);
-        }
+    /// Takes the connection out of the lease: its holder gives it back with
+    /// [`Pool::put_back`] after a clean exchange, or closes it and calls [`Pool::discard`].
+    pub(crate) fn into_connection(mut self) -> Option<Connection> {
+        self.connection.take()
     }
 }
 

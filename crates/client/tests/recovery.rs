@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use elasticache_client::{Client, ClientConfig, Error, ErrorKind, GetStart};
+use elasticache_client::{Client, ClientConfig, Error, ErrorKind, Progress};
 use socket2::{Domain, Socket, Type};
 use support::{key_on, FakeServer, Fault, Memcached};
 
@@ -176,12 +176,13 @@ fn a_batch_never_holds_one_node_while_waiting_for_another() {
     // reply came at once is done and gives its connection back: try again).
     let mut holding = None;
     wait_until("a pending get on node B", || {
-        if let GetStart::Pending(get) = client.start_get(&key_b).unwrap() {
+        let mut get = client.start_get(key_b.clone()).unwrap();
+        if get.advance(&client) == Progress::Wait {
             holding = Some(get);
         }
         holding.is_some()
     });
-    let mut holding_b = holding.unwrap();
+    let holding_b = holding.unwrap();
     let batch = {
         let (client, keys) = (Arc::clone(&client), [key_a.clone(), key_b.clone()]);
         thread::spawn(move || {
@@ -191,18 +192,18 @@ fn a_batch_never_holds_one_node_while_waiting_for_another() {
     };
     // While the batch waits for B, A's connection is free: it did not keep it.
     wait_until("node A's connection to be free", || {
-        match client.start_get(&key_a).unwrap() {
-            GetStart::Done(item) => item.is_some(),
-            GetStart::Pending(mut get) => {
-                support::drive(&client, &mut get).unwrap();
-                get.close();
-                true
+        let mut get = client.start_get(key_a.clone()).unwrap();
+        match get.advance(&client) {
+            Progress::Block => false,
+            Progress::Done => get.finish(&client).unwrap().is_some(),
+            _ => {
+                support::drive(&client, &mut get);
+                get.finish(&client).unwrap().is_some()
             }
-            _ => false,
         }
     });
     assert!(!batch.is_finished(), "the batch got B's connection early");
-    holding_b.close();
+    drop(holding_b);
     let values = batch.join().unwrap().unwrap();
     let values: Vec<Option<Vec<u8>>> = values
         .into_iter()

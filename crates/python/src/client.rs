@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use elasticache_client::{
-    Client, ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog, GetStart, NodeAddress, Stats,
-    Store, StoreReply, TlsSettings,
+    Client, ClientConfig, Counter, DiscoveryConfig, DiscoveryMode, FailureLog, KeyList,
+    NodeAddress, Stats, Store, StoreReply, TlsSettings,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -20,9 +20,10 @@ use crate::args::{
     MAX_POOL_SIZE, MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
 };
 use crate::errors::IntoPyResult;
-use crate::keys::{make_key, KeyMaker, MadeKeys};
-use crate::pending::PyPendingGet;
+use crate::keys::{make_key, make_keys, KeyMaker, MadeKeysExt};
+use crate::operation::PyOperation;
 use crate::serde::{decode, decode_or, encode};
+use crate::starts;
 
 /// Where failures are logged: a Python logger name (`None`: `elasticache_client.failures`) and
 /// a level name (`None`: not logged).
@@ -356,30 +357,6 @@ impl PyClient {
         Ok(decode_or(py, &key, item, self.serde(py), default))
     }
 
-    /// Like `get`, for asyncio, without blocking: the value (or `default`) when the reply is
-    /// already there, else a `PendingGet` for the event loop to drive. Key errors raise here.
-    #[pyo3(signature = (key, default = None, prefix = None, version = None))]
-    fn get_start<'py>(
-        &self,
-        py: Python<'py>,
-        key: &Bound<'py, PyAny>,
-        default: Option<Py<PyAny>>,
-        prefix: Option<&Bound<'_, PyString>>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let key = make_key(key, prefix, version)?;
-        let get = match self.inner.start_get(&key).py_result()? {
-            GetStart::Done(item) => return Ok(decode_or(py, &key, item, self.serde(py), default)),
-            GetStart::Pending(get) => Some(get),
-            // Would block, or a way of starting this version does not know: the worker path
-            // does the whole get.
-            _ => None,
-        };
-        let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
-        let pending = PyPendingGet::new(Arc::clone(&self.inner), get, key, default, serde);
-        Ok(Bound::new(py, pending)?.into_any())
-    }
-
     /// Whether `key` is in the cache (its value is not decoded).
     #[pyo3(signature = (key, prefix = None, version = None))]
     fn contains(
@@ -404,11 +381,7 @@ impl PyClient {
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let maker = KeyMaker::new(prefix, version)?;
-        let originals: Vec<Bound<'py, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
-        let mut made = MadeKeys::with_capacity(originals.len());
-        for original in &originals {
-            made.push(&maker, original)?;
-        }
+        let (made, originals) = make_keys(&maker, keys)?;
         let refs = made.all();
         let client = &*self.inner;
         let found = py.detach(|| client.get_many_values(&refs)).py_result()?;
@@ -470,10 +443,10 @@ impl PyClient {
         let maker = KeyMaker::new(prefix, version)?;
         let mut originals = Vec::new();
         let mut values = Vec::new();
-        let mut made = MadeKeys::with_capacity(mapping.len().unwrap_or(0));
+        let mut made = KeyList::with_capacity(mapping.len().unwrap_or(0));
         for pair in mapping.call_method0("items")?.try_iter()? {
             let (original, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
-            made.push(&maker, &original)?;
+            made.push_with(|text| maker.push(text, &original).map(drop))?;
             originals.push(original);
             values.push(value);
         }
@@ -519,10 +492,7 @@ impl PyClient {
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let maker = KeyMaker::new(prefix, version)?;
-        let mut made = MadeKeys::with_capacity(keys.len().unwrap_or(0));
-        for key in keys.try_iter()? {
-            made.push(&maker, &key?)?;
-        }
+        let (made, _) = make_keys(&maker, keys)?;
         let refs = made.all();
         let client = &*self.inner;
         py.detach(|| client.delete_many(&refs)).py_result()
@@ -584,6 +554,170 @@ impl PyClient {
             .map(|(node, stats)| stats.map(|s| (node, s)))
             .collect::<Result<_, _>>()
             .py_result()
+    }
+
+    // Operations for the asyncio and gevent drivers: the same arguments as the blocking
+    // methods, the I/O left to the caller's scheduler (see `Operation`).
+
+    /// `get` as an `Operation`.
+    #[pyo3(signature = (key, default = None, prefix = None, version = None))]
+    fn start_get(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let key = make_key(key, prefix, version)?;
+        let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
+        starts::get(&self.inner, key, default, serde)
+    }
+
+    /// `contains` as an `Operation`.
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn start_contains(
+        &self,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        starts::contains(&self.inner, make_key(key, prefix, version)?)
+    }
+
+    /// `set` as an `Operation`.
+    #[pyo3(signature = (key, value, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
+    fn start_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let key = make_key(key, prefix, version)?;
+        starts::store(
+            &self.inner,
+            Store::Set,
+            key,
+            value,
+            exptime.0,
+            self.serde(py),
+        )
+    }
+
+    /// `add` as an `Operation`.
+    #[pyo3(signature = (key, value, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
+    fn start_add(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let key = make_key(key, prefix, version)?;
+        starts::store(
+            &self.inner,
+            Store::Add,
+            key,
+            value,
+            exptime.0,
+            self.serde(py),
+        )
+    }
+
+    /// `delete` as an `Operation`.
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn start_delete(
+        &self,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        starts::delete(&self.inner, make_key(key, prefix, version)?)
+    }
+
+    /// `incr` as an `Operation`.
+    #[pyo3(signature = (key, delta = Delta::ONE, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, delta=1, prefix=None, version=None)")]
+    fn start_incr(
+        &self,
+        key: &Bound<'_, PyAny>,
+        delta: Delta,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let key = make_key(key, prefix, version)?;
+        let op = if delta.negative {
+            Counter::Decr
+        } else {
+            Counter::Incr
+        };
+        starts::counter(&self.inner, op, key, delta.magnitude)
+    }
+
+    /// `touch` as an `Operation`.
+    #[pyo3(signature = (key, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, exptime=0, prefix=None, version=None)")]
+    fn start_touch(
+        &self,
+        key: &Bound<'_, PyAny>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        starts::touch(&self.inner, make_key(key, prefix, version)?, exptime.0)
+    }
+
+    /// `get_many` as an `Operation`.
+    #[pyo3(signature = (keys, prefix = None, version = None))]
+    fn start_get_many(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let maker = KeyMaker::new(prefix, version)?;
+        let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
+        starts::get_many(&self.inner, &maker, keys, serde)
+    }
+
+    /// `set_many` as an `Operation`.
+    #[pyo3(signature = (mapping, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, mapping, exptime=0, prefix=None, version=None)")]
+    fn start_set_many(
+        &self,
+        py: Python<'_>,
+        mapping: &Bound<'_, PyAny>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let maker = KeyMaker::new(prefix, version)?;
+        starts::set_many(&self.inner, &maker, mapping, exptime.0, self.serde(py))
+    }
+
+    /// `delete_many` as an `Operation`.
+    #[pyo3(signature = (keys, prefix = None, version = None))]
+    fn start_delete_many(
+        &self,
+        keys: &Bound<'_, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let maker = KeyMaker::new(prefix, version)?;
+        starts::delete_many(&self.inner, &maker, keys)
+    }
+
+    /// `flush_all` as an `Operation`.
+    fn start_flush_all(&self) -> PyResult<PyOperation> {
+        starts::flush_all(&self.inner)
     }
 
     /// Closes the idle pooled connections of this process (connections in use close when

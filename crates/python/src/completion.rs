@@ -1,10 +1,12 @@
-//! Runs blocking cache operations on native worker threads and completes asyncio futures.
+//! Runs the blocking step of asyncio operations on native worker threads and completes their
+//! futures.
 //!
-//! The async API hands an operation that cannot run on the event loop (every `a*` method but
-//! an `aget` with a pooled connection) to a worker here instead of Python's thread pool: the
-//! worker does the I/O without the GIL, then takes the GIL to build the result and hands it
-//! to the future's event loop with `call_soon_threadsafe`. This skips the default executor's
-//! few threads, its queue, its `concurrent.futures.Future` and the hand-offs between them.
+//! An async operation does its I/O on the event loop, except what has no non-blocking form (a
+//! connect, with its name lookup and TLS handshake; the first discovery; waiting for a pooled
+//! connection): that step (`Operation.prepare_later`) runs on a worker here instead of
+//! Python's thread pool. The worker blocks without the GIL, then hands the outcome to the
+//! future's event loop with `call_soon_threadsafe`. This skips the default executor's few
+//! threads, its queue, its `concurrent.futures.Future` and the hand-offs between them.
 //! Workers are per process: a forked child starts its own, and [`park`] stops them all
 //! before `fork()` ([`resume`] lets them start again, on demand).
 
@@ -198,29 +200,6 @@ pub fn complete_later<T: Send + 'static>(
         }
         Python::attach(move |py| {
             let result = finish(py, outcome);
-            deliver(py, future.into_bound(py), result);
-        });
-    }))
-}
-
-/// `run_in_worker(future, function, args)`: calls `function(*args)` on a native worker thread
-/// (a native client method releases the GIL for its I/O there) and completes the asyncio
-/// `future` with its result or exception. Unlike the loop's default executor (a few threads
-/// on a small machine, shared with everything else), the workers are the cache's own.
-#[pyfunction]
-pub fn run_in_worker(
-    future: Bound<'_, PyAny>,
-    function: Py<PyAny>,
-    args: Py<pyo3::types::PyTuple>,
-) -> PyResult<()> {
-    let future: Py<PyAny> = future.unbind();
-    submit_py(Box::new(move || {
-        if !interpreter_running() {
-            std::mem::forget((future, function, args));
-            return;
-        }
-        Python::attach(move |py| {
-            let result = function.call1(py, args.bind(py));
             deliver(py, future.into_bound(py), result);
         });
     }))

@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::ops::Range;
 
+use elasticache_client::KeyList;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
@@ -99,38 +100,31 @@ pub fn make_key(
     KeyMaker::new(prefix, version)?.make(key)
 }
 
-/// The keys of a multi-key call, made into one buffer.
-pub struct MadeKeys {
-    text: String,
-    ranges: Vec<Range<usize>>,
+/// Makes the keys of `keys` (an iterable) into one buffer; the original objects too.
+pub fn make_keys<'py>(
+    maker: &KeyMaker,
+    keys: &Bound<'py, PyAny>,
+) -> PyResult<(KeyList, Vec<Bound<'py, PyAny>>)> {
+    let count = keys.len().unwrap_or(0);
+    let mut made = KeyList::with_capacity(count);
+    let mut originals = Vec::with_capacity(count);
+    for key in keys.try_iter()? {
+        let key = key?;
+        made.push_with(|text| maker.push(text, &key).map(drop))?;
+        originals.push(key);
+    }
+    Ok((made, originals))
 }
 
-impl MadeKeys {
-    pub fn with_capacity(count: usize) -> Self {
-        MadeKeys {
-            text: String::with_capacity(count * 24),
-            ranges: Vec::with_capacity(count),
-        }
-    }
-
-    /// Makes and appends the key for `key`.
-    pub fn push(&mut self, maker: &KeyMaker, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        let range = maker.push(&mut self.text, key)?;
-        self.ranges.push(range);
-        Ok(())
-    }
-
-    /// The key at `position`.
-    pub fn get(&self, position: usize) -> &str {
-        self.ranges
-            .get(position)
-            .and_then(|range| self.text.get(range.clone()))
-            .unwrap_or_default()
-    }
-
+/// Borrowing every key of a [`KeyList`] at once, for the blocking batch methods.
+pub trait MadeKeysExt {
     /// Every key, in order.
-    pub fn all(&self) -> Vec<&str> {
-        (0..self.ranges.len()).map(|p| self.get(p)).collect()
+    fn all(&self) -> Vec<&str>;
+}
+
+impl MadeKeysExt for KeyList {
+    fn all(&self) -> Vec<&str> {
+        (0..self.len()).map(|p| self.get(p)).collect()
     }
 }
 

@@ -10,9 +10,10 @@ mod errors;
 mod fork;
 mod keys;
 mod logging;
-mod pending;
+mod operation;
 mod serde;
 mod shutdown;
+mod starts;
 
 use pyo3::prelude::*;
 
@@ -23,8 +24,8 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_class::<client::PyClient>()?;
-    module.add_class::<pending::PyPendingGet>()?;
+    module.add_class::<operation::PyOperation>()?;
+    operation::install(module)?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;
-    module.add_function(wrap_pyfunction!(completion::run_in_worker, module)?)?;
     Ok(())
 }

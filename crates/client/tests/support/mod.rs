@@ -10,9 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use elasticache_client::{
-    Client, ClientConfig, GetProgress, GetStart, Item, PendingGet, Result, TlsSettings,
-};
+use elasticache_client::{Client, ClientConfig, Item, Operation, Progress, Result, TlsSettings};
 
 /// A memcached process listening on 127.0.0.1 at a free port; killed on drop.
 pub struct Memcached {
@@ -438,13 +436,14 @@ fn answer_discovery(mut stream: TcpStream, behaviour: &Mutex<Endpoint>, seen: &S
 /// How long an event-loop get in a test waits for its reply before the test fails.
 const EVENT_LOOP_BOUND: Duration = Duration::from_secs(5);
 
-/// Advances `pending` until its reply is complete, as an event loop would on each readable
-/// event (here by asking again until the bound).
-pub fn drive(client: &Client, pending: &mut PendingGet) -> Result<Option<Item>> {
+/// Advances `operation` until it is done, as an event loop would on each readable event (here
+/// by asking again until the bound). A warm pool never needs the blocking step.
+pub fn drive<C: elasticache_client::Command>(client: &Client, operation: &mut Operation<C>) {
     let give_up = Instant::now() + EVENT_LOOP_BOUND;
     loop {
-        match client.advance_get(pending)? {
-            GetProgress::Done(item) => return Ok(item),
+        match operation.advance(client) {
+            Progress::Done => return,
+            Progress::Block => panic!("a warm pool must not block"),
             _ => {
                 assert!(
                     Instant::now() < give_up,
@@ -458,13 +457,7 @@ pub fn drive(client: &Client, pending: &mut PendingGet) -> Result<Option<Item>> 
 
 /// Starts a get and runs it to its outcome, whichever way it starts.
 pub fn event_loop_get(client: &Client, key: &str) -> Result<Option<Item>> {
-    match client.start_get(key)? {
-        GetStart::Done(item) => Ok(item),
-        GetStart::Pending(mut pending) => {
-            let outcome = drive(client, &mut pending);
-            pending.close();
-            outcome
-        }
-        _ => panic!("a warm pool must not block"),
-    }
+    let mut operation = client.start_get(key.to_owned())?;
+    drive(client, &mut operation);
+    operation.finish(client)
 }

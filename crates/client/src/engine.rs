@@ -1,0 +1,586 @@
+//! The one I/O engine: every operation is a state machine over pooled connections, run by a
+//! driver that waits the way its caller must.
+//!
+//! An [`Operation`] routes its keys to nodes, leases a connection per node, writes every
+//! node's request, then parses the replies as they come, carrying its deadline throughout.
+//! It knows nothing of how to wait: [`Operation::run`] is the blocking driver (the socket
+//! waits, bounded by the deadline: a poll and a read in one system call), and
+//! [`Operation::advance`] is the step event drivers call (asyncio's loop, gevent's hub) each
+//! time a socket they watch is ready or the deadline passes. Both steps share everything
+//! else: routing, leasing, encoding, parsing, the wrong-key checks, health accounting, the
+//! discard of a connection after any error, and `ignore_exc`.
+//!
+//! What the operating system gives no non-blocking form of (a connect, with its name lookup
+//! and TLS handshake; the first discovery; waiting for a pooled connection to come back) is
+//! [`Progress::Block`]: an event driver runs [`Operation::prepare`] off its loop, then goes on.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use elasticache_proto::{Parse, ReplyError};
+
+use crate::client::Client;
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::topology::{Node, Topology};
+
+/// What a command's reader made of the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Some replies are read; more are due.
+    More,
+    /// Every reply of the run is read.
+    Done,
+    /// The reader wrote a further request (into the buffer it was given) whose reply follows.
+    Send,
+}
+
+/// Where a reader is in a run's replies; reset for each run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cursor {
+    /// Replies (or items) read so far.
+    pub item: usize,
+    /// Request lines answered so far (multi-line `get` requests).
+    pub line: usize,
+    /// The first position of the current line not answered yet.
+    pub next: usize,
+}
+
+/// A node's part of an operation: the positions (in the command's keys) it serves.
+#[derive(Debug)]
+pub struct Share {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Positions of the keys it owns (for commands sent to every node: the node's index).
+    pub positions: Vec<usize>,
+}
+
+/// A failed share: its positions and why.
+pub type Failed = (Vec<usize>, Error);
+
+/// What an operation does: its requests, how its replies read, and what it returns. Commands
+/// are the engine's only per-operation code; see `commands`.
+pub trait Command {
+    /// What the operation returns.
+    type Output;
+
+    /// Checks the command's keys before anything is sent.
+    fn validate(&self) -> Result<()>;
+
+    /// Splits the command among `topology`'s nodes; `Err` when no node can serve it.
+    fn shares(&mut self, topology: &Topology) -> Result<Vec<Share>>;
+
+    /// Every position, for a failure that touches all of them (no node to ask).
+    fn all_positions(&self) -> Vec<usize>;
+
+    /// The request bytes one position's item takes, to split requests over TLS.
+    fn size(&self, position: usize) -> usize;
+
+    /// Writes the request for `positions` (a run of one share's positions).
+    fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]);
+
+    /// Reads replies to `positions` from the start of `buf`: `Complete(reading, used)` with
+    /// `used > 0` unless the run is done, or `Incomplete` for more bytes.
+    fn read(
+        &mut self,
+        node: &str,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+        request: &mut Vec<u8>,
+    ) -> std::result::Result<Parse<Reading>, ReplyError>;
+
+    /// The outcome, given the shares that failed (`ignore_exc` is the command's to apply).
+    fn finish(self, client: &Client, failed: Vec<Failed>) -> Result<Self::Output>;
+}
+
+/// What an event driver must do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// The outcome is ready: [`Operation::finish`].
+    Done,
+    /// Wait until a socket of [`Operation::waits`] is ready or the deadline passes, then
+    /// [`Operation::advance`] again.
+    Wait,
+    /// Call [`Operation::prepare`] off the event loop (it may block), then advance again.
+    Block,
+}
+
+/// What a socket is waited on for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interest {
+    /// Readable: a reply is on its way.
+    Read,
+    /// Writable: a request is not all written.
+    Write,
+}
+
+/// One node's exchange: its leased connection, the request being written and the run whose
+/// replies are being read.
+#[derive(Debug)]
+struct Exchange {
+    node: Arc<Node>,
+    positions: Vec<usize>,
+    /// Ends (in `positions`) of the runs sent one at a time (TLS); one run otherwise.
+    runs: Vec<usize>,
+    run: usize,
+    /// `None` once given back or closed.
+    connection: Option<Connection>,
+    request: Vec<u8>,
+    written: usize,
+    flushed: bool,
+    cursor: Cursor,
+}
+
+impl Exchange {
+    /// Starts the next request: the current run's.
+    fn encode_run<C: Command>(&mut self, command: &mut C) {
+        self.request.clear();
+        let positions = run_positions(&self.positions, &self.runs, self.run);
+        command.encode(&mut self.request, positions);
+        self.written = 0;
+        self.flushed = false;
+        self.cursor = Cursor::default();
+    }
+
+    fn sending(&self) -> bool {
+        self.written < self.request.len() || !self.flushed
+    }
+
+    /// What the reader asked for after reading: the next run, a further request, or the end.
+    /// `true` when the exchange is over.
+    fn after<C: Command>(&mut self, command: &mut C, reading: Reading) -> bool {
+        match reading {
+            Reading::More => false,
+            Reading::Send => {
+                self.written = 0;
+                self.flushed = false;
+                false
+            }
+            Reading::Done => {
+                self.run += 1;
+                if self.run >= self.runs.len() {
+                    return true;
+                }
+                self.encode_run(command);
+                false
+            }
+        }
+    }
+
+    /// Blocking: writes what is left of the request.
+    fn send_blocking(&mut self, deadline: Option<Instant>) -> Result<()> {
+        let connection = self.connection.as_mut().ok_or(Error::NoNodes)?;
+        connection.use_nonblocking(false)?;
+        let rest = self.request.get(self.written..).unwrap_or_default();
+        connection.send(rest, deadline)?;
+        self.written = self.request.len();
+        self.flushed = true;
+        Ok(())
+    }
+
+    /// Blocking: runs the exchange to its end.
+    fn complete_blocking<C: Command>(
+        &mut self,
+        command: &mut C,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        loop {
+            if self.sending() {
+                self.send_blocking(deadline)?;
+            }
+            let reading = {
+                let Exchange {
+                    node,
+                    connection,
+                    request,
+                    cursor,
+                    positions,
+                    runs,
+                    run,
+                    ..
+                } = self;
+                let positions = run_positions(positions, runs, *run);
+                let connection = connection.as_mut().ok_or(Error::NoNodes)?;
+                let name = node.address.name.as_str();
+                let mut cleared = false;
+                connection.read(deadline, |buf| {
+                    read_into(command, name, positions, cursor, buf, request, &mut cleared)
+                })?
+            };
+            if self.after(command, reading) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Non-blocking: writes and reads what the socket allows; `true` once the exchange is
+    /// over.
+    fn advance<C: Command>(&mut self, command: &mut C) -> Result<bool> {
+        loop {
+            let connection = self.connection.as_mut().ok_or(Error::NoNodes)?;
+            connection.use_nonblocking(true)?;
+            while self.written < self.request.len() {
+                let rest = self.request.get(self.written..).unwrap_or_default();
+                match connection.write_available(rest)? {
+                    0 => return Ok(false),
+                    written => self.written += written,
+                }
+            }
+            if !self.flushed {
+                if !connection.flush_available()? {
+                    return Ok(false);
+                }
+                self.flushed = true;
+            }
+            let reading = {
+                let name = self.node.address.name.as_str();
+                let positions = run_positions(&self.positions, &self.runs, self.run);
+                let (cursor, request) = (&mut self.cursor, &mut self.request);
+                let mut cleared = false;
+                connection.read_available(|buf| {
+                    read_into(command, name, positions, cursor, buf, request, &mut cleared)
+                })?
+            };
+            match reading {
+                None => return Ok(false),
+                Some(reading) => {
+                    if self.after(command, reading) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    fn interest(&self) -> Interest {
+        if self.sending() {
+            Interest::Write
+        } else {
+            Interest::Read
+        }
+    }
+}
+
+/// The positions of run `run` (see [`Exchange::runs`]).
+fn run_positions<'p>(positions: &'p [usize], runs: &[usize], run: usize) -> &'p [usize] {
+    let start = match run.checked_sub(1) {
+        Some(previous) => runs.get(previous).copied().unwrap_or_default(),
+        None => 0,
+    };
+    let end = runs.get(run).copied().unwrap_or_default();
+    positions.get(start..end).unwrap_or_default()
+}
+
+/// Calls the command's reader, giving it the request buffer cleared (once per read) for a
+/// further request.
+fn read_into<C: Command>(
+    command: &mut C,
+    node: &str,
+    positions: &[usize],
+    cursor: &mut Cursor,
+    buf: &[u8],
+    request: &mut Vec<u8>,
+    cleared: &mut bool,
+) -> std::result::Result<Parse<Reading>, ReplyError> {
+    if !*cleared {
+        // The request on the wire is written out: its buffer can take a further one.
+        request.clear();
+        *cleared = true;
+    }
+    command.read(node, positions, cursor, buf, request)
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // Not given back after a clean end: the stream's state is unknown.
+        if self.connection.take().is_some() {
+            self.node.pool.discard();
+        }
+    }
+}
+
+/// A cache operation in progress: see the module's documentation.
+#[derive(Debug)]
+pub struct Operation<C: Command> {
+    command: C,
+    deadline: Option<Instant>,
+    routed: bool,
+    /// Shares without a connection yet, in node order.
+    pending: Vec<Share>,
+    running: Vec<Exchange>,
+    failed: Vec<Failed>,
+    /// Over TLS, the most request bytes written before their replies are read.
+    exchange_limit: usize,
+}
+
+/// Over TLS, the most request bytes written before their replies are read: one TLS record.
+/// memcached's TLS (1.6) can stall on a pipeline that arrives as several records at once,
+/// leaving decrypted requests unprocessed until more bytes come; one record at a time keeps
+/// it moving, at the cost of a round trip per 16 KB.
+/// (Headroom below 16 KB keeps a `get` exchange within one 16 KB `get` line.)
+const MAX_TLS_EXCHANGE: usize = 16 * 1024 - 64;
+
+impl<C: Command> Operation<C> {
+    /// An operation of `client` doing `command`, its deadline `timeout` from now. Invalid
+    /// keys fail here, before anything is sent.
+    pub(crate) fn new(client: &Client, command: C) -> Result<Self> {
+        command.validate()?;
+        Ok(Operation {
+            command,
+            deadline: client.deadline(),
+            routed: false,
+            pending: Vec::new(),
+            running: Vec::new(),
+            failed: Vec::new(),
+            exchange_limit: match client.config.tls {
+                Some(_) => MAX_TLS_EXCHANGE,
+                None => usize::MAX,
+            },
+        })
+    }
+
+    /// The blocking driver: runs the operation to its end on the calling thread.
+    pub(crate) fn run(mut self, client: &Client) -> Result<C::Output> {
+        self.route(client, true);
+        while !self.pending.is_empty() {
+            self.lease_pending(client, true);
+            // Every request first, so the nodes work at once; then each node's replies.
+            let mut sent = Vec::with_capacity(self.running.len());
+            for mut exchange in std::mem::take(&mut self.running) {
+                match exchange.send_blocking(self.deadline) {
+                    Ok(()) => sent.push(exchange),
+                    Err(error) => self.settle(client, exchange, Err(error)),
+                }
+            }
+            for mut exchange in sent {
+                let outcome = exchange.complete_blocking(&mut self.command, self.deadline);
+                self.settle(client, exchange, outcome);
+            }
+        }
+        self.finish(client)
+    }
+
+    /// One non-blocking step of an event driver: writes and reads what the sockets allow.
+    /// Past the deadline, whatever is unfinished fails as a timeout.
+    pub fn advance(&mut self, client: &Client) -> Progress {
+        if !self.routed && !self.route(client, false) {
+            return Progress::Block;
+        }
+        self.lease_pending(client, false);
+        let mut index = 0;
+        while let Some(exchange) = self.running.get_mut(index) {
+            match exchange.advance(&mut self.command) {
+                Ok(false) => index += 1,
+                outcome => {
+                    let exchange = self.running.remove(index);
+                    self.settle(client, exchange, outcome.map(drop));
+                }
+            }
+        }
+        if self.overdue() {
+            self.expire(client);
+            return Progress::Done;
+        }
+        if !self.running.is_empty() {
+            Progress::Wait
+        } else if !self.pending.is_empty() {
+            Progress::Block
+        } else {
+            Progress::Done
+        }
+    }
+
+    /// The blocking part an event driver runs off its loop after [`Progress::Block`]: the
+    /// first discovery, or connections for the shares that have none (connecting, or waiting
+    /// for one to come back when the operation holds no other).
+    pub fn prepare(&mut self, client: &Client) {
+        if !self.routed {
+            self.route(client, true);
+        }
+        self.lease_pending(client, true);
+    }
+
+    /// Whether the operation has its outcome (every share answered or failed).
+    pub fn is_done(&self) -> bool {
+        self.routed && self.pending.is_empty() && self.running.is_empty()
+    }
+
+    /// The sockets to wait on, and for what.
+    #[cfg(unix)]
+    pub fn waits(&self) -> impl Iterator<Item = (std::os::fd::RawFd, Interest)> + '_ {
+        self.running.iter().filter_map(|exchange| {
+            let fd = exchange.connection.as_ref()?.raw_fd();
+            Some((fd, exchange.interest()))
+        })
+    }
+
+    /// When the operation times out, if it does.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn overdue(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    /// Fails whatever is unfinished as a timeout (the deadline passed).
+    fn expire(&mut self, client: &Client) {
+        let timeout = client.config.timeout.unwrap_or_default();
+        for exchange in std::mem::take(&mut self.running) {
+            let error = Error::Timeout {
+                node: exchange.node.address.name.clone(),
+                timeout,
+            };
+            self.settle(client, exchange, Err(error));
+        }
+        for share in std::mem::take(&mut self.pending) {
+            // Never sent: nothing is known of the node, so nothing counts against it.
+            let error = Error::Timeout {
+                node: share.node.address.name.clone(),
+                timeout,
+            };
+            self.failed.push((share.positions, error));
+        }
+        self.routed = true;
+    }
+
+    /// The outcome, once [`Operation::advance`] returned [`Progress::Done`] (or at once:
+    /// whatever is unfinished then fails as a timeout).
+    pub fn finish(mut self, client: &Client) -> Result<C::Output> {
+        if !self.is_done() {
+            self.expire(client);
+        }
+        let failed = std::mem::take(&mut self.failed);
+        let Operation { command, .. } = self;
+        command.finish(client, failed)
+    }
+
+    /// Routes the command; `false` when that needs a discovery and `blocking` is not allowed.
+    fn route(&mut self, client: &Client, blocking: bool) -> bool {
+        let topology = if blocking {
+            client.routing_topology()
+        } else {
+            let topology = client.topology();
+            if topology.nodes().is_empty() && client.discovery_endpoint().is_some() {
+                return false;
+            }
+            Ok(topology)
+        };
+        self.routed = true;
+        match topology.and_then(|topology| self.command.shares(&topology)) {
+            Ok(shares) => self.pending = shares,
+            Err(error) => self.failed.push((self.command.all_positions(), error)),
+        }
+        true
+    }
+
+    /// Leases connections for the pending shares and starts their exchanges.
+    ///
+    /// Holding connections to other nodes, it never waits for one: another operation may hold
+    /// this node's connections while it waits for the ones held here. Without `blocking`, it
+    /// takes only idle connections.
+    fn lease_pending(&mut self, client: &Client, blocking: bool) {
+        let mut index = 0;
+        while index < self.pending.len() {
+            let node = Arc::clone(&self.pending[index].node);
+            let leased = if !blocking {
+                Client::check_up(&node).map(|()| node.pool.take_idle())
+            } else if self.running.is_empty() {
+                client
+                    .lease(&node, self.deadline)
+                    .map(|lease| lease.into_connection())
+            } else {
+                client
+                    .lease_without_waiting(&node, self.deadline)
+                    .map(|lease| lease.and_then(|lease| lease.into_connection()))
+            };
+            match leased {
+                Ok(None) => index += 1,
+                Ok(Some(connection)) => {
+                    let share = self.pending.remove(index);
+                    self.start(share, connection);
+                }
+                Err(error) => {
+                    let share = self.pending.remove(index);
+                    self.failed.push((share.positions, error));
+                }
+            }
+        }
+    }
+
+    /// Starts `share`'s exchange on `connection`: its first run's request is encoded.
+    fn start(&mut self, share: Share, connection: Connection) {
+        let command = &mut self.command;
+        let mut runs = Vec::with_capacity(1);
+        if self.exchange_limit == usize::MAX {
+            runs.push(share.positions.len());
+        } else {
+            let mut end = 0;
+            let sizes = &*command;
+            for run in split_by_size(&share.positions, self.exchange_limit, |p| sizes.size(p)) {
+                end += run.len();
+                runs.push(end);
+            }
+        }
+        let mut exchange = Exchange {
+            node: share.node,
+            positions: share.positions,
+            runs,
+            run: 0,
+            connection: Some(connection),
+            request: Vec::new(),
+            written: 0,
+            flushed: false,
+            cursor: Cursor::default(),
+        };
+        exchange.encode_run(command);
+        self.running.push(exchange);
+    }
+
+    /// Ends an exchange: its connection goes back to the pool after a clean end, and is
+    /// closed after any error (counted against the node by the failure policy).
+    fn settle(&mut self, client: &Client, mut exchange: Exchange, outcome: Result<()>) {
+        match outcome {
+            Ok(()) => {
+                exchange.node.health.record_success();
+                if let Some(connection) = exchange.connection.take() {
+                    exchange.node.pool.put_back(connection);
+                }
+            }
+            Err(error) => {
+                client.note_failure(&exchange.node, &error);
+                self.failed
+                    .push((std::mem::take(&mut exchange.positions), error));
+            }
+        }
+    }
+}
+
+/// Splits `positions` into runs whose `size`s stay within `limit` (an item larger than the
+/// limit runs alone).
+pub(crate) fn split_by_size<'p>(
+    positions: &'p [usize],
+    limit: usize,
+    size: impl Fn(usize) -> usize + 'p,
+) -> impl Iterator<Item = &'p [usize]> + 'p {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let rest = positions.get(start..).filter(|rest| !rest.is_empty())?;
+        let mut length = 0usize;
+        let mut taken = 0;
+        for &p in rest {
+            let added = size(p);
+            if length.saturating_add(added) > limit && taken > 0 {
+                break;
+            }
+            length = length.saturating_add(added);
+            taken += 1;
+        }
+        start += taken;
+        rest.get(..taken)
+    })
+}

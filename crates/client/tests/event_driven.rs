@@ -1,0 +1,261 @@
+//! Operations driven by an event loop (`start_*` / `advance`): the same values and the same
+//! failure outcomes as the blocking methods, nothing blocking on a warm pool, and a connection
+//! back in its pool only after a clean exchange.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use elasticache_client::{
+    Client, ClientConfig, Counter, ErrorKind, IncrDecrReply, ItemList, KeyList, Progress, Store,
+    StoreReply,
+};
+use support::{drive, event_loop_get, FakeServer, Fault, Memcached};
+
+fn open_connections(client: &Client) -> usize {
+    client
+        .topology()
+        .nodes()
+        .iter()
+        .map(|node| node.open_connections())
+        .sum()
+}
+
+fn config() -> ClientConfig {
+    let mut custom = ClientConfig::default();
+    custom.timeout = Some(Duration::from_millis(200));
+    custom.retry_timeout = Duration::ZERO;
+    custom
+}
+
+#[test]
+fn a_cold_pool_asks_for_the_blocking_step_and_then_runs_on_events() {
+    let server = Memcached::start();
+    let client = server.client();
+    client.set("k", 0, b"v", 0).unwrap();
+    client.topology().nodes()[0].close_idle();
+    let mut get = client.start_get("k".to_owned()).unwrap();
+    assert_eq!(get.advance(&client), Progress::Block);
+    assert_eq!(
+        open_connections(&client),
+        0,
+        "nothing may be opened by a non-blocking step"
+    );
+    get.prepare(&client);
+    assert_eq!(open_connections(&client), 1);
+    drive(&client, &mut get);
+    assert_eq!(get.finish(&client).unwrap().unwrap().data, &b"v"[..]);
+}
+
+#[test]
+fn hits_and_misses_reuse_the_pooled_connection() {
+    let server = Memcached::start();
+    let client = server.client();
+    client.set("greeting", 7, b"hello", 0).unwrap();
+    for _ in 0..50 {
+        let item = event_loop_get(&client, "greeting").unwrap().unwrap();
+        assert_eq!((item.flags, &item.data[..]), (7, &b"hello"[..]));
+        assert_eq!(event_loop_get(&client, "absent").unwrap(), None);
+    }
+    let big = vec![b'x'; 600 * 1024];
+    client.set("big", 0, &big, 0).unwrap();
+    assert_eq!(event_loop_get(&client, "big").unwrap().unwrap().data, big);
+    assert_eq!(client.topology().nodes()[0].connections_opened().0, 1);
+    assert_eq!(open_connections(&client), 1);
+}
+
+#[test]
+fn every_command_runs_on_events_across_nodes_and_agrees_with_the_blocking_path() {
+    let (a, b, c) = (Memcached::start(), Memcached::start(), Memcached::start());
+    let client = Client::connect_to(&[a.address(), b.address(), c.address()], config()).unwrap();
+    // Warm every pool, so that no step blocks.
+    client.flush_all().unwrap();
+
+    let big = vec![b'y'; 300 * 1024];
+    let mut items = ItemList::with_capacity(60);
+    for i in 0..60 {
+        let value = if i == 7 {
+            big.clone()
+        } else {
+            format!("value-{i}").into_bytes()
+        };
+        items.push(&format!("key-{i}"), i, &value);
+    }
+    let mut set_many = client.start_set_many(items, 0).unwrap();
+    drive(&client, &mut set_many);
+    assert_eq!(set_many.finish(&client).unwrap(), Vec::<usize>::new());
+
+    let mut keys = KeyList::with_capacity(61);
+    for i in 0..60 {
+        keys.push(&format!("key-{i}"));
+    }
+    keys.push("absent");
+    let mut get_many = client.start_get_many(keys.clone()).unwrap();
+    drive(&client, &mut get_many);
+    let mut seen = Vec::new();
+    get_many
+        .finish(&client)
+        .unwrap()
+        .try_for_each(|position, flags, data| {
+            seen.push((position, flags, data.len()));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    assert_eq!(seen.len(), 60);
+    assert!(seen.iter().all(|&(p, flags, _)| flags as usize == p));
+    assert_eq!(seen[7].2, big.len());
+    let refs: Vec<&str> = (0..61).map(|p| keys.get(p)).collect();
+    let blocking = client.get_many(&refs).unwrap();
+    assert_eq!(blocking.iter().flatten().count(), 60);
+
+    let mut add = client
+        .start_store(Store::Add, "key-1".to_owned(), 0, b"again".to_vec(), 0)
+        .unwrap();
+    drive(&client, &mut add);
+    assert_eq!(add.finish(&client).unwrap(), StoreReply::NotStored);
+
+    let mut set = client
+        .start_store(Store::Set, "n".to_owned(), 2, b"41".to_vec(), 0)
+        .unwrap();
+    drive(&client, &mut set);
+    assert_eq!(set.finish(&client).unwrap(), StoreReply::Stored);
+    let mut incr = client
+        .start_counter(Counter::Incr, "n".to_owned(), 1)
+        .unwrap();
+    drive(&client, &mut incr);
+    assert_eq!(incr.finish(&client).unwrap(), IncrDecrReply::Value(42));
+
+    let mut touch = client.start_touch("n".to_owned(), 100).unwrap();
+    drive(&client, &mut touch);
+    assert!(touch.finish(&client).is_ok());
+
+    let mut delete = client.start_delete("n".to_owned()).unwrap();
+    drive(&client, &mut delete);
+    assert!(delete.finish(&client).is_ok());
+    assert_eq!(client.get("n").unwrap(), None);
+
+    let mut delete_many = client.start_delete_many(keys).unwrap();
+    drive(&client, &mut delete_many);
+    assert_eq!(delete_many.finish(&client).unwrap(), 60);
+
+    let mut flush = client.start_flush_all().unwrap();
+    drive(&client, &mut flush);
+    client.flushed(flush.finish(&client)).unwrap();
+    // One connection per node throughout: every exchange gave its connection back.
+    assert_eq!(open_connections(&client), 3);
+}
+
+/// A server that answers the warm-up get, then the given replies in turn.
+fn after_warm_up(replies: &[&[u8]], then_close: bool) -> FakeServer {
+    let mut all = vec![b"END\r\n".to_vec()];
+    all.extend(replies.iter().map(|r| r.to_vec()));
+    FakeServer::start(Fault::InTurn {
+        replies: all,
+        then_close,
+    })
+}
+
+/// A client of `server` with one pooled connection.
+fn warm_client(server: &FakeServer, config: ClientConfig) -> Client {
+    let client = Client::connect_to(&[server.address()], config).unwrap();
+    assert_eq!(client.get("warm-up").unwrap(), None);
+    client
+}
+
+#[test]
+fn an_abandoned_operation_closes_its_connection() {
+    let server = after_warm_up(&[], false);
+    let client = warm_client(&server, config());
+    let mut get = client.start_get("first".to_owned()).unwrap();
+    assert_eq!(get.advance(&client), Progress::Wait);
+    assert_eq!(open_connections(&client), 1);
+    drop(get);
+    assert_eq!(open_connections(&client), 0);
+    // Nothing stays in the pool: the next get has to connect, off the event loop.
+    let mut next = client.start_get("second".to_owned()).unwrap();
+    assert_eq!(next.advance(&client), Progress::Block);
+}
+
+#[test]
+fn garbage_and_values_for_other_keys_are_server_errors_and_close_the_connection() {
+    for reply in [&b"garbage\r\n"[..], b"VALUE other 0 1\r\nx\r\nEND\r\n"] {
+        let server = after_warm_up(&[reply], false);
+        let client = warm_client(&server, config());
+        let error = event_loop_get(&client, "mine").unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Server, "{error}");
+        assert_eq!(open_connections(&client), 0);
+    }
+}
+
+#[test]
+fn a_node_that_closes_mid_reply_is_a_connection_error() {
+    let server = after_warm_up(&[b"VALUE mine 0 10\r\nabc"], true);
+    let client = warm_client(&server, config());
+    let error = event_loop_get(&client, "mine").unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Connection, "{error}");
+    assert_eq!(open_connections(&client), 0);
+}
+
+#[test]
+fn a_silent_node_times_out_at_the_deadline_and_ignore_exc_makes_it_a_miss() {
+    for ignore_exc in [false, true] {
+        let server = after_warm_up(&[], false);
+        let client = warm_client(&server, {
+            let mut custom = config();
+            custom.ignore_exc = ignore_exc;
+            custom
+        });
+        let mut get = client.start_get("mine".to_owned()).unwrap();
+        assert_eq!(get.advance(&client), Progress::Wait);
+        // Finishing before the end is the deadline passing: what is unfinished times out.
+        let outcome = get.finish(&client);
+        if ignore_exc {
+            assert_eq!(outcome.unwrap(), None);
+        } else {
+            assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Timeout);
+        }
+        assert_eq!(open_connections(&client), 0);
+    }
+}
+
+#[test]
+fn advancing_past_the_deadline_ends_the_operation_as_a_timeout() {
+    let server = after_warm_up(&[], false);
+    let client = warm_client(&server, config());
+    let mut get = client.start_get("mine".to_owned()).unwrap();
+    let deadline = get.deadline().unwrap();
+    // The deadline passing is what is tested: nothing else to wait for.
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(left);
+    }
+    assert_eq!(get.advance(&client), Progress::Done);
+    assert_eq!(get.finish(&client).unwrap_err().kind(), ErrorKind::Timeout);
+}
+
+#[test]
+fn a_node_marked_down_fails_at_once_without_the_network() {
+    let server = after_warm_up(&[], false);
+    let client = warm_client(&server, {
+        let mut custom = config();
+        custom.retry_attempts = 1;
+        custom.dead_timeout = Duration::from_secs(60);
+        custom
+    });
+    let mut get = client.start_get("mine".to_owned()).unwrap();
+    assert_eq!(get.advance(&client), Progress::Wait);
+    assert!(get.finish(&client).is_err());
+    let mut again = client.start_get("mine".to_owned()).unwrap();
+    assert_eq!(again.advance(&client), Progress::Done);
+    let error = again.finish(&client).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Connection, "{error}");
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn invalid_keys_are_client_errors() {
+    let server = Memcached::start();
+    let client = server.client();
+    let error = client.start_get("has space".to_owned()).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Client);
+}

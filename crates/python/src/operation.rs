@@ -1,0 +1,223 @@
+//! The `Operation` Python class: one cache operation driven by the caller's scheduler (an
+//! asyncio event loop, or gevent's hub) instead of a blocking call.
+//!
+//! `Client.start_*` builds it; the driver calls `advance()` and, as it answers, waits on
+//! `waits()` (each socket readable or writable) for at most `timeout()` seconds, or runs
+//! `prepare()` off its loop (a connect or the first discovery, which have no non-blocking
+//! form), until `advance()` says it is done; then `result()` gives the value or raises.
+//! `close()` ends it early (a cancelled task): unfinished exchanges' connections are closed.
+//! The drivers are `django_elasticache_rs._futures.run` (asyncio) and
+//! `django_elasticache_rs._green.run` (gevent).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Instant;
+
+use elasticache_client::{Client, Command, Interest, Operation, Progress, Result as ClientResult};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::completion;
+
+/// `advance()`'s answers.
+const DONE: u8 = 0;
+const WAIT: u8 = 1;
+const BLOCK: u8 = 2;
+
+/// `waits()`'s interests.
+const READ: u8 = 1;
+const WRITE: u8 = 2;
+
+/// An operation with what turns its output into the Python result.
+pub trait Driven: Send {
+    fn advance(&mut self, client: &Client) -> Progress;
+    fn prepare(&mut self, client: &Client);
+    #[cfg(unix)]
+    fn waits(&self) -> Vec<(i32, u8)>;
+    fn deadline(&self) -> Option<Instant>;
+    fn finish(self: Box<Self>, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>>;
+}
+
+/// An [`Operation`] and the conversion of its output.
+struct Converted<C: Command, F> {
+    operation: Operation<C>,
+    convert: F,
+}
+
+impl<C, F> Driven for Converted<C, F>
+where
+    C: Command + Send,
+    F: FnOnce(Python<'_>, &Client, ClientResult<C::Output>) -> PyResult<Py<PyAny>> + Send,
+{
+    fn advance(&mut self, client: &Client) -> Progress {
+        self.operation.advance(client)
+    }
+
+    fn prepare(&mut self, client: &Client) {
+        self.operation.prepare(client);
+    }
+
+    #[cfg(unix)]
+    fn waits(&self) -> Vec<(i32, u8)> {
+        self.operation
+            .waits()
+            .map(|(fd, interest)| {
+                let interest = match interest {
+                    Interest::Write => WRITE,
+                    _ => READ,
+                };
+                (fd, interest)
+            })
+            .collect()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.operation.deadline()
+    }
+
+    fn finish(self: Box<Self>, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>> {
+        let Converted { operation, convert } = *self;
+        // No I/O here: connections go back to their pools, the outcome is made.
+        let outcome = operation.finish(client);
+        convert(py, client, outcome)
+    }
+}
+
+/// Wraps `operation` for Python, with `convert` making its result.
+pub fn driven<C, F>(client: &Arc<Client>, operation: Operation<C>, convert: F) -> PyOperation
+where
+    C: Command + Send + 'static,
+    F: FnOnce(Python<'_>, &Client, ClientResult<C::Output>) -> PyResult<Py<PyAny>> + Send + 'static,
+{
+    PyOperation {
+        shared: Arc::new(Shared {
+            client: Arc::clone(client),
+            state: Mutex::new(Some(Box::new(Converted { operation, convert }))),
+            abandoned: AtomicBool::new(false),
+        }),
+    }
+}
+
+/// What the Python object and a worker running `prepare` share.
+struct Shared {
+    client: Arc<Client>,
+    /// `None` once finished or closed. Held by `prepare` for as long as it blocks.
+    state: Mutex<Option<Box<dyn Driven>>>,
+    /// Closed while `prepare` held the state: it drops the operation when it is done.
+    abandoned: AtomicBool,
+}
+
+impl Shared {
+    // A panic while holding the lock leaves at worst an operation that is dropped (its
+    // connections closed): the lock is used as it is.
+    fn lock(&self) -> MutexGuard<'_, Option<Box<dyn Driven>>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn prepare(&self) {
+        let mut state = self.lock();
+        if let Some(operation) = state.as_mut() {
+            operation.prepare(&self.client);
+        }
+        if self.abandoned.load(Ordering::Acquire) {
+            *state = None;
+        }
+    }
+}
+
+/// A cache operation for an event loop or gevent's hub to drive.
+#[pyclass(frozen, module = "django_elasticache_rs._native", name = "Operation")]
+pub struct PyOperation {
+    shared: Arc<Shared>,
+}
+
+#[pymethods]
+impl PyOperation {
+    /// Writes and reads what the sockets allow: 0 when the result is ready, 1 to wait on
+    /// `waits()` for at most `timeout()` seconds, 2 to run `prepare()` off the loop.
+    fn advance(&self) -> u8 {
+        let shared = &*self.shared;
+        match shared.lock().as_mut() {
+            None => DONE,
+            Some(operation) => match operation.advance(&shared.client) {
+                Progress::Wait => WAIT,
+                Progress::Block => BLOCK,
+                _ => DONE,
+            },
+        }
+    }
+
+    /// The sockets to wait on: `(fd, 1)` for readable, `(fd, 2)` for writable.
+    fn waits(&self) -> Vec<(i32, u8)> {
+        #[cfg(unix)]
+        if let Some(operation) = self.shared.lock().as_ref() {
+            return operation.waits();
+        }
+        Vec::new()
+    }
+
+    /// Seconds until the operation's deadline (0 when it passed); `None` without a timeout.
+    fn timeout(&self) -> Option<f64> {
+        let deadline = self.shared.lock().as_ref()?.deadline()?;
+        Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64(),
+        )
+    }
+
+    /// The blocking part (connecting, the first discovery), without the GIL: for a worker
+    /// thread, never the event loop.
+    fn prepare(&self, py: Python<'_>) {
+        let shared = &*self.shared;
+        py.detach(|| shared.prepare());
+    }
+
+    /// Runs `prepare()` on a native worker thread, then completes the asyncio `future` with
+    /// `None` (on its loop's thread).
+    fn prepare_later(&self, future: Bound<'_, PyAny>) -> PyResult<()> {
+        let shared = Arc::clone(&self.shared);
+        completion::complete_later(future, move || shared.prepare(), |py, ()| Ok(py.None()))
+    }
+
+    /// The operation's result (after `advance()` returned 0), or its exception. Ends it.
+    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let operation = self.shared.lock().take();
+        match operation {
+            Some(operation) => operation.finish(py, &self.shared.client),
+            None => Err(PyRuntimeError::new_err(
+                "the operation is already finished or closed",
+            )),
+        }
+    }
+
+    /// Ends the operation without its result: connections of unfinished exchanges are
+    /// closed, since a late reply would answer someone else's request.
+    fn close(&self) {
+        match self.shared.state.try_lock() {
+            Ok(mut state) => *state = None,
+            Err(TryLockError::Poisoned(poisoned)) => *poisoned.into_inner() = None,
+            // `prepare` holds it, on a worker: it drops the operation when done.
+            Err(TryLockError::WouldBlock) => self.shared.abandoned.store(true, Ordering::Release),
+        }
+    }
+}
+
+impl std::fmt::Debug for PyOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let finished = self.shared.lock().is_none();
+        f.debug_struct("Operation")
+            .field("finished", &finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The constants the Python drivers compare `advance()` and `waits()` with.
+pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add("DONE", DONE)?;
+    module.add("WAIT", WAIT)?;
+    module.add("BLOCK", BLOCK)?;
+    module.add("READ", READ)?;
+    module.add("WRITE", WRITE)?;
+    Ok(())
+}
