@@ -22,6 +22,7 @@ mod config;
 mod connection;
 mod discovery;
 mod error;
+mod fork;
 mod hash;
 mod health;
 mod pending;
