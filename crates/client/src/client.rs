@@ -99,9 +99,11 @@ impl Client {
 
     /// The current snapshot of the cluster for this process.
     pub fn topology(&self) -> Arc<Topology> {
-        let pid = std::process::id();
+        // The fork generation, not the process id: a load instead of a system call on every
+        // operation.
+        let generation = crate::fork::current();
         let mut current = self.topology.load_full();
-        if current.pid() != pid {
+        if current.generation() != generation {
             // Forked: the parent's sockets must stay untouched, so build fresh pools.
             let fresh = Arc::new(Topology::new(
                 &current.addresses(),
@@ -110,7 +112,7 @@ impl Client {
                 current.version(),
             ));
             self.topology.rcu(|t| {
-                if t.pid() == pid {
+                if t.generation() == generation {
                     Arc::clone(t)
                 } else {
                     Arc::clone(&fresh)
@@ -119,8 +121,8 @@ impl Client {
             current = self.topology.load_full();
         }
         if let Some(discovery) = &self.discovery {
-            if discovery.needs_refresher(pid) {
-                discovery.start_refresher(self.me.clone(), pid);
+            if discovery.needs_refresher() {
+                discovery.start_refresher(self.me.clone());
             }
         }
         current
@@ -136,12 +138,10 @@ impl Client {
         let Some(discovery) = &self.discovery else {
             return Err(Error::NoNodes);
         };
-        let pid = std::process::id();
         // A caller that finds a discovery in the air waits for it at most until its own
         // deadline: `timeout` from the start of its operation (design section 7, "any call").
         discovery.discover(
             self,
-            pid,
             || !self.topology.load().nodes().is_empty(),
             self.deadline(),
         )?;
@@ -156,9 +156,7 @@ impl Client {
     /// (rate-limited after failures). A failure keeps the last good membership.
     pub fn refresh_membership(&self) -> Result<()> {
         match &self.discovery {
-            Some(discovery) => {
-                discovery.discover(self, std::process::id(), || false, self.deadline())
-            }
+            Some(discovery) => discovery.discover(self, || false, self.deadline()),
             None => Ok(()),
         }
     }

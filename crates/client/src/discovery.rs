@@ -8,9 +8,9 @@
 //! membership in use, with backoff up to the interval. A failure never empties the ring: the
 //! last good membership stays in use. A connection refused or reset by a node wakes the
 //! refresher early (at most once a second), so a node removed by a scale-in leaves the ring
-//! within about a second. All of this state is per process, so a forked child never waits on a
-//! lock its parent's threads held at fork time, and the refreshers of a process can be parked
-//! around `fork()` ([`park_background_threads`]).
+//! within about a second. All of this state is per process (stamped with the fork generation,
+//! `fork`), so a forked child never waits on a lock its parent's threads held at fork time, and
+//! the refreshers of a process can be parked around `fork()` ([`park_background_threads`]).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
@@ -156,7 +156,8 @@ impl Signal {
 /// A refresher thread of some process, registered so that it can be parked before `fork()`.
 #[derive(Debug)]
 struct Running {
-    pid: u32,
+    /// The fork generation of the process that started it.
+    generation: u64,
     signal: Arc<Signal>,
     thread: JoinHandle<()>,
 }
@@ -194,11 +195,11 @@ impl Drop for ParkedThreads {
 /// The Python package does this for you, through `os.register_at_fork`.
 pub fn park_background_threads() -> ParkedThreads {
     PARKED.fetch_add(1, Ordering::AcqRel);
-    let pid = std::process::id();
+    let generation = crate::fork::current();
     let running = std::mem::take(&mut *lock(&REFRESHERS));
     let mut mine = Vec::new();
     for refresher in running {
-        if refresher.pid == pid {
+        if refresher.generation == generation {
             refresher.signal.stop();
             mine.push(refresher.thread);
         } else {
@@ -237,7 +238,8 @@ struct Flight {
 /// The discovery state of one process.
 #[derive(Debug)]
 struct ProcessState {
-    pid: u32,
+    /// The fork generation of the process it belongs to.
+    generation: u64,
     flight: Mutex<Flight>,
     landed: Condvar,
     /// The current refresher; none yet, or a stopped one, means it is started on next use.
@@ -252,7 +254,7 @@ struct ProcessState {
 impl ProcessState {
     fn new() -> Self {
         ProcessState {
-            pid: std::process::id(),
+            generation: crate::fork::stamp(),
             flight: Mutex::default(),
             landed: Condvar::new(),
             refresher: ArcSwapOption::empty(),
@@ -287,14 +289,15 @@ impl Discovery {
     }
 
     /// This process's state; a forked child starts afresh.
-    fn process(&self, pid: u32) -> Arc<ProcessState> {
+    fn process(&self) -> Arc<ProcessState> {
+        let generation = crate::fork::current();
         let current = self.process.load_full();
-        if current.pid == pid {
+        if current.generation == generation {
             return current;
         }
         let fresh = Arc::new(ProcessState::new());
         self.process.rcu(|p| {
-            if p.pid == pid {
+            if p.generation == generation {
                 Arc::clone(p)
             } else {
                 Arc::clone(&fresh)
@@ -304,12 +307,12 @@ impl Discovery {
     }
 
     /// Whether this process needs its refresher (re)started (cheap: called on every operation).
-    pub(crate) fn needs_refresher(&self, pid: u32) -> bool {
+    pub(crate) fn needs_refresher(&self) -> bool {
         if self.settings.interval.is_none() || self.is_static.load(Ordering::Relaxed) {
             return false;
         }
         let process = self.process.load();
-        process.pid != pid
+        process.generation != crate::fork::current()
             || process
                 .refresher
                 .load()
@@ -318,11 +321,11 @@ impl Discovery {
     }
 
     /// Starts this process's background refresher unless one runs (or threads are parked).
-    pub(crate) fn start_refresher(&self, client: Weak<Client>, pid: u32) {
+    pub(crate) fn start_refresher(&self, client: Weak<Client>) {
         let Some(interval) = self.settings.interval else {
             return;
         };
-        let process = self.process(pid);
+        let process = self.process();
         // Held while starting, so that a concurrent park either sees the new thread or keeps
         // it from starting.
         let mut registry = lock(&REFRESHERS);
@@ -335,7 +338,7 @@ impl Discovery {
             }
         }
         // Threads of dropped clients have exited: let them go.
-        registry.retain(|r| r.pid != pid || !r.thread.is_finished());
+        registry.retain(|r| r.generation != process.generation || !r.thread.is_finished());
         let signal = Arc::new(Signal::default());
         let sleeper = Arc::clone(&signal);
         let state = Arc::clone(&process);
@@ -344,7 +347,7 @@ impl Discovery {
             .spawn(move || refresh_forever(&client, &state, &sleeper, interval));
         match spawned {
             Ok(thread) => registry.push(Running {
-                pid,
+                generation: process.generation,
                 signal: Arc::clone(&signal),
                 thread,
             }),
@@ -366,7 +369,7 @@ impl Discovery {
     /// (`interval: None`) nothing happens.
     pub(crate) fn nudge(&self) {
         let process = self.process.load();
-        if process.pid != std::process::id() {
+        if process.generation != crate::fork::current() {
             return;
         }
         let Some(signal) = process.refresher.load_full() else {
@@ -418,11 +421,10 @@ impl Discovery {
     pub(crate) fn discover(
         &self,
         client: &Client,
-        pid: u32,
         satisfied: impl Fn() -> bool,
         deadline: Option<Instant>,
     ) -> Result<()> {
-        let process = self.process(pid);
+        let process = self.process();
         let mut flight = lock(&process.flight);
         if satisfied() {
             return Ok(());

@@ -25,6 +25,7 @@ mod discovery;
 mod engine;
 mod error;
 mod events;
+mod fork;
 mod hash;
 mod health;
 mod pool;

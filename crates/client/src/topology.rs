@@ -2,7 +2,7 @@
 //!
 //! A snapshot is never changed in place; a new membership is a new snapshot published
 //! atomically, and nodes present in both keep their pools. Each snapshot is stamped with the
-//! process that built it, so a forked child never uses its parent's sockets.
+//! fork generation that built it (`fork`), so a forked child never uses its parent's sockets.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -52,7 +52,8 @@ impl Node {
 /// The nodes of the cluster as one consistent whole.
 #[derive(Debug)]
 pub struct Topology {
-    pid: u32,
+    /// The fork generation of the process that built it.
+    generation: u64,
     nodes: Vec<Arc<Node>>,
     ring: Ring,
     version: Option<u64>,
@@ -67,8 +68,8 @@ impl Topology {
         previous: Option<&Topology>,
         version: Option<u64>,
     ) -> Self {
-        let pid = std::process::id();
-        let reusable = previous.filter(|p| p.pid == pid);
+        let generation = crate::fork::stamp();
+        let reusable = previous.filter(|p| p.generation == generation);
         let mut seen = HashSet::new();
         let nodes: Vec<Arc<Node>> = addresses
             .iter()
@@ -82,7 +83,7 @@ impl Topology {
             .collect();
         let ring = Ring::new(nodes.iter().map(|n| n.address.name.as_str()));
         Topology {
-            pid,
+            generation,
             nodes,
             ring,
             version,
@@ -94,14 +95,14 @@ impl Topology {
         self.version
     }
 
-    /// The process that built this snapshot.
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
+    /// The fork generation of the process that built this snapshot.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
-    /// Whether this snapshot was built by the calling process.
+    /// Whether this snapshot was built by the calling process (not inherited through `fork()`).
     pub fn belongs_to_this_process(&self) -> bool {
-        self.pid == std::process::id()
+        self.generation == crate::fork::current()
     }
 
     /// The nodes, in the order they were given.
