@@ -190,7 +190,10 @@ def async_caller(cache: ElastiCache) -> Call:
 
 @pytest.mark.parametrize("nodes", [1, 3])
 def test_every_method_returns_what_the_blocking_method_returns(
-    nodes: int, memcached: LocalNode, memcached_cluster: LocalCluster, event_loop_kind: str
+    nodes: int,
+    memcached: LocalNode,
+    memcached_cluster: LocalCluster,
+    event_loop_kind: str,  # noqa: F811 (the fixture imported above)
 ) -> None:
     location = [memcached.address] if nodes == 1 else memcached_cluster.addresses
     blocking = backend(location, f"sync-{event_loop_kind}", max_pool_size=4)
@@ -439,7 +442,8 @@ def test_a_cancelled_batch_closes_its_connection_to_every_node(method: str) -> N
 
 
 def test_no_call_on_a_warm_pool_starts_a_native_worker_thread(
-    memcached_cluster: LocalCluster, event_loop_kind: str
+    memcached_cluster: LocalCluster,
+    event_loop_kind: str,  # noqa: F811 (the fixture imported above)
 ) -> None:
     """In a fresh process (other tests' workers must not count): the pool is warmed with
     blocking calls, then every ``a*`` method runs many times; no native worker thread may ever
