@@ -10,6 +10,7 @@ match."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from django_elasticache_rs import CacheTimeoutError
+from django_elasticache_rs import CacheConnectionError, CacheTimeoutError
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster, LocalNode
 from tests.support.faults import FaultyServer, faulty_server
@@ -67,7 +68,7 @@ def backend(location: str | list[str], prefix: str = "", **options: Any) -> Elas
 
 # Failure tests run one failing call after another on the same node: health accounting must
 # neither mark it down nor leave it alone between them (that is not what they test).
-REPEATABLE_FAILURES = {"retry_attempts": 1000, "retry_timeout": 0}
+REPEATABLE_FAILURES: dict[str, Any] = {"retry_attempts": 1000, "retry_timeout": 0}
 
 
 def open_connections(cache: ElastiCache, node: str | None = None) -> int:
@@ -80,7 +81,7 @@ def warm(cache: ElastiCache, *keys: str) -> None:
     assert cache.get_many(list(keys or ["warm-up"])) == {}
 
 
-def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+def outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
     """What a call did: ``("returned", value)`` or ``("raised", exception type, message)``."""
     try:
         return ("returned", call())
@@ -88,13 +89,23 @@ def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
         return ("raised", type(error), str(error))
 
 
-def leaked(done: tuple[str, Any]) -> bool:
+def leaked(done: tuple[Any, ...]) -> bool:
     """Whether a call returned one of the fake replies' values (``x``, ``y``)."""
     if done[0] != "returned":
         return False
     value = done[1]
     found = value.values() if isinstance(value, dict) else [value]
     return any(v in (b"x", b"y", "x", "y") for v in found)
+
+
+def attempt(call: Callable[[ElastiCache], Any], cache: ElastiCache) -> tuple[Any, ...]:
+    """The outcome of a blocking call, or of an async one run to its end."""
+
+    def once() -> Any:
+        result = call(cache)
+        return run(result) if inspect.isawaitable(result) else result
+
+    return outcome(once)
 
 
 def run(awaitable: Awaitable[Any]) -> Any:
@@ -124,7 +135,7 @@ def keys_on(cache: ElastiCache, node: str, count: int, tag: str) -> list[str]:
 Call = Callable[..., Awaitable[Any]]
 
 
-async def story(call: Call) -> list[tuple[str, Any]]:
+async def story(call: Call) -> list[tuple[Any, ...]]:
     """Every method with values of every kind, hits and misses; ``call(method, *args)`` runs
     the blocking method or its ``a*`` twin. Returns what each step did."""
     values: dict[str, Any] = {
@@ -135,7 +146,7 @@ async def story(call: Call) -> list[tuple[str, Any]]:
         **{f"large-{i}": chr(ord("A") + i) * (900 * 1024) for i in range(4)},
         **{f"many-{i}": f"value-{i}" for i in range(40)},
     }
-    steps: list[tuple[str, Any]] = []
+    steps: list[tuple[Any, ...]] = []
 
     async def step(method: str, *args: Any) -> None:
         try:
@@ -327,6 +338,28 @@ def test_a_silent_node_in_a_batch_fails_like_the_blocking_batch(
         assert open_connections(cache, silent.address) == 0
 
 
+@pytest.mark.parametrize("method", ["get", "set", "get_many", "incr"])
+def test_failures_on_the_loop_count_towards_marking_a_node_down(method: str) -> None:
+    """Health accounting is the blocking path's: one timeout marks the node down (with
+    ``retry_attempts`` 1), and the next call fails fast, whichever way either call is made."""
+    blocking_call, async_call = OPERATIONS[method]
+    histories = []
+    for first, then in [
+        (blocking_call, blocking_call),
+        (async_call, async_call),
+        (blocking_call, async_call),
+        (async_call, blocking_call),
+    ]:
+        with faulty_server(None, before=[WARM_UP]) as server:
+            cache = backend(server.address, timeout=0.1, retry_attempts=1, dead_timeout=60)
+            warm(cache)
+            histories.append([attempt(first, cache)[:2], attempt(then, cache)[:2]])
+            assert server.connections == 1, "a node marked down is not contacted"
+    assert histories[0][0] == ("raised", CacheTimeoutError)
+    assert histories[0][1][:2] == ("raised", CacheConnectionError)
+    assert histories == [histories[0]] * 4
+
+
 # -- the loop stays free ---------------------------------------------------------------------
 
 
@@ -356,7 +389,7 @@ def test_the_loop_runs_other_tasks_while_a_node_is_frozen(
         await asyncio.sleep(0)
         os.kill(pid, signal.SIGCONT)
 
-    async def scenario() -> list[Any]:
+    async def scenario() -> Any:
         return await asyncio.gather(async_call(cache), continue_the_node())
 
     os.kill(pid, signal.SIGSTOP)

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
+from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -132,3 +134,20 @@ def test_with_gevent_off_a_call_blocks_the_whole_process(
     log = report["log"]
     assert "healthy-start" not in log[: log.index("frozen-end")]
     assert report["frozen_outcome"] == ["raised", "CacheTimeoutError"]
+
+
+# -- the option ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["auto", True, False])
+def test_the_option_accepts_auto_true_and_false(value: object) -> None:
+    """Accepted where Django builds the cache; this process is not monkey-patched, so every
+    value leaves the calls blocking, as they should be here."""
+    cache = ElastiCache("127.0.0.1:11211", {"OPTIONS": {"discovery": "off", "gevent": value}})
+    assert cache._native is not None
+
+
+@pytest.mark.parametrize("value", ["on", "yes", 1, 0])
+def test_the_option_refuses_anything_else_naming_itself(value: object) -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"OPTIONS\['gevent'\]"):
+        ElastiCache("127.0.0.1:11211", {"OPTIONS": {"discovery": "off", "gevent": value}})
