@@ -11,6 +11,8 @@ Run it with ``scripts/bench.sh`` (installs what it needs) or ``python -m bench``
 * :mod:`bench.threads`: the persistent worker threads of the multi-threaded workload.
 * :mod:`bench.pinning`: CPU affinity of the client and of the memcached servers.
 * :mod:`bench.memory`: the peak-RSS check of a large ``get_many``, in a subprocess.
+* :mod:`bench.greenlets`: the gevent rows, 50 greenlets in monkey-patched subprocesses
+  (``bench/greenlets_child.py``), ours and pymemcache.
 * :mod:`bench.environment`: what the report says about the machine and the software.
 * :mod:`bench.report`: the markdown report and the targets.
 * :mod:`bench.run`: the command line and the interleaved run.

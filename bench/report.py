@@ -1,4 +1,4 @@
-"""The markdown report: the results table, the reference rows, the targets of issue 5 with
+"""The markdown report: the results table, the reference rows, the targets of issues 5 and 13 with
 PASS/FAIL from this run's numbers (informational: the benchmark never fails on them), the memory
 check and how the run was made.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench import greenlets
 from bench.backends import ALTERNATIVES, BACKENDS, ELASTIPYMEMCACHE, OURS, PYLIBMC
 from bench.measure import Series
 from bench.memory import PAYLOAD, MemoryFailure, MemoryResult
@@ -18,6 +19,10 @@ from bench.workloads import WORKLOADS
 
 MEMORY_LIMIT = 2.0
 """The memory target: peak RSS growth at most this many times the payload."""
+ASYNC_LIMIT = 1.3
+"""Issue 13: an async row at most this many times the row it is held to (ours, wall time)."""
+BASELINE_NOISE = 0.05
+"""Issue 13: a blocking row of ours is "no slower" than in the baseline run within this much."""
 
 
 @dataclass
@@ -29,6 +34,18 @@ class Results:
     probes: dict[str, Series] = field(default_factory=dict)
     memory: list[MemoryResult | MemoryFailure] = field(default_factory=list)
     tls: list[TlsRow] = field(default_factory=list)
+    gevent: list[greenlets.GeventRow] = field(default_factory=list)
+    baseline: dict[str, float] | None = None
+    """Our wall µs per workload in an earlier run (``--baseline``), for the no-regression
+    target."""
+
+    def ours_wall_us(self) -> dict[str, float]:
+        """Our wall µs per measured workload (what ``--baseline`` reads back)."""
+        return {
+            name: series.wall_us
+            for name, by_backend in self.series.items()
+            if (series := by_backend.get(OURS.name)) is not None and series.ok
+        }
 
     def get(self, workload: str, backend: str) -> Series | None:
         """A measured series, or ``None``."""
@@ -134,7 +151,7 @@ Verdict = tuple[str, bool | None]
 
 @dataclass(frozen=True)
 class Target:
-    """One target of issue 5."""
+    """One target of issue 5 or 13."""
 
     text: str
     check: Callable[[Results], Verdict]
@@ -176,6 +193,39 @@ def _nodes(results: Results) -> Verdict:
     return measured, change <= 0.05
 
 
+def _within(workload: str, reference: str, limit: float) -> Callable[[Results], Verdict]:
+    """Ours on ``workload`` at most ``limit`` times ours on ``reference`` (wall time)."""
+
+    def check(results: Results) -> Verdict:
+        ours, held_to = results.get(workload, OURS.name), results.get(reference, OURS.name)
+        if ours is None or held_to is None:
+            return "not measured", None
+        ratio = ours.wall_us / held_to.wall_us
+        return f"{us(ours.wall_us)} vs {us(held_to.wall_us)} µs = {ratio:.2f}x", ratio <= limit
+
+    return check
+
+
+def _no_slower_than_baseline(results: Results) -> Verdict:
+    """Every blocking row of ours against the same row of the baseline run."""
+    if results.baseline is None:
+        return "no baseline (`--baseline FILE`)", None
+    compared, slower = 0, []
+    for workload in WORKLOADS:
+        ours, before = results.get(workload.name, OURS.name), results.baseline.get(workload.name)
+        if workload.asyncio or ours is None or before is None:
+            continue
+        compared += 1
+        change = ours.wall_us / before - 1
+        if change > BASELINE_NOISE:
+            slower.append(f"{workload.name} {change:+.1%}")
+    if not compared:
+        return "no row measured in both runs", None
+    if slower:
+        return f"slower: {', '.join(slower)}", False
+    return f"{compared} rows within {BASELINE_NOISE:.0%}", True
+
+
 def _memory(results: Results) -> Verdict:
     ours = next(
         (r for r in results.memory if isinstance(r, MemoryResult) and r.backend == OURS.name),
@@ -200,6 +250,24 @@ TARGETS: tuple[Target, ...] = (
     Target("aget ≥ 3x django-elastipymemcache", _faster("aget", E, 3)),
     Target("client CPU per get ≤ 10 µs", _cpu_per_get),
     Target("get at 10 nodes within 5% of get at 3 nodes (one key)", _nodes),
+    Target(
+        f"aget_many(100) within {ASYNC_LIMIT:g}x of get_many(100) (issue 13)",
+        _within("aget_many", "get_many", ASYNC_LIMIT),
+    ),
+    Target(
+        f"aset within {ASYNC_LIMIT:g}x of aget (issue 13)", _within("aset", "aget", ASYNC_LIMIT)
+    ),
+    Target(
+        f"aincr within {ASYNC_LIMIT:g}x of aget (issue 13)", _within("aincr", "aget", ASYNC_LIMIT)
+    ),
+    Target(
+        f"adelete within {ASYNC_LIMIT:g}x of aget (issue 13)",
+        _within("adelete", "aget", ASYNC_LIMIT),
+    ),
+    Target(
+        f"blocking rows no slower than the baseline run, within {BASELINE_NOISE:.0%} (issue 13)",
+        _no_slower_than_baseline,
+    ),
     Target(
         f"get_many of 1,000 x 100 KB: peak RSS growth ≤ {MEMORY_LIMIT:g}x payload "
         "(at most one copy of the values alive besides the result)",
@@ -260,7 +328,7 @@ def render(results: Results, info: RunInfo) -> str:
         out += ["", "## Reference", "", *reference_table(results)]
     out += [
         "",
-        "## Targets (issue 5)",
+        "## Targets (issues 5 and 13)",
         "",
         "Informational, from this run's medians; the benchmark never fails on them.",
         "",
@@ -291,6 +359,19 @@ def render(results: Results, info: RunInfo) -> str:
             "pipelines.",
             "",
             *tls_table(results.tls),
+        ]
+    if results.gevent:
+        out += [
+            "",
+            "## gevent: 50 greenlets, monkey-patched (ours and pymemcache)",
+            "",
+            "Each backend in a monkey-patched child process of its own (`gevent.monkey."
+            "patch_all()` first thing, as gunicorn's gevent worker does), 50 greenlets sharing "
+            "the operations, started together; µs per op = wall time ÷ all greenlets' ops. "
+            "Pinned like the single-threaded workloads; the backends take turns, one child "
+            "per measurement, after a warm-up in it.",
+            "",
+            *greenlets.table(results.gevent),
         ]
     out += ["", "## How it was run", "", *how_it_was_run(results, info)]
     return "\n".join(out) + "\n"
@@ -334,6 +415,11 @@ def how_it_was_run(results: Results, info: RunInfo) -> list[str]:
         "- asyncio: one `asyncio.run` per measurement, the operations awaited one after "
         "another inside it.",
     ]
+    if results.baseline is not None:
+        lines.append(
+            "- Baseline: our blocking rows are compared with our numbers of an earlier run "
+            "(`--baseline`, the `.json` each run writes next to its report)."
+        )
     spreads = [
         (series.spread, workload, backend)
         for workload, by_backend in results.series.items()
@@ -354,6 +440,7 @@ def how_it_was_run(results: Results, info: RunInfo) -> list[str]:
         if series.error
     ]
     errors += [f"reference {name}: {s.error}" for name, s in results.probes.items() if s.error]
+    errors += greenlets.errors(results.gevent)
     if errors:
         lines.append("- Errors: " + "; ".join(errors) + ".")
     return lines

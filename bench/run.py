@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import datetime
 import functools
+import json
 import signal
 import sys
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import REPO_ROOT, environment, tls
+from bench import REPO_ROOT, environment, greenlets, tls
 from bench.backends import BACKENDS, caches_setting, discovered_nodes
 from bench.measure import Series, choose_iterations, estimate_per_op
 from bench.memory import MemoryFailure, MemoryResult, run_check
@@ -38,6 +39,7 @@ THREADS = 8
 REFERENCE = "reference"
 MEMORY = "memory"
 TLS = "tls"
+GEVENT = "gevent"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ QUICK = Timing(target=0.003, cap=0.01, estimate=0.002)
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The options."""
-    names = [w.name for w in WORKLOADS] + [REFERENCE, MEMORY, TLS]
+    names = [w.name for w in WORKLOADS] + [REFERENCE, MEMORY, TLS, GEVENT]
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmarks our backend next to django-elastipymemcache, Django's "
@@ -84,6 +86,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(auto: when at most 4 CPUs)",
     )
     parser.add_argument("--cpu", type=int, help="the CPU to pin to (default: the last one)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="our numbers from an earlier run (the .json written next to its report), for "
+        "the target that blocking rows are no slower than before",
+    )
     args = parser.parse_args(argv)
     if args.only:
         chosen = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -283,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark; returns the exit status (0 unless it could not run)."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    selected = args.only or {w.name for w in WORKLOADS} | {REFERENCE, MEMORY, TLS}
+    selected = args.only or {w.name for w in WORKLOADS} | {REFERENCE, MEMORY, TLS, GEVENT}
     workloads = [w for w in WORKLOADS if w.name in selected]
     timing = QUICK if args.quick else FULL
     enabled = default_enabled() if args.pin == "auto" else args.pin == "on"
@@ -296,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         progress("interrupted: clusters stopped")
         return 130
+    if args.baseline is not None:
+        results.baseline = json.loads(args.baseline.read_text())
     info = RunInfo(
         command=environment.command_line(),
         started=started_at,
@@ -312,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = render(results, info)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
+    # Our numbers alone, for a later run's `--baseline`.
+    args.output.with_suffix(".json").write_text(json.dumps(results.ours_wall_us(), indent=1))
     print(report)
     progress(f"report written to {args.output} ({info.seconds:,.0f} s)")
     return 0
@@ -326,7 +338,7 @@ def _run(
 ) -> Results:
     results = Results()
     probes = REFERENCE in selected
-    if workloads or probes or TLS in selected:
+    if workloads or probes or TLS in selected or GEVENT in selected:
         with contextlib.ExitStack() as stack:
             sizes = (
                 {3}
@@ -354,6 +366,16 @@ def _run(
             bench.repeat(args.repetitions)
             bench.verify()
             results = bench.results
+            if GEVENT in selected:
+                progress("gevent: 50 greenlets, monkey-patched children (ours, pymemcache)")
+                results.gevent = greenlets.measure(
+                    clusters[3],
+                    args.repetitions,
+                    timing.target,
+                    timing.cap,
+                    timing.estimate,
+                    pinning,
+                )
             if TLS in selected:
                 progress("TLS next to plaintext (ours only)")
                 results.tls = tls.measure(clusters[3], args.repetitions, timing.target, pinning)

@@ -61,6 +61,8 @@ class Workload:
     pinned: bool = True
     """Whether it runs pinned to one CPU (when pinning is on)."""
     unit: str = "op"
+    asyncio: bool = False
+    """Whether it measures the async API (``a*`` methods); the others are the blocking API."""
 
 
 def _expect(condition: bool, what: str) -> None:
@@ -330,6 +332,56 @@ def aget_many(alias: str, context: Context) -> Prepared:
     return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
 
 
+def aset(alias: str, context: Context) -> Prepared:
+    """``await cache.aset(key, value)`` of a 100-byte ``str``, 100 keys in turn; one
+    ``asyncio.run`` per measurement."""
+    cache = caches[alias]
+    keys = _keys("aset")
+    verify = _store(cache, keys, VALUE_100)
+
+    async def many(n: int) -> None:
+        for i in range(n):
+            await cache.aset(keys[i % BATCH], VALUE_100)
+
+    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+
+
+def aincr(alias: str, context: Context) -> Prepared:
+    """``await cache.aincr(key)`` of a present counter; one ``asyncio.run`` per measurement."""
+    cache = caches[alias]
+    cache.set("acounter", 0)
+    _expect(asyncio.run(cache.aincr("acounter")) == 1, "aincr of a counter at 0 did not return 1")
+
+    def verify() -> None:
+        _expect(isinstance(cache.get("acounter"), int), "the counter is gone")
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await cache.aincr("acounter")
+
+    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+
+
+def adelete(alias: str, context: Context) -> Prepared:
+    """``await cache.adelete(key)``; one ``asyncio.run`` per measurement. Deleted by the first
+    operation, the key is absent for the rest (memcached answers ``NOT_FOUND``): the same work
+    for every backend, and no ``set`` in the timed loop."""
+    cache = caches[alias]
+    cache.set("adeleted", VALUE_100)
+    _expect(bool(asyncio.run(cache.adelete("adeleted"))), "adelete of a present key failed")
+
+    def verify() -> None:
+        _expect(cache.get("adeleted", "default") == "default", "adelete left its key behind")
+
+    verify()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await cache.adelete("adeleted")
+
+    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+
+
 # -- cluster size ----------------------------------------------------------------------------
 
 
@@ -363,8 +415,11 @@ WORKLOADS: tuple[Workload, ...] = (
         unit="request",
     ),
     Workload("threads", "8 threads, 90% get / 10% set (unpinned)", threads, pinned=False),
-    Workload("aget", "aget (asyncio)", aget),
-    Workload("aget_many", "aget_many, 100 keys (asyncio)", aget_many, unit="call"),
+    Workload("aget", "aget (asyncio)", aget, asyncio=True),
+    Workload("aget_many", "aget_many, 100 keys (asyncio)", aget_many, unit="call", asyncio=True),
+    Workload("aset", "aset, 100 B (asyncio)", aset, asyncio=True),
+    Workload("aincr", "aincr (asyncio)", aincr, asyncio=True),
+    Workload("adelete", "adelete (absent) (asyncio)", adelete, asyncio=True),
     Workload("get_hit_10_nodes", "get, hit, 10 nodes (one key)", get_hit, nodes=10),
     Workload("get_3_nodes", "get, 3 nodes (100 keys in turn)", get_round_robin),
     Workload("get_10_nodes", "get, 10 nodes (100 keys in turn)", get_round_robin, nodes=10),

@@ -2,7 +2,8 @@
 # The benchmark suite (issue 5): our backend next to django-elastipymemcache, Django's
 # PyMemcacheCache and PyLibMCCache on local memcached clusters, interleaved in one run; writes a
 # markdown report (default bench-results/results.md, not tracked) and prints it. Arguments go to `python -m bench`
-# (`scripts/bench.sh --help`, `--quick`, `--only get_hit,get_many`, `--output FILE`).
+# (`scripts/bench.sh --help`, `--quick`, `--only get_hit,get_many`, `--only gevent`, `--output FILE`,
+# `--baseline OLD.json`: the numbers an earlier run wrote next to its report).
 #
 # On a fresh Debian machine with Rust and Python 3.10+ it installs what it needs: memcached, the
 # venv and the native module in release mode (scripts/bootstrap.sh), then what pylibmc builds

@@ -1,0 +1,101 @@
+"""The gevent rows' child process (see :mod:`bench.greenlets`): monkey-patched first thing, as
+gunicorn's gevent worker is, then one backend's ``get`` and ``get_many`` run by greenlets.
+
+``python bench/greenlets_child.py --backend NAME --location JSON (--estimate SECONDS |
+--iterations JSON)`` prints one JSON line: with ``--estimate``, each workload's seconds per
+operation after a warm-up; with ``--iterations`` (operations per workload), a sample per
+workload. Run as a script, not with ``-m``: nothing may be imported before the patching.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402 (after monkey-patching, on purpose)
+import gc  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+
+# The repository's root instead of this script's folder: the benchmark is the package `bench`.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench.backends import BACKENDS  # noqa: E402
+from bench.workloads import BATCH, VALUE_100  # noqa: E402
+
+GREENLETS = 50
+PREFIX = "gevent"
+
+
+def _workloads(cache: Any) -> dict[str, Callable[[int], None]]:
+    """Each workload's body: ``n`` operations of one greenlet."""
+    keys = [f"{PREFIX}:{i}" for i in range(BATCH)]
+    failed = cache.set_many(dict.fromkeys(keys, VALUE_100))
+    if failed or cache.get(keys[0]) != VALUE_100 or len(cache.get_many(keys)) != BATCH:
+        raise RuntimeError("the gevent rows' data did not read back")
+    get, get_many = cache.get, cache.get_many
+    hit = keys[0]
+
+    def gets(n: int) -> None:
+        for _ in range(n):
+            if get(hit) is None:
+                raise RuntimeError("get missed under gevent")
+
+    def many(n: int) -> None:
+        for _ in range(n):
+            if len(get_many(keys)) != BATCH:
+                raise RuntimeError("get_many missed under gevent")
+
+    return {"get": gets, "get_many": many}
+
+
+def _timed(body: Callable[[int], None], n: int) -> dict[str, float]:
+    """``n`` operations shared by the greenlets (at least one each), all started together."""
+    per_greenlet = max(1, n // GREENLETS)
+    gc.collect()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    greenlets = [gevent.spawn(body, per_greenlet) for _ in range(GREENLETS)]
+    gevent.joinall(greenlets, raise_error=True)
+    wall1, cpu1 = time.perf_counter(), time.process_time()
+    return {"wall": wall1 - wall0, "cpu": cpu1 - cpu0, "ops": per_greenlet * GREENLETS}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", required=True, choices=[b.name for b in BACKENDS])
+    parser.add_argument("--location", required=True, help="LOCATION as JSON")
+    parser.add_argument("--estimate", type=float, help="seconds of the calibration runs")
+    parser.add_argument("--iterations", help="operations per workload, as JSON")
+    args = parser.parse_args()
+    backend = next(b for b in BACKENDS if b.name == args.backend)
+
+    import django
+    from django.conf import settings
+    from django.core.cache import caches
+
+    settings.configure(CACHES={"default": backend.settings(json.loads(args.location))})
+    django.setup()
+    workloads = _workloads(caches["default"])
+    for body in workloads.values():
+        _timed(body, GREENLETS * 4)  # connections (one per greenlet), discovery
+    if args.estimate is not None:
+        per_op = {}
+        for name, body in workloads.items():
+            n = GREENLETS
+            while (sample := _timed(body, n))["wall"] < args.estimate:
+                n *= 2
+            per_op[name] = sample["wall"] / sample["ops"]
+        print(json.dumps(per_op))
+        return 0
+    iterations = json.loads(args.iterations)
+    print(json.dumps({name: _timed(workloads[name], n) for name, n in iterations.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Under gevent (issue 13): with ``socket`` monkey-patched, the blocking calls yield to gevent's
+hub while they wait on the network, so a node that does not answer never stalls the other
+greenlets; ``OPTIONS["gevent"]`` ("auto", the default, True or False) can turn that off.
+
+Monkey-patching must happen at process start and must not reach pytest's own process: each
+scenario runs ``tests/support/gevent_scenario.py`` in a fresh interpreter against two real
+memcached nodes, one of them stopped (SIGSTOP) for the scenario and always continued after.
+Assertions are on the order of events in that process, not on how long anything took."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.local import LocalNode
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = REPO_ROOT / "tests" / "support" / "gevent_scenario.py"
+GREENLETS = 20
+READS = 40
+# The frozen call's deadline: the healthy greenlets' 800 calls take a small part of it.
+TIMEOUT = 2
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[tuple[LocalNode, LocalNode]]:
+    """A healthy node and one to stop, of this module's own."""
+    with LocalNode() as healthy, LocalNode() as frozen:
+        yield healthy, frozen
+
+
+@contextmanager
+def stopped(node: LocalNode) -> Iterator[None]:
+    """The node stopped (its kernel still accepts connections and requests; nothing answers),
+    and continued afterwards whatever happens."""
+    pid = node.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def scenario(
+    nodes: tuple[LocalNode, LocalNode], options: dict[str, Any], frozen_call: str = "get"
+) -> dict[str, Any]:
+    healthy, frozen = nodes
+    spec = {
+        "healthy": healthy.address,
+        "frozen": frozen.address,
+        "options": {"timeout": TIMEOUT, **options},
+        "frozen_call": frozen_call,
+        "greenlets": GREENLETS,
+        "reads": READS,
+    }
+    with stopped(frozen):
+        done = subprocess.run(
+            [sys.executable, str(SCENARIO), json.dumps(spec)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["all_done"], report
+    assert report["failures"] == [], "every healthy call returned what it should"
+    log = report["log"]
+    assert log.count("healthy-done") == GREENLETS
+    assert log[0] == "frozen-start"
+    return report
+
+
+def healthy_done_before_frozen_end(report: dict[str, Any]) -> int:
+    log = report["log"]
+    return int(log[: log.index("frozen-end")].count("healthy-done"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"gevent": "auto"}, {"gevent": True}],
+    ids=["default", "auto", "on"],
+)
+def test_a_frozen_node_never_stalls_the_other_greenlets(
+    nodes: tuple[LocalNode, LocalNode], options: dict[str, Any]
+) -> None:
+    report = scenario(nodes, options)
+    assert healthy_done_before_frozen_end(report) == GREENLETS, (
+        "every healthy greenlet finished while the frozen call was still waiting"
+    )
+    assert report["frozen_outcome"] == ["raised", "CacheTimeoutError"]
+
+
+def test_under_ignore_exc_the_frozen_call_ends_as_a_miss(
+    nodes: tuple[LocalNode, LocalNode],
+) -> None:
+    report = scenario(nodes, {"ignore_exc": True})
+    assert healthy_done_before_frozen_end(report) == GREENLETS
+    assert report["frozen_outcome"] == ["returned", "default"]
+
+
+def test_a_batch_over_both_nodes_waits_without_stalling_the_others(
+    nodes: tuple[LocalNode, LocalNode],
+) -> None:
+    """``get_many`` of keys of both nodes: its healthy part is read, its frozen part times
+    out (a miss under ``ignore_exc``), and the other greenlets ran meanwhile."""
+    report = scenario(nodes, {"ignore_exc": True}, frozen_call="get_many")
+    assert healthy_done_before_frozen_end(report) == GREENLETS
+    outcome, found = report["frozen_outcome"]
+    assert outcome == "returned"
+    assert found and all(key.startswith("healthy-") for key in found), found
+
+
+def test_with_gevent_off_a_call_blocks_the_whole_process(
+    nodes: tuple[LocalNode, LocalNode],
+) -> None:
+    """``OPTIONS["gevent"] = False`` keeps the blocking behaviour: no other greenlet runs
+    until the frozen call is over."""
+    report = scenario(nodes, {"gevent": False})
+    assert healthy_done_before_frozen_end(report) == 0
+    log = report["log"]
+    assert "healthy-start" not in log[: log.index("frozen-end")]
+    assert report["frozen_outcome"] == ["raised", "CacheTimeoutError"]
+
+
+# -- the option ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["auto", True, False])
+def test_the_option_accepts_auto_true_and_false(value: object) -> None:
+    """Accepted where Django builds the cache; this process is not monkey-patched, so every
+    value leaves the calls blocking, as they should be here."""
+    cache = ElastiCache("127.0.0.1:11211", {"OPTIONS": {"discovery": "off", "gevent": value}})
+    assert cache._native is not None
+
+
+@pytest.mark.parametrize("value", ["on", "yes", 1, 0])
+def test_the_option_refuses_anything_else_naming_itself(value: object) -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"OPTIONS\['gevent'\]"):
+        ElastiCache("127.0.0.1:11211", {"OPTIONS": {"discovery": "off", "gevent": value}})
