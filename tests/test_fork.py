@@ -76,8 +76,9 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float = 10.0) 
 
 
 class AsyncTraffic:
-    """An event loop on its own thread keeping the native async workers busy (``aset`` and
-    ``aget_many``) until stopped; ``done`` counts finished calls, ``errors`` any failure."""
+    """An event loop on its own thread making ``aset`` and ``aget_many`` calls until stopped,
+    from a cold pool each round, so that the native async workers are busy connecting while
+    the loop does the rest; ``done`` counts finished calls, ``errors`` any failure."""
 
     def __init__(self, cache: ElastiCache) -> None:
         self.cache = cache
@@ -90,6 +91,8 @@ class AsyncTraffic:
         round_ = 0
         while not self._stop.is_set():
             try:
+                # Connections are opened on the workers: closing the idle ones keeps them busy.
+                self.cache.client.close_idle()
                 await asyncio.gather(*(self.cache.aset(f"busy-{i}", round_) for i in range(16)))
                 await self.cache.aget_many([f"busy-{i}" for i in range(16)])
                 self.done += 17

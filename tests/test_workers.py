@@ -1,5 +1,7 @@
-"""The native async workers: any number of concurrent ``a*`` calls run at the same time (up to
-the worker bound), however long the process has run and whatever load it has seen."""
+"""Concurrent ``a*`` calls all run at once (up to the pool bound), however long the process has
+run and whatever load it has seen: on a warm pool on the event loop, on a cold one with each
+connect on a native async worker (the worker pool's own logic has Rust unit tests in
+``crates/python/src/completion.rs``)."""
 
 from __future__ import annotations
 
@@ -84,8 +86,8 @@ def backend(address: str, **options: Any) -> ElastiCache:
 
 
 async def mixed_load(cache: ElastiCache, bursts: int) -> None:
-    """Bursts of ``aset`` and ``aget_many`` of every size up to twice the worker bound: workers
-    go idle and busy in every order, and finishing workers race idle ones for queued jobs."""
+    """Bursts of ``aset`` and ``aget_many`` of every size up to twice the worker bound: the pool
+    grows by connects on the workers, then serves every burst from the loop."""
     for burst in range(bursts):
         size = 1 + burst % (2 * WORKERS)
         calls: list[Any] = []
@@ -116,7 +118,7 @@ def test_after_heavy_mixed_load_every_worker_runs_at_once(
         try:
             await asyncio.wait_for(calls, timeout=4 * BARRIER_WAIT)
         except TimeoutError:
-            pytest.fail("an async call never ran: its job waited for a worker for ever")
+            pytest.fail("an async call never ran: it waited for ever")
 
     asyncio.run(scenario())
     assert barrier.most_in_flight == WORKERS, (
