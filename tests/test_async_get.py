@@ -1,7 +1,7 @@
-"""``aget`` on the event loop: a pooled connection's request is sent without blocking and its
-reply read when the loop sees the socket readable (the engine's asyncio driver). Same values and same failures as ``get``,
-the loop free while the reply is on its way, and a connection never reused after an
-unfinished reply."""
+"""``aget`` on the event loop (the engine's asyncio driver): a pooled connection's request is
+sent without blocking and its reply read when the loop sees the socket readable. Same values
+and same failures as ``get``, the loop free while the reply is on its way, and a connection
+never reused after an unfinished reply."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_a_cold_pool_leaves_the_connect_to_a_worker_and_a_warm_one_to_the_loop()
         warm(cache)
         pending = cache._native.start_get("k")
         assert pending.advance() == WAIT
-        [(fd, interest)] = pending.waits()
+        fd, interest = pending.wait_for() or (-1, 0)
         assert fd >= 0 and interest == READ
         assert server.requested.wait(timeout=5)
 

@@ -31,6 +31,13 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _wake_current(waiting: list[asyncio.Future[None]]) -> None:
+    """The deadline's timer: wakes whichever wait is current, and leaves ``waiting`` empty to
+    say it fired."""
+    if waiting:
+        _wake(waiting.pop())
+
+
 async def run(operation: Operation) -> Any:
     """Runs ``operation`` on the running loop and returns its result (or raises its error).
 
@@ -38,34 +45,46 @@ async def run(operation: Operation) -> Any:
     closed, never reused, since that reply would answer someone else's request.
     """
     loop = asyncio.get_running_loop()
+    advance, create_future = operation.advance, loop.create_future
+    # One timer for the whole operation, made at its first wait, waking the current one.
+    waiting: list[asyncio.Future[None]] = []
+    timer: asyncio.TimerHandle | None = None
     try:
         while True:
-            progress = operation.advance()
+            progress = advance()
             if progress == DONE:
                 return operation.result()
-            woken: asyncio.Future[None] = loop.create_future()
+            woken: asyncio.Future[None] = create_future()
             if progress == BLOCK:
                 operation.prepare_later(woken)
                 await woken
                 continue
-            waits = operation.waits()
-            for fd, interest in waits:
-                if interest == READ:
-                    loop.add_reader(fd, _wake, woken)
-                else:
-                    loop.add_writer(fd, _wake, woken)
-            timeout = operation.timeout()
-            # Past the deadline, the next advance() ends the operation as a timeout.
-            timer = None if timeout is None else loop.call_later(timeout, _wake, woken)
+            wait = operation.wait_for()
+            if wait is None:
+                continue
+            fd, interest = wait
+            if timer is None:
+                timeout = operation.timeout()
+                if timeout is not None:
+                    # Past the deadline, the next advance() ends the operation as a timeout.
+                    # At least a millisecond: a loop's timers are no finer.
+                    timer = loop.call_later(max(timeout, 0.001), _wake_current, waiting)
+            waiting[:] = [woken]
+            loop.add_reader(fd, _wake, woken)
+            if interest != READ:
+                loop.add_writer(fd, _wake, woken)
             try:
                 await woken
             finally:
-                for fd, interest in waits:
-                    if interest == READ:
-                        loop.remove_reader(fd)
-                    else:
-                        loop.remove_writer(fd)
-                if timer is not None:
-                    timer.cancel()
+                loop.remove_reader(fd)
+                if interest != READ:
+                    loop.remove_writer(fd)
+            if not waiting:
+                # The timer fired. Loops round their timers (uvloop to the millisecond), so it
+                # may fire just before the deadline: if the operation is not over then, the
+                # next wait gets a timer for what is left.
+                timer = None
     finally:
+        if timer is not None:
+            timer.cancel()
         operation.close()

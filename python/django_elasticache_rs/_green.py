@@ -26,7 +26,7 @@ def run(operation: Operation) -> Any:
     """Runs ``operation`` in the current greenlet, yielding to the hub while it waits, and
     returns its result (or raises its error)."""
     from gevent import get_hub
-    from gevent.socket import wait_read, wait_write
+    from gevent.socket import wait_read, wait_readwrite
 
     try:
         while True:
@@ -36,10 +36,12 @@ def run(operation: Operation) -> Any:
             if progress == BLOCK:
                 get_hub().threadpool.apply(operation.prepare)
                 continue
-            # Every request is written before any wait; waiting on one socket at a time costs
-            # nothing, since the whole operation lasts as long as its slowest node anyway.
-            fd, interest = operation.waits()[0]
-            wait = wait_read if interest == READ else wait_write
+            next_wait = operation.wait_for()
+            if next_wait is None:
+                continue
+            fd, interest = next_wait
+            # A node may answer before it takes all of a request: wait for either then.
+            wait = wait_read if interest == READ else wait_readwrite
             try:
                 wait(fd, operation.timeout())
             except TimeoutError:

@@ -30,13 +30,13 @@ def murmur3_32(text: str) -> int:
 
 #: ``Operation.advance()``: the result is ready.
 DONE: Final = 0
-#: ``Operation.advance()``: wait on ``waits()`` for at most ``timeout()`` seconds.
+#: ``Operation.advance()``: wait on ``wait_for()`` for at most ``timeout()`` seconds.
 WAIT: Final = 1
 #: ``Operation.advance()``: run ``prepare()`` off the event loop.
 BLOCK: Final = 2
-#: ``Operation.waits()``: wait for the socket to be readable.
+#: ``Operation.wait_for()``: wait for the socket to be readable.
 READ: Final = 1
-#: ``Operation.waits()``: wait for the socket to be writable.
+#: ``Operation.wait_for()``: wait for the socket to be writable (or readable).
 WRITE: Final = 2
 
 @final
@@ -228,8 +228,9 @@ class Operation:
 
     def advance(self) -> int:
         """Writes and reads what the sockets allow: ``DONE``, ``WAIT`` or ``BLOCK``."""
-    def waits(self) -> list[tuple[int, int]]:
-        """The sockets to wait on, as ``(fd, READ)`` or ``(fd, WRITE)``."""
+    def wait_for(self) -> tuple[int, int] | None:
+        """The socket to wait on next: ``(fd, READ)`` until readable, ``(fd, WRITE)`` until
+        writable or readable; ``None`` when there is none."""
     def timeout(self) -> float | None:
         """Seconds until the deadline (0 once passed); ``None`` without a timeout."""
     def prepare(self) -> None:

@@ -289,3 +289,44 @@ fn event_loop_gets_read_values_across_tls_records() {
     }
     assert_eq!(client.topology().nodes()[0].connections_opened().0, 1);
 }
+
+#[test]
+fn event_loop_batches_and_large_writes_cross_many_tls_records() {
+    let dir = CertDir::new();
+    let authority = Authority::new();
+    let node = tls_node(&dir, &authority, &["localhost"], false);
+    let client = trusted_client(&dir, &authority, &node);
+    // Warm the pool: the event-driven steps below must never need the blocking one.
+    client.flush_all().unwrap();
+    let mut items = elasticache_client::ItemList::with_capacity(300);
+    let mut keys = elasticache_client::KeyList::with_capacity(300);
+    for i in 0..300 {
+        let key = format!("key-{i}-{}", "x".repeat(200));
+        items.push(&key, 0, key.as_bytes());
+        keys.push(&key);
+    }
+    // A set whose request is far larger than a socket takes at once: written in parts, the
+    // TLS records flushed as the socket drains.
+    let big = vec![9u8; 700_000];
+    items.push("big", 3, &big);
+    let mut set_many = client.start_set_many(items, 0).unwrap();
+    support::drive(&client, &mut set_many);
+    assert_eq!(set_many.finish(&client).unwrap(), Vec::<usize>::new());
+    keys.push("big");
+    let mut get_many = client.start_get_many(keys).unwrap();
+    support::drive(&client, &mut get_many);
+    let mut read = 0;
+    get_many
+        .finish(&client)
+        .unwrap()
+        .try_for_each(|position, flags, data| {
+            read += 1;
+            if position == 300 {
+                assert_eq!((flags, data), (3, &big[..]));
+            }
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+    assert_eq!(read, 301);
+    assert_eq!(client.topology().nodes()[0].connections_opened().0, 1);
+}

@@ -2,7 +2,7 @@
 //! asyncio event loop, or gevent's hub) instead of a blocking call.
 //!
 //! `Client.start_*` builds it; the driver calls `advance()` and, as it answers, waits on
-//! `waits()` (each socket readable or writable) for at most `timeout()` seconds, or runs
+//! `wait_for()` (a socket readable or writable) for at most `timeout()` seconds, or runs
 //! `prepare()` off its loop (a connect or the first discovery, which have no non-blocking
 //! form), until `advance()` says it is done; then `result()` gives the value or raises.
 //! `close()` ends it early (a cancelled task): unfinished exchanges' connections are closed.
@@ -24,7 +24,7 @@ const DONE: u8 = 0;
 const WAIT: u8 = 1;
 const BLOCK: u8 = 2;
 
-/// `waits()`'s interests.
+/// `wait_for()`'s interests.
 const READ: u8 = 1;
 const WRITE: u8 = 2;
 
@@ -33,7 +33,7 @@ pub trait Driven: Send {
     fn advance(&mut self, client: &Client) -> Progress;
     fn prepare(&mut self, client: &Client);
     #[cfg(unix)]
-    fn waits(&self) -> Vec<(i32, u8)>;
+    fn wait_for(&self) -> Option<(i32, u8)>;
     fn deadline(&self) -> Option<Instant>;
     fn finish(self: Box<Self>, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>>;
 }
@@ -58,17 +58,14 @@ where
     }
 
     #[cfg(unix)]
-    fn waits(&self) -> Vec<(i32, u8)> {
-        self.operation
-            .waits()
-            .map(|(fd, interest)| {
-                let interest = match interest {
-                    Interest::Write => WRITE,
-                    _ => READ,
-                };
-                (fd, interest)
-            })
-            .collect()
+    fn wait_for(&self) -> Option<(i32, u8)> {
+        self.operation.waits().next().map(|(fd, interest)| {
+            let interest = match interest {
+                Interest::Write => WRITE,
+                _ => READ,
+            };
+            (fd, interest)
+        })
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -134,7 +131,7 @@ pub struct PyOperation {
 #[pymethods]
 impl PyOperation {
     /// Writes and reads what the sockets allow: 0 when the result is ready, 1 to wait on
-    /// `waits()` for at most `timeout()` seconds, 2 to run `prepare()` off the loop.
+    /// `wait_for()` for at most `timeout()` seconds, 2 to run `prepare()` off the loop.
     fn advance(&self) -> u8 {
         let shared = &*self.shared;
         match shared.lock().as_mut() {
@@ -147,13 +144,19 @@ impl PyOperation {
         }
     }
 
-    /// The sockets to wait on: `(fd, 1)` for readable, `(fd, 2)` for writable.
-    fn waits(&self) -> Vec<(i32, u8)> {
+    /// The socket to wait on next: `(fd, READ)` until it is readable, `(fd, WRITE)` until it
+    /// is writable or readable (a node may answer before it takes all of a request); `None`
+    /// when there is none.
+    ///
+    /// One socket at a time: every request is on its way before any wait, so the operation
+    /// lasts as long as its slowest node whichever socket it waits on first, and a single
+    /// registration with the loop costs least.
+    fn wait_for(&self) -> Option<(i32, u8)> {
         #[cfg(unix)]
         if let Some(operation) = self.shared.lock().as_ref() {
-            return operation.waits();
+            return operation.wait_for();
         }
-        Vec::new()
+        None
     }
 
     /// Seconds until the operation's deadline (0 when it passed); `None` without a timeout.
@@ -212,7 +215,7 @@ impl std::fmt::Debug for PyOperation {
     }
 }
 
-/// The constants the Python drivers compare `advance()` and `waits()` with.
+/// The constants the Python drivers compare `advance()` and `wait_for()` with.
 pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("DONE", DONE)?;
     module.add("WAIT", WAIT)?;
