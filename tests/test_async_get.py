@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from django_elasticache_rs import CacheServerError, CacheTimeoutError
+from django_elasticache_rs import CacheServerError, CacheTimeoutError, _futures
 from django_elasticache_rs._futures import run
 from django_elasticache_rs._native import BLOCK, READ, WAIT
 from django_elasticache_rs.backend import ElastiCache
@@ -214,3 +214,38 @@ def test_event_loops_in_many_threads_share_one_pool(memcached: LocalNode) -> Non
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     assert open_connections(cache) <= 6
+
+
+@pytest.mark.parametrize("epoll", [True, False], ids=["epoll", "loop readers"])
+def test_sockets_closed_and_their_numbers_reused_are_waited_on_afresh(
+    memcached: LocalNode, epoll: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop keeps one way of waiting on sockets (an epoll set of ours where there is one, or
+    its own readers): connections closed between calls, their numbers given to new ones, are
+    each waited on correctly, and a cancelled wait leaves nothing behind."""
+    monkeypatch.setattr(_futures, "_HAS_EPOLL", epoll)
+    cache = backend(memcached.address, max_pool_size=4)
+    cache.set_many({f"fresh-{i}": i for i in range(8)})
+
+    async def scenario() -> list[Any]:
+        seen: list[Any] = []
+        for round_ in range(20):
+            cache.client.close_idle()  # the next calls connect anew, often on the same numbers
+            seen += await asyncio.gather(*(cache.aget(f"fresh-{i}") for i in range(8)))
+            task = asyncio.ensure_future(cache.aget_many([f"fresh-{i}" for i in range(8)]))
+            if round_ % 2:
+                await asyncio.sleep(0)
+                task.cancel()
+            try:
+                seen.append(len(await task))
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+        return seen
+
+    seen = asyncio.run(scenario())
+    for round_ in range(20):
+        got = seen[9 * round_ : 9 * round_ + 9]
+        assert got[:8] == list(range(8)), (round_, got)
+        # A cancel that comes after the call is done leaves its result standing.
+        assert got[8] == 8 or (round_ % 2 and got[8] == "cancelled"), (round_, got)
+    assert open_connections(cache) <= 4
