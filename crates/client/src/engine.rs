@@ -387,6 +387,9 @@ impl<C: Command> Operation<C> {
         if !self.running.is_empty() {
             Progress::Wait
         } else if !self.pending.is_empty() {
+            // Shares with no idle connection wait until the running exchanges are over, so
+            // that the blocking step holds nothing while it connects or waits for a
+            // connection (a cold pool costs a batch one more round trip, once).
             Progress::Block
         } else {
             Progress::Done
