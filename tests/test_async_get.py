@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvloop
 
 from django_elasticache_rs import CacheServerError, CacheTimeoutError, _futures
 from django_elasticache_rs._futures import run
@@ -19,23 +17,9 @@ from django_elasticache_rs._native import BLOCK, READ, WAIT
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
 from tests.support.faults import FaultyServer, faulty_server
+from tests.support.loops import event_loop_kind  # noqa: F401 (an autouse fixture)
 
 WARM_UP = b"END\r\n"
-
-
-@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
-def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test runs on asyncio's own loop and on uvloop (what uvicorn runs when installed):
-    the event-loop path relies on ``add_reader``, ``call_later`` and futures of either."""
-    if request.param == "asyncio":
-        yield request.param
-        return
-    previous = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    try:
-        yield request.param
-    finally:
-        asyncio.set_event_loop_policy(previous)
 
 
 def backend(address: str, **options: Any) -> ElastiCache:
@@ -52,7 +36,7 @@ def warm(cache: ElastiCache) -> None:
     assert open_connections(cache) == 1
 
 
-def test_each_test_runs_on_the_loop_it_names(event_loop_kind: str) -> None:
+def test_each_test_runs_on_the_loop_it_names(event_loop_kind: str) -> None:  # noqa: F811
     async def loop_module() -> str:
         return type(asyncio.get_running_loop()).__module__
 

@@ -28,6 +28,7 @@ from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster, LocalNode
 from tests.support.faults import FaultyServer, faulty_server
 from tests.support.loops import event_loop_kind  # noqa: F401 (an autouse fixture)
+from tests.support.placement import keys_on
 
 WARM_UP = b"END\r\n"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -114,19 +115,6 @@ def run(awaitable: Awaitable[Any]) -> Any:
         return await asyncio.wait_for(awaitable, timeout=30)
 
     return asyncio.run(bounded())
-
-
-def keys_on(cache: ElastiCache, node: str, count: int, tag: str) -> list[str]:
-    """``count`` keys that ``node`` owns."""
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        key = f"{tag}-{i}"
-        if cache._native.node_for(key, cache._prefix, cache.version) == node:
-            found.append(key)
-        i += 1
-        assert i < 100_000, f"no keys found for {node}"
-    return found
 
 
 # -- values ----------------------------------------------------------------------------------

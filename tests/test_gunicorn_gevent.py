@@ -24,6 +24,7 @@ import pytest
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
+from tests.support.placement import keys_on
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY_PREFIX = "gunicorn"
@@ -40,17 +41,6 @@ BOUND = 30.0
 def nodes() -> Iterator[tuple[LocalNode, LocalNode]]:
     with LocalNode() as healthy, LocalNode() as frozen:
         yield healthy, frozen
-
-
-def keys_on(cache: ElastiCache, node: str, count: int, tag: str) -> list[str]:
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        key = f"{tag}-{i}"
-        if cache._native.node_for(key, cache._prefix, cache.version) == node:
-            found.append(key)
-        i += 1
-    return found
 
 
 def site_config(healthy: LocalNode, frozen: LocalNode) -> dict[str, Any]:

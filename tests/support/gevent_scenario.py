@@ -15,22 +15,16 @@ monkey.patch_all()
 
 import json  # noqa: E402 (after monkey-patching, on purpose)
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import django  # noqa: E402
 import gevent  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-
-def keys_on(cache: Any, node: str, count: int, tag: str) -> list[str]:
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        key = f"{tag}-{i}"
-        if cache._native.node_for(key, cache._prefix, cache.version) == node:
-            found.append(key)
-        i += 1
-    return found
+# Run as a script: the repository's root makes `tests.support` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.placement import keys_on  # noqa: E402
 
 
 def main() -> int:
