@@ -128,6 +128,9 @@ struct Exchange {
     run: usize,
     /// `None` once given back or closed.
     connection: Option<Connection>,
+    /// Whether any I/O was tried on the connection: until then it is as clean as the pool
+    /// gave it, and goes back there if the operation ends early.
+    touched: bool,
     request: Vec<u8>,
     written: usize,
     flushed: bool,
@@ -173,6 +176,7 @@ impl Exchange {
     /// Blocking: writes what is left of the request.
     fn send_blocking(&mut self, deadline: Option<Instant>) -> Result<()> {
         let connection = self.connection.as_mut().ok_or(Error::NoNodes)?;
+        self.touched = true;
         connection.use_nonblocking(false)?;
         let rest = self.request.get(self.written..).unwrap_or_default();
         connection.send(rest, deadline)?;
@@ -221,6 +225,7 @@ impl Exchange {
     fn advance<C: Command>(&mut self, command: &mut C) -> Result<bool> {
         loop {
             let connection = self.connection.as_mut().ok_or(Error::NoNodes)?;
+            self.touched = true;
             connection.use_nonblocking(true)?;
             while self.written < self.request.len() {
                 let rest = self.request.get(self.written..).unwrap_or_default();
@@ -295,9 +300,12 @@ fn read_into<C: Command>(
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        // Not given back after a clean end: the stream's state is unknown.
-        if self.connection.take().is_some() {
-            self.node.pool.discard();
+        match self.connection.take() {
+            // Never used (the operation ended before its turn): as clean as it came.
+            Some(connection) if !self.touched => self.node.pool.put_back(connection),
+            // Not given back after a clean end: the stream's state is unknown.
+            Some(_) => self.node.pool.discard(),
+            None => {}
         }
     }
 }
@@ -535,6 +543,7 @@ impl<C: Command> Operation<C> {
             runs,
             run: 0,
             connection: Some(connection),
+            touched: false,
             request: Vec::new(),
             written: 0,
             flushed: false,

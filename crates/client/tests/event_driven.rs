@@ -259,3 +259,24 @@ fn invalid_keys_are_client_errors() {
     let error = client.start_get("has space".to_owned()).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Client);
 }
+
+#[test]
+fn an_operation_ended_before_its_first_exchange_gives_its_connections_back() {
+    let server = Memcached::start();
+    let client = server.client();
+    client.set("k", 0, b"v", 0).unwrap();
+    client.topology().nodes()[0].close_idle();
+    // The blocking step connects; the operation then ends (a cancelled task) before any
+    // request is written: the new connection is clean, and stays pooled.
+    let mut get = client.start_get("k".to_owned()).unwrap();
+    assert_eq!(get.advance(&client), Progress::Block);
+    get.prepare(&client);
+    drop(get);
+    assert_eq!(open_connections(&client), 1);
+    assert_eq!(
+        event_loop_get(&client, "k").unwrap().unwrap().data,
+        &b"v"[..]
+    );
+    // The set's connection (closed above), then the blocking step's: no third one.
+    assert_eq!(client.topology().nodes()[0].connections_opened().0, 2);
+}
