@@ -255,6 +255,7 @@ impl Command for StoreOne<'_> {
             (Some(Err(error)), _) => Err(error),
             (_, Some(error)) => Err(error.for_store(size)),
             (Some(Ok(reply)), None) => Ok(reply),
+            // Cannot happen: an exchange ends well only once the reply is read.
             (None, None) => Err(Error::NoNodes),
         };
         client.tolerate(outcome, || StoreReply::NotStored)
@@ -366,6 +367,7 @@ impl<T: Copy> Command for OneLine<T> {
         let fallback = self.fallback;
         match first_error(failed) {
             Some(error) => client.tolerate(Err(error), || fallback),
+            // `None` cannot happen: an exchange ends well only once the reply is read.
             None => self.reply.ok_or(Error::NoNodes),
         }
     }

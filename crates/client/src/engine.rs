@@ -137,6 +137,13 @@ struct Exchange {
     cursor: Cursor,
 }
 
+/// An exchange's leased connection (it is there until the exchange ends).
+fn leased<'c>(connection: &'c mut Option<Connection>, node: &Node) -> Result<&'c mut Connection> {
+    connection.as_mut().ok_or_else(|| Error::Closed {
+        node: node.address.name.clone(),
+    })
+}
+
 impl Exchange {
     /// Starts the next request: the current run's.
     fn encode_run<C: Command>(&mut self, command: &mut C) {
@@ -175,8 +182,8 @@ impl Exchange {
 
     /// Blocking: writes what is left of the request.
     fn send_blocking(&mut self, deadline: Option<Instant>) -> Result<()> {
-        let connection = self.connection.as_mut().ok_or(Error::NoNodes)?;
         self.touched = true;
+        let connection = leased(&mut self.connection, &self.node)?;
         connection.use_nonblocking(false)?;
         let rest = self.request.get(self.written..).unwrap_or_default();
         connection.send(rest, deadline)?;
@@ -207,7 +214,7 @@ impl Exchange {
                     ..
                 } = self;
                 let positions = run_positions(positions, runs, *run);
-                let connection = connection.as_mut().ok_or(Error::NoNodes)?;
+                let connection = leased(connection, node)?;
                 let name = node.address.name.as_str();
                 let mut cleared = false;
                 connection.read(deadline, |buf| {
@@ -224,8 +231,8 @@ impl Exchange {
     /// over.
     fn advance<C: Command>(&mut self, command: &mut C) -> Result<bool> {
         loop {
-            let connection = self.connection.as_mut().ok_or(Error::NoNodes)?;
             self.touched = true;
+            let connection = leased(&mut self.connection, &self.node)?;
             connection.use_nonblocking(true)?;
             while self.written < self.request.len() {
                 let rest = self.request.get(self.written..).unwrap_or_default();
