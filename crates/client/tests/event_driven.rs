@@ -280,3 +280,67 @@ fn an_operation_ended_before_its_first_exchange_gives_its_connections_back() {
     // The set's connection (closed above), then the blocking step's: no third one.
     assert_eq!(client.topology().nodes()[0].connections_opened().0, 2);
 }
+
+#[test]
+fn replies_trickling_a_byte_at_a_time_read_the_same_on_events() {
+    // Every way a reply can be cut: items, lines and values split at every byte.
+    let reply = b"VALUE a 1 1\r\nx\r\nVALUE c 2 5\r\nhello\r\nEND\r\n".to_vec();
+    let server = FakeServer::start(Fault::Trickle(Duration::from_micros(20), reply));
+    let mut custom = config();
+    custom.timeout = Some(Duration::from_secs(5));
+    let client = Client::connect_to(&[server.address()], custom).unwrap();
+    // The blocking path reads it (and pools the connection)...
+    let blocking: Vec<Option<Vec<u8>>> = client
+        .get_many(&["a", "b", "c"])
+        .unwrap()
+        .into_iter()
+        .map(|item| item.map(|i| i.data.to_vec()))
+        .collect();
+    assert_eq!(
+        blocking,
+        vec![Some(b"x".to_vec()), None, Some(b"hello".to_vec())]
+    );
+    // ... and the event-driven one reads the same, however many steps it takes.
+    for _ in 0..3 {
+        let mut keys = KeyList::with_capacity(3);
+        for key in ["a", "b", "c"] {
+            keys.push(key);
+        }
+        let mut get_many = client.start_get_many(keys).unwrap();
+        drive(&client, &mut get_many);
+        let mut seen = Vec::new();
+        get_many
+            .finish(&client)
+            .unwrap()
+            .try_for_each(|position, flags, data| {
+                seen.push((position, flags, data.to_vec()));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(seen, vec![(0, 1, b"x".to_vec()), (2, 2, b"hello".to_vec())]);
+    }
+    assert_eq!(open_connections(&client), 1);
+}
+
+#[test]
+fn trickled_storage_replies_with_refusals_read_the_same_on_events() {
+    let reply = b"STORED\r\nSERVER_ERROR object too large for cache\r\nNOT_STORED\r\n".to_vec();
+    let server = FakeServer::start(Fault::Trickle(Duration::from_micros(20), reply));
+    let mut custom = config();
+    custom.timeout = Some(Duration::from_secs(5));
+    let client = Client::connect_to(&[server.address()], custom).unwrap();
+    let items: [(&str, u32, &[u8]); 3] = [("a", 0, b"1"), ("b", 0, b"2"), ("c", 0, b"3")];
+    assert_eq!(client.set_many(&items, 0).unwrap(), vec![1, 2]);
+    let mut owned = ItemList::with_capacity(3);
+    for (key, flags, data) in items {
+        owned.push(key, flags, data);
+    }
+    let mut set_many = client.start_set_many(owned, 0).unwrap();
+    drive(&client, &mut set_many);
+    assert_eq!(set_many.finish(&client).unwrap(), vec![1, 2]);
+    assert_eq!(
+        open_connections(&client),
+        1,
+        "refusals are replies: the stream is in step"
+    );
+}
