@@ -1,8 +1,12 @@
-//! A synchronous memcached client for ElastiCache clusters, with no Python in it.
+//! A memcached client for ElastiCache clusters, with no Python in it.
 //!
 //! Key placement matches pymemcache's `HashClient` (rendezvous over murmur3), so Rust, Python
 //! and pymemcache clients share one cache. Connections are pooled per node and per process;
 //! multi-key operations cost one round trip; failing nodes are marked down without moving keys.
+//!
+//! Every operation runs on one engine: the blocking methods below wait on the calling thread,
+//! and the `start_*` methods return an [`Operation`] for an event loop to drive
+//! ([`Operation::advance`] when a socket of [`Operation::waits`] is ready).
 //!
 //! ```no_run
 //! use elasticache_client::{Client, ClientConfig};
