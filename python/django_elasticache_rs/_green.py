@@ -2,9 +2,10 @@
 
 Used by the backend's blocking methods when gevent has monkey-patched ``socket`` (or
 ``OPTIONS["gevent"]`` says so), so that a greenlet waiting on a slow or frozen node never
-stalls the others. Sockets are waited on with ``gevent.socket.wait_read``/``wait_write``;
-the step with no non-blocking form (a connect, the first discovery) runs on gevent's thread
-pool, which also yields to the hub.
+stalls the others. Sockets are waited on with ``gevent.socket.wait_read`` (or
+``wait_readwrite`` while a request is being written); the step with no non-blocking form (a
+connect, the first discovery, waiting for a pooled connection) runs on gevent's thread pool,
+which also yields to the hub.
 """
 
 from __future__ import annotations
