@@ -18,6 +18,7 @@ from django.core.cache import caches
 from bench.backends import OURS, PYLIBMC
 from bench.measure import loop_runner
 from bench.workloads import BATCH, VALUE_100, BenchmarkError, Prepared
+from django_elasticache_rs._native import Client
 from django_elasticache_rs.local import LocalCluster
 
 _VALUE = VALUE_100.encode()
@@ -163,6 +164,32 @@ def native_client(cluster: LocalCluster) -> Prepared:
     return Prepared(loop_runner(body), verify)
 
 
+def native_client_without_counters(cluster: LocalCluster) -> Prepared:
+    """The same ``get`` on a native client built with ``counters=False`` for the same nodes:
+    next to the row above, what the counters behind ``cache.metrics()`` cost per get."""
+    cache = caches[OURS.alias(3)]
+    cache.set("hit", VALUE_100)
+    prefix, version = cache.key_prefix, cache.version
+    client = Client(cache.servers, discovery="off", counters=False)  # type: ignore[attr-defined]
+
+    def verify() -> None:
+        if client.get("hit", None, prefix, version) != VALUE_100:
+            raise BenchmarkError("the native client's get did not return the value")
+        if sum(
+            client.metrics()["nodes"][client.node_for("hit", prefix, version)]["requests"].values()
+        ):
+            raise BenchmarkError("a client without counters counted")
+
+    verify()
+    get = client.get
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get("hit", None, prefix, version)
+
+    return Prepared(loop_runner(body), verify)
+
+
 def pylibmc_client(cluster: LocalCluster) -> Prepared:
     """The ``pylibmc.Client`` under Django's ``PyLibMCCache``, its ``get`` called directly with
     the finished key."""
@@ -209,6 +236,12 @@ PROBES: tuple[Probe, ...] = (
     ),
     Probe(
         "native", "our native client `get`, no Django layer", native_client, ("get_hit", OURS.name)
+    ),
+    Probe(
+        "native_no_counters",
+        "our native client `get`, no Django layer, counters off",
+        native_client_without_counters,
+        ("get_hit", OURS.name),
     ),
     Probe(
         "pylibmc_client",

@@ -56,6 +56,7 @@ BAD: dict[str, list[Any]] = {
     "logger": [None, "", 1, b"name"],
     "failure_log_level": ["LOUD", "", 7, True, 2.5],
     "gevent": ["on", "", "AUTO", 1, 0, None],
+    "counters": ["yes", 1, 0, None],
     "serde": [
         "pickle",
         object(),
@@ -95,6 +96,7 @@ GOOD: dict[str, list[Any]] = {
     "logger": ["myproject.cache", "elasticache_client.failures"],
     "failure_log_level": ["WARNING", "info", "Error", logging.ERROR, None],
     "gevent": ["auto", True, False],
+    "counters": [True, False],
     "serde": [None, SimpleNamespace(serialize=lambda k, v: (v, 0), deserialize=lambda k, v, f: v)],
     "allow_unicode_keys": [True, False],
     "default_noreply": [True, False],

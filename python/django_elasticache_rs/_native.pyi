@@ -84,6 +84,7 @@ class Client:
         tls_check_hostname: bool = True,
         logger: str | None = None,
         failure_log_level: Literal["WARNING", "INFO", "ERROR"] | None = "WARNING",
+        counters: bool = True,
     ) -> Client:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
@@ -108,7 +109,9 @@ class Client:
         Failures are logged to the Python logger ``logger`` (``None``:
         ``elasticache_client.failures``) at ``failure_log_level`` (``None``: not at all): the
         first failure of each kind per node, then at most one summary per node per minute,
-        and one INFO record when the node answers again."""
+        and one INFO record when the node answers again.
+
+        ``counters=False`` keeps no counters (``metrics()`` then reads zeros)."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""
@@ -219,6 +222,9 @@ class Client:
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
     ) -> Operation: ...
     def start_flush_all(self) -> Operation: ...
+    def metrics(self) -> dict[str, Any]:
+        """What this process's client has done so far: per node of the current membership
+        and per client (the README's "Observability" section describes each field)."""
     def close_idle(self) -> None:
         """Closes this process's idle pooled connections."""
 

@@ -135,6 +135,13 @@ class ElastiCache(BaseCache):
         """The nodes in use (``host:port``); with discovery, empty until the first operation."""
         return self._native.servers
 
+    def metrics(self) -> dict[str, Any]:
+        """What this process's client has done so far, per node and per client: requests by
+        command, hits and misses, errors by kind, latency, discoveries... (the README's
+        "Observability" section describes each field). Shared by every backend object of
+        this configuration in the process; reading it costs a few atomic loads per node."""
+        return self._native_client.metrics()
+
     @property
     def config_version(self) -> int | None:
         """The version of the discovered cluster configuration in use (None without discovery

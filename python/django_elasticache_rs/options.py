@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "retry_attempts": 2,
     "retry_timeout": 1.0,
     "dead_timeout": 60.0,
+    # Counters behind cache.metrics(): kept unless turned off (to measure what they cost).
+    "counters": True,
     # gevent: "auto" yields to gevent's hub when it has monkey-patched ``socket``; True always
     # (gevent must be installed), False never.
     "gevent": "auto",
@@ -400,6 +402,7 @@ def parse_options(options: Any, servers: Sequence[str]) -> Settings:
         "use_vpc_ip_address": _flag("use_vpc_ip_address", merged["use_vpc_ip_address"]),
         **_tls_arguments(merged),
         **_failure_log(merged["logger"], merged["failure_log_level"]),
+        "counters": _flag("counters", merged["counters"]),
     }
     return Settings(native=tuple(sorted(native.items())), gevent=_gevent(merged["gevent"]))
 

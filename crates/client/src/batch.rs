@@ -65,6 +65,11 @@ impl BatchValues {
         }
     }
 
+    /// Whether a value was read for `position`.
+    pub(crate) fn has(&self, position: usize) -> bool {
+        matches!(self.index.get(position), Some(Some(_)))
+    }
+
     /// Forgets the values of `positions` (their node failed after sending some).
     pub(crate) fn forget(&mut self, positions: &[usize]) {
         for &position in positions {

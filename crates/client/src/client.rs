@@ -17,6 +17,7 @@ use crate::config::{ClientConfig, DiscoveryConfig};
 use crate::discovery::Discovery;
 use crate::engine::Operation;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::{ClientCounters, Metrics};
 use crate::report::Unrouted;
 use crate::topology::{Node, Topology};
 
@@ -48,6 +49,8 @@ pub struct Client {
     /// The failure logs of subjects outside the ring (the configuration endpoint, removed
     /// nodes), per process.
     pub(crate) unrouted: ArcSwap<Unrouted>,
+    /// Discoveries, membership changes, failures ignored (`metrics`).
+    pub(crate) counters: ClientCounters,
 }
 
 impl Client {
@@ -61,6 +64,7 @@ impl Client {
             discovery: None,
             me: Weak::new(),
             unrouted: ArcSwap::from_pointee(Unrouted::new()),
+            counters: ClientCounters::default(),
         }
     }
 
@@ -80,6 +84,7 @@ impl Client {
             discovery: Some(Discovery::new(endpoint, discovery)),
             me: me.clone(),
             unrouted: ArcSwap::from_pointee(Unrouted::new()),
+            counters: ClientCounters::default(),
         })
     }
 
@@ -161,6 +166,14 @@ impl Client {
         }
     }
 
+    /// What this process's client has done so far: per node of the current membership and
+    /// per client (see [`Metrics`]). Reading costs a few atomic loads per node.
+    pub fn metrics(&self) -> Metrics {
+        let topology = self.topology();
+        let nodes = topology.nodes().iter().map(|node| node.metrics()).collect();
+        self.counters.read(nodes, topology.version())
+    }
+
     /// The configuration endpoint, when the nodes are discovered.
     pub fn discovery_endpoint(&self) -> Option<&NodeAddress> {
         self.discovery.as_ref().map(Discovery::endpoint)
@@ -171,6 +184,14 @@ impl Client {
     pub fn set_nodes(&self, nodes: &[NodeAddress], version: Option<u64>) {
         let previous = self.topology();
         let next = Arc::new(Topology::new(nodes, &self.config, Some(&previous), version));
+        let same = previous.nodes().len() == next.nodes().len()
+            && next
+                .nodes()
+                .iter()
+                .all(|n| previous.nodes().iter().any(|o| Arc::ptr_eq(n, o)));
+        if !same {
+            ClientCounters::count(&self.counters.membership_changes);
+        }
         for old in previous.nodes() {
             if !next.nodes().iter().any(|n| Arc::ptr_eq(n, old)) {
                 old.pool.close_idle();
@@ -199,6 +220,7 @@ impl Client {
                 if self.config.ignore_exc
                     && (error.kind() != ErrorKind::Client || error.is_value_too_large()) =>
             {
+                ClientCounters::count(&self.counters.ignored_failures);
                 // A node failure was logged where it was counted (`note_failure`).
                 if !error.counts_against_node() {
                     crate::report::ignored(self, &error);
@@ -274,6 +296,9 @@ impl Client {
             let log = &node.health.log;
             log.failure(error, context, node.health.down_for(), now);
             if dead {
+                if c.counters {
+                    node.counters.marked_down();
+                }
                 log.marked_down(node.health.failures_in_a_row(), c.dead_timeout, now);
             }
         }

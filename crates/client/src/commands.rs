@@ -14,6 +14,7 @@ use crate::batch::BatchValues;
 use crate::client::{Client, Item, Stats};
 use crate::engine::{Command, Cursor, Failed, Reading, Share};
 use crate::error::{Error, Result};
+use crate::metrics::CommandName;
 use crate::topology::Topology;
 
 type ParseResult<T> = std::result::Result<Parse<T>, ReplyError>;
@@ -60,6 +61,17 @@ impl Retrieve {
 
 impl Command for Retrieve {
     type Output = Option<Item>;
+
+    fn name(&self) -> CommandName {
+        match self.kind {
+            Retrieval::Gets => CommandName::Gets,
+            _ => CommandName::Get,
+        }
+    }
+
+    fn hits(&self, _: &[usize]) -> Option<usize> {
+        Some(usize::from(self.found.is_some()))
+    }
 
     fn validate(&self) -> Result<()> {
         Client::validate(&self.key)
@@ -165,6 +177,16 @@ impl<'v> StoreOne<'v> {
 
 impl Command for StoreOne<'_> {
     type Output = StoreReply;
+
+    fn name(&self) -> CommandName {
+        match self.command {
+            Store::Add => CommandName::Add,
+            Store::Replace => CommandName::Replace,
+            Store::Append => CommandName::Append,
+            Store::Prepend => CommandName::Prepend,
+            _ => CommandName::Set,
+        }
+    }
 
     fn validate(&self) -> Result<()> {
         Client::validate(&self.key)
@@ -319,6 +341,15 @@ impl OneLine<TouchReply> {
 
 impl<T: Copy> Command for OneLine<T> {
     type Output = T;
+
+    fn name(&self) -> CommandName {
+        match self.line {
+            Line::Delete => CommandName::Delete,
+            Line::Counter(Counter::Decr, _) => CommandName::Decr,
+            Line::Counter(_, _) => CommandName::Incr,
+            Line::Touch(_) => CommandName::Touch,
+        }
+    }
 
     fn validate(&self) -> Result<()> {
         Client::validate(&self.key)
@@ -603,6 +634,14 @@ impl<K: Keys> GetMany<K> {
 impl<K: Keys> Command for GetMany<K> {
     type Output = BatchValues;
 
+    fn name(&self) -> CommandName {
+        CommandName::GetMany
+    }
+
+    fn hits(&self, positions: &[usize]) -> Option<usize> {
+        Some(positions.iter().filter(|&&p| self.values.has(p)).count())
+    }
+
     fn validate(&self) -> Result<()> {
         (0..self.keys.count()).try_for_each(|p| Client::validate(self.keys.key(p)))
     }
@@ -720,6 +759,10 @@ impl<I: Items> SetMany<I> {
 
 impl<I: Items> Command for SetMany<I> {
     type Output = Vec<usize>;
+
+    fn name(&self) -> CommandName {
+        CommandName::SetMany
+    }
 
     fn validate(&self) -> Result<()> {
         (0..self.items.count()).try_for_each(|p| Client::validate(self.items.item(p).0))
@@ -840,6 +883,10 @@ impl<K: Keys> DeleteMany<K> {
 impl<K: Keys> Command for DeleteMany<K> {
     type Output = usize;
 
+    fn name(&self) -> CommandName {
+        CommandName::DeleteMany
+    }
+
     fn validate(&self) -> Result<()> {
         (0..self.keys.count()).try_for_each(|p| Client::validate(self.keys.key(p)))
     }
@@ -898,14 +945,16 @@ impl<K: Keys> Command for DeleteMany<K> {
 /// result, in node order. Fails only when there is no node to ask.
 #[derive(Debug)]
 pub struct EveryNode<T> {
+    name: CommandName,
     request: Vec<u8>,
     parse: fn(&[u8]) -> ParseResult<T>,
     results: Vec<(String, Option<Result<T>>)>,
 }
 
 impl<T> EveryNode<T> {
-    fn new(request: Vec<u8>, parse: fn(&[u8]) -> ParseResult<T>) -> Self {
+    fn new(name: CommandName, request: Vec<u8>, parse: fn(&[u8]) -> ParseResult<T>) -> Self {
         EveryNode {
+            name,
             request,
             parse,
             results: Vec::new(),
@@ -917,7 +966,7 @@ impl EveryNode<()> {
     pub(crate) fn flush_all() -> Self {
         let mut request = Vec::new();
         proto::encode_flush_all(&mut request, None, false);
-        EveryNode::new(request, proto::parse_ok)
+        EveryNode::new(CommandName::FlushAll, request, proto::parse_ok)
     }
 }
 
@@ -925,7 +974,7 @@ impl EveryNode<Stats> {
     pub(crate) fn stats(group: Option<&str>) -> Self {
         let mut request = Vec::new();
         proto::encode_stats(&mut request, group);
-        EveryNode::new(request, proto::parse_stats)
+        EveryNode::new(CommandName::Stats, request, proto::parse_stats)
     }
 }
 
@@ -933,12 +982,16 @@ impl EveryNode<String> {
     pub(crate) fn versions() -> Self {
         let mut request = Vec::new();
         proto::encode_version(&mut request);
-        EveryNode::new(request, proto::parse_version)
+        EveryNode::new(CommandName::Version, request, proto::parse_version)
     }
 }
 
 impl<T> Command for EveryNode<T> {
     type Output = Vec<(String, Result<T>)>;
+
+    fn name(&self) -> CommandName {
+        self.name
+    }
 
     fn validate(&self) -> Result<()> {
         Ok(())

@@ -40,6 +40,9 @@ pub struct ClientConfig {
     pub tls: Option<Tls>,
     /// Where failures are logged, and at what level (the policy is in `report`).
     pub failure_log: FailureLog,
+    /// Whether the per-node and per-client counters (`Client::metrics`) are kept. They cost
+    /// a few uncontended atomic additions per exchange; off only to measure that.
+    pub counters: bool,
 }
 
 impl ClientConfig {
@@ -67,6 +70,7 @@ impl Default for ClientConfig {
             ignore_exc: false,
             tls: None,
             failure_log: FailureLog::default(),
+            counters: true,
         }
     }
 }

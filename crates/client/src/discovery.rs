@@ -468,6 +468,10 @@ impl Discovery {
         flight.running = true;
         drop(flight);
         let outcome = self.discover_once(client, &process);
+        crate::metrics::ClientCounters::count(&client.counters.discoveries);
+        if outcome.is_err() {
+            crate::metrics::ClientCounters::count(&client.counters.discovery_failures);
+        }
         let ring_empty = outcome.is_err() && client.topology().nodes().is_empty();
         let mut flight = lock(&process.flight);
         flight.running = false;

@@ -22,6 +22,7 @@ use elasticache_proto::{Parse, ReplyError};
 use crate::client::Client;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::metrics::CommandName;
 use crate::topology::{Node, Topology};
 
 /// What a command's reader made of the bytes it was given.
@@ -63,6 +64,14 @@ pub type Failed = (Vec<usize>, Error);
 pub trait Command {
     /// What the operation returns.
     type Output;
+
+    /// The command, as the counters name it.
+    fn name(&self) -> CommandName;
+
+    /// For a read: how many of `positions` (one node's keys, its exchange over) were found.
+    fn hits(&self, _positions: &[usize]) -> Option<usize> {
+        None
+    }
 
     /// Checks the command's keys before anything is sent.
     fn validate(&self) -> Result<()>;
@@ -131,6 +140,8 @@ struct Exchange {
     /// Whether any I/O was tried on the connection: until then it is as clean as the pool
     /// gave it, and goes back there if the operation ends early.
     touched: bool,
+    /// When the connection was leased: the exchange's latency runs from here.
+    started: Instant,
     request: Vec<u8>,
     written: usize,
     flushed: bool,
@@ -329,6 +340,8 @@ pub struct Operation<C: Command> {
     failed: Vec<Failed>,
     /// Over TLS, the most request bytes written before their replies are read.
     exchange_limit: usize,
+    /// Whether the nodes' counters are kept (`ClientConfig::counters`).
+    counting: bool,
 }
 
 /// Over TLS, the most request bytes written before their replies are read: one TLS record.
@@ -354,6 +367,7 @@ impl<C: Command> Operation<C> {
                 Some(_) => MAX_TLS_EXCHANGE,
                 None => usize::MAX,
             },
+            counting: client.config.counters,
         })
     }
 
@@ -456,12 +470,12 @@ impl<C: Command> Operation<C> {
             self.settle(client, exchange, Err(error));
         }
         for share in std::mem::take(&mut self.pending) {
-            // Never sent: nothing is known of the node, so nothing counts against it.
+            // Never sent: nothing is known of the node, so nothing counts against its health.
             let error = Error::Timeout {
                 node: share.node.address.name.clone(),
                 timeout,
             };
-            self.failed.push((share.positions, error));
+            self.fail(&share.node, share.positions, error);
         }
         self.routed = true;
     }
@@ -524,14 +538,25 @@ impl<C: Command> Operation<C> {
                 }
                 Err(error) => {
                     let share = self.pending.remove(index);
-                    self.failed.push((share.positions, error));
+                    self.fail(&share.node, share.positions, error);
                 }
             }
         }
     }
 
+    /// Records a share that failed, in the node's counters too.
+    fn fail(&mut self, node: &Node, positions: Vec<usize>, error: Error) {
+        if self.counting {
+            node.counters.error(&error);
+        }
+        self.failed.push((positions, error));
+    }
+
     /// Starts `share`'s exchange on `connection`: its first run's request is encoded.
     fn start(&mut self, share: Share, connection: Connection) {
+        if self.counting {
+            share.node.counters.request(self.command.name());
+        }
         let command = &mut self.command;
         let mut runs = Vec::with_capacity(1);
         if self.exchange_limit == usize::MAX {
@@ -551,6 +576,7 @@ impl<C: Command> Operation<C> {
             run: 0,
             connection: Some(connection),
             touched: false,
+            started: Instant::now(),
             request: Vec::new(),
             written: 0,
             flushed: false,
@@ -563,17 +589,27 @@ impl<C: Command> Operation<C> {
     /// Ends an exchange: its connection goes back to the pool after a clean end, and is
     /// closed after any error (counted against the node by the failure policy).
     fn settle(&mut self, client: &Client, mut exchange: Exchange, outcome: Result<()>) {
+        if self.counting {
+            exchange.node.counters.latency(exchange.started.elapsed());
+        }
         match outcome {
             Ok(()) => {
                 exchange.node.health.record_success();
                 if let Some(connection) = exchange.connection.take() {
                     exchange.node.pool.put_back(connection);
                 }
+                if self.counting {
+                    if let Some(hits) = self.command.hits(&exchange.positions) {
+                        let misses = exchange.positions.len().saturating_sub(hits);
+                        exchange.node.counters.lookups(hits, misses);
+                    }
+                }
             }
             Err(error) => {
                 client.note_failure(&exchange.node, &error);
-                self.failed
-                    .push((std::mem::take(&mut exchange.positions), error));
+                let positions = std::mem::take(&mut exchange.positions);
+                let node = Arc::clone(&exchange.node);
+                self.fail(&node, positions, error);
             }
         }
     }

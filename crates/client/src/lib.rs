@@ -32,6 +32,7 @@ mod events;
 mod fork;
 mod hash;
 mod health;
+mod metrics;
 mod pool;
 mod report;
 mod stream;
@@ -51,6 +52,7 @@ pub use events::{
     GetOperation, SetManyOperation, StoreOperation, TouchOperation,
 };
 pub use hash::{murmur3_32, Murmur3, Ring};
+pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
 

@@ -38,6 +38,8 @@ pub struct Pool {
     /// Connections opened, and how many of them resumed a TLS session.
     opened: AtomicU64,
     resumed: AtomicU64,
+    /// Times a caller waited for a connection to be returned.
+    waits: AtomicU64,
 }
 
 /// A connection taken from a pool. Its holder takes it out ([`Lease::into_connection`]) to
@@ -58,6 +60,7 @@ impl Pool {
             tls: config.tls.as_ref().map(Tls::with_own_sessions),
             opened: AtomicU64::new(0),
             resumed: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
         }
     }
 
@@ -150,6 +153,7 @@ impl Pool {
                 }
             };
             state.waiting += 1;
+            self.waits.fetch_add(1, Ordering::Relaxed);
             state = match wait_for {
                 None => self
                     .freed
@@ -244,6 +248,11 @@ impl Pool {
             self.opened.load(Ordering::Relaxed),
             self.resumed.load(Ordering::Relaxed),
         )
+    }
+
+    /// Times a caller waited for a connection to be returned (every one was in use).
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
     }
 
     /// Connections that exist right now, idle or in use.

@@ -11,6 +11,7 @@ use crate::address::NodeAddress;
 use crate::config::ClientConfig;
 use crate::hash::Ring;
 use crate::health::Health;
+use crate::metrics::{NodeCounters, NodeMetrics};
 use crate::pool::Pool;
 
 /// One node of the cluster with its connection pool and failure record.
@@ -20,6 +21,7 @@ pub struct Node {
     pub address: NodeAddress,
     pub(crate) pool: Pool,
     pub(crate) health: Health,
+    pub(crate) counters: NodeCounters,
 }
 
 impl Node {
@@ -29,7 +31,15 @@ impl Node {
             address,
             pool: Pool::new(config),
             health,
+            counters: NodeCounters::default(),
         }
+    }
+
+    /// This node's counters, as read now.
+    pub fn metrics(&self) -> NodeMetrics {
+        let (opened, _) = self.pool.connections_opened();
+        self.counters
+            .read(&self.address.name, opened, self.pool.waits())
     }
 
     /// Connections this process has opened to the node so far, and how many of them resumed

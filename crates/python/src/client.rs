@@ -92,6 +92,7 @@ impl PyClient {
         tls_check_hostname = true,
         logger = None,
         failure_log_level = Some("WARNING"),
+        counters = true,
     ))]
     // Spelled out: the checked argument types' defaults would show as `...`.
     #[pyo3(
@@ -101,7 +102,7 @@ impl PyClient {
         serde=None, discovery='off', discovery_interval=60.0, discovery_retry_delay=0.0, \
         use_vpc_ip_address=True, tls=False, tls_ca_certs=None, tls_ca_file=None, \
         tls_cert_file=None, tls_key_file=None, tls_server_name=None, tls_verify=True, \
-        tls_check_hostname=True, logger=None, failure_log_level='WARNING')"
+        tls_check_hostname=True, logger=None, failure_log_level='WARNING', counters=True)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -133,6 +134,7 @@ impl PyClient {
         tls_check_hostname: bool,
         logger: Option<String>,
         failure_log_level: Option<&str>,
+        counters: bool,
     ) -> PyResult<Self> {
         // Every argument is checked here, before anything else: nothing invalid may surface at
         // the first request. Messages start with the argument's name (`options.py` relies on it).
@@ -187,6 +189,7 @@ impl PyClient {
         config.max_value_len = max_value_len;
         config.ignore_exc = ignore_exc;
         config.failure_log = failure_log(logger, failure_log_level)?;
+        config.counters = counters;
         let mut discovery_settings = DiscoveryConfig::default();
         discovery_settings.mode = mode.unwrap_or(DiscoveryMode::Auto);
         discovery_settings.interval =
@@ -718,6 +721,12 @@ impl PyClient {
     /// `flush_all` as an `Operation`.
     fn start_flush_all(&self) -> PyResult<PyOperation> {
         starts::flush_all(&self.inner)
+    }
+
+    /// What this process's client has done so far, as a dict: per node of the current
+    /// membership and per client (the README's "Observability" section describes each field).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        crate::metrics::to_dict(py, &self.inner.metrics())
     }
 
     /// Closes the idle pooled connections of this process (connections in use close when

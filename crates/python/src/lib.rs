@@ -10,6 +10,7 @@ mod errors;
 mod fork;
 mod keys;
 mod logging;
+mod metrics;
 mod operation;
 mod serde;
 mod shutdown;
