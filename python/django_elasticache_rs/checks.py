@@ -1,0 +1,135 @@
+"""System checks (``manage.py check``) for caches using the backend: settings that are valid
+but risky in production, each a warning with its own id.
+
+* ``django_elasticache_rs.W001``: no deadline (``timeout`` or ``connect_timeout`` is ``None``):
+  a node that stops answering holds the calling worker for as long as the OS lets it.
+* ``django_elasticache_rs.W002``: TLS without certificate or hostname verification.
+* ``django_elasticache_rs.W003``: ``max_pool_size`` below the concurrency gunicorn is started
+  with (``--threads``, or ``--worker-connections`` for the gevent worker, read from
+  ``GUNICORN_CMD_ARGS``): calls wait for a pooled connection under load.
+* ``django_elasticache_rs.W004``: ``discovery_interval`` under a second: the configuration
+  endpoint is asked more often than membership can change.
+* ``django_elasticache_rs.W005``: sessions in this cache (``SESSION_ENGINE`` ``cache`` or
+  ``cached_db``) with ``ignore_exc`` off: a cache outage fails every request with a session.
+* ``django_elasticache_rs.E001``: ``OPTIONS`` or ``LOCATION`` the backend refuses (the same
+  message Django would raise at the first use of the cache).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+from django_elasticache_rs.options import parse_location, parse_options
+
+BACKEND = "django_elasticache_rs.backend.ElastiCache"
+_SESSION_ENGINES = (
+    "django.contrib.sessions.backends.cache",
+    "django.contrib.sessions.backends.cached_db",
+)
+
+
+def _gunicorn_concurrency() -> int | None:
+    """Concurrent requests per gunicorn worker, from ``GUNICORN_CMD_ARGS`` if it says."""
+    try:
+        args = shlex.split(os.environ.get("GUNICORN_CMD_ARGS", ""))
+    except ValueError:
+        return None
+    values: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        name, _, value = arg.partition("=")
+        if name in ("--threads", "--worker-connections", "-k", "--worker-class"):
+            if not value and i + 1 < len(args):
+                value = args[i + 1]
+            values[name] = value
+    worker = values.get("-k") or values.get("--worker-class") or ""
+    key = "--worker-connections" if "gevent" in worker else "--threads"
+    try:
+        return int(values[key]) if key in values else None
+    except ValueError:
+        return None
+
+
+def _check(alias: str, config: dict[str, Any]) -> list[CheckMessage]:
+    obj = f"CACHES[{alias!r}]"
+    try:
+        servers = parse_location(config.get("LOCATION"))
+        native = dict(parse_options(config.get("OPTIONS"), servers).native)
+    except ImproperlyConfigured as error:
+        return [Error(str(error), obj=obj, id="django_elasticache_rs.E001")]
+    found: list[CheckMessage] = []
+    unbounded = [name for name in ("timeout", "connect_timeout") if native.get(name) is None]
+    if unbounded:
+        found.append(
+            Warning(
+                f"{' and '.join(unbounded)} set to None: no deadline",
+                hint="A node that stops answering then holds the calling worker for as long "
+                "as the OS lets it. Give a number of seconds (the default is 1).",
+                obj=obj,
+                id="django_elasticache_rs.W001",
+            )
+        )
+    if native.get("tls") and not (
+        native.get("tls_verify", True) and native.get("tls_check_hostname", True)
+    ):
+        found.append(
+            Warning(
+                "TLS without certificate or hostname verification",
+                hint="Anyone on the path can pose as the cluster. Verify against the "
+                "system's trust store or tls_ca_file, and the nodes' hostnames.",
+                obj=obj,
+                id="django_elasticache_rs.W002",
+            )
+        )
+    concurrency = _gunicorn_concurrency()
+    if concurrency is not None and native.get("max_pool_size", 64) < concurrency:
+        found.append(
+            Warning(
+                f"max_pool_size {native.get('max_pool_size')} is below the {concurrency} "
+                "requests gunicorn runs at once per worker (GUNICORN_CMD_ARGS)",
+                hint="Under load, calls wait up to `timeout` for a pooled connection. Raise "
+                "max_pool_size to the worker's concurrency.",
+                obj=obj,
+                id="django_elasticache_rs.W003",
+            )
+        )
+    interval = native.get("discovery_interval")
+    if native.get("discovery") != "off" and interval is not None and interval < 1:
+        found.append(
+            Warning(
+                f"discovery_interval {interval} s is under a second",
+                hint="Membership changes in minutes; every process asks the configuration "
+                "endpoint this often. 60 s is the default; failures trigger an early look.",
+                obj=obj,
+                id="django_elasticache_rs.W004",
+            )
+        )
+    session_alias = getattr(settings, "SESSION_CACHE_ALIAS", "default")
+    engine = getattr(settings, "SESSION_ENGINE", "")
+    if engine in _SESSION_ENGINES and session_alias == alias and not native.get("ignore_exc"):
+        found.append(
+            Warning(
+                "sessions are kept in this cache and ignore_exc is off",
+                hint="A cache outage then fails every request that reads the session. Set "
+                "OPTIONS['ignore_exc'] to True (a failure reads as no session), or keep "
+                "sessions in the database.",
+                obj=obj,
+                id="django_elasticache_rs.W005",
+            )
+        )
+    return found
+
+
+@register(Tags.caches)
+def check_caches(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every cache using the backend, checked (see the module's docstring)."""
+    found: list[CheckMessage] = []
+    for alias, config in getattr(settings, "CACHES", {}).items():
+        if isinstance(config, dict) and config.get("BACKEND") == BACKEND:
+            found.extend(_check(alias, config))
+    return found
