@@ -222,6 +222,10 @@ class Client:
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
     ) -> Operation: ...
     def start_flush_all(self) -> Operation: ...
+    def probe(self) -> list[dict[str, Any]]:
+        """Each node asked in turn (for operators' tools): ``node``, ``hostname``,
+        ``down_for``, ``round_trip`` (seconds or ``None``), ``stats`` (or ``None``) and
+        ``error`` (or ``None``). Raises only when there is no node to ask."""
     def metrics(self) -> dict[str, Any]:
         """What this process's client has done so far: per node of the current membership
         and per client (the README's "Observability" section describes each field)."""

@@ -24,6 +24,22 @@ use crate::topology::{Node, Topology};
 /// A node's `stats`, as name/value pairs in the order the server sent them.
 pub type Stats = Vec<(String, String)>;
 
+/// What [`Client::probe`] found of one node.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct NodeProbe {
+    /// `host:port`, as the ring hashes it.
+    pub node: String,
+    /// Its hostname (from discovery), or the host it is reached at.
+    pub hostname: String,
+    /// How long it stays marked down, if it is.
+    pub down_for: Option<std::time::Duration>,
+    /// The round trip of a `version` exchange; `None` when the node did not answer.
+    pub round_trip: Option<std::time::Duration>,
+    /// Its `stats`.
+    pub stats: Result<Stats>,
+}
+
 /// A value read from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -381,6 +397,50 @@ impl Client {
     /// The `stats` of every node, by node name.
     pub fn stats(&self, group: Option<&str>) -> Result<Vec<(String, Result<Stats>)>> {
         Operation::new(self, EveryNode::stats(group))?.run(self)
+    }
+
+    /// Each node of the membership (discovering it first if needed), asked one at a time:
+    /// its `stats`, then the round trip of a `version` on the connection that brought them.
+    /// For operators' tools: a node that does not answer is reported, never raised.
+    pub fn probe(&self) -> Result<Vec<NodeProbe>> {
+        let topology = self.routing_topology()?;
+        Ok(topology
+            .nodes()
+            .iter()
+            .map(|node| {
+                let name = node.address.name.as_str();
+                let one = |outcome: Result<Vec<(String, Result<Stats>)>>| {
+                    outcome.and_then(|mut results| match results.pop() {
+                        Some((_, result)) => result,
+                        None => Err(Error::NoNodes),
+                    })
+                };
+                let stats = one(Operation::new(self, EveryNode::stats(None).only(name))
+                    .and_then(|operation| operation.run(self)));
+                // Timed only once the node answered (its connection is pooled by then).
+                let round_trip = stats.as_ref().ok().and_then(|_| {
+                    let started = Instant::now();
+                    let version = Operation::new(self, EveryNode::versions().only(name))
+                        .and_then(|operation| operation.run(self));
+                    let took = started.elapsed();
+                    match version.ok()?.into_iter().next() {
+                        Some((_, Ok(_))) => Some(took),
+                        _ => None,
+                    }
+                });
+                NodeProbe {
+                    node: name.to_owned(),
+                    hostname: node
+                        .address
+                        .tls_name
+                        .clone()
+                        .unwrap_or_else(|| node.address.host.clone()),
+                    down_for: node.health.down_for(),
+                    round_trip,
+                    stats,
+                }
+            })
+            .collect())
     }
 
     /// The server version of every node, by node name.

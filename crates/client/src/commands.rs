@@ -946,6 +946,8 @@ impl<K: Keys> Command for DeleteMany<K> {
 #[derive(Debug)]
 pub struct EveryNode<T> {
     name: CommandName,
+    /// Only this node (by name), when set.
+    only: Option<String>,
     request: Vec<u8>,
     parse: fn(&[u8]) -> ParseResult<T>,
     results: Vec<(String, Option<Result<T>>)>,
@@ -955,10 +957,19 @@ impl<T> EveryNode<T> {
     fn new(name: CommandName, request: Vec<u8>, parse: fn(&[u8]) -> ParseResult<T>) -> Self {
         EveryNode {
             name,
+            only: None,
             request,
             parse,
             results: Vec::new(),
         }
+    }
+}
+
+impl<T> EveryNode<T> {
+    /// The same command for the node named `node` alone.
+    pub(crate) fn only(mut self, node: &str) -> Self {
+        self.only = Some(node.to_owned());
+        self
     }
 }
 
@@ -998,14 +1009,18 @@ impl<T> Command for EveryNode<T> {
     }
 
     fn shares(&mut self, topology: &Topology) -> Result<Vec<Share>> {
-        self.results = topology
+        let only = self.only.as_deref();
+        let nodes: Vec<&Arc<crate::topology::Node>> = topology
             .nodes()
+            .iter()
+            .filter(|node| only.is_none_or(|name| node.address.name == name))
+            .collect();
+        self.results = nodes
             .iter()
             .map(|node| (node.address.name.clone(), None))
             .collect();
-        Ok(topology
-            .nodes()
-            .iter()
+        Ok(nodes
+            .into_iter()
             .enumerate()
             .map(|(index, node)| Share {
                 node: Arc::clone(node),

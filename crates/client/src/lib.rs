@@ -41,7 +41,7 @@ mod topology;
 
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::BatchValues;
-pub use client::{Client, Item, Stats};
+pub use client::{Client, Item, NodeProbe, Stats};
 pub use commands::{ItemList, KeyList};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
 pub use discovery::{park_background_threads, ParkedThreads};

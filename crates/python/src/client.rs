@@ -723,6 +723,40 @@ impl PyClient {
         starts::flush_all(&self.inner)
     }
 
+    /// Each node asked in turn, for operators' tools: a list of dicts with `node`, `hostname`,
+    /// `down_for` (seconds it stays marked down, or `None`), `round_trip` (seconds of a
+    /// `version` exchange, `None` without an answer), `stats` (`{name: value}`, `None` without
+    /// an answer) and `error` (why not, or `None`). Raises only when there is no node to ask
+    /// (the configuration endpoint does not answer).
+    fn probe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let client = &*self.inner;
+        let probes = py.detach(|| client.probe()).py_result()?;
+        let list = PyList::empty(py);
+        for probe in probes {
+            let dict = PyDict::new(py);
+            dict.set_item("node", &probe.node)?;
+            dict.set_item("hostname", &probe.hostname)?;
+            dict.set_item("down_for", probe.down_for.map(|d| d.as_secs_f64()))?;
+            dict.set_item("round_trip", probe.round_trip.map(|d| d.as_secs_f64()))?;
+            match probe.stats {
+                Ok(stats) => {
+                    let values = PyDict::new(py);
+                    for (name, value) in stats {
+                        values.set_item(name, value)?;
+                    }
+                    dict.set_item("stats", values)?;
+                    dict.set_item("error", py.None())?;
+                }
+                Err(error) => {
+                    dict.set_item("stats", py.None())?;
+                    dict.set_item("error", error.to_string())?;
+                }
+            }
+            list.append(dict)?;
+        }
+        Ok(list)
+    }
+
     /// What this process's client has done so far, as a dict: per node of the current
     /// membership and per client (the README's "Observability" section describes each field).
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

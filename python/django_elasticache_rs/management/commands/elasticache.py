@@ -1,0 +1,196 @@
+"""``manage.py elasticache``: every cache using the backend, as the cluster and the client see
+it: the endpoint, mode and configuration version, and per node its address, hostname, state,
+a measured round trip and memcached's own ``stats``. ``--json`` for scripts, ``--watch N`` to
+follow a scale event live."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.management.base import BaseCommand, CommandParser
+
+from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.exceptions import CacheError
+
+BACKEND = "django_elasticache_rs.backend.ElastiCache"
+
+
+def _number(stats: dict[str, str], name: str) -> int | None:
+    try:
+        return int(stats[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _node(probe: dict[str, Any]) -> dict[str, Any]:
+    """One node's report: the probe, and the figures read out of its stats."""
+    stats: dict[str, str] | None = probe["stats"]
+    node: dict[str, Any] = {
+        "address": probe["node"],
+        "hostname": probe["hostname"],
+        "state": "up" if stats is not None and probe["down_for"] is None else "down",
+        "marked_down_for": probe["down_for"],
+        "round_trip": probe["round_trip"],
+        "error": probe["error"],
+    }
+    if stats is None:
+        return node
+    hits, misses = _number(stats, "get_hits"), _number(stats, "get_misses")
+    node.update(
+        version=stats.get("version"),
+        uptime=_number(stats, "uptime"),
+        curr_items=_number(stats, "curr_items"),
+        bytes=_number(stats, "bytes"),
+        limit_maxbytes=_number(stats, "limit_maxbytes"),
+        evictions=_number(stats, "evictions"),
+        hit_ratio=(
+            hits / (hits + misses)
+            if hits is not None and misses is not None and hits + misses
+            else None
+        ),
+        curr_connections=_number(stats, "curr_connections"),
+    )
+    return node
+
+
+def report(alias: str, cache: ElastiCache) -> dict[str, Any]:
+    """What ``manage.py elasticache`` says of one cache, as a dict (``--json`` prints it)."""
+    client = cache.client
+    endpoint = client.discovery_endpoint
+    entry: dict[str, Any] = {"alias": alias, "endpoint": endpoint}
+    try:
+        probes = client.probe()
+    except CacheError as error:
+        # No node to ask: with discovery, the endpoint did not answer the first time.
+        entry.update(mode="discovery" if endpoint else "static", error=str(error), nodes=[])
+        entry["config_version"] = client.config_version
+        return entry
+    version = client.config_version
+    if endpoint is not None and version is not None:
+        mode = "discovery"
+    elif len(probes) > 1:
+        mode = "static"
+    else:
+        mode = "single node"
+    entry.update(mode=mode, config_version=version, error=None, nodes=[_node(p) for p in probes])
+    return entry
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m {rest % 60}s"
+
+
+def text(entry: dict[str, Any]) -> str:
+    """A report as the terminal shows it."""
+    where = f"via {entry['endpoint']}" if entry["endpoint"] else ""
+    version = entry.get("config_version")
+    head = f'cache "{entry["alias"]}": {entry["mode"]} {where}'.rstrip()
+    if version is not None:
+        head += f", configuration version {version}"
+    lines = [head + f", {len(entry['nodes'])} nodes"]
+    if entry.get("error"):
+        lines.append(f"  no node to ask: {entry['error']}")
+        return "\n".join(lines)
+    columns = ("node", "hostname", "state", "rtt", "version", "uptime", "items", "memory")
+    rows: list[tuple[str, ...]] = [(*columns, "evictions", "hit ratio", "connections")]
+    for node in entry["nodes"]:
+        if node.get("version") is None:
+            rows.append(
+                (
+                    node["address"],
+                    node["hostname"],
+                    node["state"],
+                    "-",
+                    f"no answer: {node['error']}",
+                )
+            )
+            continue
+        rtt = node["round_trip"]
+        ratio = node["hit_ratio"]
+        rows.append(
+            (
+                node["address"],
+                node["hostname"],
+                node["state"],
+                f"{rtt * 1000:.2f} ms" if rtt is not None else "-",
+                node["version"],
+                _duration(node["uptime"]),
+                f"{node['curr_items']:,}" if node["curr_items"] is not None else "-",
+                f"{_size(node['bytes'])} / {_size(node['limit_maxbytes'])}",
+                f"{node['evictions']:,}" if node["evictions"] is not None else "-",
+                f"{ratio:.1%}" if ratio is not None else "-",
+                str(node["curr_connections"] if node["curr_connections"] is not None else "-"),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+class Command(BaseCommand):
+    help = (
+        "Shows every cache using django-elasticache-rs: endpoint, mode, configuration "
+        "version, and per node its state, round trip and memcached's stats."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        parser.add_argument(
+            "--watch",
+            type=float,
+            metavar="SECONDS",
+            help="redraw every SECONDS seconds (to follow a scale event); Ctrl-C stops",
+        )
+        parser.add_argument(
+            "--count",
+            type=int,
+            metavar="N",
+            help="with --watch: stop after N reports",
+        )
+        parser.add_argument("aliases", nargs="*", help="only these caches (default: all)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        aliases = options["aliases"] or [
+            alias for alias, config in settings.CACHES.items() if config.get("BACKEND") == BACKEND
+        ]
+        if not aliases:
+            self.stderr.write("No cache uses django_elasticache_rs.backend.ElastiCache.")
+            return
+        watch: float | None = options["watch"]
+        count: int | None = options["count"]
+        shown = 0
+        while True:
+            entries = [report(alias, caches[alias]) for alias in aliases]  # type: ignore[arg-type]
+            if options["json"]:
+                self.stdout.write(json.dumps(entries, indent=None if watch else 2))
+            else:
+                if watch is not None and self.stdout.isatty():
+                    self.stdout.write("\033[2J\033[H", ending="")  # clear, then redraw
+                self.stdout.write("\n\n".join(text(entry) for entry in entries))
+            shown += 1
+            if watch is None or (count is not None and shown >= count):
+                return
+            time.sleep(watch)  # the redraw interval the operator asked for
