@@ -143,7 +143,12 @@ def text(entry: dict[str, Any]) -> str:
                 str(node["curr_connections"] if node["curr_connections"] is not None else "-"),
             )
         )
-    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
+    # A short row's last cell (a node's "no answer") runs on: it sets no column's width.
+    full = len(rows[0])
+    widths = [
+        max(len(row[i]) for row in rows if i < len(row) - 1 or len(row) == full)
+        for i in range(full)
+    ]
     for row in rows:
         cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
         lines.append("  " + "  ".join(cells).rstrip())
