@@ -2,7 +2,7 @@
 
 import asyncio
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal, Protocol, final
 
 __all__ = [
@@ -85,6 +85,7 @@ class Client:
         logger: str | None = None,
         failure_log_level: Literal["WARNING", "INFO", "ERROR"] | None = "WARNING",
         counters: bool = True,
+        on_event: Callable[[dict[str, Any]], object] | None = None,
     ) -> Client:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
@@ -111,7 +112,10 @@ class Client:
         first failure of each kind per node, then at most one summary per node per minute,
         and one INFO record when the node answers again.
 
-        ``counters=False`` keeps no counters (``metrics()`` then reads zeros)."""
+        ``counters=False`` keeps no counters (``metrics()`` then reads zeros). ``on_event`` is
+        called with each event (a dict naming it in ``event``: ``membership_changed``,
+        ``node_down``, ``node_up``, ``discovery_failed``, with their fields), in order, from a
+        native worker thread."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""

@@ -7,6 +7,7 @@ thread and per async task. Key making, validation, hashing and value encoding ru
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 from django.core.exceptions import ImproperlyConfigured
 
-from django_elasticache_rs import _green
+from django_elasticache_rs import _green, signals
 from django_elasticache_rs._futures import run
 from django_elasticache_rs._native import Client
 from django_elasticache_rs.exceptions import CacheClientError
@@ -52,7 +53,9 @@ def shared_client(servers: list[str], settings: Settings) -> Client:
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
-                client = Client(servers, **settings.native_kwargs())
+                # Its events become Django signals (`signals`), sent from a native worker.
+                on_event = functools.partial(signals.deliver, tuple(servers))
+                client = Client(servers, on_event=on_event, **settings.native_kwargs())
                 _clients[key] = client
     return client
 

@@ -207,6 +207,25 @@ impl Client {
                 .all(|n| previous.nodes().iter().any(|o| Arc::ptr_eq(n, o)));
         if !same {
             ClientCounters::count(&self.counters.membership_changes);
+            self.emit(|| {
+                let names = |t: &Topology| -> Vec<String> {
+                    t.nodes().iter().map(|n| n.address.name.clone()).collect()
+                };
+                let (before, after) = (names(&previous), names(&next));
+                crate::Event::MembershipChanged {
+                    added: after
+                        .iter()
+                        .filter(|n| !before.contains(n))
+                        .cloned()
+                        .collect(),
+                    removed: before
+                        .iter()
+                        .filter(|n| !after.contains(n))
+                        .cloned()
+                        .collect(),
+                    version,
+                }
+            });
         }
         for old in previous.nodes() {
             if !next.nodes().iter().any(|n| Arc::ptr_eq(n, old)) {
@@ -244,6 +263,14 @@ impl Client {
                 Ok(fallback())
             }
             other => other,
+        }
+    }
+
+    /// Hands the event `make` makes to the configured sink, if there is one (nothing is made
+    /// otherwise).
+    pub(crate) fn emit(&self, make: impl FnOnce() -> crate::Event) {
+        if let Some(sink) = &self.config.events {
+            sink.send(&make());
         }
     }
 
@@ -315,7 +342,13 @@ impl Client {
                 if c.counters {
                     node.counters.marked_down();
                 }
-                log.marked_down(node.health.failures_in_a_row(), c.dead_timeout, now);
+                let failures = node.health.failures_in_a_row();
+                log.marked_down(failures, c.dead_timeout, now);
+                self.emit(|| crate::Event::NodeDown {
+                    node: node.address.name.clone(),
+                    failures,
+                    retry_in: c.dead_timeout,
+                });
             }
         }
     }

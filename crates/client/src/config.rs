@@ -43,6 +43,8 @@ pub struct ClientConfig {
     /// Whether the per-node and per-client counters (`Client::metrics`) are kept. They cost
     /// a few uncontended atomic additions per exchange; off only to measure that.
     pub counters: bool,
+    /// Where the client's [`crate::Event`]s go (none: nowhere).
+    pub events: Option<crate::EventSink>,
 }
 
 impl ClientConfig {
@@ -71,6 +73,7 @@ impl Default for ClientConfig {
             tls: None,
             failure_log: FailureLog::default(),
             counters: true,
+            events: None,
         }
     }
 }

@@ -496,6 +496,12 @@ impl Discovery {
         };
         drop(flight);
         process.landed.notify_all();
+        if let Err(error) = &outcome {
+            client.emit(|| crate::Event::DiscoveryFailed {
+                endpoint: self.endpoint.to_string(),
+                error: error.to_string(),
+            });
+        }
         if outcome.is_ok() {
             // The endpoint's recovery, if its failures were logged: whoever ran the discovery
             // (a caller with no membership, or the refresher).

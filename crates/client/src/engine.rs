@@ -594,7 +594,11 @@ impl<C: Command> Operation<C> {
         }
         match outcome {
             Ok(()) => {
-                exchange.node.health.record_success();
+                if exchange.node.health.record_success() {
+                    client.emit(|| crate::Event::NodeUp {
+                        node: exchange.node.address.name.clone(),
+                    });
+                }
                 if let Some(connection) = exchange.connection.take() {
                     exchange.node.pool.put_back(connection);
                 }

@@ -3,7 +3,7 @@
 //! Keys are never moved to another node while one is down: a value written elsewhere would be
 //! read back stale once the node returns.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,8 @@ pub struct Health {
     failures_in_a_row: AtomicU32,
     /// Nanoseconds since `origin()` until which the node is left alone; 0 means never.
     down_until: AtomicU64,
+    /// Whether the failures in a row reached `retry_attempts` (not just a short pause).
+    marked_down: AtomicBool,
     /// What has been logged about the node's failures; armed whenever `failures_in_a_row` is
     /// not 0, so a success reads one flag.
     pub(crate) log: NodeLog,
@@ -51,13 +53,16 @@ impl Health {
     }
 
     /// Records a clean exchange: one atomic load unless the node was failing, then the
-    /// failure count is cleared and the recovery logged.
-    pub fn record_success(&self) {
-        if self.log.is_failing() {
-            self.failures_in_a_row.store(0, Ordering::Relaxed);
-            self.down_until.store(0, Ordering::Relaxed);
-            self.log.success(Instant::now());
+    /// failure count is cleared and the recovery logged. Whether the node had been marked
+    /// down (it answers again).
+    pub fn record_success(&self) -> bool {
+        if !self.log.is_failing() {
+            return false;
         }
+        self.failures_in_a_row.store(0, Ordering::Relaxed);
+        self.down_until.store(0, Ordering::Relaxed);
+        self.log.success(Instant::now());
+        self.marked_down.swap(false, Ordering::Relaxed)
     }
 
     /// Failures in a row so far.
@@ -79,6 +84,9 @@ impl Health {
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
         let dead = failures >= retry_attempts.max(1);
+        if dead {
+            self.marked_down.store(true, Ordering::Relaxed);
+        }
         let pause = if dead { dead_timeout } else { retry_timeout };
         if !pause.is_zero() {
             self.down_until.store(
@@ -104,8 +112,16 @@ mod tests {
         assert!(health.down_for().is_some_and(|d| d <= second));
         assert!(health.record_failure(2, second, minute));
         assert!(health.down_for().is_some_and(|d| d > second && d <= minute));
-        health.record_success();
+        assert!(
+            health.record_success(),
+            "it answers again after being marked down"
+        );
         assert_eq!(health.down_for(), None);
+        assert!(!health.record_failure(2, second, minute));
+        assert!(
+            !health.record_success(),
+            "a short pause is not being marked down"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod fork;
 mod hash;
 mod health;
 mod metrics;
+mod notify;
 mod pool;
 mod report;
 mod stream;
@@ -53,6 +54,7 @@ pub use events::{
 };
 pub use hash::{murmur3_32, Murmur3, Ring};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
+pub use notify::{Event, EventSink};
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
 

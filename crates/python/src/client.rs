@@ -93,6 +93,7 @@ impl PyClient {
         logger = None,
         failure_log_level = Some("WARNING"),
         counters = true,
+        on_event = None,
     ))]
     // Spelled out: the checked argument types' defaults would show as `...`.
     #[pyo3(
@@ -102,7 +103,8 @@ impl PyClient {
         serde=None, discovery='off', discovery_interval=60.0, discovery_retry_delay=0.0, \
         use_vpc_ip_address=True, tls=False, tls_ca_certs=None, tls_ca_file=None, \
         tls_cert_file=None, tls_key_file=None, tls_server_name=None, tls_verify=True, \
-        tls_check_hostname=True, logger=None, failure_log_level='WARNING', counters=True)"
+        tls_check_hostname=True, logger=None, failure_log_level='WARNING', counters=True, \
+        on_event=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -135,6 +137,7 @@ impl PyClient {
         logger: Option<String>,
         failure_log_level: Option<&str>,
         counters: bool,
+        on_event: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         // Every argument is checked here, before anything else: nothing invalid may surface at
         // the first request. Messages start with the argument's name (`options.py` relies on it).
@@ -190,6 +193,12 @@ impl PyClient {
         config.ignore_exc = ignore_exc;
         config.failure_log = failure_log(logger, failure_log_level)?;
         config.counters = counters;
+        if let Some(on_event) = on_event {
+            if !on_event.bind(py).is_callable() {
+                return Err(PyTypeError::new_err("on_event must be callable"));
+            }
+            config.events = Some(crate::events::sink(on_event));
+        }
         let mut discovery_settings = DiscoveryConfig::default();
         discovery_settings.mode = mode.unwrap_or(DiscoveryMode::Auto);
         discovery_settings.interval =

@@ -22,7 +22,7 @@ use crate::shutdown::interpreter_running;
 /// Most worker threads per process; more operations than this in flight wait their turn.
 const MAX_WORKERS: usize = 32;
 
-type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// The pool's accounting, all under one lock.
 ///
@@ -118,7 +118,7 @@ fn spawn(workers: &Arc<Workers>, queue: &mut Queue) -> std::io::Result<()> {
 /// [`MAX_WORKERS`]) when the queued jobs outnumber the idle workers. While the workers are
 /// parked for a fork, the job waits in the queue for [`resume`]. Fails only when no worker
 /// exists and none can be started.
-fn submit(job: Job) -> std::io::Result<()> {
+pub(crate) fn submit(job: Job) -> std::io::Result<()> {
     let workers = workers();
     let mut queue = lock(&workers.queue);
     queue.jobs.push_back(job);

@@ -7,6 +7,7 @@ mod args;
 mod client;
 mod completion;
 mod errors;
+mod events;
 mod fork;
 mod keys;
 mod logging;

@@ -1,0 +1,121 @@
+//! The client's events (`elasticache_client::Event`) handed to a Python callable as dicts, in
+//! the order they happened, on a native worker thread: never on the thread, nor under the
+//! locks, where they happened, and never on a request's path.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use elasticache_client::{Event, EventSink};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::completion;
+use crate::shutdown::interpreter_running;
+
+/// Events waiting for the callable, and whether a worker is draining them.
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<Event>,
+    draining: bool,
+}
+
+struct Delivery {
+    callback: Py<PyAny>,
+    queue: Mutex<Queue>,
+}
+
+impl Delivery {
+    // A panic while holding the lock loses at most queued events: the lock is used as it is.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands every queued event to the callable, one at a time and in order, until none is
+    /// left (events queued meanwhile included).
+    fn drain(&self) {
+        loop {
+            let event = {
+                let mut queue = self.lock();
+                match queue.events.pop_front() {
+                    Some(event) => event,
+                    None => {
+                        queue.draining = false;
+                        return;
+                    }
+                }
+            };
+            if !interpreter_running() {
+                return;
+            }
+            Python::attach(|py| {
+                let delivered =
+                    to_dict(py, &event).and_then(|dict| self.callback.call1(py, (dict,)).map(drop));
+                if let Err(error) = delivered {
+                    // The receivers' failure is theirs to see, not the cache's.
+                    error.write_unraisable(py, None);
+                }
+            });
+        }
+    }
+}
+
+/// A sink that queues each event and has a native worker hand it to `callback`.
+pub fn sink(callback: Py<PyAny>) -> EventSink {
+    let delivery = Arc::new(Delivery {
+        callback,
+        queue: Mutex::new(Queue::default()),
+    });
+    EventSink::new(move |event| {
+        let start = {
+            let mut queue = delivery.lock();
+            queue.events.push_back(event.clone());
+            !std::mem::replace(&mut queue.draining, true)
+        };
+        if start {
+            let draining = Arc::clone(&delivery);
+            if let Err(error) = completion::submit(Box::new(move || draining.drain())) {
+                log::warn!("cannot start a thread to deliver cache events: {error}");
+                delivery.lock().draining = false;
+            }
+        }
+    })
+}
+
+/// An event as the documented dict: `event` names it, the rest are its fields.
+fn to_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    match event {
+        Event::MembershipChanged {
+            added,
+            removed,
+            version,
+        } => {
+            dict.set_item("event", "membership_changed")?;
+            dict.set_item("added", added)?;
+            dict.set_item("removed", removed)?;
+            dict.set_item("version", version)?;
+        }
+        Event::NodeDown {
+            node,
+            failures,
+            retry_in,
+        } => {
+            dict.set_item("event", "node_down")?;
+            dict.set_item("node", node)?;
+            dict.set_item("failures", failures)?;
+            dict.set_item("retry_in", retry_in.as_secs_f64())?;
+        }
+        Event::NodeUp { node } => {
+            dict.set_item("event", "node_up")?;
+            dict.set_item("node", node)?;
+        }
+        Event::DiscoveryFailed { endpoint, error } => {
+            dict.set_item("event", "discovery_failed")?;
+            dict.set_item("endpoint", endpoint)?;
+            dict.set_item("error", error)?;
+        }
+        // An event this version does not know: named only.
+        _ => dict.set_item("event", "other")?,
+    }
+    Ok(dict)
+}

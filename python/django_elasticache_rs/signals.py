@@ -1,0 +1,56 @@
+"""Django signals for what happens to the cluster, as the client sees it.
+
+Each is sent with ``sender`` the backend class (``ElastiCache``) and ``location`` (the
+``LOCATION`` servers of the client that saw it), from a native worker thread of the cache:
+never from inside a cache call, nor under any lock of the cache's, in the order the events
+happened. Receivers should return quickly; one that raises is logged, and the others still run.
+
+* ``membership_changed``: the set of nodes changed (the first discovery included):
+  ``added``, ``removed`` (lists of ``host:port``), ``version`` (the configuration version, or
+  ``None`` without discovery).
+* ``node_down``: a node was marked down after ``failures`` failures in a row; it is left
+  alone for ``retry_in`` seconds: ``node``, ``failures``, ``retry_in``.
+* ``node_up``: a node marked down answered again: ``node``.
+* ``discovery_failed``: asking the configuration endpoint failed (the last good membership
+  stays in use): ``endpoint``, ``error`` (the message).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.dispatch import Signal
+
+__all__ = ["discovery_failed", "membership_changed", "node_down", "node_up"]
+
+membership_changed = Signal()
+node_down = Signal()
+node_up = Signal()
+discovery_failed = Signal()
+
+_SIGNALS = {
+    "membership_changed": membership_changed,
+    "node_down": node_down,
+    "node_up": node_up,
+    "discovery_failed": discovery_failed,
+}
+
+logger = logging.getLogger("django_elasticache_rs")
+
+
+def deliver(location: tuple[str, ...], event: dict[str, Any]) -> None:
+    """Sends the signal of a native client's ``event`` (a dict naming it in ``event``)."""
+    from django_elasticache_rs.backend import ElastiCache
+
+    fields = dict(event)
+    signal = _SIGNALS.get(fields.pop("event", ""))
+    if signal is None:
+        return
+    for receiver, result in signal.send_robust(ElastiCache, location=list(location), **fields):
+        if isinstance(result, Exception):
+            logger.error(
+                "a receiver of django_elasticache_rs signals failed: %r",
+                receiver,
+                exc_info=result,
+            )
