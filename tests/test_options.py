@@ -57,6 +57,7 @@ BAD: dict[str, list[Any]] = {
     "failure_log_level": ["LOUD", "", 7, True, 2.5],
     "gevent": ["on", "", "AUTO", 1, 0, None],
     "counters": ["yes", 1, 0, None],
+    "metrics": ["Prometheus", "statsd", 1, True],
     "serde": [
         "pickle",
         object(),
@@ -97,6 +98,7 @@ GOOD: dict[str, list[Any]] = {
     "failure_log_level": ["WARNING", "info", "Error", logging.ERROR, None],
     "gevent": ["auto", True, False],
     "counters": [True, False],
+    "metrics": [None, "prometheus"],
     "serde": [None, SimpleNamespace(serialize=lambda k, v: (v, 0), deserialize=lambda k, v, f: v)],
     "allow_unicode_keys": [True, False],
     "default_noreply": [True, False],

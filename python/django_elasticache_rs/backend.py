@@ -117,6 +117,11 @@ class ElastiCache(BaseCache):
         # under gevent the same operations run by the gevent driver, which yield to the hub.
         # Decided per backend object: Django makes one per thread (per greenlet under gevent),
         # after gevent's monkey-patching even when the app was loaded before it (--preload).
+        self._exporting = self._settings.metrics is not None
+        if self._exporting:
+            from django_elasticache_rs import prometheus
+
+            prometheus.install()
         gevent = self._settings.gevent
         self._blocking: Client | _green.GreenClient = (
             _green.GreenClient(self._native_client)
@@ -269,7 +274,12 @@ class ElastiCache(BaseCache):
         self._blocking.flush_all()
 
     def close(self, **kwargs: Any) -> None:
-        """Called by Django at the end of each request: connections stay pooled for the next."""
+        """Called by Django at the end of each request: connections stay pooled for the next.
+        With Prometheus in multiprocess mode, the counters are pushed (at most once a second)."""
+        if self._exporting:
+            from django_elasticache_rs.prometheus import at_request_end
+
+            at_request_end()
 
     # Async API: the same operations, their I/O done on the running event loop (`_futures`).
 

@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "dead_timeout": 60.0,
     # Counters behind cache.metrics(): kept unless turned off (to measure what they cost).
     "counters": True,
+    # Where the counters are exported: None, or "prometheus" (the `prometheus` extra).
+    "metrics": None,
     # gevent: "auto" yields to gevent's hub when it has monkey-patched ``socket``; True always
     # (gevent must be installed), False never.
     "gevent": "auto",
@@ -311,6 +313,8 @@ class Settings:
     #: Whether blocking calls yield to gevent's hub: "auto", True or False. Not part of the
     #: shared client's key: every way of waiting drives the same client.
     gevent: Literal["auto"] | bool = field(default="auto", compare=False)
+    #: Where the counters are exported (None: nowhere but ``cache.metrics()``).
+    metrics: Literal["prometheus"] | None = None
 
     def native_kwargs(self) -> dict[str, Any]:
         return {
@@ -404,7 +408,27 @@ def parse_options(options: Any, servers: Sequence[str]) -> Settings:
         **_failure_log(merged["logger"], merged["failure_log_level"]),
         "counters": _flag("counters", merged["counters"]),
     }
-    return Settings(native=tuple(sorted(native.items())), gevent=_gevent(merged["gevent"]))
+    return Settings(
+        native=tuple(sorted(native.items())),
+        gevent=_gevent(merged["gevent"]),
+        metrics=_metrics(merged["metrics"]),
+    )
+
+
+def _metrics(value: Any) -> Literal["prometheus"] | None:
+    """``OPTIONS["metrics"]``: None, or "prometheus" (prometheus_client must be importable)."""
+    if value is None:
+        return None
+    if value != "prometheus" or not isinstance(value, str):
+        raise _bad("metrics", "None or 'prometheus'", value)
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as error:
+        raise ImproperlyConfigured(
+            "OPTIONS['metrics'] is 'prometheus' but prometheus_client cannot be imported: "
+            "pip install django-elasticache-rs[prometheus]"
+        ) from error
+    return "prometheus"
 
 
 def _gevent(value: Any) -> Literal["auto"] | bool:
