@@ -147,7 +147,7 @@ def test_a_receiver_that_raises_is_logged_and_the_others_still_run(
             deadline = time.monotonic() + BOUND
             while time.monotonic() < deadline and "receiver bug" not in caplog.text:
                 time.sleep(0.01)  # polling interval: the log comes from the worker thread
-            assert "a receiver of django_elasticache_rs signals failed" in caplog.text
+            assert "Error calling" in caplog.text  # Django's own record of send_robust
             assert "receiver bug" in caplog.text
             assert cache.get("k") == "v"
     finally:

@@ -3,7 +3,8 @@
 Each is sent with ``sender`` the backend class (``ElastiCache``) and ``location`` (the
 ``LOCATION`` servers of the client that saw it), from a native worker thread of the cache:
 never from inside a cache call, nor under any lock of the cache's, in the order the events
-happened. Receivers should return quickly; one that raises is logged, and the others still run.
+happened. Receivers should return quickly; one that raises is logged by Django's
+``django.dispatch`` logger, and the others still run.
 
 * ``membership_changed``: the set of nodes changed (the first discovery included):
   ``added``, ``removed`` (lists of ``host:port``), ``version`` (the configuration version, or
@@ -17,7 +18,6 @@ happened. Receivers should return quickly; one that raises is logged, and the ot
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.dispatch import Signal
@@ -36,8 +36,6 @@ _SIGNALS = {
     "discovery_failed": discovery_failed,
 }
 
-logger = logging.getLogger("django_elasticache_rs")
-
 
 def deliver(location: tuple[str, ...], event: dict[str, Any]) -> None:
     """Sends the signal of a native client's ``event`` (a dict naming it in ``event``)."""
@@ -47,10 +45,6 @@ def deliver(location: tuple[str, ...], event: dict[str, Any]) -> None:
     signal = _SIGNALS.get(fields.pop("event", ""))
     if signal is None:
         return
-    for receiver, result in signal.send_robust(ElastiCache, location=list(location), **fields):
-        if isinstance(result, Exception):
-            logger.error(
-                "a receiver of django_elasticache_rs signals failed: %r",
-                receiver,
-                exc_info=result,
-            )
+    # send_robust: a receiver that raises is logged by Django (`django.dispatch`), and the
+    # others still run.
+    signal.send_robust(ElastiCache, location=list(location), **fields)
