@@ -58,6 +58,7 @@ BAD: dict[str, list[Any]] = {
     "gevent": ["on", "", "AUTO", 1, 0, None],
     "counters": ["yes", 1, 0, None],
     "metrics": ["Prometheus", "statsd", 1, True],
+    "tracing": ["OpenTelemetry", "jaeger", 1, True],
     "serde": [
         "pickle",
         object(),
@@ -98,7 +99,8 @@ GOOD: dict[str, list[Any]] = {
     "failure_log_level": ["WARNING", "info", "Error", logging.ERROR, None],
     "gevent": ["auto", True, False],
     "counters": [True, False],
-    "metrics": [None, "prometheus"],
+    "metrics": [None, "prometheus", "opentelemetry"],
+    "tracing": [None, "opentelemetry"],
     "serde": [None, SimpleNamespace(serialize=lambda k, v: (v, 0), deserialize=lambda k, v, f: v)],
     "allow_unicode_keys": [True, False],
     "default_noreply": [True, False],

@@ -117,11 +117,19 @@ class ElastiCache(BaseCache):
         # under gevent the same operations run by the gevent driver, which yield to the hub.
         # Decided per backend object: Django makes one per thread (per greenlet under gevent),
         # after gevent's monkey-patching even when the app was loaded before it (--preload).
-        self._exporting = self._settings.metrics is not None
+        self._exporting = self._settings.metrics == "prometheus"
         if self._exporting:
             from django_elasticache_rs import prometheus
 
             prometheus.install()
+        if self._settings.metrics == "opentelemetry":
+            from django_elasticache_rs import otel
+
+            otel.register_metrics()
+        if self._settings.tracing == "opentelemetry":
+            from django_elasticache_rs import otel
+
+            otel.instrument(self)
         gevent = self._settings.gevent
         self._blocking: Client | _green.GreenClient = (
             _green.GreenClient(self._native_client)

@@ -41,8 +41,10 @@ DEFAULTS: dict[str, Any] = {
     "dead_timeout": 60.0,
     # Counters behind cache.metrics(): kept unless turned off (to measure what they cost).
     "counters": True,
-    # Where the counters are exported: None, or "prometheus" (the `prometheus` extra).
+    # Where the counters are exported: None, "prometheus" or "opentelemetry" (the extras).
     "metrics": None,
+    # A CLIENT span per cache call: None, or "opentelemetry" (the `opentelemetry` extra).
+    "tracing": None,
     # gevent: "auto" yields to gevent's hub when it has monkey-patched ``socket``; True always
     # (gevent must be installed), False never.
     "gevent": "auto",
@@ -314,7 +316,10 @@ class Settings:
     #: shared client's key: every way of waiting drives the same client.
     gevent: Literal["auto"] | bool = field(default="auto", compare=False)
     #: Where the counters are exported (None: nowhere but ``cache.metrics()``).
-    metrics: Literal["prometheus"] | None = None
+    metrics: Literal["prometheus", "opentelemetry"] | None = None
+    #: Whether each call gets an OpenTelemetry span. Not part of the shared client's key: the
+    #: spans wrap the backend's methods, not the client.
+    tracing: Literal["opentelemetry"] | None = field(default=None, compare=False)
 
     def native_kwargs(self) -> dict[str, Any]:
         return {
@@ -412,23 +417,41 @@ def parse_options(options: Any, servers: Sequence[str]) -> Settings:
         native=tuple(sorted(native.items())),
         gevent=_gevent(merged["gevent"]),
         metrics=_metrics(merged["metrics"]),
+        tracing=_tracing(merged["tracing"]),
     )
 
 
-def _metrics(value: Any) -> Literal["prometheus"] | None:
-    """``OPTIONS["metrics"]``: None, or "prometheus" (prometheus_client must be importable)."""
-    if value is None:
-        return None
-    if value != "prometheus" or not isinstance(value, str):
-        raise _bad("metrics", "None or 'prometheus'", value)
+def _importable(option: str, value: str, module: str, extra: str) -> None:
     try:
-        import prometheus_client  # noqa: F401
+        __import__(module)
     except ImportError as error:
         raise ImproperlyConfigured(
-            "OPTIONS['metrics'] is 'prometheus' but prometheus_client cannot be imported: "
-            "pip install django-elasticache-rs[prometheus]"
+            f"OPTIONS[{option!r}] is {value!r} but {module} cannot be imported: "
+            f"pip install django-elasticache-rs[{extra}]"
         ) from error
-    return "prometheus"
+
+
+def _metrics(value: Any) -> Literal["prometheus", "opentelemetry"] | None:
+    """``OPTIONS["metrics"]``: None, "prometheus" or "opentelemetry" (its package importable)."""
+    if value is None:
+        return None
+    if value == "prometheus" and isinstance(value, str):
+        _importable("metrics", value, "prometheus_client", "prometheus")
+        return "prometheus"
+    if value == "opentelemetry" and isinstance(value, str):
+        _importable("metrics", value, "opentelemetry.metrics", "opentelemetry")
+        return "opentelemetry"
+    raise _bad("metrics", "None, 'prometheus' or 'opentelemetry'", value)
+
+
+def _tracing(value: Any) -> Literal["opentelemetry"] | None:
+    """``OPTIONS["tracing"]``: None or "opentelemetry" (opentelemetry-api importable)."""
+    if value is None:
+        return None
+    if value == "opentelemetry" and isinstance(value, str):
+        _importable("tracing", value, "opentelemetry.trace", "opentelemetry")
+        return "opentelemetry"
+    raise _bad("tracing", "None or 'opentelemetry'", value)
 
 
 def _gevent(value: Any) -> Literal["auto"] | bool:

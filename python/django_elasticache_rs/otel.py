@@ -1,0 +1,222 @@
+"""OpenTelemetry: a CLIENT span per cache call (``OPTIONS["tracing"] = "opentelemetry"``) and the
+client's counters as OpenTelemetry metrics (``OPTIONS["metrics"] = "opentelemetry"``), with
+``pip install django-elasticache-rs[opentelemetry]`` and the application's own SDK setup.
+
+Spans follow the database semantic conventions: ``db.system.name`` ``memcached``,
+``db.operation.name`` (``get``, ``set``, ``get_many``, ...), ``server.address`` and
+``server.port`` of the node for single-key calls, ``db.operation.batch.size`` for multi-key
+ones; a failure sets the span's status and ``error.type``. No key or value is recorded.
+Turned off, nothing is wrapped: the backend's methods are the plain ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+_SCOPE = "django_elasticache_rs"
+
+#: The backend's methods traced: (method, operation name, how its keys are passed: "key" as
+#: the first argument, "keys" as an iterable or mapping first, or None).
+_METHODS: tuple[tuple[str, str, str | None], ...] = (
+    ("get", "get", "key"),
+    ("has_key", "get", "key"),
+    ("set", "set", "key"),
+    ("add", "add", "key"),
+    ("touch", "touch", "key"),
+    ("delete", "delete", "key"),
+    ("incr", "incr", "key"),
+    ("decr", "decr", "key"),
+    ("get_many", "get_many", "keys"),
+    ("set_many", "set_many", "keys"),
+    ("delete_many", "delete_many", "keys"),
+    ("clear", "flush_all", None),
+)
+
+
+def _attributes(
+    backend: Any, operation: str, keys: str | None, args: tuple[Any, ...]
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"db.system.name": "memcached", "db.operation.name": operation}
+    if keys == "key" and args:
+        try:
+            node = backend._native.node_for(
+                backend._key(args[0], None), backend._prefix, backend.version
+            )
+        except Exception:  # an invalid key: the call itself raises it
+            return attributes
+        host, _, port = node.rpartition(":")
+        attributes["server.address"] = host.strip("[]")
+        attributes["server.port"] = int(port)
+    elif keys == "keys" and args:
+        try:
+            attributes["db.operation.batch.size"] = len(args[0])
+        except TypeError:  # an iterator: its size is not known before the call
+            pass
+    return attributes
+
+
+def _traced(
+    tracer: trace.Tracer, backend: Any, method: Callable[..., Any], operation: str, keys: str | None
+) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def traced_async(*args: Any, **kwargs: Any) -> Any:
+            attributes = _attributes(backend, operation, keys, args)
+            with tracer.start_as_current_span(
+                operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=True
+            ) as span:
+                try:
+                    return await method(*args, **kwargs)
+                except Exception as error:
+                    span.set_attribute("error.type", type(error).__qualname__)
+                    span.set_status(Status(StatusCode.ERROR, str(error)))
+                    raise
+
+        return traced_async
+
+    @functools.wraps(method)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        attributes = _attributes(backend, operation, keys, args)
+        with tracer.start_as_current_span(
+            operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=True
+        ) as span:
+            try:
+                return method(*args, **kwargs)
+            except Exception as error:
+                span.set_attribute("error.type", type(error).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                raise
+
+    return traced
+
+
+def instrument(backend: Any) -> None:
+    """Wraps ``backend``'s cache methods (and their ``a*`` twins) in CLIENT spans."""
+    from django_elasticache_rs import __version__
+
+    tracer = trace.get_tracer(_SCOPE, __version__)
+    for name, operation, keys in _METHODS:
+        for method_name in (name, f"a{name}"):
+            method = getattr(backend, method_name, None)
+            if method is not None:
+                setattr(backend, method_name, _traced(tracer, backend, method, operation, keys))
+
+
+def _clients() -> list[Any]:
+    """The process's native clients configured with ``metrics: "opentelemetry"``."""
+    from django_elasticache_rs.backend import _clients
+
+    return [c for (_, s), c in list(_clients.items()) if s.metrics == "opentelemetry"]
+
+
+def _node_observations(
+    read: Callable[[str, dict[str, Any]], Iterable[tuple[int | float, dict[str, str]]]],
+) -> Callable[[CallbackOptions], Iterator[Observation]]:
+    def observe(options: CallbackOptions) -> Iterator[Observation]:
+        totals: dict[tuple[tuple[str, str], ...], float] = {}
+        for client in _clients():
+            for node, counted in client.metrics()["nodes"].items():
+                for value, attributes in read(node, counted):
+                    key = tuple(sorted(attributes.items()))
+                    totals[key] = totals.get(key, 0) + value
+        for key, value in totals.items():
+            yield Observation(value, dict(key))
+
+    return observe
+
+
+def _client_observations(name: str) -> Callable[[CallbackOptions], Iterator[Observation]]:
+    def observe(options: CallbackOptions) -> Iterator[Observation]:
+        yield Observation(sum(client.metrics()[name] for client in _clients()))
+
+    return observe
+
+
+_registered = False
+
+
+def register_metrics() -> None:
+    """The counters as observable OpenTelemetry instruments, read when the SDK collects (once
+    per process)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from django_elasticache_rs import __version__
+
+    meter = metrics.get_meter(_SCOPE, __version__)
+    node = "server.address"
+    meter.create_observable_counter(
+        "elasticache.requests",
+        callbacks=[
+            _node_observations(
+                lambda n, c: (
+                    (count, {node: n, "db.operation.name": command})
+                    for command, count in c["requests"].items()
+                )
+            )
+        ],
+        unit="{request}",
+        description="Exchanges with a node, by command.",
+    )
+    meter.create_observable_counter(
+        "elasticache.lookups",
+        callbacks=[
+            _node_observations(
+                lambda n, c: (
+                    (c["hits"], {node: n, "outcome": "hit"}),
+                    (c["misses"], {node: n, "outcome": "miss"}),
+                )
+            )
+        ],
+        unit="{key}",
+        description="Keys read, by outcome.",
+    )
+    meter.create_observable_counter(
+        "elasticache.errors",
+        callbacks=[
+            _node_observations(
+                lambda n, c: (
+                    (count, {node: n, "error.type": kind}) for kind, count in c["errors"].items()
+                )
+            )
+        ],
+        unit="{error}",
+        description="Failures, by kind.",
+    )
+    for name, unit, description in (
+        ("marked_down", "{event}", "Times a node was marked down."),
+        ("connections_opened", "{connection}", "Connections opened to a node."),
+        ("pool_waits", "{wait}", "Calls that waited for a pooled connection."),
+    ):
+        meter.create_observable_counter(
+            f"elasticache.{name}",
+            callbacks=[
+                _node_observations(lambda n, c, name=name: ((c[name], {node: n}),))  # type: ignore[misc]
+            ],
+            unit=unit,
+            description=description,
+        )
+    meter.create_observable_counter(
+        "elasticache.request.duration",
+        callbacks=[_node_observations(lambda n, c: ((c["latency_seconds"]["sum"], {node: n}),))],
+        unit="s",
+        description="Total time of exchanges with a node (the histogram is in cache.metrics()).",
+    )
+    for name, description in (
+        ("discoveries", "Discoveries run."),
+        ("discovery_failures", "Discoveries that failed."),
+        ("membership_changes", "Times the set of nodes changed."),
+        ("ignored_failures", "Failures turned into a miss by ignore_exc."),
+    ):
+        meter.create_observable_counter(
+            f"elasticache.{name}", callbacks=[_client_observations(name)], description=description
+        )

@@ -1,0 +1,83 @@
+"""Run by ``tests/test_otel.py`` in a fresh interpreter (OpenTelemetry's providers are set
+once per process): ``python otel_app.py ADDRESS...``. Sets the SDK up with in-memory exporters
+as an application sets up its own, configures the backend with ``tracing`` and ``metrics``
+"opentelemetry", makes blocking and async calls (one failing), and prints one JSON line: the
+spans, and the metrics' data points."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import django
+from django.conf import settings
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+spans = InMemorySpanExporter()
+tracer_provider = TracerProvider()
+tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+trace.set_tracer_provider(tracer_provider)
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+settings.configure(
+    CACHES={
+        "default": {
+            "BACKEND": "django_elasticache_rs.backend.ElastiCache",
+            "LOCATION": sys.argv[1:],
+            "OPTIONS": {"discovery": "off", "tracing": "opentelemetry", "metrics": "opentelemetry"},
+        }
+    }
+)
+django.setup()
+
+from django.core.cache import cache  # noqa: E402
+
+cache.set("present", "value")
+assert cache.get("present") == "value"
+assert cache.get_many(["present", "absent", "other"]) == {"present": "value"}
+try:
+    cache.get("has space")
+except Exception as error:  # the failing call: its span says so
+    failed = type(error).__name__
+
+
+async def async_calls() -> None:
+    assert await cache.aget("present") == "value"
+    await cache.aset("later", 1)
+
+
+asyncio.run(async_calls())
+
+points: dict[str, list[Any]] = {}
+data = reader.get_metrics_data()
+for resource_metrics in data.resource_metrics if data else []:
+    for scope in resource_metrics.scope_metrics:
+        for metric in scope.metrics:
+            points[metric.name] = [
+                [dict(point.attributes or {}), point.value] for point in metric.data.data_points
+            ]
+print(
+    json.dumps(
+        {
+            "failed": failed,
+            "spans": [
+                {
+                    "name": span.name,
+                    "kind": span.kind.name,
+                    "attributes": dict(span.attributes or {}),
+                    "status": span.status.status_code.name,
+                }
+                for span in spans.get_finished_spans()
+            ],
+            "points": points,
+        }
+    )
+)

@@ -1,0 +1,72 @@
+"""OpenTelemetry: a CLIENT span per cache call with the database semantic conventions, and the
+client's counters as OpenTelemetry metrics, read back from the real SDK's in-memory exporters
+(in a fresh interpreter: the SDK's providers are set once per process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.local import LocalCluster
+
+APP = Path(__file__).parent / "support" / "otel_app.py"
+
+
+def run(addresses: list[str]) -> Any:
+    done = subprocess.run(
+        [sys.executable, str(APP), *addresses],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_client_span_per_call_and_the_counters_as_metrics(
+    memcached_cluster: LocalCluster,
+) -> None:
+    seen = run(memcached_cluster.addresses)
+    spans = seen["spans"]
+    assert [span["name"] for span in spans] == ["set", "get", "get_many", "get", "get", "set"]
+    assert all(span["kind"] == "CLIENT" for span in spans)
+    assert all(span["attributes"]["db.system.name"] == "memcached" for span in spans)
+    single = [span for span in spans if span["name"] != "get_many" and span["status"] == "UNSET"]
+    for span in single:
+        address = f"{span['attributes']['server.address']}:{span['attributes']['server.port']}"
+        assert address in memcached_cluster.addresses
+    [batch] = [span for span in spans if span["name"] == "get_many"]
+    assert batch["attributes"]["db.operation.batch.size"] == 3
+    assert "server.address" not in batch["attributes"]
+    [failed] = [span for span in spans if span["status"] == "ERROR"]
+    assert failed["attributes"]["error.type"] == seen["failed"]
+    # No key or value anywhere.
+    assert "present" not in json.dumps(spans)
+
+    points = seen["points"]
+    lookups = {p[0]["outcome"]: 0 for p in points["elasticache.lookups"]}
+    for attributes, value in points["elasticache.lookups"]:
+        lookups[attributes["outcome"]] += value
+    assert lookups == {"hit": 3, "miss": 2}
+    by_command: dict[str, int] = {}
+    for attributes, value in points["elasticache.requests"]:
+        command = attributes["db.operation.name"]
+        by_command[command] = by_command.get(command, 0) + value
+    # The failing get sent nothing; a batch counts once per node it touched.
+    same = ElastiCache(memcached_cluster.addresses, {"OPTIONS": {"discovery": "off"}})
+    touched = {
+        same._native.node_for(key, same._prefix, same.version)
+        for key in ("present", "absent", "other")
+    }
+    assert (by_command["get"], by_command["set"], by_command["get_many"]) == (2, 2, len(touched))
+
+
+def test_without_tracing_the_methods_are_the_plain_ones(memcached_cluster: LocalCluster) -> None:
+    cache = ElastiCache(memcached_cluster.addresses, {"OPTIONS": {"discovery": "off"}})
+    assert cache.get.__func__ is ElastiCache.get  # type: ignore[attr-defined]
+    assert cache.aget.__func__ is ElastiCache.aget  # type: ignore[attr-defined]
