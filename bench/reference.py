@@ -142,17 +142,16 @@ def raw_multi_get(cluster: LocalCluster) -> Prepared:
     return Prepared(loop_runner(body), verify)
 
 
-def native_client(cluster: LocalCluster) -> Prepared:
-    """Our native client's ``get`` (key made in Rust), called directly: the backend minus
-    Django's ``BaseCache`` layer and our Python method around it."""
-    cache = caches[OURS.alias(3)]
-    cache.set("hit", VALUE_100)
-    client = cache.client  # type: ignore[attr-defined]
-    prefix, version = cache.key_prefix, cache.version
+def _native_get(client: Client, prefix: str, version: int, counting: bool) -> Prepared:
+    """``client.get`` of the present key ``hit``, called directly; checks whether it counts."""
 
     def verify() -> None:
         if client.get("hit", None, prefix, version) != VALUE_100:
             raise BenchmarkError("the native client's get did not return the value")
+        node = client.node_for("hit", prefix, version)
+        counted = sum(client.metrics()["nodes"][node]["requests"].values())
+        if bool(counted) != counting:
+            raise BenchmarkError("the native client's counters are not as configured")
 
     verify()
     get = client.get
@@ -162,6 +161,15 @@ def native_client(cluster: LocalCluster) -> Prepared:
             get("hit", None, prefix, version)
 
     return Prepared(loop_runner(body), verify)
+
+
+def native_client(cluster: LocalCluster) -> Prepared:
+    """Our native client's ``get`` (key made in Rust), called directly: the backend minus
+    Django's ``BaseCache`` layer and our Python method around it."""
+    cache = caches[OURS.alias(3)]
+    cache.set("hit", VALUE_100)
+    client = cache.client  # type: ignore[attr-defined]
+    return _native_get(client, cache.key_prefix, cache.version, counting=True)
 
 
 def native_client_without_counters(cluster: LocalCluster) -> Prepared:
@@ -169,25 +177,8 @@ def native_client_without_counters(cluster: LocalCluster) -> Prepared:
     next to the row above, what the counters behind ``cache.metrics()`` cost per get."""
     cache = caches[OURS.alias(3)]
     cache.set("hit", VALUE_100)
-    prefix, version = cache.key_prefix, cache.version
     client = Client(cache.servers, discovery="off", counters=False)  # type: ignore[attr-defined]
-
-    def verify() -> None:
-        if client.get("hit", None, prefix, version) != VALUE_100:
-            raise BenchmarkError("the native client's get did not return the value")
-        if sum(
-            client.metrics()["nodes"][client.node_for("hit", prefix, version)]["requests"].values()
-        ):
-            raise BenchmarkError("a client without counters counted")
-
-    verify()
-    get = client.get
-
-    def body(n: int) -> None:
-        for _ in range(n):
-            get("hit", None, prefix, version)
-
-    return Prepared(loop_runner(body), verify)
+    return _native_get(client, cache.key_prefix, cache.version, counting=False)
 
 
 def pylibmc_client(cluster: LocalCluster) -> Prepared:
