@@ -12,7 +12,7 @@ use elasticache_proto::{
 
 use crate::batch::BatchValues;
 use crate::client::{Client, Item, Stats};
-use crate::engine::{Command, Cursor, Failed, Reading, Share};
+use crate::engine::{part, Command, Cursor, Failed, Reading, Share};
 use crate::error::{Error, Result};
 use crate::metrics::CommandName;
 use crate::topology::Topology;
@@ -470,12 +470,14 @@ impl KeyList {
 
     /// The key at `position` (empty past the end).
     pub fn get(&self, position: usize) -> &str {
-        let start = match position.checked_sub(1) {
-            Some(previous) => self.ends.get(previous).copied().unwrap_or_default(),
-            None => 0,
-        };
-        let end = self.ends.get(position).copied().unwrap_or_default();
-        self.text.get(start..end).unwrap_or_default()
+        self.text
+            .get(part(&self.ends, position))
+            .unwrap_or_default()
+    }
+
+    /// Every key, in order (borrowed), for the blocking batch methods.
+    pub fn all(&self) -> Vec<&str> {
+        (0..self.len()).map(|p| self.get(p)).collect()
     }
 }
 
@@ -547,15 +549,12 @@ impl Items for ItemList {
     }
 
     fn item(&self, position: usize) -> (&str, u32, &[u8]) {
-        let start = match position.checked_sub(1) {
-            Some(previous) => self.ends.get(previous).copied().unwrap_or_default(),
-            None => 0,
-        };
-        let end = self.ends.get(position).copied().unwrap_or_default();
         (
             self.keys.get(position),
             self.flags.get(position).copied().unwrap_or_default(),
-            self.data.get(start..end).unwrap_or_default(),
+            self.data
+                .get(part(&self.ends, position))
+                .unwrap_or_default(),
         )
     }
 }

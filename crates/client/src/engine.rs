@@ -287,14 +287,19 @@ impl Exchange {
     }
 }
 
-/// The positions of run `run` (see [`Exchange::runs`]).
-fn run_positions<'p>(positions: &'p [usize], runs: &[usize], run: usize) -> &'p [usize] {
-    let start = match run.checked_sub(1) {
-        Some(previous) => runs.get(previous).copied().unwrap_or_default(),
+/// The range of part `index` of a buffer cut at `ends` (each part's end, in order): how runs,
+/// and the keys and values of owned lists, are kept. Empty past the last part.
+pub(crate) fn part(ends: &[usize], index: usize) -> std::ops::Range<usize> {
+    let start = match index.checked_sub(1) {
+        Some(previous) => ends.get(previous).copied().unwrap_or_default(),
         None => 0,
     };
-    let end = runs.get(run).copied().unwrap_or_default();
-    positions.get(start..end).unwrap_or_default()
+    start..ends.get(index).copied().unwrap_or(start)
+}
+
+/// The positions of run `run` (see [`Exchange::runs`]).
+fn run_positions<'p>(positions: &'p [usize], runs: &[usize], run: usize) -> &'p [usize] {
+    positions.get(part(runs, run)).unwrap_or_default()
 }
 
 /// Calls the command's reader, giving it the request buffer cleared (once per read) for a

@@ -20,7 +20,7 @@ use crate::args::{
     MAX_POOL_SIZE, MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
 };
 use crate::errors::IntoPyResult;
-use crate::keys::{make_key, make_keys, KeyMaker, MadeKeysExt};
+use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::PyOperation;
 use crate::serde::{decode, decode_or, encode};
 use crate::starts;

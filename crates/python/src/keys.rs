@@ -116,18 +116,6 @@ pub fn make_keys<'py>(
     Ok((made, originals))
 }
 
-/// Borrowing every key of a [`KeyList`] at once, for the blocking batch methods.
-pub trait MadeKeysExt {
-    /// Every key, in order.
-    fn all(&self) -> Vec<&str>;
-}
-
-impl MadeKeysExt for KeyList {
-    fn all(&self) -> Vec<&str> {
-        (0..self.len()).map(|p| self.get(p)).collect()
-    }
-}
-
 /// murmur3 x86 32-bit (seed 0) of `text` as pymemcache computes it (low byte of each code point).
 #[pyfunction]
 pub fn murmur3_32(text: &str) -> u32 {
