@@ -28,7 +28,6 @@ mod connection;
 mod discovery;
 mod engine;
 mod error;
-mod events;
 mod fork;
 mod hash;
 mod health;
@@ -36,6 +35,7 @@ mod metrics;
 mod notify;
 mod pool;
 mod report;
+mod starts;
 mod stream;
 mod tls;
 mod topology;
@@ -48,13 +48,13 @@ pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
 pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{Command, Cursor, Failed, Interest, Operation, Progress, Reading, Share};
 pub use error::{Error, ErrorKind, Result};
-pub use events::{
-    CounterOperation, DeleteManyOperation, DeleteOperation, FlushAllOperation, GetManyOperation,
-    GetOperation, SetManyOperation, StoreOperation, TouchOperation,
-};
 pub use hash::{murmur3_32, Murmur3, Ring};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};
+pub use starts::{
+    CounterOperation, DeleteManyOperation, DeleteOperation, FlushAllOperation, GetManyOperation,
+    GetOperation, SetManyOperation, StoreOperation, TouchOperation,
+};
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
 
