@@ -133,6 +133,7 @@ async def run(operation: Operation) -> Any:
     # One timer for the whole operation, made at its first wait, waking the current one.
     waiting: list[asyncio.Future[None]] = []
     timer: asyncio.TimerHandle | None = None
+    waiter: _Epoll | _Readers | None = None
     try:
         while True:
             progress = advance()
@@ -154,7 +155,8 @@ async def run(operation: Operation) -> Any:
                     # At least a millisecond: a loop's timers are no finer.
                     timer = loop.call_later(max(timeout, 0.001), _wake_current, waiting)
             waiting[:] = [woken]
-            waiter = _waiter(loop)
+            if waiter is None:
+                waiter = _waiter(loop)
             waiter.wait(fd, interest, woken)
             try:
                 await woken

@@ -23,12 +23,25 @@ def patched() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("socket"))
 
 
+_gevent: tuple[Any, Any, Any] | None = None
+
+
+def _hub() -> tuple[Any, Any, Any]:
+    """gevent's ``get_hub``, ``wait_read`` and ``wait_readwrite``, imported at first use: the
+    backend imports this module whether gevent is in use or not."""
+    global _gevent
+    if _gevent is None:
+        from gevent import get_hub
+        from gevent.socket import wait_read, wait_readwrite
+
+        _gevent = (get_hub, wait_read, wait_readwrite)
+    return _gevent
+
+
 def run(operation: Operation) -> Any:
     """Runs ``operation`` in the current greenlet, yielding to the hub while it waits, and
     returns its result (or raises its error)."""
-    from gevent import get_hub
-    from gevent.socket import wait_read, wait_readwrite
-
+    get_hub, wait_read, wait_readwrite = _hub()
     try:
         while True:
             progress = operation.advance()

@@ -60,6 +60,12 @@ def shared_client(servers: list[str], settings: Settings) -> Client:
     return client
 
 
+def exporting_clients(metrics: str) -> list[Client]:
+    """The process's shared native clients whose counters ``OPTIONS["metrics"]`` exports to
+    ``metrics`` ("prometheus" or "opentelemetry"): what the exporters read."""
+    return [client for (_, s), client in list(_clients.items()) if s.metrics == metrics]
+
+
 def _refused(error: Exception) -> ImproperlyConfigured:
     """``ImproperlyConfigured`` for what the native client refused to be built with. Its own
     messages start with the argument's name, which is the option's (``servers`` is

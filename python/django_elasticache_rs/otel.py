@@ -111,10 +111,9 @@ def instrument(backend: Any) -> None:
 
 
 def _clients() -> list[Any]:
-    """The process's native clients configured with ``metrics: "opentelemetry"``."""
-    from django_elasticache_rs.backend import _clients
+    from django_elasticache_rs.backend import exporting_clients
 
-    return [c for (_, s), c in list(_clients.items()) if s.metrics == "opentelemetry"]
+    return exporting_clients("opentelemetry")
 
 
 def _node_observations(

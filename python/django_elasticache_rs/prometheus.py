@@ -63,10 +63,9 @@ _DURATION_HELP = "Time of an exchange with a node, from its lease to its end."
 
 
 def _clients() -> list[Any]:
-    """The process's native clients configured with ``metrics: "prometheus"``."""
-    from django_elasticache_rs.backend import _clients
+    from django_elasticache_rs.backend import exporting_clients
 
-    return [client for (_, settings), client in list(_clients.items()) if settings.metrics]
+    return exporting_clients("prometheus")
 
 
 class _Collector(Collector):
