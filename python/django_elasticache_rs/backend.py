@@ -119,10 +119,7 @@ class ElastiCache(BaseCache):
             self._native_client: Client = shared_client(self._servers, self._settings)
         except (ValueError, TypeError, OverflowError, CacheClientError) as error:
             raise _refused(error) from error
-        # What the blocking methods call: the native client, whose calls block the thread, or
-        # under gevent the same operations run by the gevent driver, which yield to the hub.
-        # Decided per backend object: Django makes one per thread (per greenlet under gevent),
-        # after gevent's monkey-patching even when the app was loaded before it (--preload).
+        # Exporters are set up once per process; spans wrap this object's methods.
         self._exporting = self._settings.metrics == "prometheus"
         if self._exporting:
             from django_elasticache_rs import prometheus
@@ -136,6 +133,10 @@ class ElastiCache(BaseCache):
             from django_elasticache_rs import otel
 
             otel.instrument(self)
+        # What the blocking methods call: the native client, whose calls block the thread, or
+        # under gevent the same operations run by the gevent driver, which yield to the hub.
+        # Decided per backend object: Django makes one per thread (per greenlet under gevent),
+        # after gevent's monkey-patching even when the app was loaded before it (--preload).
         gevent = self._settings.gevent
         self._blocking: Client | _green.GreenClient = (
             _green.GreenClient(self._native_client)
