@@ -52,7 +52,7 @@ fn noreply_suffix(noreply: bool) -> &'static [u8] {
 }
 
 // Writing to a Vec<u8> cannot fail, so the io::Result of write! carries no information.
-fn put_num(out: &mut Vec<u8>, n: impl std::fmt::Display) {
+pub(crate) fn put_num(out: &mut Vec<u8>, n: impl std::fmt::Display) {
     let _ = write!(out, "{n}");
 }
 

@@ -5,9 +5,9 @@
 use std::fmt::Debug;
 
 use crate::{
-    parse_cluster_config, parse_delete, parse_incr_decr, parse_ok, parse_retrieval, parse_stats,
-    parse_store, parse_touch, parse_version, with_error_replies, Parse, ReplyError, RetrievalItem,
-    MAX_LINE_LEN, MAX_VALUE_LEN_LIMIT,
+    parse_cluster_config, parse_delete, parse_incr_decr, parse_meta, parse_ok, parse_retrieval,
+    parse_stats, parse_store, parse_touch, parse_version, with_error_replies, Parse, ReplyError,
+    RetrievalItem, MAX_LINE_LEN, MAX_VALUE_LEN_LIMIT,
 };
 
 /// The cap `parse_retrieval` gets in [`Target::RetrievalSmall`]: small enough for the fuzzer to
@@ -38,11 +38,13 @@ pub enum Target {
     Stats,
     /// `parse_cluster_config`.
     ClusterConfig,
+    /// `parse_meta` (the meta commands' replies) with a cap of [`SMALL_MAX_VALUE_LEN`].
+    Meta,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 10] = [
+    pub const ALL: [Target; 11] = [
         Target::RetrievalSmall,
         Target::RetrievalHuge,
         Target::Store,
@@ -53,6 +55,7 @@ impl Target {
         Target::Version,
         Target::Stats,
         Target::ClusterConfig,
+        Target::Meta,
     ];
 
     /// The cargo-fuzz target's name, which is also its corpus directory's.
@@ -68,6 +71,7 @@ impl Target {
             Target::Version => "parse_version",
             Target::Stats => "parse_stats",
             Target::ClusterConfig => "parse_cluster_config",
+            Target::Meta => "parse_meta",
         }
     }
 
@@ -86,6 +90,19 @@ fn owned_retrieval(buf: &[u8], max_value_len: usize) -> Result<Parse<OwnedItem>,
         Parse::Complete(RetrievalItem::End, used) => Parse::Complete(None, used),
         Parse::Complete(RetrievalItem::Value(v), used) => Parse::Complete(
             Some((v.key.to_vec(), v.flags, v.cas, v.data.to_vec())),
+            used,
+        ),
+    })
+}
+
+/// A meta reply owned rather than borrowed.
+type OwnedMeta = (crate::MetaStatus, crate::MetaFlags, Option<Vec<u8>>);
+
+fn owned_meta(buf: &[u8]) -> Result<Parse<OwnedMeta>, ReplyError> {
+    Ok(match parse_meta(buf, SMALL_MAX_VALUE_LEN)? {
+        Parse::Incomplete(needed) => Parse::Incomplete(needed),
+        Parse::Complete(reply, used) => Parse::Complete(
+            (reply.status, reply.flags, reply.data.map(<[u8]>::to_vec)),
             used,
         ),
     })
@@ -111,6 +128,7 @@ pub fn check(target: Target, data: &[u8]) -> Result<(), String> {
         Target::Version => check_reply(data, 0, parse_version),
         Target::Stats => check_reply(data, 0, parse_stats),
         Target::ClusterConfig => check_parser(data, 0, parse_cluster_config),
+        Target::Meta => check_reply(data, item_bound(SMALL_MAX_VALUE_LEN), owned_meta),
     }
 }
 

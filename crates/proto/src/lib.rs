@@ -11,6 +11,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod key;
+mod meta;
 mod reply;
 
 pub use discovery::{
@@ -23,6 +24,10 @@ pub use encode::{
 };
 pub use error::ReplyError;
 pub use key::{validate_key, KeyError, MAX_KEY_LEN};
+pub use meta::{
+    encode_meta, encode_meta_noop, parse_meta, MetaCommand, MetaFlag, MetaFlags, MetaMode,
+    MetaReply, MetaStatus,
+};
 pub use reply::{
     parse_delete, parse_incr_decr, parse_ok, parse_retrieval, parse_stats, parse_store,
     parse_touch, parse_version, with_error_replies, DeleteReply, IncrDecrReply, Parse,

@@ -98,7 +98,7 @@ pub enum TouchReply {
 }
 
 /// The first CRLF-terminated line of `buf` (without its CRLF) and the bytes it spans.
-fn next_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
+pub(crate) fn next_line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ReplyError> {
     let window = &buf[..buf.len().min(MAX_LINE_LEN)];
     match memchr::memchr(b'\n', window) {
         Some(end) if end > 0 && buf[end - 1] == b'\r' => Ok(Some((&buf[..end - 1], end + 1))),
@@ -124,7 +124,7 @@ pub(crate) fn next_line_for_discovery(buf: &[u8]) -> Result<Option<(&[u8], usize
 
 /// The error a line reports, if it is one of the protocol's error lines: the word alone or
 /// followed by a space and a message.
-fn error_line(line: &[u8]) -> Option<ReplyError> {
+pub(crate) fn error_line(line: &[u8]) -> Option<ReplyError> {
     let after = |word: &[u8]| {
         line.strip_prefix(word)
             .filter(|rest| rest.is_empty() || rest.starts_with(b" "))
