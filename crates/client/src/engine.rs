@@ -376,8 +376,9 @@ impl<C: Command> Operation<C> {
         })
     }
 
-    /// The blocking driver: runs the operation to its end on the calling thread.
-    pub(crate) fn run(mut self, client: &Client) -> Result<C::Output> {
+    /// The blocking driver: runs the operation (one not advanced by an event driver) to its
+    /// end on the calling thread.
+    pub fn run(mut self, client: &Client) -> Result<C::Output> {
         self.route(client, true);
         while !self.pending.is_empty() {
             self.lease_pending(client, true);

@@ -186,6 +186,14 @@ pub enum Error {
         endpoint: String,
     },
 
+    /// The command needs memcached's meta commands (1.6), which the key's node does not
+    /// support.
+    #[error("{what} needs memcached's meta commands (memcached 1.6), which the key's node does not support")]
+    MetaUnsupported {
+        /// What was asked.
+        what: &'static str,
+    },
+
     /// A server address that cannot be parsed.
     #[error("invalid server address {address:?}: {reason}")]
     BadAddress {
@@ -206,7 +214,8 @@ impl Error {
             | Error::Refused { .. }
             | Error::BadAddress { .. }
             | Error::NotElastiCache { .. }
-            | Error::TlsConfig { .. } => ErrorKind::Client,
+            | Error::TlsConfig { .. }
+            | Error::MetaUnsupported { .. } => ErrorKind::Client,
             Error::ServerFailure { .. } | Error::Protocol { .. } | Error::UnknownCommand { .. } => {
                 ErrorKind::Server
             }
@@ -267,7 +276,8 @@ impl Error {
             | Error::UnknownCommand { .. }
             | Error::Discovery { .. }
             | Error::NotElastiCache { .. }
-            | Error::TlsConfig { .. } => false,
+            | Error::TlsConfig { .. }
+            | Error::MetaUnsupported { .. } => false,
         }
     }
 

@@ -31,6 +31,7 @@ mod error;
 mod fork;
 mod hash;
 mod health;
+mod meta;
 mod metrics;
 mod notify;
 mod pool;
@@ -49,11 +50,13 @@ pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{Command, Cursor, Failed, Interest, Operation, Progress, Reading, Share};
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, Murmur3, Ring};
+pub use meta::{lease_key, Initial, Leased, Ttl};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};
 pub use starts::{
-    CounterOperation, DeleteManyOperation, DeleteOperation, FlushAllOperation, GetManyOperation,
-    GetOperation, SetManyOperation, StoreOperation, TouchOperation,
+    CountOperation, CounterOperation, DeleteIfOperation, DeleteManyOperation, DeleteOperation,
+    FlushAllOperation, GetManyOperation, GetOperation, LeaseOperation, ReleaseOperation,
+    SetManyOperation, StoreOperation, TouchOperation, TtlOperation,
 };
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};

@@ -68,6 +68,7 @@ impl Kind {
             | Error::TooLargeForNode { .. }
             | Error::Refused { .. }
             | Error::TlsConfig { .. }
+            | Error::MetaUnsupported { .. }
             | Error::BadAddress { .. } => Kind::Refused,
         }
     }
@@ -117,6 +118,7 @@ fn subject(error: &Error) -> Option<&str> {
         | Error::ValueTooLarge { .. }
         | Error::NoNodes
         | Error::TlsConfig { .. }
+        | Error::MetaUnsupported { .. }
         | Error::BadAddress { .. } => None,
     }
 }

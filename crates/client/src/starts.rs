@@ -12,6 +12,10 @@ use crate::commands::{
 };
 use crate::engine::Operation;
 use crate::error::Result;
+use crate::meta::{
+    CounterCommand, DeleteIfCommand, Initial, LeaseCommand, MetaOne, ReleaseCommand, ReleasePlan,
+    TtlCommand, TtlPlan,
+};
 
 /// A `get` of one key; outputs `Option<Item>`.
 pub type GetOperation = Operation<Retrieve>;
@@ -32,7 +36,54 @@ pub type DeleteManyOperation = Operation<DeleteMany<KeyList>>;
 /// A `flush_all` of every node; outputs each node's result.
 pub type FlushAllOperation = Operation<EveryNode<()>>;
 
+/// A get-or-lease (stampede protection); outputs `Leased`.
+pub type LeaseOperation = Operation<LeaseCommand>;
+/// The release of a lease; outputs whether there was one.
+pub type ReleaseOperation = Operation<ReleaseCommand>;
+/// A TTL read; outputs `Ttl`.
+pub type TtlOperation = Operation<TtlCommand>;
+/// A counter created on a miss; outputs the new value.
+pub type CountOperation = Operation<CounterCommand>;
+/// A delete-if-owner; outputs whether it deleted.
+pub type DeleteIfOperation = Operation<DeleteIfCommand>;
+
 impl Client {
+    /// [`Client::get_or_lease`] for an event driver.
+    pub fn start_get_or_lease(
+        &self,
+        key: String,
+        lease: u32,
+        early_recompute: Option<u32>,
+    ) -> Result<LeaseOperation> {
+        Operation::new(self, self.lease_command(key, lease, early_recompute))
+    }
+
+    /// [`Client::release_lease`] for an event driver.
+    pub fn start_release_lease(&self, key: String) -> Result<ReleaseOperation> {
+        Operation::new(self, MetaOne::new(self, key, ReleasePlan))
+    }
+
+    /// [`Client::ttl`] for an event driver.
+    pub fn start_ttl(&self, key: String) -> Result<TtlOperation> {
+        Operation::new(self, MetaOne::new(self, key, TtlPlan))
+    }
+
+    /// [`Client::count`] for an event driver.
+    pub fn start_count(
+        &self,
+        op: Counter,
+        key: String,
+        delta: u64,
+        initial: Option<Initial>,
+    ) -> Result<CountOperation> {
+        Operation::new(self, self.counter_command(key, op, delta, initial))
+    }
+
+    /// [`Client::delete_if`] for an event driver.
+    pub fn start_delete_if(&self, key: String, token: Vec<u8>) -> Result<DeleteIfOperation> {
+        Operation::new(self, self.delete_if_command(key, token))
+    }
+
     /// A `get` of `key` for an event driver. Invalid keys fail here.
     pub fn start_get(&self, key: String) -> Result<GetOperation> {
         Operation::new(self, Retrieve::new(self, key, Retrieval::Get))

@@ -22,6 +22,8 @@ pub struct Node {
     pub(crate) pool: Pool,
     pub(crate) health: Health,
     pub(crate) counters: NodeCounters,
+    /// Whether it speaks the meta protocol (probed once: `meta`).
+    pub(crate) meta: crate::meta::MetaSupport,
 }
 
 impl Node {
@@ -32,6 +34,7 @@ impl Node {
             pool: Pool::new(config),
             health,
             counters: NodeCounters::default(),
+            meta: crate::meta::MetaSupport::default(),
         }
     }
 
