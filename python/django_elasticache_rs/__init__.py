@@ -14,6 +14,7 @@ from django_elasticache_rs.exceptions import (
     CacheServerError,
     CacheTimeoutError,
     InvalidKeyError,
+    LockNotAcquiredError,
     ValueTooLargeError,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "CacheTimeoutError",
     "Client",
     "InvalidKeyError",
+    "LockNotAcquiredError",
     "ValueTooLargeError",
     "__version__",
     "murmur3_32",

@@ -64,6 +64,14 @@ def run(operation: Operation) -> Any:
         operation.close()
 
 
+def sleep(seconds: float) -> None:
+    """Waits ``seconds`` in the current greenlet, yielding to the hub (whether or not ``time``
+    is monkey-patched)."""
+    from gevent import sleep as green_sleep
+
+    green_sleep(seconds)
+
+
 class GreenClient:
     """The blocking methods of a native ``Client``, each run by the gevent driver: what the
     backend calls instead of the client itself under gevent."""

@@ -226,6 +226,42 @@ class Client:
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
     ) -> Operation: ...
     def start_flush_all(self) -> Operation: ...
+    def start_get_or_lease(
+        self,
+        key: Any,
+        lease: int,
+        early_recompute: int | None = None,
+        default: Any = None,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> Operation:
+        """Get-or-lease (stampede protection); the result is ``(value, won)``, ``value`` being
+        ``default`` on a miss and ``won`` saying whether this caller computes the value (the
+        lease on a miss, for ``lease`` seconds; an early recompute on a hit with fewer than
+        ``early_recompute`` seconds left, on nodes with meta commands)."""
+    def start_release_lease(
+        self, key: Any, prefix: str | None = None, version: Any = None
+    ) -> Operation:
+        """Ends a lease won with ``start_get_or_lease``; the result says whether there was one."""
+    def start_ttl(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
+        """The seconds ``key`` has left: ``None`` when it never expires, 0 when it is missing.
+        Needs meta commands on the key's node (else ``CacheClientError``)."""
+    def start_incr_or_create(
+        self,
+        key: Any,
+        delta: int = 1,
+        initial: int | None = None,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> Operation:
+        """``incr`` that creates a missing counter holding ``initial`` (returned as is),
+        atomically across clients; without ``initial``, ``None`` for a missing counter."""
+    def start_delete_if(
+        self, key: Any, token: bytes, prefix: str | None = None, version: Any = None
+    ) -> Operation:
+        """Deletes ``key`` only while it holds exactly ``token``; the result says whether it
+        did."""
     def probe(self) -> list[dict[str, Any]]:
         """Each node asked in turn (for operators' tools): ``node``, ``hostname``,
         ``down_for``, ``round_trip`` (seconds or ``None``), ``stats`` (or ``None``) and
@@ -255,3 +291,6 @@ class Operation:
         """The result once ``advance()`` returned ``DONE``, or its exception. Ends it."""
     def close(self) -> None:
         """Ends the operation early: connections of unfinished exchanges are closed."""
+    def wait(self) -> Any:
+        """The blocking driver: runs the operation (before any ``advance()``) to its end on
+        this thread, the GIL released while it waits; returns its result or raises."""

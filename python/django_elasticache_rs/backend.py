@@ -7,6 +7,7 @@ thread and per async task. Key making, validation, hashing and value encoding ru
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import numbers
@@ -20,10 +21,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_elasticache_rs import _green, signals
 from django_elasticache_rs._futures import run
-from django_elasticache_rs._native import Client
+from django_elasticache_rs._native import Client, Operation
 from django_elasticache_rs.exceptions import CacheClientError
+from django_elasticache_rs.locks import FIRST_POLL, LONGEST_POLL, Lock
 from django_elasticache_rs.options import (
     DEFAULTS,
+    MAX_LEASE_SECONDS,
     Settings,
     parse_key_prefix,
     parse_location,
@@ -37,6 +40,9 @@ __all__ = ["ElastiCache"]
 _MAX_RELATIVE_EXPIRY = 60 * 60 * 24 * 30
 # memcached reads an expiry as a signed 32-bit number: no Unix time after 2038-01-19.
 _MAX_UNIX_TIME = 2**31 - 1
+
+#: What a get-or-lease gives for a miss: never a cached value.
+_MISSING = object()
 
 _clients: dict[tuple[tuple[str, ...], Settings], Client] = {}
 _clients_lock = threading.Lock()
@@ -138,10 +144,9 @@ class ElastiCache(BaseCache):
         # Decided per backend object: Django makes one per thread (per greenlet under gevent),
         # after gevent's monkey-patching even when the app was loaded before it (--preload).
         gevent = self._settings.gevent
+        self._green = gevent is True or (gevent == "auto" and _green.patched())
         self._blocking: Client | _green.GreenClient = (
-            _green.GreenClient(self._native_client)
-            if gevent is True or (gevent == "auto" and _green.patched())
-            else self._native_client
+            _green.GreenClient(self._native_client) if self._green else self._native_client
         )
 
     @property
@@ -270,12 +275,25 @@ class ElastiCache(BaseCache):
         else:
             self._blocking.delete_many([self.make_key(k, version) for k in keys])
 
-    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+    def incr(
+        self,
+        key: Any,
+        delta: int = 1,
+        version: int | None = None,
+        *,
+        initial: int | None = None,
+        timeout: Any = DEFAULT_TIMEOUT,
+    ) -> int:
+        """Django's ``incr``; with ``initial``, a missing counter is created holding ``initial``
+        (returned, the delta not applied) with ``timeout``, atomically across clients."""
         # A delta that is not an int raises TypeError, one of 2**64 or more in magnitude
         # ValueError (the native client words both).
-        value = self._blocking.incr(
-            self._key(key, version), delta, self._prefix, self._version(version)
-        )
+        if initial is not None:
+            value = self._drive(self._count_or_create(key, delta, initial, timeout, version))
+        else:
+            value = self._blocking.incr(
+                self._key(key, version), delta, self._prefix, self._version(version)
+            )
         if value is None:
             raise ValueError(f"Key '{key}' not found")
         return value
@@ -287,6 +305,119 @@ class ElastiCache(BaseCache):
 
     def clear(self) -> None:
         self._blocking.flush_all()
+
+    # What Django's API leaves out (README "Stampede protection" and "Beyond Django's API"):
+    # native operations, run by `_drive` (blocking) or `run` (asyncio).
+
+    def _drive(self, operation: Operation) -> Any:
+        """Runs ``operation`` the way this backend's blocking methods wait: on this thread, or
+        under gevent yielding to the hub."""
+        if self._green:
+            return _green.run(operation)
+        return operation.wait()
+
+    def _pause(self, seconds: float) -> None:
+        if self._green:
+            _green.sleep(seconds)
+        else:
+            time.sleep(seconds)
+
+    def _lease_terms(self, default: Any, early_recompute: int | None) -> tuple[int, int, float] | None:
+        """For a protected ``get_or_set``: the lease, the early-recompute window (0: off) and
+        the longest wait; ``None`` when the call keeps Django's own semantics (a default that
+        is not callable, or protection off)."""
+        stampede = self._settings.stampede
+        if not callable(default) or stampede is None:
+            return None
+        if early_recompute is None:
+            early = stampede.early_recompute or 0
+        elif (
+            isinstance(early_recompute, bool)
+            or not isinstance(early_recompute, int)
+            or not 0 <= early_recompute <= MAX_LEASE_SECONDS
+        ):
+            raise ValueError(
+                "early_recompute must be None (the option's), 0 (off) or whole seconds up to "
+                f"{MAX_LEASE_SECONDS}, not {early_recompute!r}"
+            )
+        else:
+            early = early_recompute
+        return stampede.lease, early, stampede.wait
+
+    def get_or_set(
+        self,
+        key: Any,
+        default: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        *,
+        early_recompute: int | None = None,
+    ) -> Any:
+        """Django's ``get_or_set``. With a callable ``default`` and stampede protection on (the
+        default), one caller across every process sharing the cluster computes a missing value
+        while the others wait for it (at most ``OPTIONS["stampede_wait"]`` seconds, then compute
+        it themselves); with ``early_recompute`` (seconds, or ``OPTIONS["early_recompute"]``),
+        one caller refreshes a value that close to its expiry while the others keep getting the
+        current one. See the README's "Stampede protection"."""
+        terms = self._lease_terms(default, early_recompute)
+        if terms is None:
+            return super().get_or_set(key, default, timeout=timeout, version=version)
+        lease, early, wait = terms
+        made, v = self._key(key, version), self._version(version)
+        give_up = time.monotonic() + wait
+        pause = FIRST_POLL
+        while True:
+            operation = self._native_client.start_get_or_lease(
+                made, lease, early, _MISSING, self._prefix, v
+            )
+            value, won = self._drive(operation)
+            if won or (value is _MISSING and time.monotonic() >= give_up):
+                break
+            if value is not _MISSING:
+                return value
+            self._pause(pause)
+            pause = min(2 * pause, LONGEST_POLL)
+        leased = won and value is _MISSING
+        try:
+            value = default()
+            self.set(key, value, timeout, version)
+        finally:
+            if leased:
+                # Stored (or failed): the next miss may be computed at once.
+                self._drive(self._native_client.start_release_lease(made, self._prefix, v))
+        return value
+
+    def ttl(self, key: Any, version: int | None = None) -> int | None:
+        """Seconds ``key`` has left: ``None`` when it never expires, 0 when it is not in the
+        cache. Needs memcached 1.6's meta commands on the key's node (else
+        ``CacheClientError``)."""
+        seconds: int | None = self._drive(
+            self._native_client.start_ttl(self._key(key, version), self._prefix, self._version(version))
+        )
+        return seconds
+
+    def lock(
+        self,
+        key: Any,
+        timeout: Any = 60,
+        blocking_timeout: float | None = None,
+        version: int | None = None,
+    ) -> Lock:
+        """A lock shared by every client of the cluster, held while ``key`` holds its token
+        (see ``django_elasticache_rs.locks.Lock``); use it with ``with`` or ``async with``."""
+        return Lock(self, key, timeout, blocking_timeout, version)
+
+    def _count_or_create(
+        self, key: Any, delta: int, initial: int, timeout: Any, version: int | None
+    ) -> Operation:
+        return self._native_client.start_incr_or_create(
+            self._key(key, version),
+            delta,
+            initial,
+            self.get_backend_timeout(timeout),
+            self._prefix,
+            self._version(version),
+        )
 
     def close(self, **kwargs: Any) -> None:
         """Called by Django at the end of each request: connections stay pooled for the next.
@@ -390,12 +521,22 @@ class ElastiCache(BaseCache):
                 self._native_client.start_delete_many([self.make_key(k, version) for k in keys])
             )
 
-    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        value: int | None = await run(
-            self._native_client.start_incr(
+    async def aincr(
+        self,
+        key: Any,
+        delta: int = 1,
+        version: int | None = None,
+        *,
+        initial: int | None = None,
+        timeout: Any = DEFAULT_TIMEOUT,
+    ) -> int:
+        if initial is not None:
+            operation = self._count_or_create(key, delta, initial, timeout, version)
+        else:
+            operation = self._native_client.start_incr(
                 self._key(key, version), delta, self._prefix, self._version(version)
             )
-        )
+        value: int | None = await run(operation)
         if value is None:
             raise ValueError(f"Key '{key}' not found")
         return value
@@ -407,6 +548,50 @@ class ElastiCache(BaseCache):
 
     async def aclear(self) -> None:
         await run(self._native_client.start_flush_all())
+
+    async def aget_or_set(
+        self,
+        key: Any,
+        default: Any,
+        timeout: Any = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        *,
+        early_recompute: int | None = None,
+    ) -> Any:
+        """``get_or_set`` for async code: the waits poll on the event loop, never blocking it."""
+        terms = self._lease_terms(default, early_recompute)
+        if terms is None:
+            return await super().aget_or_set(key, default, timeout=timeout, version=version)
+        lease, early, wait = terms
+        made, v = self._key(key, version), self._version(version)
+        give_up = time.monotonic() + wait
+        pause = FIRST_POLL
+        while True:
+            operation = self._native_client.start_get_or_lease(
+                made, lease, early, _MISSING, self._prefix, v
+            )
+            value, won = await run(operation)
+            if won or (value is _MISSING and time.monotonic() >= give_up):
+                break
+            if value is not _MISSING:
+                return value
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, LONGEST_POLL)
+        leased = won and value is _MISSING
+        try:
+            # Called as Django's own aget_or_set calls it: not awaited.
+            value = default()
+            await self.aset(key, value, timeout, version)
+        finally:
+            if leased:
+                await run(self._native_client.start_release_lease(made, self._prefix, v))
+        return value
+
+    async def attl(self, key: Any, version: int | None = None) -> int | None:
+        seconds: int | None = await run(
+            self._native_client.start_ttl(self._key(key, version), self._prefix, self._version(version))
+        )
+        return seconds
 
     async def aclose(self, **kwargs: Any) -> None:
         """Nothing to release: connections stay pooled."""

@@ -19,6 +19,7 @@ __all__ = [
     "CacheServerError",
     "CacheTimeoutError",
     "InvalidKeyError",
+    "LockNotAcquiredError",
     "ValueTooLargeError",
 ]
 
@@ -49,3 +50,7 @@ class InvalidKeyError(CacheClientError, _InvalidKeyBase):
 
 class ValueTooLargeError(CacheClientError, ValueError):
     """The value is over the item size limit."""
+
+
+class LockNotAcquiredError(CacheError, TimeoutError):
+    """``with cache.lock(...)`` waited ``blocking_timeout`` seconds without getting the lock."""

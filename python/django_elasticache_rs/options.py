@@ -48,6 +48,14 @@ DEFAULTS: dict[str, Any] = {
     # gevent: "auto" yields to gevent's hub when it has monkey-patched ``socket``; True always
     # (gevent must be installed), False never.
     "gevent": "auto",
+    # get_or_set with a callable default (README "Stampede protection"): one caller in the
+    # fleet computes a missing value while the others wait for it, at most `stampede_wait`
+    # seconds; a lease runs out after `stampede_lease` seconds (a winner that died). With
+    # `early_recompute` (seconds), a hit with less left wins one caller an early refresh.
+    "stampede_protection": True,
+    "stampede_lease": 10,
+    "stampede_wait": 15.0,
+    "early_recompute": None,
     # Failure logs: the logger name and the level of failure records (None: silent).
     "logger": "elasticache_client.failures",
     "failure_log_level": "WARNING",
@@ -85,6 +93,9 @@ MAX_RETRY_ATTEMPTS = 1_000
 MAX_VALUE_LENGTH_LIMIT = 1 << 30
 #: A smaller ``max_value_length`` would refuse most pickled values.
 MIN_VALUE_LENGTH = 1024
+#: The longest lease and early-recompute window, in seconds: memcached reads a TTL over 30
+#: days as a Unix time.
+MAX_LEASE_SECONDS = 60 * 60 * 24 * 30
 
 
 def parse_location(location: Any) -> list[str]:
@@ -308,6 +319,47 @@ def _tls_arguments(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Stampede:
+    """How ``get_or_set`` with a callable default keeps a miss to one computation."""
+
+    #: Seconds a lease to compute a missing value lasts (whole seconds, as memcached's TTLs).
+    lease: int
+    #: The longest a caller waits for another's value before computing it itself.
+    wait: float
+    #: Seconds before expiry when one caller wins an early refresh (None: off).
+    early_recompute: int | None
+
+
+def parse_early_recompute(value: Any, name: str = "OPTIONS['early_recompute']") -> int | None:
+    """An early-recompute window: None (off) or whole seconds from 1 to 30 days."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LEASE_SECONDS:
+        raise ImproperlyConfigured(
+            f"{name} must be None or a whole number of seconds from 1 to {MAX_LEASE_SECONDS}, "
+            f"not {value!r}"
+        )
+    return value
+
+
+def _stampede(options: Mapping[str, Any]) -> Stampede | None:
+    # Every one is checked, on or off: a mistake is heard of before it is turned on.
+    stampede = Stampede(
+        lease=_whole("stampede_lease", options["stampede_lease"], 1, MAX_LEASE_SECONDS),
+        wait=_number(
+            "stampede_wait",
+            options["stampede_wait"],
+            f"a number of seconds > 0 and <= {MAX_SECONDS:.0f}",
+            0.0,
+            MAX_SECONDS,
+            low_open=True,
+        ),
+        early_recompute=parse_early_recompute(options["early_recompute"]),
+    )
+    return stampede if _flag("stampede_protection", options["stampede_protection"]) else None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated options: the native client's arguments (hashable: they key the shared client)."""
 
@@ -320,6 +372,9 @@ class Settings:
     #: Whether each call gets an OpenTelemetry span. Not part of the shared client's key: the
     #: spans wrap the backend's methods, not the client.
     tracing: Literal["opentelemetry"] | None = field(default=None, compare=False)
+    #: Stampede protection of ``get_or_set`` (None: off). Not part of the shared client's key:
+    #: it is the backend's way of calling the client.
+    stampede: Stampede | None = field(default=None, compare=False)
 
     def native_kwargs(self) -> dict[str, Any]:
         return {
@@ -418,6 +473,7 @@ def parse_options(options: Any, servers: Sequence[str]) -> Settings:
         gevent=_gevent(merged["gevent"]),
         metrics=_metrics(merged["metrics"]),
         tracing=_tracing(merged["tracing"]),
+        stampede=_stampede(merged),
     )
 
 

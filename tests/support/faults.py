@@ -117,3 +117,56 @@ def faulty_server(
         yield server
     finally:
         server.stop()
+
+
+#: The first words of memcached 1.6's meta commands.
+_META_COMMANDS = (b"mn", b"mg", b"ms", b"md", b"ma", b"me")
+
+
+class ClassicOnlyProxy(LoopbackServer):
+    """A memcached without meta commands (1.4/1.5, or an engine that refuses them), made of a
+    real one: each connection is relayed to ``upstream`` (``host:port``), except that a request
+    that is a meta command is answered ``ERROR`` here, as such a server answers it.
+    ``meta_refused`` counts those answers.
+
+    A client waits for each reply before it sends a meta command on a connection, so the
+    relayed replies and the ``ERROR`` lines never cross."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self._upstream = (host, int(port))
+        self.meta_refused = 0
+        super().__init__()
+
+    def _answer(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(self._upstream, timeout=5)
+        upstream.settimeout(None)  # the relay waits for replies as long as the client does
+        self._held.append(upstream)
+        threading.Thread(target=self._relay_replies, args=(upstream, conn), daemon=True).start()
+        while not self._stopped.is_set():
+            request = conn.recv(65536)
+            if not request:
+                upstream.close()
+                return
+            if request[:2] in _META_COMMANDS and request[2:3] in (b" ", b"\r"):
+                self.meta_refused += 1
+                conn.sendall(b"ERROR\r\n")
+            else:
+                upstream.sendall(request)
+
+    @staticmethod
+    def _relay_replies(upstream: socket.socket, conn: socket.socket) -> None:
+        try:
+            while reply := upstream.recv(65536):
+                conn.sendall(reply)
+        except OSError:
+            return  # either side closed
+
+
+@contextmanager
+def classic_only_proxy(upstream: str) -> Iterator[ClassicOnlyProxy]:
+    proxy = ClassicOnlyProxy(upstream)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

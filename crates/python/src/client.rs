@@ -732,6 +732,117 @@ impl PyClient {
         starts::flush_all(&self.inner)
     }
 
+    /// Get-or-lease as an `Operation` (stampede protection): its result is `(value, won)`,
+    /// `value` being `default` on a miss. `won` says this caller computes the value: on a miss,
+    /// one caller across every client wins the lease (for `lease` seconds, or until
+    /// `start_release_lease`); on a hit with fewer than `early_recompute` seconds left, one
+    /// caller wins an early recompute (nodes with meta commands only).
+    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_get_or_lease(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        lease: Whole,
+        early_recompute: Option<Whole>,
+        default: Option<Py<PyAny>>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let key = make_key(key, prefix, version)?;
+        let lease = to_u32("lease", whole("lease", lease, 1, MAX_LEASE_SECONDS)?)?;
+        let early = early_recompute
+            .map(|e| {
+                whole("early_recompute", e, 0, MAX_LEASE_SECONDS)
+                    .and_then(|e| to_u32("early_recompute", e))
+            })
+            .transpose()?;
+        let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
+        starts::get_or_lease(&self.inner, key, lease, early, default, serde)
+    }
+
+    /// Ends a lease won with `start_get_or_lease`, as an `Operation` (result: whether there
+    /// was one).
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn start_release_lease(
+        &self,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        starts::release_lease(&self.inner, make_key(key, prefix, version)?)
+    }
+
+    /// The seconds `key` has left as an `Operation`: `None` when it never expires, 0 when it is
+    /// missing. Needs meta commands on the key's node (else `CacheClientError`).
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn start_ttl(
+        &self,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        starts::ttl(&self.inner, make_key(key, prefix, version)?)
+    }
+
+    /// `incr` as an `Operation` that creates a missing counter holding `initial` (returned as
+    /// is, the delta not applied), atomically across clients, expiring per `exptime`. Without
+    /// `initial` the result is `None` for a missing counter.
+    #[pyo3(signature = (key, delta = Delta::ONE, initial = None, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(
+        text_signature = "($self, key, delta=1, initial=None, exptime=0, prefix=None, version=None)"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn start_incr_or_create(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        delta: Delta,
+        initial: Option<&Bound<'_, PyAny>>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let key = make_key(key, prefix, version)?;
+        let initial = match initial {
+            None => None,
+            Some(value) => {
+                let number: u64 = value.extract().map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "initial must be an int from 0 to 2**64 - 1 (memcached counters are \
+                         unsigned 64-bit), not {value}"
+                    ))
+                })?;
+                let encoded = encode(value, &key, self.serde(py))?;
+                Some(elasticache_client::Initial {
+                    value: number,
+                    flags: encoded.flags,
+                    data: encoded.bytes()?.to_vec(),
+                    exptime: exptime.0,
+                })
+            }
+        };
+        let op = if delta.negative {
+            Counter::Decr
+        } else {
+            Counter::Incr
+        };
+        starts::count(&self.inner, op, key, delta.magnitude, initial)
+    }
+
+    /// Deletes `key` only while it holds exactly the bytes `token` (a lock released by its
+    /// owner alone), as an `Operation` (result: whether it deleted).
+    #[pyo3(signature = (key, token, prefix = None, version = None))]
+    fn start_delete_if(
+        &self,
+        key: &Bound<'_, PyAny>,
+        token: Vec<u8>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        starts::delete_if(&self.inner, make_key(key, prefix, version)?, token)
+    }
+
     /// Each node asked in turn, for operators' tools: a list of dicts with `node`, `hostname`,
     /// `down_for` (seconds it stays marked down, or `None`), `round_trip` (seconds of a
     /// `version` exchange, `None` without an answer), `stats` (`{name: value}`, `None` without
@@ -802,6 +913,15 @@ impl PyClient {
             .py_result()?;
         Ok(reply == StoreReply::Stored)
     }
+}
+
+/// The longest lease (and early-recompute window) in seconds: memcached reads a TTL over 30
+/// days as a Unix time.
+const MAX_LEASE_SECONDS: u64 = 60 * 60 * 24 * 30;
+
+/// A checked number of seconds as a `u32` (within bounds that fit).
+fn to_u32(name: &str, value: u64) -> PyResult<u32> {
+    u32::try_from(value).map_err(|_| PyValueError::new_err(format!("{name} is out of range")))
 }
 
 /// A checked count as a `usize` (it is within bounds that fit every platform's `usize`).

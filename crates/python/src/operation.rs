@@ -36,6 +36,8 @@ pub trait Driven: Send {
     fn wait_for(&self) -> Option<(i32, u8)>;
     fn deadline(&self) -> Option<Instant>;
     fn finish(self: Box<Self>, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>>;
+    /// Runs the operation (not advanced yet) to its end on this thread, without the GIL.
+    fn run(self: Box<Self>, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>>;
 }
 
 /// An [`Operation`] and the conversion of its output.
@@ -47,6 +49,7 @@ struct Converted<C: Command, F> {
 impl<C, F> Driven for Converted<C, F>
 where
     C: Command + Send,
+    C::Output: Send,
     F: FnOnce(Python<'_>, &Client, ClientResult<C::Output>) -> PyResult<Py<PyAny>> + Send,
 {
     fn advance(&mut self, client: &Client) -> Progress {
@@ -78,12 +81,19 @@ where
         let outcome = operation.finish(client);
         convert(py, client, outcome)
     }
+
+    fn run(self: Box<Self>, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>> {
+        let Converted { operation, convert } = *self;
+        let outcome = py.detach(|| operation.run(client));
+        convert(py, client, outcome)
+    }
 }
 
 /// Wraps `operation` for Python, with `convert` making its result.
 pub fn driven<C, F>(client: &Arc<Client>, operation: Operation<C>, convert: F) -> PyOperation
 where
     C: Command + Send + 'static,
+    C::Output: Send,
     F: FnOnce(Python<'_>, &Client, ClientResult<C::Output>) -> PyResult<Py<PyAny>> + Send + 'static,
 {
     PyOperation {
@@ -188,6 +198,18 @@ impl PyOperation {
         let operation = self.shared.lock().take();
         match operation {
             Some(operation) => operation.finish(py, &self.shared.client),
+            None => Err(PyRuntimeError::new_err(
+                "the operation is already finished or closed",
+            )),
+        }
+    }
+
+    /// The blocking driver: runs the operation (before any `advance()`) to its end on the
+    /// calling thread, the GIL released while it waits, and returns its result (or raises).
+    fn wait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let operation = self.shared.lock().take();
+        match operation {
+            Some(operation) => operation.run(py, &self.shared.client),
             None => Err(PyRuntimeError::new_err(
                 "the operation is already finished or closed",
             )),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use elasticache_client::IncrDecrReply;
 use elasticache_client::{
-    Client, Counter, DeleteReply, Item, ItemList, Store, StoreReply, TouchReply,
+    Client, Counter, DeleteReply, Initial, Item, ItemList, Leased, Store, StoreReply, TouchReply,
+    Ttl,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -167,6 +168,69 @@ pub fn flush_all(client: &Arc<Client>) -> PyResult<PyOperation> {
     Ok(driven(client, operation, |py, client, replies| {
         client.flushed(replies).py_result()?;
         Ok(py.None())
+    }))
+}
+
+pub fn get_or_lease(
+    client: &Arc<Client>,
+    key: String,
+    lease: u32,
+    early_recompute: Option<u32>,
+    default: Option<Object>,
+    serde: Option<Object>,
+) -> PyResult<PyOperation> {
+    let operation = client
+        .start_get_or_lease(key.clone(), lease, early_recompute)
+        .py_result()?;
+    Ok(driven(
+        client,
+        operation,
+        move |py, _, leased: ClientResult<Leased>| {
+            let leased = leased.py_result()?;
+            let serde = serde.as_ref().map(|s| s.bind(py));
+            let value = decode_or(py, &key, leased.item, serde, default);
+            to_object(py, (value, leased.won))
+        },
+    ))
+}
+
+pub fn release_lease(client: &Arc<Client>, key: String) -> PyResult<PyOperation> {
+    let operation = client.start_release_lease(key).py_result()?;
+    Ok(driven(client, operation, |py, _, released| {
+        to_object(py, released.py_result()?)
+    }))
+}
+
+pub fn ttl(client: &Arc<Client>, key: String) -> PyResult<PyOperation> {
+    let operation = client.start_ttl(key).py_result()?;
+    Ok(driven(client, operation, |py, _, ttl| {
+        // django-redis's convention: 0 for a missing key, None for one that never expires.
+        let seconds = match ttl.py_result()? {
+            Ttl::Missing => Some(0),
+            Ttl::Forever => None,
+            Ttl::Seconds(seconds) => Some(seconds),
+        };
+        to_object(py, seconds)
+    }))
+}
+
+pub fn count(
+    client: &Arc<Client>,
+    op: Counter,
+    key: String,
+    delta: u64,
+    initial: Option<Initial>,
+) -> PyResult<PyOperation> {
+    let operation = client.start_count(op, key, delta, initial).py_result()?;
+    Ok(driven(client, operation, |py, _, value| {
+        to_object(py, value.py_result()?)
+    }))
+}
+
+pub fn delete_if(client: &Arc<Client>, key: String, token: Vec<u8>) -> PyResult<PyOperation> {
+    let operation = client.start_delete_if(key, token).py_result()?;
+    Ok(driven(client, operation, |py, _, deleted| {
+        to_object(py, deleted.py_result()?)
     }))
 }
 

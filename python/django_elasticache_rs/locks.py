@@ -1,0 +1,151 @@
+"""``cache.lock(key)``: a lock shared by every process using the cluster.
+
+Held while its key holds this lock's token: taken with ``add`` (so one holder at a time),
+released by deleting the key only while it still holds the token (so a holder whose lock
+expired and was taken by another never releases the other's), and gone by itself after
+``timeout`` seconds if its holder never releases it (a process that died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from django_elasticache_rs._futures import run
+from django_elasticache_rs.exceptions import LockNotAcquiredError
+
+if TYPE_CHECKING:
+    from django_elasticache_rs.backend import ElastiCache
+
+__all__ = ["Lock"]
+
+#: The pauses between polls while waiting for a lock or for a value another caller computes:
+#: short at first (both are often quick), doubling up to the longest, so that a long wait
+#: costs few requests.
+FIRST_POLL = 0.002
+LONGEST_POLL = 0.05
+
+
+class Lock:
+    """A lock on ``key``: ``with cache.lock("report"):`` or ``async with cache.lock(...)``.
+
+    ``timeout``: seconds the lock lasts if never released (Django's timeout rules; ``None``
+    never expires). ``blocking_timeout``: the longest ``acquire()`` waits for it (``None``: as
+    long as it takes); entering the block raises ``LockNotAcquiredError`` once it is exceeded.
+    """
+
+    def __init__(
+        self,
+        cache: ElastiCache,
+        key: Any,
+        timeout: Any,
+        blocking_timeout: float | None,
+        version: int | None,
+    ) -> None:
+        if blocking_timeout is not None and (
+            isinstance(blocking_timeout, bool)
+            or not isinstance(blocking_timeout, int | float)
+            or not blocking_timeout >= 0
+        ):
+            raise ValueError(
+                f"blocking_timeout must be None or seconds >= 0, not {blocking_timeout!r}"
+            )
+        self._cache = cache
+        self._key = key
+        self._timeout = timeout
+        self._blocking_timeout = blocking_timeout
+        self._version = version
+        self._token = uuid.uuid4().hex.encode()
+        self._held = False
+
+    @property
+    def held(self) -> bool:
+        """Whether this object acquired the lock and has not released it (it may have expired
+        since)."""
+        return self._held
+
+    def _give_up(self, blocking: bool) -> float:
+        if not blocking:
+            return 0.0
+        if self._blocking_timeout is None:
+            return float("inf")
+        return time.monotonic() + self._blocking_timeout
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Takes the lock, waiting for it (polling) unless ``blocking`` is false; returns
+        whether it was taken."""
+        give_up, pause = self._give_up(blocking), FIRST_POLL
+        while not self._cache.add(self._key, self._token, self._timeout, self._version):
+            if time.monotonic() >= give_up:
+                return False
+            self._cache._pause(pause)
+            pause = min(2 * pause, LONGEST_POLL)
+        self._held = True
+        return True
+
+    def release(self) -> bool:
+        """Releases the lock if this object still holds it; returns whether it did (``False``
+        when it expired meanwhile, whoever holds it now)."""
+        self._held = False
+        released: bool = self._cache._drive(self._release_operation())
+        return released
+
+    def _release_operation(self) -> Any:
+        cache = self._cache
+        return cache._native_client.start_delete_if(
+            cache._key(self._key, self._version),
+            self._token,
+            cache._prefix,
+            cache._version(self._version),
+        )
+
+    async def aacquire(self, blocking: bool = True) -> bool:
+        """``acquire()`` for async code: the waits poll on the event loop."""
+        give_up, pause = self._give_up(blocking), FIRST_POLL
+        while not await self._cache.aadd(self._key, self._token, self._timeout, self._version):
+            if time.monotonic() >= give_up:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, LONGEST_POLL)
+        self._held = True
+        return True
+
+    async def arelease(self) -> bool:
+        """``release()`` for async code."""
+        self._held = False
+        released: bool = await run(self._release_operation())
+        return released
+
+    def _not_acquired(self) -> LockNotAcquiredError:
+        return LockNotAcquiredError(
+            f"the lock {self._key!r} was not acquired within {self._blocking_timeout} s"
+        )
+
+    def __enter__(self) -> Lock:
+        if not self.acquire():
+            raise self._not_acquired()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> Lock:
+        if not await self.aacquire():
+            raise self._not_acquired()
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.arelease()
