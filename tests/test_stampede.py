@@ -210,7 +210,9 @@ def test_a_value_that_is_not_callable_keeps_djangos_semantics(memcached: LocalNo
 
 
 @pytest.mark.parametrize(
-    "value", [b"raw", "text", 42, {"rows": [1, 2]}, 2**70], ids=["bytes", "str", "int", "pickle", "big"]
+    "value",
+    [b"raw", "text", 42, {"rows": [1, 2]}, 2**70],
+    ids=["bytes", "str", "int", "pickle", "big"],
 )
 def test_values_computed_under_a_lease_read_back_in_pymemcache(
     memcached: LocalNode, value: Any

@@ -288,6 +288,7 @@ class ElastiCache(BaseCache):
         (returned, the delta not applied) with ``timeout``, atomically across clients."""
         # A delta that is not an int raises TypeError, one of 2**64 or more in magnitude
         # ValueError (the native client words both).
+        value: int | None
         if initial is not None:
             value = self._drive(self._count_or_create(key, delta, initial, timeout, version))
         else:
@@ -322,7 +323,9 @@ class ElastiCache(BaseCache):
         else:
             time.sleep(seconds)
 
-    def _lease_terms(self, default: Any, early_recompute: int | None) -> tuple[int, int, float] | None:
+    def _lease_terms(
+        self, default: Any, early_recompute: int | None
+    ) -> tuple[int, int, float] | None:
         """For a protected ``get_or_set``: the lease, the early-recompute window (0: off) and
         the longest wait; ``None`` when the call keeps Django's own semantics (a default that
         is not callable, or protection off)."""
@@ -392,7 +395,9 @@ class ElastiCache(BaseCache):
         cache. Needs memcached 1.6's meta commands on the key's node (else
         ``CacheClientError``)."""
         seconds: int | None = self._drive(
-            self._native_client.start_ttl(self._key(key, version), self._prefix, self._version(version))
+            self._native_client.start_ttl(
+                self._key(key, version), self._prefix, self._version(version)
+            )
         )
         return seconds
 
@@ -589,7 +594,9 @@ class ElastiCache(BaseCache):
 
     async def attl(self, key: Any, version: int | None = None) -> int | None:
         seconds: int | None = await run(
-            self._native_client.start_ttl(self._key(key, version), self._prefix, self._version(version))
+            self._native_client.start_ttl(
+                self._key(key, version), self._prefix, self._version(version)
+            )
         )
         return seconds
 

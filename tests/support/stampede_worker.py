@@ -1,7 +1,8 @@
 """Run by ``tests/test_stampede.py`` as one of several processes calling ``get_or_set`` on one
 cold key: ``python stampede_worker.py JSON``, JSON giving ``location``, ``options``, ``key``,
-``prefix`` (the KEY_PREFIX), ``mode`` ("threads", "asyncio" or "gevent"), ``callers`` (threads, tasks or greenlets here),
-``total`` (callers in all processes) and ``runs`` (a file the callable appends a line to).
+``prefix`` (the KEY_PREFIX), ``mode`` ("threads", "asyncio" or "gevent"), ``callers``
+(threads, tasks or greenlets here), ``total`` (callers in all processes) and ``runs`` (a file
+the callable appends a line to).
 
 Every caller counts itself in (``arrivals``, a memcached counter) and then calls
 ``get_or_set``. The callable, once it runs, waits (bounded) until every caller of every
