@@ -108,21 +108,19 @@ pub struct MetaOne<P: Plan> {
     meta: Option<bool>,
     /// The first request, made when the node is known.
     first: Vec<u8>,
-    max_value_len: usize,
     /// Why the plan could not run on the node (found out by the probe).
     refused: Option<Error>,
     output: Option<P::Output>,
 }
 
 impl<P: Plan> MetaOne<P> {
-    pub(crate) fn new(client: &Client, key: String, plan: P) -> Self {
+    pub(crate) fn new(key: String, plan: P) -> Self {
         MetaOne {
             key,
             plan,
             node: None,
             meta: None,
             first: Vec::new(),
-            max_value_len: client.config.max_value_len,
             refused: None,
             output: None,
         }
@@ -208,16 +206,9 @@ impl<P: Plan> Command for MetaOne<P> {
 impl<P: Plan> MetaOne<P> {
     /// Reads the answer to `mn`, remembers it on the node, and sends the plan's first request.
     fn read_probe(&mut self, buf: &[u8], request: &mut Vec<u8>) -> ParseResult<Reading> {
-        let max = self.max_value_len;
-        let (answer, used) = match proto::with_error_replies(buf, |b| proto::parse_meta(b, max))? {
+        let (speaks_meta, used) = match proto::parse_meta_noop(buf)? {
             Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
-            Parse::Complete(answer, used) => (answer, used),
-        };
-        let speaks_meta = match answer {
-            // `MN` is memcached 1.6's answer; `HD` is accepted as the same.
-            Ok(reply) => matches!(reply.status, MetaStatus::Noop | MetaStatus::Done),
-            Err(ReplyError::UnknownCommand | ReplyError::Client(_)) => false,
-            Err(error) => return Err(error),
+            Parse::Complete(speaks_meta, used) => (speaks_meta, used),
         };
         if let Some(node) = &self.node {
             if node.meta.get() != Some(speaks_meta) {
@@ -759,7 +750,7 @@ impl Client {
             item: None,
             leasing: false,
         };
-        MetaOne::new(self, key, plan)
+        MetaOne::new(key, plan)
     }
 
     pub(crate) fn counter_command(
@@ -775,7 +766,7 @@ impl Client {
             initial,
             step: 0,
         };
-        MetaOne::new(self, key, plan)
+        MetaOne::new(key, plan)
     }
 
     pub(crate) fn delete_if_command(&self, key: String, token: Vec<u8>) -> DeleteIfCommand {
@@ -785,7 +776,7 @@ impl Client {
             cas: None,
             deleting: false,
         };
-        MetaOne::new(self, key, plan)
+        MetaOne::new(key, plan)
     }
 
     /// Reads `key`, and on a miss asks for the lease to compute it: across every client of
@@ -805,13 +796,13 @@ impl Client {
 
     /// Ends `key`'s lease (see [`Client::get_or_lease`]); returns whether there was one.
     pub fn release_lease(&self, key: &str) -> Result<bool> {
-        let command = MetaOne::new(self, key.to_owned(), ReleasePlan);
+        let command = MetaOne::new(key.to_owned(), ReleasePlan);
         crate::engine::Operation::new(self, command)?.run(self)
     }
 
     /// How long `key` has left; [`Error::MetaUnsupported`] on a node without meta commands.
     pub fn ttl(&self, key: &str) -> Result<Ttl> {
-        let command = MetaOne::new(self, key.to_owned(), TtlPlan);
+        let command = MetaOne::new(key.to_owned(), TtlPlan);
         crate::engine::Operation::new(self, command)?.run(self)
     }
 

@@ -60,12 +60,12 @@ impl Client {
 
     /// [`Client::release_lease`] for an event driver.
     pub fn start_release_lease(&self, key: String) -> Result<ReleaseOperation> {
-        Operation::new(self, MetaOne::new(self, key, ReleasePlan))
+        Operation::new(self, MetaOne::new(key, ReleasePlan))
     }
 
     /// [`Client::ttl`] for an event driver.
     pub fn start_ttl(&self, key: String) -> Result<TtlOperation> {
-        Operation::new(self, MetaOne::new(self, key, TtlPlan))
+        Operation::new(self, MetaOne::new(key, TtlPlan))
     }
 
     /// [`Client::count`] for an event driver.

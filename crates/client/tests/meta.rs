@@ -174,6 +174,29 @@ fn a_server_without_meta_commands_gets_the_add_based_lease() {
 }
 
 #[test]
+fn an_early_meta_dialect_gets_the_fallback_and_a_replaced_node_is_probed_again() {
+    // memcached 1.6 betas answer meta commands in another dialect (`OK`...): not spoken here.
+    let beta = FakeServer::start(Fault::InTurn {
+        replies: vec![
+            b"OK\r\n".to_vec(),
+            b"END\r\n".to_vec(),
+            b"STORED\r\n".to_vec(),
+        ],
+        then_close: false,
+    });
+    let client = Client::connect_to(&[beta.address()], Default::default()).unwrap();
+    assert!(client.get_or_lease("k", 30, None).unwrap().won);
+    assert_eq!(client.topology().nodes()[0].speaks_meta(), Some(false));
+    // The node is replaced by a memcached 1.6: the new node is probed, and speaks meta.
+    let server = Memcached::start();
+    let replacement = elasticache_client::NodeAddress::parse(&server.address()).unwrap();
+    client.set_nodes(&[replacement], None);
+    assert_eq!(client.topology().nodes()[0].speaks_meta(), None);
+    assert!(client.get_or_lease("k", 30, None).unwrap().won);
+    assert_eq!(client.topology().nodes()[0].speaks_meta(), Some(true));
+}
+
+#[test]
 fn lease_keys_stay_valid_and_distinct() {
     assert_eq!(lease_key("a"), "a:lease");
     let long_a = "a".repeat(MAX_KEY_LEN);

@@ -5,9 +5,9 @@
 use std::fmt::Debug;
 
 use crate::{
-    parse_cluster_config, parse_delete, parse_incr_decr, parse_meta, parse_ok, parse_retrieval,
-    parse_stats, parse_store, parse_touch, parse_version, with_error_replies, Parse, ReplyError,
-    RetrievalItem, MAX_LINE_LEN, MAX_VALUE_LEN_LIMIT,
+    parse_cluster_config, parse_delete, parse_incr_decr, parse_meta, parse_meta_noop, parse_ok,
+    parse_retrieval, parse_stats, parse_store, parse_touch, parse_version, with_error_replies,
+    Parse, ReplyError, RetrievalItem, MAX_LINE_LEN, MAX_VALUE_LEN_LIMIT,
 };
 
 /// The cap `parse_retrieval` gets in [`Target::RetrievalSmall`]: small enough for the fuzzer to
@@ -40,11 +40,13 @@ pub enum Target {
     ClusterConfig,
     /// `parse_meta` (the meta commands' replies) with a cap of [`SMALL_MAX_VALUE_LEN`].
     Meta,
+    /// `parse_meta_noop` (the probe for meta support).
+    MetaNoop,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 11] = [
+    pub const ALL: [Target; 12] = [
         Target::RetrievalSmall,
         Target::RetrievalHuge,
         Target::Store,
@@ -56,6 +58,7 @@ impl Target {
         Target::Stats,
         Target::ClusterConfig,
         Target::Meta,
+        Target::MetaNoop,
     ];
 
     /// The cargo-fuzz target's name, which is also its corpus directory's.
@@ -72,6 +75,7 @@ impl Target {
             Target::Stats => "parse_stats",
             Target::ClusterConfig => "parse_cluster_config",
             Target::Meta => "parse_meta",
+            Target::MetaNoop => "parse_meta_noop",
         }
     }
 
@@ -129,6 +133,8 @@ pub fn check(target: Target, data: &[u8]) -> Result<(), String> {
         Target::Stats => check_reply(data, 0, parse_stats),
         Target::ClusterConfig => check_parser(data, 0, parse_cluster_config),
         Target::Meta => check_reply(data, item_bound(SMALL_MAX_VALUE_LEN), owned_meta),
+        // Its error lines are answers, not errors (but SERVER_ERROR), so it is checked alone.
+        Target::MetaNoop => check_parser(data, 0, parse_meta_noop),
     }
 }
 

@@ -25,8 +25,8 @@ pub use encode::{
 pub use error::ReplyError;
 pub use key::{validate_key, KeyError, MAX_KEY_LEN};
 pub use meta::{
-    encode_meta, encode_meta_noop, parse_meta, MetaCommand, MetaFlag, MetaFlags, MetaMode,
-    MetaReply, MetaStatus,
+    encode_meta, encode_meta_noop, parse_meta, parse_meta_noop, MetaCommand, MetaFlag, MetaFlags,
+    MetaMode, MetaReply, MetaStatus,
 };
 pub use reply::{
     parse_delete, parse_incr_decr, parse_ok, parse_retrieval, parse_stats, parse_store,

@@ -162,6 +162,20 @@ pub fn encode_meta_noop(out: &mut Vec<u8>) {
     out.extend_from_slice(b"mn\r\n");
 }
 
+/// Parses the answer to `mn`: whether the server speaks the meta protocol of memcached 1.6
+/// (`MN`; `HD` is taken as the same). Any other line is a server without it: `ERROR` (1.4,
+/// 1.5), `CLIENT_ERROR`, or the reply of an early 1.6 beta's dialect (`OK`, `EN`). Only
+/// `SERVER_ERROR` (a server that failed to answer) is an error.
+pub fn parse_meta_noop(buf: &[u8]) -> Result<Parse<bool>, ReplyError> {
+    let Some((line, used)) = next_line(buf)? else {
+        return Ok(Parse::Incomplete(buf.len() + 1));
+    };
+    match crate::reply::error_line(line) {
+        Some(error @ ReplyError::Server(_)) => Err(error),
+        _ => Ok(Parse::Complete(matches!(line, b"MN" | b"HD"), used)),
+    }
+}
+
 /// A meta reply's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaStatus {

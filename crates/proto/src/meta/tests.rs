@@ -195,3 +195,31 @@ fn a_declared_length_over_the_cap_is_refused_before_its_data() {
         Ok(Parse::Incomplete(11 + 100 + 2))
     );
 }
+
+#[test]
+fn the_noop_answer_says_whether_the_server_speaks_meta() {
+    for (reply, speaks) in [
+        (&b"MN\r\n"[..], true),
+        (b"HD\r\n", true),
+        (b"ERROR\r\n", false),
+        (b"CLIENT_ERROR bad command line format\r\n", false),
+        (b"OK\r\n", false),
+        (b"EN\r\n", false),
+    ] {
+        for cut in 0..reply.len() {
+            assert!(matches!(parse_meta_noop(&reply[..cut]), Ok(Parse::Incomplete(n)) if n > cut));
+        }
+        assert_eq!(
+            parse_meta_noop(reply),
+            Ok(Parse::Complete(speaks, reply.len()))
+        );
+    }
+    assert_eq!(
+        parse_meta_noop(b"SERVER_ERROR busy\r\n"),
+        Err(ReplyError::Server("busy".into()))
+    );
+    assert!(matches!(
+        parse_meta_noop(b"MN\n"),
+        Err(ReplyError::Malformed(_))
+    ));
+}
