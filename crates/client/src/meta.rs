@@ -270,14 +270,41 @@ pub struct Leased {
 /// Get-or-lease: `mg <key> v f [R<early>]`, then on a miss `mg <lease key> N<lease>` (the
 /// first caller is told `W`, the others `Z`); without meta commands `get <key>`, then `add` of
 /// the lease key (early recompute needs the TTL, which only `mg` tells).
+///
+/// A caller that wins the lease reads the key once more: its miss may have come just before
+/// another winner stored the value and ended its lease. If the value is there now, it ends the
+/// lease it just won and returns the value, so a value is never computed twice for one miss.
 #[derive(Debug)]
 pub struct LeasePlan {
     lease: u32,
     early: Option<u32>,
     max_value_len: usize,
+    /// A value read (a classic `get` reads it before its `END`; a recheck keeps it while the
+    /// lease is ended).
     item: Option<Item>,
-    /// Whether the lease request is on the wire.
-    leasing: bool,
+    phase: LeasePhase,
+}
+
+/// Which request of a [`LeasePlan`] is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeasePhase {
+    /// The key's first read.
+    Key,
+    /// The lease request, after a miss.
+    Lease,
+    /// The key read again, the lease won.
+    Recheck,
+    /// The lease's delete, the value found on the recheck.
+    Release,
+}
+
+/// What a read of the key found.
+enum KeyRead {
+    /// A classic `VALUE` line is read; its `END` follows.
+    More,
+    /// The value, and whether an early recompute was won.
+    Hit(Item, bool),
+    Miss,
 }
 
 impl Plan for LeasePlan {
@@ -288,13 +315,8 @@ impl Plan for LeasePlan {
     }
 
     fn start(&mut self, key: &str, meta: bool, out: &mut Vec<u8>) -> Result<()> {
-        if meta {
-            let mut flags = vec![MetaFlag::Value, MetaFlag::ReturnFlags];
-            flags.extend(self.early.map(MetaFlag::Recache));
-            proto::encode_meta(out, MetaCommand::Get, key.as_bytes(), &flags, b"");
-        } else {
-            proto::encode_retrieval(out, Retrieval::Get, [key.as_bytes()]);
-        }
+        self.phase = LeasePhase::Key;
+        self.read_key_request(key, meta, self.early, out);
         Ok(())
     }
 
@@ -305,34 +327,88 @@ impl Plan for LeasePlan {
         buf: &[u8],
         out: &mut Vec<u8>,
     ) -> ParseResult<Step<Leased>> {
-        if self.leasing {
-            return self.read_lease(meta, buf);
+        let (read, used) = match self.phase {
+            LeasePhase::Lease => return self.read_lease(key, meta, buf, out),
+            LeasePhase::Release => {
+                return Ok(match proto::parse_delete(buf)? {
+                    Parse::Incomplete(needed) => Parse::Incomplete(needed),
+                    Parse::Complete(_, used) => {
+                        let item = self.item.take();
+                        Parse::Complete(Step::Done(Leased { item, won: false }), used)
+                    }
+                });
+            }
+            LeasePhase::Key | LeasePhase::Recheck => match self.read_key(key, meta, buf)? {
+                Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+                Parse::Complete(read, used) => (read, used),
+            },
+        };
+        let recheck = self.phase == LeasePhase::Recheck;
+        let step = match read {
+            KeyRead::More => Step::More,
+            KeyRead::Hit(item, won) if !recheck => Step::Done(Leased {
+                item: Some(item),
+                won,
+            }),
+            KeyRead::Hit(item, _) => {
+                // Stored by another winner meanwhile: the lease just won is not needed.
+                self.item = Some(item);
+                self.phase = LeasePhase::Release;
+                proto::encode_delete(out, lease_key(key).as_bytes(), false);
+                Step::Send
+            }
+            KeyRead::Miss if !recheck => {
+                self.ask_lease(key, meta, out);
+                Step::Send
+            }
+            KeyRead::Miss => Step::Done(Leased {
+                item: None,
+                won: true,
+            }),
+        };
+        Ok(Parse::Complete(step, used))
+    }
+
+    fn fallback(&self) -> Leased {
+        // The cache failed: the caller computes the value (as on a plain miss).
+        Leased {
+            item: None,
+            won: true,
         }
+    }
+}
+
+impl LeasePlan {
+    /// `mg <key> v f [R<early>]`, or `get <key>`.
+    fn read_key_request(&self, key: &str, meta: bool, early: Option<u32>, out: &mut Vec<u8>) {
+        if meta {
+            let mut flags = vec![MetaFlag::Value, MetaFlag::ReturnFlags];
+            flags.extend(early.map(MetaFlag::Recache));
+            proto::encode_meta(out, MetaCommand::Get, key.as_bytes(), &flags, b"");
+        } else {
+            proto::encode_retrieval(out, Retrieval::Get, [key.as_bytes()]);
+        }
+    }
+
+    fn read_key(&mut self, key: &str, meta: bool, buf: &[u8]) -> ParseResult<KeyRead> {
         if meta {
             let (reply, used) = match proto::parse_meta(buf, self.max_value_len)? {
                 Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
                 Parse::Complete(reply, used) => (reply, used),
             };
-            match (reply.status, reply.data) {
-                (MetaStatus::Value, Some(data)) => {
-                    self.item = Some(Item {
+            let read = match (reply.status, reply.data) {
+                (MetaStatus::Value, Some(data)) => KeyRead::Hit(
+                    Item {
                         flags: reply.flags.client_flags.unwrap_or_default(),
                         data: Bytes::copy_from_slice(data),
                         cas: None,
-                    });
-                    return Ok(Parse::Complete(
-                        Step::Done(Leased {
-                            item: self.item.take(),
-                            won: reply.flags.won,
-                        }),
-                        used,
-                    ));
-                }
-                (MetaStatus::Miss, _) => {}
-                _ => return Err(unexpected("mg", &reply.status)),
-            }
-            self.ask_lease(key, meta, out);
-            return Ok(Parse::Complete(Step::Send, used));
+                    },
+                    reply.flags.won,
+                ),
+                (MetaStatus::Miss, _) => KeyRead::Miss,
+                (other, _) => return Err(unexpected("mg", &other)),
+            };
+            return Ok(Parse::Complete(read, used));
         }
         Ok(match proto::parse_retrieval(buf, self.max_value_len)? {
             Parse::Incomplete(needed) => Parse::Incomplete(needed),
@@ -347,34 +423,15 @@ impl Plan for LeasePlan {
                     data: Bytes::copy_from_slice(value.data),
                     cas: None,
                 });
-                Parse::Complete(Step::More, used)
+                Parse::Complete(KeyRead::More, used)
             }
             Parse::Complete(RetrievalItem::End, used) => match self.item.take() {
-                Some(item) => Parse::Complete(
-                    Step::Done(Leased {
-                        item: Some(item),
-                        won: false,
-                    }),
-                    used,
-                ),
-                None => {
-                    self.ask_lease(key, meta, out);
-                    Parse::Complete(Step::Send, used)
-                }
+                Some(item) => Parse::Complete(KeyRead::Hit(item, false), used),
+                None => Parse::Complete(KeyRead::Miss, used),
             },
         })
     }
 
-    fn fallback(&self) -> Leased {
-        // The cache failed: the caller computes the value (as on a plain miss).
-        Leased {
-            item: None,
-            won: true,
-        }
-    }
-}
-
-impl LeasePlan {
     fn ask_lease(&mut self, key: &str, meta: bool, out: &mut Vec<u8>) {
         let lease_key = lease_key(key);
         if meta {
@@ -392,10 +449,16 @@ impl LeasePlan {
                 false,
             );
         }
-        self.leasing = true;
+        self.phase = LeasePhase::Lease;
     }
 
-    fn read_lease(&mut self, meta: bool, buf: &[u8]) -> ParseResult<Step<Leased>> {
+    fn read_lease(
+        &mut self,
+        key: &str,
+        meta: bool,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> ParseResult<Step<Leased>> {
         let (won, used) = if meta {
             match proto::parse_meta(buf, self.max_value_len)? {
                 Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
@@ -410,10 +473,18 @@ impl LeasePlan {
                 Parse::Complete(reply, used) => (reply == StoreReply::Stored, used),
             }
         };
-        Ok(Parse::Complete(
-            Step::Done(Leased { item: None, won }),
-            used,
-        ))
+        if !won {
+            return Ok(Parse::Complete(
+                Step::Done(Leased {
+                    item: None,
+                    won: false,
+                }),
+                used,
+            ));
+        }
+        self.phase = LeasePhase::Recheck;
+        self.read_key_request(key, meta, None, out);
+        Ok(Parse::Complete(Step::Send, used))
     }
 }
 
@@ -748,7 +819,7 @@ impl Client {
             early: early_recompute.filter(|seconds| *seconds > 0),
             max_value_len: self.config.max_value_len,
             item: None,
-            leasing: false,
+            phase: LeasePhase::Key,
         };
         MetaOne::new(key, plan)
     }

@@ -151,6 +151,8 @@ fn a_server_without_meta_commands_gets_the_add_based_lease() {
             b"ERROR\r\n".to_vec(),
             b"END\r\n".to_vec(),
             b"STORED\r\n".to_vec(),
+            // The winner reads the key again: still missing.
+            b"END\r\n".to_vec(),
             b"END\r\n".to_vec(),
             b"NOT_STORED\r\n".to_vec(),
             b"VALUE k 16 1\r\nv\r\nEND\r\n".to_vec(),
@@ -174,6 +176,26 @@ fn a_server_without_meta_commands_gets_the_add_based_lease() {
 }
 
 #[test]
+fn a_winner_that_finds_the_value_stored_meanwhile_ends_its_lease_and_returns_it() {
+    // Its miss came just before another winner stored the value and ended its lease.
+    let server = FakeServer::start(Fault::InTurn {
+        replies: vec![
+            b"ERROR\r\n".to_vec(),
+            b"END\r\n".to_vec(),
+            b"STORED\r\n".to_vec(),
+            b"VALUE k 16 6\r\ntheirs\r\nEND\r\n".to_vec(),
+            b"DELETED\r\n".to_vec(),
+        ],
+        then_close: false,
+    });
+    let client = Client::connect_to(&[server.address()], Default::default()).unwrap();
+    let leased = client.get_or_lease("k", 30, None).unwrap();
+    assert!(!leased.won);
+    assert_eq!(&leased.item.unwrap().data[..], b"theirs");
+    server.wait_for_replies(5);
+}
+
+#[test]
 fn an_early_meta_dialect_gets_the_fallback_and_a_replaced_node_is_probed_again() {
     // memcached 1.6 betas answer meta commands in another dialect (`OK`...): not spoken here.
     let beta = FakeServer::start(Fault::InTurn {
@@ -181,6 +203,7 @@ fn an_early_meta_dialect_gets_the_fallback_and_a_replaced_node_is_probed_again()
             b"OK\r\n".to_vec(),
             b"END\r\n".to_vec(),
             b"STORED\r\n".to_vec(),
+            b"END\r\n".to_vec(),
         ],
         then_close: false,
     });
