@@ -74,7 +74,6 @@ def main() -> None:
     key, callers, mode = spec["key"], spec["callers"], spec["mode"]
     results: list[Any] = []
     if mode == "asyncio":
-
         caches["default"].incr("arrivals", callers, initial=callers)
         everyone_arrived()
 
