@@ -26,7 +26,7 @@ from django_elasticache_rs import (
     LockNotAcquiredError,
 )
 from django_elasticache_rs.backend import ElastiCache
-from django_elasticache_rs.local import LocalNode
+from django_elasticache_rs.local import LocalCluster, LocalNode
 from django_elasticache_rs.local.certs import make_certificates
 from tests.support.faults import classic_only_proxy
 
@@ -387,3 +387,36 @@ def test_over_tls(tmp_path: Path) -> None:
         assert cache.incr("n", initial=7) == 7
         with cache.lock("job"):
             pass
+
+
+def test_with_discovery_each_key_is_leased_on_its_own_node(
+    memcached_cluster: LocalCluster,
+) -> None:
+    prefix = uuid.uuid4().hex
+    ours = ElastiCache(memcached_cluster.configuration_endpoint, {"KEY_PREFIX": prefix})
+    theirs = PyMemcacheCache(memcached_cluster.addresses, {"KEY_PREFIX": prefix})
+    runs: list[str] = []
+
+    def compute(key: str) -> Any:
+        runs.append(key)
+        return {"key": key}
+
+    keys = [f"k{n}" for n in range(30)]
+    for _ in range(2):
+        for key in keys:
+            assert ours.get_or_set(key, lambda key=key: compute(key)) == {"key": key}
+    assert runs == keys
+    assert len({ours.client.node_for(key, prefix, 1) for key in keys}) == 3
+    assert theirs.get_many(keys) == {key: {"key": key} for key in keys}
+
+
+def test_the_native_lease_arguments_are_checked(memcached: LocalNode) -> None:
+    client = backend(memcached.address)._native_client
+    with pytest.raises(ValueError, match="lease must be a whole number from 1"):
+        client.start_get_or_lease("k", 0)
+    with pytest.raises(TypeError):
+        client.start_get_or_lease("k", True)
+    with pytest.raises(ValueError, match="early_recompute must be a whole number"):
+        client.start_get_or_lease("k", 10, -1)
+    with pytest.raises(ValueError, match="initial must be an int"):
+        client.start_incr_or_create("k", 1, 2**64)

@@ -82,6 +82,20 @@ class GreenClient:
     def get(self, key: Any, default: Any, prefix: str | None, version: Any) -> Any:
         return run(self._client.start_get(key, default, prefix, version))
 
+    def get_or_lease(
+        self,
+        key: Any,
+        lease: int,
+        early_recompute: int | None,
+        default: Any,
+        prefix: str | None,
+        version: Any,
+    ) -> tuple[Any, bool]:
+        leased: tuple[Any, bool] = run(
+            self._client.start_get_or_lease(key, lease, early_recompute, default, prefix, version)
+        )
+        return leased
+
     def contains(self, key: Any, prefix: str | None, version: Any) -> bool:
         found: bool = run(self._client.start_contains(key, prefix, version))
         return found

@@ -226,6 +226,16 @@ class Client:
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
     ) -> Operation: ...
     def start_flush_all(self) -> Operation: ...
+    def get_or_lease(
+        self,
+        key: Any,
+        lease: int,
+        early_recompute: int | None = None,
+        default: Any = None,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> tuple[Any, bool]:
+        """``start_get_or_lease``, blocking: ``(value, won)``."""
     def start_get_or_lease(
         self,
         key: Any,

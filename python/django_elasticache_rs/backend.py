@@ -28,6 +28,7 @@ from django_elasticache_rs.options import (
     DEFAULTS,
     MAX_LEASE_SECONDS,
     Settings,
+    Stampede,
     parse_key_prefix,
     parse_location,
     parse_options,
@@ -323,18 +324,12 @@ class ElastiCache(BaseCache):
         else:
             time.sleep(seconds)
 
-    def _lease_terms(
-        self, default: Any, early_recompute: int | None
-    ) -> tuple[int, int, float] | None:
-        """For a protected ``get_or_set``: the lease, the early-recompute window (0: off) and
-        the longest wait; ``None`` when the call keeps Django's own semantics (a default that
-        is not callable, or protection off)."""
-        stampede = self._settings.stampede
-        if not callable(default) or stampede is None:
-            return None
+    def _early_recompute(self, stampede: Stampede, early_recompute: int | None) -> int:
+        """The early-recompute window of a protected ``get_or_set`` (0: off): the argument's, or
+        the option's."""
         if early_recompute is None:
-            early = stampede.early_recompute or 0
-        elif (
+            return stampede.early_recompute or 0
+        if (
             isinstance(early_recompute, bool)
             or not isinstance(early_recompute, int)
             or not 0 <= early_recompute <= MAX_LEASE_SECONDS
@@ -343,9 +338,7 @@ class ElastiCache(BaseCache):
                 "early_recompute must be None (the option's), 0 (off) or whole seconds up to "
                 f"{MAX_LEASE_SECONDS}, not {early_recompute!r}"
             )
-        else:
-            early = early_recompute
-        return stampede.lease, early, stampede.wait
+        return early_recompute
 
     def get_or_set(
         self,
@@ -362,24 +355,25 @@ class ElastiCache(BaseCache):
         it themselves); with ``early_recompute`` (seconds, or ``OPTIONS["early_recompute"]``),
         one caller refreshes a value that close to its expiry while the others keep getting the
         current one. See the README's "Stampede protection"."""
-        terms = self._lease_terms(default, early_recompute)
-        if terms is None:
+        stampede = self._settings.stampede
+        if stampede is None or not callable(default):
             return super().get_or_set(key, default, timeout=timeout, version=version)
-        lease, early, wait = terms
+        early = self._early_recompute(stampede, early_recompute)
         made, v = self._key(key, version), self._version(version)
-        give_up = time.monotonic() + wait
-        pause = FIRST_POLL
-        while True:
-            operation = self._native_client.start_get_or_lease(
-                made, lease, early, _MISSING, self._prefix, v
-            )
-            value, won = self._drive(operation)
-            if won or (value is _MISSING and time.monotonic() >= give_up):
-                break
-            if value is not _MISSING:
-                return value
-            self._pause(pause)
-            pause = min(2 * pause, LONGEST_POLL)
+        lease = stampede.lease
+        value, won = self._blocking.get_or_lease(made, lease, early, _MISSING, self._prefix, v)
+        if won or value is _MISSING:
+            give_up = time.monotonic() + stampede.wait
+            pause = FIRST_POLL
+            while not won and value is _MISSING and time.monotonic() < give_up:
+                self._pause(pause)
+                pause = min(2 * pause, LONGEST_POLL)
+                value, won = self._blocking.get_or_lease(
+                    made, lease, early, _MISSING, self._prefix, v
+                )
+        if not won and value is not _MISSING:
+            return value
+        # Won (the lease, or an early recompute), or waited long enough: compute it here.
         leased = won and value is _MISSING
         try:
             value = default()
@@ -564,16 +558,16 @@ class ElastiCache(BaseCache):
         early_recompute: int | None = None,
     ) -> Any:
         """``get_or_set`` for async code: the waits poll on the event loop, never blocking it."""
-        terms = self._lease_terms(default, early_recompute)
-        if terms is None:
+        stampede = self._settings.stampede
+        if stampede is None or not callable(default):
             return await super().aget_or_set(key, default, timeout=timeout, version=version)
-        lease, early, wait = terms
+        early = self._early_recompute(stampede, early_recompute)
         made, v = self._key(key, version), self._version(version)
-        give_up = time.monotonic() + wait
+        give_up = time.monotonic() + stampede.wait
         pause = FIRST_POLL
         while True:
             operation = self._native_client.start_get_or_lease(
-                made, lease, early, _MISSING, self._prefix, v
+                made, stampede.lease, early, _MISSING, self._prefix, v
             )
             value, won = await run(operation)
             if won or (value is _MISSING and time.monotonic() >= give_up):

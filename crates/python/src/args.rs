@@ -23,6 +23,9 @@ pub const MAX_RETRY_ATTEMPTS: u64 = 1_000;
 pub const MAX_VALUE_LENGTH: u64 = 1 << 30;
 /// A smaller `max_value_length` would refuse most pickled values.
 pub const MIN_VALUE_LENGTH: u64 = 1024;
+/// The longest lease and early-recompute window of get-or-lease, in seconds: memcached reads
+/// a TTL over 30 days as a Unix time (`options.py`'s `MAX_LEASE_SECONDS`).
+pub const MAX_LEASE_SECONDS: u64 = 60 * 60 * 24 * 30;
 
 /// A number argument as given (an `int` or a `float`, not a `bool`). An `int` too large for a
 /// float becomes an infinity, so that the range check, which names the argument, refuses it.

@@ -17,7 +17,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::args::{
     keepalive, required_seconds, seconds, whole, Delta, Exptime, Number, Whole, Zero,
-    MAX_POOL_SIZE, MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
+    MAX_LEASE_SECONDS, MAX_POOL_SIZE, MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
 };
 use crate::errors::IntoPyResult;
 use crate::keys::{make_key, make_keys, KeyMaker};
@@ -426,6 +426,29 @@ impl PyClient {
         self.store(py, Store::Set, key, value, exptime, prefix, version)
     }
 
+    /// Get-or-lease (see `start_get_or_lease`), blocking: `(value, won)`.
+    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn get_or_lease<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        lease: Whole,
+        early_recompute: Option<Whole>,
+        default: Option<Py<PyAny>>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
+        let key = make_key(key, prefix, version)?;
+        let (lease, early) = lease_terms(lease, early_recompute)?;
+        let client = &*self.inner;
+        let leased = py
+            .detach(|| client.get_or_lease(&key, lease, early))
+            .py_result()?;
+        let value = decode_or(py, &key, leased.item, self.serde(py), default);
+        Ok((value, leased.won))
+    }
+
     /// Stores `value` only if `key` is not in the cache; returns whether it was stored.
     #[pyo3(signature = (key, value, exptime = Exptime::NEVER, prefix = None, version = None))]
     #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
@@ -750,13 +773,7 @@ impl PyClient {
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyOperation> {
         let key = make_key(key, prefix, version)?;
-        let lease = to_u32("lease", whole("lease", lease, 1, MAX_LEASE_SECONDS)?)?;
-        let early = early_recompute
-            .map(|e| {
-                whole("early_recompute", e, 0, MAX_LEASE_SECONDS)
-                    .and_then(|e| to_u32("early_recompute", e))
-            })
-            .transpose()?;
+        let (lease, early) = lease_terms(lease, early_recompute)?;
         let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
         starts::get_or_lease(&self.inner, key, lease, early, default, serde)
     }
@@ -915,9 +932,17 @@ impl PyClient {
     }
 }
 
-/// The longest lease (and early-recompute window) in seconds: memcached reads a TTL over 30
-/// days as a Unix time.
-const MAX_LEASE_SECONDS: u64 = 60 * 60 * 24 * 30;
+/// A get-or-lease's lease (1 s to 30 days) and early-recompute window (0, off, to 30 days).
+fn lease_terms(lease: Whole, early_recompute: Option<Whole>) -> PyResult<(u32, Option<u32>)> {
+    let lease = to_u32("lease", whole("lease", lease, 1, MAX_LEASE_SECONDS)?)?;
+    let early = early_recompute
+        .map(|e| {
+            whole("early_recompute", e, 0, MAX_LEASE_SECONDS)
+                .and_then(|e| to_u32("early_recompute", e))
+        })
+        .transpose()?;
+    Ok((lease, early))
+}
 
 /// A checked number of seconds as a `u32` (within bounds that fit).
 fn to_u32(name: &str, value: u64) -> PyResult<u32> {
