@@ -420,3 +420,26 @@ def test_the_native_lease_arguments_are_checked(memcached: LocalNode) -> None:
         client.start_get_or_lease("k", 10, -1)
     with pytest.raises(ValueError, match="initial must be an int"):
         client.start_incr_or_create("k", 1, 2**64)
+
+
+def test_an_async_waiter_leaves_the_loop_free(memcached: LocalNode) -> None:
+    """While ``aget_or_set`` waits for another client's value, the loop runs other tasks: here
+    the very task that stores the value, which could never run if the wait blocked the loop."""
+    cache = backend(memcached.address, stampede_wait=30)
+    # Another client holds the lease.
+    start = cache._native_client.start_get_or_lease
+    assert start("k", 60, 0, None, cache._prefix, 1).wait() == (None, True)
+
+    async def scenario() -> Any:
+        def never() -> str:
+            raise AssertionError("the waiter computed the value itself")
+
+        waiter = asyncio.ensure_future(cache.aget_or_set("k", never))
+        ticks = 0
+        while ticks < 20 and not waiter.done():
+            ticks += 1
+            await asyncio.sleep(0)
+        await cache.aset("k", "theirs")
+        return await waiter
+
+    assert asyncio.run(scenario()) == "theirs"
