@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ def plot(results: dict[str, Any], output: Path) -> Path:
     axes[-1, 0].set_xlabel("wall µs per operation (log scale; shorter is faster)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(backends), fontsize=8)
-    figure.suptitle(f"{results['command']} ({results['started']})", fontsize=9)
+    heading = f"{results['started']}: {results['command'].replace(chr(92), '')}"
+    figure.suptitle("\n".join(textwrap.wrap(heading, 120)), fontsize=8)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=110)
@@ -73,7 +75,8 @@ def plot(results: dict[str, Any], output: Path) -> Path:
 
 
 def _title(workload: dict[str, Any]) -> str:
-    return workload["title"] + (" (per call)" if workload["unit"] == "call" else "")
+    title = str(workload["title"])
+    return title + (" (per call)" if workload["unit"] == "call" else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 import tarfile
 import zipfile
-from email.parser import Parser
 from email.message import Message
+from email.parser import Parser
 
 from trove_classifiers import classifiers as known_classifiers
 
