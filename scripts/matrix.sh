@@ -12,6 +12,10 @@
 #
 #   scripts/matrix.sh [WHEEL]     default: the one abi3 wheel in dist/
 set -euo pipefail
+# A wheel given as an argument is found from the caller's directory.
+if (($# > 0)) && [[ -f $1 ]]; then
+  set -- "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+fi
 cd "$(dirname "$0")/.."
 repo=$PWD
 

@@ -13,6 +13,10 @@
 # The tools (maturin, ziglang, auditwheel, trove-classifiers) live in their own venv under
 # .cache/venvs/, installed on first use. Needs memcached on PATH for the check (bootstrap.sh).
 set -euo pipefail
+# A wheel given as an argument is found from the caller's directory.
+if [[ ${1:-} == --check && $# == 2 && -f $2 ]]; then
+  set -- --check "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
+fi
 cd "$(dirname "$0")/.."
 repo=$PWD
 
@@ -33,7 +37,6 @@ path_without_rust() {
 # and runs scripts/wheel_check.py with it, from outside the checkout and without Rust on PATH.
 check_wheel() (
   local wheel=$1 interpreter=${2:-$python}
-  wheel=$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")
   local work
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
@@ -56,6 +59,7 @@ check_wheel() (
 
 if [[ ${1:-} == --check ]]; then
   (($# == 2)) || { echo "usage: scripts/wheel.sh --check WHEEL" >&2; exit 2; }
+  [[ -f $2 ]] || { echo "error: no such wheel: $2" >&2; exit 2; }
   check_wheel "$2"
   exit 0
 fi
@@ -105,5 +109,5 @@ fi
 echo "==> metadata of the wheel and the sdist"
 "$tools/bin/python" scripts/wheel_metadata.py "$version" "$wheel" "$sdist"
 
-check_wheel "$wheel"
+check_wheel "$repo/$wheel"
 echo "==> dist/ ready: $(basename "$wheel"), $(basename "$sdist")"
