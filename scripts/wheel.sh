@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the release artifacts into dist/ and checks them: the abi3 wheel for manylinux2014
-# x86_64 (glibc 2.17: Amazon Linux 2 and later), built with maturin linking through zig (the
-# `ziglang` package from PyPI), and the sdist. Then checks the wheel as a user gets it: auditwheel
-# must call it manylinux_2_17 x86_64, its metadata must be the project's (version, Django
-# dependency, classifiers PyPI accepts, license files), and it must install into a fresh venv
-# with no Rust toolchain on PATH and work there against a real memcached (scripts/wheel_check.py).
+# x86_64 (glibc 2.17: Amazon Linux 2 and later; on an aarch64 host, the aarch64 one), built with
+# maturin linking through zig (the `ziglang` package from PyPI), and the sdist. Then checks the
+# wheel as a user gets it: auditwheel must call it manylinux_2_17 (of the host's architecture),
+# its metadata must be the project's (version, Django dependency, classifiers PyPI accepts,
+# license files), and it must install into a fresh venv with no Rust toolchain on PATH and work
+# there against a real memcached (scripts/wheel_check.py).
 #
 #   scripts/wheel.sh                 build and check (what scripts/test.sh runs)
 #   scripts/wheel.sh --check WHEEL   only the fresh-venv check of a wheel built elsewhere (the
@@ -76,14 +77,22 @@ if [[ ! -x $tools/bin/python || $(cat "$tools/.installed" 2>/dev/null) != "$requ
   echo "$requirements" >"$tools/.installed"
 fi
 
+arch=$(uname -m)
+case "$(uname -s)-$arch" in
+  Linux-x86_64 | Linux-aarch64) ;;
+  *)
+    echo "error: scripts/wheel.sh builds the Linux x86_64 or aarch64 wheel; this is $(uname -s) $arch (the release workflow builds the others)" >&2
+    exit 1
+    ;;
+esac
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
-echo "==> building django-elasticache-rs $version: manylinux2014 x86_64 abi3 wheel (zig) and sdist"
+echo "==> building django-elasticache-rs $version: manylinux2014 $arch abi3 wheel (zig) and sdist"
 mkdir -p dist
 rm -f dist/django_elasticache_rs-* dist/django-elasticache-rs-*
 # maturin runs `python -m ziglang` from the tool venv; target/ is shared with development builds
 # (an explicit --target keeps this build's artifacts apart from `maturin develop`'s).
 PATH=$repo/$tools/bin:$PATH "$tools/bin/maturin" build --release --zig \
-  --compatibility manylinux2014 --target x86_64-unknown-linux-gnu \
+  --compatibility manylinux2014 --target "$arch-unknown-linux-gnu" \
   --interpreter "$tools/bin/python" --out dist --quiet
 "$tools/bin/maturin" sdist --out dist
 
@@ -101,8 +110,8 @@ ls -l "$wheel" "$sdist" | awk '{print "    " $5 " bytes  " $NF}'
 echo "==> auditwheel show $(basename "$wheel")"
 report=$("$tools/bin/auditwheel" show "$wheel")
 echo "$report" | sed 's/^/    /'
-if ! grep -q '"manylinux_2_17_x86_64"' <<<"$report"; then
-  echo "error: auditwheel does not call the wheel manylinux_2_17_x86_64" >&2
+if ! grep -q "\"manylinux_2_17_$arch\"" <<<"$report"; then
+  echo "error: auditwheel does not call the wheel manylinux_2_17_$arch" >&2
   exit 1
 fi
 
