@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark suite (issue 5): our backend next to django-elastipymemcache, Django's
 # PyMemcacheCache and PyLibMCCache on local memcached clusters, interleaved in one run; writes a
-# markdown report (default bench-results/results.md, not tracked) and prints it. Arguments go to `python -m bench`
+# markdown report (default bench-results/results.md, not tracked) and prints it, the numbers as JSON
+# next to it (results.json) and their plot (results.png: wall µs per workload, ours next to each
+# alternative; `python -m bench.plot FILE.json` draws an earlier run's). Arguments go to `python -m bench`
 # (`scripts/bench.sh --help`, `--quick`, `--only get_hit,get_many`, `--only gevent`, `--output FILE`,
 # `--baseline OLD.json`: the numbers an earlier run wrote next to its report).
 #
