@@ -1,5 +1,5 @@
-"""URLs of the admin status page, for staff users only (``admin.site.admin_view``): include
-them under the admin's prefix, before ``admin.site.urls``::
+"""URLs of the admin status page, for staff users only (the view sends anyone else to the
+admin's login): include them under the admin's prefix, before ``admin.site.urls``::
 
     path("admin/elasticache/", include("django_elasticache_rs.urls")),
     path("admin/", admin.site.urls),
@@ -7,7 +7,6 @@ them under the admin's prefix, before ``admin.site.urls``::
 
 from __future__ import annotations
 
-from django.contrib import admin
 from django.urls import path
 
 from django_elasticache_rs import views
@@ -15,5 +14,5 @@ from django_elasticache_rs import views
 app_name = "django_elasticache_rs"
 
 urlpatterns = [
-    path("", admin.site.admin_view(views.status), name="status"),
+    path("", views.status, name="status"),
 ]

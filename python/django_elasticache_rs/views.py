@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.views.decorators.cache import never_cache
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.status import backend_aliases, client_counters, duration, report, size
@@ -63,9 +65,12 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
     return entry
 
 
+@never_cache
+@staff_member_required
 def status(request: HttpRequest) -> HttpResponse:
-    """The page. Each load asks every node for its ``stats`` (one exchange per node, as
-    ``manage.py elasticache`` does)."""
+    """The page, for active staff users (anyone else is sent to the admin's login). Each load
+    asks every node for its ``stats`` (one exchange per node, as ``manage.py elasticache``
+    does)."""
     refresh = _refresh(request)
     context = {
         **admin.site.each_context(request),
