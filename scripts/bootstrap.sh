@@ -22,6 +22,18 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# pylibmc (a test dependency: placement and values are checked against it) builds from source
+# against libmemcached and zlib.
+missing=()
+for package in libmemcached-dev zlib1g-dev; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if (( ${#missing[@]} )); then
+  echo "==> installing ${missing[*]} (apt-get)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   echo "==> creating .venv"
