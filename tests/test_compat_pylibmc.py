@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ VALUES: dict[str, Any] = {
     "large-str": "lorem ipsum dolor " * 20_000,
     "large-bytes": bytes(range(256)) * 1_000,
     "large-pickle": {"rows": list(range(20_000))},
-    "noise": bytes((i * 2654435761 >> 13) & 0xFF for i in range(50_000)),
+    "noise": random.Random(8).randbytes(50_000),
 }
 
 
