@@ -21,7 +21,6 @@ from pymemcache.client.base import Client as PymemcacheNode
 from pymemcache.client.hash import HashClient
 from pymemcache.serde import CompressedSerde
 
-from django_elasticache_rs import Client
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
 

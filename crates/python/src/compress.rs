@@ -135,8 +135,15 @@ mod tests {
             inflated_cap: 1 << 20,
         };
         // Incompressible bytes: the form would be larger, so there is none.
-        let noise: Vec<u8> = (0..4096_u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                // xorshift64: bytes with no pattern zlib can use.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
             .collect();
         assert_eq!(on.compress(&noise), None);
         assert_eq!(on.compress(b""), None);
