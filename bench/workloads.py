@@ -19,7 +19,12 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.signals import request_finished
 
-from bench.compression import MIN_COMPRESS_LEN, compressible_value, compressing_cache
+from bench.compression import (
+    MIN_COMPRESS_LEN,
+    compressible_value,
+    compressing_cache,
+    stored_flags,
+)
 from bench.measure import Runner, Sample, loop_runner
 from bench.threads import WorkerPool
 
@@ -409,7 +414,17 @@ def _compressed(operation: str) -> Callable[[str, Context], Prepared]:
         cache = compressing_cache(alias)
         value = compressible_value()
         keys = _keys(f"zlib-{operation}", 10)
-        verify = _store(cache, keys, value)
+        stored = _store(cache, keys, value)
+
+        def verify() -> None:
+            stored()
+            # Stored compressed (flag 8) on exactly one node: a backend that skipped
+            # compression would look fast.
+            for key in keys:
+                flags = stored_flags(alias, cache, key)
+                _expect(len(flags) == 1 and flags[0] & 8 != 0, f"{key} stored with {flags}")
+
+        verify()
         call = cache.get if operation == "get" else functools.partial(cache.set, value=value)
 
         def body(n: int) -> None:
