@@ -2,7 +2,7 @@
 //! generated with the library itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use elasticache_client::{murmur3_32, Hashing, NodeAddress, Ring};
+use elasticache_client::{murmur3_32, Client, ClientConfig, Hashing, NodeAddress, Ring};
 use serde_json::Value;
 
 fn testdata(name: &str) -> Value {
@@ -33,6 +33,10 @@ fn pylibmc_placement_matches_every_cluster() {
             .map(|n| NodeAddress::parse(n.as_str().unwrap()).unwrap())
             .collect();
         let ring = Ring::with_hashing(hashing, &nodes);
+        // And through a client configured for it (no connection is made).
+        let mut config = ClientConfig::default();
+        config.hashing = hashing;
+        let client = Client::new(&nodes, config);
         for (key, index) in case["placement"].as_object().unwrap() {
             let expected = usize::try_from(index.as_u64().unwrap()).unwrap();
             assert_eq!(
@@ -41,6 +45,7 @@ fn pylibmc_placement_matches_every_cluster() {
                 "{hashing:?}: key {key:?} on {:?}",
                 case["nodes"]
             );
+            assert_eq!(client.topology().node_index_for(key), Some(expected));
             checked += 1;
         }
     }
