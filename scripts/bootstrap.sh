@@ -22,6 +22,25 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# pylibmc (a test dependency: placement and values are checked against it) ships wheels for
+# some Pythons only; elsewhere pip builds it against libmemcached and zlib, with a C compiler
+# and the interpreter's headers.
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+missing=()
+for package in libmemcached-dev zlib1g-dev; do
+  installed "$package" || missing+=("$package")
+done
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+if ! "${PYTHON:-python3}" -c 'import os, sysconfig, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  missing+=(python3-dev)
+fi
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]} (apt-get)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   echo "==> creating .venv"
