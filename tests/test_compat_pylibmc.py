@@ -14,12 +14,11 @@ from typing import Any
 import pylibmc
 import pytest
 from django.core.cache.backends.memcached import PyLibMCCache
-from pymemcache.client.base import Client as PymemcacheNode
 
 from django_elasticache_rs import Client
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster
-from tests.support import pylibmc_vectors
+from tests.support import pylibmc_vectors, raw
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 VECTORS = json.loads((TESTDATA / "pylibmc-hashing.json").read_text())
@@ -189,26 +188,6 @@ def test_discovered_nodes_keep_the_endpoint_order(
 # -- values --------------------------------------------------------------------------------
 
 
-def _raw(address: str, key: str) -> tuple[bytes, int]:
-    """The bytes and flags stored under ``key``, as they are on the node."""
-    host, port = address.rsplit(":", 1)
-    node = PymemcacheNode((host, int(port)), serde=_RawSerde())
-    try:
-        stored = node.get(key)
-    finally:
-        node.close()
-    assert stored is not None
-    return stored
-
-
-class _RawSerde:
-    def serialize(self, key: str, value: Any) -> tuple[bytes, int]:
-        raise NotImplementedError
-
-    def deserialize(self, key: str, value: bytes, flags: int) -> tuple[bytes, int]:
-        return value, flags
-
-
 def _same(got: Any, expected: Any) -> bool:
     return got == expected and type(got) is type(expected)
 
@@ -227,7 +206,7 @@ def test_every_value_pylibmc_writes_reads_back_as_pylibmc_reads_it(
         expected = theirs.get(key)  # pylibmc reads bool back as int
         assert _same(ours.get(key), expected), name
         assert _same(ours.get_many([key]).get(key), expected), name
-        flags_seen.add(_raw(ours.node_for(key), key)[1])
+        flags_seen.add(raw.stored(ours.node_for(key), key)[1])
     # Every kind of flags pylibmc writes was read: bytes 0, pickle 1, bool 2, int 4, str 16,
     # and with bit 8 (zlib) when compressed.
     # (pylibmc keeps the compressed form only when it is smaller, as we do.)
@@ -249,7 +228,7 @@ def test_every_value_we_write_reads_back_equal_in_pylibmc(
         key = f"from-us:{compress}:{name}"
         assert ours.set(key, value)
         assert _same(theirs.get(key), value), name
-        compressed += bool(_raw(ours.node_for(key), key)[1] & 8)
+        compressed += bool(raw.stored(ours.node_for(key), key)[1] & 8)
     many = {f"from-us-many:{compress}:{name}": v for name, v in VALUES.items()}
     assert ours.set_many(many) == []
     got = theirs.get_multi(list(many))

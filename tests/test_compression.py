@@ -17,47 +17,15 @@ from typing import Any
 
 import pylibmc
 import pytest
-from pymemcache.client.base import Client as PymemcacheNode
 from pymemcache.client.hash import HashClient
 from pymemcache.serde import CompressedSerde
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
+from tests.support import raw
 
 TEXT = "the same few words, over and over again; " * 2_500  # ~100 KB, compresses well
 NOISE = random.Random(8).randbytes(20_000)  # does not compress
-
-
-class _RawSerde:
-    """Stores and reads bytes and flags exactly as given."""
-
-    def serialize(self, key: str, value: tuple[bytes, int]) -> tuple[bytes, int]:
-        return value
-
-    def deserialize(self, key: str, value: bytes, flags: int) -> tuple[bytes, int]:
-        return value, flags
-
-
-def _raw_node(memcached: LocalNode) -> PymemcacheNode:
-    return PymemcacheNode(("127.0.0.1", memcached.port), serde=_RawSerde())
-
-
-def _stored(memcached: LocalNode, key: str) -> tuple[bytes, int]:
-    node = _raw_node(memcached)
-    try:
-        stored = node.get(key)
-    finally:
-        node.close()
-    assert stored is not None
-    return stored
-
-
-def _put_raw(memcached: LocalNode, key: str, data: bytes, flags: int) -> None:
-    node = _raw_node(memcached)
-    try:
-        assert node.set(key, (data, flags), noreply=False)
-    finally:
-        node.close()
 
 
 def _cache(memcached: LocalNode, **options: Any) -> ElastiCache:
@@ -70,7 +38,7 @@ def _cache(memcached: LocalNode, **options: Any) -> ElastiCache:
 def test_off_by_default_so_old_pymemcache_workers_still_read(memcached: LocalNode) -> None:
     cache = _cache(memcached)
     cache.set("plain", TEXT)
-    data, flags = _stored(memcached, ":1:plain")
+    data, flags = raw.stored(memcached.address, ":1:plain")
     assert flags == 16 and data == TEXT.encode()
 
 
@@ -79,23 +47,23 @@ def test_values_from_min_compress_len_are_compressed(memcached: LocalNode, level
     cache = _cache(memcached, min_compress_len=1000, compress_level=level)
     cache.set("big", TEXT)
     cache.set("small", "x" * 999)
-    data, flags = _stored(memcached, ":1:big")
+    data, flags = raw.stored(memcached.address, ":1:big")
     assert flags == 16 | 8
     assert len(data) < len(TEXT) // 10
     assert zlib.decompress(data) == TEXT.encode()
-    assert _stored(memcached, ":1:small") == (b"x" * 999, 16)
+    assert raw.stored(memcached.address, ":1:small") == (b"x" * 999, 16)
     # At exactly min_compress_len bytes it is compressed (as pylibmc does).
     cache.set("edge", "y" * 1000)
-    assert _stored(memcached, ":1:edge")[1] == 16 | 8
+    assert raw.stored(memcached.address, ":1:edge")[1] == 16 | 8
     assert cache.get("big") == TEXT
 
 
 def test_the_compressed_form_is_kept_only_when_smaller(memcached: LocalNode) -> None:
     cache = _cache(memcached, min_compress_len=1)
     cache.set("noise", NOISE)
-    assert _stored(memcached, ":1:noise") == (NOISE, 0)
+    assert raw.stored(memcached.address, ":1:noise") == (NOISE, 0)
     cache.set("tiny", "ab")
-    assert _stored(memcached, ":1:tiny") == (b"ab", 16)
+    assert raw.stored(memcached.address, ":1:tiny") == (b"ab", 16)
     assert cache.get("noise") == NOISE
 
 
@@ -115,15 +83,15 @@ def test_every_write_path_compresses(memcached: LocalNode) -> None:
 
     asyncio.run(asynchronous())
     for key in ("set", "add", "many-1", "aset", "aadd", "amany"):
-        assert _stored(memcached, f":1:{key}")[1] == 1 | 8, key
-    assert _stored(memcached, ":1:many-2")[1] == 16 | 8
+        assert raw.stored(memcached.address, f":1:{key}")[1] == 1 | 8, key
+    assert raw.stored(memcached.address, ":1:many-2")[1] == 16 | 8
     assert cache.get_many(["set", "many-2"]) == {"set": value, "many-2": TEXT}
 
 
 def test_the_gevent_path_compresses_and_decompresses(memcached: LocalNode) -> None:
     cache = _cache(memcached, min_compress_len=1000, gevent=True)
     cache.set("green", TEXT)
-    assert _stored(memcached, ":1:green")[1] == 16 | 8
+    assert raw.stored(memcached.address, ":1:green")[1] == 16 | 8
     assert cache.get("green") == TEXT
     assert cache.get_many(["green"]) == {"green": TEXT}
 
@@ -152,8 +120,8 @@ def test_pymemcache_compressed_serde_reads_ours_and_we_read_its(
         for name, value in values.items():
             assert cache.get(f"theirs-{name}") == value, name
             assert theirs.get(f":1:ours-{name}") == value, name
-        assert _stored(memcached, ":1:theirs-text")[1] & 8
-        assert bool(_stored(memcached, ":1:ours-text")[1] & 8) == bool(ours_compress)
+        assert raw.stored(memcached.address, ":1:theirs-text")[1] & 8
+        assert bool(raw.stored(memcached.address, ":1:ours-text")[1] & 8) == bool(ours_compress)
     finally:
         theirs.close()
 
@@ -161,7 +129,7 @@ def test_pymemcache_compressed_serde_reads_ours_and_we_read_its(
 def test_compressed_serde_as_our_serde_is_not_compressed_twice(memcached: LocalNode) -> None:
     cache = _cache(memcached, serde=CompressedSerde(min_compress_len=400), min_compress_len=10)
     cache.set("k", TEXT)
-    data, flags = _stored(memcached, ":1:k")
+    data, flags = raw.stored(memcached.address, ":1:k")
     assert flags == 16 | 8 and zlib.decompress(data) == TEXT.encode()
     # Bit 8 is taken off before the serde sees the flags, so it does not inflate again.
     assert cache.get("k") == TEXT
@@ -186,7 +154,7 @@ def test_pylibmc_min_compress_len_reads_ours_and_we_read_its(
     for name, value in values.items():
         assert cache.get(f"theirs-{name}") == value, name
         assert theirs.get(f":1:ours-{name}") == value, name
-    assert _stored(memcached, ":1:theirs-text")[1] == 16 | 8
+    assert raw.stored(memcached.address, ":1:theirs-text")[1] == 16 | 8
 
 
 # -- what will not inflate -----------------------------------------------------------------
@@ -197,12 +165,12 @@ def test_corrupt_or_truncated_zlib_reads_as_a_logged_miss(
 ) -> None:
     cache = _cache(memcached)
     good = zlib.compress(TEXT.encode())
-    _put_raw(memcached, ":1:garbage", b"this is not zlib", 16 | 8)
-    _put_raw(memcached, ":1:truncated", good[: len(good) // 2], 16 | 8)
+    raw.put(memcached.address, ":1:garbage", b"this is not zlib", 16 | 8)
+    raw.put(memcached.address, ":1:truncated", good[: len(good) // 2], 16 | 8)
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0x55
-    _put_raw(memcached, ":1:flipped", bytes(flipped), 16 | 8)
-    _put_raw(memcached, ":1:fine", good, 16 | 8)
+    raw.put(memcached.address, ":1:flipped", bytes(flipped), 16 | 8)
+    raw.put(memcached.address, ":1:fine", good, 16 | 8)
     keys = ["garbage", "truncated", "flipped"]
     with caplog.at_level(logging.WARNING):
         for key in keys:
@@ -216,8 +184,8 @@ def test_a_value_inflating_past_max_value_length_is_a_logged_miss(
     memcached: LocalNode, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = _cache(memcached, max_value_length=2 << 20)
-    _put_raw(memcached, ":1:over", zlib.compress(b"\0" * ((2 << 20) + 1)), 8)
-    _put_raw(memcached, ":1:at", zlib.compress(b"\0" * (2 << 20)), 8)
+    raw.put(memcached.address, ":1:over", zlib.compress(b"\0" * ((2 << 20) + 1)), 8)
+    raw.put(memcached.address, ":1:at", zlib.compress(b"\0" * (2 << 20)), 8)
     with caplog.at_level(logging.WARNING):
         assert cache.get("over") is None
     assert cache.get("at") == b"\0" * (2 << 20)
@@ -245,7 +213,7 @@ def test_a_decompression_bomb_is_refused_without_being_allocated(memcached: Loca
     # 256 MiB of zeros in about 260 KB: with max_value_length unset, the cap is 64 MiB.
     bomb = _bomb(256 << 20)
     assert len(bomb) < 512 << 10
-    _put_raw(memcached, ":1:bomb", bomb, 16 | 8)
+    raw.put(memcached.address, ":1:bomb", bomb, 16 | 8)
     # In a fresh process, so that its peak memory says what this read allocated.
     run = subprocess.run(
         [sys.executable, "-c", READ_IN_A_FRESH_PROCESS, memcached.address, ":1:bomb"],
