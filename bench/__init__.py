@@ -15,6 +15,7 @@ Run it with ``scripts/bench.sh`` (installs what it needs) or ``python -m bench``
   (``bench/greenlets_child.py``), ours and pymemcache.
 * :mod:`bench.environment`: what the report says about the machine and the software.
 * :mod:`bench.report`: the markdown report and the targets.
+* :mod:`bench.plot`: the PNG of a run (wall µs per workload, ours next to each alternative).
 * :mod:`bench.run`: the command line and the interleaved run.
 """
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import REPO_ROOT, environment, greenlets, tls
+from bench import REPO_ROOT, environment, greenlets, plot, tls
 from bench.backends import BACKENDS, caches_setting, discovered_nodes
 from bench.measure import Series, choose_iterations, estimate_per_op
 from bench.memory import MemoryFailure, MemoryResult, run_check
@@ -305,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("interrupted: clusters stopped")
         return 130
     if args.baseline is not None:
-        results.baseline = json.loads(args.baseline.read_text())
+        results.baseline = read_baseline(args.baseline)
     info = RunInfo(
         command=environment.command_line(),
         started=started_at,
@@ -322,11 +322,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = render(results, info)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
-    # Our numbers alone, for a later run's `--baseline`.
-    args.output.with_suffix(".json").write_text(json.dumps(results.ours_wall_us(), indent=1))
+    # Every backend's numbers: for a later run's `--baseline` (ours) and for the plot.
+    numbers = results_json(results, info)
+    args.output.with_suffix(".json").write_text(json.dumps(numbers, indent=1))
     print(report)
     progress(f"report written to {args.output} ({info.seconds:,.0f} s)")
+    if numbers["workloads"]:
+        written = plot.plot(numbers, args.output.with_suffix(".png"))
+        progress(f"plot written to {written}")
     return 0
+
+
+def results_json(results: Results, info: RunInfo) -> dict[str, Any]:
+    """What a run writes next to its report: ``ours`` (our wall µs per workload, what
+    ``--baseline`` reads), and per workload every backend's wall and CPU µs (the plot's)."""
+    workloads = []
+    for workload in WORKLOADS:
+        measured = {
+            backend.name: series
+            for backend in BACKENDS
+            if (series := results.get(workload.name, backend.name)) is not None
+        }
+        if measured:
+            workloads.append(
+                {
+                    "name": workload.name,
+                    "title": workload.title,
+                    "unit": workload.unit,
+                    "asyncio": workload.asyncio,
+                    "wall_us": {name: series.wall_us for name, series in measured.items()},
+                    "cpu_us": {name: series.cpu_us for name, series in measured.items()},
+                }
+            )
+    return {
+        "command": info.command,
+        "started": info.started,
+        "ours": results.ours_wall_us(),
+        "backends": {b.name: b.label.split(" (")[0].replace("`", "") for b in BACKENDS},
+        "workloads": workloads,
+    }
+
+
+def read_baseline(path: Path) -> dict[str, float]:
+    """Our wall µs per workload from an earlier run's ``.json`` (this format's ``ours``, or the
+    whole file as runs before the plot wrote it)."""
+    data = json.loads(path.read_text())
+    ours: dict[str, float] = data["ours"] if "workloads" in data else data
+    return ours
 
 
 def _run(

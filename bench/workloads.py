@@ -9,6 +9,7 @@ timing and after the last repetition, so a value that vanished mid-run is notice
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,12 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
 from django.core.signals import request_finished
 
+from bench.compression import (
+    MIN_COMPRESS_LEN,
+    compressible_value,
+    compressing_cache,
+    stored_flags,
+)
 from bench.measure import Runner, Sample, loop_runner
 from bench.threads import WorkerPool
 
@@ -421,6 +428,40 @@ def get_round_robin(alias: str, context: Context) -> Prepared:
     return Prepared(loop_runner(body), verify)
 
 
+# -- compression -----------------------------------------------------------------------------
+
+
+def _compressed(operation: str) -> Callable[[str, Context], Prepared]:
+    def prepare(alias: str, context: Context) -> Prepared:
+        cache = compressing_cache(alias)
+        value = compressible_value()
+        keys = _keys(f"zlib-{operation}", 10)
+        stored = _store(cache, keys, value)
+
+        def verify() -> None:
+            stored()
+            # Stored compressed (flag 8) on exactly one node: a backend that skipped
+            # compression would look fast.
+            for key in keys:
+                flags = stored_flags(alias, cache, key)
+                _expect(len(flags) == 1 and flags[0] & 8 != 0, f"{key} stored with {flags}")
+
+        verify()
+        call = cache.get if operation == "get" else functools.partial(cache.set, value=value)
+
+        def body(n: int) -> None:
+            for i in range(n):
+                call(keys[i % 10])
+
+        return Prepared(loop_runner(body), verify)
+
+    prepare.__doc__ = (
+        f"``{operation}`` of a 100 KB compressible ``str`` with zlib on (values from "
+        f"{MIN_COMPRESS_LEN} bytes, level 6), 10 keys in turn."
+    )
+    return prepare
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload("get_hit", "get, hit (100 B str)", get_hit),
     Workload("get_or_set_hit", "get_or_set, hit, callable default (100 B str)", get_or_set_hit),
@@ -446,4 +487,6 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("get_hit_10_nodes", "get, hit, 10 nodes (one key)", get_hit, nodes=10),
     Workload("get_3_nodes", "get, 3 nodes (100 keys in turn)", get_round_robin),
     Workload("get_10_nodes", "get, 10 nodes (100 keys in turn)", get_round_robin, nodes=10),
+    Workload("zlib_set_100kb", "set, 100 KB compressible, zlib on", _compressed("set")),
+    Workload("zlib_get_100kb", "get, 100 KB compressible, zlib on", _compressed("get")),
 )

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting and lints, Rust tests, Python tests (against real memcached
-# processes the tests start themselves), Django's own cache test suite. Installs what it needs.
+# The whole test suite: formatting and lints, the CI workflows' schema, the documentation site,
+# the release wheel and the Django/Python matrix on it, Rust tests, Python tests (against real
+# memcached processes the tests start themselves), Django's own cache test suite. Installs what
+# it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -18,6 +20,17 @@ echo "==> stubtest"
 # The stubs (_native.pyi) and the package's own annotations against the built module.
 .venv/bin/python -m mypy.stubtest django_elasticache_rs --mypy-config-file pyproject.toml \
   --allowlist scripts/stubtest-allowlist.txt
+echo "==> GitHub workflows (check-jsonschema)"
+.venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+echo "==> documentation site (mkdocs build --strict)"
+site=$(mktemp -d)
+trap 'rm -rf "$site"' EXIT
+# Not --quiet: it hides the warnings that --strict turns into a failure.
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site"
+echo "==> wheel and sdist (scripts/wheel.sh)"
+scripts/wheel.sh
+echo "==> Django/Python matrix (scripts/matrix.sh)"
+scripts/matrix.sh
 echo "==> cargo test"
 # The bindings crate's unit tests (the error-to-exception mapping) embed the interpreter PyO3
 # finds (python3 on PATH), so that Python needs its shared library (pyenv and python.org builds

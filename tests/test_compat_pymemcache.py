@@ -15,6 +15,7 @@ from pymemcache.client.hash import HashClient
 from django_elasticache_rs import Client, murmur3_32
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster
+from tests.support import raw
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 SERDE_CASES = json.loads((TESTDATA / "pymemcache-serde.json").read_text())["cases"]
@@ -74,28 +75,12 @@ def test_flags_and_bytes_on_the_wire_are_pymemcaches(
 ) -> None:
     ours.set("wire", _value(case))
     node = ours.client.node_for("wire", "", 1)
-    port = int(node.rsplit(":", 1)[1])
-    # A serde that returns what is stored shows the bytes and flags as they are on the wire.
-    raw = PymemcacheNode(("127.0.0.1", port), serde=_RawSerde())
-    try:
-        stored = raw.get(":1:wire")
-    finally:
-        raw.close()
-    assert stored is not None
-    data, flags = stored
+    data, flags = raw.stored(node, ":1:wire")
     assert flags == case["flags"]
     if case["flags"] == 1:
         assert pickle.loads(data) == _value(case)  # any pickle protocol may be used
     else:
         assert data.hex() == case["payload_hex"]
-
-
-class _RawSerde:
-    def serialize(self, key: str, value: Any) -> tuple[bytes, int]:
-        raise NotImplementedError
-
-    def deserialize(self, key: str, value: bytes, flags: int) -> tuple[bytes, int]:
-        return value, flags
 
 
 def test_keys_sit_on_the_node_pymemcache_picks(

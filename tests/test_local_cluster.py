@@ -622,6 +622,48 @@ def test_cli_prints_human_readable_settings_and_stops_on_sigint(cli_factory: typ
     assert not [pid for pid in children if _alive(pid)]
 
 
+def _ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m django_elasticache_rs.local ctl ...``, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "django_elasticache_rs.local", "ctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 6,
+        check=False,
+    )
+
+
+def test_ctl_client_drives_a_running_cluster_without_nc(cli_factory: type[_Cli]) -> None:
+    cli = cli_factory("--nodes", "1", "--json")
+    summary = json.loads(cli.readline())
+    port = summary["control"].rsplit(":", 1)[1]
+    added = _ctl(port, "add")
+    assert added.returncode == 0, added.stderr
+    new_node, version = added.stdout.splitlines()
+    assert new_node.startswith("added 127.0.0.1:") and version == "version 2"
+    new_node = new_node.removeprefix("added ")
+    assert _memcached_roundtrip(new_node).startswith(b"STORED")
+    status = _ctl(summary["control"], "status")  # host:port works as well as a port
+    assert status.returncode == 0, status.stderr
+    assert f"nodes {summary['nodes'][0]} {new_node}" in status.stdout.splitlines()
+    assert "OK" not in status.stdout.splitlines()
+    # Several words make one command; an ERROR reply is the exit status 1 and its reason.
+    assert _ctl(port, "fault", "garbage").stdout == "fault garbage\n"
+    refused = _ctl(port, "remove", "127.0.0.1:1")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == "error: no node 127.0.0.1:1\n"
+    cli.process.send_signal(signal.SIGTERM)
+    assert cli.finish()[0] == 0
+    gone = _ctl(port, "status")
+    assert gone.returncode == 1 and gone.stderr.startswith(f"error: control port {port}: ")
+
+
+def test_ctl_client_refuses_a_bad_address_or_no_command() -> None:
+    for args in (("notaport", "status"), ("70000", "status"), ("1234",)):
+        done = _ctl(*args)
+        assert done.returncode == 2 and "usage:" in done.stderr, args
+
+
 def test_cli_without_memcached_says_how_to_install_it(
     cli_factory: type[_Cli], tmp_path: Path
 ) -> None:

@@ -80,6 +80,9 @@ BAD: dict[str, list[Any]] = {
     "tls_cert_file": [123, MISSING_FILE, "/"],
     "tls_key_file": [123, MISSING_FILE, "/"],
     "tls_server_name": [123, b"name", "", "has space", "\ud800", "bad..name"],
+    "hashing": [None, 1, "PYLIBMC", "md5", "consistent", "rendezvous"],
+    "min_compress_len": ["400", 400.0, True, None, -1, MAX_VALUE_LENGTH_LIMIT + 1, 2**70],
+    "compress_level": ["6", 6.0, True, None, -1, 0, 10, 2**70],
 }
 
 #: Per option: values at the edges of what it accepts (each must be taken).
@@ -121,6 +124,9 @@ GOOD: dict[str, list[Any]] = {
     "tls_cert_file": [None],
     "tls_key_file": [None],
     "tls_server_name": [None, "cache.example.com", "10.0.0.5"],
+    "hashing": ["pymemcache", "pylibmc", "ketama"],
+    "min_compress_len": [0, 1, 400, MAX_VALUE_LENGTH_LIMIT],
+    "compress_level": [1, 6, 9],
 }
 
 
@@ -312,6 +318,14 @@ NATIVE_BAD: list[tuple[str, Any, type[Exception]]] = [
     ("tls_server_name", 123, TypeError),
     ("tls_server_name", "bad..name", ValueError),
     ("tls_ca_file", MISSING_FILE, ValueError),
+    ("hashing", "md5", ValueError),
+    ("hashing", None, TypeError),
+    ("min_compress_len", -1, ValueError),
+    ("min_compress_len", 2**70, ValueError),
+    ("min_compress_len", 1.5, TypeError),
+    ("compress_level", 0, ValueError),
+    ("compress_level", 10, ValueError),
+    ("compress_level", True, TypeError),
 ]
 
 

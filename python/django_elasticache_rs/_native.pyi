@@ -47,7 +47,8 @@ class Client:
     (``key`` converted with ``str()``); with ``prefix=None`` the key is used as given. Keys
     longer than 250 characters or bytes, holding control characters or spaces, or that UTF-8
     cannot encode (a lone surrogate), raise ``InvalidKeyError``. Values are stored in
-    pymemcache's ``pickle_serde`` format.
+    pymemcache's ``pickle_serde`` format (which pylibmc reads too), zlib-compressed (flag 8)
+    when ``min_compress_len`` asks for it.
 
     Failures raise ``CacheTimeoutError``, ``CacheConnectionError``, ``CacheServerError`` or
     ``CacheClientError`` (see ``django_elasticache_rs.exceptions``); with ``ignore_exc=True``
@@ -86,6 +87,9 @@ class Client:
         failure_log_level: Literal["WARNING", "INFO", "ERROR"] | None = "WARNING",
         counters: bool = True,
         on_event: Callable[[dict[str, Any]], object] | None = None,
+        hashing: Literal["pymemcache", "pylibmc", "ketama"] = "pymemcache",
+        min_compress_len: int = 0,
+        compress_level: int = 6,
     ) -> Client:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
@@ -115,7 +119,17 @@ class Client:
         ``counters=False`` keeps no counters (``metrics()`` then reads zeros). ``on_event`` is
         called with each event (a dict naming it in ``event``: ``membership_changed``,
         ``node_down``, ``node_up``, ``discovery_failed``, with their fields), in order, from a
-        native worker thread."""
+        native worker thread.
+
+        ``hashing`` picks the key placement: pymemcache's ``HashClient`` (rendezvous over
+        murmur3), or libmemcached's as pylibmc uses it, "pylibmc" (modula over one-at-a-time,
+        nodes in the order given, or discovered) or "ketama" (its continuum).
+
+        Values flagged zlib (bit 8) are always decompressed on read, to at most
+        ``max_value_length`` bytes (64 MiB when it is not set; past it the value reads as a
+        miss, logged). ``min_compress_len`` (0: off) compresses writes of at least that many
+        bytes, as serialized, at zlib level ``compress_level`` (1 to 9), keeping the compressed
+        form only when it is smaller."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""

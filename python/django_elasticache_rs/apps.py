@@ -1,5 +1,6 @@
 """The Django app (``"django_elasticache_rs"`` in ``INSTALLED_APPS``): registers the system
-checks of ``checks``. The cache backend itself works without it."""
+checks of ``checks``, and brings ``manage.py elasticache`` and the admin status page's template
+(``urls``). The cache backend itself works without it."""
 
 from __future__ import annotations
 

@@ -66,6 +66,14 @@ DEFAULTS: dict[str, Any] = {
     "key_prefix": "",
     "encoding": "utf-8",
     "max_value_length": None,
+    # Compression of writes (zlib, flag 8): values of at least min_compress_len bytes (0: off,
+    # so that pymemcache workers without CompressedSerde still read what is written), at
+    # compress_level 1-9. Compressed reads are always understood.
+    "min_compress_len": 0,
+    "compress_level": 6,
+    # Key placement: "pymemcache" (PyMemcacheCache's), "pylibmc" or "ketama" (PyLibMCCache's,
+    # default or with behaviors={"ketama": True}).
+    "hashing": "pymemcache",
     # TLS.
     "tls_context": None,
     "tls": False,
@@ -467,6 +475,11 @@ def parse_options(options: Any, servers: Sequence[str]) -> Settings:
         **_tls_arguments(merged),
         **_failure_log(merged["logger"], merged["failure_log_level"]),
         "counters": _flag("counters", merged["counters"]),
+        "hashing": _hashing(merged["hashing"]),
+        "min_compress_len": _whole(
+            "min_compress_len", merged["min_compress_len"], 0, MAX_VALUE_LENGTH_LIMIT
+        ),
+        "compress_level": _whole("compress_level", merged["compress_level"], 1, 9),
     }
     return Settings(
         native=tuple(sorted(native.items())),
@@ -475,6 +488,21 @@ def parse_options(options: Any, servers: Sequence[str]) -> Settings:
         tracing=_tracing(merged["tracing"]),
         stampede=_stampede(merged),
     )
+
+
+_HASHING = ("pymemcache", "pylibmc", "ketama")
+
+
+def _hashing(value: Any) -> str:
+    """``OPTIONS["hashing"]``: whose key placement the cache shares."""
+    if not isinstance(value, str) or value not in _HASHING:
+        raise _bad(
+            "hashing",
+            "'pymemcache' (as PyMemcacheCache), 'pylibmc' (as PyLibMCCache) or 'ketama' (as "
+            "PyLibMCCache with behaviors={'ketama': True})",
+            value,
+        )
+    return value
 
 
 def _importable(option: str, value: str, module: str, extra: str) -> None:

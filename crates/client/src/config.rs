@@ -5,6 +5,7 @@ use std::time::Duration;
 use elasticache_proto::{DEFAULT_MAX_VALUE_LEN, MAX_VALUE_LEN_LIMIT};
 use log::Level;
 
+use crate::hash::Hashing;
 use crate::tls::Tls;
 
 /// How a [`crate::Client`] connects, waits, pools and treats failures.
@@ -45,6 +46,8 @@ pub struct ClientConfig {
     pub counters: bool,
     /// Where the client's [`crate::Event`]s go (none: nowhere).
     pub events: Option<crate::EventSink>,
+    /// Which library's key placement to follow (pymemcache's unless told).
+    pub hashing: Hashing,
 }
 
 impl ClientConfig {
@@ -74,6 +77,7 @@ impl Default for ClientConfig {
             failure_log: FailureLog::default(),
             counters: true,
             events: None,
+            hashing: Hashing::default(),
         }
     }
 }

@@ -76,7 +76,9 @@ pub(crate) fn fetch(
     Ok(reply.map_or(Found::NotElastiCache, Found::Cluster))
 }
 
-/// The node addresses of a configuration: by IP when asked to and known, else by hostname.
+/// The node addresses of a configuration: by IP when asked to and known, else by hostname; in
+/// the reply's order, which libmemcached's modula placement (`Hashing::Pylibmc`) counts: it is
+/// the order django-elasticache hands pylibmc and AWS's cluster client for libmemcached keeps.
 pub(crate) fn addresses(config: &ClusterConfig, use_vpc_ip_address: bool) -> Vec<NodeAddress> {
     config
         .nodes

@@ -1,7 +1,8 @@
 //! A memcached client for ElastiCache clusters, with no Python in it.
 //!
-//! Key placement matches pymemcache's `HashClient` (rendezvous over murmur3), so Rust, Python
-//! and pymemcache clients share one cache. Connections are pooled per node and per process;
+//! Key placement matches pymemcache's `HashClient` (rendezvous over murmur3) by default, or
+//! pylibmc's (libmemcached's modula or ketama, [`Hashing`]), so Rust, Python and the old
+//! clients share one cache. Connections are pooled per node and per process;
 //! multi-key operations cost one round trip; failing nodes are marked down without moving keys.
 //!
 //! Every operation runs on one engine: the blocking methods below wait on the calling thread,
@@ -49,7 +50,7 @@ pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
 pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{Command, Cursor, Failed, Interest, Operation, Progress, Reading, Share};
 pub use error::{Error, ErrorKind, Result};
-pub use hash::{murmur3_32, Murmur3, Ring};
+pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
 pub use meta::{lease_key, Initial, Leased, Ttl};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};

@@ -94,7 +94,9 @@ impl Topology {
                     .unwrap_or_else(|| Arc::new(Node::new(address.clone(), config)))
             })
             .collect();
-        let ring = Ring::new(nodes.iter().map(|n| n.address.name.as_str()));
+        // The ring sees the addresses as listed: libmemcached's placements count a server
+        // listed twice (and answer with its first listing, which is its node here).
+        let ring = Ring::with_hashing(config.hashing, addresses);
         Topology {
             generation,
             nodes,

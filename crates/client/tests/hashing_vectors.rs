@@ -1,15 +1,56 @@
-//! Key placement matches pymemcache 4.0.0: every vector generated with pymemcache itself.
+//! Key placement matches pymemcache 4.0.0 and pylibmc 1.6.3 (libmemcached): every vector
+//! generated with the library itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use elasticache_client::{murmur3_32, Ring};
+use elasticache_client::{murmur3_32, Client, ClientConfig, Hashing, NodeAddress, Ring};
 use serde_json::Value;
 
-fn vectors() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/pymemcache-hashing.json"
-    );
+fn testdata(name: &str) -> Value {
+    let path = format!("{}/../../testdata/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn vectors() -> Value {
+    testdata("pymemcache-hashing.json")
+}
+
+#[test]
+fn pylibmc_placement_matches_every_cluster() {
+    let vectors = testdata("pylibmc-hashing.json");
+    let mut checked = 0;
+    let mut modes = std::collections::HashSet::new();
+    for case in vectors["cases"].as_array().unwrap() {
+        let hashing = match case["hashing"].as_str().unwrap() {
+            "pylibmc" => Hashing::Pylibmc,
+            "ketama" => Hashing::Ketama,
+            other => panic!("unknown mode {other}"),
+        };
+        modes.insert(case["hashing"].as_str().unwrap());
+        let nodes: Vec<NodeAddress> = case["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| NodeAddress::parse(n.as_str().unwrap()).unwrap())
+            .collect();
+        let ring = Ring::with_hashing(hashing, &nodes);
+        // And through a client configured for it (no connection is made).
+        let mut config = ClientConfig::default();
+        config.hashing = hashing;
+        let client = Client::new(&nodes, config);
+        for (key, index) in case["placement"].as_object().unwrap() {
+            let expected = usize::try_from(index.as_u64().unwrap()).unwrap();
+            assert_eq!(
+                ring.node_for(key),
+                Some(expected),
+                "{hashing:?}: key {key:?} on {:?}",
+                case["nodes"]
+            );
+            assert_eq!(client.topology().node_index_for(key), Some(expected));
+            checked += 1;
+        }
+    }
+    assert_eq!(modes.len(), 2);
+    assert!(checked > 5000, "only {checked} placements checked");
 }
 
 #[test]

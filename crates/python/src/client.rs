@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use elasticache_client::{
-    Client, ClientConfig, Counter, DiscoveryConfig, DiscoveryMode, FailureLog, KeyList,
+    Client, ClientConfig, Counter, DiscoveryConfig, DiscoveryMode, FailureLog, Hashing, KeyList,
     NodeAddress, Stats, Store, StoreReply, TlsSettings,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -19,10 +19,11 @@ use crate::args::{
     keepalive, required_seconds, seconds, whole, Delta, Exptime, Number, Whole, Zero,
     MAX_LEASE_SECONDS, MAX_POOL_SIZE, MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
 };
+use crate::compress::{Compression, DEFAULT_INFLATED_CAP};
 use crate::errors::IntoPyResult;
 use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::PyOperation;
-use crate::serde::{decode, decode_or, encode};
+use crate::serde::{decode, decode_or, encode, Codec};
 use crate::starts;
 
 /// Where failures are logged: a Python logger name (`None`: `elasticache_client.failures`) and
@@ -51,13 +52,8 @@ fn failure_log(logger: Option<String>, level: Option<&str>) -> PyResult<FailureL
 #[pyclass(frozen, module = "django_elasticache_rs._native", name = "Client")]
 pub struct PyClient {
     inner: Arc<Client>,
-    serde: Option<Py<PyAny>>,
-}
-
-impl PyClient {
-    fn serde<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyAny>> {
-        self.serde.as_ref().map(|s| s.bind(py))
-    }
+    /// The serde and compression every value goes through (shared with operations).
+    codec: Arc<Codec>,
 }
 
 #[pymethods]
@@ -94,6 +90,9 @@ impl PyClient {
         failure_log_level = Some("WARNING"),
         counters = true,
         on_event = None,
+        hashing = "pymemcache",
+        min_compress_len = Whole(0),
+        compress_level = Whole(6),
     ))]
     // Spelled out: the checked argument types' defaults would show as `...`.
     #[pyo3(
@@ -104,7 +103,7 @@ impl PyClient {
         use_vpc_ip_address=True, tls=False, tls_ca_certs=None, tls_ca_file=None, \
         tls_cert_file=None, tls_key_file=None, tls_server_name=None, tls_verify=True, \
         tls_check_hostname=True, logger=None, failure_log_level='WARNING', counters=True, \
-        on_event=None)"
+        on_event=None, hashing='pymemcache', min_compress_len=0, compress_level=6)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -138,6 +137,9 @@ impl PyClient {
         failure_log_level: Option<&str>,
         counters: bool,
         on_event: Option<Py<PyAny>>,
+        hashing: &str,
+        min_compress_len: Whole,
+        compress_level: Whole,
     ) -> PyResult<Self> {
         // Every argument is checked here, before anything else: nothing invalid may surface at
         // the first request. Messages start with the argument's name (`options.py` relies on it).
@@ -146,6 +148,16 @@ impl PyClient {
             .map(|s| NodeAddress::parse(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| PyValueError::new_err(format!("servers: {error}")))?;
+        let hashing = match hashing {
+            "pymemcache" => Hashing::Pymemcache,
+            "pylibmc" => Hashing::Pylibmc,
+            "ketama" => Hashing::Ketama,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "hashing must be 'pymemcache', 'pylibmc' or 'ketama', not {other:?}"
+                )))
+            }
+        };
         let mode = match discovery {
             "off" => None,
             "auto" => Some(DiscoveryMode::Auto),
@@ -167,12 +179,23 @@ impl PyClient {
             }
         }
         let max_value_len = match max_value_length {
-            None => ClientConfig::default().max_value_len,
-            Some(n) => to_usize(
+            None => None,
+            Some(n) => Some(to_usize(
                 "max_value_length",
                 whole("max_value_length", n, MIN_VALUE_LENGTH, MAX_VALUE_LENGTH)?,
-            )?,
+            )?),
         };
+        let compression = Compression {
+            min_len: to_usize(
+                "min_compress_len",
+                whole("min_compress_len", min_compress_len, 0, MAX_VALUE_LENGTH)?,
+            )?,
+            level: u32::try_from(whole("compress_level", compress_level, 1, 9)?)
+                .map_err(|_| PyValueError::new_err("compress_level is out of range"))?,
+            // A value set explicitly bounds values both as stored and once inflated.
+            inflated_cap: max_value_len.unwrap_or(DEFAULT_INFLATED_CAP),
+        };
+        let max_value_len = max_value_len.unwrap_or(ClientConfig::default().max_value_len);
         let retry_attempts = whole("retry_attempts", retry_attempts, 1, MAX_RETRY_ATTEMPTS)?;
         let mut config = ClientConfig::default();
         config.connect_timeout = seconds("connect_timeout", connect_timeout, Zero::Refused)?;
@@ -193,6 +216,7 @@ impl PyClient {
         config.ignore_exc = ignore_exc;
         config.failure_log = failure_log(logger, failure_log_level)?;
         config.counters = counters;
+        config.hashing = hashing;
         if let Some(on_event) = on_event {
             if !on_event.bind(py).is_callable() {
                 return Err(PyTypeError::new_err("on_event must be callable"));
@@ -272,7 +296,10 @@ impl PyClient {
                 ))
             }
         };
-        Ok(PyClient { inner, serde })
+        Ok(PyClient {
+            inner,
+            codec: Arc::new(Codec { serde, compression }),
+        })
     }
 
     /// The configuration endpoint (`host:port`) when nodes are discovered, else `None`.
@@ -366,7 +393,7 @@ impl PyClient {
         let key = make_key(key, prefix, version)?;
         let client = &*self.inner;
         let item = py.detach(|| client.get(&key)).py_result()?;
-        Ok(decode_or(py, &key, item, self.serde(py), default))
+        Ok(decode_or(py, &key, item, &self.codec, default))
     }
 
     /// Whether `key` is in the cache (its value is not decoded).
@@ -398,10 +425,10 @@ impl PyClient {
         let client = &*self.inner;
         let found = py.detach(|| client.get_many_values(&refs)).py_result()?;
         let result = PyDict::new(py);
-        let serde = self.serde(py);
+        let codec = &*self.codec;
         found.try_for_each(|position, flags, data| {
             if let (Some(original), Some(key)) = (originals.get(position), refs.get(position)) {
-                if let Some(value) = decode(py, key, flags, data, serde) {
+                if let Some(value) = decode(py, key, flags, data, codec) {
                     result.set_item(original, value)?;
                 }
             }
@@ -445,7 +472,7 @@ impl PyClient {
         let leased = py
             .detach(|| client.get_or_lease(&key, lease, early))
             .py_result()?;
-        let value = decode_or(py, &key, leased.item, self.serde(py), default);
+        let value = decode_or(py, &key, leased.item, &self.codec, default);
         Ok((value, leased.won))
     }
 
@@ -485,11 +512,11 @@ impl PyClient {
             originals.push(original);
             values.push(value);
         }
-        let serde = self.serde(py);
+        let codec = &*self.codec;
         let encoded = values
             .iter()
             .enumerate()
-            .map(|(position, value)| encode(value, made.get(position), serde))
+            .map(|(position, value)| encode(value, made.get(position), codec))
             .collect::<PyResult<Vec<_>>>()?;
         let items = encoded
             .iter()
@@ -598,15 +625,13 @@ impl PyClient {
     #[pyo3(signature = (key, default = None, prefix = None, version = None))]
     fn start_get(
         &self,
-        py: Python<'_>,
         key: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyOperation> {
         let key = make_key(key, prefix, version)?;
-        let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
-        starts::get(&self.inner, key, default, serde)
+        starts::get(&self.inner, key, default, Arc::clone(&self.codec))
     }
 
     /// `contains` as an `Operation`.
@@ -625,7 +650,6 @@ impl PyClient {
     #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
     fn start_set(
         &self,
-        py: Python<'_>,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
         exptime: Exptime,
@@ -633,14 +657,7 @@ impl PyClient {
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyOperation> {
         let key = make_key(key, prefix, version)?;
-        starts::store(
-            &self.inner,
-            Store::Set,
-            key,
-            value,
-            exptime.0,
-            self.serde(py),
-        )
+        starts::store(&self.inner, Store::Set, key, value, exptime.0, &self.codec)
     }
 
     /// `add` as an `Operation`.
@@ -648,7 +665,6 @@ impl PyClient {
     #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
     fn start_add(
         &self,
-        py: Python<'_>,
         key: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
         exptime: Exptime,
@@ -656,14 +672,7 @@ impl PyClient {
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyOperation> {
         let key = make_key(key, prefix, version)?;
-        starts::store(
-            &self.inner,
-            Store::Add,
-            key,
-            value,
-            exptime.0,
-            self.serde(py),
-        )
+        starts::store(&self.inner, Store::Add, key, value, exptime.0, &self.codec)
     }
 
     /// `delete` as an `Operation`.
@@ -713,14 +722,12 @@ impl PyClient {
     #[pyo3(signature = (keys, prefix = None, version = None))]
     fn start_get_many(
         &self,
-        py: Python<'_>,
         keys: &Bound<'_, PyAny>,
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyOperation> {
         let maker = KeyMaker::new(prefix, version)?;
-        let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
-        starts::get_many(&self.inner, &maker, keys, serde)
+        starts::get_many(&self.inner, &maker, keys, Arc::clone(&self.codec))
     }
 
     /// `set_many` as an `Operation`.
@@ -728,14 +735,13 @@ impl PyClient {
     #[pyo3(text_signature = "($self, mapping, exptime=0, prefix=None, version=None)")]
     fn start_set_many(
         &self,
-        py: Python<'_>,
         mapping: &Bound<'_, PyAny>,
         exptime: Exptime,
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyOperation> {
         let maker = KeyMaker::new(prefix, version)?;
-        starts::set_many(&self.inner, &maker, mapping, exptime.0, self.serde(py))
+        starts::set_many(&self.inner, &maker, mapping, exptime.0, &self.codec)
     }
 
     /// `delete_many` as an `Operation`.
@@ -764,7 +770,6 @@ impl PyClient {
     #[allow(clippy::too_many_arguments)]
     fn start_get_or_lease(
         &self,
-        py: Python<'_>,
         key: &Bound<'_, PyAny>,
         lease: Whole,
         early_recompute: Option<Whole>,
@@ -774,8 +779,14 @@ impl PyClient {
     ) -> PyResult<PyOperation> {
         let key = make_key(key, prefix, version)?;
         let (lease, early) = lease_terms(lease, early_recompute)?;
-        let serde = self.serde.as_ref().map(|s| s.clone_ref(py));
-        starts::get_or_lease(&self.inner, key, lease, early, default, serde)
+        starts::get_or_lease(
+            &self.inner,
+            key,
+            lease,
+            early,
+            default,
+            Arc::clone(&self.codec),
+        )
     }
 
     /// Ends a lease won with `start_get_or_lease`, as an `Operation` (result: whether there
@@ -812,7 +823,6 @@ impl PyClient {
     #[allow(clippy::too_many_arguments)]
     fn start_incr_or_create(
         &self,
-        py: Python<'_>,
         key: &Bound<'_, PyAny>,
         delta: Delta,
         initial: Option<&Bound<'_, PyAny>>,
@@ -830,7 +840,7 @@ impl PyClient {
                          unsigned 64-bit), not {value}"
                     ))
                 })?;
-                let encoded = encode(value, &key, self.serde(py))?;
+                let encoded = encode(value, &key, &self.codec)?;
                 Some(elasticache_client::Initial {
                     value: number,
                     flags: encoded.flags,
@@ -922,7 +932,7 @@ impl PyClient {
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let key = make_key(key, prefix, version)?;
-        let encoded = encode(value, &key, self.serde(py))?;
+        let encoded = encode(value, &key, &self.codec)?;
         let (flags, data) = (encoded.flags, encoded.bytes()?);
         let client = &*self.inner;
         let reply = py

@@ -12,11 +12,31 @@ use pyo3::types::PyDict;
 use crate::completion;
 use crate::shutdown::interpreter_running;
 
-/// Events waiting for the callable, and whether a worker is draining them.
+/// Events waiting for the callable, and whether a worker of this process is draining them.
 #[derive(Default)]
 struct Queue {
     events: VecDeque<Event>,
     draining: bool,
+    /// The process the two fields above belong to. A child forked while events were queued
+    /// inherits them, and `draining` set by a delivery job that was still queued when the
+    /// workers parked for the fork: that job is the parent's (`completion` gives the child
+    /// fresh workers), so without this the child would never start one and never deliver.
+    pid: u32,
+}
+
+impl Queue {
+    /// Queues `event` for process `pid`; true when the caller must start a delivery job.
+    /// Events inherited from a parent process are dropped: they happened there, and the
+    /// parent delivers them.
+    fn push(&mut self, event: Event, pid: u32) -> bool {
+        if self.pid != pid {
+            self.events.clear();
+            self.draining = false;
+            self.pid = pid;
+        }
+        self.events.push_back(event);
+        !std::mem::replace(&mut self.draining, true)
+    }
 }
 
 struct Delivery {
@@ -66,11 +86,7 @@ pub fn sink(callback: Py<PyAny>) -> EventSink {
         queue: Mutex::new(Queue::default()),
     });
     EventSink::new(move |event| {
-        let start = {
-            let mut queue = delivery.lock();
-            queue.events.push_back(event.clone());
-            !std::mem::replace(&mut queue.draining, true)
-        };
+        let start = delivery.lock().push(event.clone(), std::process::id());
         if start {
             let draining = Arc::clone(&delivery);
             if let Err(error) = completion::submit(Box::new(move || draining.drain())) {
@@ -118,4 +134,34 @@ fn to_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyDict>> 
         _ => dict.set_item("event", "other")?,
     }
     Ok(dict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_up(node: &str) -> Event {
+        Event::NodeUp {
+            node: node.to_owned(),
+        }
+    }
+
+    #[test]
+    fn one_delivery_job_at_a_time_in_a_process() {
+        let mut queue = Queue::default();
+        assert!(queue.push(node_up("a:1"), 10));
+        assert!(!queue.push(node_up("b:1"), 10));
+        assert_eq!(queue.events.len(), 2);
+    }
+
+    #[test]
+    fn a_forked_child_starts_its_own_delivery_and_drops_the_parents_events() {
+        let mut queue = Queue::default();
+        assert!(queue.push(node_up("a:1"), 10));
+        // Forked while the parent's job was queued: the child's first event starts a job.
+        assert!(queue.push(node_up("b:1"), 11));
+        assert_eq!(queue.events.len(), 1);
+        assert!(matches!(&queue.events[0], Event::NodeUp { node } if node == "b:1"));
+        assert!(!queue.push(node_up("c:1"), 11));
+    }
 }

@@ -6,6 +6,7 @@
 mod args;
 mod client;
 mod completion;
+mod compress;
 mod errors;
 mod events;
 mod fork;

@@ -3,17 +3,69 @@
 //! Exact `bytes` are stored raw (flags 0), exact `str` as UTF-8 (16), exact `int` as decimal
 //! (2), anything else pickled with the highest protocol (1). Subclasses are pickled so they
 //! come back as themselves. A value that cannot be decoded reads as a miss, logged.
+//!
+//! pylibmc (from 1.6) uses the same bits: it writes `int` as 4 (decimal) and `bool` as 2
+//! (`"0"`/`"1"`, which it reads back as an `int`, and so does this module); both read 2 and 4
+//! as integers. pylibmc before 1.6 stored `bool` under bit 16, which pylibmc 1.6, pymemcache and
+//! this module read as text: the README says what such a fleet must do.
+//!
+//! Every value goes through [`encode`] and [`decode`] with the client's [`Codec`], and so
+//! through zlib (`compress`): bit 8 is honoured on every read whatever the settings; writes
+//! are compressed when `min_compress_len` asks for it and the result is smaller.
 
 use elasticache_client::Item;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyInt, PyString};
 
+use crate::compress::{inflate, Compression, FLAG_ZLIB, GIL_RELEASE_LEN};
+
 pub const FLAG_BYTES: u32 = 0;
 pub const FLAG_PICKLE: u32 = 1 << 0;
 pub const FLAG_INTEGER: u32 = 1 << 1;
 pub const FLAG_LONG: u32 = 1 << 2;
 pub const FLAG_TEXT: u32 = 1 << 4;
+
+/// How a client turns values into stored bytes and back: a custom serde (pymemcache's
+/// `serialize`/`deserialize` interface; `None` for the format above) and zlib compression.
+#[derive(Debug)]
+pub struct Codec {
+    pub serde: Option<Py<PyAny>>,
+    pub compression: Compression,
+}
+
+impl Codec {
+    fn serde<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyAny>> {
+        self.serde.as_ref().map(|s| s.bind(py))
+    }
+
+    /// `encoded` compressed when the settings ask for it and zlib makes it smaller. A serde
+    /// that compressed it already (bit 8 set) is left alone.
+    fn compress<'py>(&self, py: Python<'py>, encoded: Encoded<'py>) -> PyResult<Encoded<'py>> {
+        if encoded.flags & FLAG_ZLIB != 0 {
+            return Ok(encoded);
+        }
+        let compressed = {
+            let data = encoded.bytes()?;
+            if !self.compression.applies_to(data.len()) {
+                return Ok(encoded);
+            }
+            let compression = self.compression;
+            if data.len() >= GIL_RELEASE_LEN {
+                py.detach(|| compression.compress(data))
+            } else {
+                compression.compress(data)
+            }
+        };
+        Ok(match compressed {
+            Some(data) => Encoded {
+                flags: encoded.flags | FLAG_ZLIB,
+                data: Data::Owned(data),
+            },
+            None => encoded,
+        })
+    }
+}
 
 /// A value ready to send: its flags and bytes, borrowed from Python objects where possible.
 pub struct Encoded<'py> {
@@ -50,9 +102,15 @@ fn highest_protocol(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     HIGHEST.import(py, "pickle", "HIGHEST_PROTOCOL")
 }
 
-/// Encodes `value` as pymemcache's `pickle_serde` does, or through a custom `serde` object with
-/// `serialize(key, value) -> (bytes, flags)`.
-pub fn encode<'py>(
+/// Encodes `value` as pymemcache's `pickle_serde` does, or through the codec's custom serde
+/// (`serialize(key, value) -> (bytes, flags)`), then compresses it if the codec says so.
+pub fn encode<'py>(value: &Bound<'py, PyAny>, key: &str, codec: &Codec) -> PyResult<Encoded<'py>> {
+    let py = value.py();
+    let encoded = serialize(value, key, codec.serde(py))?;
+    codec.compress(py, encoded)
+}
+
+fn serialize<'py>(
     value: &Bound<'py, PyAny>,
     key: &str,
     serde: Option<&Bound<'py, PyAny>>,
@@ -114,15 +172,40 @@ pub fn encode<'py>(
     })
 }
 
-/// Decodes a stored value; `None` when it cannot be decoded (logged, and read as a miss).
+/// Decodes a stored value, inflating it first when bit 8 says it is zlib (the serde then sees
+/// the flags without bit 8); `None` when it cannot be decoded (logged, and read as a miss).
 pub fn decode<'py>(
     py: Python<'py>,
     key: &str,
     flags: u32,
     data: &[u8],
-    serde: Option<&Bound<'py, PyAny>>,
+    codec: &Codec,
 ) -> Option<Bound<'py, PyAny>> {
-    let decoded = match serde {
+    let inflated;
+    let (flags, data) = if flags & FLAG_ZLIB != 0 {
+        let cap = codec.compression.inflated_cap;
+        let outcome = if data.len() >= GIL_RELEASE_LEN {
+            py.detach(|| inflate(data, cap))
+        } else {
+            inflate(data, cap)
+        };
+        match outcome {
+            Ok(bytes) => {
+                inflated = bytes;
+                (flags & !FLAG_ZLIB, inflated.as_slice())
+            }
+            Err(error) => {
+                log::warn!(
+                    "cannot decompress the value of {key:?} (flags {flags}): {error}; read as a \
+                     miss"
+                );
+                return None;
+            }
+        }
+    } else {
+        (flags, data)
+    };
+    let decoded = match codec.serde(py) {
         Some(serde) => serde.call_method1("deserialize", (key, PyBytes::new(py, data), flags)),
         None => decode_standard(py, flags, data),
     };
@@ -162,10 +245,10 @@ pub fn decode_or<'py>(
     py: Python<'py>,
     key: &str,
     item: Option<Item>,
-    serde: Option<&Bound<'py, PyAny>>,
+    codec: &Codec,
     default: Option<Py<PyAny>>,
 ) -> Bound<'py, PyAny> {
-    match item.and_then(|item| decode(py, key, item.flags, &item.data, serde)) {
+    match item.and_then(|item| decode(py, key, item.flags, &item.data, codec)) {
         Some(value) => value,
         None => default.map_or_else(|| py.None().into_bound(py), |d| d.into_bound(py)),
     }

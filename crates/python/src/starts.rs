@@ -18,7 +18,7 @@ use pyo3::IntoPyObjectExt;
 use crate::errors::IntoPyResult;
 use crate::keys::{make_keys, KeyMaker};
 use crate::operation::{driven, PyOperation};
-use crate::serde::{decode, decode_or, encode};
+use crate::serde::{decode, decode_or, encode, Codec};
 
 /// A Python object to carry into a conversion.
 type Object = Py<PyAny>;
@@ -27,15 +27,14 @@ pub fn get(
     client: &Arc<Client>,
     key: String,
     default: Option<Object>,
-    serde: Option<Object>,
+    codec: Arc<Codec>,
 ) -> PyResult<PyOperation> {
     let operation = client.start_get(key.clone()).py_result()?;
     Ok(driven(
         client,
         operation,
         move |py, _, found: ClientResult<Option<Item>>| {
-            let serde = serde.as_ref().map(|s| s.bind(py));
-            Ok(decode_or(py, &key, found.py_result()?, serde, default).unbind())
+            Ok(decode_or(py, &key, found.py_result()?, &codec, default).unbind())
         },
     ))
 }
@@ -53,9 +52,9 @@ pub fn store(
     key: String,
     value: &Bound<'_, PyAny>,
     exptime: i64,
-    serde: Option<&Bound<'_, PyAny>>,
+    codec: &Codec,
 ) -> PyResult<PyOperation> {
-    let encoded = encode(value, &key, serde)?;
+    let encoded = encode(value, &key, codec)?;
     let (flags, data) = (encoded.flags, encoded.bytes()?.to_vec());
     let operation = client
         .start_store(command, key, flags, data, exptime)
@@ -99,7 +98,7 @@ pub fn get_many(
     client: &Arc<Client>,
     maker: &KeyMaker,
     keys: &Bound<'_, PyAny>,
-    serde: Option<Object>,
+    codec: Arc<Codec>,
 ) -> PyResult<PyOperation> {
     let (made, originals) = make_keys(maker, keys)?;
     let originals: Vec<Object> = originals.into_iter().map(Bound::unbind).collect();
@@ -107,10 +106,9 @@ pub fn get_many(
     Ok(driven(client, operation, move |py, _, found| {
         let found = found.py_result()?;
         let result = PyDict::new(py);
-        let serde = serde.as_ref().map(|s| s.bind(py));
         found.try_for_each(|position, flags, data| {
             if let Some(original) = originals.get(position) {
-                if let Some(value) = decode(py, made.get(position), flags, data, serde) {
+                if let Some(value) = decode(py, made.get(position), flags, data, &codec) {
                     result.set_item(original.bind(py), value)?;
                 }
             }
@@ -125,7 +123,7 @@ pub fn set_many(
     maker: &KeyMaker,
     mapping: &Bound<'_, PyAny>,
     exptime: i64,
-    serde: Option<&Bound<'_, PyAny>>,
+    codec: &Codec,
 ) -> PyResult<PyOperation> {
     let mut items = ItemList::with_capacity(mapping.len().unwrap_or(0));
     let mut originals: Vec<Object> = Vec::with_capacity(mapping.len().unwrap_or(0));
@@ -134,7 +132,7 @@ pub fn set_many(
         let (original, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
         key.clear();
         maker.push(&mut key, &original)?;
-        let encoded = encode(&value, &key, serde)?;
+        let encoded = encode(&value, &key, codec)?;
         items.push(&key, encoded.flags, encoded.bytes()?);
         originals.push(original.unbind());
     }
@@ -177,7 +175,7 @@ pub fn get_or_lease(
     lease: u32,
     early_recompute: Option<u32>,
     default: Option<Object>,
-    serde: Option<Object>,
+    codec: Arc<Codec>,
 ) -> PyResult<PyOperation> {
     let operation = client
         .start_get_or_lease(key.clone(), lease, early_recompute)
@@ -187,8 +185,7 @@ pub fn get_or_lease(
         operation,
         move |py, _, leased: ClientResult<Leased>| {
             let leased = leased.py_result()?;
-            let serde = serde.as_ref().map(|s| s.bind(py));
-            let value = decode_or(py, &key, leased.item, serde, default);
+            let value = decode_or(py, &key, leased.item, &codec, default);
             to_object(py, (value, leased.won))
         },
     ))

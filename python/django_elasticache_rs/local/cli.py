@@ -6,7 +6,10 @@ started when it ends, whatever the reason.
 ``--tls`` serves everything over TLS (like ElastiCache in-transit encryption) with certificates
 made at start for the name ``localhost``, and prints where the CA certificate is and how to
 trust it; ``--require-client-cert`` (implies ``--tls``) makes the nodes require the printed
-client certificate."""
+client certificate.
+
+``python -m django_elasticache_rs.local ctl PORT COMMAND`` sends one command to a running
+cluster's control port (``PORT``, or ``host:port``) and prints the reply, without ``nc``."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import sys
 from types import FrameType, TracebackType
 
 from django_elasticache_rs.local.cluster import LocalCluster
-from django_elasticache_rs.local.control import ControlServer
+from django_elasticache_rs.local.control import HELP, ControlError, ControlServer, ask
 
 __all__ = ["main"]
 
@@ -34,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m django_elasticache_rs.local",
         description="Run a local ElastiCache-compatible cluster (memcached nodes behind a "
         "configuration endpoint) until interrupted.",
+        epilog="`python -m django_elasticache_rs.local ctl PORT COMMAND` sends a command (add, "
+        "remove, status, fault, endpoint, help) to a running cluster's control port.",
     )
     parser.add_argument("--nodes", type=int, default=3, help="nodes at start (default 3)")
     parser.add_argument(
@@ -150,14 +155,14 @@ def _announce(cluster: LocalCluster, control: ControlServer, args: argparse.Name
         }
         print(json.dumps(summary), flush=True)
         return
-    host, port = control.address.split(":")
+    port = control.address.rsplit(":", 1)[1]
     modes = [name for name, on in (("legacy mode", cluster.legacy), ("TLS", cluster.tls)) if on]
     mode = f" ({', '.join(modes)})" if modes else ""
     print(f"Local ElastiCache cluster{mode}: config version {cluster.version}")
     print(f"  configuration endpoint  {cluster.configuration_endpoint}")
     print(f"  nodes                   {' '.join(cluster.addresses)}")
     print(f"  control                 {control.address}")
-    print(f"      try: printf 'help\\nstatus\\nquit\\n' | nc {host} {port}")
+    print(f"      try: python -m django_elasticache_rs.local ctl {port} status")
     if cluster.tls:
         _announce_tls(cluster)
     print("\nUse it in your settings:\n")
@@ -201,8 +206,49 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error("--discovery-interval must not be negative")
 
 
+def _ctl_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m django_elasticache_rs.local ctl",
+        description="Send one command to a running local cluster's control port and print the "
+        "reply (exit status 1 if it answers ERROR or cannot be reached).",
+        epilog="commands: " + "; ".join(" ".join(line.split()[:1]) for line in HELP),
+    )
+    parser.add_argument("address", metavar="PORT", help="the control port, or host:port")
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER, help="the command and its arguments, e.g. add"
+    )
+    return parser
+
+
+def _ctl(argv: list[str]) -> int:
+    """``ctl PORT COMMAND...``: one command to the control port; 0 on ``OK``, else 1."""
+    parser = _ctl_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.error("give a command (try help)")
+    command = " ".join(args.command)
+    try:
+        reply = ask(args.address, command)
+    except ValueError as error:
+        parser.error(str(error))
+    except ControlError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: control port {args.address}: {error}", file=sys.stderr)
+        return 1
+    for line in reply:
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs the CLI; returns the exit status (0, or 1 if the cluster could not start)."""
+    """Runs the CLI; returns the exit status (0, or 1 if the cluster could not start, or for
+    ``ctl``, if the command failed)."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["ctl"]:
+        return _ctl(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     _validate(parser, args)

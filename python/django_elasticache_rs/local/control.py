@@ -1,5 +1,7 @@
 """The control interface of ``python -m django_elasticache_rs.local``: a line protocol on a
-127.0.0.1 TCP port, usable with ``nc``/``telnet`` or a few lines of any language.
+127.0.0.1 TCP port (the server, and :func:`ask`, its client), usable with
+``python -m django_elasticache_rs.local ctl PORT COMMAND``, ``nc``/``telnet`` or a few lines of
+any language.
 
 Send one command per line; each reply is zero or more lines of information followed by a last
 line that is either ``OK`` or ``ERROR <reason>``. Several commands per connection are fine;
@@ -26,11 +28,14 @@ empty lines are ignored; commands are case-insensitive.
 
 Example::
 
-    $ printf 'add\\nstatus\\n' | nc -q1 127.0.0.1 <control port>
+    $ python -m django_elasticache_rs.local ctl <control port> add
     added 127.0.0.1:40123
     version 2
+    $ printf 'add\\nstatus\\n' | nc -q1 127.0.0.1 <control port>
+    added 127.0.0.1:40124
+    version 3
     OK
-    version 2
+    version 3
     ...
 """
 
@@ -43,7 +48,7 @@ from django_elasticache_rs.local.cluster import LocalCluster
 from django_elasticache_rs.local.endpoint import parse_fault
 from django_elasticache_rs.local.server import ThreadedServer, read_lines
 
-__all__ = ["HELP", "ControlServer", "execute"]
+__all__ = ["HELP", "ControlError", "ControlServer", "ask", "execute"]
 
 HELP = [
     "help                 this list",
@@ -127,6 +132,38 @@ def execute(cluster: LocalCluster, line: str) -> list[str]:
     except Exception as error:  # reported to the client, which asked for it
         reason = " ".join(str(error).split()) or type(error).__name__
         return [f"ERROR {reason}"]
+
+
+class ControlError(RuntimeError):
+    """The control port answered ``ERROR <reason>`` (the reason is the message)."""
+
+
+#: How long :func:`ask` waits for a reply: ``add`` starts a memcached process first.
+ASK_TIMEOUT = 30.0
+
+
+def ask(address: str, command: str, *, timeout: float = ASK_TIMEOUT) -> list[str]:
+    """Sends one ``command`` to the control port at ``address`` (``"host:port"``, or a port on
+    127.0.0.1) and returns its reply's information lines (without the final ``OK``).
+
+    Raises :class:`ControlError` if the reply is ``ERROR <reason>``, ``OSError`` if the port
+    cannot be reached, closes early or does not answer within ``timeout`` seconds."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a port or host:port: {address!r}")
+    if "\n" in command or "\r" in command:
+        raise ValueError("one command, without line breaks")
+    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout) as conn:
+        conn.sendall(command.encode() + b"\nquit\n")
+        reply: list[str] = []
+        for raw in read_lines(conn):
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            if line == "OK":
+                return reply
+            if line.startswith("ERROR"):
+                raise ControlError(line.removeprefix("ERROR").strip())
+            reply.append(line)
+    raise ConnectionError(f"the control port at {address} closed before answering {command!r}")
 
 
 class ControlServer:

@@ -9,96 +9,10 @@ import json
 import time
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_elasticache_rs.backend import ElastiCache
-from django_elasticache_rs.exceptions import CacheError
-
-BACKEND = "django_elasticache_rs.backend.ElastiCache"
-
-
-def _number(stats: dict[str, str], name: str) -> int | None:
-    try:
-        return int(stats[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def _node(probe: dict[str, Any]) -> dict[str, Any]:
-    """One node's report: the probe, and the figures read out of its stats."""
-    stats: dict[str, str] | None = probe["stats"]
-    node: dict[str, Any] = {
-        "address": probe["node"],
-        "hostname": probe["hostname"],
-        "state": "up" if stats is not None and probe["down_for"] is None else "down",
-        "marked_down_for": probe["down_for"],
-        "round_trip": probe["round_trip"],
-        "error": probe["error"],
-    }
-    if stats is None:
-        return node
-    hits, misses = _number(stats, "get_hits"), _number(stats, "get_misses")
-    node.update(
-        version=stats.get("version"),
-        uptime=_number(stats, "uptime"),
-        curr_items=_number(stats, "curr_items"),
-        bytes=_number(stats, "bytes"),
-        limit_maxbytes=_number(stats, "limit_maxbytes"),
-        evictions=_number(stats, "evictions"),
-        hit_ratio=(
-            hits / (hits + misses)
-            if hits is not None and misses is not None and hits + misses
-            else None
-        ),
-        curr_connections=_number(stats, "curr_connections"),
-    )
-    return node
-
-
-def report(alias: str, cache: ElastiCache) -> dict[str, Any]:
-    """What ``manage.py elasticache`` says of one cache, as a dict (``--json`` prints it)."""
-    client = cache.client
-    endpoint = client.discovery_endpoint
-    entry: dict[str, Any] = {"alias": alias, "endpoint": endpoint}
-    try:
-        probes = client.probe()
-    except CacheError as error:
-        # No node to ask: with discovery, the endpoint did not answer the first time.
-        entry.update(mode="discovery" if endpoint else "static", error=str(error), nodes=[])
-        entry["config_version"] = client.config_version
-        return entry
-    version = client.config_version
-    if endpoint is not None and version is not None:
-        mode = "discovery"
-    elif len(probes) > 1:
-        mode = "static"
-    else:
-        mode = "single node"
-    entry.update(mode=mode, config_version=version, error=None, nodes=[_node(p) for p in probes])
-    return entry
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
-
-
-def _duration(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    if days:
-        return f"{days}d {hours}h"
-    return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m {rest % 60}s"
+from django_elasticache_rs.status import backend_aliases, duration, report, size
 
 
 def text(entry: dict[str, Any]) -> str:
@@ -135,9 +49,9 @@ def text(entry: dict[str, Any]) -> str:
                 node["state"],
                 f"{rtt * 1000:.2f} ms" if rtt is not None else "-",
                 node["version"],
-                _duration(node["uptime"]),
+                duration(node["uptime"]),
                 f"{node['curr_items']:,}" if node["curr_items"] is not None else "-",
-                f"{_size(node['bytes'])} / {_size(node['limit_maxbytes'])}",
+                f"{size(node['bytes'])} / {size(node['limit_maxbytes'])}",
                 f"{node['evictions']:,}" if node["evictions"] is not None else "-",
                 f"{ratio:.1%}" if ratio is not None else "-",
                 str(node["curr_connections"] if node["curr_connections"] is not None else "-"),
@@ -178,9 +92,7 @@ class Command(BaseCommand):
         parser.add_argument("aliases", nargs="*", help="only these caches (default: all)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        aliases = options["aliases"] or [
-            alias for alias, config in settings.CACHES.items() if config.get("BACKEND") == BACKEND
-        ]
+        aliases = options["aliases"] or backend_aliases()
         if not aliases:
             self.stderr.write("No cache uses django_elasticache_rs.backend.ElastiCache.")
             return

@@ -1,0 +1,208 @@
+//! zlib for values marked with flag 8, as pymemcache's `CompressedSerde` and pylibmc's
+//! `min_compress_len` write them: compression of writes when asked for, decompression of reads
+//! always, bounded so that a small value cannot inflate without limit (a decompression bomb).
+
+use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// The flag bit of a zlib-compressed value (pymemcache's `FLAG_COMPRESSED`, pylibmc's
+/// `PYLIBMC_FLAG_ZLIB`).
+pub const FLAG_ZLIB: u32 = 1 << 3;
+
+/// Most bytes a compressed value may inflate to when `max_value_length` is not set: the
+/// default `max_value_length` bounds what is stored, and a compressed value is meant to be
+/// larger than what it stores. Documented in the README.
+pub const DEFAULT_INFLATED_CAP: usize = 64 * 1024 * 1024;
+
+/// Values from this length are (de)compressed with the GIL released; smaller ones take a few
+/// microseconds, less than handing the GIL over and waiting to get it back under contention.
+pub const GIL_RELEASE_LEN: usize = 16 * 1024;
+
+/// The first output buffer of a decompression, before it has to grow (by doubling).
+const FIRST_INFLATE_BUFFER: usize = 16 * 1024;
+
+/// When and how writes are compressed, and how far reads may inflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    /// Values of at least this many bytes (as serialized) are compressed; 0: none are.
+    pub min_len: usize,
+    /// zlib's level, 1 (fastest) to 9 (smallest).
+    pub level: u32,
+    /// Most bytes a compressed value may inflate to (and most a value may have to be
+    /// compressed: a larger one could not be read back).
+    pub inflated_cap: usize,
+}
+
+/// Why a compressed value cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InflateError {
+    /// It would inflate past the cap (only the cap was ever allocated).
+    TooLarge { cap: usize },
+    /// It is not a whole zlib stream.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for InflateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InflateError::TooLarge { cap } => write!(
+                f,
+                "it inflates past {cap} bytes (max_value_length, or 64 MiB when unset)"
+            ),
+            InflateError::Corrupt(why) => write!(f, "it is not valid zlib data ({why})"),
+        }
+    }
+}
+
+impl Compression {
+    /// Whether a serialized value of `len` bytes is to be compressed.
+    pub fn applies_to(&self, len: usize) -> bool {
+        self.min_len != 0 && len >= self.min_len && len <= self.inflated_cap
+    }
+
+    /// The zlib form of `data` when it is smaller than `data`, else `None`. The output buffer
+    /// is never larger than `data`: compression stops as soon as it could not win.
+    pub fn compress(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(data.len());
+        let mut deflater = Compress::new(flate2::Compression::new(self.level), true);
+        match deflater.compress_vec(data, &mut out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) if out.len() < data.len() => Some(out),
+            _ => None,
+        }
+    }
+}
+
+/// Inflates the zlib stream `data`, refusing (before allocating more than `cap` + 1 bytes)
+/// one that would come to more than `cap` bytes.
+pub fn inflate(data: &[u8], cap: usize) -> Result<Vec<u8>, InflateError> {
+    let limit = cap.saturating_add(1);
+    let first = data
+        .len()
+        .saturating_mul(4)
+        .max(FIRST_INFLATE_BUFFER)
+        .min(limit);
+    let mut out = Vec::with_capacity(first);
+    let mut inflater = Decompress::new(true);
+    loop {
+        let consumed = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+        let rest = data.get(consumed..).unwrap_or_default();
+        let status = inflater
+            .decompress_vec(rest, &mut out, FlushDecompress::Finish)
+            .map_err(|error| InflateError::Corrupt(error.to_string()))?;
+        if out.len() > cap {
+            return Err(InflateError::TooLarge { cap });
+        }
+        if status == Status::StreamEnd {
+            return Ok(out);
+        }
+        if out.len() < out.capacity() {
+            // Room was left and the stream did not end: the input ran out first.
+            return Err(InflateError::Corrupt("truncated stream".to_owned()));
+        }
+        // Full: grow by doubling, to one byte past the cap at most (to see it overflow).
+        let target = out.capacity().saturating_mul(2).min(limit);
+        if target <= out.len() {
+            return Err(InflateError::TooLarge { cap });
+        }
+        out.reserve_exact(target - out.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Compression and its bounds with plain bytes (no Python), run by `cargo test`.
+    use super::*;
+
+    fn zlib(data: &[u8], level: u32) -> Vec<u8> {
+        let on = Compression {
+            min_len: 1,
+            level,
+            inflated_cap: usize::MAX,
+        };
+        on.compress(data).unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_keeps_only_a_smaller_form() {
+        let text = b"the same words again and again ".repeat(4000);
+        for level in 1..=9 {
+            let packed = zlib(&text, level);
+            assert!(packed.len() < text.len() / 10);
+            assert_eq!(inflate(&packed, text.len()).unwrap(), text);
+        }
+        let on = Compression {
+            min_len: 1,
+            level: 6,
+            inflated_cap: 1 << 20,
+        };
+        // Incompressible bytes: the form would be larger, so there is none.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                // xorshift64: bytes with no pattern zlib can use.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        assert_eq!(on.compress(&noise), None);
+        assert_eq!(on.compress(b""), None);
+    }
+
+    #[test]
+    fn applies_from_min_len_up_to_the_cap() {
+        let on = Compression {
+            min_len: 100,
+            level: 6,
+            inflated_cap: 1000,
+        };
+        assert!(!on.applies_to(99));
+        assert!(on.applies_to(100));
+        assert!(on.applies_to(1000));
+        assert!(!on.applies_to(1001));
+        let off = Compression { min_len: 0, ..on };
+        assert!(!off.applies_to(500));
+    }
+
+    #[test]
+    fn a_bomb_is_refused_at_the_cap() {
+        // 64 MiB of zeros compress to about 64 KiB.
+        let zeros = vec![0_u8; 64 << 20];
+        let bomb = zlib(&zeros, 9);
+        assert!(bomb.len() < 100 << 10);
+        drop(zeros);
+        assert_eq!(
+            inflate(&bomb, 1 << 20),
+            Err(InflateError::TooLarge { cap: 1 << 20 })
+        );
+        // Exactly at the cap is fine; one byte short is not.
+        let exact = zlib(&[7_u8; 5000], 6);
+        assert_eq!(inflate(&exact, 5000).unwrap().len(), 5000);
+        assert_eq!(
+            inflate(&exact, 4999),
+            Err(InflateError::TooLarge { cap: 4999 })
+        );
+    }
+
+    #[test]
+    fn corrupt_and_truncated_streams_are_refused() {
+        let packed = zlib(&b"abc".repeat(1000), 6);
+        assert!(matches!(
+            inflate(&packed[..packed.len() / 2], 1 << 20),
+            Err(InflateError::Corrupt(_))
+        ));
+        assert!(matches!(
+            inflate(b"not zlib at all", 1 << 20),
+            Err(InflateError::Corrupt(_))
+        ));
+        assert!(matches!(
+            inflate(b"", 1 << 20),
+            Err(InflateError::Corrupt(_))
+        ));
+        let mut flipped = packed.clone();
+        if let Some(byte) = flipped.get_mut(packed.len() / 2) {
+            *byte ^= 0x55;
+        }
+        assert!(inflate(&flipped, 1 << 20).is_err());
+    }
+}
