@@ -29,6 +29,7 @@ from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster, LocalNode
 from django_elasticache_rs.local.certs import make_certificates
 from tests.support.faults import classic_only_proxy
+from tests.support.raw import stored
 
 WORKER = Path(__file__).parent / "support" / "stampede_worker.py"
 # The longest a test waits for its processes (then it fails, it does not hang).
@@ -443,3 +444,16 @@ def test_an_async_waiter_leaves_the_loop_free(memcached: LocalNode) -> None:
         return await waiter
 
     assert asyncio.run(scenario()) == "theirs"
+
+
+def test_values_computed_under_a_lease_are_compressed_as_set_compresses_them(
+    memcached: LocalNode,
+) -> None:
+    prefix = uuid.uuid4().hex
+    options = {"discovery": "off", "min_compress_len": 1000}
+    cache = ElastiCache(memcached.address, {"KEY_PREFIX": prefix, "OPTIONS": options})
+    value = "compressible " * 1000
+    assert cache.get_or_set("big", lambda: value) == value
+    data, flags = stored(memcached.address, f"{prefix}:1:big")
+    assert flags & 8 and len(data) < len(value)
+    assert cache.get_or_set("big", lambda: "not this") == value
