@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use crate::shutdown::interpreter_running;
+use crate::shutdown;
 
 /// Most worker threads per process; more operations than this in flight wait their turn.
 const MAX_WORKERS: usize = 32;
@@ -193,11 +193,11 @@ pub fn complete_later<T: Send + 'static>(
     let future: Py<PyAny> = future.unbind();
     submit_py(Box::new(move || {
         let outcome = operation();
-        if !interpreter_running() {
+        let Some(_pass) = shutdown::enter() else {
             // Python is exiting: nobody awaits this any more, and it must not be entered.
             std::mem::forget((future, finish));
             return;
-        }
+        };
         Python::attach(move |py| {
             let result = finish(py, outcome);
             deliver(py, future.into_bound(py), result);

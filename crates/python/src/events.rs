@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::completion;
-use crate::shutdown::interpreter_running;
+use crate::shutdown;
 
 /// Events waiting for the callable, and whether a worker of this process is draining them.
 #[derive(Default)]
@@ -64,10 +64,7 @@ impl Delivery {
                     }
                 }
             };
-            if !interpreter_running() {
-                return;
-            }
-            Python::attach(|py| {
+            let delivered = shutdown::attach(|py| {
                 let delivered =
                     to_dict(py, &event).and_then(|dict| self.callback.call1(py, (dict,)).map(drop));
                 if let Err(error) = delivered {
@@ -75,6 +72,9 @@ impl Delivery {
                     error.write_unraisable(py, None);
                 }
             });
+            if delivered.is_none() {
+                return; // Python is exiting
+            }
         }
     }
 }

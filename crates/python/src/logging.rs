@@ -6,17 +6,19 @@
 use log::{LevelFilter, Log, Metadata, Record};
 use pyo3::prelude::*;
 
-use crate::shutdown::interpreter_running;
+use crate::shutdown;
 
 struct UntilShutdown(pyo3_log::Logger);
 
 impl Log for UntilShutdown {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        interpreter_running() && self.0.enabled(metadata)
+        // pyo3-log may take the GIL to read a logger's level.
+        shutdown::enter().is_some() && self.0.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if interpreter_running() {
+        // pyo3-log takes the GIL itself: the pass keeps exit waiting until it is done.
+        if let Some(_pass) = shutdown::enter() {
             self.0.log(record);
         }
     }

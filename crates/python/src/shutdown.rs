@@ -1,20 +1,63 @@
-//! Whether the interpreter is still running: native threads must not enter it once its
-//! `atexit` stage has begun (it is being finalized, and entering it would abort the thread).
+//! Keeps native threads out of the interpreter once it exits: a thread that takes the GIL
+//! after finalization has begun is ended by Python with `pthread_exit`, whose forced unwind
+//! through Rust frames aborts the whole process.
+//!
+//! Every entry from a thread of ours goes through [`attach`] (or holds an [`Inside`] pass while
+//! a library enters for it). The `atexit` hook closes the door and then waits, without the
+//! GIL, for the threads already past it to leave, so none is still on its way in when
+//! finalization begins.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
 static RUNNING: AtomicBool = AtomicBool::new(true);
+/// Threads past the door: they saw `RUNNING` and may be entering the interpreter.
+static INSIDE: AtomicUsize = AtomicUsize::new(0);
+/// How long exit waits for them. A pass is held only while a result is handed over, an event
+/// delivered or a record logged; a receiver that runs longer than this is not waited for.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// False once Python has started to exit.
 pub fn interpreter_running() -> bool {
-    RUNNING.load(Ordering::Acquire)
+    RUNNING.load(Ordering::SeqCst)
+}
+
+/// A thread's pass into the interpreter, given back on drop.
+pub struct Inside(());
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        INSIDE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A pass, unless Python is exiting. The count is raised before `RUNNING` is read and exit
+/// lowers `RUNNING` before it reads the count (both sequentially consistent), so either this
+/// thread sees the door closed or exit sees this thread inside and waits for it.
+pub fn enter() -> Option<Inside> {
+    INSIDE.fetch_add(1, Ordering::SeqCst);
+    let pass = Inside(());
+    interpreter_running().then_some(pass)
+}
+
+/// Runs `f` with the GIL, from a native thread, unless Python is exiting (then `None`).
+pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    let _pass = enter()?;
+    Some(Python::attach(f))
 }
 
 #[pyfunction]
-fn mark_exiting() {
-    RUNNING.store(false, Ordering::Release);
+fn mark_exiting(py: Python<'_>) {
+    RUNNING.store(false, Ordering::SeqCst);
+    // The threads inside may be waiting for the GIL this hook holds.
+    py.detach(|| {
+        let started = Instant::now();
+        while INSIDE.load(Ordering::SeqCst) > 0 && started.elapsed() < EXIT_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
 }
 
 /// Registers the `atexit` hook that marks the interpreter as exiting.
