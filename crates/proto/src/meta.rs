@@ -9,7 +9,7 @@
 
 use crate::encode::put_num;
 use crate::error::ReplyError;
-use crate::reply::{next_line, parse_decimal, Parse, MAX_VALUE_LEN_LIMIT};
+use crate::reply::{data_block, next_line, parse_decimal, Parse};
 
 /// The meta commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,30 +299,15 @@ pub fn parse_meta(buf: &[u8], max_value_len: usize) -> Result<Parse<MetaReply<'_
         .and_then(parse_decimal)
         .ok_or_else(|| ReplyError::malformed("bad VA line", line))?;
     let flags = parse_flags(tokens, line)?;
-    let limit = max_value_len.min(MAX_VALUE_LEN_LIMIT);
-    let too_large = ReplyError::ValueTooLarge { declared, limit };
-    let data_len = usize::try_from(declared)
-        .ok()
-        .filter(|len| *len <= limit)
-        .ok_or_else(|| too_large.clone())?;
-    let data_end = header_len
-        .checked_add(data_len)
-        .ok_or_else(|| too_large.clone())?;
-    let total = data_end.checked_add(2).ok_or(too_large)?;
-    if buf.len() < total {
-        return Ok(Parse::Incomplete(total));
-    }
-    if &buf[data_end..total] != b"\r\n" {
-        return Err(ReplyError::malformed(
-            "value data not followed by CRLF",
-            &buf[data_end..total],
-        ));
-    }
+    let (data, total) = match data_block(buf, header_len, declared, max_value_len)? {
+        Parse::Complete(data, total) => (data, total),
+        Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+    };
     Ok(Parse::Complete(
         MetaReply {
             status,
             flags,
-            data: Some(&buf[header_len..data_end]),
+            data: Some(data),
         },
         total,
     ))

@@ -194,6 +194,31 @@ pub fn parse_retrieval(
     if fields.next().is_some() {
         return Err(bad_header());
     }
+    let (data, total) = match data_block(buf, header_len, declared, max_value_len)? {
+        Parse::Complete(data, total) => (data, total),
+        Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+    };
+    Ok(Parse::Complete(
+        RetrievalItem::Value(Value {
+            key,
+            flags,
+            cas,
+            data,
+        }),
+        total,
+    ))
+}
+
+/// The data block of a value whose header line ends at `header_len` and declares `declared`
+/// bytes: the data and the length of header, data and CRLF. A length over `max_value_len` (or
+/// [`MAX_VALUE_LEN_LIMIT`]) is refused before its data arrives, and data not followed by CRLF
+/// is malformed. Shared by the text protocol's `VALUE` and the meta protocol's `VA`.
+pub(crate) fn data_block(
+    buf: &[u8],
+    header_len: usize,
+    declared: u64,
+    max_value_len: usize,
+) -> Result<Parse<&[u8]>, ReplyError> {
     let limit = max_value_len.min(MAX_VALUE_LEN_LIMIT);
     let too_large = ReplyError::ValueTooLarge { declared, limit };
     let data_len = usize::try_from(declared)
@@ -215,16 +240,7 @@ pub fn parse_retrieval(
             &buf[data_end..total],
         ));
     }
-    let data = &buf[header_len..data_end];
-    Ok(Parse::Complete(
-        RetrievalItem::Value(Value {
-            key,
-            flags,
-            cas,
-            data,
-        }),
-        total,
-    ))
+    Ok(Parse::Complete(&buf[header_len..data_end], total))
 }
 
 /// Runs `parse` but takes an error line the server sent in place of the reply (`SERVER_ERROR`,
