@@ -347,3 +347,22 @@ def test_the_native_constructor_names_the_bad_argument(
 def test_the_native_constructor_refuses_bad_addresses(server: str) -> None:
     with pytest.raises(ValueError, match="servers"):
         Client([server])
+
+
+def test_options_are_parsed_once_per_dict_and_again_when_it_changes() -> None:
+    """Django builds a backend object per thread (per request under gevent): the same
+    ``OPTIONS`` dict is validated once, and again once it is changed in place."""
+    options: dict[str, Any] = {"timeout": 0.5}
+    params = {"OPTIONS": options}
+    first = ElastiCache("127.0.0.1:11211", params)
+    second = ElastiCache("127.0.0.1:11211", params)
+    assert second._settings is first._settings
+    # The same dict for other servers is parsed for them.
+    assert ElastiCache("127.0.0.1:11212", params)._settings is not first._settings
+    options["timeout"] = "soon"
+    with pytest.raises(ImproperlyConfigured, match="timeout"):
+        ElastiCache("127.0.0.1:11211", params)
+    options["timeout"] = 0.25
+    changed = ElastiCache("127.0.0.1:11211", params)
+    assert changed._settings is not first._settings
+    assert dict(changed._settings.native)["timeout"] == 0.25

@@ -391,7 +391,30 @@ class Settings:
         }
 
 
+#: Settings already parsed, by ``OPTIONS`` dict and servers: Django builds a backend object per
+#: thread, and under gevent per greenlet (a request), and validating costs ~15 µs, as much as a
+#: ``get``. An entry holds its dict and a copy of it, so a dict changed in place (or a new one
+#: at a reused id) is parsed anew. Bounded: tests make new ``CACHES`` by the thousand.
+_PARSED: dict[tuple[int, tuple[str, ...]], tuple[dict[str, Any], dict[str, Any], Settings]] = {}
+_PARSED_MAX = 64
+
+
 def parse_options(options: Any, servers: Sequence[str]) -> Settings:
+    """``OPTIONS`` validated by ``_parse_options``, once per dict and servers (see ``_PARSED``)."""
+    if not isinstance(options, dict):
+        return _parse_options(options, servers)
+    key = (id(options), tuple(servers))
+    cached = _PARSED.get(key)
+    if cached is not None and cached[0] is options and cached[1] == options:
+        return cached[2]
+    settings = _parse_options(options, servers)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()  # atomic, unlike dropping one entry while other threads look
+    _PARSED[key] = (options, dict(options), settings)
+    return settings
+
+
+def _parse_options(options: Any, servers: Sequence[str]) -> Settings:
     """Validates ``OPTIONS`` for ``LOCATION``'s ``servers``: an unknown name, a value of the
     wrong type or out of range raises ``ImproperlyConfigured`` naming the option and what it
     accepts (an unknown name, with a suggestion).
