@@ -8,6 +8,13 @@ from typing import Any, Final, Literal, Protocol, final
 __all__ = [
     "BLOCK",
     "DONE",
+    "MAX_KEEPALIVE_SECONDS",
+    "MAX_LEASE_SECONDS",
+    "MAX_POOL_SIZE",
+    "MAX_RETRY_ATTEMPTS",
+    "MAX_SECONDS",
+    "MAX_VALUE_LENGTH",
+    "MIN_VALUE_LENGTH",
     "READ",
     "WAIT",
     "WRITE",
@@ -18,6 +25,19 @@ __all__ = [
 ]
 
 __version__: str
+
+# The bounds of the client's arguments (and so of OPTIONS).
+#: Every duration, in seconds.
+MAX_SECONDS: Final[float]
+#: ``socket_keepalive``'s idle time, in seconds (from 1).
+MAX_KEEPALIVE_SECONDS: Final[float]
+MAX_POOL_SIZE: Final[int]
+MAX_RETRY_ATTEMPTS: Final[int]
+#: ``max_value_length``: from ``MIN_VALUE_LENGTH`` to this (the protocol's hard limit, 1 GiB).
+MAX_VALUE_LENGTH: Final[int]
+MIN_VALUE_LENGTH: Final[int]
+#: A lease or early-recompute window, in seconds (memcached reads more as a Unix time).
+MAX_LEASE_SECONDS: Final[int]
 
 class _Serde(Protocol):
     """pymemcache's serde interface."""

@@ -21,12 +21,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_elasticache_rs import _green, signals
 from django_elasticache_rs._futures import run
-from django_elasticache_rs._native import Client, Operation
+from django_elasticache_rs._native import MAX_LEASE_SECONDS, Client, Operation
 from django_elasticache_rs.exceptions import CacheClientError
 from django_elasticache_rs.locks import FIRST_POLL, LONGEST_POLL, Lock
 from django_elasticache_rs.options import (
     DEFAULTS,
-    MAX_LEASE_SECONDS,
     Settings,
     Stampede,
     parse_key_prefix,

@@ -17,6 +17,16 @@ from typing import Any, Literal
 
 from django.core.exceptions import ImproperlyConfigured
 
+from django_elasticache_rs._native import MAX_KEEPALIVE_SECONDS as _MAX_KEEPALIVE_SECONDS
+from django_elasticache_rs._native import (
+    MAX_LEASE_SECONDS,
+    MAX_POOL_SIZE,
+    MAX_RETRY_ATTEMPTS,
+    MAX_SECONDS,
+    MAX_VALUE_LENGTH,
+    MIN_VALUE_LENGTH,
+)
+
 logger = logging.getLogger("django_elasticache_rs")
 
 #: Every accepted option and its default.
@@ -87,23 +97,10 @@ DEFAULTS: dict[str, Any] = {
 _IGNORED = {"socket_module", "lock_generator", "hasher"}
 
 
-#: Upper bound of every duration option, in seconds: a longer deadline or interval is a mistake
-#: (and past what the native client's clocks can add without overflowing).
-MAX_SECONDS = 86_400.0
-#: Linux refuses a TCP keepalive idle time over 32767 s (and under 1 s) at connect time.
-MAX_KEEPALIVE_SECONDS = 32_767
-#: More connections to one node than a host has ports is a typo.
-MAX_POOL_SIZE = 65_535
-#: ``retry_attempts`` beyond this would never mark a node down in practice.
-MAX_RETRY_ATTEMPTS = 1_000
-#: The protocol's hard limit on a value (``elasticache_proto::MAX_VALUE_LEN_LIMIT``, 1 GiB): a
-#: larger ``max_value_length`` would let a hostile reply make the client allocate without bound.
-MAX_VALUE_LENGTH_LIMIT = 1 << 30
-#: A smaller ``max_value_length`` would refuse most pickled values.
-MIN_VALUE_LENGTH = 1024
-#: The longest lease and early-recompute window, in seconds: memcached reads a TTL over 30
-#: days as a Unix time.
-MAX_LEASE_SECONDS = 60 * 60 * 24 * 30
+# The bounds of the options are the native client's (``crates/python/src/args.rs``, which says
+# why each is what it is): checked here first only to name the option in Django's terms.
+MAX_KEEPALIVE_SECONDS = int(_MAX_KEEPALIVE_SECONDS)
+MAX_VALUE_LENGTH_LIMIT = MAX_VALUE_LENGTH
 
 
 def parse_location(location: Any) -> list[str]:

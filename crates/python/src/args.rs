@@ -24,8 +24,21 @@ pub const MAX_VALUE_LENGTH: u64 = 1 << 30;
 /// A smaller `max_value_length` would refuse most pickled values.
 pub const MIN_VALUE_LENGTH: u64 = 1024;
 /// The longest lease and early-recompute window of get-or-lease, in seconds: memcached reads
-/// a TTL over 30 days as a Unix time (`options.py`'s `MAX_LEASE_SECONDS`).
+/// a TTL over 30 days as a Unix time.
 pub const MAX_LEASE_SECONDS: u64 = 60 * 60 * 24 * 30;
+
+/// Exports the bounds above to Python, where `options.py` checks `OPTIONS` against them (to
+/// name the option in Django's terms): one definition for both checks.
+pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add("MAX_SECONDS", MAX_SECONDS)?;
+    module.add("MAX_KEEPALIVE_SECONDS", KEEPALIVE_SECONDS.1)?;
+    module.add("MAX_POOL_SIZE", MAX_POOL_SIZE)?;
+    module.add("MAX_RETRY_ATTEMPTS", MAX_RETRY_ATTEMPTS)?;
+    module.add("MAX_VALUE_LENGTH", MAX_VALUE_LENGTH)?;
+    module.add("MIN_VALUE_LENGTH", MIN_VALUE_LENGTH)?;
+    module.add("MAX_LEASE_SECONDS", MAX_LEASE_SECONDS)?;
+    Ok(())
+}
 
 /// A number argument as given (an `int` or a `float`, not a `bool`). An `int` too large for a
 /// float becomes an infinity, so that the range check, which names the argument, refuses it.

@@ -26,6 +26,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install(module)?;
     fork::install(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    args::install(module)?;
     module.add_class::<client::PyClient>()?;
     module.add_class::<operation::PyOperation>()?;
     operation::install(module)?;
