@@ -32,8 +32,13 @@ def test_a_client_span_per_call_and_the_counters_as_metrics(
     memcached_cluster: LocalCluster,
 ) -> None:
     seen = run(memcached_cluster.addresses)
-    spans = seen["spans"]
+    spans, versioned = seen["spans"][:6], seen["spans"][6:]
     assert [span["name"] for span in spans] == ["set", "get", "get_many", "get", "get", "set"]
+    # A call's own version places its key: the span names that node.
+    assert [span["name"] for span in versioned] == ["set", "get"]
+    for span in versioned:
+        address = f"{span['attributes']['server.address']}:{span['attributes']['server.port']}"
+        assert address == seen["versioned_node"]
     assert all(span["kind"] == "CLIENT" for span in spans)
     assert all(span["attributes"]["db.system.name"] == "memcached" for span in spans)
     single = [span for span in spans if span["name"] != "get_many" and span["status"] == "UNSET"]

@@ -40,14 +40,29 @@ _METHODS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
+def _version_position(method: Callable[..., Any]) -> int | None:
+    """Where ``method`` takes ``version`` among its positional arguments (None: nowhere)."""
+    names = list(inspect.signature(method).parameters)
+    return names.index("version") if "version" in names else None
+
+
 def _attributes(
-    backend: Any, operation: str, keys: str | None, args: tuple[Any, ...]
+    backend: Any,
+    operation: str,
+    keys: str | None,
+    version_at: int | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> dict[str, Any]:
     attributes: dict[str, Any] = {"db.system.name": "memcached", "db.operation.name": operation}
     if keys == "key" and args:
+        # The call's own version places the key, as the call will.
+        version = kwargs.get("version")
+        if version is None and version_at is not None and len(args) > version_at:
+            version = args[version_at]
         try:
             node = backend._native.node_for(
-                backend._key(args[0], None), backend._prefix, backend.version
+                backend._key(args[0], version), backend._prefix, backend._version(version)
             )
         except Exception:  # an invalid key: the call itself raises it
             return attributes
@@ -65,11 +80,12 @@ def _attributes(
 def _traced(
     tracer: trace.Tracer, backend: Any, method: Callable[..., Any], operation: str, keys: str | None
 ) -> Callable[..., Any]:
+    version_at = _version_position(method)
     if inspect.iscoroutinefunction(method):
 
         @functools.wraps(method)
         async def traced_async(*args: Any, **kwargs: Any) -> Any:
-            attributes = _attributes(backend, operation, keys, args)
+            attributes = _attributes(backend, operation, keys, version_at, args, kwargs)
             with tracer.start_as_current_span(
                 operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=True
             ) as span:
@@ -84,7 +100,7 @@ def _traced(
 
     @functools.wraps(method)
     def traced(*args: Any, **kwargs: Any) -> Any:
-        attributes = _attributes(backend, operation, keys, args)
+        attributes = _attributes(backend, operation, keys, version_at, args, kwargs)
         with tracer.start_as_current_span(
             operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=True
         ) as span:

@@ -1,8 +1,8 @@
 """Run by ``tests/test_otel.py`` in a fresh interpreter (OpenTelemetry's providers are set
 once per process): ``python otel_app.py ADDRESS...``. Sets the SDK up with in-memory exporters
 as an application sets up its own, configures the backend with ``tracing`` and ``metrics``
-"opentelemetry", makes blocking and async calls (one failing), and prints one JSON line: the
-spans, and the metrics' data points."""
+"opentelemetry", makes blocking and async calls (one failing, two with another version), and
+prints one JSON line: the spans, and the metrics' data points."""
 
 from __future__ import annotations
 
@@ -64,10 +64,23 @@ for resource_metrics in data.resource_metrics if data else []:
             points[metric.name] = [
                 [dict(point.attributes or {}), point.value] for point in metric.data.data_points
             ]
+# Calls with a version other than the default (positional, then by keyword), on a key whose
+# node differs between the two versions: their spans must name the node the call used.
+native = cache._native  # type: ignore[attr-defined]
+prefix = cache._prefix  # type: ignore[attr-defined]
+version = next(
+    v
+    for v in range(2, 200)
+    if native.node_for("versioned", prefix, v) != native.node_for("versioned", prefix, 1)
+)
+cache.set("versioned", 1, None, version)
+assert cache.get("versioned", version=version) == 1
+
 print(
     json.dumps(
         {
             "failed": failed,
+            "versioned_node": native.node_for("versioned", prefix, version),
             "spans": [
                 {
                     "name": span.name,
