@@ -67,3 +67,13 @@ def test_license_files_match_the_license_expression() -> None:
     assert META.get_all("License-File") == ["LICENSE-MIT", "LICENSE-APACHE"]
     assert "Permission is hereby granted" in (ROOT / "LICENSE-MIT").read_text()
     assert "Version 2.0, January 2004" in (ROOT / "LICENSE-APACHE").read_text()
+
+
+def test_the_readme_links_work_on_pypi() -> None:
+    """The README is the package's description on PyPI, which shows it without the repository:
+    a relative link or image there leads nowhere."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert targets, "the README has no links: the pattern is wrong"
+    relative = [t for t in targets if not re.match(r"(https?://|#|mailto:)", t)]
+    assert not relative, f"relative links in README.md: {relative}"
