@@ -75,6 +75,11 @@ pub enum MetaFlag {
 
 /// Writes one flag, with the space before it.
 fn put_flag(out: &mut Vec<u8>, flag: MetaFlag) {
+    /// A flag's letter followed by its number.
+    fn tagged(out: &mut Vec<u8>, letter: u8, n: impl std::fmt::Display) {
+        out.push(letter);
+        put_num(out, n);
+    }
     out.push(b' ');
     match flag {
         MetaFlag::Value => out.push(b'v'),
@@ -83,34 +88,13 @@ fn put_flag(out: &mut Vec<u8>, flag: MetaFlag) {
         MetaFlag::ReturnCas => out.push(b'c'),
         MetaFlag::Quiet => out.push(b'q'),
         MetaFlag::Invalidate => out.push(b'I'),
-        MetaFlag::Vivify(ttl) => {
-            out.push(b'N');
-            put_num(out, ttl);
-        }
-        MetaFlag::Recache(ttl) => {
-            out.push(b'R');
-            put_num(out, ttl);
-        }
-        MetaFlag::Ttl(exptime) => {
-            out.push(b'T');
-            put_num(out, exptime);
-        }
-        MetaFlag::ClientFlags(flags) => {
-            out.push(b'F');
-            put_num(out, flags);
-        }
-        MetaFlag::CompareCas(cas) => {
-            out.push(b'C');
-            put_num(out, cas);
-        }
-        MetaFlag::Initial(value) => {
-            out.push(b'J');
-            put_num(out, value);
-        }
-        MetaFlag::Delta(delta) => {
-            out.push(b'D');
-            put_num(out, delta);
-        }
+        MetaFlag::Vivify(ttl) => tagged(out, b'N', ttl),
+        MetaFlag::Recache(ttl) => tagged(out, b'R', ttl),
+        MetaFlag::Ttl(exptime) => tagged(out, b'T', exptime),
+        MetaFlag::ClientFlags(flags) => tagged(out, b'F', flags),
+        MetaFlag::CompareCas(cas) => tagged(out, b'C', cas),
+        MetaFlag::Initial(value) => tagged(out, b'J', value),
+        MetaFlag::Delta(delta) => tagged(out, b'D', delta),
         MetaFlag::Mode(mode) => {
             out.push(b'M');
             out.push(match mode {
