@@ -11,8 +11,10 @@ Turned off, nothing is wrapped: the backend's methods are the plain ones.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -40,9 +42,10 @@ _METHODS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
-def _version_position(method: Callable[..., Any]) -> int | None:
-    """Where ``method`` takes ``version`` among its positional arguments (None: nowhere)."""
-    names = list(inspect.signature(method).parameters)
+def _version_position(function: Callable[..., Any]) -> int | None:
+    """Where a cache method takes ``version`` among its positional arguments, ``self`` left
+    out (None: nowhere)."""
+    names = list(inspect.signature(function).parameters)[1:]
     return names.index("version") if "version" in names else None
 
 
@@ -77,53 +80,60 @@ def _attributes(
     return attributes
 
 
-def _traced(
-    tracer: trace.Tracer, backend: Any, method: Callable[..., Any], operation: str, keys: str | None
-) -> Callable[..., Any]:
-    version_at = _version_position(method)
-    if inspect.iscoroutinefunction(method):
+@functools.cache
+def _tracer() -> trace.Tracer:
+    """This package's tracer, once per process (a proxy until the application sets its provider,
+    which it then follows)."""
+    from django_elasticache_rs import __version__
 
-        @functools.wraps(method)
-        async def traced_async(*args: Any, **kwargs: Any) -> Any:
-            attributes = _attributes(backend, operation, keys, version_at, args, kwargs)
-            with tracer.start_as_current_span(
-                operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=True
-            ) as span:
-                try:
-                    return await method(*args, **kwargs)
-                except Exception as error:
-                    span.set_attribute("error.type", type(error).__qualname__)
-                    span.set_status(Status(StatusCode.ERROR, str(error)))
-                    raise
+    return trace.get_tracer(_SCOPE, __version__)
+
+
+@contextlib.contextmanager
+def _span(operation: str, attributes: dict[str, Any]) -> Iterator[None]:
+    """A CLIENT span around one call; a failure sets its status and ``error.type``."""
+    with _tracer().start_as_current_span(
+        operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=True
+    ) as span:
+        try:
+            yield
+        except Exception as error:
+            span.set_attribute("error.type", type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, str(error)))
+            raise
+
+
+@functools.cache
+def _traced(cls: type, method_name: str, operation: str, keys: str | None) -> Callable[..., Any]:
+    """``cls``'s method wrapped in a span, built once per class and method and bound to each
+    backend object (under gevent Django builds one per request)."""
+    function = getattr(cls, method_name)
+    version_at = _version_position(function)
+    if inspect.iscoroutinefunction(function):
+
+        @functools.wraps(function)
+        async def traced_async(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            with _span(operation, _attributes(backend, operation, keys, version_at, args, kwargs)):
+                return await function(backend, *args, **kwargs)
 
         return traced_async
 
-    @functools.wraps(method)
-    def traced(*args: Any, **kwargs: Any) -> Any:
-        attributes = _attributes(backend, operation, keys, version_at, args, kwargs)
-        with tracer.start_as_current_span(
-            operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=True
-        ) as span:
-            try:
-                return method(*args, **kwargs)
-            except Exception as error:
-                span.set_attribute("error.type", type(error).__qualname__)
-                span.set_status(Status(StatusCode.ERROR, str(error)))
-                raise
+    @functools.wraps(function)
+    def traced(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        with _span(operation, _attributes(backend, operation, keys, version_at, args, kwargs)):
+            return function(backend, *args, **kwargs)
 
     return traced
 
 
 def instrument(backend: Any) -> None:
     """Wraps ``backend``'s cache methods (and their ``a*`` twins) in CLIENT spans."""
-    from django_elasticache_rs import __version__
-
-    tracer = trace.get_tracer(_SCOPE, __version__)
+    cls: type = type(backend)
     for name, operation, keys in _METHODS:
         for method_name in (name, f"a{name}"):
-            method = getattr(backend, method_name, None)
-            if method is not None:
-                setattr(backend, method_name, _traced(tracer, backend, method, operation, keys))
+            if hasattr(cls, method_name):
+                traced = _traced(cls, method_name, operation, keys)
+                setattr(backend, method_name, types.MethodType(traced, backend))
 
 
 def _clients() -> list[Any]:
