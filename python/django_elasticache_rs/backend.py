@@ -359,12 +359,6 @@ class ElastiCache(BaseCache):
             return super().get_or_set(key, default, timeout=timeout, version=version)
         early = self._early_recompute(stampede, early_recompute)
         made, v = self._key(key, version), self._version(version)
-        if not early:
-            # Without early recompute a hit needs no lease: the plain get, as cheap as get()'s
-            # (a miss then asks for the lease, one exchange more on the way to computing).
-            value = self._blocking.get(made, _MISSING, self._prefix, v)
-            if value is not _MISSING:
-                return value
         lease = stampede.lease
         value, won = self._blocking.get_or_lease(made, lease, early, _MISSING, self._prefix, v)
         if won or value is _MISSING:
@@ -568,11 +562,6 @@ class ElastiCache(BaseCache):
             return await super().aget_or_set(key, default, timeout=timeout, version=version)
         early = self._early_recompute(stampede, early_recompute)
         made, v = self._key(key, version), self._version(version)
-        if not early:
-            # As in get_or_set: a hit needs no lease.
-            value = await run(self._native_client.start_get(made, _MISSING, self._prefix, v))
-            if value is not _MISSING:
-                return value
         give_up = time.monotonic() + stampede.wait
         pause = FIRST_POLL
         while True:

@@ -267,9 +267,10 @@ pub struct Leased {
     pub won: bool,
 }
 
-/// Get-or-lease: `mg <key> v f [R<early>]`, then on a miss `mg <lease key> N<lease>` (the
-/// first caller is told `W`, the others `Z`); without meta commands `get <key>`, then `add` of
-/// the lease key (early recompute needs the TTL, which only `mg` tells).
+/// Get-or-lease: `get <key>` (`mg <key> v f R<early>` for early recompute), then on a miss
+/// `mg <lease key> N<lease>` (the first caller is told `W`, the others `Z`); without meta
+/// commands `add` of the lease key instead (and no early recompute: it needs the TTL, which
+/// only `mg` tells).
 ///
 /// A caller that wins the lease reads the key once more: its miss may have come just before
 /// another winner stored the value and ended its lease. If the value is there now, it ends the
@@ -379,9 +380,16 @@ impl Plan for LeasePlan {
 }
 
 impl LeasePlan {
+    /// Whether the key is read with `mg`: only for early recompute, which needs the time left
+    /// that only `mg` tells. Otherwise a plain `get`, the cheapest read (a hit costs what a
+    /// `get` does), even on a node that speaks meta: the lease needs `mg` only after a miss.
+    fn key_in_meta(&self, meta: bool) -> bool {
+        meta && self.early.is_some()
+    }
+
     /// `mg <key> v f [R<early>]`, or `get <key>`.
     fn read_key_request(&self, key: &str, meta: bool, early: Option<u32>, out: &mut Vec<u8>) {
-        if meta {
+        if self.key_in_meta(meta) {
             let mut flags = vec![MetaFlag::Value, MetaFlag::ReturnFlags];
             flags.extend(early.map(MetaFlag::Recache));
             proto::encode_meta(out, MetaCommand::Get, key.as_bytes(), &flags, b"");
@@ -391,7 +399,7 @@ impl LeasePlan {
     }
 
     fn read_key(&mut self, key: &str, meta: bool, buf: &[u8]) -> ParseResult<KeyRead> {
-        if meta {
+        if self.key_in_meta(meta) {
             let (reply, used) = match proto::parse_meta(buf, self.max_value_len)? {
                 Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
                 Parse::Complete(reply, used) => (reply, used),
