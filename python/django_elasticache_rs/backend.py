@@ -23,7 +23,7 @@ from django_elasticache_rs import _green, signals
 from django_elasticache_rs._futures import run
 from django_elasticache_rs._native import MAX_LEASE_SECONDS, Client, Operation
 from django_elasticache_rs.exceptions import CacheClientError
-from django_elasticache_rs.locks import FIRST_POLL, LONGEST_POLL, Lock
+from django_elasticache_rs.locks import Lock, pauses
 from django_elasticache_rs.options import (
     DEFAULTS,
     Settings,
@@ -361,12 +361,11 @@ class ElastiCache(BaseCache):
         made, v = self._key(key, version), self._version(version)
         lease = stampede.lease
         value, won = self._blocking.get_or_lease(made, lease, early, _MISSING, self._prefix, v)
-        if won or value is _MISSING:
-            give_up = time.monotonic() + stampede.wait
-            pause = FIRST_POLL
+        if not won and value is _MISSING:
+            # Another caller computes it: wait for its value, bounded.
+            give_up, waits = time.monotonic() + stampede.wait, pauses()
             while not won and value is _MISSING and time.monotonic() < give_up:
-                self._pause(pause)
-                pause = min(2 * pause, LONGEST_POLL)
+                self._pause(next(waits))
                 value, won = self._blocking.get_or_lease(
                     made, lease, early, _MISSING, self._prefix, v
                 )
@@ -562,8 +561,7 @@ class ElastiCache(BaseCache):
             return await super().aget_or_set(key, default, timeout=timeout, version=version)
         early = self._early_recompute(stampede, early_recompute)
         made, v = self._key(key, version), self._version(version)
-        give_up = time.monotonic() + stampede.wait
-        pause = FIRST_POLL
+        give_up, waits = time.monotonic() + stampede.wait, pauses()
         while True:
             operation = self._native_client.start_get_or_lease(
                 made, stampede.lease, early, _MISSING, self._prefix, v
@@ -573,8 +571,7 @@ class ElastiCache(BaseCache):
                 break
             if value is not _MISSING:
                 return value
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, LONGEST_POLL)
+            await asyncio.sleep(next(waits))
         leased = won and value is _MISSING
         try:
             # Called as Django's own aget_or_set calls it: not awaited.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,14 @@ __all__ = ["Lock"]
 #: costs few requests.
 FIRST_POLL = 0.002
 LONGEST_POLL = 0.05
+
+
+def pauses() -> Iterator[float]:
+    """The pauses between one wait's polls, in seconds (see ``FIRST_POLL``)."""
+    pause = FIRST_POLL
+    while True:
+        yield pause
+        pause = min(2 * pause, LONGEST_POLL)
 
 
 class Lock:
@@ -77,12 +86,11 @@ class Lock:
     def acquire(self, blocking: bool = True) -> bool:
         """Takes the lock, waiting for it (polling) unless ``blocking`` is false; returns
         whether it was taken."""
-        give_up, pause = self._give_up(blocking), FIRST_POLL
+        give_up, waits = self._give_up(blocking), pauses()
         while not self._cache.add(self._key, self._token, self._timeout, self._version):
             if time.monotonic() >= give_up:
                 return False
-            self._cache._pause(pause)
-            pause = min(2 * pause, LONGEST_POLL)
+            self._cache._pause(next(waits))
         self._held = True
         return True
 
@@ -104,12 +112,11 @@ class Lock:
 
     async def aacquire(self, blocking: bool = True) -> bool:
         """``acquire()`` for async code: the waits poll on the event loop."""
-        give_up, pause = self._give_up(blocking), FIRST_POLL
+        give_up, waits = self._give_up(blocking), pauses()
         while not await self._cache.aadd(self._key, self._token, self._timeout, self._version):
             if time.monotonic() >= give_up:
                 return False
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, LONGEST_POLL)
+            await asyncio.sleep(next(waits))
         self._held = True
         return True
 
