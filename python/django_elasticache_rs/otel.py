@@ -80,13 +80,17 @@ def _attributes(
     return attributes
 
 
-@functools.cache
-def _tracer() -> trace.Tracer:
-    """This package's tracer, once per process (a proxy until the application sets its provider,
-    which it then follows)."""
-    from django_elasticache_rs import __version__
+#: This package's tracer, fetched once per process (a proxy until the application sets its
+#: provider, which it then follows).
+_TRACERS: list[trace.Tracer] = []
 
-    return trace.get_tracer(_SCOPE, __version__)
+
+def _tracer() -> trace.Tracer:
+    if not _TRACERS:
+        from django_elasticache_rs import __version__
+
+        _TRACERS.append(trace.get_tracer(_SCOPE, __version__))
+    return _TRACERS[0]
 
 
 @contextlib.contextmanager
@@ -103,10 +107,20 @@ def _span(operation: str, attributes: dict[str, Any]) -> Iterator[None]:
             raise
 
 
-@functools.cache
+#: The span-wrapped methods, by class and method name: built once and bound to each backend
+#: object (under gevent Django builds one per request).
+_WRAPPED: dict[tuple[type, str], Callable[..., Any]] = {}
+
+
 def _traced(cls: type, method_name: str, operation: str, keys: str | None) -> Callable[..., Any]:
-    """``cls``'s method wrapped in a span, built once per class and method and bound to each
-    backend object (under gevent Django builds one per request)."""
+    """``cls``'s method wrapped in a span (see ``_WRAPPED``)."""
+    wrapped = _WRAPPED.get((cls, method_name))
+    if wrapped is None:
+        wrapped = _WRAPPED[cls, method_name] = _wrap(cls, method_name, operation, keys)
+    return wrapped
+
+
+def _wrap(cls: type, method_name: str, operation: str, keys: str | None) -> Callable[..., Any]:
     function = getattr(cls, method_name)
     version_at = _version_position(function)
     if inspect.iscoroutinefunction(function):
