@@ -1,13 +1,17 @@
 """``OPTIONS["metrics"] = "prometheus"``: the counters under ``elasticache_`` names, read at
 scrape time in one process, and summed over worker processes in prometheus_client's
-multiprocess mode (as gunicorn workers run), against real memcached."""
+multiprocess mode (as gunicorn workers run), against real memcached: one series per label set
+whatever the aliases on a node, and none for a node that left the cluster."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -92,3 +96,141 @@ def test_worker_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
         value for (name, labels), value in found.items() if name == "elasticache_requests_total"
     )
     assert count == requests
+
+
+def series(registry: CollectorRegistry) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Every sample's name and labels, as exported: twice if exported twice."""
+    text = generate_latest(registry).decode()
+    return [
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+def of_node(found: dict[Any, float], node: str) -> dict[Any, float]:
+    return {key: value for key, value in found.items() if ("node", node) in key[1]}
+
+
+def test_two_aliases_on_the_same_nodes_make_one_series_and_a_node_that_left_goes() -> None:
+    with LocalCluster(nodes=3) as cluster:
+        # Two aliases with OPTIONS of their own (two native clients) on the same nodes; no
+        # background discovery: each learns of the scale-in when told to ask.
+        first, second = (
+            ElastiCache(
+                cluster.configuration_endpoint,
+                {
+                    "OPTIONS": {
+                        "metrics": "prometheus",
+                        "discovery_interval": None,
+                        "timeout": timeout,
+                    }
+                },
+            )
+            for timeout in (1.0, 2.0)
+        )
+        keys = [f"alias-{i}" for i in range(30)]
+        first.set_many({key: key for key in keys[:20]})
+        assert len(first.get_many(keys)) == len(second.get_many(keys)) == 20
+        assert second.get(keys[0]) == keys[0]
+        exported = series(REGISTRY)
+        assert len(exported) == len(set(exported)), "a series exported twice"
+        found = samples(REGISTRY)
+        for node in cluster.addresses:
+            counted = [cache.metrics()["nodes"][node] for cache in (first, second)]
+            for outcome, field in (("hit", "hits"), ("miss", "misses")):
+                labels = (("node", node), ("outcome", outcome))
+                expected = sum(c[field] for c in counted)
+                assert found[("elasticache_lookups_total", labels)] == expected
+            requests = sum(sum(c["requests"].values()) for c in counted)
+            assert found[("elasticache_request_duration_seconds_count", (("node", node),))] == (
+                requests
+            )
+        removed = cluster.remove_node()
+        before = of_node(found, removed)
+        assert before[("elasticache_lookups_total", (("node", removed), ("outcome", "hit")))]
+
+        # Gone from one client, still in the other: the series keep what both counted (less
+        # would read as a counter reset, and count it all again).
+        first.client.refresh()
+        assert removed not in first.metrics()["nodes"] and removed in second.metrics()["nodes"]
+        assert of_node(samples(REGISTRY), removed) == before
+
+        # Gone from both: no series names it any more; the others are still there.
+        second.client.refresh()
+        assert removed not in second.metrics()["nodes"]
+        found = samples(REGISTRY)
+        assert of_node(found, removed) == {}
+        for node in cluster.addresses:
+            assert found[("elasticache_lookups_total", (("node", node), ("outcome", "hit")))]
+
+
+class Worker:
+    """``prometheus_worker.py --serve``: a worker process that stays up between commands."""
+
+    def __init__(self, endpoint: str, directory: Path) -> None:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER), "--serve", endpoint],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, command: str) -> Any:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], 60)
+        assert ready, f"the worker did not answer {command!r}"
+        line = self.process.stdout.readline()
+        assert line, f"the worker exited (status {self.process.wait()})"
+        return json.loads(line)
+
+    def exit(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        assert self.process.wait(timeout=60) == 0
+
+
+def test_multiprocess_a_node_that_left_goes_from_every_worker_also_exited_ones(
+    tmp_path: Path,
+) -> None:
+    with LocalCluster(nodes=3) as cluster:
+        # A worker that counts, then exits (gunicorn recycled it): its counts stay in the
+        # directory, as prometheus_client keeps them.
+        exited = Worker(cluster.configuration_endpoint, tmp_path)
+        counted = [exited.ask("traffic")]
+        exited.exit()
+        running = Worker(cluster.configuration_endpoint, tmp_path)
+        try:
+            counted.append(running.ask("traffic"))
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(tmp_path))
+            assert len(series(registry)) == len(set(series(registry)))
+            found = samples(registry)
+            for node in cluster.addresses:
+                for index, outcome in enumerate(("hit", "miss")):
+                    labels = (("node", node), ("outcome", outcome))
+                    expected = sum(c[node][index] for c in counted)
+                    assert found.get(("elasticache_lookups_total", labels), 0) == expected
+                # The histogram with every bucket, as prometheus_client's own writes it.
+                bounds = {
+                    dict(labels)["le"]
+                    for name, labels in found
+                    if name == "elasticache_request_duration_seconds_bucket"
+                    and ("node", node) in labels
+                }
+                assert len(bounds) == 15 and "+Inf" in bounds
+
+            removed = cluster.remove_node()
+            assert of_node(found, removed)
+            nodes = running.ask("refresh")
+            assert all(removed not in each for each in nodes.values())
+            after = samples(registry)
+        finally:
+            running.exit()
+    assert of_node(after, removed) == {}
+    for node in cluster.addresses:
+        assert of_node(after, node) == of_node(found, node)
