@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from django_elasticache_rs.backend import ElastiCache
-from django_elasticache_rs.local import LocalCluster
+from django_elasticache_rs.local import LocalCluster, LocalNode
 
 APP = Path(__file__).parent / "support" / "otel_app.py"
+FAILURE_APP = Path(__file__).parent / "support" / "otel_failure_app.py"
 
 
 def run(addresses: list[str]) -> Any:
@@ -75,3 +76,39 @@ def test_without_tracing_the_methods_are_the_plain_ones(memcached_cluster: Local
     cache = ElastiCache(memcached_cluster.addresses, {"OPTIONS": {"discovery": "off"}})
     assert cache.get.__func__ is ElastiCache.get  # type: ignore[attr-defined]
     assert cache.aget.__func__ is ElastiCache.aget  # type: ignore[attr-defined]
+
+
+def test_a_failed_call_records_its_error_type_but_never_the_message_naming_the_key(
+    memcached: LocalNode,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, str(FAILURE_APP), memcached.address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # The exceptions raised name the key (Django's message for incr of a missing key, the
+    # invalid key's): what the spans must leave out.
+    assert seen["raised"] == [
+        ["ValueError", "Key 'secret-key-name' not found"],
+        ["ValueError", "Key 'secret-key-name' not found"],
+        ["InvalidKeyError", seen["raised"][2][1]],
+    ]
+    assert "secret key name" in seen["raised"][2][1]
+    failed = [span for span in seen["spans"] if span["status"] == "ERROR"]
+    assert [span["name"] for span in failed] == ["incr", "incr", "get"]
+    for span, error_type in zip(
+        failed, ("ValueError", "ValueError", "InvalidKeyError"), strict=True
+    ):
+        assert span["attributes"]["error.type"] == error_type
+        assert span["description"] == error_type
+        [event] = span["events"]
+        assert event["name"] == "exception"
+        assert event["attributes"]["exception.type"].endswith(error_type)
+        assert "exception.message" not in event["attributes"]
+        assert event["attributes"]["exception.stacktrace"].rstrip().endswith(error_type)
+    # Nowhere in any span: status, attributes, events.
+    assert "secret" not in json.dumps(seen["spans"])

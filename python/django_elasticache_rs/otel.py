@@ -5,7 +5,8 @@ client's counters as OpenTelemetry metrics (``OPTIONS["metrics"] = "opentelemetr
 Spans follow the database semantic conventions: ``db.system.name`` ``memcached``,
 ``db.operation.name`` (``get``, ``set``, ``get_many``, ...), ``server.address`` and
 ``server.port`` of the node for single-key calls, ``db.operation.batch.size`` for multi-key
-ones; a failure sets the span's status and ``error.type``. No key or value is recorded.
+ones; a failure sets the span's status and ``error.type`` and adds an ``exception`` event, with
+the exception's type but never its message (which may name a key). No key or value is recorded.
 Turned off, nothing is wrapped: the backend's methods are the plain ones.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -95,16 +97,42 @@ def _tracer() -> trace.Tracer:
 
 @contextlib.contextmanager
 def _span(operation: str, attributes: dict[str, Any]) -> Iterator[None]:
-    """A CLIENT span around one call; a failure sets its status and ``error.type``."""
+    """A CLIENT span around one call; a failure sets its status and ``error.type`` and adds an
+    ``exception`` event, none with the exception's message: a cache error's message may name
+    the key (``Key 'x' not found``, an invalid key's), and spans must not carry keys. So the
+    SDK records neither the exception nor the status itself (it would put ``str(error)`` in
+    both)."""
     with _tracer().start_as_current_span(
-        operation, kind=SpanKind.CLIENT, attributes=attributes, record_exception=True
+        operation,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         try:
             yield
         except Exception as error:
-            span.set_attribute("error.type", type(error).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, str(error)))
+            name = type(error).__qualname__
+            span.set_attribute("error.type", name)
+            span.set_status(Status(StatusCode.ERROR, name))
+            span.add_event("exception", _exception_attributes(error))
             raise
+
+
+def _exception_attributes(error: BaseException) -> dict[str, str]:
+    """The semantic conventions' ``exception`` event attributes, without ``exception.message``:
+    the type, as the SDK names it, and the stack trace's frames (code, not values) with the
+    type alone on its last line where Python writes the message."""
+    cls = type(error)
+    module = cls.__module__
+    full_name = (
+        f"{module}.{cls.__qualname__}" if module and module != "builtins" else cls.__qualname__
+    )
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    return {
+        "exception.type": full_name,
+        "exception.stacktrace": f"Traceback (most recent call last):\n{frames}{full_name}\n",
+    }
 
 
 #: The span-wrapped methods, by class and method name: built once and bound to each backend
