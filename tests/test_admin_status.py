@@ -1,10 +1,12 @@
-"""The admin status page in a real browser (headless Chromium): staff only; every node of a
-discovered cluster with memcached's stats and this process's counters; a frozen node said
-plainly. The page is served by a Django project of its own (``tests/support/admin_site``) in
-a subprocess, as a deployment would serve it."""
+"""The admin status page in a real browser (headless Chromium): staff only, as the admin site's
+own ``has_permission`` decides (a hardened site's too); every node of a discovered cluster with
+memcached's stats and this process's counters; a frozen node said plainly. The page is served
+by a Django project of its own (``tests/support/admin_site``) in a subprocess, as a deployment
+would serve it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,10 +43,25 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture
 def site(cluster: LocalCluster, tmp_path: Path) -> Iterator[str]:
     """The admin site's base URL, served by a subprocess until the test ends."""
+    with serving(cluster, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def two_factor_site(cluster: LocalCluster, tmp_path: Path) -> Iterator[str]:
+    """The same with a hardened default admin site: its ``has_permission`` refuses staff users
+    without a second factor (``tests/support/admin_site/two_factor.py``)."""
+    with serving(cluster, tmp_path, admin_site="two-factor") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(cluster: LocalCluster, tmp_path: Path, **extra: str) -> Iterator[str]:
     config = {
         "location": cluster.configuration_endpoint,
         "database": str(tmp_path / "admin.sqlite3"),
         "users": {"staff": "operator", "visitor": "visitor", "password": PASSWORD},
+        **extra,
     }
     env = {**os.environ, "ADMIN_SITE": json.dumps(config), "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
@@ -111,6 +128,26 @@ def test_a_visitor_who_is_not_staff_is_refused(site: str, browser: WebDriver) ->
     )
     assert "staff account" in note[0].text
     assert "/admin/login/" in browser.current_url
+    assert not browser.find_elements(By.CSS_SELECTOR, "#cache-default")
+
+
+def test_a_hardened_admin_site_refusing_a_staff_user_keeps_the_page_from_them(
+    two_factor_site: str, browser: WebDriver
+) -> None:
+    # The default admin site is one whose has_permission wants a second factor: the staff user
+    # logs in, but the page applies the site's own rule, as every admin page does.
+    log_in(browser, two_factor_site, "operator")
+    refused = "You are authenticated as operator, but are not authorized"
+    WebDriverWait(browser, WAIT).until(
+        lambda b: refused in b.page_source or b.find_elements(By.ID, "cache-default")
+    )
+    assert refused in browser.page_source
+    assert "/admin/login/" in browser.current_url
+    assert "next=/admin/elasticache/" in browser.current_url
+    assert not browser.find_elements(By.CSS_SELECTOR, "#cache-default")
+    # Asked again directly: sent back to the login.
+    browser.get(f"{two_factor_site}/admin/elasticache/")
+    WebDriverWait(browser, WAIT).until(lambda b: "/admin/login/" in b.current_url)
     assert not browser.find_elements(By.CSS_SELECTOR, "#cache-default")
 
 

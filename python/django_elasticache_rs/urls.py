@@ -1,5 +1,6 @@
-"""URLs of the admin status page, for staff users only (the view sends anyone else to the
-admin's login): include them under the admin's prefix, before ``admin.site.urls``::
+"""URLs of the admin status page, for those the default admin site lets in (the view applies
+its ``admin_view`` at each request and sends anyone else to the admin's login): include them
+under the admin's prefix, before ``admin.site.urls``::
 
     path("admin/elasticache/", include("django_elasticache_rs.urls")),
     path("admin/", admin.site.urls),

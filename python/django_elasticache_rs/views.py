@@ -1,16 +1,14 @@
 """The admin status page: every cache using the backend, its nodes with memcached's own
-``stats`` and this process's client counters, for staff users (see ``urls``)."""
+``stats`` and this process's client counters, for those the admin site lets in (see ``urls``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.views.decorators.cache import never_cache
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.status import backend_aliases, client_counters, duration, report, size
@@ -65,12 +63,19 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
     return entry
 
 
-@never_cache
-@staff_member_required
 def status(request: HttpRequest) -> HttpResponse:
-    """The page, for active staff users (anyone else is sent to the admin's login). Each load
-    asks every node for its ``stats`` (one exchange per node, as ``manage.py elasticache``
-    does)."""
+    """The page, for those the admin site lets in (anyone else is sent to its login): the
+    default admin site's own ``admin_view`` decides, so a site whose ``has_permission`` wants
+    more than ``is_staff`` (a two-factor admin's) keeps the page as it keeps its own. The site
+    is looked up here, at each request, not at import: ``admin.site`` is the configured default
+    site (``AdminConfig.default_site``), known once apps are ready, and the module must import
+    without the admin installed (stubtest imports every module)."""
+    return admin.site.admin_view(_status)(request)
+
+
+def _status(request: HttpRequest) -> HttpResponse:
+    """The page itself. Each load asks every node for its ``stats`` (one exchange per node, as
+    ``manage.py elasticache`` does)."""
     refresh = _refresh(request)
     context = {
         **admin.site.each_context(request),

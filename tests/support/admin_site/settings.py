@@ -10,7 +10,11 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "tests.support.admin_site.urls"
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    (
+        "tests.support.admin_site.two_factor.TwoFactorAdminConfig"
+        if SITE.get("admin_site") == "two-factor"
+        else "django.contrib.admin"
+    ),
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
