@@ -1,6 +1,8 @@
 """``manage.py elasticache`` against a local cluster: the endpoint, mode and configuration
 version, every node's state, round trip and stats; a node that does not answer and an
-endpoint that does not answer said plainly; ``--json`` and ``--watch``."""
+endpoint that does not answer said plainly; ``--json`` and ``--watch`` (never under a
+second); an alias that is not ours refused plainly; what a server sends shown without the
+control characters a terminal would act on."""
 
 from __future__ import annotations
 
@@ -8,14 +10,19 @@ import io
 import json
 import os
 import signal
+import socket
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from django_elasticache_rs.local import LocalCluster, LocalNode
+from django_elasticache_rs.management.commands import elasticache as elasticache_command
+from django_elasticache_rs.status import report
+from tests.support.faults import LoopbackServer
 
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
 
@@ -93,12 +100,130 @@ def test_an_endpoint_that_does_not_answer_is_said_so(cluster: LocalCluster) -> N
     assert report["nodes"] == [] and report["error"]
 
 
-def test_watch_redraws_the_given_number_of_times(cluster: LocalCluster) -> None:
+def test_watch_redraws_the_given_number_of_times(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pauses between reports are recorded rather than slept.
+    slept: list[float] = []
+    monkeypatch.setattr(elasticache_command, "time", SimpleNamespace(sleep=slept.append))
     caches = {"default": {"BACKEND": BACKEND, "LOCATION": cluster.addresses[0]}}
-    out, _ = run("--json", "--watch", "0.01", "--count", "3", **caches)
+    out, _ = run("--json", "--watch", "1.5", "--count", "3", **caches)
     reports = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert len(reports) == 3
     assert all(report[0]["mode"] == "single node" for report in reports)
+    assert slept == [1.5, 1.5]
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "0.5", "nan", "inf"])
+def test_watch_under_a_second_or_not_finite_is_refused(
+    memcached: LocalNode, monkeypatch: pytest.MonkeyPatch, seconds: str
+) -> None:
+    # 0 asked every node for its stats in a loop; a negative interval crashed in time.sleep
+    # after the first report. (Pauses recorded, not slept: the code before the check slept.)
+    slept: list[float] = []
+    monkeypatch.setattr(elasticache_command, "time", SimpleNamespace(sleep=slept.append))
+    caches = {"default": {"BACKEND": BACKEND, "LOCATION": memcached.address}}
+    out = io.StringIO()
+    with (
+        override_settings(CACHES=caches),
+        pytest.raises(CommandError, match="--watch must be at least 1 second"),
+    ):
+        call_command("elasticache", "--watch", seconds, "--count", "2", stdout=out)
+    assert out.getvalue() == "" and slept == []
+    with override_settings(CACHES=caches), pytest.raises(CommandError, match="--count"):
+        call_command("elasticache", "--watch", "1", "--count", "0", stdout=out)
+
+
+def test_an_alias_that_is_not_one_of_ours_is_a_command_error(memcached: LocalNode) -> None:
+    caches = {
+        "default": {"BACKEND": BACKEND, "LOCATION": memcached.address},
+        "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+    with pytest.raises(CommandError, match=r"Cache 'local' does not use .*those that do: default"):
+        run("local", **caches)
+    with pytest.raises(CommandError, match="No cache 'missing' in CACHES"):
+        run("default", "missing", **caches)
+    # Ours still reports.
+    assert "single node" in run("default", **caches)[0]
+
+
+class ScriptedNode(LoopbackServer):
+    """A fake memcached that answers ``stats`` and ``version`` with the bytes given (what a
+    hostile or broken server could send), and anything else with ``ERROR``."""
+
+    def __init__(self, stats: bytes, version: bytes) -> None:
+        self.stats, self.version = stats, version
+        super().__init__()
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        pending = b""
+        while data := conn.recv(65536):
+            pending += data
+            while b"\r\n" in pending:
+                line, pending = pending.split(b"\r\n", 1)
+                if line.startswith(b"stats"):
+                    conn.sendall(self.stats)
+                elif line.startswith(b"version"):
+                    conn.sendall(self.version)
+                else:
+                    conn.sendall(b"ERROR\r\n")
+
+
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def test_control_characters_a_server_sends_are_shown_escaped() -> None:
+    # Clear the screen, set the terminal's title, ring the bell: in a node's version, and in
+    # the error message of a node that refuses stats.
+    hostile = b"\x1b[2J\x1b]0;owned\x07"
+    versioned = ScriptedNode(
+        b"STAT pid 1\r\nSTAT version 1.6.0" + hostile + b"\r\nSTAT uptime 5\r\nEND\r\n",
+        b"VERSION 1.6.0" + hostile + b"\r\n",
+    )
+    refusing = ScriptedNode(b"SERVER_ERROR no" + hostile + b"\r\n", b"VERSION 1.6.0\r\n")
+    try:
+        caches = {
+            "default": {
+                "BACKEND": BACKEND,
+                "LOCATION": [versioned.address, refusing.address],
+                "OPTIONS": {"discovery": "off"},
+            }
+        }
+        text, _ = run(**caches)
+        dumped, _ = run("--json", **caches)
+        with override_settings(CACHES=caches):
+            from django.core.cache import caches as handler
+
+            # The report the admin page renders, as well.
+            shared = report("default", handler["default"])  # type: ignore[arg-type]
+    finally:
+        versioned.stop()
+        refusing.stop()
+    shown = "\\x1b[2J\\x1b]0;owned\\x07"
+    assert not any(c in text for c in "\x1b\x07")
+    [versioned_line] = [line for line in text.splitlines() if versioned.address in line]
+    assert f"1.6.0{shown}" in versioned_line
+    [refusing_line] = [line for line in text.splitlines() if refusing.address in line]
+    assert f"no{shown}" in refusing_line
+    # JSON escapes control characters anyway; its text is the report's, the same as shown.
+    [entry] = json.loads(dumped)
+    nodes = {node["address"]: node for node in entry["nodes"]}
+    assert nodes[versioned.address]["version"] == f"1.6.0{shown}"
+    assert nodes[refusing.address]["error"].endswith(f"no{shown}")
+    texts = ("address", "hostname", "version", "error")
+    assert [{k: n.get(k) for k in texts} for n in entry["nodes"]] == [
+        {k: n.get(k) for k in texts} for n in shared["nodes"]
+    ]
+    assert all(value.isprintable() for value in strings(shared))
 
 
 def test_without_a_cache_using_the_backend_it_says_so() -> None:

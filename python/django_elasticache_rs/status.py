@@ -19,6 +19,21 @@ def backend_aliases() -> list[str]:
     return [alias for alias, config in settings.CACHES.items() if config.get("BACKEND") == BACKEND]
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal or a browser would act on rather than show
+    (escape sequences, bell, backspace, bidirectional overrides, line separators: what
+    ``str.isprintable`` refuses) written as its escape (``\\x1b``, ``\\u202e``). For text a
+    server supplied (its version, hostnames, error messages): a node or a configuration
+    endpoint must not be able to redraw an operator's terminal or rearrange the admin page."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else printable(value)
+
+
 def _number(stats: dict[str, str], name: str) -> int | None:
     try:
         return int(stats[name])
@@ -30,18 +45,18 @@ def _node(probe: dict[str, Any]) -> dict[str, Any]:
     """One node's report: the probe, and the figures read out of its stats."""
     stats: dict[str, str] | None = probe["stats"]
     node: dict[str, Any] = {
-        "address": probe["node"],
-        "hostname": probe["hostname"],
+        "address": printable(probe["node"]),
+        "hostname": printable(probe["hostname"]),
         "state": "up" if stats is not None and probe["down_for"] is None else "down",
         "marked_down_for": probe["down_for"],
         "round_trip": probe["round_trip"],
-        "error": probe["error"],
+        "error": _text(probe["error"]),
     }
     if stats is None:
         return node
     hits, misses = _number(stats, "get_hits"), _number(stats, "get_misses")
     node.update(
-        version=stats.get("version"),
+        version=_text(stats.get("version")),
         uptime=_number(stats, "uptime"),
         curr_items=_number(stats, "curr_items"),
         bytes=_number(stats, "bytes"),
@@ -58,15 +73,19 @@ def _node(probe: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(alias: str, cache: ElastiCache) -> dict[str, Any]:
-    """What ``manage.py elasticache`` says of one cache, as a dict (``--json`` prints it)."""
+    """What ``manage.py elasticache`` says of one cache, as a dict (``--json`` prints it, the
+    admin page shows it). Its text is ``printable``: the terminal, the page and JSON give the
+    same."""
     client = cache.client
     endpoint = client.discovery_endpoint
-    entry: dict[str, Any] = {"alias": alias, "endpoint": endpoint}
+    entry: dict[str, Any] = {"alias": printable(alias), "endpoint": _text(endpoint)}
     try:
         probes = client.probe()
     except CacheError as error:
         # No node to ask: with discovery, the endpoint did not answer the first time.
-        entry.update(mode="discovery" if endpoint else "static", error=str(error), nodes=[])
+        entry.update(
+            mode="discovery" if endpoint else "static", error=printable(str(error)), nodes=[]
+        )
         entry["config_version"] = client.config_version
         return entry
     version = client.config_version

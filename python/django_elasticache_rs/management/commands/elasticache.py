@@ -6,13 +6,19 @@ follow a scale event live."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import caches
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_elasticache_rs.status import backend_aliases, duration, report, size
+from django_elasticache_rs.status import BACKEND, backend_aliases, duration, report, size
+
+#: The shortest ``--watch`` interval (seconds): each report asks every node for its ``stats``,
+#: and an interval of 0 would do so in a loop.
+MIN_WATCH = 1.0
 
 
 def text(entry: dict[str, Any]) -> str:
@@ -81,23 +87,35 @@ class Command(BaseCommand):
             "--watch",
             type=float,
             metavar="SECONDS",
-            help="redraw every SECONDS seconds (to follow a scale event); Ctrl-C stops",
+            help="redraw every SECONDS seconds, at least 1 (to follow a scale event); Ctrl-C stops",
         )
         parser.add_argument(
             "--count",
             type=int,
             metavar="N",
-            help="with --watch: stop after N reports",
+            help="with --watch: stop after N reports (at least 1)",
         )
         parser.add_argument("aliases", nargs="*", help="only these caches (default: all)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        aliases = options["aliases"] or backend_aliases()
+        # Checked here rather than by argparse types: call_command's keyword options skip them.
+        watch: float | None = options["watch"]
+        if watch is not None and not (math.isfinite(watch) and watch >= MIN_WATCH):
+            raise CommandError(
+                f"--watch must be at least {MIN_WATCH:g} second (each report asks every node "
+                f"for its stats), not {watch:g}"
+            )
+        count: int | None = options["count"]
+        if count is not None and count < 1:
+            raise CommandError(f"--count must be at least 1, not {count}")
+        ours = backend_aliases()
+        for alias in options["aliases"]:
+            if alias not in ours:
+                raise CommandError(_not_ours(alias, ours))
+        aliases = options["aliases"] or ours
         if not aliases:
             self.stderr.write("No cache uses django_elasticache_rs.backend.ElastiCache.")
             return
-        watch: float | None = options["watch"]
-        count: int | None = options["count"]
         shown = 0
         while True:
             entries = [report(alias, caches[alias]) for alias in aliases]  # type: ignore[arg-type]
@@ -111,3 +129,12 @@ class Command(BaseCommand):
             if watch is None or (count is not None and shown >= count):
                 return
             time.sleep(watch)  # the redraw interval the operator asked for
+
+
+def _not_ours(alias: str, ours: list[str]) -> str:
+    """Why ``alias`` cannot be reported on (``repr``: whatever was typed, shown as typed)."""
+    if alias not in settings.CACHES:
+        why = f"No cache {alias!r} in CACHES"
+    else:
+        why = f"Cache {alias!r} does not use {BACKEND}"
+    return why + (f" (those that do: {', '.join(ours)})" if ours else "")
