@@ -191,13 +191,14 @@ def test_early_recompute_as_an_argument(memcached: LocalNode) -> None:
     cache = backend(memcached.address)
     cache.set("k", "old", 1000)
     assert cache.get_or_set("k", lambda: "new", 1000) == "old"
-    # 1000 s left is inside a 2000 s window: the first caller refreshes it.
-    assert cache.get_or_set("k", lambda: "new", 1000, early_recompute=2000) == "new"
-    # The new value is inside the window too: another client wins its refresh...
+    # 1000 s left is inside a 2000 s window (capped at the 1500 s timeout less a second): the
+    # first caller refreshes it.
+    assert cache.get_or_set("k", lambda: "new", 1500, early_recompute=2000) == "new"
+    # The new value is inside a 2000 s window: another client wins its refresh...
     start = cache._native_client.start_get_or_lease
     assert start("k", 10, 2000, None, cache._prefix, 1).wait() == ("new", True)
     # ...and everyone else keeps being served the current value meanwhile.
-    assert cache.get_or_set("k", lambda: "newer", 1000, early_recompute=2000) == "new"
+    assert cache.get_or_set("k", lambda: "newer", 1500, early_recompute=2000) == "new"
     with pytest.raises(ValueError, match="early_recompute"):
         cache.get_or_set("k", lambda: 1, early_recompute=-1)
 

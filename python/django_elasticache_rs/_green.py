@@ -90,10 +90,23 @@ class GreenClient:
         default: Any,
         prefix: str | None,
         version: Any,
+        *,
+        token: bytes | None = None,
+        undecodable: Any = None,
+        take: bool = False,
     ) -> tuple[Any, bool]:
-        leased: tuple[Any, bool] = run(
-            self._client.start_get_or_lease(key, lease, early_recompute, default, prefix, version)
+        operation = self._client.start_get_or_lease(
+            key,
+            lease,
+            early_recompute,
+            default,
+            prefix,
+            version,
+            token=token,
+            undecodable=undecodable,
+            take=take,
         )
+        leased: tuple[Any, bool] = run(operation)
         return leased
 
     def contains(self, key: Any, prefix: str | None, version: Any) -> bool:

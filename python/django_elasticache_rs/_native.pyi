@@ -21,6 +21,7 @@ __all__ = [
     "Client",
     "Operation",
     "__version__",
+    "lease_token",
     "murmur3_32",
 ]
 
@@ -47,6 +48,10 @@ class _Serde(Protocol):
 
 def murmur3_32(text: str) -> int:
     """murmur3 x86 32-bit (seed 0) as pymemcache computes it (low byte of each code point)."""
+
+def lease_token() -> bytes:
+    """A fresh token for a lease (``get_or_lease(..., token=)``): unique per call and
+    process."""
 
 #: ``Operation.advance()``: the result is ready.
 DONE: Final = 0
@@ -268,6 +273,10 @@ class Client:
         default: Any = None,
         prefix: str | None = None,
         version: Any = None,
+        *,
+        token: bytes | None = None,
+        undecodable: Any = None,
+        take: bool = False,
     ) -> tuple[Any, bool]:
         """``start_get_or_lease``, blocking: ``(value, won)``."""
     def start_get_or_lease(
@@ -278,15 +287,22 @@ class Client:
         default: Any = None,
         prefix: str | None = None,
         version: Any = None,
+        *,
+        token: bytes | None = None,
+        undecodable: Any = None,
+        take: bool = False,
     ) -> Operation:
         """Get-or-lease (stampede protection); the result is ``(value, won)``, ``value`` being
-        ``default`` on a miss and ``won`` saying whether this caller computes the value (the
-        lease on a miss, for ``lease`` seconds; an early recompute on a hit with fewer than
-        ``early_recompute`` seconds left, on nodes with meta commands)."""
+        ``default`` on a miss (``undecodable``, when given, for a value found that cannot be
+        decoded) and ``won`` saying whether this caller computes the value (the lease on a
+        miss, for ``lease`` seconds, held with ``token`` (a fresh one when not given); an early
+        recompute on a hit with fewer than ``early_recompute`` seconds left, on nodes with meta
+        commands). With ``take``, only the lease is asked for: the key is not read."""
     def start_release_lease(
-        self, key: Any, prefix: str | None = None, version: Any = None
+        self, key: Any, token: bytes, prefix: str | None = None, version: Any = None
     ) -> Operation:
-        """Ends a lease won with ``start_get_or_lease``; the result says whether there was one."""
+        """Ends the lease won with ``start_get_or_lease`` and ``token``, if it still holds that
+        token; the result says whether it did."""
     def start_ttl(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
         """The seconds ``key`` has left: ``None`` when it never expires, 0 when it is missing.
         Needs meta commands on the key's node (else ``CacheClientError``)."""
@@ -301,11 +317,22 @@ class Client:
     ) -> Operation:
         """``incr`` that creates a missing counter holding ``initial`` (returned as is),
         atomically across clients; without ``initial``, ``None`` for a missing counter."""
+    def start_acquire(
+        self,
+        key: Any,
+        token: bytes,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> Operation:
+        """Stores ``token`` (raw bytes, flags 0) under ``key`` if it holds nothing; the result
+        says whether it did (a lock's acquire). A cache failure raises, ``ignore_exc`` or
+        not."""
     def start_delete_if(
         self, key: Any, token: bytes, prefix: str | None = None, version: Any = None
     ) -> Operation:
         """Deletes ``key`` only while it holds exactly ``token``; the result says whether it
-        did."""
+        did. A cache failure raises, ``ignore_exc`` or not."""
     def probe(self) -> list[dict[str, Any]]:
         """Each node asked in turn (for operators' tools): ``node``, ``hostname``,
         ``down_for``, ``round_trip`` (seconds or ``None``), ``stats`` (or ``None``) and

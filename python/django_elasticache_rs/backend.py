@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import numbers
 import threading
@@ -21,8 +22,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_elasticache_rs import _green, signals
 from django_elasticache_rs._futures import run
-from django_elasticache_rs._native import MAX_LEASE_SECONDS, Client, Operation
-from django_elasticache_rs.exceptions import CacheClientError
+from django_elasticache_rs._native import MAX_LEASE_SECONDS, Client, Operation, lease_token
+from django_elasticache_rs.exceptions import CacheClientError, CacheError
 from django_elasticache_rs.locks import Lock, pauses
 from django_elasticache_rs.options import (
     DEFAULTS,
@@ -43,6 +44,16 @@ _MAX_UNIX_TIME = 2**31 - 1
 
 #: What a get-or-lease gives for a miss: never a cached value.
 _MISSING = object()
+#: What a get-or-lease gives for a value found that cannot be decoded (a pickle of a class
+#: renamed since, a corrupt or oversized compressed value): a miss to this caller, who then
+#: asks for the lease at once rather than waiting for a computation nobody is doing.
+_UNDECODABLE = object()
+
+logger = logging.getLogger("django_elasticache_rs")
+
+#: Lease releases running after their ``aget_or_set`` was cancelled (kept until done: the loop
+#: holds tasks only weakly).
+_releasing: set[asyncio.Task[None]] = set()
 
 _clients: dict[tuple[tuple[str, ...], Settings], Client] = {}
 _clients_lock = threading.Lock()
@@ -323,12 +334,16 @@ class ElastiCache(BaseCache):
         else:
             time.sleep(seconds)
 
-    def _early_recompute(self, stampede: Stampede, early_recompute: int | None) -> int:
+    def _early_recompute(
+        self, stampede: Stampede, early_recompute: int | None, timeout: Any
+    ) -> int:
         """The early-recompute window of a protected ``get_or_set`` (0: off): the argument's, or
-        the option's."""
+        the option's, at most the value's own timeout less a second. A window as long as the
+        timeout would win a recompute at every read of a value just stored: caching would
+        stop; capped, a value is served for at least a second before it is refreshed."""
         if early_recompute is None:
-            return stampede.early_recompute or 0
-        if (
+            window = stampede.early_recompute or 0
+        elif (
             isinstance(early_recompute, bool)
             or not isinstance(early_recompute, int)
             or not 0 <= early_recompute <= MAX_LEASE_SECONDS
@@ -337,7 +352,17 @@ class ElastiCache(BaseCache):
                 "early_recompute must be None (the option's), 0 (off) or whole seconds up to "
                 f"{MAX_LEASE_SECONDS}, not {early_recompute!r}"
             )
-        return early_recompute
+        else:
+            window = early_recompute
+        if not window:
+            return 0
+        exptime = self.get_backend_timeout(timeout)
+        if exptime == 0:
+            return window  # never expires: memcached never reports it within a window
+        if exptime < 0:
+            return 0  # expired at once: nothing to refresh
+        lifetime = exptime if exptime <= _MAX_RELATIVE_EXPIRY else exptime - int(time.time())
+        return max(min(window, lifetime - 1), 0)
 
     def get_or_set(
         self,
@@ -351,26 +376,36 @@ class ElastiCache(BaseCache):
         """Django's ``get_or_set``. With a callable ``default`` and stampede protection on (the
         default), one caller across every process sharing the cluster computes a missing value
         while the others wait for it (at most ``OPTIONS["stampede_wait"]`` seconds, then compute
-        it themselves); with ``early_recompute`` (seconds, or ``OPTIONS["early_recompute"]``),
-        one caller refreshes a value that close to its expiry while the others keep getting the
-        current one. See the README's "Stampede protection"."""
+        it themselves); with ``early_recompute`` (seconds, or ``OPTIONS["early_recompute"]``;
+        at most ``timeout`` less a second), one caller refreshes a value that close to its expiry
+        while the others keep getting the current one. A value that cannot be decoded is a
+        miss. See the README's "Stampede protection"."""
         stampede = self._settings.stampede
         if stampede is None or not callable(default):
             return super().get_or_set(key, default, timeout=timeout, version=version)
-        early = self._early_recompute(stampede, early_recompute)
-        made, v = self._key(key, version), self._version(version)
-        lease = stampede.lease
-        value, won = self._blocking.get_or_lease(made, lease, early, _MISSING, self._prefix, v)
-        if not won and value is _MISSING:
+        early = self._early_recompute(stampede, early_recompute, timeout)
+        made, v, prefix = self._key(key, version), self._version(version), self._prefix
+        lease, token, ask = stampede.lease, lease_token(), self._blocking.get_or_lease
+        value, won = ask(
+            made, lease, early, _MISSING, prefix, v, token=token, undecodable=_UNDECODABLE
+        )
+        give_up: float | None = None
+        while not won:
+            if value is _UNDECODABLE:
+                # A miss to this caller: ask for the lease at once, without reading the key.
+                value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, take=True)
+                continue
+            if value is not _MISSING:
+                return value
             # Another caller computes it: wait for its value, bounded.
-            give_up, waits = time.monotonic() + stampede.wait, pauses()
-            while not won and value is _MISSING and time.monotonic() < give_up:
-                self._pause(next(waits))
-                value, won = self._blocking.get_or_lease(
-                    made, lease, early, _MISSING, self._prefix, v
-                )
-        if not won and value is not _MISSING:
-            return value
+            if give_up is None:
+                give_up, waits = time.monotonic() + stampede.wait, pauses()
+            if time.monotonic() >= give_up:
+                break
+            self._pause(next(waits))
+            value, won = ask(
+                made, lease, early, _MISSING, prefix, v, token=token, undecodable=_UNDECODABLE
+            )
         # Won (the lease, or an early recompute), or waited long enough: compute it here.
         leased = won and value is _MISSING
         try:
@@ -379,8 +414,17 @@ class ElastiCache(BaseCache):
         finally:
             if leased:
                 # Stored (or failed): the next miss may be computed at once.
-                self._drive(self._native_client.start_release_lease(made, self._prefix, v))
+                self._release_lease(made, token, v)
         return value
+
+    def _release_lease(self, made: Any, token: bytes, version: int) -> None:
+        """Ends this caller's lease (its token only). A failure is logged, never raised: the
+        value is computed and the lease runs out by itself, and an exception here would hide
+        the computation's own."""
+        try:
+            self._drive(self._native_client.start_release_lease(made, token, self._prefix, version))
+        except CacheError as error:
+            logger.warning("a stampede lease could not be released: %s", type(error).__name__)
 
     def ttl(self, key: Any, version: int | None = None) -> int | None:
         """Seconds ``key`` has left: ``None`` when it never expires, 0 when it is not in the
@@ -555,32 +599,75 @@ class ElastiCache(BaseCache):
         *,
         early_recompute: int | None = None,
     ) -> Any:
-        """``get_or_set`` for async code: the waits poll on the event loop, never blocking it."""
+        """``get_or_set`` for async code: the waits poll on the event loop, never blocking it.
+        Cancelled, it ends the lease it may have won (in the background)."""
         stampede = self._settings.stampede
         if stampede is None or not callable(default):
             return await super().aget_or_set(key, default, timeout=timeout, version=version)
-        early = self._early_recompute(stampede, early_recompute)
-        made, v = self._key(key, version), self._version(version)
-        give_up, waits = time.monotonic() + stampede.wait, pauses()
+        early = self._early_recompute(stampede, early_recompute, timeout)
+        made, v, prefix = self._key(key, version), self._version(version), self._prefix
+        lease, token, start = stampede.lease, lease_token(), self._native_client.start_get_or_lease
+        give_up: float | None = None
+        take = False
         while True:
-            operation = self._native_client.start_get_or_lease(
-                made, stampede.lease, early, _MISSING, self._prefix, v
+            operation = start(
+                made,
+                lease,
+                early,
+                _MISSING,
+                prefix,
+                v,
+                token=token,
+                undecodable=_UNDECODABLE,
+                take=take,
             )
-            value, won = await run(operation)
-            if won or (value is _MISSING and time.monotonic() >= give_up):
+            try:
+                value, won = await run(operation)
+            except asyncio.CancelledError:
+                # The lease may be won on the server already, its answer never read: end it
+                # (the token is this call's, so nobody else's lease is touched).
+                self._release_later(made, token, v)
+                raise
+            if won:
                 break
+            if value is _UNDECODABLE:
+                # A miss to this caller: ask for the lease at once, without reading the key.
+                take = True
+                continue
             if value is not _MISSING:
                 return value
+            take = False
+            if give_up is None:
+                give_up, waits = time.monotonic() + stampede.wait, pauses()
+            if time.monotonic() >= give_up:
+                break
             await asyncio.sleep(next(waits))
         leased = won and value is _MISSING
         try:
             # Called as Django's own aget_or_set calls it: not awaited.
             value = default()
             await self.aset(key, value, timeout, version)
-        finally:
+        except BaseException:
             if leased:
-                await run(self._native_client.start_release_lease(made, self._prefix, v))
+                # In the background: a cancelled task must not wait on the cache, and the
+                # error is the caller's to see, not the release's.
+                self._release_later(made, token, v)
+            raise
+        if leased:
+            await self._arelease_lease(made, token, v)
         return value
+
+    async def _arelease_lease(self, made: Any, token: bytes, version: int) -> None:
+        """``_release_lease`` for async code."""
+        try:
+            await run(self._native_client.start_release_lease(made, token, self._prefix, version))
+        except CacheError as error:
+            logger.warning("a stampede lease could not be released: %s", type(error).__name__)
+
+    def _release_later(self, made: Any, token: bytes, version: int) -> None:
+        task = asyncio.ensure_future(self._arelease_lease(made, token, version))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
 
     async def attl(self, key: Any, version: int | None = None) -> int | None:
         seconds: int | None = await run(

@@ -4,11 +4,18 @@ Held while its key holds this lock's token: taken with ``add`` (so one holder at
 released by deleting the key only while it still holds the token (so a holder whose lock
 expired and was taken by another never releases the other's), and gone by itself after
 ``timeout`` seconds if its holder never releases it (a process that died).
+
+The token is stored as raw bytes, whatever ``serde`` and compression the cache uses, and a
+failure of the cache is always an error here, ``ignore_exc`` or not: a lock never answers
+"held by someone else" when the cache could not be asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import numbers
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,12 +23,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from django_elasticache_rs._futures import run
-from django_elasticache_rs.exceptions import LockNotAcquiredError
+from django_elasticache_rs.exceptions import CacheError, LockNotAcquiredError
 
 if TYPE_CHECKING:
     from django_elasticache_rs.backend import ElastiCache
 
 __all__ = ["Lock"]
+
+logger = logging.getLogger("django_elasticache_rs")
 
 #: The pauses between polls while waiting for a lock or for a value another caller computes:
 #: short at first (both are often quick), doubling up to the longest, so that a long wait
@@ -41,9 +50,15 @@ def pauses() -> Iterator[float]:
 class Lock:
     """A lock on ``key``: ``with cache.lock("report"):`` or ``async with cache.lock(...)``.
 
-    ``timeout``: seconds the lock lasts if never released (Django's timeout rules; ``None``
-    never expires). ``blocking_timeout``: the longest ``acquire()`` waits for it (``None``: as
-    long as it takes); entering the block raises ``LockNotAcquiredError`` once it is exceeded.
+    ``timeout``: seconds the lock lasts if never released, at least 1 (memcached counts whole
+    seconds: a shorter timeout would store an item that has already expired, which the next
+    ``add`` replaces, so two holders would both acquire); ``None`` never expires.
+    ``blocking_timeout``: the longest ``acquire()`` waits for it (``None``: as long as it
+    takes); entering the block raises ``LockNotAcquiredError`` once it is exceeded.
+
+    A failure of the cache (a node down, a timeout) raises the cache's error from ``acquire``
+    and ``release`` at once, whatever ``ignore_exc`` says; leaving a ``with`` block whose body
+    raised, a failed release is logged and the body's exception goes on.
     """
 
     def __init__(
@@ -61,6 +76,17 @@ class Lock:
         ):
             raise ValueError(
                 f"blocking_timeout must be None or seconds >= 0, not {blocking_timeout!r}"
+            )
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, numbers.Real)
+            or math.isnan(timeout)
+            or timeout < 1
+        ):
+            raise ValueError(
+                f"a lock's timeout must be None (never expires) or at least 1 second, not "
+                f"{timeout!r}: memcached counts whole seconds, and a shorter lock would already "
+                "have expired for the next caller"
             )
         self._cache = cache
         self._key = key
@@ -87,7 +113,7 @@ class Lock:
         """Takes the lock, waiting for it (polling) unless ``blocking`` is false; returns
         whether it was taken."""
         give_up, waits = self._give_up(blocking), pauses()
-        while not self._cache.add(self._key, self._token, self._timeout, self._version):
+        while not self._cache._drive(self._acquire_operation()):
             if time.monotonic() >= give_up:
                 return False
             self._cache._pause(next(waits))
@@ -96,10 +122,21 @@ class Lock:
 
     def release(self) -> bool:
         """Releases the lock if this object still holds it; returns whether it did (``False``
-        when it expired meanwhile, whoever holds it now)."""
+        when it expired meanwhile, whoever holds it now). Raises the cache's error when the
+        node could not be asked."""
         self._held = False
         released: bool = self._cache._drive(self._release_operation())
         return released
+
+    def _acquire_operation(self) -> Any:
+        cache = self._cache
+        return cache._native_client.start_acquire(
+            cache._key(self._key, self._version),
+            self._token,
+            cache.get_backend_timeout(self._timeout),
+            cache._prefix,
+            cache._version(self._version),
+        )
 
     def _release_operation(self) -> Any:
         cache = self._cache
@@ -113,7 +150,7 @@ class Lock:
     async def aacquire(self, blocking: bool = True) -> bool:
         """``acquire()`` for async code: the waits poll on the event loop."""
         give_up, waits = self._give_up(blocking), pauses()
-        while not await self._cache.aadd(self._key, self._token, self._timeout, self._version):
+        while not await run(self._acquire_operation()):
             if time.monotonic() >= give_up:
                 return False
             await asyncio.sleep(next(waits))
@@ -142,7 +179,12 @@ class Lock:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.release()
+        try:
+            self.release()
+        except CacheError as failure:
+            if error is None:
+                raise
+            self._log_failed_release(failure)
 
     async def __aenter__(self) -> Lock:
         if not await self.aacquire():
@@ -155,4 +197,18 @@ class Lock:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self.arelease()
+        try:
+            await self.arelease()
+        except CacheError as failure:
+            if error is None:
+                raise
+            self._log_failed_release(failure)
+
+    def _log_failed_release(self, failure: CacheError) -> None:
+        # The body's exception is the one the caller must see; the lock expires by itself.
+        # The key is left out: keys can carry personal data.
+        logger.warning(
+            "a lock could not be released (%s: %s); it expires after its timeout",
+            type(failure).__name__,
+            failure,
+        )

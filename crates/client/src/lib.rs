@@ -51,13 +51,13 @@ pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{Command, Cursor, Failed, Interest, Operation, Progress, Reading, Share};
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
-pub use meta::{lease_key, Initial, Leased, Ttl};
+pub use meta::{lease_key, lease_token, Initial, LeaseRequest, Leased, Ttl, LEASE_PREFIX};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};
 pub use starts::{
-    CountOperation, CounterOperation, DeleteIfOperation, DeleteManyOperation, DeleteOperation,
-    FlushAllOperation, GetManyOperation, GetOperation, LeaseOperation, ReleaseOperation,
-    SetManyOperation, StoreOperation, TouchOperation, TtlOperation,
+    AcquireOperation, CountOperation, CounterOperation, DeleteIfOperation, DeleteManyOperation,
+    DeleteOperation, FlushAllOperation, GetManyOperation, GetOperation, LeaseOperation,
+    ReleaseOperation, SetManyOperation, StoreOperation, TouchOperation, TtlOperation,
 };
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};

@@ -111,6 +111,9 @@ pub struct MetaOne<P: Plan> {
     /// Why the plan could not run on the node (found out by the probe).
     refused: Option<Error>,
     output: Option<P::Output>,
+    /// Whether a failure is always the caller's to see, `ignore_exc` or not: a lock must never
+    /// take "the cache could not be asked" for "someone else holds it".
+    strict: bool,
 }
 
 impl<P: Plan> MetaOne<P> {
@@ -123,6 +126,15 @@ impl<P: Plan> MetaOne<P> {
             first: Vec::new(),
             refused: None,
             output: None,
+            strict: false,
+        }
+    }
+
+    /// The command with failures never turned into the plan's fallback by `ignore_exc`.
+    pub(crate) fn strict(key: String, plan: P) -> Self {
+        MetaOne {
+            strict: true,
+            ..MetaOne::new(key, plan)
         }
     }
 }
@@ -198,6 +210,9 @@ impl<P: Plan> Command for MetaOne<P> {
             // `None` cannot happen: an exchange ends well only once the reply is read.
             (None, None) => self.output.ok_or(Error::NoNodes),
         };
+        if self.strict {
+            return outcome;
+        }
         let plan = &self.plan;
         client.tolerate(outcome, || plan.fallback())
     }
@@ -235,25 +250,54 @@ impl<P: Plan> MetaOne<P> {
     }
 }
 
-/// The key of `key`'s lease in the add-based protocol: `<key>:lease`, or for keys too long for
-/// that, their start and a 64-bit hash of the whole key. Sent to `key`'s node, whichever node
-/// the ring would give the lease key itself, so one node decides.
-pub fn lease_key(key: &str) -> String {
-    const SUFFIX: &str = ":lease";
-    if key.len() + SUFFIX.len() <= MAX_KEY_LEN {
-        return format!("{key}{SUFFIX}");
+/// What starts every lease key: a byte no UTF-8 text holds, so no key function (Django's, a
+/// user's, a Rust caller's `&str`) can make a key in the leases' name space, and no user key is
+/// ever read, stalled on or deleted as a lease. memcached takes any byte but spaces and
+/// control bytes in a key.
+pub const LEASE_PREFIX: &[u8] = b"\xfflease:";
+
+/// The key of `key`'s lease: [`LEASE_PREFIX`] and the key, or for keys too long for that,
+/// their start and a 64-bit hash of the whole key. Sent to `key`'s node, whichever node the
+/// ring would give the lease key itself, so one node decides.
+pub fn lease_key(key: &str) -> Vec<u8> {
+    let mut lease = Vec::with_capacity(MAX_KEY_LEN);
+    lease.extend_from_slice(LEASE_PREFIX);
+    if LEASE_PREFIX.len() + key.len() <= MAX_KEY_LEN {
+        lease.extend_from_slice(key.as_bytes());
+        return lease;
     }
     let mut first = Murmur3::default();
     first.write(key.as_bytes());
     let mut second = Murmur3::default();
     second.write(b"lease:");
     second.write(key.as_bytes());
-    let tail = format!(":{:08x}{:08x}{SUFFIX}", first.finish(), second.finish());
-    let mut cut = MAX_KEY_LEN - tail.len();
+    let tail = format!(":{:08x}{:08x}", first.finish(), second.finish());
+    let mut cut = MAX_KEY_LEN.saturating_sub(LEASE_PREFIX.len() + tail.len());
     while !key.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}{tail}", &key[..cut])
+    lease.extend_from_slice(&key.as_bytes()[..cut]);
+    lease.extend_from_slice(tail.as_bytes());
+    lease
+}
+
+/// A token for one caller's lease (32 hex digits): what the lease key holds while that caller
+/// has it, so that only that caller ends it ([`Client::release_lease`]); a winner slower than
+/// its lease never ends the next winner's. Unique per call and per process (a forked child
+/// makes other tokens than its parent), unguessable enough for that; not a secret.
+pub fn lease_token() -> Vec<u8> {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::AtomicU64;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    // Each RandomState has keys of its own, seeded by the operating system's randomness.
+    let seed = (std::process::id(), call, now);
+    let high = RandomState::new().hash_one(seed);
+    let low = RandomState::new().hash_one(seed);
+    format!("{high:016x}{low:016x}").into_bytes()
 }
 
 /// What [`Client::get_or_lease`] found.
@@ -268,17 +312,23 @@ pub struct Leased {
 }
 
 /// Get-or-lease: `get <key>` (`mg <key> v f R<early>` for early recompute), then on a miss
-/// `mg <lease key> N<lease>` (the first caller is told `W`, the others `Z`); without meta
-/// commands `add` of the lease key instead (and no early recompute: it needs the TTL, which
-/// only `mg` tells).
+/// `add <lease key>` of the caller's token for `lease` seconds: the first caller stores it and
+/// wins, the others are told `NOT_STORED`. `add` works alike with and without meta commands;
+/// early recompute needs `mg` (the classic protocol does not tell the time left).
 ///
 /// A caller that wins the lease reads the key once more: its miss may have come just before
 /// another winner stored the value and ended its lease. If the value is there now, it ends the
-/// lease it just won and returns the value, so a value is never computed twice for one miss.
+/// lease it just won (its own token only) and returns the value, so a value is never computed
+/// twice for one miss.
+///
+/// With `take`, the key is not read: the lease is asked for at once (for a value the caller
+/// read but cannot decode, which is a miss to it, not a value another caller computes).
 #[derive(Debug)]
 pub struct LeasePlan {
     lease: u32,
     early: Option<u32>,
+    token: Vec<u8>,
+    take: bool,
     max_value_len: usize,
     /// A value read (a classic `get` reads it before its `END`; a recheck keeps it while the
     /// lease is ended).
@@ -287,7 +337,7 @@ pub struct LeasePlan {
 }
 
 /// Which request of a [`LeasePlan`] is on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum LeasePhase {
     /// The key's first read.
     Key,
@@ -295,8 +345,8 @@ enum LeasePhase {
     Lease,
     /// The key read again, the lease won.
     Recheck,
-    /// The lease's delete, the value found on the recheck.
-    Release,
+    /// The lease ended (the value found on the recheck), by its owner's token.
+    Release(DeleteIfPlan),
 }
 
 /// What a read of the key found.
@@ -316,8 +366,12 @@ impl Plan for LeasePlan {
     }
 
     fn start(&mut self, key: &str, meta: bool, out: &mut Vec<u8>) -> Result<()> {
-        self.phase = LeasePhase::Key;
-        self.read_key_request(key, meta, self.early, out);
+        if self.take {
+            self.ask_lease(key, out);
+        } else {
+            self.phase = LeasePhase::Key;
+            self.read_key_request(key, meta, self.early, out);
+        }
         Ok(())
     }
 
@@ -328,12 +382,17 @@ impl Plan for LeasePlan {
         buf: &[u8],
         out: &mut Vec<u8>,
     ) -> ParseResult<Step<Leased>> {
-        let (read, used) = match self.phase {
+        let (read, used) = match &mut self.phase {
             LeasePhase::Lease => return self.read_lease(key, meta, buf, out),
-            LeasePhase::Release => {
-                return Ok(match proto::parse_delete(buf)? {
-                    Parse::Incomplete(needed) => Parse::Incomplete(needed),
-                    Parse::Complete(_, used) => {
+            LeasePhase::Release(release) => {
+                let step = match release.read(key, meta, buf, out)? {
+                    Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+                    Parse::Complete(step, used) => (step, used),
+                };
+                return Ok(match step {
+                    (Step::More, used) => Parse::Complete(Step::More, used),
+                    (Step::Send, used) => Parse::Complete(Step::Send, used),
+                    (Step::Done(_), used) => {
                         let item = self.item.take();
                         Parse::Complete(Step::Done(Leased { item, won: false }), used)
                     }
@@ -344,7 +403,7 @@ impl Plan for LeasePlan {
                 Parse::Complete(read, used) => (read, used),
             },
         };
-        let recheck = self.phase == LeasePhase::Recheck;
+        let recheck = matches!(self.phase, LeasePhase::Recheck);
         let step = match read {
             KeyRead::More => Step::More,
             KeyRead::Hit(item, won) if !recheck => Step::Done(Leased {
@@ -354,12 +413,13 @@ impl Plan for LeasePlan {
             KeyRead::Hit(item, _) => {
                 // Stored by another winner meanwhile: the lease just won is not needed.
                 self.item = Some(item);
-                self.phase = LeasePhase::Release;
-                proto::encode_delete(out, lease_key(key).as_bytes(), false);
+                let mut release = self.release_plan(key);
+                release.begin(meta, out);
+                self.phase = LeasePhase::Release(release);
                 Step::Send
             }
             KeyRead::Miss if !recheck => {
-                self.ask_lease(key, meta, out);
+                self.ask_lease(key, out);
                 Step::Send
             }
             KeyRead::Miss => Step::Done(Leased {
@@ -378,11 +438,10 @@ impl Plan for LeasePlan {
         }
     }
 }
-
 impl LeasePlan {
     /// Whether the key is read with `mg`: only for early recompute, which needs the time left
     /// that only `mg` tells. Otherwise a plain `get`, the cheapest read (a hit costs what a
-    /// `get` does), even on a node that speaks meta: the lease needs `mg` only after a miss.
+    /// `get` does), even on a node that speaks meta.
     fn key_in_meta(&self, meta: bool) -> bool {
         meta && self.early.is_some()
     }
@@ -440,24 +499,17 @@ impl LeasePlan {
         })
     }
 
-    fn ask_lease(&mut self, key: &str, meta: bool, out: &mut Vec<u8>) {
+    /// `add <lease key> 0 <lease> <n>` of the caller's token.
+    fn ask_lease(&mut self, key: &str, out: &mut Vec<u8>) {
+        let exptime = i64::from(self.lease);
         let lease_key = lease_key(key);
-        if meta {
-            let flags = [MetaFlag::Vivify(self.lease)];
-            proto::encode_meta(out, MetaCommand::Get, lease_key.as_bytes(), &flags, b"");
-        } else {
-            let exptime = i64::from(self.lease);
-            proto::encode_store(
-                out,
-                Store::Add,
-                lease_key.as_bytes(),
-                0,
-                exptime,
-                b"1",
-                false,
-            );
-        }
+        proto::encode_store(out, Store::Add, &lease_key, 0, exptime, &self.token, false);
         self.phase = LeasePhase::Lease;
+    }
+
+    /// The end of this caller's lease: deleted only while it holds this caller's token.
+    fn release_plan(&self, key: &str) -> DeleteIfPlan {
+        DeleteIfPlan::new(lease_key(key), self.token.clone(), self.max_value_len)
     }
 
     fn read_lease(
@@ -467,26 +519,14 @@ impl LeasePlan {
         buf: &[u8],
         out: &mut Vec<u8>,
     ) -> ParseResult<Step<Leased>> {
-        let (won, used) = if meta {
-            match proto::parse_meta(buf, self.max_value_len)? {
-                Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
-                Parse::Complete(reply, used) => match reply.status {
-                    MetaStatus::Done | MetaStatus::Value => (reply.flags.won, used),
-                    other => return Err(unexpected("mg N", &other)),
-                },
-            }
-        } else {
-            match proto::parse_store(buf)? {
-                Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
-                Parse::Complete(reply, used) => (reply == StoreReply::Stored, used),
-            }
+        let (won, used) = match proto::parse_store(buf)? {
+            Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+            Parse::Complete(reply, used) => (reply == StoreReply::Stored, used),
         };
-        if !won {
+        if !won || self.take {
+            // Taken without a read: the caller knows the key holds nothing it can use.
             return Ok(Parse::Complete(
-                Step::Done(Leased {
-                    item: None,
-                    won: false,
-                }),
+                Step::Done(Leased { item: None, won }),
                 used,
             ));
         }
@@ -499,41 +539,6 @@ impl LeasePlan {
 /// A meta reply that the request cannot have: the stream is not what it seems.
 fn unexpected(command: &str, status: &MetaStatus) -> ReplyError {
     ReplyError::Malformed(format!("{status:?} is no reply to {command}"))
-}
-
-/// Ends a lease early (the value is stored, or its computation failed): `delete` of the lease
-/// key, on the key's node.
-#[derive(Debug)]
-pub struct ReleasePlan;
-
-impl Plan for ReleasePlan {
-    type Output = bool;
-
-    fn name(&self) -> CommandName {
-        CommandName::Delete
-    }
-
-    fn uses_meta(&self) -> bool {
-        false
-    }
-
-    fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) -> Result<()> {
-        proto::encode_delete(out, lease_key(key).as_bytes(), false);
-        Ok(())
-    }
-
-    fn read(&mut self, _: &str, _: bool, buf: &[u8], _: &mut Vec<u8>) -> ParseResult<Step<bool>> {
-        Ok(match proto::parse_delete(buf)? {
-            Parse::Incomplete(needed) => Parse::Incomplete(needed),
-            Parse::Complete(reply, used) => {
-                Parse::Complete(Step::Done(reply == proto::DeleteReply::Deleted), used)
-            }
-        })
-    }
-
-    fn fallback(&self) -> bool {
-        false
-    }
 }
 
 /// How long a key has left.
@@ -613,17 +618,28 @@ pub struct Initial {
 /// losing that race `incr`/`decr` again. `ma` with `N` would create the counter in one request
 /// but with client flags 0, which every reader takes for bytes: the `add` stores the counter
 /// as `set` would.
+///
+/// The counter may vanish between a lost `add` and the count after it (deleted, evicted or
+/// expired by then): the `add` is tried again, up to [`CounterPlan::MAX_ADDS`] times in all, so
+/// the initial value is honoured rather than the counter reported missing.
 #[derive(Debug)]
 pub struct CounterPlan {
     op: Counter,
     delta: u64,
     initial: Option<Initial>,
-    /// 0: the first count; 1: the add; 2: the count after a lost add.
-    step: u8,
+    /// Whether the request on the wire is the `add` (else a count).
+    adding: bool,
+    /// The `add`s sent so far.
+    adds: u8,
 }
 
 impl CounterPlan {
-    fn count(&self, key: &str, out: &mut Vec<u8>) {
+    /// The most `add`s one call sends: each lost one means another client created the counter
+    /// and it vanished again before this one's count, which a live counter does not do.
+    pub const MAX_ADDS: u8 = 3;
+
+    fn count(&mut self, key: &str, out: &mut Vec<u8>) {
+        self.adding = false;
         proto::encode_incr_decr(out, self.op, key.as_bytes(), self.delta, false);
     }
 }
@@ -643,7 +659,7 @@ impl Plan for CounterPlan {
     }
 
     fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) -> Result<()> {
-        self.step = 0;
+        self.adds = 0;
         self.count(key, out);
         Ok(())
     }
@@ -655,7 +671,7 @@ impl Plan for CounterPlan {
         buf: &[u8],
         out: &mut Vec<u8>,
     ) -> ParseResult<Step<Option<u64>>> {
-        if self.step == 1 {
+        if self.adding {
             return Ok(match proto::parse_store(buf)? {
                 Parse::Incomplete(needed) => Parse::Incomplete(needed),
                 Parse::Complete(StoreReply::Stored, used) => {
@@ -664,7 +680,6 @@ impl Plan for CounterPlan {
                 }
                 Parse::Complete(_, used) => {
                     // Another caller created it meanwhile: count on theirs.
-                    self.step = 2;
                     self.count(key, out);
                     Parse::Complete(Step::Send, used)
                 }
@@ -676,7 +691,7 @@ impl Plan for CounterPlan {
                 Parse::Complete(Step::Done(Some(value)), used)
             }
             Parse::Complete(IncrDecrReply::NotFound, used) => match &self.initial {
-                Some(initial) if self.step == 0 => {
+                Some(initial) if self.adds < Self::MAX_ADDS => {
                     proto::encode_store(
                         out,
                         Store::Add,
@@ -686,7 +701,8 @@ impl Plan for CounterPlan {
                         &initial.data,
                         false,
                     );
-                    self.step = 1;
+                    self.adding = true;
+                    self.adds += 1;
                     Parse::Complete(Step::Send, used)
                 }
                 _ => Parse::Complete(Step::Done(None), used),
@@ -699,17 +715,84 @@ impl Plan for CounterPlan {
     }
 }
 
+/// Stores `token` under a key that holds nothing (`add`): a lock's acquire. Run strictly
+/// ([`MetaOne::strict`]): "not stored" must mean that someone else holds the key, never that
+/// the cache could not be asked.
+#[derive(Debug)]
+pub struct AcquirePlan {
+    token: Vec<u8>,
+    exptime: i64,
+}
+
+impl Plan for AcquirePlan {
+    type Output = bool;
+
+    fn name(&self) -> CommandName {
+        CommandName::Add
+    }
+
+    fn uses_meta(&self) -> bool {
+        false
+    }
+
+    fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) -> Result<()> {
+        let (exptime, token) = (self.exptime, &self.token);
+        proto::encode_store(out, Store::Add, key.as_bytes(), 0, exptime, token, false);
+        Ok(())
+    }
+
+    fn read(&mut self, _: &str, _: bool, buf: &[u8], _: &mut Vec<u8>) -> ParseResult<Step<bool>> {
+        Ok(match proto::parse_store(buf)? {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(reply, used) => {
+                Parse::Complete(Step::Done(reply == StoreReply::Stored), used)
+            }
+        })
+    }
+
+    fn fallback(&self) -> bool {
+        false
+    }
+}
+
 /// Deletes a key only while it holds `token` (a lock released by its owner alone):
 /// `mg <key> v c` then `md <key> C<cas>`; without meta commands `gets` then a `cas` that stores
 /// an already expired item. Either way nobody else's value is deleted: the CAS token makes
 /// the check and the delete one step.
 #[derive(Debug)]
 pub struct DeleteIfPlan {
+    /// The key acted on: the command's own, or a lease key (which the command's key routes).
+    target: Vec<u8>,
     token: Vec<u8>,
     max_value_len: usize,
     /// The CAS token of a matching value, once read (classic `gets`).
     cas: Option<u64>,
     deleting: bool,
+}
+
+impl DeleteIfPlan {
+    fn new(target: Vec<u8>, token: Vec<u8>, max_value_len: usize) -> Self {
+        DeleteIfPlan {
+            target,
+            token,
+            max_value_len,
+            cas: None,
+            deleting: false,
+        }
+    }
+
+    /// Writes the first request: the target's value and CAS token.
+    fn begin(&mut self, meta: bool, out: &mut Vec<u8>) {
+        self.cas = None;
+        self.deleting = false;
+        let key = self.target.as_slice();
+        if meta {
+            let flags = [MetaFlag::Value, MetaFlag::ReturnCas];
+            proto::encode_meta(out, MetaCommand::Get, key, &flags, b"");
+        } else {
+            proto::encode_retrieval(out, Retrieval::Gets, [key]);
+        }
+    }
 }
 
 impl Plan for DeleteIfPlan {
@@ -719,23 +802,19 @@ impl Plan for DeleteIfPlan {
         CommandName::Delete
     }
 
-    fn start(&mut self, key: &str, meta: bool, out: &mut Vec<u8>) -> Result<()> {
-        if meta {
-            let flags = [MetaFlag::Value, MetaFlag::ReturnCas];
-            proto::encode_meta(out, MetaCommand::Get, key.as_bytes(), &flags, b"");
-        } else {
-            proto::encode_retrieval(out, Retrieval::Gets, [key.as_bytes()]);
-        }
+    fn start(&mut self, _: &str, meta: bool, out: &mut Vec<u8>) -> Result<()> {
+        self.begin(meta, out);
         Ok(())
     }
 
     fn read(
         &mut self,
-        key: &str,
+        _: &str,
         meta: bool,
         buf: &[u8],
         out: &mut Vec<u8>,
     ) -> ParseResult<Step<bool>> {
+        let key = self.target.as_slice();
         if self.deleting {
             return Ok(if meta {
                 match proto::parse_meta(buf, 0)? {
@@ -761,7 +840,7 @@ impl Plan for DeleteIfPlan {
             return Ok(match (reply.status, reply.data, reply.flags.cas) {
                 (MetaStatus::Value, Some(data), Some(cas)) if data == self.token.as_slice() => {
                     let flags = [MetaFlag::CompareCas(cas)];
-                    proto::encode_meta(out, MetaCommand::Delete, key.as_bytes(), &flags, b"");
+                    proto::encode_meta(out, MetaCommand::Delete, key, &flags, b"");
                     self.deleting = true;
                     Parse::Complete(Step::Send, used)
                 }
@@ -774,7 +853,7 @@ impl Plan for DeleteIfPlan {
         Ok(match proto::parse_retrieval(buf, self.max_value_len)? {
             Parse::Incomplete(needed) => Parse::Incomplete(needed),
             Parse::Complete(RetrievalItem::Value(value), used) => {
-                if value.key != key.as_bytes() || self.cas.is_some() {
+                if value.key != key || self.cas.is_some() {
                     return Err(ReplyError::Malformed(
                         "a value for a key not asked for".to_owned(),
                     ));
@@ -787,7 +866,7 @@ impl Plan for DeleteIfPlan {
             Parse::Complete(RetrievalItem::End, used) => match self.cas {
                 Some(cas) => {
                     // Stored already expired: the item is gone at once, for every reader.
-                    proto::encode_store(out, Store::Cas(cas), key.as_bytes(), 0, -1, b"", false);
+                    proto::encode_store(out, Store::Cas(cas), key, 0, -1, b"", false);
                     self.deleting = true;
                     Parse::Complete(Step::Send, used)
                 }
@@ -803,32 +882,60 @@ impl Plan for DeleteIfPlan {
 
 /// A get-or-lease operation (see [`LeasePlan`]).
 pub type LeaseCommand = MetaOne<LeasePlan>;
-/// A lease release (see [`ReleasePlan`]).
-pub type ReleaseCommand = MetaOne<ReleasePlan>;
+/// A lease release (a [`DeleteIfPlan`] on the lease key).
+pub type ReleaseCommand = MetaOne<DeleteIfPlan>;
 /// A TTL read (see [`TtlPlan`]).
 pub type TtlCommand = MetaOne<TtlPlan>;
 /// A counter that may be created (see [`CounterPlan`]).
 pub type CounterCommand = MetaOne<CounterPlan>;
+/// A lock's acquire (see [`AcquirePlan`]).
+pub type AcquireCommand = MetaOne<AcquirePlan>;
 /// A delete-if-owner (see [`DeleteIfPlan`]).
 pub type DeleteIfCommand = MetaOne<DeleteIfPlan>;
 
+/// How a get-or-lease asks: for how long, with which early-recompute window, with whose token,
+/// and whether the key is read first (see [`Client::get_or_lease`]).
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// The lease's TTL in seconds (at least 1).
+    pub lease: u32,
+    /// A hit with fewer seconds left than this wins an early recompute (meta nodes only).
+    pub early_recompute: Option<u32>,
+    /// What the lease key holds while this caller has the lease ([`lease_token`]).
+    pub token: Vec<u8>,
+    /// Ask for the lease without reading the key (the caller read a value it cannot use).
+    pub take: bool,
+}
+
+impl LeaseRequest {
+    /// A request that reads the key first, with a fresh token.
+    pub fn new(lease: u32, early_recompute: Option<u32>) -> Self {
+        LeaseRequest {
+            lease,
+            early_recompute,
+            token: lease_token(),
+            take: false,
+        }
+    }
+}
+
 impl Client {
-    /// The get-or-lease command for `key`: `lease` is the lease's TTL in seconds; with
-    /// `early_recompute`, a hit with less than that many seconds left wins a recompute
-    /// (meta nodes only).
-    pub(crate) fn lease_command(
-        &self,
-        key: String,
-        lease: u32,
-        early_recompute: Option<u32>,
-    ) -> LeaseCommand {
+    /// The get-or-lease command for `key` (see [`Client::get_or_lease`]).
+    pub(crate) fn lease_command(&self, key: String, request: LeaseRequest) -> LeaseCommand {
         let plan = LeasePlan {
-            lease: lease.max(1),
-            early: early_recompute.filter(|seconds| *seconds > 0),
+            lease: request.lease.max(1),
+            early: request.early_recompute.filter(|seconds| *seconds > 0),
+            token: request.token,
+            take: request.take,
             max_value_len: self.config.max_value_len,
             item: None,
             phase: LeasePhase::Key,
         };
+        MetaOne::new(key, plan)
+    }
+
+    pub(crate) fn release_command(&self, key: String, token: Vec<u8>) -> ReleaseCommand {
+        let plan = DeleteIfPlan::new(lease_key(&key), token, self.config.max_value_len);
         MetaOne::new(key, plan)
     }
 
@@ -843,39 +950,41 @@ impl Client {
             op,
             delta,
             initial,
-            step: 0,
+            adding: false,
+            adds: 0,
         };
         MetaOne::new(key, plan)
+    }
+
+    pub(crate) fn acquire_command(
+        &self,
+        key: String,
+        token: Vec<u8>,
+        exptime: i64,
+    ) -> AcquireCommand {
+        MetaOne::strict(key, AcquirePlan { token, exptime })
     }
 
     pub(crate) fn delete_if_command(&self, key: String, token: Vec<u8>) -> DeleteIfCommand {
-        let plan = DeleteIfPlan {
-            token,
-            max_value_len: self.config.max_value_len,
-            cas: None,
-            deleting: false,
-        };
-        MetaOne::new(key, plan)
+        let plan = DeleteIfPlan::new(key.as_bytes().to_vec(), token, self.config.max_value_len);
+        MetaOne::strict(key, plan)
     }
 
     /// Reads `key`, and on a miss asks for the lease to compute it: across every client of
-    /// the cluster one caller at a time wins it (until it is released or `lease` seconds
-    /// pass). With `early_recompute`, a hit with less than that many seconds left wins (once)
-    /// the right to refresh it while others keep reading it. Under `ignore_exc`, a failure
-    /// reads as a miss with the lease won.
-    pub fn get_or_lease(
-        &self,
-        key: &str,
-        lease: u32,
-        early_recompute: Option<u32>,
-    ) -> Result<Leased> {
-        let command = self.lease_command(key.to_owned(), lease, early_recompute);
+    /// the cluster one caller at a time wins it (until its owner releases it with
+    /// [`Client::release_lease`] or `lease` seconds pass). With `early_recompute`, a hit with
+    /// less than that many seconds left wins (once) the right to refresh it while others keep
+    /// reading it. Under `ignore_exc`, a failure reads as a miss with the lease won.
+    pub fn get_or_lease(&self, key: &str, request: LeaseRequest) -> Result<Leased> {
+        let command = self.lease_command(key.to_owned(), request);
         crate::engine::Operation::new(self, command)?.run(self)
     }
 
-    /// Ends `key`'s lease (see [`Client::get_or_lease`]); returns whether there was one.
-    pub fn release_lease(&self, key: &str) -> Result<bool> {
-        let command = MetaOne::new(key.to_owned(), ReleasePlan);
+    /// Ends `key`'s lease if it still holds `token` (the one its get-or-lease was given);
+    /// returns whether it did. A lease that ran out and was won by another caller is theirs,
+    /// and stays.
+    pub fn release_lease(&self, key: &str, token: &[u8]) -> Result<bool> {
+        let command = self.release_command(key.to_owned(), token.to_vec());
         crate::engine::Operation::new(self, command)?.run(self)
     }
 
@@ -899,7 +1008,16 @@ impl Client {
         crate::engine::Operation::new(self, command)?.run(self)
     }
 
-    /// Deletes `key` only if it holds exactly `token`; returns whether it did.
+    /// Stores `token` under `key` (for `exptime`, memcached's) if the key holds nothing;
+    /// returns whether it did: a lock's acquire. Failures are always errors, `ignore_exc` or
+    /// not: "not stored" always means that the key holds something.
+    pub fn acquire(&self, key: &str, token: &[u8], exptime: i64) -> Result<bool> {
+        let command = self.acquire_command(key.to_owned(), token.to_vec(), exptime);
+        crate::engine::Operation::new(self, command)?.run(self)
+    }
+
+    /// Deletes `key` only if it holds exactly `token`; returns whether it did. Failures are
+    /// always errors, `ignore_exc` or not (a lock's release that did not reach the node).
     pub fn delete_if(&self, key: &str, token: &[u8]) -> Result<bool> {
         let command = self.delete_if_command(key.to_owned(), token.to_vec());
         crate::engine::Operation::new(self, command)?.run(self)

@@ -13,8 +13,8 @@ use crate::commands::{
 use crate::engine::Operation;
 use crate::error::Result;
 use crate::meta::{
-    CounterCommand, DeleteIfCommand, Initial, LeaseCommand, MetaOne, ReleaseCommand, ReleasePlan,
-    TtlCommand, TtlPlan,
+    AcquireCommand, CounterCommand, DeleteIfCommand, Initial, LeaseCommand, LeaseRequest, MetaOne,
+    ReleaseCommand, TtlCommand, TtlPlan,
 };
 
 /// A `get` of one key; outputs `Option<Item>`.
@@ -44,23 +44,20 @@ pub type ReleaseOperation = Operation<ReleaseCommand>;
 pub type TtlOperation = Operation<TtlCommand>;
 /// A counter created on a miss; outputs the new value.
 pub type CountOperation = Operation<CounterCommand>;
+/// A lock's acquire; outputs whether it stored the token.
+pub type AcquireOperation = Operation<AcquireCommand>;
 /// A delete-if-owner; outputs whether it deleted.
 pub type DeleteIfOperation = Operation<DeleteIfCommand>;
 
 impl Client {
     /// [`Client::get_or_lease`] for an event driver.
-    pub fn start_get_or_lease(
-        &self,
-        key: String,
-        lease: u32,
-        early_recompute: Option<u32>,
-    ) -> Result<LeaseOperation> {
-        Operation::new(self, self.lease_command(key, lease, early_recompute))
+    pub fn start_get_or_lease(&self, key: String, request: LeaseRequest) -> Result<LeaseOperation> {
+        Operation::new(self, self.lease_command(key, request))
     }
 
     /// [`Client::release_lease`] for an event driver.
-    pub fn start_release_lease(&self, key: String) -> Result<ReleaseOperation> {
-        Operation::new(self, MetaOne::new(key, ReleasePlan))
+    pub fn start_release_lease(&self, key: String, token: Vec<u8>) -> Result<ReleaseOperation> {
+        Operation::new(self, self.release_command(key, token))
     }
 
     /// [`Client::ttl`] for an event driver.
@@ -77,6 +74,16 @@ impl Client {
         initial: Option<Initial>,
     ) -> Result<CountOperation> {
         Operation::new(self, self.counter_command(key, op, delta, initial))
+    }
+
+    /// [`Client::acquire`] for an event driver.
+    pub fn start_acquire(
+        &self,
+        key: String,
+        token: Vec<u8>,
+        exptime: i64,
+    ) -> Result<AcquireOperation> {
+        Operation::new(self, self.acquire_command(key, token, exptime))
     }
 
     /// [`Client::delete_if`] for an event driver.

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use elasticache_client::{
     Client, ClientConfig, Counter, DiscoveryConfig, DiscoveryMode, FailureLog, Hashing, KeyList,
-    NodeAddress, Stats, Store, StoreReply, TlsSettings,
+    LeaseRequest, NodeAddress, Stats, Store, StoreReply, TlsSettings,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString};
 
 use crate::args::{
     keepalive, required_seconds, seconds, whole, Delta, Exptime, Number, Whole, Zero,
@@ -23,7 +23,7 @@ use crate::compress::{Compression, DEFAULT_INFLATED_CAP};
 use crate::errors::IntoPyResult;
 use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::PyOperation;
-use crate::serde::{decode, decode_or, encode, Codec};
+use crate::serde::{decode, decode_or, decode_or_else, encode, Codec, FLAG_INTEGER};
 use crate::starts;
 
 /// Where failures are logged: a Python logger name (`None`: `elasticache_client.failures`) and
@@ -454,7 +454,7 @@ impl PyClient {
     }
 
     /// Get-or-lease (see `start_get_or_lease`), blocking: `(value, won)`.
-    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None))]
+    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None, *, token = None, undecodable = None, take = false))]
     #[allow(clippy::too_many_arguments)]
     fn get_or_lease<'py>(
         &self,
@@ -465,14 +465,17 @@ impl PyClient {
         default: Option<Py<PyAny>>,
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'py, PyAny>>,
+        token: Option<Vec<u8>>,
+        undecodable: Option<Py<PyAny>>,
+        take: bool,
     ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         let key = make_key(key, prefix, version)?;
-        let (lease, early) = lease_terms(lease, early_recompute)?;
+        let request = lease_request(lease, early_recompute, token, take)?;
         let client = &*self.inner;
         let leased = py
-            .detach(|| client.get_or_lease(&key, lease, early))
+            .detach(|| client.get_or_lease(&key, request))
             .py_result()?;
-        let value = decode_or(py, &key, leased.item, &self.codec, default);
+        let value = decode_or_else(py, &key, leased.item, &self.codec, default, undecodable);
         Ok((value, leased.won))
     }
 
@@ -762,11 +765,13 @@ impl PyClient {
     }
 
     /// Get-or-lease as an `Operation` (stampede protection): its result is `(value, won)`,
-    /// `value` being `default` on a miss. `won` says this caller computes the value: on a miss,
-    /// one caller across every client wins the lease (for `lease` seconds, or until
-    /// `start_release_lease`); on a hit with fewer than `early_recompute` seconds left, one
-    /// caller wins an early recompute (nodes with meta commands only).
-    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None))]
+    /// `value` being `default` on a miss (and `undecodable`, when given, for a value found that
+    /// cannot be decoded). `won` says this caller computes the value: on a miss, one caller
+    /// across every client wins the lease (for `lease` seconds, or until its owner's
+    /// `start_release_lease` with the same `token`); on a hit with fewer than `early_recompute`
+    /// seconds left, one caller wins an early recompute (nodes with meta commands only). With
+    /// `take`, the key is not read: only the lease is asked for.
+    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None, *, token = None, undecodable = None, take = false))]
     #[allow(clippy::too_many_arguments)]
     fn start_get_or_lease(
         &self,
@@ -776,29 +781,33 @@ impl PyClient {
         default: Option<Py<PyAny>>,
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
+        token: Option<Vec<u8>>,
+        undecodable: Option<Py<PyAny>>,
+        take: bool,
     ) -> PyResult<PyOperation> {
         let key = make_key(key, prefix, version)?;
-        let (lease, early) = lease_terms(lease, early_recompute)?;
+        let request = lease_request(lease, early_recompute, token, take)?;
         starts::get_or_lease(
             &self.inner,
             key,
-            lease,
-            early,
+            request,
             default,
+            undecodable,
             Arc::clone(&self.codec),
         )
     }
 
-    /// Ends a lease won with `start_get_or_lease`, as an `Operation` (result: whether there
-    /// was one).
-    #[pyo3(signature = (key, prefix = None, version = None))]
+    /// Ends the lease won with `start_get_or_lease` and `token`, as an `Operation` (result:
+    /// whether it did: not when the lease ran out and another caller holds it now).
+    #[pyo3(signature = (key, token, prefix = None, version = None))]
     fn start_release_lease(
         &self,
         key: &Bound<'_, PyAny>,
+        token: Vec<u8>,
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyOperation> {
-        starts::release_lease(&self.inner, make_key(key, prefix, version)?)
+        starts::release_lease(&self.inner, make_key(key, prefix, version)?, token)
     }
 
     /// The seconds `key` has left as an `Operation`: `None` when it never expires, 0 when it is
@@ -834,17 +843,13 @@ impl PyClient {
         let initial = match initial {
             None => None,
             Some(value) => {
-                let number: u64 = value.extract().map_err(|_| {
-                    PyValueError::new_err(format!(
-                        "initial must be an int from 0 to 2**64 - 1 (memcached counters are \
-                         unsigned 64-bit), not {value}"
-                    ))
-                })?;
-                let encoded = encode(value, &key, &self.codec)?;
+                let value = counter_value(value)?;
                 Some(elasticache_client::Initial {
-                    value: number,
-                    flags: encoded.flags,
-                    data: encoded.bytes()?.to_vec(),
+                    value,
+                    // What memcached counts on and every reader reads as an int, whatever the
+                    // serde and compression settings: decimal digits with pymemcache's int flag.
+                    flags: FLAG_INTEGER,
+                    data: value.to_string().into_bytes(),
                     exptime: exptime.0,
                 })
             }
@@ -857,8 +862,26 @@ impl PyClient {
         starts::count(&self.inner, op, key, delta.magnitude, initial)
     }
 
+    /// Stores the bytes `token` (as they are, flags 0) under `key` if it holds nothing, as an
+    /// `Operation` (result: whether it did): a lock's acquire. A failure of the cache raises,
+    /// `ignore_exc` or not.
+    #[pyo3(signature = (key, token, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, token, exptime=0, prefix=None, version=None)")]
+    fn start_acquire(
+        &self,
+        key: &Bound<'_, PyAny>,
+        token: Vec<u8>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        let key = make_key(key, prefix, version)?;
+        starts::acquire(&self.inner, key, token, exptime.0)
+    }
+
     /// Deletes `key` only while it holds exactly the bytes `token` (a lock released by its
-    /// owner alone), as an `Operation` (result: whether it deleted).
+    /// owner alone), as an `Operation` (result: whether it deleted). A failure of the cache
+    /// raises, `ignore_exc` or not.
     #[pyo3(signature = (key, token, prefix = None, version = None))]
     fn start_delete_if(
         &self,
@@ -940,6 +963,53 @@ impl PyClient {
             .py_result()?;
         Ok(reply == StoreReply::Stored)
     }
+}
+
+/// A counter's initial value: an `int` (not a `bool`) that memcached's unsigned 64-bit
+/// counters hold.
+fn counter_value(value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "initial must be an int, not {}",
+            value.get_type().name()?
+        )));
+    }
+    value.extract().map_err(|_| {
+        PyValueError::new_err(format!(
+            "initial must be an int from 0 to 2**64 - 1 (memcached counters are unsigned \
+             64-bit), not {value}"
+        ))
+    })
+}
+
+/// A get-or-lease request from its Python arguments (a fresh token unless one is given).
+fn lease_request(
+    lease: Whole,
+    early_recompute: Option<Whole>,
+    token: Option<Vec<u8>>,
+    take: bool,
+) -> PyResult<LeaseRequest> {
+    let (lease, early) = lease_terms(lease, early_recompute)?;
+    let mut request = LeaseRequest::new(lease, early);
+    if let Some(token) = token {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(PyValueError::new_err(format!(
+                "token must be 1 to {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        request.token = token;
+    }
+    request.take = take;
+    Ok(request)
+}
+
+/// The longest lease token taken: a few bytes of randomness are all a token needs.
+const MAX_TOKEN_LEN: usize = 1024;
+
+/// A fresh token for a lease (`Client.get_or_lease(..., token=)`): unique per call and process.
+#[pyfunction]
+pub fn lease_token(py: Python<'_>) -> Bound<'_, PyBytes> {
+    PyBytes::new(py, &elasticache_client::lease_token())
 }
 
 /// A get-or-lease's lease (1 s to 30 days) and early-recompute window (0, off, to 30 days).

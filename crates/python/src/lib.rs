@@ -31,5 +31,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<operation::PyOperation>()?;
     operation::install(module)?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;
+    module.add_function(wrap_pyfunction!(client::lease_token, module)?)?;
     Ok(())
 }

@@ -248,8 +248,28 @@ pub fn decode_or<'py>(
     codec: &Codec,
     default: Option<Py<PyAny>>,
 ) -> Bound<'py, PyAny> {
-    match item.and_then(|item| decode(py, key, item.flags, &item.data, codec)) {
-        Some(value) => value,
-        None => default.map_or_else(|| py.None().into_bound(py), |d| d.into_bound(py)),
+    decode_or_else(py, key, item, codec, default, None)
+}
+
+/// As [`decode_or`], but a value found that cannot be decoded is `undecodable` when given: a
+/// caller that must tell it from a miss (stampede protection treats it as a miss of its own,
+/// not as a value someone else is computing).
+pub fn decode_or_else<'py>(
+    py: Python<'py>,
+    key: &str,
+    item: Option<Item>,
+    codec: &Codec,
+    default: Option<Py<PyAny>>,
+    undecodable: Option<Py<PyAny>>,
+) -> Bound<'py, PyAny> {
+    let or_default = |default: Option<Py<PyAny>>| {
+        default.map_or_else(|| py.None().into_bound(py), |d| d.into_bound(py))
+    };
+    match item {
+        None => or_default(default),
+        Some(item) => match decode(py, key, item.flags, &item.data, codec) {
+            Some(value) => value,
+            None => or_default(undecodable.or(default)),
+        },
     }
 }

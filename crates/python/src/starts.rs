@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use elasticache_client::IncrDecrReply;
 use elasticache_client::{
-    Client, Counter, DeleteReply, Initial, Item, ItemList, Leased, Store, StoreReply, TouchReply,
-    Ttl,
+    Client, Counter, DeleteReply, Initial, Item, ItemList, LeaseRequest, Leased, Store, StoreReply,
+    TouchReply, Ttl,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -18,7 +18,7 @@ use pyo3::IntoPyObjectExt;
 use crate::errors::IntoPyResult;
 use crate::keys::{make_keys, KeyMaker};
 use crate::operation::{driven, PyOperation};
-use crate::serde::{decode, decode_or, encode, Codec};
+use crate::serde::{decode, decode_or, decode_or_else, encode, Codec};
 
 /// A Python object to carry into a conversion.
 type Object = Py<PyAny>;
@@ -172,27 +172,27 @@ pub fn flush_all(client: &Arc<Client>) -> PyResult<PyOperation> {
 pub fn get_or_lease(
     client: &Arc<Client>,
     key: String,
-    lease: u32,
-    early_recompute: Option<u32>,
+    request: LeaseRequest,
     default: Option<Object>,
+    undecodable: Option<Object>,
     codec: Arc<Codec>,
 ) -> PyResult<PyOperation> {
     let operation = client
-        .start_get_or_lease(key.clone(), lease, early_recompute)
+        .start_get_or_lease(key.clone(), request)
         .py_result()?;
     Ok(driven(
         client,
         operation,
         move |py, _, leased: ClientResult<Leased>| {
             let leased = leased.py_result()?;
-            let value = decode_or(py, &key, leased.item, &codec, default);
+            let value = decode_or_else(py, &key, leased.item, &codec, default, undecodable);
             to_object(py, (value, leased.won))
         },
     ))
 }
 
-pub fn release_lease(client: &Arc<Client>, key: String) -> PyResult<PyOperation> {
-    let operation = client.start_release_lease(key).py_result()?;
+pub fn release_lease(client: &Arc<Client>, key: String, token: Vec<u8>) -> PyResult<PyOperation> {
+    let operation = client.start_release_lease(key, token).py_result()?;
     Ok(driven(client, operation, |py, _, released| {
         to_object(py, released.py_result()?)
     }))
@@ -221,6 +221,18 @@ pub fn count(
     let operation = client.start_count(op, key, delta, initial).py_result()?;
     Ok(driven(client, operation, |py, _, value| {
         to_object(py, value.py_result()?)
+    }))
+}
+
+pub fn acquire(
+    client: &Arc<Client>,
+    key: String,
+    token: Vec<u8>,
+    exptime: i64,
+) -> PyResult<PyOperation> {
+    let operation = client.start_acquire(key, token, exptime).py_result()?;
+    Ok(driven(client, operation, |py, _, stored| {
+        to_object(py, stored.py_result()?)
     }))
 }
 
