@@ -24,24 +24,9 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-_SCOPE = "django_elasticache_rs"
+from django_elasticache_rs._registry import exporting_clients
 
-#: The backend's methods traced: (method, operation name, how its keys are passed: "key" as
-#: the first argument, "keys" as an iterable or mapping first, or None).
-_METHODS: tuple[tuple[str, str, str | None], ...] = (
-    ("get", "get", "key"),
-    ("has_key", "get", "key"),
-    ("set", "set", "key"),
-    ("add", "add", "key"),
-    ("touch", "touch", "key"),
-    ("delete", "delete", "key"),
-    ("incr", "incr", "key"),
-    ("decr", "decr", "key"),
-    ("get_many", "get_many", "keys"),
-    ("set_many", "set_many", "keys"),
-    ("delete_many", "delete_many", "keys"),
-    ("clear", "flush_all", None),
-)
+_SCOPE = "django_elasticache_rs"
 
 
 def _version_position(function: Callable[..., Any]) -> int | None:
@@ -66,9 +51,7 @@ def _attributes(
         if version is None and version_at is not None and len(args) > version_at:
             version = args[version_at]
         try:
-            node = backend._native.node_for(
-                backend._key(args[0], version), backend._prefix, backend._version(version)
-            )
+            node = backend.handle.node_for(args[0], version)
         except Exception:  # an invalid key: the call itself raises it
             return attributes
         host, _, port = node.rpartition(":")
@@ -169,9 +152,11 @@ def _wrap(cls: type, method_name: str, operation: str, keys: str | None) -> Call
 
 
 def instrument(backend: Any) -> None:
-    """Wraps ``backend``'s cache methods (and their ``a*`` twins) in CLIENT spans."""
+    """Wraps ``backend``'s cache methods (and their ``a*`` twins) in CLIENT spans: those its
+    class declares in ``COMMANDS`` (method, operation name, how its keys are passed)."""
     cls: type = type(backend)
-    for name, operation, keys in _METHODS:
+    commands: tuple[tuple[str, str, str | None], ...] = backend.COMMANDS
+    for name, operation, keys in commands:
         for method_name in (name, f"a{name}"):
             if hasattr(cls, method_name):
                 traced = _traced(cls, method_name, operation, keys)
@@ -179,8 +164,6 @@ def instrument(backend: Any) -> None:
 
 
 def _clients() -> list[Any]:
-    from django_elasticache_rs.backend import exporting_clients
-
     return exporting_clients("opentelemetry")
 
 
