@@ -16,6 +16,9 @@ echo "==> ruff"
 .venv/bin/ruff format --check python tests bench examples
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> import-linter"
+# The Python package's layers: [tool.importlinter] in pyproject.toml.
+.venv/bin/lint-imports
 echo "==> stubtest"
 # The stubs (_native.pyi) and the package's own annotations against the built module.
 .venv/bin/python -m mypy.stubtest django_elasticache_rs --mypy-config-file pyproject.toml \

@@ -11,6 +11,7 @@ which also yields to the hub.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ._native import BLOCK, DONE, READ, Client, Operation
@@ -74,78 +75,29 @@ def sleep(seconds: float) -> None:
 
 class GreenClient:
     """The blocking methods of a native ``Client``, each run by the gevent driver: what the
-    backend calls instead of the client itself under gevent."""
+    backend calls instead of the client itself under gevent.
+
+    Derived from the client's operations: ``green.get(...)`` is ``run(client.start_get(...))``,
+    for every ``start_*`` the client has, so a new command needs nothing here. Each is made at
+    its first use and kept on this object: later calls find it as a plain attribute.
+    """
 
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def get(self, key: Any, default: Any, prefix: str | None, version: Any) -> Any:
-        return run(self._client.start_get(key, default, prefix, version))
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            start = getattr(self._client, f"start_{name}")
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            ) from None
 
-    def get_or_lease(
-        self,
-        key: Any,
-        lease: int,
-        early_recompute: int | None,
-        default: Any,
-        prefix: str | None,
-        version: Any,
-        *,
-        token: bytes | None = None,
-        undecodable: Any = None,
-        take: bool = False,
-    ) -> tuple[Any, bool]:
-        operation = self._client.start_get_or_lease(
-            key,
-            lease,
-            early_recompute,
-            default,
-            prefix,
-            version,
-            token=token,
-            undecodable=undecodable,
-            take=take,
-        )
-        leased: tuple[Any, bool] = run(operation)
-        return leased
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return run(start(*args, **kwargs))
 
-    def contains(self, key: Any, prefix: str | None, version: Any) -> bool:
-        found: bool = run(self._client.start_contains(key, prefix, version))
-        return found
-
-    def get_many(self, keys: Any, prefix: str | None, version: Any = None) -> dict[Any, Any]:
-        found: dict[Any, Any] = run(self._client.start_get_many(keys, prefix, version))
-        return found
-
-    def set(self, key: Any, value: Any, exptime: int, prefix: str | None, version: Any) -> bool:
-        stored: bool = run(self._client.start_set(key, value, exptime, prefix, version))
-        return stored
-
-    def add(self, key: Any, value: Any, exptime: int, prefix: str | None, version: Any) -> bool:
-        stored: bool = run(self._client.start_add(key, value, exptime, prefix, version))
-        return stored
-
-    def set_many(
-        self, mapping: Any, exptime: int, prefix: str | None = None, version: Any = None
-    ) -> list[Any]:
-        failed: list[Any] = run(self._client.start_set_many(mapping, exptime, prefix, version))
-        return failed
-
-    def delete(self, key: Any, prefix: str | None, version: Any) -> bool:
-        deleted: bool = run(self._client.start_delete(key, prefix, version))
-        return deleted
-
-    def delete_many(self, keys: Any, prefix: str | None = None, version: Any = None) -> int:
-        deleted: int = run(self._client.start_delete_many(keys, prefix, version))
-        return deleted
-
-    def incr(self, key: Any, delta: int, prefix: str | None, version: Any) -> int | None:
-        value: int | None = run(self._client.start_incr(key, delta, prefix, version))
-        return value
-
-    def touch(self, key: Any, exptime: int, prefix: str | None, version: Any) -> bool:
-        touched: bool = run(self._client.start_touch(key, exptime, prefix, version))
-        return touched
-
-    def flush_all(self) -> None:
-        run(self._client.start_flush_all())
+        call.__name__ = call.__qualname__ = name
+        setattr(self, name, call)
+        return call

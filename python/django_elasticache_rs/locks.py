@@ -18,33 +18,25 @@ import math
 import numbers
 import time
 import uuid
-from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django_elasticache_rs._futures import run
 from django_elasticache_rs.exceptions import CacheError, LockNotAcquiredError
+from django_elasticache_rs.handle import FIRST_POLL, LONGEST_POLL, Handle, pauses
 
-if TYPE_CHECKING:
-    from django_elasticache_rs.backend import ElastiCache
-
-__all__ = ["Lock"]
+__all__ = ["FIRST_POLL", "LONGEST_POLL", "Lock", "pauses"]
 
 logger = logging.getLogger("django_elasticache_rs")
 
-#: The pauses between polls while waiting for a lock or for a value another caller computes:
-#: short at first (both are often quick), doubling up to the longest, so that a long wait
-#: costs few requests.
-FIRST_POLL = 0.002
-LONGEST_POLL = 0.05
 
+class Cache(Protocol):
+    """What a lock needs of its cache: its handle and Django's expiry of a timeout."""
 
-def pauses() -> Iterator[float]:
-    """The pauses between one wait's polls, in seconds (see ``FIRST_POLL``)."""
-    pause = FIRST_POLL
-    while True:
-        yield pause
-        pause = min(2 * pause, LONGEST_POLL)
+    @property
+    def handle(self) -> Handle: ...
+
+    def get_backend_timeout(self, timeout: Any = ...) -> int: ...
 
 
 class Lock:
@@ -63,7 +55,7 @@ class Lock:
 
     def __init__(
         self,
-        cache: ElastiCache,
+        cache: Cache,
         key: Any,
         timeout: Any,
         blocking_timeout: float | None,
@@ -89,6 +81,7 @@ class Lock:
                 "have expired for the next caller"
             )
         self._cache = cache
+        self._handle = cache.handle
         self._key = key
         self._timeout = timeout
         self._blocking_timeout = blocking_timeout
@@ -113,10 +106,10 @@ class Lock:
         """Takes the lock, waiting for it (polling) unless ``blocking`` is false; returns
         whether it was taken."""
         give_up, waits = self._give_up(blocking), pauses()
-        while not self._cache._drive(self._acquire_operation()):
+        while not self._handle.drive(self._acquire_operation()):
             if time.monotonic() >= give_up:
                 return False
-            self._cache._pause(next(waits))
+            self._handle.pause(next(waits))
         self._held = True
         return True
 
@@ -125,26 +118,22 @@ class Lock:
         when it expired meanwhile, whoever holds it now). Raises the cache's error when the
         node could not be asked."""
         self._held = False
-        released: bool = self._cache._drive(self._release_operation())
+        released: bool = self._handle.drive(self._release_operation())
         return released
 
     def _acquire_operation(self) -> Any:
-        cache = self._cache
-        return cache._native_client.start_acquire(
-            cache._key(self._key, self._version),
+        handle, version = self._handle, self._version
+        return handle.client.start_acquire(
+            handle.key(self._key, version),
             self._token,
-            cache.get_backend_timeout(self._timeout),
-            cache._prefix,
-            cache._version(self._version),
+            self._cache.get_backend_timeout(self._timeout),
+            *handle.scope(version),
         )
 
     def _release_operation(self) -> Any:
-        cache = self._cache
-        return cache._native_client.start_delete_if(
-            cache._key(self._key, self._version),
-            self._token,
-            cache._prefix,
-            cache._version(self._version),
+        handle, version = self._handle, self._version
+        return handle.client.start_delete_if(
+            handle.key(self._key, version), self._token, *handle.scope(version)
         )
 
     async def aacquire(self, blocking: bool = True) -> bool:

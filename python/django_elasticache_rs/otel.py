@@ -18,30 +18,26 @@ import inspect
 import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from django_elasticache_rs._registry import exporting_clients
+from django_elasticache_rs.handle import Handle
+
 _SCOPE = "django_elasticache_rs"
 
-#: The backend's methods traced: (method, operation name, how its keys are passed: "key" as
-#: the first argument, "keys" as an iterable or mapping first, or None).
-_METHODS: tuple[tuple[str, str, str | None], ...] = (
-    ("get", "get", "key"),
-    ("has_key", "get", "key"),
-    ("set", "set", "key"),
-    ("add", "add", "key"),
-    ("touch", "touch", "key"),
-    ("delete", "delete", "key"),
-    ("incr", "incr", "key"),
-    ("decr", "decr", "key"),
-    ("get_many", "get_many", "keys"),
-    ("set_many", "set_many", "keys"),
-    ("delete_many", "delete_many", "keys"),
-    ("clear", "flush_all", None),
-)
+
+class Traced(Protocol):
+    """What the spans need of a backend: the command methods it declares (method, operation
+    name, how its keys are passed) and its handle, to name a key's node."""
+
+    COMMANDS: ClassVar[tuple[tuple[str, str, str | None], ...]]
+
+    @property
+    def handle(self) -> Handle: ...
 
 
 def _version_position(function: Callable[..., Any]) -> int | None:
@@ -52,7 +48,7 @@ def _version_position(function: Callable[..., Any]) -> int | None:
 
 
 def _attributes(
-    backend: Any,
+    backend: Traced,
     operation: str,
     keys: str | None,
     version_at: int | None,
@@ -66,9 +62,7 @@ def _attributes(
         if version is None and version_at is not None and len(args) > version_at:
             version = args[version_at]
         try:
-            node = backend._native.node_for(
-                backend._key(args[0], version), backend._prefix, backend._version(version)
-            )
+            node = backend.handle.node_for(args[0], version)
         except Exception:  # an invalid key: the call itself raises it
             return attributes
         host, _, port = node.rpartition(":")
@@ -154,24 +148,25 @@ def _wrap(cls: type, method_name: str, operation: str, keys: str | None) -> Call
     if inspect.iscoroutinefunction(function):
 
         @functools.wraps(function)
-        async def traced_async(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        async def traced_async(backend: Traced, *args: Any, **kwargs: Any) -> Any:
             with _span(operation, _attributes(backend, operation, keys, version_at, args, kwargs)):
                 return await function(backend, *args, **kwargs)
 
         return traced_async
 
     @functools.wraps(function)
-    def traced(backend: Any, *args: Any, **kwargs: Any) -> Any:
+    def traced(backend: Traced, *args: Any, **kwargs: Any) -> Any:
         with _span(operation, _attributes(backend, operation, keys, version_at, args, kwargs)):
             return function(backend, *args, **kwargs)
 
     return traced
 
 
-def instrument(backend: Any) -> None:
-    """Wraps ``backend``'s cache methods (and their ``a*`` twins) in CLIENT spans."""
+def instrument(backend: Traced) -> None:
+    """Wraps ``backend``'s cache methods (and their ``a*`` twins) in CLIENT spans: those its
+    class declares in ``COMMANDS`` (method, operation name, how its keys are passed)."""
     cls: type = type(backend)
-    for name, operation, keys in _METHODS:
+    for name, operation, keys in backend.COMMANDS:
         for method_name in (name, f"a{name}"):
             if hasattr(cls, method_name):
                 traced = _traced(cls, method_name, operation, keys)
@@ -179,8 +174,6 @@ def instrument(backend: Any) -> None:
 
 
 def _clients() -> list[Any]:
-    from django_elasticache_rs.backend import exporting_clients
-
     return exporting_clients("opentelemetry")
 
 

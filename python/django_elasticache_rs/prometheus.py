@@ -34,6 +34,8 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from django_elasticache_rs._registry import exporting_clients
+
 _Read = Callable[[dict[str, Any]], Iterable[tuple[str, int]]]
 
 
@@ -113,8 +115,6 @@ _Nodes = dict[str, dict[_Series, float]]
 
 
 def _clients() -> list[Any]:
-    from django_elasticache_rs.backend import exporting_clients
-
     return exporting_clients("prometheus")
 
 

@@ -37,14 +37,13 @@ _SIGNALS = {
 }
 
 
-def deliver(location: tuple[str, ...], event: dict[str, Any]) -> None:
-    """Sends the signal of a native client's ``event`` (a dict naming it in ``event``)."""
-    from django_elasticache_rs.backend import ElastiCache
-
+def deliver(sender: object, location: tuple[str, ...], event: dict[str, Any]) -> None:
+    """Sends the signal of a native client's ``event`` (a dict naming it in ``event``) from
+    ``sender`` (the backend class: the client registry binds it when it makes the client)."""
     fields = dict(event)
     signal = _SIGNALS.get(fields.pop("event", ""))
     if signal is None:
         return
     # send_robust: a receiver that raises is logged by Django (`django.dispatch`), and the
     # others still run.
-    signal.send_robust(ElastiCache, location=list(location), **fields)
+    signal.send_robust(sender, location=list(location), **fields)

@@ -1,0 +1,213 @@
+"""Stampede protection: ``get_or_set`` and ``aget_or_set`` with a callable default, when
+``OPTIONS["stampede"]`` is on (README "Stampede protection").
+
+One caller across every process sharing the cluster computes a missing value while the others
+wait for it, bounded; with an early-recompute window, one caller refreshes a value close to its
+expiry while the others keep getting the current one. Built on the cache's public API (``set``,
+``aset``, ``get_backend_timeout``) and its ``handle`` (``django_elasticache_rs.handle``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Protocol
+
+from django_elasticache_rs._futures import run
+from django_elasticache_rs._native import MAX_LEASE_SECONDS, lease_token
+from django_elasticache_rs.exceptions import CacheError
+from django_elasticache_rs.handle import MAX_RELATIVE_EXPIRY, Handle, pauses
+from django_elasticache_rs.options import Stampede
+
+__all__ = ["aget_or_set", "get_or_set"]
+
+logger = logging.getLogger("django_elasticache_rs")
+
+#: What a get-or-lease gives for a miss: never a cached value.
+_MISSING = object()
+#: What a get-or-lease gives for a value found that cannot be decoded (a pickle of a class
+#: renamed since, a corrupt or oversized compressed value): a miss to this caller, who then
+#: asks for the lease at once rather than waiting for a computation nobody is doing.
+_UNDECODABLE = object()
+
+#: Lease releases running after their ``aget_or_set`` was cancelled (kept until done: the loop
+#: holds tasks only weakly).
+_releasing: set[asyncio.Task[None]] = set()
+
+
+class Cache(Protocol):
+    """What stampede protection needs of its cache besides its handle."""
+
+    def get_backend_timeout(self, timeout: Any = ...) -> int: ...
+
+    def set(self, key: Any, value: Any, timeout: Any = ..., version: int | None = ...) -> None: ...
+
+    async def aset(
+        self, key: Any, value: Any, timeout: Any = ..., version: int | None = ...
+    ) -> None: ...
+
+
+def early_recompute_window(
+    cache: Cache, stampede: Stampede, early_recompute: int | None, timeout: Any
+) -> int:
+    """The early-recompute window of a protected ``get_or_set`` (0: off): the argument's, or
+    the option's, at most the value's own timeout less a second. A window as long as the
+    timeout would win a recompute at every read of a value just stored: caching would
+    stop; capped, a value is served for at least a second before it is refreshed."""
+    if early_recompute is None:
+        window = stampede.early_recompute or 0
+    elif (
+        isinstance(early_recompute, bool)
+        or not isinstance(early_recompute, int)
+        or not 0 <= early_recompute <= MAX_LEASE_SECONDS
+    ):
+        raise ValueError(
+            "early_recompute must be None (the option's), 0 (off) or whole seconds up to "
+            f"{MAX_LEASE_SECONDS}, not {early_recompute!r}"
+        )
+    else:
+        window = early_recompute
+    if not window:
+        return 0
+    exptime = cache.get_backend_timeout(timeout)
+    if exptime == 0:
+        return window  # never expires: memcached never reports it within a window
+    if exptime < 0:
+        return 0  # expired at once: nothing to refresh
+    lifetime = exptime if exptime <= MAX_RELATIVE_EXPIRY else exptime - int(time.time())
+    return max(min(window, lifetime - 1), 0)
+
+
+def get_or_set(
+    cache: Cache,
+    handle: Handle,
+    stampede: Stampede,
+    key: Any,
+    default: Any,
+    timeout: Any,
+    version: int | None,
+    early_recompute: int | None,
+) -> Any:
+    """The backend's ``get_or_set`` with a callable ``default`` and protection on."""
+    early = early_recompute_window(cache, stampede, early_recompute, timeout)
+    made, (prefix, v) = handle.key(key, version), handle.scope(version)
+    lease, token, ask = stampede.lease, lease_token(), handle.calls.get_or_lease
+    value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, undecodable=_UNDECODABLE)
+    give_up: float | None = None
+    while not won:
+        if value is _UNDECODABLE:
+            # A miss to this caller: ask for the lease at once, without reading the key.
+            value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, take=True)
+            continue
+        if value is not _MISSING:
+            return value
+        # Another caller computes it: wait for its value, bounded.
+        if give_up is None:
+            give_up, waits = time.monotonic() + stampede.wait, pauses()
+        if time.monotonic() >= give_up:
+            break
+        handle.pause(next(waits))
+        value, won = ask(
+            made, lease, early, _MISSING, prefix, v, token=token, undecodable=_UNDECODABLE
+        )
+    # Won (the lease, or an early recompute), or waited long enough: compute it here.
+    leased = won and value is _MISSING
+    try:
+        value = default()
+        cache.set(key, value, timeout, version)
+    finally:
+        if leased:
+            # Stored (or failed): the next miss may be computed at once.
+            _release_lease(handle, made, token, v)
+    return value
+
+
+def _release_lease(handle: Handle, made: Any, token: bytes, version: int) -> None:
+    """Ends this caller's lease (its token only). A failure is logged, never raised: the
+    value is computed and the lease runs out by itself, and an exception here would hide
+    the computation's own."""
+    try:
+        handle.drive(handle.client.start_release_lease(made, token, handle.prefix, version))
+    except CacheError as error:
+        logger.warning("a stampede lease could not be released: %s", type(error).__name__)
+
+
+async def aget_or_set(
+    cache: Cache,
+    handle: Handle,
+    stampede: Stampede,
+    key: Any,
+    default: Any,
+    timeout: Any,
+    version: int | None,
+    early_recompute: int | None,
+) -> Any:
+    """``get_or_set`` for async code: the waits poll on the event loop, never blocking it.
+    Cancelled, it ends the lease it may have won (in the background)."""
+    early = early_recompute_window(cache, stampede, early_recompute, timeout)
+    made, (prefix, v) = handle.key(key, version), handle.scope(version)
+    lease, token, start = stampede.lease, lease_token(), handle.client.start_get_or_lease
+    give_up: float | None = None
+    take = False
+    while True:
+        operation = start(
+            made,
+            lease,
+            early,
+            _MISSING,
+            prefix,
+            v,
+            token=token,
+            undecodable=_UNDECODABLE,
+            take=take,
+        )
+        try:
+            value, won = await run(operation)
+        except asyncio.CancelledError:
+            # The lease may be won on the server already, its answer never read: end it
+            # (the token is this call's, so nobody else's lease is touched).
+            _release_later(handle, made, token, v)
+            raise
+        if won:
+            break
+        if value is _UNDECODABLE:
+            # A miss to this caller: ask for the lease at once, without reading the key.
+            take = True
+            continue
+        if value is not _MISSING:
+            return value
+        take = False
+        if give_up is None:
+            give_up, waits = time.monotonic() + stampede.wait, pauses()
+        if time.monotonic() >= give_up:
+            break
+        await asyncio.sleep(next(waits))
+    leased = won and value is _MISSING
+    try:
+        # Called as Django's own aget_or_set calls it: not awaited.
+        value = default()
+        await cache.aset(key, value, timeout, version)
+    except BaseException:
+        if leased:
+            # In the background: a cancelled task must not wait on the cache, and the
+            # error is the caller's to see, not the release's.
+            _release_later(handle, made, token, v)
+        raise
+    if leased:
+        await _arelease_lease(handle, made, token, v)
+    return value
+
+
+async def _arelease_lease(handle: Handle, made: Any, token: bytes, version: int) -> None:
+    """``_release_lease`` for async code."""
+    try:
+        await run(handle.client.start_release_lease(made, token, handle.prefix, version))
+    except CacheError as error:
+        logger.warning("a stampede lease could not be released: %s", type(error).__name__)
+
+
+def _release_later(handle: Handle, made: Any, token: bytes, version: int) -> None:
+    task = asyncio.ensure_future(_arelease_lease(handle, made, token, version))
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
