@@ -236,6 +236,7 @@ impl PyClient {
             check_hostname: tls_check_hostname,
         };
         config.tls = tls.build()?;
+        given.finish()?;
         let inner = match (mode, nodes.as_slice()) {
             (_, []) => {
                 return Err(refused(

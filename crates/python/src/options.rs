@@ -8,6 +8,7 @@
 //! `TypeError` (wrong type) or `ValueError` (out of range) with an `option` attribute naming
 //! it (`errors::refused`), so that no caller parses a message to learn which option it was.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,7 +95,8 @@ pub enum Kind {
     /// One of these literals.
     Choice(&'static [Literal]),
     /// TCP keepalive idle time: `False`/`None` (off), `True` (60 s), or seconds within
-    /// [`KEEPALIVE_SECONDS`].
+    /// [`KEEPALIVE_SECONDS`], given as a number or as pymemcache's `KeepaliveOpts` (its
+    /// `idle`). 0 is refused: `None` or `False` say off.
     Keepalive,
     /// A failure log level: "WARNING", "INFO", "ERROR" (any case, or the `logging` constant),
     /// or `None` (nothing logged).
@@ -251,8 +253,7 @@ const DEADLINE: Kind = Kind::Seconds {
     zero: Zero::Refused,
     none: true,
 };
-const LEASE_SECONDS: u64 = MAX_LEASE_SECONDS;
-
+// The table's literals, short.
 use Literal::{Bool, Float, Int, Str};
 
 /// Every option, in the order the documentation lists them by topic.
@@ -403,7 +404,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "stampede_lease",
         Kind::Whole {
             low: 1,
-            high: LEASE_SECONDS,
+            high: MAX_LEASE_SECONDS,
             none: false,
         },
         Int(10),
@@ -424,7 +425,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "early_recompute",
         Kind::Whole {
             low: 1,
-            high: LEASE_SECONDS,
+            high: MAX_LEASE_SECONDS,
             none: true,
         },
         Literal::None,
@@ -573,6 +574,8 @@ pub fn spec(name: &str) -> Option<&'static OptionSpec> {
 pub struct Given<'py> {
     py: Python<'py>,
     options: Option<Bound<'py, PyDict>>,
+    /// The options read so far, by their index in [`OPTIONS`] (see [`Given::finish`]).
+    read: Cell<u64>,
 }
 
 impl std::fmt::Debug for Given<'_> {
@@ -601,14 +604,37 @@ impl<'py> Given<'py> {
         Ok(Given {
             py,
             options: options.cloned(),
+            read: Cell::new(0),
         })
+    }
+
+    /// Refuses to build a client that has not read every option it takes: an option added to
+    /// the table and not wired into `PyClient::new` fails every construction, not silently.
+    pub fn finish(self) -> PyResult<()> {
+        let unread: Vec<&str> = OPTIONS
+            .iter()
+            .enumerate()
+            .filter(|(i, spec)| spec.native && self.read.get() & (1 << i) == 0)
+            .map(|(_, spec)| spec.name)
+            .collect();
+        if unread.is_empty() {
+            Ok(())
+        } else {
+            Err(PyRuntimeError::new_err(format!(
+                "Client options never read (a bug): {}",
+                unread.join(", ")
+            )))
+        }
     }
 
     /// The option's spec and its value (given, or the `Client`'s default).
     fn value(&self, name: &str) -> PyResult<(&'static OptionSpec, Bound<'py, PyAny>)> {
-        let spec = spec(name)
-            .filter(|spec| spec.native)
+        let (index, spec) = OPTIONS
+            .iter()
+            .enumerate()
+            .find(|(_, spec)| spec.name == name && spec.native)
             .ok_or_else(|| PyRuntimeError::new_err(format!("{name} is no option of Client")))?;
+        self.read.set(self.read.get() | 1 << index);
         let given = match &self.options {
             Some(options) => options.get_item(name)?,
             None => None,
@@ -871,73 +897,54 @@ pub fn check_option<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<Boun
     check(spec, value)
 }
 
-/// A kind's name and bounds, as `_native.OPTIONS` shows them.
+/// A kind's name, bounds and choices, as `_native.OPTIONS` shows them.
 fn describe<'py>(py: Python<'py>, spec: &OptionSpec, entry: &Bound<'py, PyDict>) -> PyResult<()> {
-    let (kind, low, high, choices): (&str, Option<f64>, Option<f64>, Option<&[Literal]>) =
-        match spec.kind {
-            Kind::Flag => ("bool", None, None, None),
-            Kind::Seconds { .. } => ("seconds", Some(0.0), Some(MAX_SECONDS), None),
-            #[allow(clippy::cast_precision_loss)] // bounds are far below 2**53
-            Kind::Whole { low, high, .. } => ("whole", Some(low as f64), Some(high as f64), None),
-            Kind::Choice(values) => ("choice", None, None, Some(values)),
-            Kind::Keepalive => (
-                "keepalive",
-                Some(KEEPALIVE_SECONDS.0),
-                Some(KEEPALIVE_SECONDS.1),
-                None,
-            ),
-            Kind::LogLevel => ("log_level", None, None, None),
-            Kind::LoggerName => ("logger_name", None, None, None),
-            Kind::File => ("file", None, None, None),
-            Kind::ServerName => ("server_name", None, None, None),
-            Kind::Serde => ("serde", None, None, None),
-            Kind::SslContext => ("ssl_context", None, None, None),
-        };
-    entry.set_item("kind", kind)?;
-    // Whole numbers' bounds as ints, seconds' as floats.
-    let bound = |b: Option<f64>| -> PyResult<Bound<'py, PyAny>> {
-        Ok(match (b, spec.kind) {
-            (None, _) => py.None().into_bound(py),
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            (Some(b), Kind::Whole { .. } | Kind::Keepalive) => {
-                (b as u64).into_pyobject(py)?.into_any()
-            }
-            (Some(b), _) => b.into_pyobject(py)?.into_any(),
-        })
+    let none = || py.None().into_bound(py);
+    let (kind, low, high) = match spec.kind {
+        Kind::Flag => ("bool", none(), none()),
+        Kind::Seconds { .. } => (
+            "seconds",
+            0.0_f64.into_pyobject(py)?.into_any(),
+            MAX_SECONDS.into_pyobject(py)?.into_any(),
+        ),
+        Kind::Whole { low, high, .. } => (
+            "whole",
+            low.into_pyobject(py)?.into_any(),
+            high.into_pyobject(py)?.into_any(),
+        ),
+        Kind::Choice(_) => ("choice", none(), none()),
+        Kind::Keepalive => (
+            "keepalive",
+            KEEPALIVE_SECONDS.0.into_pyobject(py)?.into_any(),
+            KEEPALIVE_SECONDS.1.into_pyobject(py)?.into_any(),
+        ),
+        Kind::LogLevel => ("log_level", none(), none()),
+        Kind::LoggerName => ("logger_name", none(), none()),
+        Kind::File => ("file", none(), none()),
+        Kind::ServerName => ("server_name", none(), none()),
+        Kind::Serde => ("serde", none(), none()),
+        Kind::SslContext => ("ssl_context", none(), none()),
     };
-    entry.set_item("low", bound(low)?)?;
-    entry.set_item("high", bound(high)?)?;
-    let choices = match choices {
-        Some(values) => {
+    entry.set_item("kind", kind)?;
+    entry.set_item("low", low)?;
+    entry.set_item("high", high)?;
+    let choices = match spec.kind {
+        Kind::Choice(values) => {
             let objects = values
                 .iter()
                 .map(|v| v.to_object(py))
                 .collect::<PyResult<Vec<_>>>()?;
             PyTuple::new(py, objects)?.into_any()
         }
-        None => py.None().into_bound(py),
+        _ => none(),
     };
     entry.set_item("choices", choices)?;
-    entry.set_item(
-        "zero_is_none",
-        matches!(
-            spec.kind,
-            Kind::Seconds {
-                zero: Zero::MeansNone,
-                ..
-            }
-        ),
-    )?;
-    entry.set_item(
-        "zero_refused",
-        matches!(
-            spec.kind,
-            Kind::Seconds {
-                zero: Zero::Refused,
-                ..
-            }
-        ),
-    )?;
+    let zero = match spec.kind {
+        Kind::Seconds { zero, .. } => Some(zero),
+        _ => None,
+    };
+    entry.set_item("zero_is_none", zero == Some(Zero::MeansNone))?;
+    entry.set_item("zero_refused", zero == Some(Zero::Refused))?;
     Ok(())
 }
 
@@ -965,3 +972,6 @@ pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(check_option, module)?)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
