@@ -156,17 +156,6 @@ class Stampede:
     early_recompute: int | None
 
 
-def parse_early_recompute(value: Any, name: str = "OPTIONS['early_recompute']") -> int | None:
-    """An early-recompute window: None (off) or whole seconds from 1 to 30 days."""
-    try:
-        check_option("early_recompute", value)
-    except (TypeError, ValueError) as error:
-        raise ImproperlyConfigured(
-            f"{name} must be {_ACCEPTS['early_recompute']}, not {value!r}"
-        ) from error
-    return value  # type: ignore[no-any-return]
-
-
 def _stampede(options: Mapping[str, Any]) -> Stampede | None:
     """Stampede protection from the (checked) options; every one is checked, on or off: a
     mistake is heard of before it is turned on."""
@@ -296,24 +285,32 @@ def _importable(option: str, value: str, module: str, extra: str) -> None:
         ) from error
 
 
-def _metrics(value: Literal["prometheus", "opentelemetry"] | None) -> Any:
-    """``OPTIONS["metrics"]`` (checked): its package must be importable."""
+def _metrics(value: Any) -> Literal["prometheus", "opentelemetry"] | None:
+    """``OPTIONS["metrics"]`` (checked: None, "prometheus" or "opentelemetry"): its package
+    must be importable."""
     if value == "prometheus":
         _importable("metrics", value, "prometheus_client", "prometheus")
-    elif value == "opentelemetry":
+        return "prometheus"
+    if value == "opentelemetry":
         _importable("metrics", value, "opentelemetry.metrics", "opentelemetry")
-    return value
+        return "opentelemetry"
+    return None
 
 
-def _tracing(value: Literal["opentelemetry"] | None) -> Any:
-    """``OPTIONS["tracing"]`` (checked): opentelemetry-api must be importable."""
+def _tracing(value: Any) -> Literal["opentelemetry"] | None:
+    """``OPTIONS["tracing"]`` (checked: None or "opentelemetry"): opentelemetry-api must be
+    importable."""
     if value == "opentelemetry":
         _importable("tracing", value, "opentelemetry.trace", "opentelemetry")
-    return value
+        return "opentelemetry"
+    return None
 
 
-def _gevent(value: Literal["auto"] | bool) -> Any:
-    """``OPTIONS["gevent"]`` (checked): with True, gevent must be importable."""
+def _gevent(value: Any) -> Literal["auto"] | bool:
+    """``OPTIONS["gevent"]`` (checked: "auto", True or False): with True, gevent must be
+    importable."""
+    if value == "auto":
+        return "auto"
     if value is True:
         try:
             import gevent  # noqa: F401
@@ -322,4 +319,4 @@ def _gevent(value: Literal["auto"] | bool) -> Any:
                 "OPTIONS['gevent'] is True but gevent cannot be imported: install gevent, or "
                 "leave the option at 'auto'"
             ) from error
-    return value
+    return bool(value)
