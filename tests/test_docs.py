@@ -104,6 +104,21 @@ def test_the_native_client_stub_lists_the_tables_defaults() -> None:
     assert not wrong, f"_native.pyi's Client defaults != the table's (stub, table): {wrong}"
 
 
+def test_the_readmes_option_table_names_every_option_and_no_other() -> None:
+    """The README's table (PyPI's page) groups some options in a row and words some defaults;
+    its names at least are the table's."""
+    readme = (DOCS.parent / "README.md").read_text()
+    section = readme.split("### Options", 1)[1].split("\n### ", 1)[0]
+    named = {
+        name
+        for line in section.splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`([a-z_]+)`", line.split(" | ", 1)[0])
+    }
+    missing, extra = sorted(DEFAULTS.keys() - named), sorted(named - DEFAULTS.keys())
+    assert not missing and not extra, f"README's option table: missing {missing}, extra {extra}"
+
+
 def test_the_table_parser_sees_a_missing_row_and_a_wrong_default() -> None:
     page = (DOCS / "configuration.md").read_text()
     without_timeout = "\n".join(
