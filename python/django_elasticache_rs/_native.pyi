@@ -3,7 +3,7 @@
 import asyncio
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal, Protocol, final
+from typing import Any, Final, Literal, Protocol, TypedDict, final
 
 __all__ = [
     "BLOCK",
@@ -15,12 +15,14 @@ __all__ = [
     "MAX_SECONDS",
     "MAX_VALUE_LENGTH",
     "MIN_VALUE_LENGTH",
+    "OPTIONS",
     "READ",
     "WAIT",
     "WRITE",
     "Client",
     "Operation",
     "__version__",
+    "check_option",
     "lease_token",
     "murmur3_32",
 ]
@@ -39,6 +41,50 @@ MAX_VALUE_LENGTH: Final[int]
 MIN_VALUE_LENGTH: Final[int]
 #: A lease or early-recompute window, in seconds (memcached reads more as a Unix time).
 MAX_LEASE_SECONDS: Final[int]
+
+class _OptionSpec(TypedDict):
+    """One option of the table (``crates/python/src/options.rs``)."""
+
+    name: str
+    #: "bool", "seconds", "whole", "choice", "keepalive", "log_level", "logger_name", "file",
+    #: "server_name", "serde" or "ssl_context".
+    kind: str
+    #: The default under Django (``options.DEFAULTS``).
+    default: Any
+    #: The native ``Client``'s default (``discovery``: "off"; else ``default``).
+    client_default: Any
+    #: Whether ``Client`` takes it (else it is the Django backend's alone).
+    native: bool
+    #: Whether ``None`` is accepted.
+    none: bool
+    #: Bounds of "seconds", "whole" and "keepalive" (``None`` for the other kinds).
+    low: float | None
+    high: float | None
+    #: "seconds": 0 means none (off); 0 is refused.
+    zero_is_none: bool
+    zero_refused: bool
+    #: "choice": the values accepted.
+    choices: tuple[Any, ...] | None
+    #: What it accepts, in the words of the error messages.
+    accepts: str
+    #: What it means, in one line.
+    meaning: str
+
+#: Every option, once: what ``Client`` takes as keyword arguments (``native``) and what the
+#: Django backend's ``OPTIONS`` accepts, with defaults and bounds.
+OPTIONS: Final[tuple[_OptionSpec, ...]]
+
+def check_option(name: str, value: object) -> Any:
+    """``value`` for the option ``name`` in its canonical form (a keepalive as seconds or
+    ``None``, a log level as its name, a path as a ``str``), or ``TypeError``/``ValueError``
+    as ``Client`` raises it, its ``option`` attribute naming the option; ``KeyError`` when no
+    option has that name."""
+
+class _KeepaliveOpts(Protocol):
+    """pymemcache's ``KeepaliveOpts``: its idle time is taken."""
+
+    @property
+    def idle(self) -> float: ...
 
 class _Serde(Protocol):
     """pymemcache's serde interface."""
@@ -86,13 +132,13 @@ class Client:
         *,
         connect_timeout: float | None = 1.0,
         timeout: float | None = 1.0,
-        max_pool_size: int = 64,
-        pool_idle_timeout: float | None = 0.0,
+        max_pool_size: int | None = 64,
+        pool_idle_timeout: float = 0,
         retry_attempts: int = 2,
         retry_timeout: float = 1.0,
         dead_timeout: float = 60.0,
         no_delay: bool = True,
-        socket_keepalive: float | None = None,
+        socket_keepalive: float | bool | _KeepaliveOpts | None = False,
         ignore_exc: bool = False,
         max_value_length: int | None = None,
         serde: _Serde | None = None,
@@ -108,8 +154,8 @@ class Client:
         tls_server_name: str | None = None,
         tls_verify: bool = True,
         tls_check_hostname: bool = True,
-        logger: str | None = None,
-        failure_log_level: Literal["WARNING", "INFO", "ERROR"] | None = "WARNING",
+        logger: str = "elasticache_client.failures",
+        failure_log_level: str | int | None = "WARNING",
         counters: bool = True,
         on_event: Callable[[dict[str, Any]], object] | None = None,
         hashing: Literal["pymemcache", "pylibmc", "ketama"] = "pymemcache",
@@ -127,17 +173,23 @@ class Client:
         verified against each node's hostname (from discovery) or ``tls_server_name``;
         ``tls_check_hostname=False`` verifies the chain only, ``tls_verify=False`` nothing.
 
+        The keyword arguments other than ``tls_ca_certs``, ``tls_verify``,
+        ``tls_check_hostname`` and ``on_event`` are the options of ``OPTIONS`` marked
+        ``native``, with their ``client_default`` (those listed here, which a test keeps equal
+        to the table), and accept what the Django backend's ``OPTIONS`` accepts.
+
         Every argument is checked here, and nothing is contacted: a wrong type raises
-        ``TypeError``, a value out of range ``ValueError``, naming the argument (its message
-        starts with the name, or a note says "while processing '<name>'"). Durations are
-        seconds up to a day (86400); ``timeout`` and ``connect_timeout`` must be above 0
-        (``None`` is no deadline); ``socket_keepalive`` is 1 to 32767 s (``None``/0: off);
+        ``TypeError``, a value out of range ``ValueError``, naming the argument in its message
+        and in its ``option`` attribute. Durations are seconds up to a day (86400);
+        ``timeout`` and ``connect_timeout`` must be above 0 (``None`` is no deadline);
+        ``socket_keepalive`` is 1 to 32767 s (``False``/``None``: off, ``True``: 60 s);
         ``max_pool_size`` 1 to 65535; ``retry_attempts`` 1 to 1000; ``max_value_length`` 1024
         to 1 GiB. ``servers`` must parse as ``host:port``, TLS files must be readable and
         hold what they should, ``tls_server_name`` must be a DNS name or IP address.
 
-        Failures are logged to the Python logger ``logger`` (``None``:
-        ``elasticache_client.failures``) at ``failure_log_level`` (``None``: not at all): the
+        Failures are logged to the Python logger ``logger`` at ``failure_log_level``
+        (``"WARNING"``, ``"INFO"``, ``"ERROR"`` in any case or the ``logging`` constant;
+        ``None``: not at all): the
         first failure of each kind per node, then at most one summary per node per minute,
         and one INFO record when the node answers again.
 

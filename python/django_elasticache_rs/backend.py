@@ -46,16 +46,10 @@ def shared_client(servers: list[str], settings: Settings) -> Client:
 
 
 def _refused(error: Exception) -> ImproperlyConfigured:
-    """``ImproperlyConfigured`` for what the native client refused to be built with. Its own
-    messages start with the argument's name, which is the option's (``servers`` is
-    ``LOCATION``, ``tls_ca_certs`` comes from ``tls_context``); a conversion error names it
-    in a note ("while processing 'x'")."""
-    notes = list(getattr(error, "__notes__", ()))
-    message = " ".join([str(error), *notes])
-    argument = str(error).split(" ", 1)[0].rstrip(":")
-    for note in notes:
-        if note.startswith("while processing '"):
-            argument = note.split("'")[1]
+    """``ImproperlyConfigured`` for what the native client refused to be built with. Its
+    refusals name their argument in ``error.option``, which is the option's (``servers`` is
+    ``LOCATION``, ``tls_ca_certs`` comes from ``tls_context``)."""
+    argument = getattr(error, "option", None)
     if argument == "servers":
         where = "CACHES LOCATION"
     elif argument == "tls_ca_certs":
@@ -64,6 +58,7 @@ def _refused(error: Exception) -> ImproperlyConfigured:
         where = f"OPTIONS[{argument!r}]"
     else:
         where = "CACHES OPTIONS"
+    message = " ".join([str(error), *getattr(error, "__notes__", ())])
     return ImproperlyConfigured(f"{where} is refused: {message}")
 
 

@@ -2,7 +2,7 @@
 //! values out of range `ValueError`, each naming the argument and what it accepts; never an
 //! `OverflowError` or a panic (a duration past what a clock can add would panic later).
 //!
-//! The bounds are those `options.py` applies to the Django settings of the same names.
+//! The options' bounds are here; the table of options (`options.rs`) says which applies to which.
 
 use std::time::Duration;
 
@@ -27,8 +27,8 @@ pub const MIN_VALUE_LENGTH: u64 = 1024;
 /// a TTL over 30 days as a Unix time.
 pub const MAX_LEASE_SECONDS: u64 = 60 * 60 * 24 * 30;
 
-/// Exports the bounds above to Python, where `options.py` checks `OPTIONS` against them (to
-/// name the option in Django's terms): one definition for both checks.
+/// Exports the bounds above to Python (the options' bounds are also in `_native.OPTIONS`;
+/// `MAX_LEASE_SECONDS` bounds `get_or_set`'s lease arguments).
 pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("MAX_SECONDS", MAX_SECONDS)?;
     module.add("MAX_KEEPALIVE_SECONDS", KEEPALIVE_SECONDS.1)?;
@@ -123,11 +123,6 @@ pub fn seconds(name: &str, value: Option<Number>, zero: Zero) -> PyResult<Option
         )));
     }
     Ok(Duration::try_from_secs_f64(s).ok())
-}
-
-/// A required duration argument (see [`seconds`]).
-pub fn required_seconds(name: &str, value: Number) -> PyResult<Duration> {
-    Ok(seconds(name, Some(value), Zero::Allowed)?.unwrap_or_default())
 }
 
 /// The TCP keepalive idle time: `None` or 0 (off), or whole seconds the OS accepts.

@@ -4,47 +4,117 @@
 //! checked here (`prefix:version:key` when a prefix is passed), values encoded in pymemcache's
 //! format, and results decoded with the GIL held again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use elasticache_client::{
     Client, ClientConfig, Counter, DiscoveryConfig, DiscoveryMode, FailureLog, Hashing, KeyList,
-    LeaseRequest, NodeAddress, Stats, Store, StoreReply, TlsSettings,
+    LeaseRequest, NodeAddress, Stats, Store, StoreReply, Tls, TlsSettings,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString};
 
-use crate::args::{
-    keepalive, required_seconds, seconds, whole, Delta, Exptime, Number, Whole, Zero,
-    MAX_LEASE_SECONDS, MAX_POOL_SIZE, MAX_RETRY_ATTEMPTS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
-};
+use crate::args::{whole, Delta, Exptime, Whole, MAX_LEASE_SECONDS};
 use crate::compress::{Compression, DEFAULT_INFLATED_CAP};
-use crate::errors::IntoPyResult;
+use crate::errors::{refused, IntoPyResult, Refusal};
 use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::PyOperation;
+use crate::options::Given;
 use crate::serde::{decode, decode_or, decode_or_else, encode, Codec, FLAG_INTEGER};
 use crate::starts;
 
-/// Where failures are logged: a Python logger name (`None`: `elasticache_client.failures`) and
-/// a level name (`None`: not logged).
-fn failure_log(logger: Option<String>, level: Option<&str>) -> PyResult<FailureLog> {
+/// Where failures are logged: a Python logger name and a level name (`None`: not logged),
+/// both checked (`options::Given::text`).
+fn failure_log(logger: Option<String>, level: Option<&str>) -> FailureLog {
     let mut log = FailureLog::default();
     log.level = match level {
-        None => None,
-        Some("WARNING") => Some(log::Level::Warn),
         Some("INFO") => Some(log::Level::Info),
         Some("ERROR") => Some(log::Level::Error),
-        Some(other) => {
-            return Err(PyValueError::new_err(format!(
-                "failure_log_level must be 'WARNING', 'INFO', 'ERROR' or None, not {other:?}"
-            )))
-        }
+        Some(_) => Some(log::Level::Warn),
+        None => None,
     };
     if let Some(logger) = logger {
         log.target = logger;
     }
-    Ok(log)
+    log
+}
+
+/// The TLS arguments, checked one by one (`options::Given`), before they are built.
+struct TlsArguments {
+    on: bool,
+    ca_certs: Vec<Vec<u8>>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    verify: bool,
+    check_hostname: bool,
+}
+
+impl TlsArguments {
+    /// The TLS configuration (`None`: plaintext). Any TLS argument turns TLS on: a CA file
+    /// given with plaintext would be a silent downgrade. What cannot be built is refused
+    /// naming the argument it comes from: each part is built alone first (the server name,
+    /// the trust anchors, the client certificate), so that none is guessed from a message.
+    fn build(self) -> PyResult<Option<Tls>> {
+        let on = self.on
+            || !self.ca_certs.is_empty()
+            || self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.server_name.is_some();
+        if !on {
+            return Ok(None);
+        }
+        let refuse = |option: &'static str| {
+            move |error: elasticache_client::Error| {
+                refused(option, Refusal::Value, format!("{option}: {error}"))
+            }
+        };
+        // Parts built alone skip verification, so that none reads the system's trust store.
+        let part = || {
+            let mut settings = TlsSettings::default();
+            settings.skip_verification = true;
+            settings
+        };
+        if let Some(name) = &self.server_name {
+            let mut settings = part();
+            settings.server_name = Some(name.clone());
+            settings.build().map_err(refuse("tls_server_name"))?;
+        }
+        if !self.ca_certs.is_empty() {
+            let mut settings = part();
+            settings.ca_certificates = self.ca_certs.clone();
+            settings.build().map_err(refuse("tls_ca_certs"))?;
+        }
+        if let Some(file) = &self.ca_file {
+            let mut settings = part();
+            settings.ca_file = Some(file.clone());
+            settings.build().map_err(refuse("tls_ca_file"))?;
+        }
+        if self.cert_file.is_some() || self.key_file.is_some() {
+            let mut settings = part();
+            settings.client_cert_file = self.cert_file.clone();
+            settings.client_key_file = self.key_file.clone();
+            // The pair is named by its certificate, or by the half that is missing.
+            let option = match (&self.cert_file, &self.key_file) {
+                (Some(_), None) => "tls_key_file",
+                (None, Some(_)) => "tls_cert_file",
+                _ => "tls_cert_file",
+            };
+            settings.build().map_err(refuse(option))?;
+        }
+        let mut settings = TlsSettings::default();
+        settings.ca_certificates = self.ca_certs;
+        settings.ca_file = self.ca_file;
+        settings.skip_verification = !self.verify;
+        settings.skip_hostname_check = !self.check_hostname;
+        settings.client_cert_file = self.cert_file;
+        settings.client_key_file = self.key_file;
+        settings.server_name = self.server_name;
+        settings.build().map(Some).map_err(refuse("tls"))
+    }
 }
 
 /// A memcached client shared by every thread of the process.
@@ -58,241 +128,133 @@ pub struct PyClient {
 
 #[pymethods]
 impl PyClient {
+    /// The options (`**options`) are those of `_native.OPTIONS` marked `native`, with its
+    /// defaults; `tls_ca_certs` (DER), `tls_verify`, `tls_check_hostname` and `on_event` are
+    /// the Django backend's ways in (an `ssl.SSLContext`'s settings, the signals).
     #[new]
     #[pyo3(signature = (
         servers,
         *,
-        connect_timeout = Some(Number(1.0)),
-        timeout = Some(Number(1.0)),
-        max_pool_size = Whole(64),
-        pool_idle_timeout = Some(Number(0.0)),
-        retry_attempts = Whole(2),
-        retry_timeout = Number(1.0),
-        dead_timeout = Number(60.0),
-        no_delay = true,
-        socket_keepalive = None,
-        ignore_exc = false,
-        max_value_length = None,
-        serde = None,
-        discovery = "off",
-        discovery_interval = Some(Number(60.0)),
-        discovery_retry_delay = Number(0.0),
-        use_vpc_ip_address = true,
-        tls = false,
         tls_ca_certs = None,
-        tls_ca_file = None,
-        tls_cert_file = None,
-        tls_key_file = None,
-        tls_server_name = None,
         tls_verify = true,
         tls_check_hostname = true,
-        logger = None,
-        failure_log_level = Some("WARNING"),
-        counters = true,
         on_event = None,
-        hashing = "pymemcache",
-        min_compress_len = Whole(0),
-        compress_level = Whole(6),
+        **options,
     ))]
-    // Spelled out: the checked argument types' defaults would show as `...`.
-    #[pyo3(
-        text_signature = "(servers, *, connect_timeout=1.0, timeout=1.0, max_pool_size=64, \
-        pool_idle_timeout=0.0, retry_attempts=2, retry_timeout=1.0, dead_timeout=60.0, \
-        no_delay=True, socket_keepalive=None, ignore_exc=False, max_value_length=None, \
-        serde=None, discovery='off', discovery_interval=60.0, discovery_retry_delay=0.0, \
-        use_vpc_ip_address=True, tls=False, tls_ca_certs=None, tls_ca_file=None, \
-        tls_cert_file=None, tls_key_file=None, tls_server_name=None, tls_verify=True, \
-        tls_check_hostname=True, logger=None, failure_log_level='WARNING', counters=True, \
-        on_event=None, hashing='pymemcache', min_compress_len=0, compress_level=6)"
-    )]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         servers: Vec<String>,
-        connect_timeout: Option<Number>,
-        timeout: Option<Number>,
-        max_pool_size: Whole,
-        pool_idle_timeout: Option<Number>,
-        retry_attempts: Whole,
-        retry_timeout: Number,
-        dead_timeout: Number,
-        no_delay: bool,
-        socket_keepalive: Option<Number>,
-        ignore_exc: bool,
-        max_value_length: Option<Whole>,
-        serde: Option<Py<PyAny>>,
-        discovery: &str,
-        discovery_interval: Option<Number>,
-        discovery_retry_delay: Number,
-        use_vpc_ip_address: bool,
-        tls: bool,
         tls_ca_certs: Option<Vec<Vec<u8>>>,
-        tls_ca_file: Option<PathBuf>,
-        tls_cert_file: Option<PathBuf>,
-        tls_key_file: Option<PathBuf>,
-        tls_server_name: Option<String>,
         tls_verify: bool,
         tls_check_hostname: bool,
-        logger: Option<String>,
-        failure_log_level: Option<&str>,
-        counters: bool,
         on_event: Option<Py<PyAny>>,
-        hashing: &str,
-        min_compress_len: Whole,
-        compress_level: Whole,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         // Every argument is checked here, before anything else: nothing invalid may surface at
-        // the first request. Messages start with the argument's name (`options.py` relies on it).
+        // the first request. A refusal names its argument in its `option` attribute.
+        let given = Given::new(py, options)?;
         let nodes = servers
             .iter()
             .map(|s| NodeAddress::parse(s))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| PyValueError::new_err(format!("servers: {error}")))?;
-        let hashing = match hashing {
-            "pymemcache" => Hashing::Pymemcache,
-            "pylibmc" => Hashing::Pylibmc,
-            "ketama" => Hashing::Ketama,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "hashing must be 'pymemcache', 'pylibmc' or 'ketama', not {other:?}"
-                )))
-            }
+            .map_err(|error| refused("servers", Refusal::Value, format!("servers: {error}")))?;
+        let hashing = match given.text("hashing")?.as_deref() {
+            Some("pylibmc") => Hashing::Pylibmc,
+            Some("ketama") => Hashing::Ketama,
+            _ => Hashing::Pymemcache,
         };
-        let mode = match discovery {
-            "off" => None,
-            "auto" => Some(DiscoveryMode::Auto),
-            "on" => Some(DiscoveryMode::On),
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "discovery must be 'auto', 'on' or 'off', not {other:?}"
-                )))
-            }
+        let mode = match given.text("discovery")?.as_deref() {
+            Some("auto") => Some(DiscoveryMode::Auto),
+            Some("on") => Some(DiscoveryMode::On),
+            _ => None,
         };
-        if let Some(serde) = &serde {
-            let serde = serde.bind(py);
-            for method in ["serialize", "deserialize"] {
-                if !serde.getattr(method).is_ok_and(|m| m.is_callable()) {
-                    return Err(PyTypeError::new_err(format!(
-                        "serde must have serialize() and deserialize() methods; it has no {method}()"
-                    )));
-                }
-            }
-        }
-        let max_value_len = match max_value_length {
-            None => None,
-            Some(n) => Some(to_usize(
-                "max_value_length",
-                whole("max_value_length", n, MIN_VALUE_LENGTH, MAX_VALUE_LENGTH)?,
-            )?),
-        };
+        let serde = given.object("serde")?;
+        let max_value_len = given
+            .whole("max_value_length")?
+            .map(|n| to_usize("max_value_length", n))
+            .transpose()?;
         let compression = Compression {
             min_len: to_usize(
                 "min_compress_len",
-                whole("min_compress_len", min_compress_len, 0, MAX_VALUE_LENGTH)?,
+                given.whole("min_compress_len")?.unwrap_or_default(),
             )?,
-            level: u32::try_from(whole("compress_level", compress_level, 1, 9)?)
-                .map_err(|_| PyValueError::new_err("compress_level is out of range"))?,
+            level: to_u32(
+                "compress_level",
+                given.whole("compress_level")?.unwrap_or_default(),
+            )?,
             // A value set explicitly bounds values both as stored and once inflated.
             inflated_cap: max_value_len.unwrap_or(DEFAULT_INFLATED_CAP),
         };
-        let max_value_len = max_value_len.unwrap_or(ClientConfig::default().max_value_len);
-        let retry_attempts = whole("retry_attempts", retry_attempts, 1, MAX_RETRY_ATTEMPTS)?;
         let mut config = ClientConfig::default();
-        config.connect_timeout = seconds("connect_timeout", connect_timeout, Zero::Refused)?;
-        config.timeout = seconds("timeout", timeout, Zero::Refused)?;
-        config.max_pool_size = to_usize(
-            "max_pool_size",
-            whole("max_pool_size", max_pool_size, 1, MAX_POOL_SIZE)?,
+        let max_value_len = max_value_len.unwrap_or(config.max_value_len);
+        config.connect_timeout = given.seconds("connect_timeout")?;
+        config.timeout = given.seconds("timeout")?;
+        if let Some(size) = given.whole("max_pool_size")? {
+            config.max_pool_size = to_usize("max_pool_size", size)?;
+        }
+        config.pool_idle_timeout = given.seconds("pool_idle_timeout")?;
+        config.retry_attempts = to_u32(
+            "retry_attempts",
+            given.whole("retry_attempts")?.unwrap_or_default(),
         )?;
-        config.pool_idle_timeout =
-            seconds("pool_idle_timeout", pool_idle_timeout, Zero::MeansNone)?;
-        config.retry_attempts = u32::try_from(retry_attempts)
-            .map_err(|_| PyValueError::new_err("retry_attempts is out of range"))?;
-        config.retry_timeout = required_seconds("retry_timeout", retry_timeout)?;
-        config.dead_timeout = required_seconds("dead_timeout", dead_timeout)?;
-        config.no_delay = no_delay;
-        config.socket_keepalive = keepalive(socket_keepalive)?;
+        config.retry_timeout = given.seconds("retry_timeout")?.unwrap_or_default();
+        config.dead_timeout = given.seconds("dead_timeout")?.unwrap_or_default();
+        config.no_delay = given.flag("no_delay")?;
+        config.socket_keepalive = given.seconds("socket_keepalive")?;
         config.max_value_len = max_value_len;
-        config.ignore_exc = ignore_exc;
-        config.failure_log = failure_log(logger, failure_log_level)?;
-        config.counters = counters;
+        config.ignore_exc = given.flag("ignore_exc")?;
+        config.failure_log = failure_log(
+            given.text("logger")?,
+            given.text("failure_log_level")?.as_deref(),
+        );
+        config.counters = given.flag("counters")?;
         config.hashing = hashing;
         if let Some(on_event) = on_event {
             if !on_event.bind(py).is_callable() {
-                return Err(PyTypeError::new_err("on_event must be callable"));
+                return Err(refused(
+                    "on_event",
+                    Refusal::Type,
+                    "on_event must be callable".to_owned(),
+                ));
             }
             config.events = Some(crate::events::sink(on_event));
         }
         let mut discovery_settings = DiscoveryConfig::default();
         discovery_settings.mode = mode.unwrap_or(DiscoveryMode::Auto);
-        discovery_settings.interval =
-            seconds("discovery_interval", discovery_interval, Zero::MeansNone)?;
+        discovery_settings.interval = given.seconds("discovery_interval")?;
         discovery_settings.retry_delay =
-            required_seconds("discovery_retry_delay", discovery_retry_delay)?;
-        discovery_settings.use_vpc_ip_address = use_vpc_ip_address;
-        // Any TLS option turns TLS on: a CA file given with plaintext would be a silent downgrade.
-        let tls_on = tls
-            || tls_ca_certs.as_ref().is_some_and(|certs| !certs.is_empty())
-            || tls_ca_file.is_some()
-            || tls_cert_file.is_some()
-            || tls_key_file.is_some()
-            || tls_server_name.is_some();
-        if tls_on {
-            for (name, path) in [
-                ("tls_ca_file", &tls_ca_file),
-                ("tls_cert_file", &tls_cert_file),
-                ("tls_key_file", &tls_key_file),
-            ] {
-                if let Some(path) = path {
-                    readable(name, path)?;
-                }
-            }
-            // What each argument looks like in an error message, to name the one it is about.
-            let shown: Vec<(&str, String)> = [
-                (
-                    "tls_ca_file",
-                    tls_ca_file.as_ref().map(|p| p.display().to_string()),
-                ),
-                (
-                    "tls_cert_file",
-                    tls_cert_file.as_ref().map(|p| p.display().to_string()),
-                ),
-                (
-                    "tls_key_file",
-                    tls_key_file.as_ref().map(|p| p.display().to_string()),
-                ),
-                ("tls_server_name", tls_server_name.clone()),
-            ]
-            .into_iter()
-            .filter_map(|(name, text)| text.map(|t| (name, t)))
-            .collect();
-            let mut settings = TlsSettings::default();
-            settings.ca_certificates = tls_ca_certs.unwrap_or_default();
-            settings.ca_file = tls_ca_file;
-            settings.skip_verification = !tls_verify;
-            settings.skip_hostname_check = !tls_check_hostname;
-            settings.client_cert_file = tls_cert_file;
-            settings.client_key_file = tls_key_file;
-            settings.server_name = tls_server_name;
-            let built = settings.build().map_err(|error| {
-                let message = error.to_string();
-                let name = shown
-                    .iter()
-                    .find(|(_, text)| message.contains(text.as_str()))
-                    .map_or("tls", |(name, _)| name);
-                PyValueError::new_err(format!("{name}: {message}"))
-            })?;
-            config.tls = Some(built);
-        }
+            given.seconds("discovery_retry_delay")?.unwrap_or_default();
+        discovery_settings.use_vpc_ip_address = given.flag("use_vpc_ip_address")?;
+        let tls = TlsArguments {
+            on: given.flag("tls")?,
+            ca_certs: tls_ca_certs.unwrap_or_default(),
+            ca_file: given.path("tls_ca_file")?,
+            cert_file: given.path("tls_cert_file")?,
+            key_file: given.path("tls_key_file")?,
+            server_name: given.text("tls_server_name")?,
+            verify: tls_verify,
+            check_hostname: tls_check_hostname,
+        };
+        config.tls = tls.build()?;
+        given.finish()?;
         let inner = match (mode, nodes.as_slice()) {
-            (_, []) => return Err(PyValueError::new_err("servers: at least one is needed")),
+            (_, []) => {
+                return Err(refused(
+                    "servers",
+                    Refusal::Value,
+                    "servers: at least one is needed".to_owned(),
+                ))
+            }
             (None, nodes) => Arc::new(Client::new(nodes, config)),
             (Some(_), [endpoint]) => {
                 Client::with_discovery(endpoint.clone(), config, discovery_settings)
             }
             (Some(_), _) => {
-                return Err(PyValueError::new_err(
-                    "servers: discovery needs exactly one server, the configuration endpoint",
+                return Err(refused(
+                    "servers",
+                    Refusal::Value,
+                    "servers: discovery needs exactly one server, the configuration endpoint"
+                        .to_owned(),
                 ))
             }
         };
@@ -1032,20 +994,4 @@ fn to_u32(name: &str, value: u64) -> PyResult<u32> {
 /// A checked count as a `usize` (it is within bounds that fit every platform's `usize`).
 fn to_usize(name: &str, value: u64) -> PyResult<usize> {
     usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name} is out of range")))
-}
-
-/// Refuses a path that cannot be opened for reading, naming the argument.
-fn readable(name: &str, path: &Path) -> PyResult<()> {
-    let refuse = |why: String| {
-        PyValueError::new_err(format!(
-            "{name} must be a readable file: {} {why}",
-            path.display()
-        ))
-    };
-    if !path.is_file() {
-        return Err(refuse("is not a file".to_owned()));
-    }
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|error| refuse(format!("cannot be opened: {error}")))
 }

@@ -5,6 +5,7 @@
 //! `ConnectionError`, `ValueError`).
 
 use elasticache_client::{Error, ErrorKind, KeyError, MAX_KEY_LEN};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -66,6 +67,30 @@ pub fn unencodable_key(key: &Bound<'_, PyString>) -> PyErr {
         "Cache key contains characters that will cause errors if used with memcached: {shown} \
          (not encodable as UTF-8)"
     ))
+}
+
+/// What kind of refusal of an argument: a value of the wrong type, or one out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `TypeError`.
+    Type,
+    /// `ValueError`.
+    Value,
+}
+
+/// The error for an argument of the native client refused (an option, `servers`, the TLS
+/// settings): a `TypeError` or `ValueError` (as documented for `Client(...)`) whose `option`
+/// attribute names the argument, so that no caller has to find it in the message.
+pub fn refused(option: &str, refusal: Refusal, message: String) -> PyErr {
+    let error = match refusal {
+        Refusal::Type => PyTypeError::new_err(message),
+        Refusal::Value => PyValueError::new_err(message),
+    };
+    Python::attach(|py| {
+        // Setting an attribute on a fresh exception instance cannot fail but for memory.
+        let _ = error.value(py).setattr("option", option);
+    });
+    error
 }
 
 /// Extension to turn a client result into a Python result.

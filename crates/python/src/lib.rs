@@ -14,6 +14,7 @@ mod keys;
 mod logging;
 mod metrics;
 mod operation;
+mod options;
 mod serde;
 mod shutdown;
 mod starts;
@@ -27,6 +28,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     args::install(module)?;
+    options::install(module)?;
     module.add_class::<client::PyClient>()?;
     module.add_class::<operation::PyOperation>()?;
     operation::install(module)?;
