@@ -7,16 +7,18 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import django
 import pytest
 
 import django_elasticache_rs
+from django_elasticache_rs import CacheError, CacheTimeoutError, signals
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster, LocalNode
 
@@ -230,3 +232,194 @@ def test_fork_raises_no_threads_warning_on_python_312(elasticache_cluster: Local
     assert seen["warnings"] == [], seen
     assert seen["child"] == 0, seen
     assert seen["parent"] is True, seen
+
+
+# -- signal receivers ------------------------------------------------------------------------
+
+BOUND = 10.0
+
+
+class BlockingReceiver:
+    """Receives ``node_down`` and ``node_up``, recording them in order; the first ``node_down``
+    blocks (from its native delivery thread) until the test sets ``release``. ``running`` is
+    set once it blocks."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.running = threading.Event()
+        self.release = threading.Event()
+        self._changed = threading.Condition()
+
+    def node_down(self, sender: object, **kwargs: object) -> None:
+        if not self.running.is_set():
+            self.running.set()
+            self.release.wait(timeout=6 * BOUND)  # bounded: the test releases it
+        self._record("node_down")
+
+    def node_up(self, sender: object, **kwargs: object) -> None:
+        self._record("node_up")
+
+    def _record(self, name: str) -> None:
+        with self._changed:
+            self.events.append(name)
+            self._changed.notify_all()
+
+    def wait_for(self, count: int) -> list[str]:
+        """The events received, once there are ``count`` of them (bounded)."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.events) >= count, timeout=BOUND)
+            return list(self.events)
+
+
+@pytest.fixture
+def blocking_receiver() -> Iterator[BlockingReceiver]:
+    receiver = BlockingReceiver()
+    signals.node_down.connect(receiver.node_down, weak=False)
+    signals.node_up.connect(receiver.node_up, weak=False)
+    try:
+        yield receiver
+    finally:
+        receiver.release.set()
+        signals.node_down.disconnect(receiver.node_down)
+        signals.node_up.disconnect(receiver.node_up)
+
+
+def _marked_down(cache: ElastiCache, node: LocalNode) -> None:
+    """A call fails on the stopped node: with ``retry_attempts=1`` it is marked down
+    (``node_down``)."""
+    assert node.pid is not None
+    os.kill(node.pid, signal.SIGSTOP)
+    try:
+        _until_stopped(node.pid)
+        with pytest.raises(CacheTimeoutError):
+            cache.get("k")
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
+
+
+def _until_stopped(pid: int) -> None:
+    """Waits (bounded) until the process is stopped: ``kill`` returns before a process running
+    on another CPU stops, and it may answer one more request meanwhile."""
+    deadline = time.monotonic() + BOUND
+    # The state follows the command name, which is in parentheses and may contain spaces.
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the node never stopped"
+        time.sleep(0.001)  # polling interval, not synchronisation
+
+
+def _answering_again(cache: ElastiCache) -> None:
+    """Calls until the node marked down is tried again (``dead_timeout`` later) and answers
+    (``node_up``)."""
+    deadline = time.monotonic() + BOUND
+    while True:
+        try:
+            if cache.get("k") == "v":
+                return
+        except CacheError:  # still marked down: fails fast until dead_timeout passes
+            pass
+        assert time.monotonic() < deadline, "the node never answered again"
+        time.sleep(0.05)  # polling interval, not synchronisation
+
+
+def _child_uses_the_cache(cache: ElastiCache) -> None:
+    """Runs in the child: exit status 0 only if the cache works there, blocking and async."""
+    status = 1
+    try:
+        cache.set("child", "forked")
+        assert cache.get("child") == "forked"
+        assert asyncio.run(cache.aget("child")) == "forked"
+        status = 0
+    finally:
+        os._exit(status)
+
+
+class ForkingThread(threading.Thread):
+    """Forks from a thread of its own, so that a fork that hangs fails the test instead of
+    hanging it; the child runs ``child``. ``pid`` is the child's, in the parent."""
+
+    def __init__(self, child: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self._child = child
+        self.pid: int | None = None
+
+    def run(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self._child()
+        self.pid = pid
+
+
+def _exit_code(pid: int) -> int:
+    """The child's exit code, waiting for it (bounded: a child that hangs is killed)."""
+    deadline = time.monotonic() + BOUND
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung")
+        time.sleep(0.01)  # polling interval, not synchronisation
+
+
+def _fork_while_blocked(cache: ElastiCache, receiver: BlockingReceiver) -> tuple[bool, int]:
+    """Forks while ``receiver`` is blocked; releases it once the fork returned (or, should the
+    fork wait for it, once that is clear). Whether the fork returned while the receiver was
+    still blocked, and the child's exit code."""
+    forking = ForkingThread(lambda: _child_uses_the_cache(cache))
+    forking.start()
+    forking.join(timeout=BOUND)
+    returned_while_blocked = not forking.is_alive() and not receiver.release.is_set()
+    receiver.release.set()
+    forking.join(timeout=BOUND)
+    assert forking.pid is not None, "the fork never returned"
+    return returned_while_blocked, _exit_code(forking.pid)
+
+
+RECEIVER_OPTIONS = {"discovery": "off", "timeout": 0.3, "retry_attempts": 1, "dead_timeout": 0.5}
+
+
+def test_a_fork_never_waits_for_a_blocked_signal_receiver(
+    blocking_receiver: BlockingReceiver,
+) -> None:
+    """A ``node_down`` receiver blocks; ``os.fork()`` returns while it is still blocked, the
+    child uses the cache and exits cleanly, and once released the receiver's event and the
+    later ones reach the parent's receivers in order."""
+    with LocalNode() as node:
+        cache = ElastiCache(node.address, {"OPTIONS": RECEIVER_OPTIONS})
+        cache.set("k", "v")
+        _marked_down(cache, node)
+        assert blocking_receiver.running.wait(timeout=BOUND), "node_down never delivered"
+
+        returned_while_blocked, child = _fork_while_blocked(cache, blocking_receiver)
+        assert returned_while_blocked, "os.fork() waited for a signal receiver"
+        assert child == 0
+
+        assert blocking_receiver.wait_for(1) == ["node_down"]
+        _answering_again(cache)
+        _marked_down(cache, node)
+        assert blocking_receiver.wait_for(3) == ["node_down", "node_up", "node_down"]
+
+
+def test_events_queued_behind_a_blocked_receiver_are_delivered_after_the_fork_in_order(
+    blocking_receiver: BlockingReceiver,
+) -> None:
+    """While a ``node_down`` receiver blocks, the node answers again, fails again and answers
+    again: those events wait behind it, through the fork, and then reach the parent's
+    receivers in the order they happened."""
+    with LocalNode() as node:
+        cache = ElastiCache(node.address, {"OPTIONS": RECEIVER_OPTIONS})
+        cache.set("k", "v")
+        _marked_down(cache, node)
+        assert blocking_receiver.running.wait(timeout=BOUND), "node_down never delivered"
+        _answering_again(cache)
+        _marked_down(cache, node)
+        _answering_again(cache)
+        assert blocking_receiver.events == []
+
+        returned_while_blocked, child = _fork_while_blocked(cache, blocking_receiver)
+        assert returned_while_blocked, "os.fork() waited for a signal receiver"
+        assert child == 0
+        expected = ["node_down", "node_up", "node_down", "node_up"]
+        assert blocking_receiver.wait_for(4) == expected

@@ -136,6 +136,53 @@ def test_with_gevent_off_a_call_blocks_the_whole_process(
     assert report["frozen_outcome"] == ["raised", "CacheTimeoutError"]
 
 
+# -- waiting for a pooled connection -----------------------------------------------------------
+
+POOL_BURST = REPO_ROOT / "tests" / "support" / "gevent_pool_burst.py"
+BURST = 32
+
+
+def test_a_burst_beyond_max_pool_size_leaves_the_hubs_thread_pool_free(
+    nodes: tuple[LocalNode, LocalNode],
+) -> None:
+    """32 greenlets call a stopped node with ``max_pool_size=1``: one holds the connection, 31
+    wait for it without a thread (the hub's thread pool, which gevent's resolver uses, is
+    never given any of the cache's work), so a name lookup made meanwhile completes before any
+    call of the burst ends. Each waiting call is counted once as a pool wait."""
+    _, frozen = nodes
+    spec = {
+        "node": frozen.address,
+        "options": {"max_pool_size": 1, "timeout": TIMEOUT},
+        "greenlets": BURST,
+    }
+    with stopped(frozen):
+        done = subprocess.run(
+            [sys.executable, str(POOL_BURST), json.dumps(spec)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["all_done"], report
+    log = report["log"]
+    assert log.count("burst-start") == BURST
+    assert log.index("lookup-start") > max(i for i, e in enumerate(log) if e == "burst-start")
+    assert "burst-end" not in log[: log.index("lookup-done")], f"the lookup waited: {log}"
+    assert report["resolved"]
+    assert report["hub_pool_busy_during_burst"] == 0, report
+    # Only the lookup ran on the hub's pool: connecting ran on the cache's own.
+    assert report["on_hub_pool"] == ["getaddrinfo"], report
+    assert report["pool_waits"] == BURST - 1, report
+    # The holder times out; each waiter at its own deadline, just after: as a pool exhausted,
+    # or, given the room the holder's closed connection leaves, as a connect or a request to
+    # the stopped node that cannot finish in time.
+    assert report["outcomes"][0] == "CacheTimeoutError", report
+    assert set(report["outcomes"]) <= {"CacheTimeoutError", "CacheConnectionError"}, report
+
+
 # -- the option ------------------------------------------------------------------------------
 
 

@@ -3,18 +3,22 @@
 Used by the backend's blocking methods when gevent has monkey-patched ``socket`` (or
 ``OPTIONS["gevent"]`` says so), so that a greenlet waiting on a slow or frozen node never
 stalls the others. Sockets are waited on with ``gevent.socket.wait_read`` (or
-``wait_readwrite`` while a request is being written); the step with no non-blocking form (a
-connect, the first discovery, waiting for a pooled connection) runs on gevent's thread pool,
-which also yields to the hub.
+``wait_readwrite`` while a request is being written). A greenlet waiting for a pooled
+connection (every one of the pool in use) waits on the hub too, woken when another greenlet's
+call ends. Only the steps with no non-blocking form (a connect, the first discovery) run on a
+thread: of a small gevent thread pool of the cache's own, never the hub's, which gevent's
+resolver (every ``socket.getaddrinfo``) and other libraries share.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._native import BLOCK, DONE, READ, Client, Operation
+from ._polling import pauses
 
 
 def patched() -> bool:
@@ -39,17 +43,94 @@ def _hub() -> tuple[Any, Any, Any]:
     return _gevent
 
 
+#: Threads of the cache's own pool per hub, for connects and first discoveries: as many as
+#: gevent gives a hub's pool. More at once wait their turn, on the hub.
+CONNECT_THREADS = 10
+
+#: Where a hub keeps the driver's state (``_Green``): one hub per native thread running
+#: greenlets, and its greenlets are all that ever touch it, so it needs no lock.
+_STATE = "_django_elasticache_rs"
+
+
+class _Green:
+    """The driver's state in one hub: the cache's thread pool (made at first use, and anew in
+    a forked child), and the event greenlets waiting for a pooled connection wait on (made
+    by the first of them, set and dropped when a call of this hub ends)."""
+
+    __slots__ = ("_pool", "freed")
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+        self.freed: Any = None
+
+    def pool(self, hub: Any) -> Any:
+        pool = self._pool
+        if pool is None or pool.pid != os.getpid():
+            # A child must not use the parent's pool: its threads did not survive the fork.
+            from gevent import config
+            from gevent.threadpool import ThreadPool
+
+            # Idle threads exit after gevent's own delay, as the hub's pool's do (gevent passes
+            # this float itself; its stubs say int).
+            idle: Any = config.threadpool_idle_task_timeout
+            try:
+                pool = ThreadPool(CONNECT_THREADS, hub, idle_task_timeout=idle)
+            except TypeError:  # gevent before 20.12: threads stay
+                pool = ThreadPool(CONNECT_THREADS, hub)
+            self._pool = pool
+        return pool
+
+
+def _green(hub: Any) -> _Green:
+    state: _Green | None = getattr(hub, _STATE, None)
+    if state is None:
+        state = _Green()
+        setattr(hub, _STATE, state)
+    return state
+
+
+def _wait_for_a_connection(hub: Any, waits: Iterator[float], timeout: float | None) -> None:
+    """Waits in the current greenlet until another call of this hub ends (it may have given
+    a connection back), or for the next of ``waits`` (a connection given back by another
+    thread, or by a batch still running, wakes nobody), or until ``timeout``."""
+    state = _green(hub)
+    freed = state.freed
+    if freed is None:
+        from gevent.event import Event
+
+        freed = state.freed = Event()
+    pause = next(waits)
+    freed.wait(pause if timeout is None else min(pause, timeout))
+
+
+def _connection_freed(hub: Any) -> None:
+    """A call of this hub ended: greenlets waiting for a pooled connection try again."""
+    state: _Green | None = getattr(hub, _STATE, None)
+    if state is not None and state.freed is not None:
+        freed, state.freed = state.freed, None
+        freed.set()
+
+
 def run(operation: Operation) -> Any:
     """Runs ``operation`` in the current greenlet, yielding to the hub while it waits, and
     returns its result (or raises its error)."""
     get_hub, wait_read, wait_readwrite = _hub()
+    waits: Iterator[float] | None = None
     try:
         while True:
             progress = operation.advance()
             if progress == DONE:
                 return operation.result()
             if progress == BLOCK:
-                get_hub().threadpool.apply(operation.prepare)
+                hub = get_hub()
+                if operation.waits_for_pool():
+                    # Every connection of the pool is in use: no thread is needed to wait for
+                    # one. Past the deadline, advance() ends the call as the pool exhausted.
+                    if waits is None:
+                        waits = pauses()
+                    _wait_for_a_connection(hub, waits, operation.timeout())
+                else:
+                    _green(hub).pool(hub).apply(operation.prepare_without_waiting)
                 continue
             next_wait = operation.wait_for()
             if next_wait is None:
@@ -63,6 +144,8 @@ def run(operation: Operation) -> Any:
                 pass  # the next advance() ends the operation as a timeout
     finally:
         operation.close()
+        # Its connections are back in their pools (or closed, making room).
+        _connection_freed(get_hub())
 
 
 def sleep(seconds: float) -> None:

@@ -408,6 +408,14 @@ class Operation:
         """Seconds until the deadline (0 once passed); ``None`` without a timeout."""
     def prepare(self) -> None:
         """The blocking part (connecting, the first discovery): off the event loop only."""
+    def prepare_without_waiting(self) -> None:
+        """``prepare()`` without waiting for a pooled connection to be given back (see
+        ``waits_for_pool()``): off the event loop only."""
+    def waits_for_pool(self) -> bool:
+        """After ``advance()`` returned ``BLOCK``: whether all the operation needs is a pooled
+        connection given back (every connection of its pools is in use), which a driver may
+        wait for its own way, advancing again (past the deadline, ``advance()`` ends it as
+        the pool exhausted)."""
     def prepare_later(self, future: asyncio.Future[Any]) -> None:
         """Runs ``prepare()`` on a native worker thread, then completes ``future``."""
     def result(self) -> Any:

@@ -5,31 +5,18 @@ exporters) need of it, as one small public object rather than the backend's priv
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django_elasticache_rs import _green
 from django_elasticache_rs._native import Client, Operation
+from django_elasticache_rs._polling import FIRST_POLL, LONGEST_POLL, pauses
 
 __all__ = ["FIRST_POLL", "LONGEST_POLL", "MAX_RELATIVE_EXPIRY", "Handle", "pauses"]
 
 #: memcached reads an expiry over 30 days as a Unix time.
 MAX_RELATIVE_EXPIRY = 60 * 60 * 24 * 30
-
-#: The pauses between polls while waiting for a lock or for a value another caller computes:
-#: short at first (both are often quick), doubling up to the longest, so that a long wait
-#: costs few requests.
-FIRST_POLL = 0.002
-LONGEST_POLL = 0.05
-
-
-def pauses() -> Iterator[float]:
-    """The pauses between one wait's polls, in seconds (see ``FIRST_POLL``)."""
-    pause = FIRST_POLL
-    while True:
-        yield pause
-        pause = min(2 * pause, LONGEST_POLL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 Each is sent with ``sender`` the backend class (``ElastiCache``) and ``location`` (the
 ``LOCATION`` servers of the client that saw it), from a native worker thread of the cache:
 never from inside a cache call, nor under any lock of the cache's, in the order the events
-happened. Receivers should return quickly; one that raises is logged by Django's
-``django.dispatch`` logger, and the others still run.
+happened. Receivers should return quickly (the events after one wait for it); one that
+raises is logged by Django's ``django.dispatch`` logger, and the others still run. A
+``fork()`` never waits for a receiver: one running then is left running in the parent (the
+child is forked without it), and the events after it follow once the fork is over.
 
 * ``membership_changed``: the set of nodes changed (the first discovery included):
   ``added``, ``removed`` (lists of ``host:port``), ``version`` (the configuration version, or

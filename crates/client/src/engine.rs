@@ -13,6 +13,9 @@
 //! What the operating system gives no non-blocking form of (a connect, with its name lookup
 //! and TLS handshake; the first discovery; waiting for a pooled connection to come back) is
 //! [`Progress::Block`]: an event driver runs [`Operation::prepare`] off its loop, then goes on.
+//! A driver that can wait for a pooled connection its own way, without a thread (gevent's
+//! hub), asks [`Operation::waits_for_pool`] and runs [`Operation::prepare_without_waiting`]
+//! off its loop only to discover or connect.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -347,6 +350,19 @@ pub struct Operation<C: Command> {
     exchange_limit: usize,
     /// Whether the nodes' counters are kept (`ClientConfig::counters`).
     counting: bool,
+    /// Whether a wait for a pooled connection was counted ([`Operation::waits_for_pool`]).
+    counted_pool_wait: bool,
+}
+
+/// How [`Operation::lease_pending`] may get connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leasing {
+    /// Idle connections only (the non-blocking step).
+    Idle,
+    /// Idle ones, or connect where a pool has room; never wait for one to be returned.
+    Connect,
+    /// Also wait for one to be returned, when the operation holds no other.
+    Wait,
 }
 
 /// Over TLS, the most request bytes written before their replies are read: one TLS record.
@@ -373,6 +389,7 @@ impl<C: Command> Operation<C> {
                 None => usize::MAX,
             },
             counting: client.config.counters,
+            counted_pool_wait: false,
         })
     }
 
@@ -381,7 +398,7 @@ impl<C: Command> Operation<C> {
     pub fn run(mut self, client: &Client) -> Result<C::Output> {
         self.route(client, true);
         while !self.pending.is_empty() {
-            self.lease_pending(client, true);
+            self.lease_pending(client, Leasing::Wait);
             // Every request first, so the nodes work at once; then each node's replies.
             let mut sent = Vec::with_capacity(self.running.len());
             for mut exchange in std::mem::take(&mut self.running) {
@@ -404,7 +421,7 @@ impl<C: Command> Operation<C> {
         if !self.routed && !self.route(client, false) {
             return Progress::Block;
         }
-        self.lease_pending(client, false);
+        self.lease_pending(client, Leasing::Idle);
         let mut index = 0;
         while let Some(exchange) = self.running.get_mut(index) {
             match exchange.advance(&mut self.command) {
@@ -438,7 +455,41 @@ impl<C: Command> Operation<C> {
         if !self.routed {
             self.route(client, true);
         }
-        self.lease_pending(client, true);
+        self.lease_pending(client, Leasing::Wait);
+    }
+
+    /// [`Operation::prepare`] for a driver that waits for pooled connections its own way: the
+    /// first discovery, and connections where a pool has room, but never a wait for one to be
+    /// returned (a share whose pool has every connection in use stays pending: see
+    /// [`Operation::waits_for_pool`]).
+    pub fn prepare_without_waiting(&mut self, client: &Client) {
+        if !self.routed {
+            self.route(client, true);
+        }
+        self.lease_pending(client, Leasing::Connect);
+    }
+
+    /// After [`Progress::Block`]: whether all that is left before the exchanges can start is a
+    /// wait for a pooled connection to be returned (every connection the pending shares' pools
+    /// may have is in use), rather than a discovery or a connect. A driver that can wait
+    /// without a thread then waits its own way (a connection is given back at the end of an
+    /// exchange) and advances again; past the deadline, [`Operation::advance`] ends the
+    /// pending shares as [`Error::PoolExhausted`], as a blocking wait ends.
+    ///
+    /// The first time it says so, the wait is counted in those pools' waits, as a blocking
+    /// wait is.
+    pub fn waits_for_pool(&mut self) -> bool {
+        if !self.routed || !self.running.is_empty() || self.pending.is_empty() {
+            return false;
+        }
+        let waits = self.pending.iter().all(|share| share.node.pool.is_full());
+        if waits && !self.counted_pool_wait {
+            self.counted_pool_wait = true;
+            for share in &self.pending {
+                share.node.pool.count_wait();
+            }
+        }
+        waits
     }
 
     /// Whether the operation has its outcome (every share answered or failed).
@@ -477,9 +528,13 @@ impl<C: Command> Operation<C> {
         }
         for share in std::mem::take(&mut self.pending) {
             // Never sent: nothing is known of the node, so nothing counts against its health.
-            let error = Error::Timeout {
-                node: share.node.address.name.clone(),
-                timeout,
+            // With every connection of its pool in use, it waited for one (a driver waiting
+            // its own way, `waits_for_pool`): the error a blocking wait ends with.
+            let node = share.node.address.name.clone();
+            let error = if share.node.pool.is_full() {
+                Error::PoolExhausted { node, timeout }
+            } else {
+                Error::Timeout { node, timeout }
             };
             self.fail(&share.node, share.positions, error);
         }
@@ -519,15 +574,15 @@ impl<C: Command> Operation<C> {
     /// Leases connections for the pending shares and starts their exchanges.
     ///
     /// Holding connections to other nodes, it never waits for one: another operation may hold
-    /// this node's connections while it waits for the ones held here. Without `blocking`, it
-    /// takes only idle connections.
-    fn lease_pending(&mut self, client: &Client, blocking: bool) {
+    /// this node's connections while it waits for the ones held here. `leasing` says what
+    /// else it may do besides taking idle connections.
+    fn lease_pending(&mut self, client: &Client, leasing: Leasing) {
         let mut index = 0;
         while index < self.pending.len() {
             let node = Arc::clone(&self.pending[index].node);
-            let leased = if !blocking {
+            let leased = if leasing == Leasing::Idle {
                 Client::check_up(&node).map(|()| node.pool.take_idle())
-            } else if self.running.is_empty() {
+            } else if leasing == Leasing::Wait && self.running.is_empty() {
                 client
                     .lease(&node, self.deadline)
                     .map(|lease| lease.into_connection())

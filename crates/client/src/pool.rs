@@ -182,6 +182,19 @@ impl Pool {
         None
     }
 
+    /// Whether every connection the pool may have is in use: none idle, and no room to open
+    /// another (a caller would wait for one to be returned).
+    pub(crate) fn is_full(&self) -> bool {
+        let state = self.lock();
+        state.idle.is_empty() && state.open >= self.max_size
+    }
+
+    /// Counts a wait for a connection to be returned that a caller makes its own way (an
+    /// event driver that waits without a thread: `Operation::waits_for_pool`).
+    pub(crate) fn count_wait(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// An idle connection if one is ready; never connects or waits. Give it back with
     /// [`Pool::put_back`] after a clean exchange, or [`Pool::discard`] it.
     pub(crate) fn take_idle(&self) -> Option<Connection> {

@@ -344,3 +344,43 @@ fn trickled_storage_replies_with_refusals_read_the_same_on_events() {
         "refusals are replies: the stream is in step"
     );
 }
+
+#[test]
+fn a_full_pool_is_waited_for_by_the_driver_and_ends_as_exhausted_at_the_deadline() {
+    let server = after_warm_up(&[], false);
+    let client = warm_client(&server, {
+        let mut custom = config();
+        custom.max_pool_size = 1;
+        custom
+    });
+    let pool_waits = |client: &Client| client.metrics().nodes[0].pool_waits;
+    // The one connection is held by an exchange the server never answers.
+    let mut holder = client.start_get("held".to_owned()).unwrap();
+    assert_eq!(holder.advance(&client), Progress::Wait);
+
+    let mut waiter = client.start_get("waiting".to_owned()).unwrap();
+    assert_eq!(waiter.advance(&client), Progress::Block);
+    assert!(waiter.waits_for_pool());
+    // Without waiting: nothing to connect, nothing taken, the wait counted once.
+    waiter.prepare_without_waiting(&client);
+    assert_eq!(waiter.advance(&client), Progress::Block);
+    assert!(waiter.waits_for_pool());
+    assert_eq!((open_connections(&client), pool_waits(&client)), (1, 1));
+
+    // Once the holder's connection is gone, there is room: a connect, not a wait.
+    drop(holder);
+    assert_eq!(waiter.advance(&client), Progress::Block);
+    assert!(!waiter.waits_for_pool());
+    waiter.prepare_without_waiting(&client);
+    assert_eq!(open_connections(&client), 1);
+    assert_eq!(waiter.advance(&client), Progress::Wait);
+
+    // A wait still unanswered at the deadline ends as a blocking wait does.
+    let mut late = client.start_get("late".to_owned()).unwrap();
+    assert_eq!(late.advance(&client), Progress::Block);
+    assert!(late.waits_for_pool());
+    let error = late.finish(&client).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Timeout);
+    assert!(error.to_string().contains("max_pool_size"), "{error}");
+    assert_eq!(pool_waits(&client), 2);
+}

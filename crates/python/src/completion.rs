@@ -8,11 +8,20 @@
 //! future's event loop with `call_soon_threadsafe`. This skips the default executor's few
 //! threads, its queue, its `concurrent.futures.Future` and the hand-offs between them.
 //! Workers are per process: a forked child starts its own, and [`park`] stops them all
-//! before `fork()` ([`resume`] lets them start again, on demand).
+//! before `fork()` ([`resume`] lets them start again, on demand), except a worker running
+//! user code ([`unawaited`]: an event's receivers), which a fork never waits for.
+//!
+//! What a child inherits from such a worker: nothing of ours locked. The worker holds no lock
+//! of ours while in user code (the job's own, the pool's, the event queue's are all released
+//! first), the GIL is CPython's to hand over at `fork()`, and once back from user code the
+//! worker takes no lock while a fork is under way ([`Returning`]).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -42,6 +51,8 @@ struct Queue {
     /// Set from [`park`] to [`resume`] (around a fork): workers exit, none start.
     parking: bool,
     threads: Vec<JoinHandle<()>>,
+    /// Workers inside [`unawaited`] user code: [`park`] does not join them.
+    unawaited: Vec<ThreadId>,
 }
 
 struct Workers {
@@ -86,6 +97,10 @@ fn work(workers: &Workers) {
             // Queued jobs wait for `resume`: a fork must not wait for more than one job per
             // worker.
             queue.workers = queue.workers.saturating_sub(1);
+            drop(queue);
+            // Back from user code a fork did not wait for (if it was): from here on this
+            // thread takes none of our locks, and a fork no longer needs to wait for it.
+            Returning::done();
             return;
         }
         if let Some(job) = queue.jobs.pop_front() {
@@ -146,13 +161,22 @@ fn submit_py(job: Job) -> PyResult<()> {
 
 /// Stops this process's workers and joins them (before `fork()`): a worker in the middle of a
 /// job finishes it (a job is bounded by the client's timeouts); queued jobs wait for
-/// [`resume`]. Call it without the GIL: a finishing job takes the GIL to deliver its result.
-pub fn park() {
+/// [`resume`]. A worker inside [`unawaited`] user code is not waited for: it is left running
+/// (the child is forked without it), and its handle kept for a later `park`. Returns how many
+/// were left running.
+///
+/// Call it without the GIL: a finishing job takes the GIL to deliver its result.
+pub fn park() -> usize {
     let workers = workers();
-    let threads = {
+    let (threads, left) = {
         let mut queue = lock(&workers.queue);
         queue.parking = true;
-        std::mem::take(&mut queue.threads)
+        let (left, threads): (Vec<_>, Vec<_>) = std::mem::take(&mut queue.threads)
+            .into_iter()
+            .partition(|thread| queue.unawaited.contains(&thread.thread().id()));
+        let count = left.len();
+        queue.threads = left;
+        (threads, count)
     };
     workers.ready.notify_all();
     for thread in threads {
@@ -160,11 +184,14 @@ pub fn park() {
             log::warn!("an async worker thread panicked");
         }
     }
+    Returning::fork_begins();
+    left
 }
 
 /// Lets workers start again after a fork (in the parent: the jobs queued meanwhile get theirs
-/// now; otherwise workers start on demand).
-pub fn resume() {
+/// now; otherwise workers start on demand). `in_child`: called in the forked child.
+pub fn resume(in_child: bool) {
+    Returning::fork_ends(in_child);
     let workers = workers();
     let mut queue = lock(&workers.queue);
     queue.parking = false;
@@ -173,6 +200,133 @@ pub fn resume() {
             log::warn!("cannot start an async worker thread after fork: {error}");
             break;
         }
+    }
+}
+
+/// Runs `user_code` (code that may block for as long as it likes: an event's receivers) on
+/// this worker, unless the workers are parking for a fork: then it returns `None` at once,
+/// and the caller gives its thread back, queueing what is left with [`submit`] (it runs after
+/// [`resume`]). A fork that begins while `user_code` runs does not wait for it.
+///
+/// Only for jobs run by this pool's workers; the caller must hold none of our locks.
+pub(crate) fn unawaited<R>(user_code: impl FnOnce() -> R) -> Option<R> {
+    let workers = workers();
+    let id = thread::current().id();
+    {
+        // Checked and marked under the pool's lock, as `park` reads both: either this worker
+        // sees the fork coming and stays out of user code, or `park` sees it marked.
+        let mut queue = lock(&workers.queue);
+        if queue.parking {
+            return None;
+        }
+        queue.unawaited.push(id);
+    }
+    // Out of our code: a fork under way need not wait for this thread.
+    Returning::done();
+    let outcome = user_code();
+    // Back: a fork begun meanwhile (which did not wait) is waited out before the lock below.
+    Returning::back();
+    let mut queue = lock(&workers.queue);
+    if let Some(index) = queue.unawaited.iter().position(|marked| *marked == id) {
+        queue.unawaited.swap_remove(index);
+    }
+    Some(outcome)
+}
+
+/// The workers a fork did not wait for, on their way back from user code.
+///
+/// A worker left running by [`park`] may come back from user code while the parent forks. If
+/// it then took a lock of ours (the pool's, the event queue's) at the moment of `fork()`, the
+/// child would inherit that lock held by a thread it does not have, and hang on it. So a
+/// worker back from user code counts itself in [`RETURNING`] before it takes any lock, and
+/// until it exits or is in user code again; a fork sets [`FORKING`] and then waits for that
+/// count to reach zero (those workers only tidy up and exit: the pool is parking). A worker
+/// that finds [`FORKING`] set uncounts itself and waits, holding nothing, until the fork is
+/// over. Each side writes its atomic before reading the other's (all sequentially
+/// consistent), so at least one of them sees the other: the worker waits, or the fork does.
+struct Returning;
+
+/// Set from [`park`] (after the workers are joined) to [`resume`]: a fork is under way.
+static FORKING: AtomicBool = AtomicBool::new(false);
+/// Workers back from user code and not yet gone or back in user code.
+static RETURNING: AtomicUsize = AtomicUsize::new(0);
+/// How often a fork and a returning worker look at each other's atomic: the other side's wait
+/// is short (a worker's tidying up; a `fork()`), and nothing else could wake them without a
+/// lock, which is what this avoids.
+const RETURNING_POLL: Duration = Duration::from_micros(100);
+
+/// Whether this thread is counted in [`RETURNING`]; a thread that ends counted (it should
+/// not: workers uncount themselves as they exit) is uncounted then, or forks would wait for
+/// it forever.
+struct Counted(Cell<bool>);
+
+impl Counted {
+    fn get(&self) -> bool {
+        self.0.get()
+    }
+
+    fn set(&self, counted: bool) {
+        self.0.set(counted);
+    }
+
+    fn replace(&self, counted: bool) -> bool {
+        self.0.replace(counted)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.get() {
+            RETURNING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+thread_local! {
+    static COUNTED: Counted = const { Counted(Cell::new(false)) };
+}
+
+impl Returning {
+    /// This thread is back from user code: waits out a fork under way, then counts itself.
+    fn back() {
+        if COUNTED.with(Counted::get) {
+            return;
+        }
+        loop {
+            RETURNING.fetch_add(1, Ordering::SeqCst);
+            if !FORKING.load(Ordering::SeqCst) {
+                COUNTED.with(|counted| counted.set(true));
+                return;
+            }
+            RETURNING.fetch_sub(1, Ordering::SeqCst);
+            while FORKING.load(Ordering::SeqCst) {
+                thread::sleep(RETURNING_POLL);
+            }
+        }
+    }
+
+    /// This thread is in user code again, or leaving: a fork need not wait for it.
+    fn done() {
+        if COUNTED.with(|counted| counted.replace(false)) {
+            RETURNING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A fork begins (every other worker is joined): waits for the returning ones to be gone.
+    fn fork_begins() {
+        FORKING.store(true, Ordering::SeqCst);
+        while RETURNING.load(Ordering::SeqCst) > 0 {
+            thread::sleep(RETURNING_POLL);
+        }
+    }
+
+    /// The fork is over. In the child none of the parent's other threads exists: a count one
+    /// of them held for a moment (before it saw the fork and uncounted itself) is dropped.
+    fn fork_ends(in_child: bool) {
+        if in_child {
+            RETURNING.store(0, Ordering::SeqCst);
+        }
+        FORKING.store(false, Ordering::SeqCst);
     }
 }
 
@@ -225,7 +379,7 @@ fn deliver(py: Python<'_>, future: Bound<'_, PyAny>, result: PyResult<Py<PyAny>>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The pool with plain Rust jobs (no Python), run by `cargo test --workspace`.
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -234,7 +388,33 @@ mod tests {
 
     use super::*;
 
-    const BOUND: Duration = Duration::from_secs(10);
+    pub(crate) const BOUND: Duration = Duration::from_secs(10);
+
+    /// The pool is the process's: tests that park it or count its workers take turns.
+    pub(crate) fn exclusive() -> MutexGuard<'static, ()> {
+        static TURN: Mutex<()> = Mutex::new(());
+        lock(&TURN)
+    }
+
+    /// Waits (bounded) until the pool is parking (a fork has begun).
+    pub(crate) fn until_parking() {
+        until("the fork", |queue| queue.parking);
+    }
+
+    /// Waits (bounded) until no worker is in user code.
+    pub(crate) fn until_out_of_user_code() {
+        until("the receiver's return", |queue| queue.unawaited.is_empty());
+    }
+
+    /// Waits (bounded) until `condition` holds of the pool's accounting.
+    fn until(what: &str, condition: impl Fn(&Queue) -> bool) {
+        let workers = workers();
+        let deadline = Instant::now() + BOUND;
+        while !condition(&lock(&workers.queue)) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(1)); // polling interval
+        }
+    }
 
     /// Runs `count` jobs and waits for all of them.
     fn run_jobs(count: usize) {
@@ -293,6 +473,7 @@ mod tests {
 
     #[test]
     fn after_heavy_churn_the_idle_count_holds_and_every_worker_runs_at_once() {
+        let _turn = exclusive();
         // Bursts of every size up to twice the bound: finishing workers race idle ones for
         // queued jobs in every order.
         for burst in 0..2_000 {
@@ -310,10 +491,52 @@ mod tests {
             let _ = done.send(());
         }))
         .unwrap();
-        resume();
+        resume(false);
         finished
             .recv_timeout(BOUND)
             .expect("a job queued while parked never ran");
         assert!(all_workers_run_at_once());
+    }
+
+    #[test]
+    fn a_fork_does_not_wait_for_a_worker_in_user_code_and_none_enters_it_meanwhile() {
+        let _turn = exclusive();
+        let (entered, in_user_code) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let (back, came_back) = mpsc::channel();
+        submit(Box::new(move || {
+            let outcome = unawaited(|| {
+                let _ = entered.send(());
+                released.recv_timeout(BOUND).is_ok()
+            });
+            let _ = back.send(outcome);
+        }))
+        .unwrap();
+        in_user_code.recv_timeout(BOUND).expect("the job never ran");
+
+        // Parking returns with the worker still in user code, and leaves it running.
+        let (parked, left) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = parked.send(park());
+        });
+        let left = left.recv_timeout(BOUND);
+        let blocked = unawaited(|| ());
+        release.send(()).unwrap();
+        assert_eq!(left, Ok(1), "the fork waited for user code");
+        // Meanwhile no user code starts: a job must give its thread back instead.
+        assert!(blocked.is_none());
+        assert_eq!(lock(&workers().queue).threads.len(), 1);
+
+        // After the fork, the worker is back and done, and the pool works as before.
+        resume(false);
+        assert_eq!(came_back.recv_timeout(BOUND), Ok(Some(true)));
+        assert!(settled());
+        let (ran, outcome) = mpsc::channel();
+        submit(Box::new(move || {
+            let _ = ran.send(unawaited(|| 7));
+        }))
+        .unwrap();
+        assert_eq!(outcome.recv_timeout(BOUND), Ok(Some(7)));
+        run_jobs(4);
     }
 }

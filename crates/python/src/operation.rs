@@ -5,6 +5,8 @@
 //! `wait_for()` (a socket readable or writable) for at most `timeout()` seconds, or runs
 //! `prepare()` off its loop (a connect or the first discovery, which have no non-blocking
 //! form), until `advance()` says it is done; then `result()` gives the value or raises.
+//! A driver that can wait for a pooled connection without a thread (gevent's) asks
+//! `waits_for_pool()` first, and runs `prepare_without_waiting()` off its loop instead.
 //! `close()` ends it early (a cancelled task): unfinished exchanges' connections are closed.
 //! The drivers are `django_elasticache_rs._futures.run` (asyncio) and
 //! `django_elasticache_rs._green.run` (gevent).
@@ -32,6 +34,8 @@ const WRITE: u8 = 2;
 pub trait Driven: Send {
     fn advance(&mut self, client: &Client) -> Progress;
     fn prepare(&mut self, client: &Client);
+    fn prepare_without_waiting(&mut self, client: &Client);
+    fn waits_for_pool(&mut self) -> bool;
     #[cfg(unix)]
     fn wait_for(&self) -> Option<(i32, u8)>;
     fn deadline(&self) -> Option<Instant>;
@@ -58,6 +62,14 @@ where
 
     fn prepare(&mut self, client: &Client) {
         self.operation.prepare(client);
+    }
+
+    fn prepare_without_waiting(&mut self, client: &Client) {
+        self.operation.prepare_without_waiting(client);
+    }
+
+    fn waits_for_pool(&mut self) -> bool {
+        self.operation.waits_for_pool()
     }
 
     #[cfg(unix)]
@@ -121,10 +133,16 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn prepare(&self) {
+    /// Runs the blocking step (`wait`: waiting for a pooled connection too), holding the
+    /// state; an operation closed meanwhile is dropped after it.
+    fn prepare(&self, wait: bool) {
         let mut state = self.lock();
         if let Some(operation) = state.as_mut() {
-            operation.prepare(&self.client);
+            if wait {
+                operation.prepare(&self.client);
+            } else {
+                operation.prepare_without_waiting(&self.client);
+            }
         }
         if self.abandoned.load(Ordering::Acquire) {
             *state = None;
@@ -183,14 +201,33 @@ impl PyOperation {
     /// thread, never the event loop.
     fn prepare(&self, py: Python<'_>) {
         let shared = &*self.shared;
-        py.detach(|| shared.prepare());
+        py.detach(|| shared.prepare(true));
+    }
+
+    /// `prepare()` for a driver that waits for pooled connections its own way: discovers and
+    /// connects, but never waits for a connection to be given back (see `waits_for_pool()`).
+    /// Off the loop too: a connect blocks.
+    fn prepare_without_waiting(&self, py: Python<'_>) {
+        let shared = &*self.shared;
+        py.detach(|| shared.prepare(false));
+    }
+
+    /// After `advance()` answered 2: whether all the operation needs is a pooled connection
+    /// given back (every connection its pools may have is in use), rather than a connect or
+    /// the first discovery. The driver may then wait its own way, without a thread, and
+    /// advance again: past the deadline, `advance()` ends it as a blocking wait would.
+    fn waits_for_pool(&self) -> bool {
+        self.shared
+            .lock()
+            .as_mut()
+            .is_some_and(|operation| operation.waits_for_pool())
     }
 
     /// Runs `prepare()` on a native worker thread, then completes the asyncio `future` with
     /// `None` (on its loop's thread).
     fn prepare_later(&self, future: Bound<'_, PyAny>) -> PyResult<()> {
         let shared = Arc::clone(&self.shared);
-        completion::complete_later(future, move || shared.prepare(), |py, ()| Ok(py.None()))
+        completion::complete_later(future, move || shared.prepare(true), |py, ()| Ok(py.None()))
     }
 
     /// The operation's result (after `advance()` returned 0), or its exception. Ends it.

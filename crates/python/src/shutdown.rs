@@ -7,6 +7,8 @@
 //! GIL, for the threads already past it to leave, so none is still on its way in when
 //! finalization begins.
 
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,11 +26,18 @@ pub fn interpreter_running() -> bool {
     RUNNING.load(Ordering::SeqCst)
 }
 
-/// A thread's pass into the interpreter, given back on drop.
-pub struct Inside(());
+thread_local! {
+    /// The passes this thread holds: after a fork, the child's only thread holds only its own.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A thread's pass into the interpreter, given back on drop (by the thread that took it: it
+/// is counted per thread too, hence not `Send`).
+pub struct Inside(PhantomData<*const ()>);
 
 impl Drop for Inside {
     fn drop(&mut self) {
+        HELD.set(HELD.get().saturating_sub(1));
         INSIDE.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -38,7 +47,8 @@ impl Drop for Inside {
 /// thread sees the door closed or exit sees this thread inside and waits for it.
 pub fn enter() -> Option<Inside> {
     INSIDE.fetch_add(1, Ordering::SeqCst);
-    let pass = Inside(());
+    HELD.set(HELD.get() + 1);
+    let pass = Inside(PhantomData);
     interpreter_running().then_some(pass)
 }
 
@@ -46,6 +56,14 @@ pub fn enter() -> Option<Inside> {
 pub fn attach<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
     let _pass = enter()?;
     Some(Python::attach(f))
+}
+
+/// In a forked child: only the passes of the thread that forked are still held. Another thread
+/// of the parent's may have held one (a signal receiver the fork did not wait for, a record
+/// being logged); it does not exist here, and without this the child's exit would wait for it
+/// until `EXIT_WAIT`.
+pub fn forked_child() {
+    INSIDE.store(HELD.get(), Ordering::SeqCst);
 }
 
 #[pyfunction]
