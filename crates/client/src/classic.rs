@@ -131,6 +131,8 @@ impl Plan for StorePlan<'_> {
     #[inline]
     fn name(&self) -> CommandName {
         match self.command {
+            // A cleanup sent on its own connection (`follow_up`) is a request of its own.
+            _ if self.cleanup => CommandName::Delete,
             Store::Add => CommandName::Add,
             Store::Replace => CommandName::Replace,
             Store::Append => CommandName::Append,

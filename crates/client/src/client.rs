@@ -223,6 +223,7 @@ macro_rules! commands {
         $(#[$doc:meta])*
         $vis:vis fn $name:ident($($arg:ident: $borrowed:ty => $owned:ty),*) -> $output:ty
             = |$reply:ident| $convert:expr;
+        $(#[$start_doc:meta])*
         start $start:ident -> $operation:ident = Operation<$command:ty>;
         ($cluster:ident) $build:expr;
     )+) => {
@@ -236,15 +237,17 @@ macro_rules! commands {
             $(
                 $(#[$doc])*
                 $vis fn $name(&self, $($arg: $borrowed),*) -> Result<$output> {
+                    // Not every constructor needs the cluster's settings.
                     #[allow(unused_variables)]
                     let $cluster: &Cluster = &self.cluster;
                     let $reply = self.run($build)?;
                     Ok($convert)
                 }
 
-                #[doc = concat!("[`Client::", stringify!($name), "`] for an event driver \
-                    (asyncio's loop, gevent's hub), which advances the returned operation as its \
-                    sockets become ready. Invalid keys fail here, before anything is sent.")]
+                #[doc = concat!("`", stringify!($name), "` for an event driver (asyncio's loop, \
+                    gevent's hub), which advances the returned operation as its sockets become \
+                    ready. Invalid keys fail here, before anything is sent.")]
+                $(#[$start_doc])*
                 // One constructor serves both forms: on owned arguments `.into()` is the
                 // identity (and compiles to nothing).
                 #[allow(clippy::useless_conversion)]
@@ -289,7 +292,7 @@ commands! {
     (cluster) classic::delete(key.into());
 
     /// `incr` or `decr` of a counter; `None` when `key` is not in the cache.
-    pub fn counter(op: Counter => Counter, key: &str => String, delta: u64 => u64) -> Option<u64>
+    fn counter(op: Counter => Counter, key: &str => String, delta: u64 => u64) -> Option<u64>
         = |reply| match reply {
             IncrDecrReply::Value(value) => Some(value),
             IncrDecrReply::NotFound => None,
@@ -326,6 +329,7 @@ commands! {
 
     /// Every node's reply to `flush_all` (see [`Client::flush_all`]).
     pub(crate) fn flush_replies() -> Vec<(String, Result<()>)> = |replies| replies;
+    /// Fold its output with [`Client::flushed`].
     start start_flush_all -> FlushAllOperation = Operation<EveryNode<()>>;
     (cluster) EveryNode::flush_all();
 

@@ -105,9 +105,9 @@ pub struct One<P: Plan> {
     probed: Option<Arc<Node>>,
     /// The node's support as this command uses it; `None` while the probe is on the wire.
     meta: Option<bool>,
-    /// Why the plan could not run on the node (found out by the probe).
-    refused: Option<Error>,
-    output: Option<P::Output>,
+    /// What the exchange read, or why the plan could not run on the node (found out by the
+    /// probe): one field, so a single-key command stays as small as the classic ones were.
+    outcome: Option<Result<P::Output>>,
     /// Whether a failure is always the caller's to see, `ignore_exc` or not: a lock must never
     /// take "the cache could not be asked" for "someone else holds it".
     strict: bool,
@@ -121,8 +121,7 @@ impl<P: Plan> One<P> {
             plan,
             probed: None,
             meta: None,
-            refused: None,
-            output: None,
+            outcome: None,
             strict: false,
         }
     }
@@ -157,7 +156,7 @@ impl<P: Plan> One<P> {
         }
         self.meta = Some(speaks_meta);
         if let Some(error) = self.plan.refuses(speaks_meta) {
-            self.refused = Some(error);
+            self.outcome = Some(Err(error));
             return Ok(Parse::Complete(Step::Done(()), used));
         }
         self.plan.start(&self.key, speaks_meta, request);
@@ -174,7 +173,7 @@ impl<P: Plan> Command for One<P> {
     }
 
     fn hits(&self, _: &[usize]) -> Option<usize> {
-        let hit = P::hit(self.output.as_ref()?)?;
+        let hit = P::hit(self.outcome.as_ref()?.as_ref().ok()?)?;
         Some(usize::from(hit))
     }
 
@@ -240,7 +239,7 @@ impl<P: Plan> Command for One<P> {
             Parse::Complete(Step::More, used) => Parse::Complete(Step::More, used),
             Parse::Complete(Step::Send, used) => Parse::Complete(Step::Send, used),
             Parse::Complete(Step::Done(output), used) => {
-                self.output = Some(output);
+                self.outcome = Some(Ok(output));
                 Parse::Complete(Step::Done(()), used)
             }
         })
@@ -261,10 +260,13 @@ impl<P: Plan> Command for One<P> {
     }
 
     fn finish(self, failed: Vec<Failed>) -> Result<P::Output> {
-        let failure = self
-            .refused
-            .or_else(|| failed.into_iter().next().map(|(_, error)| error));
-        self.plan.finish(self.output, failure)
+        let failure = || failed.into_iter().next().map(|(_, error)| error);
+        match self.outcome {
+            // The probe's refusal comes first: the exchange ended well, without the plan.
+            Some(Err(refused)) => self.plan.finish(None, Some(refused)),
+            Some(Ok(output)) => self.plan.finish(Some(output), failure()),
+            None => self.plan.finish(None, failure()),
+        }
     }
 }
 

@@ -49,7 +49,7 @@ pub fn lease_key(key: &str) -> Vec<u8> {
 }
 
 /// A token for one caller's lease (32 hex digits): what the lease key holds while that caller
-/// has it, so that only that caller ends it ([`Client::release_lease`]); a winner slower than
+/// has it, so that only that caller ends it ([`Client::release_lease`](crate::Client::release_lease)); a winner slower than
 /// its lease never ends the next winner's. Unique per call and per process (a forked child
 /// makes other tokens than its parent), unguessable enough for that; not a secret.
 pub fn lease_token() -> Vec<u8> {
@@ -67,7 +67,7 @@ pub fn lease_token() -> Vec<u8> {
     format!("{high:016x}{low:016x}").into_bytes()
 }
 
-/// What [`Client::get_or_lease`] found.
+/// What [`Client::get_or_lease`](crate::Client::get_or_lease) found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leased {
     /// The value, if the key holds one.
@@ -308,7 +308,7 @@ impl LeasePlan {
 }
 
 /// How a get-or-lease asks: for how long, with which early-recompute window, with whose token,
-/// and whether the key is read first (see [`Client::get_or_lease`]).
+/// and whether the key is read first (see [`Client::get_or_lease`](crate::Client::get_or_lease)).
 #[derive(Debug, Clone)]
 pub struct LeaseRequest {
     /// The lease's TTL in seconds (at least 1).
