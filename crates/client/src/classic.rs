@@ -96,8 +96,9 @@ pub(crate) fn get(key: String, kind: Retrieval, max_value_len: usize) -> One<Ret
 /// back as if the new one had been stored. After a reply (not stored, a server error, a value
 /// too large for the node) or a value too large for the client, the `delete` goes on the same
 /// connection; after an exchange that failed under `ignore_exc` (the set's fate unknown), on a
-/// new one, within the operation's deadline. This is the only place that cleanup is done; the
-/// layers above never send a delete of their own after a failed set.
+/// new one, with a deadline of its own (as the backend's second request had). This is the only
+/// place that cleanup is done; the layers above never send a delete of their own after a
+/// failed set.
 #[derive(Debug)]
 pub struct StorePlan<'v> {
     command: Store,

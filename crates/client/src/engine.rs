@@ -119,7 +119,8 @@ pub trait Command {
 
     /// After an exchange failed with a failure `ignore_exc` covers: whether the command has a
     /// further request for the same positions, on a new connection (a failed set's cleanup
-    /// `delete`). Asked once per failure; the first failure stays the outcome.
+    /// `delete`), sent with a deadline of its own. Asked once per failure; the first failure
+    /// stays the outcome.
     fn follow_up(&mut self) -> bool {
         false
     }
@@ -446,6 +447,10 @@ impl<C: Command> Operation<C> {
         }
         if self.overdue() {
             self.expire(cluster);
+            if !self.pending.is_empty() {
+                // A follow-up (a failed set's cleanup), with its own deadline.
+                return Progress::Block;
+            }
             return Progress::Done;
         }
         if !self.running.is_empty() {
@@ -497,6 +502,8 @@ impl<C: Command> Operation<C> {
     /// Fails whatever is unfinished as a timeout (the deadline passed).
     fn expire(&mut self, cluster: &Cluster) {
         let timeout = cluster.config.timeout.unwrap_or_default();
+        // Shares never sent; a follow-up queued by a settle below stays pending.
+        let unsent = std::mem::take(&mut self.pending);
         for exchange in std::mem::take(&mut self.running) {
             let error = Error::Timeout {
                 node: exchange.node.address.name.clone(),
@@ -504,7 +511,7 @@ impl<C: Command> Operation<C> {
             };
             self.settle(cluster, exchange, Err(error));
         }
-        for share in std::mem::take(&mut self.pending) {
+        for share in unsent {
             // Never sent: nothing is known of the node, so nothing counts against its health.
             let error = Error::Timeout {
                 node: share.node.address.name.clone(),
@@ -520,6 +527,8 @@ impl<C: Command> Operation<C> {
     pub fn finish(mut self, cluster: &Cluster) -> Result<C::Output> {
         if !self.is_done() {
             self.expire(cluster);
+            // No I/O here: a follow-up queued just now is not sent.
+            self.pending.clear();
         }
         let failed = std::mem::take(&mut self.failed);
         let Operation { command, .. } = self;
@@ -664,13 +673,17 @@ impl<C: Command> Operation<C> {
                 let positions = std::mem::take(&mut exchange.positions);
                 let node = Arc::clone(&exchange.node);
                 // A failure `ignore_exc` turns into a fallback may still call for a further
-                // request on a new connection (a failed set's cleanup): same operation, same
-                // deadline. Failures the caller sees need none: nothing was claimed stored.
+                // request on a new connection (a failed set's cleanup), in the same operation.
+                // Failures the caller sees need none: nothing was claimed stored. The follow-up
+                // gets a deadline of its own, as the backend's second request did, so a set
+                // that timed out still deletes the old value (a command asks for one at most,
+                // so the operation stays bounded, by twice `timeout`).
                 if cluster.tolerates(&error) && self.command.follow_up() {
                     self.pending.push(Share {
                         node: Arc::clone(&node),
                         positions: positions.clone(),
                     });
+                    self.deadline = cluster.deadline();
                 }
                 self.fail(&node, positions, error);
             }

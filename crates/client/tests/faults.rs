@@ -438,3 +438,15 @@ fn without_ignore_exc_a_set_whose_exchange_failed_raises_and_sends_nothing_more(
     failure(client.set("k", 0, b"v", 0), ErrorKind::Connection);
     assert_eq!(server.connections(), 1);
 }
+
+#[test]
+fn under_ignore_exc_a_set_that_timed_out_still_deletes_with_a_deadline_of_its_own() {
+    let _guard = hang_guard();
+    let server = FakeServer::start_each(vec![Fault::Silent, Fault::Reply(b"DELETED\r\n".to_vec())]);
+    let mut config = config();
+    config.ignore_exc = true;
+    let client = client_for(&[server.address()], config);
+    assert!(!client.set("k", 0, b"v", 0).unwrap());
+    server.wait_for_replies(1);
+    assert_eq!(server.connections(), 2);
+}
