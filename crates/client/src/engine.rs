@@ -363,7 +363,8 @@ impl Drop for Exchange {
     }
 }
 
-/// A cache operation in progress: see the module's documentation.
+/// A cache operation in progress: see the module's documentation. Its steps take the
+/// [`Cluster`] it was made on; a `&Client` is one (it dereferences to its cluster).
 #[derive(Debug)]
 pub struct Operation<C: Command> {
     command: C,
@@ -387,7 +388,7 @@ pub struct Operation<C: Command> {
 const MAX_TLS_EXCHANGE: usize = 16 * 1024 - 64;
 
 impl<C: Command> Operation<C> {
-    /// An operation of `client` doing `command`, its deadline `timeout` from now. Invalid
+    /// An operation on `cluster` doing `command`, its deadline `timeout` from now. Invalid
     /// keys fail here, before anything is sent.
     pub(crate) fn new(cluster: &Cluster, command: C) -> Result<Self> {
         command.validate()?;

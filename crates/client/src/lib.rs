@@ -20,8 +20,8 @@
 
 #![warn(missing_docs)]
 
-// Layers, top to bottom (each module uses only those below it; `tests/module_layers.rs`
-// fails on a circle):
+// Layers, top to bottom (a module uses those below it, or beside it one way only;
+// `tests/module_layers.rs` fails on a circle):
 //   client                                   the facade, and the one table of commands
 //   classic stampede ttl counters locks      single-key plans (over `single`)
 //   batch every_node single                  command frameworks
