@@ -231,11 +231,9 @@ class ElastiCache(BaseCache):
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
+        # A failed set deletes the old value itself, in the same native operation.
         key, prefix, v = self._at(key, version)
-        if not self._blocking.set(key, value, self.get_backend_timeout(timeout), prefix, v):
-            # An old value must not outlive a failed set (the native client already does this
-            # for values that are too large).
-            self._blocking.delete(key, prefix, v)
+        self._blocking.set(key, value, self.get_backend_timeout(timeout), prefix, v)
 
     def add(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
@@ -379,11 +377,10 @@ class ElastiCache(BaseCache):
     async def aset(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
+        # As `set`: a failed set deletes the old value itself, in the same native operation.
         key, prefix, v = self._at(key, version)
         exptime = self.get_backend_timeout(timeout)
-        if not await run(self._native_client.start_set(key, value, exptime, prefix, v)):
-            # As `set`: an old value must not outlive a failed set.
-            await run(self._native_client.start_delete(key, prefix, v))
+        await run(self._native_client.start_set(key, value, exptime, prefix, v))
 
     async def aadd(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None

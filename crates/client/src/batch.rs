@@ -1,173 +1,561 @@
-//! Multi-key operations and the buffers their values are read into. Keys are grouped by node
-//! and every node's request is written before any reply is read (`engine`), so a batch costs
-//! one round trip however many nodes it touches.
+//! The multi-key commands (`get`, `set` and `delete` of many keys) and the key and item lists
+//! they take. Keys are grouped by the node each is routed to, and every node's request is
+//! written before any reply is read (`engine`), so a batch costs one round trip however many
+//! nodes it touches. Under `ignore_exc` a failed node's keys are left out (`Fallback::PerNode`).
 
-use bytes::Bytes;
+use std::sync::Arc;
 
-use crate::client::{Client, Item};
-use crate::commands::{DeleteMany, GetMany, SetMany};
-use crate::engine::Operation;
-use crate::error::Result;
+use elasticache_proto::{
+    self as proto, DeleteReply, Parse, Retrieval, RetrievalItem, Store, StoreReply,
+};
 
-/// Values up to this size share one allocation per batch; larger ones get their own, so a
-/// batch of large values never needs a second buffer as large as all of them.
-const SHARED_VALUE_MAX: usize = 4 * 1024;
+use crate::cluster::Routes;
+use crate::engine::{part, split_by_size, Command, Cursor, Failed, Fallback, Reading, Share, Step};
+use crate::error::{check_key, Result};
+use crate::metrics::CommandName;
+use crate::single::{stray_value, ParseResult};
+use crate::values::BatchValues;
 
-/// The most a batch reserves for its small values before it has seen them all.
-const SHARED_RESERVE_MAX: usize = 1024 * 1024;
-
-/// The values a `get_many` read, copied once out of the connection buffers, by position in
-/// the batch's keys.
-#[derive(Debug)]
-pub struct BatchValues {
-    /// The small values, back to back.
-    shared: Vec<u8>,
-    /// Per value read: its position, flags, and either its range in `shared` or its own
-    /// buffer.
-    kept: Vec<(usize, u32, Kept)>,
-    /// Per position: the index of its value in `kept`, if one was read.
-    index: Vec<Option<u32>>,
+/// The keys of a multi-key command, by position.
+pub trait Keys {
+    /// How many keys.
+    fn count(&self) -> usize;
+    /// The key at `position` (empty past the end).
+    fn key(&self, position: usize) -> &str;
 }
 
-#[derive(Debug)]
-enum Kept {
-    Shared(std::ops::Range<usize>),
-    Own(Vec<u8>),
+impl Keys for &[&str] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn key(&self, position: usize) -> &str {
+        self.get(position).copied().unwrap_or_default()
+    }
 }
 
-impl BatchValues {
-    pub(crate) fn new(count: usize) -> Self {
-        BatchValues {
-            shared: Vec::new(),
-            kept: Vec::with_capacity(count),
-            index: vec![None; count],
+/// Keys owned in one buffer: what an operation that outlives its caller's borrows holds.
+#[derive(Debug, Default, Clone)]
+pub struct KeyList {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl KeyList {
+    /// Room for `count` keys of about 24 bytes.
+    pub fn with_capacity(count: usize) -> Self {
+        KeyList {
+            text: String::with_capacity(count * 24),
+            ends: Vec::with_capacity(count),
         }
     }
 
-    pub(crate) fn keep(&mut self, position: usize, flags: u32, data: &[u8]) {
-        let kept = if data.len() <= SHARED_VALUE_MAX {
-            if self.shared.capacity() == 0 {
-                // Values of one batch tend to be alike: room for as many more as there are
-                // keys, within reason, instead of growing from nothing.
-                self.shared
-                    .reserve((data.len() * self.index.len()).min(SHARED_RESERVE_MAX));
-            }
-            let start = self.shared.len();
-            self.shared.extend_from_slice(data);
-            Kept::Shared(start..self.shared.len())
-        } else {
-            Kept::Own(data.to_vec())
-        };
-        if let (Some(slot), Ok(at)) = (self.index.get_mut(position), u32::try_from(self.kept.len()))
-        {
-            *slot = Some(at);
-            self.kept.push((position, flags, kept));
-        }
+    /// Appends a key.
+    pub fn push(&mut self, key: &str) {
+        self.text.push_str(key);
+        self.ends.push(self.text.len());
     }
 
-    /// Whether a value was read for `position`.
-    pub(crate) fn has(&self, position: usize) -> bool {
-        matches!(self.index.get(position), Some(Some(_)))
-    }
-
-    /// Forgets the values of `positions` (their node failed after sending some).
-    pub(crate) fn forget(&mut self, positions: &[usize]) {
-        for &position in positions {
-            if let Some(slot) = self.index.get_mut(position) {
-                *slot = None;
-            }
+    /// Appends a key made by `make`, which appends its text to the buffer it is given.
+    pub fn push_with<E>(
+        &mut self,
+        make: impl FnOnce(&mut String) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let start = self.text.len();
+        if let Err(error) = make(&mut self.text) {
+            self.text.truncate(start);
+            return Err(error);
         }
-    }
-
-    /// Hands `visit` the position, flags and bytes of each value read, in the order of the
-    /// batch's keys. A large value's buffer is freed as soon as `visit` returns, so a caller
-    /// converting values never holds two full copies of a large batch.
-    pub fn try_for_each<E>(
-        mut self,
-        mut visit: impl FnMut(usize, u32, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        for (position, at) in self.index.iter().enumerate() {
-            let Some(entry) = at.and_then(|at| self.kept.get_mut(usize::try_from(at).ok()?)) else {
-                continue;
-            };
-            let (_, flags, kept) = entry;
-            match kept {
-                Kept::Shared(range) => {
-                    if let Some(data) = self.shared.get(range.clone()) {
-                        visit(position, *flags, data)?;
-                    }
-                }
-                Kept::Own(data) => {
-                    let data = std::mem::take(data);
-                    visit(position, *flags, &data)?;
-                }
-            }
-        }
+        self.ends.push(self.text.len());
         Ok(())
     }
 
-    /// How many keys the batch had.
+    /// How many keys.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.ends.len()
     }
 
-    /// Whether the batch had no keys.
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.ends.is_empty()
     }
 
-    /// The items, aligned with the batch's keys (`None` for a miss).
-    fn into_items(self) -> Vec<Option<Item>> {
-        let shared = Bytes::from(self.shared);
-        let mut kept: Vec<Option<Item>> = self
-            .kept
-            .into_iter()
-            .map(|(_, flags, kept)| {
-                let data = match kept {
-                    Kept::Shared(range) => shared.slice(range),
-                    Kept::Own(data) => Bytes::from(data),
-                };
-                Some(Item {
-                    flags,
-                    data,
-                    cas: None,
-                })
-            })
-            .collect();
-        self.index
-            .iter()
-            .map(|at| {
-                let at = usize::try_from((*at)?).ok()?;
-                kept.get_mut(at)?.take()
-            })
-            .collect()
+    /// The key at `position` (empty past the end).
+    pub fn get(&self, position: usize) -> &str {
+        self.text
+            .get(part(&self.ends, position))
+            .unwrap_or_default()
+    }
+
+    /// Every key, in order (borrowed), for the blocking batch methods.
+    pub fn all(&self) -> Vec<&str> {
+        (0..self.len()).map(|p| self.get(p)).collect()
     }
 }
 
-impl Client {
-    /// Reads many keys in one round trip; the result is aligned with `keys` (`None` = miss).
-    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Item>>> {
-        self.get_many_values(keys).map(BatchValues::into_items)
+impl Keys for KeyList {
+    fn count(&self) -> usize {
+        self.len()
     }
 
-    /// Like [`Client::get_many`], the values kept in the batch's own buffers (no allocation
-    /// per value): for callers that convert them right away.
-    pub fn get_many_values(&self, keys: &[&str]) -> Result<BatchValues> {
-        Operation::new(self, GetMany::new(self, keys))?.run(self)
+    fn key(&self, position: usize) -> &str {
+        self.get(position)
+    }
+}
+
+/// The items of a `set_many`, by position.
+pub trait Items {
+    /// How many items.
+    fn count(&self) -> usize;
+    /// The key, flags and bytes of the item at `position`.
+    fn item(&self, position: usize) -> (&str, u32, &[u8]);
+}
+
+impl Items for &[(&str, u32, &[u8])] {
+    fn count(&self) -> usize {
+        self.len()
     }
 
-    /// Stores many values in one round trip; returns the positions that were not stored.
-    ///
-    /// A value over `max_value_len` is not sent: its key is deleted instead (in the same round
-    /// trip), so an old value cannot outlive the failed write, and it is reported as not stored.
-    /// memcached does the same for values over its own item limit.
-    pub fn set_many(&self, items: &[(&str, u32, &[u8])], exptime: i64) -> Result<Vec<usize>> {
-        Operation::new(self, SetMany::new(self, items, exptime))?.run(self)
+    fn item(&self, position: usize) -> (&str, u32, &[u8]) {
+        self.get(position).copied().unwrap_or(("", 0, &[]))
+    }
+}
+
+/// Items owned in two buffers (keys, values): see [`KeyList`].
+#[derive(Debug, Default, Clone)]
+pub struct ItemList {
+    keys: KeyList,
+    flags: Vec<u32>,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl ItemList {
+    /// Room for `count` items.
+    pub fn with_capacity(count: usize) -> Self {
+        ItemList {
+            keys: KeyList::with_capacity(count),
+            flags: Vec::with_capacity(count),
+            data: Vec::new(),
+            ends: Vec::with_capacity(count),
+        }
     }
 
-    /// Deletes many keys in one round trip; returns how many were there.
-    pub fn delete_many(&self, keys: &[&str]) -> Result<usize> {
-        Operation::new(self, DeleteMany::new(keys))?.run(self)
+    /// Appends an item.
+    pub fn push(&mut self, key: &str, flags: u32, data: &[u8]) {
+        self.keys.push(key);
+        self.flags.push(flags);
+        self.data.extend_from_slice(data);
+        self.ends.push(self.data.len());
+    }
+
+    /// The keys, by position.
+    pub fn keys(&self) -> &KeyList {
+        &self.keys
+    }
+}
+
+impl Items for ItemList {
+    fn count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn item(&self, position: usize) -> (&str, u32, &[u8]) {
+        (
+            self.keys.get(position),
+            self.flags.get(position).copied().unwrap_or_default(),
+            self.data
+                .get(part(&self.ends, position))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// Groups a batch's positions by the node that owns each key.
+fn batch_shares<'k>(
+    routes: Routes<'_>,
+    count: usize,
+    key: impl Fn(usize) -> &'k str,
+) -> Vec<Share> {
+    let nodes = routes.nodes();
+    let capacity = count * 2 / nodes.len().max(1) + 1;
+    let mut shares: Vec<Share> = nodes
+        .iter()
+        .map(|node| Share {
+            node: Arc::clone(node),
+            positions: Vec::with_capacity(capacity),
+        })
+        .collect();
+    for position in 0..count {
+        if let Some(share) = routes
+            .route(key(position))
+            .and_then(|index| shares.get_mut(index))
+        {
+            share.positions.push(position);
+        }
+    }
+    shares.retain(|share| !share.positions.is_empty());
+    shares
+}
+
+/// The longest `get` command line sent: ElastiCache Serverless refuses longer ones.
+const MAX_GET_LINE: usize = 16 * 1024;
+
+/// Splits a node's keys into `get` lines of at most [`MAX_GET_LINE`] bytes each.
+fn get_lines<'p, K: Keys>(
+    keys: &'p K,
+    positions: &'p [usize],
+) -> impl Iterator<Item = &'p [usize]> + 'p {
+    const OVERHEAD: usize = "get".len() + "\r\n".len();
+    split_by_size(positions, MAX_GET_LINE - OVERHEAD, move |p| {
+        1 + keys.key(p).len()
+    })
+}
+
+/// The positions of the shares `ignore_exc` let the batch go on without.
+fn positions(failed: Vec<Failed>) -> impl Iterator<Item = usize> {
+    failed.into_iter().flat_map(|(positions, _)| positions)
+}
+
+/// `get` of many keys: the values in the batch's own buffers.
+#[derive(Debug)]
+pub struct GetMany<K> {
+    keys: K,
+    max_value_len: usize,
+    values: BatchValues,
+}
+
+impl<K: Keys> GetMany<K> {
+    pub(crate) fn new(keys: K, max_value_len: usize) -> Self {
+        let count = keys.count();
+        GetMany {
+            keys,
+            max_value_len,
+            values: BatchValues::new(count),
+        }
+    }
+}
+
+impl<K: Keys> Command for GetMany<K> {
+    type Output = BatchValues;
+
+    fn name(&self) -> CommandName {
+        CommandName::GetMany
+    }
+
+    fn hits(&self, positions: &[usize]) -> Option<usize> {
+        Some(positions.iter().filter(|&&p| self.values.has(p)).count())
+    }
+
+    fn validate(&self) -> Result<()> {
+        (0..self.keys.count()).try_for_each(|p| check_key(self.keys.key(p)))
+    }
+
+    fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
+        let keys = &self.keys;
+        Ok(batch_shares(routes, keys.count(), |p| keys.key(p)))
+    }
+
+    fn all_positions(&self) -> Vec<usize> {
+        (0..self.keys.count()).collect()
+    }
+
+    fn size(&self, position: usize) -> usize {
+        1 + self.keys.key(position).len()
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
+        let keys = &self.keys;
+        out.reserve(
+            positions
+                .iter()
+                .map(|&p| 1 + keys.key(p).len())
+                .sum::<usize>()
+                + 64,
+        );
+        for line in get_lines(keys, positions) {
+            proto::encode_retrieval(
+                out,
+                Retrieval::Get,
+                line.iter().map(|&p| keys.key(p).as_bytes()),
+            );
+        }
+    }
+
+    fn read(
+        &mut self,
+        _: &str,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+        _: &mut Vec<u8>,
+    ) -> ParseResult<Reading> {
+        let keys = &self.keys;
+        let mut used = 0;
+        let mut lines = get_lines(keys, positions).skip(cursor.line);
+        let Some(mut line) = lines.next() else {
+            return Ok(Parse::Complete(Step::Done(()), 0));
+        };
+        loop {
+            match proto::parse_retrieval(buf.get(used..).unwrap_or_default(), self.max_value_len)? {
+                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
+                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+                Parse::Complete(RetrievalItem::End, length) => {
+                    used += length;
+                    cursor.line += 1;
+                    cursor.next = 0;
+                    match lines.next() {
+                        Some(next) => line = next,
+                        None => return Ok(Parse::Complete(Step::Done(()), used)),
+                    }
+                }
+                Parse::Complete(RetrievalItem::Value(value), length) => {
+                    // The server answers hits in request order, so walking the request once
+                    // pairs each value with its key (duplicates included) and exposes any
+                    // stray key: `next` is the first key not answered yet. Matched in the
+                    // buffer, without copying the key.
+                    let rest = line.get(cursor.next..).unwrap_or_default();
+                    let offset = rest
+                        .iter()
+                        .position(|&p| keys.key(p).as_bytes() == value.key)
+                        .ok_or_else(stray_value)?;
+                    if let Some(&position) = rest.get(offset) {
+                        self.values.keep(position, value.flags, value.data);
+                    }
+                    cursor.next += offset + 1;
+                    used += length;
+                }
+            }
+        }
+    }
+
+    fn fallback(&self) -> Fallback<BatchValues> {
+        Fallback::PerNode
+    }
+
+    fn finish(mut self, failed: Vec<Failed>) -> Result<BatchValues> {
+        for position in positions(failed) {
+            self.values.forget(&[position]);
+        }
+        Ok(self.values)
+    }
+}
+
+/// `set` of many items; the output is the positions not stored. A value over
+/// `max_value_len` is not sent: its key is deleted instead (in the same round trip), so an old
+/// value cannot outlive the failed write. memcached does the same for values over its own
+/// item limit.
+#[derive(Debug)]
+pub struct SetMany<I> {
+    items: I,
+    exptime: i64,
+    limit: usize,
+    not_stored: Vec<usize>,
+}
+
+impl<I: Items> SetMany<I> {
+    pub(crate) fn new(items: I, exptime: i64, max_value_len: usize) -> Self {
+        SetMany {
+            items,
+            exptime,
+            limit: max_value_len,
+            not_stored: Vec::new(),
+        }
+    }
+
+    fn oversized(&self, position: usize) -> bool {
+        self.items.item(position).2.len() > self.limit
+    }
+}
+
+impl<I: Items> Command for SetMany<I> {
+    type Output = Vec<usize>;
+
+    fn name(&self) -> CommandName {
+        CommandName::SetMany
+    }
+
+    fn validate(&self) -> Result<()> {
+        (0..self.items.count()).try_for_each(|p| check_key(self.items.item(p).0))
+    }
+
+    fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
+        let items = &self.items;
+        Ok(batch_shares(routes, items.count(), |p| items.item(p).0))
+    }
+
+    fn all_positions(&self) -> Vec<usize> {
+        (0..self.items.count()).collect()
+    }
+
+    fn size(&self, position: usize) -> usize {
+        let (key, _, data) = self.items.item(position);
+        key.len() + data.len() + 48
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
+        out.reserve(positions.iter().map(|&p| self.size(p)).sum::<usize>());
+        for &p in positions {
+            let (key, flags, data) = self.items.item(p);
+            if self.oversized(p) {
+                proto::encode_delete(out, key.as_bytes(), false);
+            } else {
+                proto::encode_store(
+                    out,
+                    Store::Set,
+                    key.as_bytes(),
+                    flags,
+                    self.exptime,
+                    data,
+                    false,
+                );
+            }
+        }
+    }
+
+    fn read(
+        &mut self,
+        node: &str,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+        _: &mut Vec<u8>,
+    ) -> ParseResult<Reading> {
+        // Per-key refusals are the caller's to see (the key comes back as not stored), so they
+        // are logged at debug only: at WARNING a batch writing values that are too large would
+        // log once per key and per call.
+        let mut used = 0;
+        while let Some(&p) = positions.get(cursor.item) {
+            let rest = buf.get(used..).unwrap_or_default();
+            let key = self.items.item(p).0;
+            let length = if self.oversized(p) {
+                match proto::with_error_replies(rest, proto::parse_delete)? {
+                    Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
+                    Parse::Complete(deleted, length) => {
+                        if let Err(error) = deleted {
+                            log::debug!("{node}: delete {key:?} failed: {error}");
+                        }
+                        log::debug!("set {key:?} not sent: over the {}-byte limit", self.limit);
+                        self.not_stored.push(p);
+                        length
+                    }
+                }
+            } else {
+                match proto::with_error_replies(rest, proto::parse_store)? {
+                    Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
+                    Parse::Complete(reply, length) => {
+                        match reply {
+                            Ok(StoreReply::Stored) => {}
+                            Ok(_) => self.not_stored.push(p),
+                            Err(error) => {
+                                log::debug!("{node}: set {key:?} failed: {error}");
+                                self.not_stored.push(p);
+                            }
+                        }
+                        length
+                    }
+                }
+            };
+            used += length;
+            cursor.item += 1;
+        }
+        Ok(Parse::Complete(Step::Done(()), used))
+    }
+
+    fn fallback(&self) -> Fallback<Vec<usize>> {
+        Fallback::PerNode
+    }
+
+    fn finish(mut self, failed: Vec<Failed>) -> Result<Vec<usize>> {
+        self.not_stored.extend(positions(failed));
+        self.not_stored.sort_unstable();
+        Ok(self.not_stored)
+    }
+}
+
+/// `Incomplete` when nothing was used yet, else the progress so far.
+fn incomplete(used: usize, needed: usize) -> Parse<Reading> {
+    if used == 0 {
+        Parse::Incomplete(needed)
+    } else {
+        Parse::Complete(Step::More, used)
+    }
+}
+
+/// `delete` of many keys; the output is how many were there.
+#[derive(Debug)]
+pub struct DeleteMany<K> {
+    keys: K,
+    deleted: usize,
+}
+
+impl<K: Keys> DeleteMany<K> {
+    pub(crate) fn new(keys: K) -> Self {
+        DeleteMany { keys, deleted: 0 }
+    }
+}
+
+impl<K: Keys> Command for DeleteMany<K> {
+    type Output = usize;
+
+    fn name(&self) -> CommandName {
+        CommandName::DeleteMany
+    }
+
+    fn validate(&self) -> Result<()> {
+        (0..self.keys.count()).try_for_each(|p| check_key(self.keys.key(p)))
+    }
+
+    fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
+        let keys = &self.keys;
+        Ok(batch_shares(routes, keys.count(), |p| keys.key(p)))
+    }
+
+    fn all_positions(&self) -> Vec<usize> {
+        (0..self.keys.count()).collect()
+    }
+
+    fn size(&self, position: usize) -> usize {
+        self.keys.key(position).len() + 10
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
+        for &p in positions {
+            proto::encode_delete(out, self.keys.key(p).as_bytes(), false);
+        }
+    }
+
+    fn read(
+        &mut self,
+        _: &str,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+        _: &mut Vec<u8>,
+    ) -> ParseResult<Reading> {
+        let mut used = 0;
+        while cursor.item < positions.len() {
+            let rest = buf.get(used..).unwrap_or_default();
+            match proto::with_error_replies(rest, proto::parse_delete)? {
+                Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
+                Parse::Complete(reply, length) => {
+                    if reply == Ok(DeleteReply::Deleted) {
+                        self.deleted += 1;
+                    }
+                    used += length;
+                    cursor.item += 1;
+                }
+            }
+        }
+        Ok(Parse::Complete(Step::Done(()), used))
+    }
+
+    fn fallback(&self) -> Fallback<usize> {
+        Fallback::PerNode
+    }
+
+    fn finish(self, _: Vec<Failed>) -> Result<usize> {
+        Ok(self.deleted)
     }
 }
 
@@ -176,20 +564,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batch_values_come_in_key_order_without_the_forgotten_ones() {
-        let large = vec![b'x'; SHARED_VALUE_MAX + 1];
-        let mut values = BatchValues::new(4);
-        values.keep(2, 16, b"two");
-        values.keep(0, 0, &large);
-        values.keep(3, 2, b"3");
-        values.forget(&[3]);
-        let mut seen = Vec::new();
-        values
-            .try_for_each(|position, flags, data| {
-                seen.push((position, flags, data.to_vec()));
-                Ok::<_, ()>(())
-            })
-            .unwrap();
-        assert_eq!(seen, vec![(0, 0, large), (2, 16, b"two".to_vec())]);
+    fn get_lines_stay_under_the_limit_and_keep_every_key_in_order() {
+        let long: Vec<String> = (0..400).map(|i| format!("{i:0>200}")).collect();
+        let keys: Vec<&str> = long.iter().map(String::as_str).collect();
+        let keys = keys.as_slice();
+        let positions: Vec<usize> = (0..keys.len()).collect();
+        let lines: Vec<&[usize]> = get_lines(&keys, &positions).collect();
+        assert!(lines.len() > 1);
+        for line in &lines {
+            let bytes = "get\r\n".len() + line.iter().map(|&p| 1 + keys[p].len()).sum::<usize>();
+            assert!(bytes <= MAX_GET_LINE, "{bytes}");
+        }
+        assert_eq!(lines.concat(), positions);
+        let short: Vec<&[usize]> = get_lines(&keys, &positions[..3]).collect();
+        assert_eq!(short, vec![&positions[..3]]);
+        assert_eq!(get_lines(&keys, &[]).count(), 0);
+    }
+
+    #[test]
+    fn owned_keys_and_items_read_back_by_position() {
+        let mut keys = KeyList::with_capacity(2);
+        keys.push("a");
+        keys.push("");
+        keys.push("ccc");
+        assert_eq!(
+            (keys.get(0), keys.get(1), keys.get(2), keys.get(3)),
+            ("a", "", "ccc", "")
+        );
+        let failed: std::result::Result<(), ()> = keys.push_with(|text| {
+            text.push_str("half");
+            Err(())
+        });
+        assert!(failed.is_err());
+        assert_eq!(
+            keys.len(),
+            3,
+            "a key that failed to be made leaves nothing behind"
+        );
+        let mut items = ItemList::with_capacity(2);
+        items.push("k1", 16, b"one");
+        items.push("k2", 0, b"");
+        assert_eq!(items.item(0), ("k1", 16, &b"one"[..]));
+        assert_eq!(items.item(1), ("k2", 0, &b""[..]));
+        assert_eq!(Items::count(&items), 2);
     }
 }

@@ -1,28 +1,36 @@
-//! The client: its operations (run by the engine's blocking driver), routing, failure
-//! accounting and `ignore_exc`.
+//! The facade: [`Client`], the one public surface over the cluster (`cluster`) and the
+//! engine (`engine`). Each command is declared once, in the table at the end of this file,
+//! from which come its blocking method (run on the calling thread), its `start_*` method (an
+//! [`Operation`] an event driver advances) and its operation type.
+//!
+//! Layers, one way: `client` -> commands (`classic`, `stampede`, `ttl`, `counters`, `locks`,
+//! `batch`, `every_node`, over `single`) and `engine` -> `cluster` (routing, pools, health,
+//! failure log, events, fork check; fed by `discovery`) -> `pool`/`connection` -> the protocol
+//! crate. The module-cycle check (`tests/module_layers.rs`) keeps it so.
 
-use std::borrow::Cow;
-use std::sync::{Arc, Weak};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
-use bytes::Bytes;
 use elasticache_proto::{
-    self as proto, Counter, DeleteReply, IncrDecrReply, Retrieval, Store, StoreReply, TouchReply,
+    Counter, DeleteReply, IncrDecrReply, Retrieval, Store, StoreReply, TouchReply,
 };
 
 use crate::address::NodeAddress;
-use crate::commands::{EveryNode, OneLine, Retrieve, StoreOne};
+use crate::batch::{DeleteMany, GetMany, ItemList, KeyList, SetMany};
+use crate::classic::{self, LinePlan, RetrievePlan, StorePlan};
+use crate::cluster::Cluster;
 use crate::config::{ClientConfig, DiscoveryConfig};
-use crate::discovery::Discovery;
-use crate::engine::Operation;
-use crate::error::{Error, ErrorKind, Result};
-use crate::metrics::{ClientCounters, Metrics};
-use crate::report::Unrouted;
-use crate::topology::{Node, Topology};
-
-/// A node's `stats`, as name/value pairs in the order the server sent them.
-pub type Stats = Vec<(String, String)>;
+use crate::counters::{self, CounterPlan, Initial};
+use crate::discovery::Membership;
+use crate::engine::{Command, Operation};
+use crate::error::{Error, Result};
+use crate::every_node::EveryNode;
+use crate::locks::{self, AcquirePlan, DeleteIfPlan};
+use crate::single::One;
+use crate::stampede::{self, LeasePlan, LeaseRequest, Leased};
+use crate::ttl::{self, Ttl, TtlPlan};
+use crate::values::{BatchValues, Item, Stats};
 
 /// What [`Client::probe`] found of one node.
 #[derive(Debug)]
@@ -40,47 +48,38 @@ pub struct NodeProbe {
     pub stats: Result<Stats>,
 }
 
-/// A value read from the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    /// The flags stored with the value (its type, for the serializer that wrote it).
-    pub flags: u32,
-    /// The value's bytes (a cheap-to-clone, shared buffer: `&item.data[..]` is a slice).
-    pub data: Bytes,
-    /// The CAS token, when read with `gets`.
-    pub cas: Option<u64>,
-}
-
 /// A memcached client for a set of nodes, safe to share between threads.
 ///
 /// Nothing is connected until the first operation. Connections are pooled per node and per
 /// process: after `fork()` the child builds its own pools and never touches the parent's.
+///
+/// It dereferences to its [`Cluster`] (membership, metrics, settings), which is also what an
+/// [`Operation`] is driven with: `operation.advance(&client)` works as it reads.
 #[derive(Debug)]
 pub struct Client {
-    pub(crate) config: ClientConfig,
-    topology: ArcSwap<Topology>,
-    discovery: Option<Discovery>,
-    /// Handed to the discovery thread, which must not keep the client alive.
-    me: Weak<Client>,
-    /// The failure logs of subjects outside the ring (the configuration endpoint, removed
-    /// nodes), per process.
-    pub(crate) unrouted: ArcSwap<Unrouted>,
-    /// Discoveries, membership changes, failures ignored (`metrics`).
-    pub(crate) counters: ClientCounters,
+    cluster: Cluster,
+}
+
+impl Deref for Client {
+    type Target = Cluster;
+
+    #[inline]
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl AsRef<Cluster> for Client {
+    fn as_ref(&self) -> &Cluster {
+        &self.cluster
+    }
 }
 
 impl Client {
     /// A client for a static list of nodes.
     pub fn new(nodes: &[NodeAddress], config: ClientConfig) -> Self {
-        let config = config.within_limits();
-        let topology = Topology::new(nodes, &config, None, None);
         Client {
-            config,
-            topology: ArcSwap::from_pointee(topology),
-            discovery: None,
-            me: Weak::new(),
-            unrouted: ArcSwap::from_pointee(Unrouted::new()),
-            counters: ClientCounters::default(),
+            cluster: Cluster::new(nodes, config),
         }
     }
 
@@ -92,15 +91,12 @@ impl Client {
         config: ClientConfig,
         discovery: DiscoveryConfig,
     ) -> Arc<Self> {
-        let config = config.within_limits();
-        let topology = Topology::new(&[], &config, None, None);
-        Arc::new_cyclic(|me| Client {
-            config,
-            topology: ArcSwap::from_pointee(topology),
-            discovery: Some(Discovery::new(endpoint, discovery)),
-            me: me.clone(),
-            unrouted: ArcSwap::from_pointee(Unrouted::new()),
-            counters: ClientCounters::default(),
+        Arc::new_cyclic(|me: &std::sync::Weak<Client>| {
+            // The refresher holds the client weakly, through discovery's narrow interface.
+            let me: std::sync::Weak<dyn Membership> = me.clone();
+            Client {
+                cluster: Cluster::discovered(endpoint, config, discovery, me),
+            }
         })
     }
 
@@ -113,274 +109,20 @@ impl Client {
         Ok(Client::new(&nodes, config))
     }
 
-    /// The settings this client was built with.
-    pub fn config(&self) -> &ClientConfig {
-        &self.config
-    }
-
-    /// The current snapshot of the cluster for this process.
-    pub fn topology(&self) -> Arc<Topology> {
-        // The fork generation, not the process id: a load instead of a system call on every
-        // operation.
-        let generation = crate::fork::current();
-        let mut current = self.topology.load_full();
-        if current.generation() != generation {
-            // Forked: the parent's sockets must stay untouched, so build fresh pools.
-            let fresh = Arc::new(Topology::new(
-                &current.addresses(),
-                &self.config,
-                None,
-                current.version(),
-            ));
-            self.topology.rcu(|t| {
-                if t.generation() == generation {
-                    Arc::clone(t)
-                } else {
-                    Arc::clone(&fresh)
-                }
-            });
-            current = self.topology.load_full();
-        }
-        if let Some(discovery) = &self.discovery {
-            if discovery.needs_refresher() {
-                discovery.start_refresher(self.me.clone());
-            }
-        }
-        current
-    }
-
-    /// The snapshot to route an operation with: with discovery and an empty ring, a discovery
-    /// first (single flight, rate-limited).
-    pub(crate) fn routing_topology(&self) -> Result<Arc<Topology>> {
-        let topology = self.topology();
-        if !topology.nodes().is_empty() {
-            return Ok(topology);
-        }
-        let Some(discovery) = &self.discovery else {
-            return Err(Error::NoNodes);
-        };
-        // A caller that finds a discovery in the air waits for it at most until its own
-        // deadline: `timeout` from the start of its operation (design section 7, "any call").
-        discovery.discover(
-            self,
-            || !self.topology.load().nodes().is_empty(),
-            self.deadline(),
-        )?;
-        let topology = self.topology();
-        if topology.nodes().is_empty() {
-            return Err(Error::NoNodes);
-        }
-        Ok(topology)
-    }
-
-    /// Asks the configuration endpoint for the membership now and applies it if it changed
-    /// (rate-limited after failures). A failure keeps the last good membership.
-    pub fn refresh_membership(&self) -> Result<()> {
-        match &self.discovery {
-            Some(discovery) => discovery.discover(self, || false, self.deadline()),
-            None => Ok(()),
-        }
-    }
-
-    /// What this process's client has done so far: per node of the current membership and
-    /// per client (see [`Metrics`]). Reading costs a few atomic loads per node.
-    pub fn metrics(&self) -> Metrics {
-        let topology = self.topology();
-        let nodes = topology.nodes().iter().map(|node| node.metrics()).collect();
-        self.counters.read(nodes, topology.version())
-    }
-
-    /// The configuration endpoint, when the nodes are discovered.
-    pub fn discovery_endpoint(&self) -> Option<&NodeAddress> {
-        self.discovery.as_ref().map(Discovery::endpoint)
-    }
-
     /// Replaces the membership; nodes that stay keep their pools, removed nodes' idle
     /// connections are closed.
     pub fn set_nodes(&self, nodes: &[NodeAddress], version: Option<u64>) {
-        let previous = self.topology();
-        let next = Arc::new(Topology::new(nodes, &self.config, Some(&previous), version));
-        let same = previous.nodes().len() == next.nodes().len()
-            && next
-                .nodes()
-                .iter()
-                .all(|n| previous.nodes().iter().any(|o| Arc::ptr_eq(n, o)));
-        if !same {
-            ClientCounters::count(&self.counters.membership_changes);
-            self.emit(|| {
-                let names = |t: &Topology| -> Vec<String> {
-                    t.nodes().iter().map(|n| n.address.name.clone()).collect()
-                };
-                let (before, after) = (names(&previous), names(&next));
-                crate::Event::MembershipChanged {
-                    added: after
-                        .iter()
-                        .filter(|n| !before.contains(n))
-                        .cloned()
-                        .collect(),
-                    removed: before
-                        .iter()
-                        .filter(|n| !after.contains(n))
-                        .cloned()
-                        .collect(),
-                    version,
-                }
-            });
-        }
-        for old in previous.nodes() {
-            if !next.nodes().iter().any(|n| Arc::ptr_eq(n, old)) {
-                old.pool.close_idle();
-            }
-        }
-        self.topology.store(next);
+        self.cluster.apply_membership(nodes, version);
     }
 
-    pub(crate) fn validate(key: &str) -> Result<()> {
-        proto::validate_key(key.as_bytes()).map_err(|reason| Error::InvalidKey {
-            key: key.to_owned(),
-            reason,
-        })
+    /// Runs `command` to its end on the calling thread: every blocking method is this.
+    #[inline]
+    fn run<C: Command>(&self, command: C) -> Result<C::Output> {
+        Operation::new(&self.cluster, command)?.run(&self.cluster)
     }
 
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.config.timeout.map(|t| Instant::now() + t)
-    }
-
-    /// Under `ignore_exc`, turns a cache failure into `fallback` (logged by the failure policy,
-    /// `report`); invalid requests still fail.
-    pub(crate) fn tolerate<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
-        match result {
-            // A value too large is a failed write like any other under ignore_exc: not stored.
-            Err(error)
-                if self.config.ignore_exc
-                    && (error.kind() != ErrorKind::Client || error.is_value_too_large()) =>
-            {
-                ClientCounters::count(&self.counters.ignored_failures);
-                // A node failure was logged where it was counted (`note_failure`).
-                if !error.counts_against_node() {
-                    crate::report::ignored(self, &error);
-                }
-                Ok(fallback())
-            }
-            other => other,
-        }
-    }
-
-    /// Hands the event `make` makes to the configured sink, if there is one (nothing is made
-    /// otherwise).
-    pub(crate) fn emit(&self, make: impl FnOnce() -> crate::Event) {
-        if let Some(sink) = &self.config.events {
-            sink.send(&make());
-        }
-    }
-
-    /// Fails if `node` is marked down.
-    pub(crate) fn check_up(node: &Node) -> Result<()> {
-        match node.health.down_for() {
-            Some(retry_in) => Err(Error::NodeDown {
-                node: node.address.name.clone(),
-                retry_in,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Leases a connection to `node`, unless it is marked down, waiting until `deadline` for
-    /// one when the pool is at `max_pool_size`.
-    pub(crate) fn lease<'n>(
-        &self,
-        node: &'n Node,
-        deadline: Option<Instant>,
-    ) -> Result<crate::pool::Lease<'n>> {
-        Self::check_up(node)?;
-        node.pool
-            .lease(&node.address, &self.config, deadline)
-            .inspect_err(|e| self.note_failure(node, e))
-    }
-
-    /// Like [`Client::lease`], but `None` instead of waiting when the pool is at
-    /// `max_pool_size`: for a caller that holds connections to other nodes.
-    pub(crate) fn lease_without_waiting<'n>(
-        &self,
-        node: &'n Node,
-        deadline: Option<Instant>,
-    ) -> Result<Option<crate::pool::Lease<'n>>> {
-        Self::check_up(node)?;
-        node.pool
-            .lease_without_waiting(&node.address, &self.config, deadline)
-            .inspect_err(|e| self.note_failure(node, e))
-    }
-
-    /// Counts a failure against the node's health when it says something about the node, and
-    /// logs it by the failure policy (`report`): every node failure passes here, raised or not.
-    ///
-    /// A node that closed, reset or refused a connection may have restarted: every idle
-    /// connection to it is closed too, so that none of them fails again after `dead_timeout`
-    /// and marks the node down anew.
-    pub(crate) fn note_failure(&self, node: &Node, error: &Error) {
-        if error.is_connection_lost() {
-            node.pool.close_idle();
-            if let Some(discovery) = &self.discovery {
-                // A refused or reset connection may mean a scale-in: look at the membership now.
-                discovery.nudge();
-            }
-        }
-        if error.counts_against_node() {
-            let c = &self.config;
-            let now = Instant::now();
-            let dead =
-                node.health
-                    .record_failure(c.retry_attempts, c.retry_timeout, c.dead_timeout);
-            let context = if c.ignore_exc {
-                crate::report::Context::Ignored
-            } else {
-                crate::report::Context::Raised
-            };
-            let log = &node.health.log;
-            log.failure(error, context, node.health.down_for(), now);
-            if dead {
-                if c.counters {
-                    node.counters.marked_down();
-                }
-                let failures = node.health.failures_in_a_row();
-                log.marked_down(failures, c.dead_timeout, now);
-                self.emit(|| crate::Event::NodeDown {
-                    node: node.address.name.clone(),
-                    failures,
-                    retry_in: c.dead_timeout,
-                });
-            }
-        }
-    }
-
-    /// Reads `key`; `None` when it is not in the cache.
-    pub fn get(&self, key: &str) -> Result<Option<Item>> {
-        Operation::new(self, Retrieve::new(self, key.to_owned(), Retrieval::Get))?.run(self)
-    }
-
-    /// Reads `key` with its CAS token.
-    pub fn gets(&self, key: &str) -> Result<Option<Item>> {
-        Operation::new(self, Retrieve::new(self, key.to_owned(), Retrieval::Gets))?.run(self)
-    }
-
-    /// Runs a storage command and returns the server's verdict.
-    ///
-    /// A `set` that fails because the value is too large (for the client or the node) deletes
-    /// the key: the old value must not be read back as if the new one had been stored.
-    pub fn store(
-        &self,
-        command: Store,
-        key: &str,
-        flags: u32,
-        data: &[u8],
-        exptime: i64,
-    ) -> Result<StoreReply> {
-        let data = Cow::Borrowed(data);
-        let store = StoreOne::new(self, command, key.to_owned(), flags, data, exptime);
-        Operation::new(self, store)?.run(self)
-    }
-
-    /// Stores `data` under `key`; returns whether it was stored.
+    /// Stores `data` under `key`; returns whether it was stored. A set that fails deletes the
+    /// key (see [`Client::store`]).
     pub fn set(&self, key: &str, flags: u32, data: &[u8], exptime: i64) -> Result<bool> {
         Ok(self.store(Store::Set, key, flags, data, exptime)? == StoreReply::Stored)
     }
@@ -388,12 +130,6 @@ impl Client {
     /// Stores `data` only if `key` is not in the cache; returns whether it was stored.
     pub fn add(&self, key: &str, flags: u32, data: &[u8], exptime: i64) -> Result<bool> {
         Ok(self.store(Store::Add, key, flags, data, exptime)? == StoreReply::Stored)
-    }
-
-    /// Deletes `key`; returns whether it was there.
-    pub fn delete(&self, key: &str) -> Result<bool> {
-        let reply = Operation::new(self, OneLine::delete(key.to_owned()))?.run(self)?;
-        Ok(reply == DeleteReply::Deleted)
     }
 
     /// Adds `delta` to a counter; `None` when `key` is not in the cache.
@@ -406,37 +142,39 @@ impl Client {
         self.counter(Counter::Decr, key, delta)
     }
 
-    fn counter(&self, op: Counter, key: &str, delta: u64) -> Result<Option<u64>> {
-        let counter = OneLine::counter(key.to_owned(), op, delta);
-        Ok(match Operation::new(self, counter)?.run(self)? {
-            IncrDecrReply::Value(value) => Some(value),
-            IncrDecrReply::NotFound => None,
-        })
-    }
-
-    /// Sets a new expiry on `key`; returns whether it was there.
-    pub fn touch(&self, key: &str, exptime: i64) -> Result<bool> {
-        let reply = Operation::new(self, OneLine::touch(key.to_owned(), exptime))?.run(self)?;
-        Ok(reply == TouchReply::Touched)
+    /// Reads many keys in one round trip; the result is aligned with `keys` (`None` = miss).
+    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        self.get_many_values(keys).map(BatchValues::into_items)
     }
 
     /// Empties every node (`flush_all`). Fails if any node could not be flushed.
     pub fn flush_all(&self) -> Result<()> {
-        let replies =
-            Operation::new(self, EveryNode::flush_all()).and_then(|operation| operation.run(self));
-        self.flushed(replies)
+        self.flushed(self.flush_replies())
+    }
+
+    /// What [`Client::flush_all`] makes of every node's reply: a failure unless every node
+    /// was flushed (or `ignore_exc` is on).
+    pub fn flushed(&self, replies: Result<Vec<(String, Result<()>)>>) -> Result<()> {
+        let outcome =
+            replies.and_then(|replies| replies.into_iter().try_for_each(|(_, result)| result));
+        self.cluster.tolerate(outcome, || ())
     }
 
     /// The `stats` of every node, by node name.
     pub fn stats(&self, group: Option<&str>) -> Result<Vec<(String, Result<Stats>)>> {
-        Operation::new(self, EveryNode::stats(group))?.run(self)
+        self.run(EveryNode::stats(group))
+    }
+
+    /// The server version of every node, by node name.
+    pub fn versions(&self) -> Result<Vec<(String, Result<String>)>> {
+        self.run(EveryNode::versions())
     }
 
     /// Each node of the membership (discovering it first if needed), asked one at a time:
     /// its `stats`, then the round trip of a `version` on the connection that brought them.
     /// For operators' tools: a node that does not answer is reported, never raised.
     pub fn probe(&self) -> Result<Vec<NodeProbe>> {
-        let topology = self.routing_topology()?;
+        let topology = self.cluster.routing_topology()?;
         Ok(topology
             .nodes()
             .iter()
@@ -448,13 +186,11 @@ impl Client {
                         None => Err(Error::NoNodes),
                     })
                 };
-                let stats = one(Operation::new(self, EveryNode::stats(None).only(name))
-                    .and_then(|operation| operation.run(self)));
+                let stats = one(self.run(EveryNode::stats(None).only(name)));
                 // Timed only once the node answered (its connection is pooled by then).
                 let round_trip = stats.as_ref().ok().and_then(|_| {
                     let started = Instant::now();
-                    let version = Operation::new(self, EveryNode::versions().only(name))
-                        .and_then(|operation| operation.run(self));
+                    let version = self.run(EveryNode::versions().only(name));
                     let took = started.elapsed();
                     match version.ok()?.into_iter().next() {
                         Some((_, Ok(_))) => Some(took),
@@ -475,17 +211,173 @@ impl Client {
             })
             .collect())
     }
-
-    /// The server version of every node, by node name.
-    pub fn versions(&self) -> Result<Vec<(String, Result<String>)>> {
-        Operation::new(self, EveryNode::versions())?.run(self)
-    }
 }
 
-impl Drop for Client {
-    fn drop(&mut self) {
-        if let Some(discovery) = &self.discovery {
-            discovery.stop_refresher();
+/// Declares each command once: its blocking method (arguments borrowed, output converted
+/// by `|reply| ...`), its `start_*` method for event drivers (arguments owned, the raw
+/// output), and the [`Operation`] type that method returns. `(cluster)` names the cluster in
+/// the command's constructor, for settings such as `max_value_len`; arguments are converted
+/// with `.into()` from either form.
+macro_rules! commands {
+    ($(
+        $(#[$doc:meta])*
+        $vis:vis fn $name:ident($($arg:ident: $borrowed:ty => $owned:ty),*) -> $output:ty
+            = |$reply:ident| $convert:expr;
+        $(#[$start_doc:meta])*
+        start $start:ident -> $operation:ident = Operation<$command:ty>;
+        ($cluster:ident) $build:expr;
+    )+) => {
+        $(
+            #[doc = concat!("What [`Client::", stringify!($start), "`] returns: an operation of `",
+                stringify!($name), "` for an event driver.")]
+            pub type $operation = Operation<$command>;
+        )+
+
+        impl Client {
+            $(
+                $(#[$doc])*
+                $vis fn $name(&self, $($arg: $borrowed),*) -> Result<$output> {
+                    // Not every constructor needs the cluster's settings.
+                    #[allow(unused_variables)]
+                    let $cluster: &Cluster = &self.cluster;
+                    let $reply = self.run($build)?;
+                    Ok($convert)
+                }
+
+                #[doc = concat!("`", stringify!($name), "` for an event driver (asyncio's loop, \
+                    gevent's hub), which advances the returned operation as its sockets become \
+                    ready. Invalid keys fail here, before anything is sent.")]
+                $(#[$start_doc])*
+                // One constructor serves both forms: on owned arguments `.into()` is the
+                // identity (and compiles to nothing).
+                #[allow(clippy::useless_conversion)]
+                pub fn $start(&self, $($arg: $owned),*) -> Result<$operation> {
+                    let $cluster: &Cluster = &self.cluster;
+                    Operation::new($cluster, $build)
+                }
+            )+
         }
-    }
+    };
+}
+
+commands! {
+    /// Reads `key`; `None` when it is not in the cache.
+    pub fn get(key: &str => String) -> Option<Item> = |item| item;
+    start start_get -> GetOperation = Operation<One<RetrievePlan>>;
+    (cluster) classic::get(key.into(), Retrieval::Get, cluster.config.max_value_len);
+
+    /// Reads `key` with its CAS token.
+    pub fn gets(key: &str => String) -> Option<Item> = |item| item;
+    start start_gets -> GetsOperation = Operation<One<RetrievePlan>>;
+    (cluster) classic::get(key.into(), Retrieval::Gets, cluster.config.max_value_len);
+
+    /// Runs a storage command and returns the server's verdict.
+    ///
+    /// A `set` that fails (not stored, refused by the node, or too large for the client or the
+    /// node) deletes the key in the same operation: the old value must not be read back as if
+    /// the new one had been stored.
+    pub fn store(
+        command: Store => Store,
+        key: &str => String,
+        flags: u32 => u32,
+        data: &[u8] => Vec<u8>,
+        exptime: i64 => i64
+    ) -> StoreReply = |reply| reply;
+    start start_store -> StoreOperation = Operation<One<StorePlan<'static>>>;
+    (cluster) classic::store(command, key.into(), flags, data.into(), exptime, cluster.config.max_value_len);
+
+    /// Deletes `key`; returns whether it was there.
+    pub fn delete(key: &str => String) -> bool = |reply| reply == DeleteReply::Deleted;
+    start start_delete -> DeleteOperation = Operation<One<LinePlan<DeleteReply>>>;
+    (cluster) classic::delete(key.into());
+
+    /// `incr` or `decr` of a counter; `None` when `key` is not in the cache.
+    fn counter(op: Counter => Counter, key: &str => String, delta: u64 => u64) -> Option<u64>
+        = |reply| match reply {
+            IncrDecrReply::Value(value) => Some(value),
+            IncrDecrReply::NotFound => None,
+        };
+    start start_counter -> CounterOperation = Operation<One<LinePlan<IncrDecrReply>>>;
+    (cluster) classic::counter(key.into(), op, delta);
+
+    /// Sets a new expiry on `key`; returns whether it was there.
+    pub fn touch(key: &str => String, exptime: i64 => i64) -> bool
+        = |reply| reply == TouchReply::Touched;
+    start start_touch -> TouchOperation = Operation<One<LinePlan<TouchReply>>>;
+    (cluster) classic::touch(key.into(), exptime);
+
+    /// Like [`Client::get_many`], the values kept in the batch's own buffers (no allocation
+    /// per value): for callers that convert them right away.
+    pub fn get_many_values(keys: &[&str] => KeyList) -> BatchValues = |values| values;
+    start start_get_many -> GetManyOperation = Operation<GetMany<KeyList>>;
+    (cluster) GetMany::new(keys, cluster.config.max_value_len);
+
+    /// Stores many values in one round trip; returns the positions that were not stored.
+    ///
+    /// A value over `max_value_len` is not sent: its key is deleted instead (in the same round
+    /// trip), so an old value cannot outlive the failed write, and it is reported as not stored.
+    /// memcached does the same for values over its own item limit.
+    pub fn set_many(items: &[(&str, u32, &[u8])] => ItemList, exptime: i64 => i64) -> Vec<usize>
+        = |not_stored| not_stored;
+    start start_set_many -> SetManyOperation = Operation<SetMany<ItemList>>;
+    (cluster) SetMany::new(items, exptime, cluster.config.max_value_len);
+
+    /// Deletes many keys in one round trip; returns how many were there.
+    pub fn delete_many(keys: &[&str] => KeyList) -> usize = |deleted| deleted;
+    start start_delete_many -> DeleteManyOperation = Operation<DeleteMany<KeyList>>;
+    (cluster) DeleteMany::new(keys);
+
+    /// Every node's reply to `flush_all` (see [`Client::flush_all`]).
+    pub(crate) fn flush_replies() -> Vec<(String, Result<()>)> = |replies| replies;
+    /// Fold its output with [`Client::flushed`].
+    start start_flush_all -> FlushAllOperation = Operation<EveryNode<()>>;
+    (cluster) EveryNode::flush_all();
+
+    /// Reads `key`, and on a miss asks for the lease to compute it: across every client of
+    /// the cluster one caller at a time wins it (until its owner releases it with
+    /// [`Client::release_lease`] or `lease` seconds pass). With `early_recompute`, a hit with
+    /// less than that many seconds left wins (once) the right to refresh it while others keep
+    /// reading it. Under `ignore_exc`, a failure reads as a miss with the lease won.
+    pub fn get_or_lease(key: &str => String, request: LeaseRequest => LeaseRequest) -> Leased
+        = |leased| leased;
+    start start_get_or_lease -> LeaseOperation = Operation<One<LeasePlan>>;
+    (cluster) stampede::lease(key.into(), request, cluster.config.max_value_len);
+
+    /// Ends `key`'s lease if it still holds `token` (the one its get-or-lease was given);
+    /// returns whether it did. A lease that ran out and was won by another caller is theirs,
+    /// and stays.
+    pub fn release_lease(key: &str => String, token: &[u8] => Vec<u8>) -> bool = |released| released;
+    start start_release_lease -> ReleaseOperation = Operation<One<DeleteIfPlan>>;
+    (cluster) stampede::release(key.into(), token.into(), cluster.config.max_value_len);
+
+    /// How long `key` has left; [`crate::Error::MetaUnsupported`] on a node without meta commands.
+    pub fn ttl(key: &str => String) -> Ttl = |ttl| ttl;
+    start start_ttl -> TtlOperation = Operation<One<TtlPlan>>;
+    (cluster) ttl::ttl(key.into());
+
+    /// Adds `delta` to (or subtracts it from) a counter; a missing counter is created with
+    /// `initial` (and that value returned), atomically across clients. Without `initial`, `None`
+    /// when the counter is missing.
+    pub fn count(
+        op: Counter => Counter,
+        key: &str => String,
+        delta: u64 => u64,
+        initial: Option<Initial> => Option<Initial>
+    ) -> Option<u64> = |value| value;
+    start start_count -> CountOperation = Operation<One<CounterPlan>>;
+    (cluster) counters::count(key.into(), op, delta, initial);
+
+    /// Stores `token` under `key` (for `exptime`, memcached's) if the key holds nothing;
+    /// returns whether it did: a lock's acquire. Failures are always errors, `ignore_exc` or
+    /// not: "not stored" always means that the key holds something.
+    pub fn acquire(key: &str => String, token: &[u8] => Vec<u8>, exptime: i64 => i64) -> bool
+        = |stored| stored;
+    start start_acquire -> AcquireOperation = Operation<One<AcquirePlan>>;
+    (cluster) locks::acquire(key.into(), token.into(), exptime);
+
+    /// Deletes `key` only if it holds exactly `token`; returns whether it did. Failures are
+    /// always errors, `ignore_exc` or not (a lock's release that did not reach the node).
+    pub fn delete_if(key: &str => String, token: &[u8] => Vec<u8>) -> bool = |deleted| deleted;
+    start start_delete_if -> DeleteIfOperation = Operation<One<DeleteIfPlan>>;
+    (cluster) locks::delete_if(key.into(), token.into(), cluster.config.max_value_len);
 }

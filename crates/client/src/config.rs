@@ -39,7 +39,7 @@ pub struct ClientConfig {
     /// TLS for the configuration endpoint and every node (`TlsSettings::build`); `None` is
     /// plaintext.
     pub tls: Option<Tls>,
-    /// Where failures are logged, and at what level (the policy is in `report`).
+    /// Where failures are logged, and at what level (the policy is in `failure_log`).
     pub failure_log: FailureLog,
     /// Whether the per-node and per-client counters (`Client::metrics`) are kept. They cost
     /// a few uncontended atomic additions per exchange; off only to measure that.

@@ -26,11 +26,11 @@ use elasticache_proto::{
 };
 
 use crate::address::NodeAddress;
-use crate::client::Client;
 use crate::config::{ClientConfig, DiscoveryConfig, DiscoveryMode};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::tls::Tls;
+use crate::topology::Topology;
 
 /// The least time between two failed discovery attempts.
 const RETRY_FLOOR: Duration = Duration::from_secs(1);
@@ -266,6 +266,25 @@ impl ProcessState {
     }
 }
 
+/// What discovery needs of the cluster it feeds, and all it may do to it: read the membership
+/// in use, hand it a new one ([`Membership::apply_membership`]), and report how a discovery
+/// went. The cluster implements it; discovery never sees the client.
+pub(crate) trait Membership: Send + Sync {
+    /// The settings to reach the endpoint with (timeouts, TLS).
+    fn config(&self) -> &ClientConfig;
+    /// The membership in use.
+    fn current(&self) -> Arc<Topology>;
+    /// Publishes a new membership (nodes that stay keep their pools).
+    fn apply_membership(&self, nodes: &[NodeAddress], version: Option<u64>);
+    /// A discovery ended with `outcome` (counted; a failure is an event, a success the
+    /// endpoint's recovery in the failure log).
+    fn discovered(&self, outcome: &Result<()>);
+    /// The refresher's discovery (see `Cluster::refresh_membership`).
+    fn refresh(&self) -> Result<()>;
+    /// Logs a failed background discovery by the failure policy.
+    fn refresh_failed(&self, error: &Error);
+}
+
 /// A client's link to its configuration endpoint.
 #[derive(Debug)]
 pub(crate) struct Discovery {
@@ -323,7 +342,7 @@ impl Discovery {
     }
 
     /// Starts this process's background refresher unless one runs (or threads are parked).
-    pub(crate) fn start_refresher(&self, client: Weak<Client>) {
+    pub(crate) fn start_refresher(&self, client: Weak<dyn Membership>) {
         let Some(interval) = self.settings.interval else {
             return;
         };
@@ -422,7 +441,7 @@ impl Discovery {
     /// discovery it waits for), and reports its outcome.
     pub(crate) fn discover(
         &self,
-        client: &Client,
+        client: &(impl Membership + ?Sized),
         satisfied: impl Fn() -> bool,
         deadline: Option<Instant>,
     ) -> Result<()> {
@@ -451,7 +470,7 @@ impl Discovery {
             if flight.landed == seen {
                 return Err(self.failed(Arc::new(Error::Timeout {
                     node: self.endpoint.to_string(),
-                    timeout: client.config.timeout.unwrap_or_default(),
+                    timeout: client.config().timeout.unwrap_or_default(),
                 })));
             }
             if satisfied() {
@@ -470,11 +489,7 @@ impl Discovery {
         flight.running = true;
         drop(flight);
         let outcome = self.discover_once(client, &process);
-        crate::metrics::ClientCounters::count(&client.counters.discoveries);
-        if outcome.is_err() {
-            crate::metrics::ClientCounters::count(&client.counters.discovery_failures);
-        }
-        let ring_empty = outcome.is_err() && client.topology().nodes().is_empty();
+        let ring_empty = outcome.is_err() && client.current().nodes().is_empty();
         let mut flight = lock(&process.flight);
         flight.running = false;
         flight.landed = flight.landed.wrapping_add(1);
@@ -498,33 +513,27 @@ impl Discovery {
         };
         drop(flight);
         process.landed.notify_all();
-        if let Err(error) = &outcome {
-            client.emit(|| crate::Event::DiscoveryFailed {
-                endpoint: self.endpoint.to_string(),
-                error: error.to_string(),
-            });
-        }
-        if outcome.is_ok() {
-            // The endpoint's recovery, if its failures were logged: whoever ran the discovery
-            // (a caller with no membership, or the refresher).
-            crate::report::discovery_succeeded(client);
-        }
+        client.discovered(&outcome);
         outcome
     }
 
     /// One discovery; a failure is the inner error, with its own kind.
-    fn discover_once(&self, client: &Client, process: &ProcessState) -> Result<()> {
+    fn discover_once(
+        &self,
+        client: &(impl Membership + ?Sized),
+        process: &ProcessState,
+    ) -> Result<()> {
         let tls = process
             .tls
-            .get_or_init(|| client.config.tls.as_ref().map(Tls::with_own_sessions));
-        match fetch(&self.endpoint, &client.config, tls.as_ref())? {
+            .get_or_init(|| client.config().tls.as_ref().map(Tls::with_own_sessions));
+        match fetch(&self.endpoint, client.config(), tls.as_ref())? {
             Found::Cluster(config) => {
                 self.apply(client, &config);
                 Ok(())
             }
             // Once a membership has been discovered, ERROR is a fault of the endpoint, not a
             // sign that it is plain memcached: keep the last good membership.
-            Found::NotElastiCache if client.topology().version().is_some() => {
+            Found::NotElastiCache if client.current().version().is_some() => {
                 Err(Error::UnknownCommand {
                     node: self.endpoint.to_string(),
                 })
@@ -534,7 +543,7 @@ impl Discovery {
                     log::warn!("{} is not an ElastiCache configuration endpoint (it answers ERROR to `config get cluster`): using it as a single memcached node", self.endpoint);
                 }
                 self.stop_refresher();
-                client.set_nodes(std::slice::from_ref(&self.endpoint), None);
+                client.apply_membership(std::slice::from_ref(&self.endpoint), None);
                 Ok(())
             }
             Found::NotElastiCache => Err(Error::NotElastiCache {
@@ -544,9 +553,9 @@ impl Discovery {
     }
 
     /// Publishes a membership if it is new: a newer version or a different member list.
-    fn apply(&self, client: &Client, config: &ClusterConfig) {
+    fn apply(&self, client: &(impl Membership + ?Sized), config: &ClusterConfig) {
         let next = addresses(config, self.settings.use_vpc_ip_address);
-        let current = client.topology();
+        let current = client.current();
         let before: HashSet<&NodeAddress> = current.nodes().iter().map(|n| &n.address).collect();
         let after: HashSet<&NodeAddress> = next.iter().collect();
         let newer = current.version().is_none_or(|v| config.version > v);
@@ -568,7 +577,7 @@ impl Discovery {
                 removed
             );
         }
-        client.set_nodes(&next, Some(config.version));
+        client.apply_membership(&next, Some(config.version));
     }
 }
 
@@ -600,7 +609,7 @@ fn jittered(interval: Duration) -> Duration {
 /// failure, look again when the flight's pacing allows the next attempt (see
 /// `Discovery::retry_pause`); exit once the client is dropped or a stop is requested.
 fn refresh_forever(
-    client: &Weak<Client>,
+    client: &Weak<dyn Membership>,
     process: &ProcessState,
     signal: &Signal,
     interval: Duration,
@@ -613,10 +622,10 @@ fn refresh_forever(
         let Some(client) = client.upgrade() else {
             return;
         };
-        pause = match client.refresh_membership() {
+        pause = match client.refresh() {
             Ok(()) => jittered(interval),
             Err(error) => {
-                crate::report::refresh_failed(&client, &error);
+                client.refresh_failed(&error);
                 let retry_at = lock(&process.flight)
                     .last_failure
                     .as_ref()

@@ -22,21 +22,38 @@ use std::time::Instant;
 
 use elasticache_proto::{Parse, ReplyError};
 
-use crate::client::Client;
+use crate::cluster::{Cluster, Routes};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::metrics::CommandName;
-use crate::topology::{Node, Topology};
+use crate::topology::Node;
 
-/// What a command's reader made of the bytes it was given.
+/// What a reader made of the bytes it was given: the one step of every command's state
+/// machine (a command's, with `T = ()`; a single-key plan's, with its outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reading {
+pub enum Step<T> {
     /// Some replies are read; more are due.
     More,
-    /// Every reply of the run is read.
-    Done,
     /// The reader wrote a further request (into the buffer it was given) whose reply follows.
     Send,
+    /// Every reply of the run is read (with the outcome, for a plan).
+    Done(T),
+}
+
+/// A command's step (see [`Step`]).
+pub type Reading = Step<()>;
+
+/// What a command's failure becomes under `ignore_exc`, as the command declares it; the
+/// engine applies it.
+#[derive(Debug)]
+pub enum Fallback<T> {
+    /// A failure is always the caller's to see (a lock must never take "the cache could not
+    /// be asked" for "someone else holds it"; per-node results carry their own failures).
+    Strict,
+    /// The whole outcome becomes this value (a miss, "not stored", "not found").
+    Whole(T),
+    /// Each failed node's keys are left out (misses, not stored), the rest of the batch stands.
+    PerNode,
 }
 
 /// Where a reader is in a run's replies; reset for each run.
@@ -63,7 +80,7 @@ pub struct Share {
 pub type Failed = (Vec<usize>, Error);
 
 /// What an operation does: its requests, how its replies read, and what it returns. Commands
-/// are the engine's only per-operation code; see `commands`.
+/// are the engine's only per-operation code; see `single`, `classic`, `batch` and `every_node`.
 pub trait Command {
     /// What the operation returns.
     type Output;
@@ -79,8 +96,9 @@ pub trait Command {
     /// Checks the command's keys before anything is sent.
     fn validate(&self) -> Result<()>;
 
-    /// Splits the command among `topology`'s nodes; `Err` when no node can serve it.
-    fn shares(&mut self, topology: &Topology) -> Result<Vec<Share>>;
+    /// Splits the command among the nodes its keys are routed to ([`Routes::route`]; a
+    /// command never decides that itself); `Err` when no node can serve it.
+    fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>>;
 
     /// Every position, for a failure that touches all of them (no node to ask).
     fn all_positions(&self) -> Vec<usize>;
@@ -102,8 +120,20 @@ pub trait Command {
         request: &mut Vec<u8>,
     ) -> std::result::Result<Parse<Reading>, ReplyError>;
 
-    /// The outcome, given the shares that failed (`ignore_exc` is the command's to apply).
-    fn finish(self, client: &Client, failed: Vec<Failed>) -> Result<Self::Output>;
+    /// After an exchange failed with a failure `ignore_exc` covers: whether the command has a
+    /// further request for the same positions, on a new connection (a failed set's cleanup
+    /// `delete`), sent with a deadline of its own. Asked once per failure; the first failure
+    /// stays the outcome.
+    fn follow_up(&mut self) -> bool {
+        false
+    }
+
+    /// What a failure becomes under `ignore_exc` (the engine applies it, not the command).
+    fn fallback(&self) -> Fallback<Self::Output>;
+
+    /// The outcome, given the shares that failed (under [`Fallback::PerNode`], only those that
+    /// `ignore_exc` let the batch go on without).
+    fn finish(self, failed: Vec<Failed>) -> Result<Self::Output>;
 }
 
 /// What an event driver must do next.
@@ -177,13 +207,13 @@ impl Exchange {
     /// `true` when the exchange is over.
     fn after<C: Command>(&mut self, command: &mut C, reading: Reading) -> bool {
         match reading {
-            Reading::More => false,
-            Reading::Send => {
+            Step::More => false,
+            Step::Send => {
                 self.written = 0;
                 self.flushed = false;
                 false
             }
-            Reading::Done => {
+            Step::Done(()) => {
                 self.run += 1;
                 if self.run >= self.runs.len() {
                     return true;
@@ -336,7 +366,8 @@ impl Drop for Exchange {
     }
 }
 
-/// A cache operation in progress: see the module's documentation.
+/// A cache operation in progress: see the module's documentation. Its steps take the
+/// [`Cluster`] it was made on; a `&Client` is one (it dereferences to its cluster).
 #[derive(Debug)]
 pub struct Operation<C: Command> {
     command: C,
@@ -373,67 +404,71 @@ enum Leasing {
 const MAX_TLS_EXCHANGE: usize = 16 * 1024 - 64;
 
 impl<C: Command> Operation<C> {
-    /// An operation of `client` doing `command`, its deadline `timeout` from now. Invalid
+    /// An operation on `cluster` doing `command`, its deadline `timeout` from now. Invalid
     /// keys fail here, before anything is sent.
-    pub(crate) fn new(client: &Client, command: C) -> Result<Self> {
+    pub(crate) fn new(cluster: &Cluster, command: C) -> Result<Self> {
         command.validate()?;
         Ok(Operation {
             command,
-            deadline: client.deadline(),
+            deadline: cluster.deadline(),
             routed: false,
             pending: Vec::new(),
             running: Vec::new(),
             failed: Vec::new(),
-            exchange_limit: match client.config.tls {
+            exchange_limit: match cluster.config.tls {
                 Some(_) => MAX_TLS_EXCHANGE,
                 None => usize::MAX,
             },
-            counting: client.config.counters,
+            counting: cluster.config.counters,
             counted_pool_wait: false,
         })
     }
 
     /// The blocking driver: runs the operation (one not advanced by an event driver) to its
     /// end on the calling thread.
-    pub fn run(mut self, client: &Client) -> Result<C::Output> {
-        self.route(client, true);
+    pub fn run(mut self, cluster: &Cluster) -> Result<C::Output> {
+        self.route(cluster, true);
         while !self.pending.is_empty() {
-            self.lease_pending(client, Leasing::Wait);
+            self.lease_pending(cluster, Leasing::Wait);
             // Every request first, so the nodes work at once; then each node's replies.
             let mut sent = Vec::with_capacity(self.running.len());
             for mut exchange in std::mem::take(&mut self.running) {
                 match exchange.send_blocking(self.deadline) {
                     Ok(()) => sent.push(exchange),
-                    Err(error) => self.settle(client, exchange, Err(error)),
+                    Err(error) => self.settle(cluster, exchange, Err(error)),
                 }
             }
             for mut exchange in sent {
                 let outcome = exchange.complete_blocking(&mut self.command, self.deadline);
-                self.settle(client, exchange, outcome);
+                self.settle(cluster, exchange, outcome);
             }
         }
-        self.finish(client)
+        self.finish(cluster)
     }
 
     /// One non-blocking step of an event driver: writes and reads what the sockets allow.
     /// Past the deadline, whatever is unfinished fails as a timeout.
-    pub fn advance(&mut self, client: &Client) -> Progress {
-        if !self.routed && !self.route(client, false) {
+    pub fn advance(&mut self, cluster: &Cluster) -> Progress {
+        if !self.routed && !self.route(cluster, false) {
             return Progress::Block;
         }
-        self.lease_pending(client, Leasing::Idle);
+        self.lease_pending(cluster, Leasing::Idle);
         let mut index = 0;
         while let Some(exchange) = self.running.get_mut(index) {
             match exchange.advance(&mut self.command) {
                 Ok(false) => index += 1,
                 outcome => {
                     let exchange = self.running.remove(index);
-                    self.settle(client, exchange, outcome.map(drop));
+                    self.settle(cluster, exchange, outcome.map(drop));
                 }
             }
         }
         if self.overdue() {
-            self.expire(client);
+            self.expire(cluster);
+            if !self.pending.is_empty() {
+                // A follow-up (a failed set's cleanup), with its own deadline.
+                return Progress::Block;
+            }
             return Progress::Done;
         }
         if !self.running.is_empty() {
@@ -451,22 +486,22 @@ impl<C: Command> Operation<C> {
     /// The blocking part an event driver runs off its loop after [`Progress::Block`]: the
     /// first discovery, or connections for the shares that have none (connecting, or waiting
     /// for one to come back when the operation holds no other).
-    pub fn prepare(&mut self, client: &Client) {
+    pub fn prepare(&mut self, cluster: &Cluster) {
         if !self.routed {
-            self.route(client, true);
+            self.route(cluster, true);
         }
-        self.lease_pending(client, Leasing::Wait);
+        self.lease_pending(cluster, Leasing::Wait);
     }
 
     /// [`Operation::prepare`] for a driver that waits for pooled connections its own way: the
     /// first discovery, and connections where a pool has room, but never a wait for one to be
     /// returned (a share whose pool has every connection in use stays pending: see
     /// [`Operation::waits_for_pool`]).
-    pub fn prepare_without_waiting(&mut self, client: &Client) {
+    pub fn prepare_without_waiting(&mut self, cluster: &Cluster) {
         if !self.routed {
-            self.route(client, true);
+            self.route(cluster, true);
         }
-        self.lease_pending(client, Leasing::Connect);
+        self.lease_pending(cluster, Leasing::Connect);
     }
 
     /// After [`Progress::Block`]: whether all that is left before the exchanges can start is a
@@ -517,16 +552,18 @@ impl<C: Command> Operation<C> {
     }
 
     /// Fails whatever is unfinished as a timeout (the deadline passed).
-    fn expire(&mut self, client: &Client) {
-        let timeout = client.config.timeout.unwrap_or_default();
+    fn expire(&mut self, cluster: &Cluster) {
+        let timeout = cluster.config.timeout.unwrap_or_default();
+        // Shares never sent; a follow-up queued by a settle below stays pending.
+        let unsent = std::mem::take(&mut self.pending);
         for exchange in std::mem::take(&mut self.running) {
             let error = Error::Timeout {
                 node: exchange.node.address.name.clone(),
                 timeout,
             };
-            self.settle(client, exchange, Err(error));
+            self.settle(cluster, exchange, Err(error));
         }
-        for share in std::mem::take(&mut self.pending) {
+        for share in unsent {
             // Never sent: nothing is known of the node, so nothing counts against its health.
             // With every connection of its pool in use, it waited for one (a driver waiting
             // its own way, `waits_for_pool`): the error a blocking wait ends with.
@@ -543,28 +580,49 @@ impl<C: Command> Operation<C> {
 
     /// The outcome, once [`Operation::advance`] returned [`Progress::Done`] (or at once:
     /// whatever is unfinished then fails as a timeout).
-    pub fn finish(mut self, client: &Client) -> Result<C::Output> {
+    pub fn finish(mut self, cluster: &Cluster) -> Result<C::Output> {
         if !self.is_done() {
-            self.expire(client);
+            self.expire(cluster);
+            // No I/O here: a follow-up queued just now is not sent.
+            self.pending.clear();
         }
         let failed = std::mem::take(&mut self.failed);
         let Operation { command, .. } = self;
-        command.finish(client, failed)
+        match command.fallback() {
+            Fallback::Strict => command.finish(failed),
+            Fallback::Whole(fallback) => cluster.tolerate(command.finish(failed), || fallback),
+            Fallback::PerNode => {
+                // The first failure `ignore_exc` does not cover is the outcome; those before it
+                // were ignored (counted and logged) all the same.
+                let mut failed = failed;
+                let refused = failed
+                    .iter()
+                    .position(|(_, error)| !cluster.tolerates(error));
+                let ignored = refused.unwrap_or(failed.len());
+                for (_, error) in failed.get(..ignored).unwrap_or_default() {
+                    cluster.ignored(error);
+                }
+                match refused {
+                    Some(at) => Err(failed.swap_remove(at).1),
+                    None => command.finish(failed),
+                }
+            }
+        }
     }
 
     /// Routes the command; `false` when that needs a discovery and `blocking` is not allowed.
-    fn route(&mut self, client: &Client, blocking: bool) -> bool {
+    fn route(&mut self, cluster: &Cluster, blocking: bool) -> bool {
         let topology = if blocking {
-            client.routing_topology()
+            cluster.routing_topology()
         } else {
-            let topology = client.topology();
-            if topology.nodes().is_empty() && client.discovery_endpoint().is_some() {
+            let topology = cluster.topology();
+            if cluster.needs_discovery(&topology) {
                 return false;
             }
             Ok(topology)
         };
         self.routed = true;
-        match topology.and_then(|topology| self.command.shares(&topology)) {
+        match topology.and_then(|topology| self.command.shares(Routes::new(&topology))) {
             Ok(shares) => self.pending = shares,
             Err(error) => self.failed.push((self.command.all_positions(), error)),
         }
@@ -576,18 +634,18 @@ impl<C: Command> Operation<C> {
     /// Holding connections to other nodes, it never waits for one: another operation may hold
     /// this node's connections while it waits for the ones held here. `leasing` says what
     /// else it may do besides taking idle connections.
-    fn lease_pending(&mut self, client: &Client, leasing: Leasing) {
+    fn lease_pending(&mut self, cluster: &Cluster, leasing: Leasing) {
         let mut index = 0;
         while index < self.pending.len() {
             let node = Arc::clone(&self.pending[index].node);
             let leased = if leasing == Leasing::Idle {
-                Client::check_up(&node).map(|()| node.pool.take_idle())
+                Cluster::check_up(&node).map(|()| node.pool.take_idle())
             } else if leasing == Leasing::Wait && self.running.is_empty() {
-                client
+                cluster
                     .lease(&node, self.deadline)
                     .map(|lease| lease.into_connection())
             } else {
-                client
+                cluster
                     .lease_without_waiting(&node, self.deadline)
                     .map(|lease| lease.and_then(|lease| lease.into_connection()))
             };
@@ -649,17 +707,13 @@ impl<C: Command> Operation<C> {
 
     /// Ends an exchange: its connection goes back to the pool after a clean end, and is
     /// closed after any error (counted against the node by the failure policy).
-    fn settle(&mut self, client: &Client, mut exchange: Exchange, outcome: Result<()>) {
+    fn settle(&mut self, cluster: &Cluster, mut exchange: Exchange, outcome: Result<()>) {
         if self.counting {
             exchange.node.counters.latency(exchange.started.elapsed());
         }
         match outcome {
             Ok(()) => {
-                if exchange.node.health.record_success() {
-                    client.emit(|| crate::Event::NodeUp {
-                        node: exchange.node.address.name.clone(),
-                    });
-                }
+                cluster.note_success(&exchange.node);
                 if let Some(connection) = exchange.connection.take() {
                     exchange.node.pool.put_back(connection);
                 }
@@ -671,9 +725,22 @@ impl<C: Command> Operation<C> {
                 }
             }
             Err(error) => {
-                client.note_failure(&exchange.node, &error);
+                cluster.note_failure(&exchange.node, &error);
                 let positions = std::mem::take(&mut exchange.positions);
                 let node = Arc::clone(&exchange.node);
+                // A failure `ignore_exc` turns into a fallback may still call for a further
+                // request on a new connection (a failed set's cleanup), in the same operation.
+                // Failures the caller sees need none: nothing was claimed stored. The follow-up
+                // gets a deadline of its own, as the backend's second request did, so a set
+                // that timed out still deletes the old value (a command asks for one at most,
+                // so the operation stays bounded, by twice `timeout`).
+                if cluster.tolerates(&error) && self.command.follow_up() {
+                    self.pending.push(Share {
+                        node: Arc::clone(&node),
+                        positions: positions.clone(),
+                    });
+                    self.deadline = cluster.deadline();
+                }
                 self.fail(&node, positions, error);
             }
         }

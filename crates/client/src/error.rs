@@ -1,12 +1,11 @@
 //! The client's errors, each classified into a kind that tells a caller what to do about it.
 
+use std::fmt;
 use std::io;
 use std::time::Duration;
 
 use elasticache_proto::{KeyError, ReplyError};
 use thiserror::Error;
-
-use crate::report::Rounded;
 
 /// What kind of failure an [`enum@Error`] is; this drives retries, node marking and exception types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -341,3 +340,27 @@ fn tls_failure(error: &io::Error) -> Option<String> {
 
 /// The client's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A duration as messages show it: milliseconds below a second, else seconds to one decimal
+/// ("250 ms", "1.0 s", "59.8 s").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rounded(pub(crate) Duration);
+
+impl fmt::Display for Rounded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = (self.0.as_secs_f64() * 1000.0).round();
+        if millis < 1000.0 {
+            write!(f, "{millis:.0} ms")
+        } else {
+            write!(f, "{:.1} s", self.0.as_secs_f64())
+        }
+    }
+}
+
+/// Checks a key before anything is sent: an invalid one is the caller's error, never a node's.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    elasticache_proto::validate_key(key.as_bytes()).map_err(|reason| Error::InvalidKey {
+        key: key.to_owned(),
+        reason,
+    })
+}

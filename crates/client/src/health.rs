@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::config::FailureLog;
-use crate::report::NodeLog;
+use crate::failure_log::NodeLog;
 
 /// A process-wide origin, so an instant fits in an atomic as nanoseconds since it.
 fn origin() -> Instant {

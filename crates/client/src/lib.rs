@@ -20,47 +20,69 @@
 
 #![warn(missing_docs)]
 
+// Layers, top to bottom (a module uses those below it, or beside it one way only;
+// `tests/module_layers.rs` fails on a circle):
+//   client                                   the facade, and the one table of commands
+//   classic stampede ttl counters locks      single-key plans (over `single`)
+//   batch every_node single                  command frameworks
+//   engine                                   the I/O state machine and its drivers
+//   cluster                                  routing, membership, health, failure log, events
+//   discovery                                memberships from the endpoint, to `cluster`
+//   topology pool connection ...             nodes, pools, sockets; `elasticache_proto` below
 mod address;
 mod batch;
+mod classic;
 mod client;
-mod commands;
+mod cluster;
 mod config;
 mod connection;
+mod counters;
 mod discovery;
 mod engine;
 mod error;
+mod every_node;
+mod failure_log;
 mod fork;
 mod hash;
 mod health;
-mod meta;
+mod locks;
+mod meta_support;
 mod metrics;
 mod notify;
 mod pool;
-mod report;
-mod starts;
+mod single;
+mod stampede;
 mod stream;
 mod tls;
 mod topology;
+mod ttl;
+mod values;
 
 pub use address::{NodeAddress, DEFAULT_PORT};
-pub use batch::BatchValues;
-pub use client::{Client, Item, NodeProbe, Stats};
-pub use commands::{ItemList, KeyList};
+pub use batch::{ItemList, KeyList};
+pub use client::{
+    AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
+    DeleteManyOperation, DeleteOperation, FlushAllOperation, GetManyOperation, GetOperation,
+    GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation, StoreOperation,
+    TouchOperation, TtlOperation,
+};
+pub use cluster::{Cluster, Routes};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
+pub use counters::Initial;
 pub use discovery::{park_background_threads, ParkedThreads};
-pub use engine::{Command, Cursor, Failed, Interest, Operation, Progress, Reading, Share};
+pub use engine::{
+    Command, Cursor, Failed, Fallback, Interest, Operation, Progress, Reading, Share, Step,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
-pub use meta::{lease_key, lease_token, Initial, LeaseRequest, Leased, Ttl, LEASE_PREFIX};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};
-pub use starts::{
-    AcquireOperation, CountOperation, CounterOperation, DeleteIfOperation, DeleteManyOperation,
-    DeleteOperation, FlushAllOperation, GetManyOperation, GetOperation, LeaseOperation,
-    ReleaseOperation, SetManyOperation, StoreOperation, TouchOperation, TtlOperation,
-};
+pub use single::{One, Plan};
+pub use stampede::{lease_key, lease_token, LeaseRequest, Leased, LEASE_PREFIX};
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
+pub use ttl::Ttl;
+pub use values::{BatchValues, Item, Stats};
 
 // What the client's errors and results carry, so a caller needs no second dependency to
 // match on them.

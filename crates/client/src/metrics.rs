@@ -10,48 +10,40 @@ use std::time::Duration;
 
 use crate::error::{Error, ErrorKind};
 
-/// The commands counted, by the names [`NodeMetrics::requests`] uses.
-pub const COMMANDS: [&str; 17] = [
-    "get",
-    "gets",
-    "set",
-    "add",
-    "replace",
-    "append",
-    "prepend",
-    "delete",
-    "incr",
-    "decr",
-    "touch",
-    "get_many",
-    "set_many",
-    "delete_many",
-    "flush_all",
-    "stats",
-    "version",
-];
+/// Declares the commands counted once each: the [`CommandName`] variant and the name
+/// [`NodeMetrics::requests`] uses, in [`COMMANDS`] at the variant's index.
+macro_rules! command_names {
+    ($($variant:ident => $name:literal,)+) => {
+        /// The commands counted, by the names [`NodeMetrics::requests`] uses.
+        pub const COMMANDS: [&str; [$($name),+].len()] = [$($name),+];
 
-/// A command, as counted: its index in [`COMMANDS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum CommandName {
-    Get,
-    Gets,
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-    Delete,
-    Incr,
-    Decr,
-    Touch,
-    GetMany,
-    SetMany,
-    DeleteMany,
-    FlushAll,
-    Stats,
-    Version,
+        /// A command, as counted: its index in [`COMMANDS`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[allow(missing_docs)]
+        pub enum CommandName {
+            $($variant,)+
+        }
+    };
+}
+
+command_names! {
+    Get => "get",
+    Gets => "gets",
+    Set => "set",
+    Add => "add",
+    Replace => "replace",
+    Append => "append",
+    Prepend => "prepend",
+    Delete => "delete",
+    Incr => "incr",
+    Decr => "decr",
+    Touch => "touch",
+    GetMany => "get_many",
+    SetMany => "set_many",
+    DeleteMany => "delete_many",
+    FlushAll => "flush_all",
+    Stats => "stats",
+    Version => "version",
 }
 
 /// The kinds of error counted, by the names [`NodeMetrics::errors`] uses (those of

@@ -11,6 +11,7 @@ use crate::address::NodeAddress;
 use crate::config::ClientConfig;
 use crate::hash::Ring;
 use crate::health::Health;
+use crate::meta_support::MetaSupport;
 use crate::metrics::{NodeCounters, NodeMetrics};
 use crate::pool::Pool;
 
@@ -22,8 +23,8 @@ pub struct Node {
     pub(crate) pool: Pool,
     pub(crate) health: Health,
     pub(crate) counters: NodeCounters,
-    /// Whether it speaks the meta protocol (probed once: `meta`).
-    pub(crate) meta: crate::meta::MetaSupport,
+    /// Whether it speaks the meta protocol (probed once: `single`).
+    pub(crate) meta: MetaSupport,
 }
 
 impl Node {
@@ -34,7 +35,7 @@ impl Node {
             pool: Pool::new(config),
             health,
             counters: NodeCounters::default(),
-            meta: crate::meta::MetaSupport::default(),
+            meta: MetaSupport::default(),
         }
     }
 
@@ -54,6 +55,12 @@ impl Node {
     /// Closes this node's idle connections.
     pub fn close_idle(&self) {
         self.pool.close_idle();
+    }
+
+    /// Whether this node speaks memcached's meta protocol; `None` until a command that uses it
+    /// has probed the node.
+    pub fn speaks_meta(&self) -> Option<bool> {
+        self.meta.get()
     }
 
     /// Connections open to this node right now (idle or in use) from this process.

@@ -384,3 +384,38 @@ fn a_full_pool_is_waited_for_by_the_driver_and_ends_as_exhausted_at_the_deadline
     assert!(error.to_string().contains("max_pool_size"), "{error}");
     assert_eq!(pool_waits(&client), 2);
 }
+
+#[test]
+fn under_ignore_exc_a_set_that_timed_out_on_events_deletes_on_a_new_connection() {
+    // The warm-up get is answered, the set is not; the next connection answers the cleanup.
+    let server = FakeServer::start_each(vec![
+        Fault::InTurn {
+            replies: vec![b"END\r\n".to_vec()],
+            then_close: false,
+        },
+        Fault::Reply(b"DELETED\r\n".to_vec()),
+    ]);
+    let client = warm_client(&server, {
+        let mut custom = config();
+        custom.ignore_exc = true;
+        custom
+    });
+    let mut set = client
+        .start_store(Store::Set, "k".to_owned(), 0, b"v".to_vec(), 0)
+        .unwrap();
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match set.advance(&client) {
+            Progress::Done => break,
+            // The cleanup's new connection is made off the loop.
+            Progress::Block => set.prepare(&client),
+            _ => {
+                assert!(std::time::Instant::now() < give_up, "no outcome");
+                std::thread::yield_now();
+            }
+        }
+    }
+    assert_eq!(set.finish(&client).unwrap(), StoreReply::NotStored);
+    server.wait_for_replies(2);
+    assert_eq!(server.connections(), 2);
+}

@@ -395,3 +395,58 @@ fn a_connection_that_saw_an_error_is_not_pooled() {
     }
     assert_eq!((server.connections(), node.open_connections()), (3, 1));
 }
+
+#[test]
+fn a_set_not_stored_deletes_the_old_value_in_the_same_operation() {
+    let _guard = hang_guard();
+    let server = FakeServer::start(Fault::InTurn {
+        replies: vec![b"NOT_STORED\r\n".to_vec(), b"DELETED\r\n".to_vec()],
+        then_close: false,
+    });
+    let client = client_for(&[server.address()], config());
+    assert!(!client.set("k", 0, b"v", 0).unwrap());
+    // The cleanup `delete` was answered before the call returned, on the same connection.
+    server.wait_for_replies(2);
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn under_ignore_exc_a_set_whose_exchange_failed_deletes_on_a_new_connection() {
+    let _guard = hang_guard();
+    // The first connection takes the set and closes without a reply; the next one answers
+    // the cleanup `delete`.
+    let server = FakeServer::start_each(vec![
+        Fault::ReplyAndClose(Vec::new()),
+        Fault::Reply(b"DELETED\r\n".to_vec()),
+    ]);
+    let mut config = config();
+    config.ignore_exc = true;
+    let client = client_for(&[server.address()], config);
+    assert!(!client.set("k", 0, b"v", 0).unwrap());
+    server.wait_for_replies(2);
+    assert_eq!(server.connections(), 2);
+}
+
+#[test]
+fn without_ignore_exc_a_set_whose_exchange_failed_raises_and_sends_nothing_more() {
+    let _guard = hang_guard();
+    let server = FakeServer::start_each(vec![
+        Fault::ReplyAndClose(Vec::new()),
+        Fault::Reply(b"DELETED\r\n".to_vec()),
+    ]);
+    let client = client_for(&[server.address()], config());
+    failure(client.set("k", 0, b"v", 0), ErrorKind::Connection);
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn under_ignore_exc_a_set_that_timed_out_still_deletes_with_a_deadline_of_its_own() {
+    let _guard = hang_guard();
+    let server = FakeServer::start_each(vec![Fault::Silent, Fault::Reply(b"DELETED\r\n".to_vec())]);
+    let mut config = config();
+    config.ignore_exc = true;
+    let client = client_for(&[server.address()], config);
+    assert!(!client.set("k", 0, b"v", 0).unwrap());
+    server.wait_for_replies(1);
+    assert_eq!(server.connections(), 2);
+}

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 
-use crate::client::Client;
+use arc_swap::ArcSwap;
+
 use crate::config::FailureLog;
-use crate::error::Error;
+use crate::error::{Error, Rounded};
 
 /// The least time between two warnings about one node (summaries, or first failures once the
 /// node has been quiet this long).
@@ -99,7 +100,7 @@ impl Kind {
 }
 
 /// The node or endpoint a failure is about, when the error names one.
-fn subject(error: &Error) -> Option<&str> {
+pub(crate) fn subject(error: &Error) -> Option<&str> {
     match error {
         Error::Refused { node, .. }
         | Error::TooLargeForNode { node, .. }
@@ -120,22 +121,6 @@ fn subject(error: &Error) -> Option<&str> {
         | Error::TlsConfig { .. }
         | Error::MetaUnsupported { .. }
         | Error::BadAddress { .. } => None,
-    }
-}
-
-/// A duration as messages show it: milliseconds below a second, else seconds to one decimal
-/// ("250 ms", "1.0 s", "59.8 s").
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rounded(pub(crate) Duration);
-
-impl fmt::Display for Rounded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let millis = (self.0.as_secs_f64() * 1000.0).round();
-        if millis < 1000.0 {
-            write!(f, "{millis:.0} ms")
-        } else {
-            write!(f, "{:.1} s", self.0.as_secs_f64())
-        }
     }
 }
 
@@ -514,14 +499,14 @@ impl NodeLog {
 /// nodes), in one process: a forked child starts afresh. Few and small: capped, the oldest
 /// dropped first.
 #[derive(Debug)]
-pub(crate) struct Unrouted {
+struct Registry {
     pid: u32,
     logs: Mutex<Vec<Arc<NodeLog>>>,
 }
 
-impl Unrouted {
-    pub(crate) fn new() -> Self {
-        Unrouted {
+impl Registry {
+    fn new() -> Self {
+        Registry {
             pid: std::process::id(),
             logs: Mutex::default(),
         }
@@ -530,36 +515,47 @@ impl Unrouted {
 
 const UNROUTED_CAP: usize = 64;
 
-/// Runs `f` on `client`'s registry of unrouted failure logs for this process. A forked child
-/// swaps in a fresh registry and never locks its parent's mutex: another thread of the parent
-/// may have held it at the moment of the fork.
-fn with_unrouted<R>(client: &Client, f: impl FnOnce(&mut Vec<Arc<NodeLog>>) -> R) -> R {
-    let pid = std::process::id();
-    let mut registry = client.unrouted.load_full();
-    if registry.pid != pid {
-        let fresh = Arc::new(Unrouted::new());
-        client.unrouted.rcu(|current| {
-            if current.pid == pid {
-                Arc::clone(current)
-            } else {
-                Arc::clone(&fresh)
-            }
-        });
-        registry = client.unrouted.load_full();
+/// The failure logs of subjects outside a client's ring, per process (see [`Registry`]).
+#[derive(Debug)]
+pub(crate) struct Unrouted(ArcSwap<Registry>);
+
+impl Unrouted {
+    pub(crate) fn new() -> Self {
+        Unrouted(ArcSwap::from_pointee(Registry::new()))
     }
-    let mut logs = registry.logs.lock().unwrap_or_else(PoisonError::into_inner);
-    f(&mut logs)
-}
 
-fn find(logs: &[Arc<NodeLog>], subject: &str) -> Option<Arc<NodeLog>> {
-    logs.iter().find(|log| log.subject == subject).cloned()
-}
+    /// Runs `f` on this process's registry. A forked child swaps in a fresh registry and
+    /// never locks its parent's mutex: another thread of the parent may have held it at the
+    /// moment of the fork.
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<Arc<NodeLog>>) -> R) -> R {
+        let pid = std::process::id();
+        let mut registry = self.0.load_full();
+        if registry.pid != pid {
+            let fresh = Arc::new(Registry::new());
+            self.0.rcu(|current| {
+                if current.pid == pid {
+                    Arc::clone(current)
+                } else {
+                    Arc::clone(&fresh)
+                }
+            });
+            registry = self.0.load_full();
+        }
+        let mut logs = registry.logs.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut logs)
+    }
 
-/// The failure log of `subject`, made if there is none yet.
-fn unrouted(client: &Client, subject: &str) -> Arc<NodeLog> {
-    let settings = &client.config().failure_log;
-    with_unrouted(client, |logs| {
-        find(logs, subject).unwrap_or_else(|| {
+    /// The failure log of `subject`, if it has one.
+    pub(crate) fn find(&self, subject: &str) -> Option<Arc<NodeLog>> {
+        self.with(|logs| logs.iter().find(|log| log.subject == subject).cloned())
+    }
+
+    /// The failure log of `subject`, made if there is none yet.
+    pub(crate) fn log(&self, subject: &str, settings: &FailureLog) -> Arc<NodeLog> {
+        self.with(|logs| {
+            if let Some(log) = logs.iter().find(|log| log.subject == subject) {
+                return Arc::clone(log);
+            }
             if logs.len() >= UNROUTED_CAP {
                 logs.remove(0);
             }
@@ -567,66 +563,6 @@ fn unrouted(client: &Client, subject: &str) -> Arc<NodeLog> {
             logs.push(Arc::clone(&log));
             log
         })
-    })
-}
-
-/// Logs a failure `client` turned into a miss under `ignore_exc` that was not already counted
-/// against a node (see `Client::note_failure`): by its node when it is one of the ring's, else
-/// by the node or endpoint it names, else by the configuration endpoint.
-pub(crate) fn ignored(client: &Client, error: &Error) {
-    let settings = &client.config().failure_log;
-    if settings.level.is_none() {
-        return;
-    }
-    let now = Instant::now();
-    let named = subject(error);
-    if let Some(name) = named {
-        let topology = client.topology();
-        if let Some(node) = topology.nodes().iter().find(|n| n.address.name == name) {
-            let down_for = node.health.down_for();
-            node.health
-                .log
-                .failure(error, Context::Ignored, down_for, now);
-            return;
-        }
-    }
-    unrouted(client, &unrouted_subject(client, named)).failure(error, Context::Ignored, None, now);
-}
-
-/// What a failure naming no node of the ring is about: what it names, else the configuration
-/// endpoint (no membership), else the client's empty node list.
-fn unrouted_subject(client: &Client, named: Option<&str>) -> String {
-    match (named, client.discovery_endpoint()) {
-        (Some(name), _) => name.to_owned(),
-        (None, Some(endpoint)) => endpoint.to_string(),
-        (None, None) => "the cluster".to_owned(),
-    }
-}
-
-/// Logs a failed background discovery of `client`'s configuration endpoint.
-pub(crate) fn refresh_failed(client: &Client, error: &Error) {
-    let settings = &client.config().failure_log;
-    if settings.level.is_none() {
-        return;
-    }
-    let subject = unrouted_subject(client, subject(error));
-    unrouted(client, &subject).failure(error, Context::Refresh, None, Instant::now());
-}
-
-/// Takes a successful discovery: the endpoint's recovery, if it was failing.
-pub(crate) fn discovery_succeeded(client: &Client) {
-    let settings = &client.config().failure_log;
-    if settings.level.is_none() {
-        return;
-    }
-    let Some(endpoint) = client.discovery_endpoint() else {
-        return;
-    };
-    let subject = endpoint.to_string();
-    if let Some(log) = with_unrouted(client, |logs| find(logs, &subject)) {
-        if log.is_failing() {
-            log.success(Instant::now());
-        }
     }
 }
 

@@ -1,0 +1,352 @@
+//! The classic single-key commands as plans of the one single-key framework (`single`):
+//! `get`/`gets`, the storage commands (with the failed-set cleanup), and the one-line
+//! commands `delete`, `incr`/`decr` and `touch`. No I/O here: see `engine`.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use elasticache_proto::{
+    self as proto, Counter, DeleteReply, IncrDecrReply, Parse, ReplyError, Retrieval,
+    RetrievalItem, Store, StoreReply, TouchReply,
+};
+
+use crate::engine::Step;
+use crate::error::{Error, Result};
+use crate::metrics::CommandName;
+use crate::single::{stray_value, One, ParseResult, Plan};
+use crate::values::Item;
+
+/// `get`/`gets` of one key.
+#[derive(Debug)]
+pub struct RetrievePlan {
+    kind: Retrieval,
+    max_value_len: usize,
+    found: Option<Item>,
+}
+
+impl Plan for RetrievePlan {
+    type Output = Option<Item>;
+
+    #[inline]
+    fn name(&self) -> CommandName {
+        match self.kind {
+            Retrieval::Gets => CommandName::Gets,
+            _ => CommandName::Get,
+        }
+    }
+
+    fn size(&self, key: &str) -> usize {
+        key.len() + 8
+    }
+
+    #[inline]
+    fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
+        proto::encode_retrieval(out, self.kind, [key.as_bytes()]);
+    }
+
+    fn read(
+        &mut self,
+        _: &str,
+        key: &str,
+        _: bool,
+        buf: &[u8],
+        _: &mut Vec<u8>,
+    ) -> ParseResult<Step<Option<Item>>> {
+        Ok(match proto::parse_retrieval(buf, self.max_value_len)? {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(RetrievalItem::End, used) => {
+                Parse::Complete(Step::Done(self.found.take()), used)
+            }
+            Parse::Complete(RetrievalItem::Value(value), used) => {
+                if value.key != key.as_bytes() || self.found.is_some() {
+                    return Err(stray_value());
+                }
+                self.found = Some(Item {
+                    flags: value.flags,
+                    data: Bytes::copy_from_slice(value.data),
+                    cas: value.cas,
+                });
+                Parse::Complete(Step::More, used)
+            }
+        })
+    }
+
+    fn hit(output: &Option<Item>) -> Option<bool> {
+        Some(output.is_some())
+    }
+
+    fn fallback(&self) -> Option<Item> {
+        None
+    }
+}
+
+/// `get` (or `gets`) of `key`.
+pub(crate) fn get(key: String, kind: Retrieval, max_value_len: usize) -> One<RetrievePlan> {
+    let plan = RetrievePlan {
+        kind,
+        max_value_len,
+        found: None,
+    };
+    One::new(key, plan)
+}
+
+/// A storage command of one key.
+///
+/// A `set` that fails deletes the key in the same operation: the old value must not be read
+/// back as if the new one had been stored. After a reply (not stored, a server error, a value
+/// too large for the node) or a value too large for the client, the `delete` goes on the same
+/// connection; after an exchange that failed under `ignore_exc` (the set's fate unknown), on a
+/// new one, with a deadline of its own (as the backend's second request had). This is the only
+/// place that cleanup is done; the layers above never send a delete of their own after a
+/// failed set.
+#[derive(Debug)]
+pub struct StorePlan<'v> {
+    command: Store,
+    flags: u32,
+    data: Cow<'v, [u8]>,
+    exptime: i64,
+    /// The store's own failure (a value too large for the client has it from the start).
+    failure: Option<Error>,
+    /// The store's reply, once read, while its cleanup is on the wire.
+    reply: Option<StoreReply>,
+    /// Whether the request on the wire is the cleanup `delete`.
+    cleanup: bool,
+}
+
+impl StorePlan<'_> {
+    /// Asks for the cleanup `delete` after the set failed (a `set` only: the other storage
+    /// commands replace nothing when they fail).
+    fn clean_up(&mut self, key: &str, out: &mut Vec<u8>) -> Step<StoreReply> {
+        if self.command != Store::Set {
+            return Step::Done(self.reply.unwrap_or(StoreReply::NotStored));
+        }
+        self.cleanup = true;
+        proto::encode_delete(out, key.as_bytes(), false);
+        Step::Send
+    }
+}
+
+impl Plan for StorePlan<'_> {
+    type Output = StoreReply;
+
+    #[inline]
+    fn name(&self) -> CommandName {
+        match self.command {
+            // A cleanup sent on its own connection (`follow_up`) is a request of its own.
+            _ if self.cleanup => CommandName::Delete,
+            Store::Add => CommandName::Add,
+            Store::Replace => CommandName::Replace,
+            Store::Append => CommandName::Append,
+            Store::Prepend => CommandName::Prepend,
+            _ => CommandName::Set,
+        }
+    }
+
+    fn sends(&self) -> bool {
+        // A value too large is not sent; only a set has a cleanup to send instead.
+        self.failure.is_none() || self.command == Store::Set
+    }
+
+    fn size(&self, key: &str) -> usize {
+        key.len() + self.data.len() + 48
+    }
+
+    #[inline]
+    fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
+        if self.failure.is_some() || self.cleanup {
+            self.cleanup = true;
+            proto::encode_delete(out, key.as_bytes(), false);
+            return;
+        }
+        proto::encode_store(
+            out,
+            self.command,
+            key.as_bytes(),
+            self.flags,
+            self.exptime,
+            &self.data,
+            false,
+        );
+    }
+
+    fn read(
+        &mut self,
+        node: &str,
+        key: &str,
+        _: bool,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> ParseResult<Step<StoreReply>> {
+        if self.cleanup {
+            return Ok(match proto::with_error_replies(buf, proto::parse_delete)? {
+                Parse::Incomplete(needed) => Parse::Incomplete(needed),
+                Parse::Complete(deleted, used) => {
+                    if let Err(error) = deleted {
+                        // Best effort: the set already failed, and that is what is reported.
+                        log::debug!("{node}: delete {key:?} after a failed set: {error}");
+                    }
+                    let reply = self.reply.unwrap_or(StoreReply::NotStored);
+                    Parse::Complete(Step::Done(reply), used)
+                }
+            });
+        }
+        Ok(match proto::with_error_replies(buf, proto::parse_store)? {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(Ok(StoreReply::Stored), used) => {
+                Parse::Complete(Step::Done(StoreReply::Stored), used)
+            }
+            Parse::Complete(Ok(reply), used) => {
+                self.reply = Some(reply);
+                Parse::Complete(self.clean_up(key, out), used)
+            }
+            // A server error is a whole reply line: the stream stays in step.
+            Parse::Complete(Err(ReplyError::Server(message)), used) => {
+                let error = Error::ServerFailure {
+                    node: node.to_owned(),
+                    message,
+                };
+                self.failure = Some(error.for_store(self.data.len()));
+                Parse::Complete(self.clean_up(key, out), used)
+            }
+            Parse::Complete(Err(error), _) => return Err(error),
+        })
+    }
+
+    fn follow_up(&mut self) -> bool {
+        // The set's exchange failed (a connection lost, a timeout): whether the old value is
+        // still there is unknown, so the cleanup goes on a new connection, once.
+        if self.command != Store::Set || self.cleanup {
+            return false;
+        }
+        self.cleanup = true;
+        true
+    }
+
+    fn fallback(&self) -> StoreReply {
+        StoreReply::NotStored
+    }
+
+    fn finish(self, done: Option<StoreReply>, failure: Option<Error>) -> Result<StoreReply> {
+        match (self.failure, failure, done) {
+            // The set's own failure is what is reported, whatever its cleanup met.
+            (Some(error), _, _) => Err(error),
+            (None, Some(error), _) => Err(error.for_store(self.data.len())),
+            (None, None, Some(reply)) => Ok(reply),
+            // Cannot happen: an exchange ends well only once the reply is read.
+            (None, None, None) => Err(Error::NoNodes),
+        }
+    }
+}
+
+/// A storage command of `key`; a value over `max_value_len` fails before anything is sent
+/// (a `set` still deletes the key).
+pub(crate) fn store<'v>(
+    command: Store,
+    key: String,
+    flags: u32,
+    data: Cow<'v, [u8]>,
+    exptime: i64,
+    max_value_len: usize,
+) -> One<StorePlan<'v>> {
+    let failure = (data.len() > max_value_len).then(|| Error::ValueTooLarge {
+        size: data.len(),
+        limit: max_value_len,
+    });
+    let plan = StorePlan {
+        command,
+        flags,
+        data,
+        exptime,
+        failure,
+        reply: None,
+        cleanup: false,
+    };
+    One::new(key, plan)
+}
+
+/// A one-line command of one key: `delete`, `incr`/`decr`, `touch`.
+#[derive(Debug)]
+pub struct LinePlan<T> {
+    line: Line,
+    parse: fn(&[u8]) -> ParseResult<T>,
+    /// The reply under `ignore_exc` when the node fails.
+    fallback: T,
+}
+
+/// Which one-line command.
+#[derive(Debug, Clone, Copy)]
+enum Line {
+    Delete,
+    Counter(Counter, u64),
+    Touch(i64),
+}
+
+impl<T: Copy> Plan for LinePlan<T> {
+    type Output = T;
+
+    fn name(&self) -> CommandName {
+        match self.line {
+            Line::Delete => CommandName::Delete,
+            Line::Counter(Counter::Decr, _) => CommandName::Decr,
+            Line::Counter(_, _) => CommandName::Incr,
+            Line::Touch(_) => CommandName::Touch,
+        }
+    }
+
+    fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
+        let key = key.as_bytes();
+        match self.line {
+            Line::Delete => proto::encode_delete(out, key, false),
+            Line::Counter(op, delta) => proto::encode_incr_decr(out, op, key, delta, false),
+            Line::Touch(exptime) => proto::encode_touch(out, key, exptime, false),
+        }
+    }
+
+    fn read(
+        &mut self,
+        _: &str,
+        _: &str,
+        _: bool,
+        buf: &[u8],
+        _: &mut Vec<u8>,
+    ) -> ParseResult<Step<T>> {
+        Ok(match (self.parse)(buf)? {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(reply, used) => Parse::Complete(Step::Done(reply), used),
+        })
+    }
+
+    fn fallback(&self) -> T {
+        self.fallback
+    }
+}
+
+/// `delete` of `key`.
+pub(crate) fn delete(key: String) -> One<LinePlan<DeleteReply>> {
+    let plan = LinePlan {
+        line: Line::Delete,
+        parse: proto::parse_delete,
+        fallback: DeleteReply::NotFound,
+    };
+    One::new(key, plan)
+}
+
+/// `incr`/`decr` of `key` by `delta`.
+pub(crate) fn counter(key: String, op: Counter, delta: u64) -> One<LinePlan<IncrDecrReply>> {
+    let plan = LinePlan {
+        line: Line::Counter(op, delta),
+        parse: proto::parse_incr_decr,
+        fallback: IncrDecrReply::NotFound,
+    };
+    One::new(key, plan)
+}
+
+/// `touch` of `key`.
+pub(crate) fn touch(key: String, exptime: i64) -> One<LinePlan<TouchReply>> {
+    let plan = LinePlan {
+        line: Line::Touch(exptime),
+        parse: proto::parse_touch,
+        fallback: TouchReply::NotFound,
+    };
+    One::new(key, plan)
+}

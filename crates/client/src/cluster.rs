@@ -1,0 +1,471 @@
+//! The cluster beneath the client: its membership (a [`Topology`] snapshot, rebuilt after a
+//! fork), where each key goes ([`Routes::route`], the one place that decides it), the nodes'
+//! pools and health, the failure-log policy, events, and what `ignore_exc` turns a failure
+//! into. Discovery feeds it memberships through [`Membership`] alone.
+//!
+//! Commands and the engine use it; it knows nothing of either, nor of the `Client` facade.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::address::NodeAddress;
+use crate::config::{ClientConfig, DiscoveryConfig};
+use crate::discovery::{Discovery, Membership};
+use crate::error::{Error, ErrorKind, Result};
+use crate::failure_log::{self, Context, Unrouted};
+use crate::metrics::{ClientCounters, Metrics};
+use crate::notify::Event;
+use crate::pool::Lease;
+use crate::topology::{Node, Topology};
+
+/// Where the keys of one operation go: a view of the membership it was routed with.
+///
+/// [`Routes::route`] is the only code that maps a key to a node; every command asks it, so a
+/// route to another node (a gutter while the owner is down, a previous owner while a new
+/// membership warms up, another cluster) is one change here, not one per command.
+#[derive(Debug, Clone, Copy)]
+pub struct Routes<'t> {
+    topology: &'t Topology,
+}
+
+impl<'t> Routes<'t> {
+    /// The routes of `topology`'s membership.
+    pub(crate) fn new(topology: &'t Topology) -> Self {
+        Routes { topology }
+    }
+
+    /// Every node a key may be routed to, in order; [`Routes::route`] gives indices into it.
+    pub fn nodes(&self) -> &'t [Arc<Node>] {
+        self.topology.nodes()
+    }
+
+    /// Where `key` goes now: the index of its node in [`Routes::nodes`]; `None` with no node.
+    #[inline]
+    pub fn route(&self, key: &str) -> Option<usize> {
+        self.topology.node_index_for(key)
+    }
+
+    /// The node `key` goes to now ([`Routes::route`]); [`Error::NoNodes`] with none.
+    #[inline]
+    pub fn node_for(&self, key: &str) -> Result<&'t Arc<Node>> {
+        self.route(key)
+            .and_then(|index| self.nodes().get(index))
+            .ok_or(Error::NoNodes)
+    }
+}
+
+/// A set of nodes, how to reach them, and what is known of their health: see the module's
+/// documentation.
+#[derive(Debug)]
+pub struct Cluster {
+    pub(crate) config: ClientConfig,
+    topology: ArcSwap<Topology>,
+    discovery: Option<Discovery>,
+    /// Handed to the discovery thread, which must not keep the cluster alive.
+    me: Weak<dyn Membership>,
+    /// The failure logs of subjects outside the ring (the configuration endpoint, removed
+    /// nodes), per process.
+    unrouted: Unrouted,
+    /// Discoveries, membership changes, failures ignored (`metrics`).
+    pub(crate) counters: ClientCounters,
+}
+
+impl Cluster {
+    /// A cluster of a static list of nodes.
+    pub(crate) fn new(nodes: &[NodeAddress], config: ClientConfig) -> Self {
+        let config = config.within_limits();
+        let topology = Topology::new(nodes, &config, None, None);
+        Cluster {
+            config,
+            topology: ArcSwap::from_pointee(topology),
+            discovery: None,
+            me: Weak::<Cluster>::new(),
+            unrouted: Unrouted::new(),
+            counters: ClientCounters::default(),
+        }
+    }
+
+    /// A cluster whose nodes come from `endpoint`; `me` is what holds it, for the refresher.
+    pub(crate) fn discovered(
+        endpoint: NodeAddress,
+        config: ClientConfig,
+        discovery: DiscoveryConfig,
+        me: Weak<dyn Membership>,
+    ) -> Self {
+        let mut cluster = Cluster::new(&[], config);
+        cluster.discovery = Some(Discovery::new(endpoint, discovery));
+        cluster.me = me;
+        cluster
+    }
+
+    /// The settings this cluster was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The current snapshot of the cluster for this process.
+    pub fn topology(&self) -> Arc<Topology> {
+        // The fork generation, not the process id: a load instead of a system call on every
+        // operation.
+        let generation = crate::fork::current();
+        let mut current = self.topology.load_full();
+        if current.generation() != generation {
+            // Forked: the parent's sockets must stay untouched, so build fresh pools.
+            let fresh = Arc::new(Topology::new(
+                &current.addresses(),
+                &self.config,
+                None,
+                current.version(),
+            ));
+            self.topology.rcu(|t| {
+                if t.generation() == generation {
+                    Arc::clone(t)
+                } else {
+                    Arc::clone(&fresh)
+                }
+            });
+            current = self.topology.load_full();
+        }
+        if let Some(discovery) = &self.discovery {
+            if discovery.needs_refresher() {
+                discovery.start_refresher(self.me.clone());
+            }
+        }
+        current
+    }
+
+    /// The snapshot to route an operation with: with discovery and an empty ring, a discovery
+    /// first (single flight, rate-limited).
+    pub(crate) fn routing_topology(&self) -> Result<Arc<Topology>> {
+        let topology = self.topology();
+        if !topology.nodes().is_empty() {
+            return Ok(topology);
+        }
+        let Some(discovery) = &self.discovery else {
+            return Err(Error::NoNodes);
+        };
+        // A caller that finds a discovery in the air waits for it at most until its own
+        // deadline: `timeout` from the start of its operation (design section 7, "any call").
+        discovery.discover(
+            self,
+            || !self.topology.load().nodes().is_empty(),
+            self.deadline(),
+        )?;
+        let topology = self.topology();
+        if topology.nodes().is_empty() {
+            return Err(Error::NoNodes);
+        }
+        Ok(topology)
+    }
+
+    /// Whether routing needs a discovery first (no membership yet, an endpoint to ask): what
+    /// an event driver must do off its loop.
+    pub(crate) fn needs_discovery(&self, topology: &Topology) -> bool {
+        topology.nodes().is_empty() && self.discovery.is_some()
+    }
+
+    /// Asks the configuration endpoint for the membership now and applies it if it changed
+    /// (rate-limited after failures). A failure keeps the last good membership.
+    pub fn refresh_membership(&self) -> Result<()> {
+        match &self.discovery {
+            Some(discovery) => discovery.discover(self, || false, self.deadline()),
+            None => Ok(()),
+        }
+    }
+
+    /// What this process's cluster has done so far: per node of the current membership and
+    /// per client (see [`Metrics`]). Reading costs a few atomic loads per node.
+    pub fn metrics(&self) -> Metrics {
+        let topology = self.topology();
+        let nodes = topology.nodes().iter().map(|node| node.metrics()).collect();
+        self.counters.read(nodes, topology.version())
+    }
+
+    /// The configuration endpoint, when the nodes are discovered.
+    pub fn discovery_endpoint(&self) -> Option<&NodeAddress> {
+        self.discovery.as_ref().map(Discovery::endpoint)
+    }
+
+    /// Replaces the membership; nodes that stay keep their pools, removed nodes' idle
+    /// connections are closed. The one entry point of a new membership, discovered or given.
+    pub fn apply_membership(&self, nodes: &[NodeAddress], version: Option<u64>) {
+        let previous = self.topology();
+        let next = Arc::new(Topology::new(nodes, &self.config, Some(&previous), version));
+        let same = previous.nodes().len() == next.nodes().len()
+            && next
+                .nodes()
+                .iter()
+                .all(|n| previous.nodes().iter().any(|o| Arc::ptr_eq(n, o)));
+        if !same {
+            ClientCounters::count(&self.counters.membership_changes);
+            self.emit(|| {
+                let names = |t: &Topology| -> Vec<String> {
+                    t.nodes().iter().map(|n| n.address.name.clone()).collect()
+                };
+                let (before, after) = (names(&previous), names(&next));
+                Event::MembershipChanged {
+                    added: after
+                        .iter()
+                        .filter(|n| !before.contains(n))
+                        .cloned()
+                        .collect(),
+                    removed: before
+                        .iter()
+                        .filter(|n| !after.contains(n))
+                        .cloned()
+                        .collect(),
+                    version,
+                }
+            });
+        }
+        for old in previous.nodes() {
+            if !next.nodes().iter().any(|n| Arc::ptr_eq(n, old)) {
+                old.pool.close_idle();
+            }
+        }
+        self.topology.store(next);
+    }
+
+    /// The deadline of an operation starting now.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.config.timeout.map(|t| Instant::now() + t)
+    }
+
+    /// Whether `ignore_exc` turns `error` into a fallback: cache failures do; invalid
+    /// requests still fail, but a value too large is a failed write like any other.
+    pub(crate) fn tolerates(&self, error: &Error) -> bool {
+        self.config.ignore_exc && (error.kind() != ErrorKind::Client || error.is_value_too_large())
+    }
+
+    /// Under `ignore_exc`, turns a cache failure into `fallback` (counted, and logged by the
+    /// failure policy); otherwise, and for invalid requests, the failure stands.
+    pub(crate) fn tolerate<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+        match result {
+            Err(error) if self.tolerates(&error) => {
+                self.ignored(&error);
+                Ok(fallback())
+            }
+            other => other,
+        }
+    }
+
+    /// Counts and logs a failure turned into a fallback under `ignore_exc`.
+    pub(crate) fn ignored(&self, error: &Error) {
+        ClientCounters::count(&self.counters.ignored_failures);
+        // A node failure was logged where it was counted (`note_failure`).
+        if !error.counts_against_node() {
+            self.log_ignored(error);
+        }
+    }
+
+    /// Hands the event `make` makes to the configured sink, if there is one (nothing is made
+    /// otherwise).
+    pub(crate) fn emit(&self, make: impl FnOnce() -> Event) {
+        if let Some(sink) = &self.config.events {
+            sink.send(&make());
+        }
+    }
+
+    /// Fails if `node` is marked down.
+    pub(crate) fn check_up(node: &Node) -> Result<()> {
+        match node.health.down_for() {
+            Some(retry_in) => Err(Error::NodeDown {
+                node: node.address.name.clone(),
+                retry_in,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Leases a connection to `node`, unless it is marked down, waiting until `deadline` for
+    /// one when the pool is at `max_pool_size`.
+    pub(crate) fn lease<'n>(&self, node: &'n Node, deadline: Option<Instant>) -> Result<Lease<'n>> {
+        Self::check_up(node)?;
+        node.pool
+            .lease(&node.address, &self.config, deadline)
+            .inspect_err(|e| self.note_failure(node, e))
+    }
+
+    /// Like [`Cluster::lease`], but `None` instead of waiting when the pool is at
+    /// `max_pool_size`: for a caller that holds connections to other nodes.
+    pub(crate) fn lease_without_waiting<'n>(
+        &self,
+        node: &'n Node,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Lease<'n>>> {
+        Self::check_up(node)?;
+        node.pool
+            .lease_without_waiting(&node.address, &self.config, deadline)
+            .inspect_err(|e| self.note_failure(node, e))
+    }
+
+    /// A node answered: its health records it, and its recovery is an event.
+    pub(crate) fn note_success(&self, node: &Node) {
+        if node.health.record_success() {
+            self.emit(|| Event::NodeUp {
+                node: node.address.name.clone(),
+            });
+        }
+    }
+
+    /// Counts a failure against the node's health when it says something about the node, and
+    /// logs it by the failure policy: every node failure passes here, raised or not.
+    ///
+    /// A node that closed, reset or refused a connection may have restarted: every idle
+    /// connection to it is closed too, so that none of them fails again after `dead_timeout`
+    /// and marks the node down anew.
+    pub(crate) fn note_failure(&self, node: &Node, error: &Error) {
+        if error.is_connection_lost() {
+            node.pool.close_idle();
+            if let Some(discovery) = &self.discovery {
+                // A refused or reset connection may mean a scale-in: look at the membership now.
+                discovery.nudge();
+            }
+        }
+        if error.counts_against_node() {
+            let c = &self.config;
+            let now = Instant::now();
+            let dead =
+                node.health
+                    .record_failure(c.retry_attempts, c.retry_timeout, c.dead_timeout);
+            let context = if c.ignore_exc {
+                Context::Ignored
+            } else {
+                Context::Raised
+            };
+            let log = &node.health.log;
+            log.failure(error, context, node.health.down_for(), now);
+            if dead {
+                if c.counters {
+                    node.counters.marked_down();
+                }
+                let failures = node.health.failures_in_a_row();
+                log.marked_down(failures, c.dead_timeout, now);
+                self.emit(|| Event::NodeDown {
+                    node: node.address.name.clone(),
+                    failures,
+                    retry_in: c.dead_timeout,
+                });
+            }
+        }
+    }
+
+    /// Logs a failure turned into a miss under `ignore_exc` that was not already counted
+    /// against a node (see [`Cluster::note_failure`]): by its node when it is one of the
+    /// ring's, else by the node or endpoint it names, else by the configuration endpoint.
+    fn log_ignored(&self, error: &Error) {
+        let settings = &self.config.failure_log;
+        if settings.level.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let named = failure_log::subject(error);
+        if let Some(name) = named {
+            let topology = self.topology();
+            if let Some(node) = topology.nodes().iter().find(|n| n.address.name == name) {
+                let down_for = node.health.down_for();
+                node.health
+                    .log
+                    .failure(error, Context::Ignored, down_for, now);
+                return;
+            }
+        }
+        let subject = self.unrouted_subject(named);
+        self.unrouted
+            .log(&subject, settings)
+            .failure(error, Context::Ignored, None, now);
+    }
+
+    /// What a failure naming no node of the ring is about: what it names, else the
+    /// configuration endpoint (no membership), else the cluster's empty node list.
+    fn unrouted_subject(&self, named: Option<&str>) -> String {
+        match (named, self.discovery_endpoint()) {
+            (Some(name), _) => name.to_owned(),
+            (None, Some(endpoint)) => endpoint.to_string(),
+            (None, None) => "the cluster".to_owned(),
+        }
+    }
+}
+
+impl AsRef<Cluster> for Cluster {
+    fn as_ref(&self) -> &Cluster {
+        self
+    }
+}
+
+/// Discovery's view of whatever holds a cluster (the cluster itself, or the `Client` the
+/// refresher thread holds weakly).
+impl<T: AsRef<Cluster> + Send + Sync> Membership for T {
+    fn config(&self) -> &ClientConfig {
+        &self.as_ref().config
+    }
+
+    fn current(&self) -> Arc<Topology> {
+        self.as_ref().topology()
+    }
+
+    fn apply_membership(&self, nodes: &[NodeAddress], version: Option<u64>) {
+        self.as_ref().apply_membership(nodes, version);
+    }
+
+    fn discovered(&self, outcome: &Result<()>) {
+        let cluster = self.as_ref();
+        ClientCounters::count(&cluster.counters.discoveries);
+        match outcome {
+            Err(error) => {
+                ClientCounters::count(&cluster.counters.discovery_failures);
+                cluster.emit(|| Event::DiscoveryFailed {
+                    endpoint: cluster
+                        .discovery_endpoint()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    error: error.to_string(),
+                });
+            }
+            // The endpoint's recovery, if its failures were logged: whoever ran the discovery
+            // (a caller with no membership, or the refresher).
+            Ok(()) => {
+                if cluster.config.failure_log.level.is_none() {
+                    return;
+                }
+                let Some(endpoint) = cluster.discovery_endpoint() else {
+                    return;
+                };
+                if let Some(log) = cluster.unrouted.find(&endpoint.to_string()) {
+                    if log.is_failing() {
+                        log.success(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    fn refresh(&self) -> Result<()> {
+        self.as_ref().refresh_membership()
+    }
+
+    fn refresh_failed(&self, error: &Error) {
+        let cluster = self.as_ref();
+        let settings = &cluster.config.failure_log;
+        if settings.level.is_none() {
+            return;
+        }
+        let subject = cluster.unrouted_subject(failure_log::subject(error));
+        cluster.unrouted.log(&subject, settings).failure(
+            error,
+            Context::Refresh,
+            None,
+            Instant::now(),
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(discovery) = &self.discovery {
+            discovery.stop_refresher();
+        }
+    }
+}

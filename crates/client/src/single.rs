@@ -1,0 +1,281 @@
+//! The one framework of single-key commands: a [`One`] runs a [`Plan`] (the per-command part:
+//! its requests, how their replies read, its fallback) on the node the key is routed to.
+//! Classic commands (`classic`) and meta-protocol features (`stampede`, `ttl`, `counters`,
+//! `locks`) are plans alike; `One` does the rest once: key validation, routing, request
+//! sizing, hit counting, and the meta probe.
+//!
+//! A plan that uses meta commands gets the node probed once, with `mn`, by the first such
+//! command sent to it: memcached 1.6 answers `MN`; servers without meta commands answer
+//! `ERROR` (and early 1.6 betas, whose meta dialect differs, answer otherwise), and get the
+//! plan's classic fallback. The answer is kept on the node (`meta_support`). The probe goes on
+//! the same connection as the command, whose request follows once the probe is answered
+//! ([`Step::Send`]): one operation, run by any driver.
+
+use std::sync::Arc;
+
+use elasticache_proto::{self as proto, MetaStatus, Parse, ReplyError};
+
+use crate::cluster::Routes;
+use crate::engine::{Command, Cursor, Failed, Fallback, Reading, Share, Step};
+use crate::error::{check_key, Error, Result};
+use crate::metrics::CommandName;
+use crate::topology::Node;
+
+pub(crate) type ParseResult<T> = std::result::Result<Parse<T>, ReplyError>;
+
+/// The per-command part of a [`One`]: its requests (with and without meta commands) and how
+/// their replies read, as one state machine of [`Step`]s.
+pub trait Plan {
+    /// What the command returns.
+    type Output;
+
+    /// The command, as the counters name it.
+    fn name(&self) -> CommandName;
+
+    /// Whether the plan uses meta commands at all (if not, the node is not probed for them).
+    fn uses_meta(&self) -> bool {
+        false
+    }
+
+    /// Why the plan cannot run on a node that does (`meta`) or does not speak meta commands.
+    fn refuses(&self, _meta: bool) -> Option<Error> {
+        None
+    }
+
+    /// Whether the plan has anything to send (a value too large for anything but a `set`'s
+    /// cleanup has not: its outcome is known).
+    fn sends(&self) -> bool {
+        true
+    }
+
+    /// The bytes of the first request, about (to split requests over TLS).
+    fn size(&self, key: &str) -> usize {
+        key.len() + 32
+    }
+
+    /// Writes the first request.
+    fn start(&mut self, key: &str, meta: bool, out: &mut Vec<u8>);
+
+    /// Reads a reply to the plan's current request (from `node`); on [`Step::Send`], the next
+    /// request is in `out`.
+    fn read(
+        &mut self,
+        node: &str,
+        key: &str,
+        meta: bool,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> ParseResult<Step<Self::Output>>;
+
+    /// After the exchange failed (a failure `ignore_exc` covers): whether the plan has a
+    /// further request to send on a new connection, written by [`Plan::start`].
+    fn follow_up(&mut self) -> bool {
+        false
+    }
+
+    /// Whether the outcome is a hit, for a read (counted per node).
+    fn hit(_output: &Self::Output) -> Option<bool> {
+        None
+    }
+
+    /// The outcome under `ignore_exc` when the command fails.
+    fn fallback(&self) -> Self::Output;
+
+    /// The outcome: what the exchange read (`done`), unless it failed (`failure`).
+    fn finish(self, done: Option<Self::Output>, failure: Option<Error>) -> Result<Self::Output>
+    where
+        Self: Sized,
+    {
+        match (failure, done) {
+            (Some(error), _) => Err(error),
+            (None, Some(output)) => Ok(output),
+            // Cannot happen: an exchange ends well only once the reply is read.
+            (None, None) => Err(Error::NoNodes),
+        }
+    }
+}
+
+/// A single-key command: a [`Plan`] run on the key's node, with the node's meta support
+/// probed first if the plan needs it and it is unknown.
+#[derive(Debug)]
+pub struct One<P: Plan> {
+    key: String,
+    plan: P,
+    /// The node, kept only while its meta support is being probed.
+    probed: Option<Arc<Node>>,
+    /// The node's support as this command uses it; `None` while the probe is on the wire.
+    meta: Option<bool>,
+    /// What the exchange read, or why the plan could not run on the node (found out by the
+    /// probe): one field, so a single-key command stays as small as the classic ones were.
+    outcome: Option<Result<P::Output>>,
+    /// Whether a failure is always the caller's to see, `ignore_exc` or not: a lock must never
+    /// take "the cache could not be asked" for "someone else holds it".
+    strict: bool,
+}
+
+impl<P: Plan> One<P> {
+    /// `plan` for `key`.
+    pub(crate) fn new(key: String, plan: P) -> Self {
+        One {
+            key,
+            plan,
+            probed: None,
+            meta: None,
+            outcome: None,
+            strict: false,
+        }
+    }
+
+    /// The command with failures never turned into the plan's fallback by `ignore_exc`.
+    pub(crate) fn strict(key: String, plan: P) -> Self {
+        One {
+            strict: true,
+            ..One::new(key, plan)
+        }
+    }
+
+    /// Reads the answer to `mn`, remembers it on the node, and sends the plan's first request.
+    fn read_probe(&mut self, buf: &[u8], request: &mut Vec<u8>) -> ParseResult<Reading> {
+        let (speaks_meta, used) = match proto::parse_meta_noop(buf)? {
+            Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+            Parse::Complete(speaks_meta, used) => (speaks_meta, used),
+        };
+        if let Some(node) = self.probed.take() {
+            if node.meta.get() != Some(speaks_meta) {
+                log::debug!(
+                    "{}: meta commands {}",
+                    node.address.name,
+                    if speaks_meta {
+                        "supported"
+                    } else {
+                        "not supported: classic fallback"
+                    }
+                );
+            }
+            node.meta.set(speaks_meta);
+        }
+        self.meta = Some(speaks_meta);
+        if let Some(error) = self.plan.refuses(speaks_meta) {
+            self.outcome = Some(Err(error));
+            return Ok(Parse::Complete(Step::Done(()), used));
+        }
+        self.plan.start(&self.key, speaks_meta, request);
+        Ok(Parse::Complete(Step::Send, used))
+    }
+}
+
+impl<P: Plan> Command for One<P> {
+    type Output = P::Output;
+
+    #[inline]
+    fn name(&self) -> CommandName {
+        self.plan.name()
+    }
+
+    fn hits(&self, _: &[usize]) -> Option<usize> {
+        let hit = P::hit(self.outcome.as_ref()?.as_ref().ok()?)?;
+        Some(usize::from(hit))
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_key(&self.key)
+    }
+
+    fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
+        if !self.plan.sends() {
+            return Ok(Vec::new());
+        }
+        let node = routes.node_for(&self.key)?;
+        self.meta = if self.plan.uses_meta() {
+            node.meta.get()
+        } else {
+            Some(false)
+        };
+        match self.meta {
+            Some(meta) => {
+                if let Some(error) = self.plan.refuses(meta) {
+                    return Err(error);
+                }
+            }
+            None => self.probed = Some(Arc::clone(node)),
+        }
+        Ok(vec![Share {
+            node: Arc::clone(node),
+            positions: vec![0],
+        }])
+    }
+
+    fn all_positions(&self) -> Vec<usize> {
+        vec![0]
+    }
+
+    fn size(&self, _: usize) -> usize {
+        self.plan.size(&self.key)
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, _: &[usize]) {
+        match self.meta {
+            Some(meta) => {
+                out.reserve(self.plan.size(&self.key));
+                self.plan.start(&self.key, meta, out);
+            }
+            None => proto::encode_meta_noop(out),
+        }
+    }
+
+    fn read(
+        &mut self,
+        node: &str,
+        _: &[usize],
+        _: &mut Cursor,
+        buf: &[u8],
+        request: &mut Vec<u8>,
+    ) -> ParseResult<Reading> {
+        let Some(meta) = self.meta else {
+            return self.read_probe(buf, request);
+        };
+        Ok(match self.plan.read(node, &self.key, meta, buf, request)? {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(Step::More, used) => Parse::Complete(Step::More, used),
+            Parse::Complete(Step::Send, used) => Parse::Complete(Step::Send, used),
+            Parse::Complete(Step::Done(output), used) => {
+                self.outcome = Some(Ok(output));
+                Parse::Complete(Step::Done(()), used)
+            }
+        })
+    }
+
+    fn follow_up(&mut self) -> bool {
+        // The probe's answer may be unknown; the follow-up goes without meta commands only
+        // when the node's support is known (none of today's follow-ups uses them).
+        self.meta.is_some() && self.plan.follow_up()
+    }
+
+    fn fallback(&self) -> Fallback<P::Output> {
+        if self.strict {
+            Fallback::Strict
+        } else {
+            Fallback::Whole(self.plan.fallback())
+        }
+    }
+
+    fn finish(self, failed: Vec<Failed>) -> Result<P::Output> {
+        let failure = || failed.into_iter().next().map(|(_, error)| error);
+        match self.outcome {
+            // The probe's refusal comes first: the exchange ended well, without the plan.
+            Some(Err(refused)) => self.plan.finish(None, Some(refused)),
+            Some(Ok(output)) => self.plan.finish(Some(output), failure()),
+            None => self.plan.finish(None, failure()),
+        }
+    }
+}
+
+/// A value for a key not asked for (or a second value for one): the stream is out of step.
+pub(crate) fn stray_value() -> ReplyError {
+    ReplyError::Malformed("a value for a key not asked for".to_owned())
+}
+
+/// A meta reply that the request cannot have: the stream is not what it seems.
+pub(crate) fn unexpected(command: &str, status: &MetaStatus) -> ReplyError {
+    ReplyError::Malformed(format!("{status:?} is no reply to {command}"))
+}

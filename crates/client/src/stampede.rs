@@ -1,0 +1,354 @@
+//! Stampede protection: get-or-lease (one computation per miss across the fleet, and early
+//! recompute) and the release of a lease, as single-key plans (`single`). With meta commands
+//! where a node speaks them, the classic ones where it does not.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use elasticache_proto::{
+    self as proto, MetaCommand, MetaFlag, MetaStatus, Parse, ReplyError, Retrieval, RetrievalItem,
+    Store, StoreReply, MAX_KEY_LEN,
+};
+
+use crate::engine::Step;
+use crate::hash::Murmur3;
+use crate::locks::DeleteIfPlan;
+use crate::metrics::CommandName;
+use crate::single::{unexpected, One, ParseResult, Plan};
+use crate::values::Item;
+
+/// What starts every lease key: a byte no UTF-8 text holds, so no key function (Django's, a
+/// user's, a Rust caller's `&str`) can make a key in the leases' name space, and no user key is
+/// ever read, stalled on or deleted as a lease. memcached takes any byte but spaces and
+/// control bytes in a key.
+pub const LEASE_PREFIX: &[u8] = b"\xfflease:";
+
+/// The key of `key`'s lease: [`LEASE_PREFIX`] and the key, or for keys too long for that,
+/// their start and a 64-bit hash of the whole key. Sent to `key`'s node, whichever node the
+/// ring would give the lease key itself, so one node decides.
+pub fn lease_key(key: &str) -> Vec<u8> {
+    let mut lease = Vec::with_capacity(MAX_KEY_LEN);
+    lease.extend_from_slice(LEASE_PREFIX);
+    if LEASE_PREFIX.len() + key.len() <= MAX_KEY_LEN {
+        lease.extend_from_slice(key.as_bytes());
+        return lease;
+    }
+    let mut first = Murmur3::default();
+    first.write(key.as_bytes());
+    let mut second = Murmur3::default();
+    second.write(b"lease:");
+    second.write(key.as_bytes());
+    let tail = format!(":{:08x}{:08x}", first.finish(), second.finish());
+    let mut cut = MAX_KEY_LEN.saturating_sub(LEASE_PREFIX.len() + tail.len());
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    lease.extend_from_slice(&key.as_bytes()[..cut]);
+    lease.extend_from_slice(tail.as_bytes());
+    lease
+}
+
+/// A token for one caller's lease (32 hex digits): what the lease key holds while that caller
+/// has it, so that only that caller ends it ([`Client::release_lease`](crate::Client::release_lease)); a winner slower than
+/// its lease never ends the next winner's. Unique per call and per process (a forked child
+/// makes other tokens than its parent), unguessable enough for that; not a secret.
+pub fn lease_token() -> Vec<u8> {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::AtomicU64;
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    // Each RandomState has keys of its own, seeded by the operating system's randomness.
+    let seed = (std::process::id(), call, now);
+    let high = RandomState::new().hash_one(seed);
+    let low = RandomState::new().hash_one(seed);
+    format!("{high:016x}{low:016x}").into_bytes()
+}
+
+/// What [`Client::get_or_lease`](crate::Client::get_or_lease) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    /// The value, if the key holds one.
+    pub item: Option<Item>,
+    /// Whether this caller won the right to compute the value: on a miss, the lease (others
+    /// wait until it is stored or the lease runs out); on a hit, an early recompute (others go
+    /// on being served `item`).
+    pub won: bool,
+}
+
+/// Get-or-lease: `get <key>` (`mg <key> v f R<early>` for early recompute), then on a miss
+/// `add <lease key>` of the caller's token for `lease` seconds: the first caller stores it and
+/// wins, the others are told `NOT_STORED`. `add` works alike with and without meta commands;
+/// early recompute needs `mg` (the classic protocol does not tell the time left).
+///
+/// A caller that wins the lease reads the key once more: its miss may have come just before
+/// another winner stored the value and ended its lease. If the value is there now, it ends the
+/// lease it just won (its own token only) and returns the value, so a value is never computed
+/// twice for one miss.
+///
+/// With `take`, the key is not read: the lease is asked for at once (for a value the caller
+/// read but cannot decode, which is a miss to it, not a value another caller computes).
+#[derive(Debug)]
+pub struct LeasePlan {
+    lease: u32,
+    early: Option<u32>,
+    token: Vec<u8>,
+    take: bool,
+    max_value_len: usize,
+    /// A value read (a classic `get` reads it before its `END`; a recheck keeps it while the
+    /// lease is ended).
+    item: Option<Item>,
+    phase: LeasePhase,
+}
+
+/// Which request of a [`LeasePlan`] is on the wire.
+#[derive(Debug)]
+enum LeasePhase {
+    /// The key's first read.
+    Key,
+    /// The lease request, after a miss.
+    Lease,
+    /// The key read again, the lease won.
+    Recheck,
+    /// The lease ended (the value found on the recheck), by its owner's token.
+    Release(DeleteIfPlan),
+}
+
+/// What a read of the key found.
+enum KeyRead {
+    /// A classic `VALUE` line is read; its `END` follows.
+    More,
+    /// The value, and whether an early recompute was won.
+    Hit(Item, bool),
+    Miss,
+}
+
+impl Plan for LeasePlan {
+    type Output = Leased;
+
+    fn name(&self) -> CommandName {
+        CommandName::Get
+    }
+
+    fn uses_meta(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, key: &str, meta: bool, out: &mut Vec<u8>) {
+        if self.take {
+            self.ask_lease(key, out);
+        } else {
+            self.phase = LeasePhase::Key;
+            self.read_key_request(key, meta, self.early, out);
+        }
+    }
+
+    fn read(
+        &mut self,
+        node: &str,
+        key: &str,
+        meta: bool,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> ParseResult<Step<Leased>> {
+        let (read, used) = match &mut self.phase {
+            LeasePhase::Lease => return self.read_lease(key, meta, buf, out),
+            LeasePhase::Release(release) => {
+                let step = match release.read(node, key, meta, buf, out)? {
+                    Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+                    Parse::Complete(step, used) => (step, used),
+                };
+                return Ok(match step {
+                    (Step::More, used) => Parse::Complete(Step::More, used),
+                    (Step::Send, used) => Parse::Complete(Step::Send, used),
+                    (Step::Done(_), used) => {
+                        let item = self.item.take();
+                        Parse::Complete(Step::Done(Leased { item, won: false }), used)
+                    }
+                });
+            }
+            LeasePhase::Key | LeasePhase::Recheck => match self.read_key(key, meta, buf)? {
+                Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+                Parse::Complete(read, used) => (read, used),
+            },
+        };
+        let recheck = matches!(self.phase, LeasePhase::Recheck);
+        let step = match read {
+            KeyRead::More => Step::More,
+            KeyRead::Hit(item, won) if !recheck => Step::Done(Leased {
+                item: Some(item),
+                won,
+            }),
+            KeyRead::Hit(item, _) => {
+                // Stored by another winner meanwhile: the lease just won is not needed.
+                self.item = Some(item);
+                let mut release = self.release_plan(key);
+                release.begin(meta, out);
+                self.phase = LeasePhase::Release(release);
+                Step::Send
+            }
+            KeyRead::Miss if !recheck => {
+                self.ask_lease(key, out);
+                Step::Send
+            }
+            KeyRead::Miss => Step::Done(Leased {
+                item: None,
+                won: true,
+            }),
+        };
+        Ok(Parse::Complete(step, used))
+    }
+
+    fn fallback(&self) -> Leased {
+        // The cache failed: the caller computes the value (as on a plain miss).
+        Leased {
+            item: None,
+            won: true,
+        }
+    }
+}
+impl LeasePlan {
+    /// Whether the key is read with `mg`: only for early recompute, which needs the time left
+    /// that only `mg` tells. Otherwise a plain `get`, the cheapest read (a hit costs what a
+    /// `get` does), even on a node that speaks meta.
+    fn key_in_meta(&self, meta: bool) -> bool {
+        meta && self.early.is_some()
+    }
+
+    /// `mg <key> v f [R<early>]`, or `get <key>`.
+    fn read_key_request(&self, key: &str, meta: bool, early: Option<u32>, out: &mut Vec<u8>) {
+        if self.key_in_meta(meta) {
+            let mut flags = vec![MetaFlag::Value, MetaFlag::ReturnFlags];
+            flags.extend(early.map(MetaFlag::Recache));
+            proto::encode_meta(out, MetaCommand::Get, key.as_bytes(), &flags, b"");
+        } else {
+            proto::encode_retrieval(out, Retrieval::Get, [key.as_bytes()]);
+        }
+    }
+
+    fn read_key(&mut self, key: &str, meta: bool, buf: &[u8]) -> ParseResult<KeyRead> {
+        if self.key_in_meta(meta) {
+            let (reply, used) = match proto::parse_meta(buf, self.max_value_len)? {
+                Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+                Parse::Complete(reply, used) => (reply, used),
+            };
+            let read = match (reply.status, reply.data) {
+                (MetaStatus::Value, Some(data)) => KeyRead::Hit(
+                    Item {
+                        flags: reply.flags.client_flags.unwrap_or_default(),
+                        data: Bytes::copy_from_slice(data),
+                        cas: None,
+                    },
+                    reply.flags.won,
+                ),
+                (MetaStatus::Miss, _) => KeyRead::Miss,
+                (other, _) => return Err(unexpected("mg", &other)),
+            };
+            return Ok(Parse::Complete(read, used));
+        }
+        Ok(match proto::parse_retrieval(buf, self.max_value_len)? {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(RetrievalItem::Value(value), used) => {
+                if value.key != key.as_bytes() || self.item.is_some() {
+                    return Err(ReplyError::Malformed(
+                        "a value for a key not asked for".to_owned(),
+                    ));
+                }
+                self.item = Some(Item {
+                    flags: value.flags,
+                    data: Bytes::copy_from_slice(value.data),
+                    cas: None,
+                });
+                Parse::Complete(KeyRead::More, used)
+            }
+            Parse::Complete(RetrievalItem::End, used) => match self.item.take() {
+                Some(item) => Parse::Complete(KeyRead::Hit(item, false), used),
+                None => Parse::Complete(KeyRead::Miss, used),
+            },
+        })
+    }
+
+    /// `add <lease key> 0 <lease> <n>` of the caller's token.
+    fn ask_lease(&mut self, key: &str, out: &mut Vec<u8>) {
+        let exptime = i64::from(self.lease);
+        let lease_key = lease_key(key);
+        proto::encode_store(out, Store::Add, &lease_key, 0, exptime, &self.token, false);
+        self.phase = LeasePhase::Lease;
+    }
+
+    /// The end of this caller's lease: deleted only while it holds this caller's token.
+    fn release_plan(&self, key: &str) -> DeleteIfPlan {
+        DeleteIfPlan::new(lease_key(key), self.token.clone(), self.max_value_len)
+    }
+
+    fn read_lease(
+        &mut self,
+        key: &str,
+        meta: bool,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> ParseResult<Step<Leased>> {
+        let (won, used) = match proto::parse_store(buf)? {
+            Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
+            Parse::Complete(reply, used) => (reply == StoreReply::Stored, used),
+        };
+        if !won || self.take {
+            // Taken without a read: the caller knows the key holds nothing it can use.
+            return Ok(Parse::Complete(
+                Step::Done(Leased { item: None, won }),
+                used,
+            ));
+        }
+        self.phase = LeasePhase::Recheck;
+        self.read_key_request(key, meta, None, out);
+        Ok(Parse::Complete(Step::Send, used))
+    }
+}
+
+/// How a get-or-lease asks: for how long, with which early-recompute window, with whose token,
+/// and whether the key is read first (see [`Client::get_or_lease`](crate::Client::get_or_lease)).
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// The lease's TTL in seconds (at least 1).
+    pub lease: u32,
+    /// A hit with fewer seconds left than this wins an early recompute (meta nodes only).
+    pub early_recompute: Option<u32>,
+    /// What the lease key holds while this caller has the lease ([`lease_token`]).
+    pub token: Vec<u8>,
+    /// Ask for the lease without reading the key (the caller read a value it cannot use).
+    pub take: bool,
+}
+
+impl LeaseRequest {
+    /// A request that reads the key first, with a fresh token.
+    pub fn new(lease: u32, early_recompute: Option<u32>) -> Self {
+        LeaseRequest {
+            lease,
+            early_recompute,
+            token: lease_token(),
+            take: false,
+        }
+    }
+}
+
+/// The get-or-lease command for `key` (see `Client::get_or_lease`).
+pub(crate) fn lease(key: String, request: LeaseRequest, max_value_len: usize) -> One<LeasePlan> {
+    let plan = LeasePlan {
+        lease: request.lease.max(1),
+        early: request.early_recompute.filter(|seconds| *seconds > 0),
+        token: request.token,
+        take: request.take,
+        max_value_len,
+        item: None,
+        phase: LeasePhase::Key,
+    };
+    One::new(key, plan)
+}
+
+/// The release of `key`'s lease if it still holds `token` (see `Client::release_lease`).
+pub(crate) fn release(key: String, token: Vec<u8>, max_value_len: usize) -> One<DeleteIfPlan> {
+    let plan = DeleteIfPlan::new(lease_key(&key), token, max_value_len);
+    One::new(key, plan)
+}
