@@ -21,6 +21,7 @@ __all__ = [
     "WRITE",
     "Client",
     "Operation",
+    "Undecodable",
     "__version__",
     "check_option",
     "lease_token",
@@ -327,8 +328,8 @@ class Client:
         version: Any = None,
         *,
         token: bytes | None = None,
-        undecodable: Any = None,
-        take: bool = False,
+        undecodable: bool = False,
+        take: Undecodable | None = None,
     ) -> tuple[Any, bool]:
         """``start_get_or_lease``, blocking: ``(value, won)``."""
     def start_get_or_lease(
@@ -341,15 +342,16 @@ class Client:
         version: Any = None,
         *,
         token: bytes | None = None,
-        undecodable: Any = None,
-        take: bool = False,
+        undecodable: bool = False,
+        take: Undecodable | None = None,
     ) -> Operation:
         """Get-or-lease (stampede protection); the result is ``(value, won)``, ``value`` being
-        ``default`` on a miss (``undecodable``, when given, for a value found that cannot be
-        decoded) and ``won`` saying whether this caller computes the value (the lease on a
-        miss, for ``lease`` seconds, held with ``token`` (a fresh one when not given); an early
-        recompute on a hit with fewer than ``early_recompute`` seconds left, on nodes with meta
-        commands). With ``take``, only the lease is asked for: the key is not read."""
+        ``default`` on a miss (with ``undecodable``, an ``Undecodable`` for a value found that
+        cannot be decoded) and ``won`` saying whether this caller computes the value (the lease
+        on a miss, for ``lease`` seconds, held with ``token`` (a fresh one when not given); an
+        early recompute on a hit with fewer than ``early_recompute`` seconds left, on nodes with
+        meta commands). With ``take`` (an ``Undecodable`` read before), the lease is asked for
+        at once without reading the key; the winner's recheck takes that value for a miss."""
     def start_release_lease(
         self, key: Any, token: bytes, prefix: str | None = None, version: Any = None
     ) -> Operation:
@@ -394,6 +396,13 @@ class Client:
         and per client (the README's "Observability" section describes each field)."""
     def close_idle(self) -> None:
         """Closes this process's idle pooled connections."""
+
+@final
+class Undecodable:
+    """A value found that cannot be decoded (a pickle of a class renamed since, a corrupt or
+    oversized compressed value), as ``get_or_lease(..., undecodable=True)`` gives it: pass it
+    back as ``take=`` to ask for the lease at once; the winner's recheck then tells that value
+    from a new one another caller stored meanwhile."""
 
 @final
 class Operation:

@@ -15,7 +15,7 @@ import time
 from typing import Any, Protocol
 
 from django_elasticache_rs._futures import run
-from django_elasticache_rs._native import MAX_LEASE_SECONDS, lease_token
+from django_elasticache_rs._native import MAX_LEASE_SECONDS, Undecodable, lease_token
 from django_elasticache_rs.exceptions import CacheError
 from django_elasticache_rs.handle import MAX_RELATIVE_EXPIRY, Handle, pauses
 from django_elasticache_rs.options import Stampede
@@ -26,10 +26,6 @@ logger = logging.getLogger("django_elasticache_rs")
 
 #: What a get-or-lease gives for a miss: never a cached value.
 _MISSING = object()
-#: What a get-or-lease gives for a value found that cannot be decoded (a pickle of a class
-#: renamed since, a corrupt or oversized compressed value): a miss to this caller, who then
-#: asks for the lease at once rather than waiting for a computation nobody is doing.
-_UNDECODABLE = object()
 
 #: Lease releases running after their ``aget_or_set`` was cancelled (kept until done: the loop
 #: holds tasks only weakly).
@@ -93,12 +89,16 @@ def get_or_set(
     early = early_recompute_window(cache, stampede, early_recompute, timeout)
     made, (prefix, v) = handle.key(key, version), handle.scope(version)
     lease, token, ask = stampede.lease, lease_token(), handle.calls.get_or_lease
-    value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, undecodable=_UNDECODABLE)
+    value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, undecodable=True)
     give_up: float | None = None
     while not won:
-        if value is _UNDECODABLE:
-            # A miss to this caller: ask for the lease at once, without reading the key.
-            value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, take=True)
+        if value.__class__ is Undecodable:
+            # A value found that cannot be decoded (a pickle of a class renamed since, a
+            # corrupt or oversized compressed value) is a miss to this caller, not a value
+            # someone else computes: it asks for the lease at once, without reading the key.
+            value, won = ask(
+                made, lease, early, _MISSING, prefix, v, token=token, undecodable=True, take=value
+            )
             continue
         if value is not _MISSING:
             return value
@@ -108,9 +108,7 @@ def get_or_set(
         if time.monotonic() >= give_up:
             break
         handle.pause(next(waits))
-        value, won = ask(
-            made, lease, early, _MISSING, prefix, v, token=token, undecodable=_UNDECODABLE
-        )
+        value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, undecodable=True)
     # Won (the lease, or an early recompute), or waited long enough: compute it here.
     leased = won and value is _MISSING
     try:
@@ -149,7 +147,7 @@ async def aget_or_set(
     made, (prefix, v) = handle.key(key, version), handle.scope(version)
     lease, token, start = stampede.lease, lease_token(), handle.client.start_get_or_lease
     give_up: float | None = None
-    take = False
+    take: Undecodable | None = None
     while True:
         operation = start(
             made,
@@ -159,7 +157,7 @@ async def aget_or_set(
             prefix,
             v,
             token=token,
-            undecodable=_UNDECODABLE,
+            undecodable=True,
             take=take,
         )
         try:
@@ -171,13 +169,13 @@ async def aget_or_set(
             raise
         if won:
             break
-        if value is _UNDECODABLE:
-            # A miss to this caller: ask for the lease at once, without reading the key.
-            take = True
+        if value.__class__ is Undecodable:
+            # A miss to this caller (see get_or_set): ask for the lease at once.
+            take = value
             continue
         if value is not _MISSING:
             return value
-        take = False
+        take = None
         if give_up is None:
             give_up, waits = time.monotonic() + stampede.wait, pauses()
         if time.monotonic() >= give_up:

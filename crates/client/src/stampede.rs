@@ -88,14 +88,16 @@ pub struct Leased {
 /// lease it just won (its own token only) and returns the value, so a value is never computed
 /// twice for one miss.
 ///
-/// With `take`, the key is not read: the lease is asked for at once (for a value the caller
-/// read but cannot decode, which is a miss to it, not a value another caller computes).
+/// With `take` (a value the caller read but cannot decode, which is a miss to it, not a value
+/// another caller computes), the key is not read first: the lease is asked for at once. The
+/// winner reads the key again all the same, and unless it still holds that value (or nothing),
+/// another caller stored a new one meanwhile: the lease is ended and the new value returned.
 #[derive(Debug)]
 pub struct LeasePlan {
     lease: u32,
     early: Option<u32>,
     token: Vec<u8>,
-    take: bool,
+    take: Option<Item>,
     max_value_len: usize,
     /// A value read (a classic `get` reads it before its `END`; a recheck keeps it while the
     /// lease is ended).
@@ -137,7 +139,7 @@ impl Plan for LeasePlan {
     }
 
     fn start(&mut self, key: &str, meta: bool, out: &mut Vec<u8>) {
-        if self.take {
+        if self.take.is_some() {
             self.ask_lease(key, out);
         } else {
             self.phase = LeasePhase::Key;
@@ -181,6 +183,13 @@ impl Plan for LeasePlan {
                 item: Some(item),
                 won,
             }),
+            KeyRead::Hit(item, _) if self.take.as_ref().is_some_and(|bad| same(bad, &item)) => {
+                // Still the value the caller cannot use: the caller computes its replacement.
+                Step::Done(Leased {
+                    item: None,
+                    won: true,
+                })
+            }
             KeyRead::Hit(item, _) => {
                 // Stored by another winner meanwhile: the lease just won is not needed.
                 self.item = Some(item);
@@ -294,8 +303,7 @@ impl LeasePlan {
             Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
             Parse::Complete(reply, used) => (reply == StoreReply::Stored, used),
         };
-        if !won || self.take {
-            // Taken without a read: the caller knows the key holds nothing it can use.
+        if !won {
             return Ok(Parse::Complete(
                 Step::Done(Leased { item: None, won }),
                 used,
@@ -305,6 +313,11 @@ impl LeasePlan {
         self.read_key_request(key, meta, None, out);
         Ok(Parse::Complete(Step::Send, used))
     }
+}
+
+/// Whether `found` is the very value `bad` (same flags and bytes).
+fn same(bad: &Item, found: &Item) -> bool {
+    bad.flags == found.flags && bad.data == found.data
 }
 
 /// How a get-or-lease asks: for how long, with which early-recompute window, with whose token,
@@ -317,8 +330,10 @@ pub struct LeaseRequest {
     pub early_recompute: Option<u32>,
     /// What the lease key holds while this caller has the lease ([`lease_token`]).
     pub token: Vec<u8>,
-    /// Ask for the lease without reading the key (the caller read a value it cannot use).
-    pub take: bool,
+    /// The value the caller read and cannot use (cannot decode): the lease is asked for
+    /// without reading the key first, and that value counts as a miss on the winner's
+    /// recheck.
+    pub take: Option<Item>,
 }
 
 impl LeaseRequest {
@@ -328,7 +343,7 @@ impl LeaseRequest {
             lease,
             early_recompute,
             token: lease_token(),
-            take: false,
+            take: None,
         }
     }
 }

@@ -362,15 +362,44 @@ fn taking_a_lease_skips_the_value_the_caller_cannot_use() {
     client
         .set("k", 1, b"a pickle of a class renamed since", 0)
         .unwrap();
+    let bad = client.get("k").unwrap();
     let mut take = LeaseRequest::new(30, None);
-    take.take = true;
+    take.take = bad.clone();
     let leased = client.get_or_lease("k", take.clone()).unwrap();
     assert!(leased.won && leased.item.is_none());
     // Taken once: the next taker waits like any other caller.
     let mut other = LeaseRequest::new(30, None);
-    other.take = true;
+    other.take = bad;
     assert!(!client.get_or_lease("k", other).unwrap().won);
     assert!(client.release_lease("k", &take.token).unwrap());
+}
+
+#[test]
+fn a_taker_that_finds_a_new_value_on_its_recheck_ends_its_lease_and_returns_it() {
+    // It read a value it cannot use; before its lease was won, another caller stored a new
+    // one and ended its own lease.
+    let server = FakeServer::start(Fault::InTurn {
+        replies: vec![
+            b"ERROR\r\n".to_vec(),
+            b"STORED\r\n".to_vec(),
+            b"VALUE k 16 4\r\ngood\r\nEND\r\n".to_vec(),
+            b"VALUE \xfflease:k 0 5 77\r\nmine!\r\nEND\r\n".to_vec(),
+            b"STORED\r\n".to_vec(),
+        ],
+        then_close: false,
+    });
+    let client = Client::connect_to(&[server.address()], Default::default()).unwrap();
+    let mut take = LeaseRequest::new(30, None);
+    take.token = b"mine!".to_vec();
+    take.take = Some(elasticache_client::Item {
+        flags: 1,
+        data: bytes::Bytes::from_static(b"bad"),
+        cas: None,
+    });
+    let leased = client.get_or_lease("k", take).unwrap();
+    assert!(!leased.won);
+    assert_eq!(&leased.item.unwrap().data[..], b"good");
+    server.wait_for_replies(5);
 }
 
 #[test]

@@ -21,7 +21,7 @@ use crate::errors::{refused, IntoPyResult, Refusal};
 use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::PyOperation;
 use crate::options::Given;
-use crate::serde::{decode, decode_or, decode_or_else, encode, Codec, FLAG_INTEGER};
+use crate::serde::{decode, decode_or, decode_or_else, encode, Codec, Undecodable, FLAG_INTEGER};
 use crate::starts;
 
 /// Where failures are logged: a Python logger name and a level name (`None`: not logged),
@@ -416,7 +416,7 @@ impl PyClient {
     }
 
     /// Get-or-lease (see `start_get_or_lease`), blocking: `(value, won)`.
-    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None, *, token = None, undecodable = None, take = false))]
+    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None, *, token = None, undecodable = false, take = None))]
     #[allow(clippy::too_many_arguments)]
     fn get_or_lease<'py>(
         &self,
@@ -428,8 +428,8 @@ impl PyClient {
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'py, PyAny>>,
         token: Option<Vec<u8>>,
-        undecodable: Option<Py<PyAny>>,
-        take: bool,
+        undecodable: bool,
+        take: Option<PyRef<'_, Undecodable>>,
     ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         let key = make_key(key, prefix, version)?;
         let request = lease_request(lease, early_recompute, token, take)?;
@@ -437,7 +437,7 @@ impl PyClient {
         let leased = py
             .detach(|| client.get_or_lease(&key, request))
             .py_result()?;
-        let value = decode_or_else(py, &key, leased.item, &self.codec, default, undecodable);
+        let value = decode_or_else(py, &key, leased.item, &self.codec, default, undecodable)?;
         Ok((value, leased.won))
     }
 
@@ -727,13 +727,13 @@ impl PyClient {
     }
 
     /// Get-or-lease as an `Operation` (stampede protection): its result is `(value, won)`,
-    /// `value` being `default` on a miss (and `undecodable`, when given, for a value found that
-    /// cannot be decoded). `won` says this caller computes the value: on a miss, one caller
+    /// `value` being `default` on a miss (with `undecodable`, an `Undecodable` for a value found
+    /// that cannot be decoded). `won` says this caller computes the value: on a miss, one caller
     /// across every client wins the lease (for `lease` seconds, or until its owner's
     /// `start_release_lease` with the same `token`); on a hit with fewer than `early_recompute`
     /// seconds left, one caller wins an early recompute (nodes with meta commands only). With
     /// `take`, the key is not read: only the lease is asked for.
-    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None, *, token = None, undecodable = None, take = false))]
+    #[pyo3(signature = (key, lease, early_recompute = None, default = None, prefix = None, version = None, *, token = None, undecodable = false, take = None))]
     #[allow(clippy::too_many_arguments)]
     fn start_get_or_lease(
         &self,
@@ -744,8 +744,8 @@ impl PyClient {
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
         token: Option<Vec<u8>>,
-        undecodable: Option<Py<PyAny>>,
-        take: bool,
+        undecodable: bool,
+        take: Option<PyRef<'_, Undecodable>>,
     ) -> PyResult<PyOperation> {
         let key = make_key(key, prefix, version)?;
         let request = lease_request(lease, early_recompute, token, take)?;
@@ -949,7 +949,7 @@ fn lease_request(
     lease: Whole,
     early_recompute: Option<Whole>,
     token: Option<Vec<u8>>,
-    take: bool,
+    take: Option<PyRef<'_, Undecodable>>,
 ) -> PyResult<LeaseRequest> {
     let (lease, early) = lease_terms(lease, early_recompute)?;
     let mut request = LeaseRequest::new(lease, early);
@@ -961,7 +961,7 @@ fn lease_request(
         }
         request.token = token;
     }
-    request.take = take;
+    request.take = take.map(|value| value.item.clone());
     Ok(request)
 }
 

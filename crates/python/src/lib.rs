@@ -31,6 +31,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     options::install(module)?;
     module.add_class::<client::PyClient>()?;
     module.add_class::<operation::PyOperation>()?;
+    module.add_class::<serde::Undecodable>()?;
     operation::install(module)?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;
     module.add_function(wrap_pyfunction!(client::lease_token, module)?)?;

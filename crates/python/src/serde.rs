@@ -248,28 +248,40 @@ pub fn decode_or<'py>(
     codec: &Codec,
     default: Option<Py<PyAny>>,
 ) -> Bound<'py, PyAny> {
-    decode_or_else(py, key, item, codec, default, None)
+    match item.and_then(|item| decode(py, key, item.flags, &item.data, codec)) {
+        Some(value) => value,
+        None => default.map_or_else(|| py.None().into_bound(py), |d| d.into_bound(py)),
+    }
 }
 
-/// As [`decode_or`], but a value found that cannot be decoded is `undecodable` when given: a
-/// caller that must tell it from a miss (stampede protection treats it as a miss of its own,
-/// not as a value someone else is computing).
+/// A value found that cannot be decoded (a pickle of a class renamed since, a corrupt or
+/// oversized compressed value), as a get-or-lease with `undecodable=True` gives it: stampede
+/// protection takes it for a miss of its own, and passes it back (`take=`) to ask for the
+/// lease, so that its recheck can tell that value from a new one.
+#[pyclass(frozen, module = "django_elasticache_rs._native")]
+pub struct Undecodable {
+    pub item: Item,
+}
+
+/// As [`decode_or`], but with `undecodable`, a value found that cannot be decoded is an
+/// [`Undecodable`] rather than `default`: for a caller that must tell it from a miss.
 pub fn decode_or_else<'py>(
     py: Python<'py>,
     key: &str,
     item: Option<Item>,
     codec: &Codec,
     default: Option<Py<PyAny>>,
-    undecodable: Option<Py<PyAny>>,
-) -> Bound<'py, PyAny> {
+    undecodable: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let or_default = |default: Option<Py<PyAny>>| {
         default.map_or_else(|| py.None().into_bound(py), |d| d.into_bound(py))
     };
-    match item {
+    Ok(match item {
         None => or_default(default),
         Some(item) => match decode(py, key, item.flags, &item.data, codec) {
             Some(value) => value,
-            None => or_default(undecodable.or(default)),
+            None if undecodable => Bound::new(py, Undecodable { item })?.into_any(),
+            None => or_default(default),
         },
-    }
+    })
 }

@@ -174,7 +174,7 @@ pub fn get_or_lease(
     key: String,
     request: LeaseRequest,
     default: Option<Object>,
-    undecodable: Option<Object>,
+    undecodable: bool,
     codec: Arc<Codec>,
 ) -> PyResult<PyOperation> {
     let operation = client
@@ -185,7 +185,7 @@ pub fn get_or_lease(
         operation,
         move |py, _, leased: ClientResult<Leased>| {
             let leased = leased.py_result()?;
-            let value = decode_or_else(py, &key, leased.item, &codec, default, undecodable);
+            let value = decode_or_else(py, &key, leased.item, &codec, default, undecodable)?;
             to_object(py, (value, leased.won))
         },
     ))
