@@ -373,7 +373,9 @@ fn a_full_pool_is_waited_for_by_the_driver_and_ends_as_exhausted_at_the_deadline
     assert!(!waiter.waits_for_pool());
     waiter.prepare_without_waiting(&client);
     assert_eq!(open_connections(&client), 1);
-    assert_eq!(waiter.advance(&client), Progress::Wait);
+    // Its request is on the new connection: waiting for the reply, or done if the server
+    // (which answers a new connection's first request) was quicker than this thread.
+    assert_ne!(waiter.advance(&client), Progress::Block);
 
     // A wait still unanswered at the deadline ends as a blocking wait does.
     let mut late = client.start_get("late".to_owned()).unwrap();
