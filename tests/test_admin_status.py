@@ -24,6 +24,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from django_elasticache_rs.local import LocalCluster
+from tests.support.processes import freeze
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a-test-password-1"
@@ -196,7 +197,7 @@ def test_a_frozen_node_is_shown_down_with_the_reason(
     log_in(browser, site, "operator")
     WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
     frozen = cluster.nodes[0]
-    os.kill(frozen.pid, signal.SIGSTOP)
+    freeze(frozen.pid)
     try:
         browser.refresh()
         WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))

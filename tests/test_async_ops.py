@@ -29,6 +29,7 @@ from django_elasticache_rs.local import LocalCluster, LocalNode
 from tests.support.faults import FaultyServer, faulty_server
 from tests.support.loops import event_loop_kind  # noqa: F401 (an autouse fixture)
 from tests.support.placement import keys_on
+from tests.support.processes import freeze
 
 WARM_UP = b"END\r\n"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -389,7 +390,7 @@ def test_the_loop_runs_other_tasks_while_a_node_is_frozen(
     async def scenario() -> Any:
         return await asyncio.gather(async_call(cache), continue_the_node())
 
-    os.kill(pid, signal.SIGSTOP)
+    freeze(pid)
     try:
         got = outcome(lambda: run(scenario()))
     finally:

@@ -21,6 +21,7 @@ import django_elasticache_rs
 from django_elasticache_rs import CacheError, CacheTimeoutError, signals
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster, LocalNode
+from tests.support.processes import freeze
 
 
 def _child(cache: ElastiCache, write: int) -> None:
@@ -288,23 +289,12 @@ def _marked_down(cache: ElastiCache, node: LocalNode) -> None:
     """A call fails on the stopped node: with ``retry_attempts=1`` it is marked down
     (``node_down``)."""
     assert node.pid is not None
-    os.kill(node.pid, signal.SIGSTOP)
     try:
-        _until_stopped(node.pid)
+        freeze(node.pid)
         with pytest.raises(CacheTimeoutError):
             cache.get("k")
     finally:
         os.kill(node.pid, signal.SIGCONT)
-
-
-def _until_stopped(pid: int) -> None:
-    """Waits (bounded) until the process is stopped: ``kill`` returns before a process running
-    on another CPU stops, and it may answer one more request meanwhile."""
-    deadline = time.monotonic() + BOUND
-    # The state follows the command name, which is in parentheses and may contain spaces.
-    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
-        assert time.monotonic() < deadline, "the node never stopped"
-        time.sleep(0.001)  # polling interval, not synchronisation
 
 
 def _answering_again(cache: ElastiCache) -> None:

@@ -24,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
+from tests.support.processes import freeze
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = REPO_ROOT / "tests" / "support" / "gevent_scenario.py"
@@ -46,7 +47,7 @@ def stopped(node: LocalNode) -> Iterator[None]:
     and continued afterwards whatever happens."""
     pid = node.pid
     assert pid is not None
-    os.kill(pid, signal.SIGSTOP)
+    freeze(pid)
     try:
         yield
     finally:

@@ -25,6 +25,7 @@ import pytest
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
 from tests.support.placement import keys_on
+from tests.support.processes import freeze
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY_PREFIX = "gunicorn"
@@ -157,7 +158,7 @@ def test_healthy_requests_are_served_while_frozen_reads_wait(
     assert status == 200 and served["reads"] == 20, served
     frozen = nodes[1]
     assert frozen.pid is not None
-    os.kill(frozen.pid, signal.SIGSTOP)
+    freeze(frozen.pid)
     try:
         frozen_results: list[Any] = []
         frozen_clients = [

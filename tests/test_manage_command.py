@@ -23,6 +23,7 @@ from django_elasticache_rs.local import LocalCluster, LocalNode
 from django_elasticache_rs.management.commands import elasticache as elasticache_command
 from django_elasticache_rs.status import report
 from tests.support.faults import LoopbackServer
+from tests.support.processes import freeze
 
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
 
@@ -75,7 +76,7 @@ def test_a_node_that_does_not_answer_is_said_so_and_the_others_are_shown() -> No
                 "OPTIONS": {"timeout": 0.3},
             }
         }
-        os.kill(frozen.pid, signal.SIGSTOP)
+        freeze(frozen.pid)
         try:
             text, _ = run(**caches)
             [report] = json.loads(run("--json", **caches)[0])

@@ -17,6 +17,7 @@ from django.dispatch import Signal
 from django_elasticache_rs import CacheTimeoutError, signals
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster, LocalNode
+from tests.support.processes import freeze
 
 BOUND = 10.0
 
@@ -92,7 +93,7 @@ def test_a_node_marked_down_then_answering_again_is_signalled_once_each(
         options = {"timeout": 0.3, "retry_attempts": 1, "dead_timeout": 0.5}
         cache = ElastiCache(node.address, {"OPTIONS": {"discovery": "off", **options}})
         cache.set("k", "v")
-        os.kill(node.pid, signal.SIGSTOP)
+        freeze(node.pid)
         try:
             with pytest.raises(CacheTimeoutError):
                 cache.get("k")
