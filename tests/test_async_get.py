@@ -236,9 +236,9 @@ def test_sockets_closed_and_their_numbers_reused_are_waited_on_afresh(
 
 
 def test_a_call_cancelled_while_it_waits_for_a_connection_off_the_loop_loses_nothing() -> None:
-    """With the pool's only connection busy, a call hands its wait for a connection to a
-    native worker; cancelled meanwhile, the call ends at once, and once the connection comes
-    back the worker returns it to the pool unused: nothing leaks, nothing is reopened."""
+    """With the pool's only connection busy, a call waits on the loop for it; cancelled
+    meanwhile, the call ends at once, and once the connection comes back it stays in the pool
+    unused: nothing leaks, nothing is reopened."""
     gate = threading.Event()
     with faulty_server(b"VALUE :1:k 0 2\r\nok\r\nEND\r\n", before=[WARM_UP], gate=gate) as server:
         cache = backend(server.address, max_pool_size=1, timeout=5)
@@ -249,7 +249,7 @@ def test_a_call_cancelled_while_it_waits_for_a_connection_off_the_loop_loses_not
             loop = asyncio.get_running_loop()
             assert await loop.run_in_executor(None, server.requested.wait, 5)
             waiter = asyncio.ensure_future(cache.aget("other"))
-            await asyncio.sleep(0)  # it asks a worker for the pool's connection
+            await asyncio.sleep(0)  # it waits for the pool's connection
             waiter.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiter
@@ -257,7 +257,7 @@ def test_a_call_cancelled_while_it_waits_for_a_connection_off_the_loop_loses_not
             return await holder
 
         assert asyncio.run(scenario()) == b"ok"
-        # The worker takes the connection once the holder gives it back, then returns it.
+        # The holder's connection went back to the pool, and is the one used now.
         assert cache.get("k") == b"ok"
         assert open_connections(cache) == 1
         assert server.connections == 1

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import django
 import pytest
@@ -413,3 +414,45 @@ def test_events_queued_behind_a_blocked_receiver_are_delivered_after_the_fork_in
         assert child == 0
         expected = ["node_down", "node_up", "node_down", "node_up"]
         assert blocking_receiver.wait_for(4) == expected
+
+
+def test_a_fork_never_waits_for_async_calls_waiting_for_a_pooled_connection() -> None:
+    """With no deadline (``timeout`` None) and the one pooled connection held by a call to a
+    frozen node, the asyncio calls waiting for a connection wait on their loop, not on the
+    cache's worker threads (which a fork parks), so ``os.fork()`` returns at once; once the
+    node goes on, every call completes."""
+    callers = 8
+    with LocalNode() as node:
+        options = {"discovery": "off", "timeout": None, "max_pool_size": 1}
+        cache = ElastiCache(node.address, {"OPTIONS": options})
+        cache.set("k", "v")
+        assert node.pid is not None
+        results: list[Any] = []
+
+        async def burst() -> None:
+            results.extend(await asyncio.gather(*(cache.aget("k") for _ in range(callers))))
+
+        def waits() -> int:
+            count: int = cache.metrics()["nodes"][node.address]["pool_waits"]
+            return count
+
+        loop_thread = threading.Thread(target=lambda: asyncio.run(burst()), daemon=True)
+        freeze(node.pid)
+        try:
+            loop_thread.start()
+            deadline = time.monotonic() + BOUND
+            while waits() < callers - 1:
+                assert time.monotonic() < deadline, "the calls never waited for the pool"
+                time.sleep(0.01)  # polling the condition, bounded above
+            forking = ForkingThread(lambda: os._exit(0))
+            forking.start()
+            forking.join(timeout=BOUND)
+            returned = not forking.is_alive()
+        finally:
+            os.kill(node.pid, signal.SIGCONT)
+        forking.join(timeout=BOUND)
+        assert returned, "os.fork() waited for calls waiting for a pooled connection"
+        assert forking.pid is not None
+        assert _exit_code(forking.pid) == 0
+        loop_thread.join(timeout=BOUND)
+        assert results == ["v"] * callers

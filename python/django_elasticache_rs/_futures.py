@@ -3,19 +3,24 @@ completion of futures from native worker threads.
 
 An operation's sockets are watched by the running loop (through an epoll set of ours the loop
 watches, or its ``add_reader``/``add_writer``) with a timer for its deadline, so no thread is
-involved once a connection is pooled. Only the step
+involved once a connection is pooled. A call waiting for a pooled connection (every one of the
+pool in use) waits on the loop too, woken when another call of the loop ends. Only the step
 the operating system gives no non-blocking form of (a connect, the first discovery) runs on a
-native worker thread (``Operation.prepare_later``).
+native worker thread (``Operation.prepare_later``): a worker never waits for a connection to
+be given back, which would hold it (and a ``fork()``, which waits for the workers) as long as
+the call's timeout, without bound when it has none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import weakref
 from typing import Any
 
 from ._native import BLOCK, DONE, READ, Operation
+from ._polling import pauses
 
 
 def resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
@@ -39,6 +44,45 @@ def _wake_current(waiting: list[asyncio.Future[None]]) -> None:
     say it fired."""
     if waiting:
         _wake(waiting.pop())
+
+
+class _Freed:
+    """The calls of one loop waiting for a pooled connection: a future they wait on, made by
+    the first of them and woken (then dropped) when a call of the loop ends, since it may have
+    given a connection back."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] | None = None
+
+
+_freed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Freed] = weakref.WeakKeyDictionary()
+
+
+async def _wait_for_a_connection(
+    loop: asyncio.AbstractEventLoop, pause: float, timeout: float | None
+) -> None:
+    """Waits until another call of ``loop`` ends, or ``pause`` seconds (a connection given back
+    by another thread, or by a batch still running, wakes nobody), or until ``timeout``."""
+    freed = _freed.get(loop)
+    if freed is None:
+        freed = _freed[loop] = _Freed()
+    if freed.future is None or freed.future.done():
+        freed.future = loop.create_future()
+    seconds = pause if timeout is None else max(min(pause, timeout), 0.001)
+    # Shielded: a waiter's timeout or cancellation must not cancel the others' future.
+    # asyncio.TimeoutError: the builtin only from Python 3.11.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(freed.future), seconds)
+
+
+def _connection_freed(loop: asyncio.AbstractEventLoop) -> None:
+    """A call of ``loop`` ended: calls waiting for a pooled connection try again."""
+    freed = _freed.get(loop)
+    if freed is not None and freed.future is not None:
+        future, freed.future = freed.future, None
+        _wake(future)
 
 
 class _Epoll:
@@ -134,16 +178,25 @@ async def run(operation: Operation) -> Any:
     waiting: list[asyncio.Future[None]] = []
     timer: asyncio.TimerHandle | None = None
     waiter: _Epoll | _Readers | None = None
+    waits = None
     try:
         while True:
             progress = advance()
             if progress == DONE:
                 return operation.result()
-            woken: asyncio.Future[None] = create_future()
             if progress == BLOCK:
-                operation.prepare_later(woken)
-                await woken
+                if operation.waits_for_pool():
+                    # Every connection of the pool is in use: wait on the loop for one. Past
+                    # the deadline, advance() ends the call as the pool exhausted.
+                    if waits is None:
+                        waits = pauses()
+                    await _wait_for_a_connection(loop, next(waits), operation.timeout())
+                else:
+                    woken: asyncio.Future[None] = create_future()
+                    operation.prepare_later(woken, False)
+                    await woken
                 continue
+            woken = create_future()
             wait = operation.wait_for()
             if wait is None:
                 continue
@@ -171,3 +224,6 @@ async def run(operation: Operation) -> Any:
         if timer is not None:
             timer.cancel()
         operation.close()
+        # Its connections are back in their pools (or closed, making room).
+        if _freed:
+            _connection_freed(loop)

@@ -425,8 +425,9 @@ class Operation:
         connection given back (every connection of its pools is in use), which a driver may
         wait for its own way, advancing again (past the deadline, ``advance()`` ends it as
         the pool exhausted)."""
-    def prepare_later(self, future: asyncio.Future[Any]) -> None:
-        """Runs ``prepare()`` on a native worker thread, then completes ``future``."""
+    def prepare_later(self, future: asyncio.Future[Any], wait: bool = True) -> None:
+        """Runs ``prepare()`` (``prepare_without_waiting()`` when ``wait`` is false) on a native
+        worker thread, then completes ``future``."""
     def result(self) -> Any:
         """The result once ``advance()`` returned ``DONE``, or its exception. Ends it."""
     def close(self) -> None:

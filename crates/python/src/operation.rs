@@ -223,11 +223,12 @@ impl PyOperation {
             .is_some_and(|operation| operation.waits_for_pool())
     }
 
-    /// Runs `prepare()` on a native worker thread, then completes the asyncio `future` with
-    /// `None` (on its loop's thread).
-    fn prepare_later(&self, future: Bound<'_, PyAny>) -> PyResult<()> {
+    /// Runs `prepare()` (with `wait` false, `prepare_without_waiting()`) on a native worker
+    /// thread, then completes the asyncio `future` with `None` (on its loop's thread).
+    #[pyo3(signature = (future, wait = true))]
+    fn prepare_later(&self, future: Bound<'_, PyAny>, wait: bool) -> PyResult<()> {
         let shared = Arc::clone(&self.shared);
-        completion::complete_later(future, move || shared.prepare(true), |py, ()| Ok(py.None()))
+        completion::complete_later(future, move || shared.prepare(wait), |py, ()| Ok(py.None()))
     }
 
     /// The operation's result (after `advance()` returned 0), or its exception. Ends it.
