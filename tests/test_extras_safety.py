@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import socket
 import threading
@@ -488,3 +489,21 @@ def test_the_options_window_is_capped_by_each_calls_timeout(memcached: LocalNode
     for _ in range(20):
         cache.get_or_set("k", lambda: runs.append(1) or "v", 10)
     assert runs == [1]
+
+
+def test_lease_tokens_are_unique_per_call_and_a_forked_child_makes_its_own() -> None:
+    from django_elasticache_rs.stampede import lease_token
+
+    assert lease_token() != lease_token()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next token, to the parent
+        os.write(write, lease_token())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        childs = pipe.read()
+    os.waitpid(pid, 0)
+    parents = lease_token()
+    # The same counter value in both, but never the same token: the child's prefix is its own.
+    assert childs and childs.split(b":")[0] != parents.split(b":")[0]

@@ -10,12 +10,14 @@ expiry while the others keep getting the current one. Built on the cache's publi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 from typing import Any, Protocol
 
 from django_elasticache_rs._futures import run
-from django_elasticache_rs._native import MAX_LEASE_SECONDS, Undecodable, lease_token
+from django_elasticache_rs._native import MAX_LEASE_SECONDS, Undecodable
 from django_elasticache_rs.exceptions import CacheError
 from django_elasticache_rs.handle import MAX_RELATIVE_EXPIRY, Handle, pauses
 from django_elasticache_rs.options import Stampede
@@ -26,6 +28,26 @@ logger = logging.getLogger("django_elasticache_rs")
 
 #: What a get-or-lease gives for a miss: never a cached value.
 _MISSING = object()
+
+#: What makes each call's lease token unique: this process's random prefix (made anew in a
+#: forked child, whose counter starts where its parent's stood) and a counter. Cheaper than
+#: randomness per call, which a hit would pay for without ever taking a lease.
+_token_prefix = os.urandom(8).hex().encode()
+_token_numbers = itertools.count()
+
+
+def _new_token_prefix() -> None:
+    global _token_prefix
+    _token_prefix = os.urandom(8).hex().encode()
+
+
+os.register_at_fork(after_in_child=_new_token_prefix)
+
+
+def lease_token() -> bytes:
+    """A token for one call's lease, unique across processes and calls."""
+    return b"%s:%x" % (_token_prefix, next(_token_numbers))
+
 
 #: Lease releases running after their ``aget_or_set`` was cancelled (kept until done: the loop
 #: holds tasks only weakly).
@@ -51,6 +73,8 @@ def early_recompute_window(
     the option's, at most the value's own timeout less a second. A window as long as the
     timeout would win a recompute at every read of a value just stored: caching would
     stop; capped, a value is served for at least a second before it is refreshed."""
+    if early_recompute is None and not stampede.early_recompute:
+        return 0  # off: the common case, decided before anything else is looked at
     if early_recompute is None:
         window = stampede.early_recompute or 0
     elif (
@@ -87,7 +111,9 @@ def get_or_set(
 ) -> Any:
     """The backend's ``get_or_set`` with a callable ``default`` and protection on."""
     early = early_recompute_window(cache, stampede, early_recompute, timeout)
-    made, (prefix, v) = handle.key(key, version), handle.scope(version)
+    # handle.key and handle.scope, written out: this is a hit's path.
+    made = key if handle.key_func is None else handle.key(key, version)
+    prefix, v = handle.prefix, handle.version if version is None else version
     lease, token, ask = stampede.lease, lease_token(), handle.calls.get_or_lease
     value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, undecodable=True)
     give_up: float | None = None

@@ -952,17 +952,22 @@ fn lease_request(
     take: Option<PyRef<'_, Undecodable>>,
 ) -> PyResult<LeaseRequest> {
     let (lease, early) = lease_terms(lease, early_recompute)?;
-    let mut request = LeaseRequest::new(lease, early);
-    if let Some(token) = token {
-        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+    let token = match token {
+        Some(token) if token.is_empty() || token.len() > MAX_TOKEN_LEN => {
             return Err(PyValueError::new_err(format!(
                 "token must be 1 to {MAX_TOKEN_LEN} bytes"
             )));
         }
-        request.token = token;
-    }
-    request.take = take.map(|value| value.item.clone());
-    Ok(request)
+        Some(token) => token,
+        // Made only when none is given: a caller that passes its own pays for one token.
+        None => elasticache_client::lease_token(),
+    };
+    Ok(LeaseRequest {
+        lease,
+        early_recompute: early,
+        token,
+        take: take.map(|value| value.item.clone()),
+    })
 }
 
 /// The longest lease token taken: a few bytes of randomness are all a token needs.
