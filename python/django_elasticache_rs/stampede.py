@@ -99,6 +99,41 @@ def early_recompute_window(
     return max(min(window, lifetime - 1), 0)
 
 
+class _Waiting:
+    """What a caller does after a get-or-lease that gave it neither a value nor a win, the
+    same for the blocking and the async driver: :meth:`after` says how long to pause before
+    asking again, or ``None`` when it has waited long enough (``OPTIONS["stampede_wait"]``)
+    and computes the value itself; :attr:`take` is what to ask with."""
+
+    __slots__ = ("_give_up", "_pauses", "take")
+
+    def __init__(self, seconds: float) -> None:
+        self._give_up = time.monotonic() + seconds
+        self._pauses = pauses()
+        #: A value this caller cannot decode, to ask for the lease with at once.
+        self.take: Undecodable | None = None
+
+    def after(self, value: Any) -> float | None:
+        """The pause before the next get-or-lease (0: at once), given what the last gave."""
+        if value.__class__ is Undecodable:
+            # A value found that cannot be decoded (a pickle of a class renamed since, a
+            # corrupt or oversized compressed value) is a miss to this caller, not a value
+            # someone else computes: it asks for the lease at once, without reading the key.
+            self.take = value
+            return 0.0
+        # Another caller computes it: wait for its value, bounded.
+        self.take = None
+        if time.monotonic() >= self._give_up:
+            return None
+        return next(self._pauses)
+
+
+def _found(value: Any, won: bool) -> bool:
+    """Whether a get-or-lease ends the asking: the lease or an early recompute won, or a
+    value found that this caller can use."""
+    return won or (value is not _MISSING and value.__class__ is not Undecodable)
+
+
 def get_or_set(
     cache: Cache,
     handle: Handle,
@@ -115,26 +150,24 @@ def get_or_set(
     made = key if handle.key_func is None else handle.key(key, version)
     prefix, v = handle.prefix, handle.version if version is None else version
     lease, token, ask = stampede.lease, lease_token(), handle.calls.get_or_lease
-    value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, undecodable=True)
-    give_up: float | None = None
-    while not won:
-        if value.__class__ is Undecodable:
-            # A value found that cannot be decoded (a pickle of a class renamed since, a
-            # corrupt or oversized compressed value) is a miss to this caller, not a value
-            # someone else computes: it asks for the lease at once, without reading the key.
-            value, won = ask(
-                made, lease, early, _MISSING, prefix, v, token=token, undecodable=True, take=value
-            )
-            continue
-        if value is not _MISSING:
-            return value
-        # Another caller computes it: wait for its value, bounded.
-        if give_up is None:
-            give_up, waits = time.monotonic() + stampede.wait, pauses()
-        if time.monotonic() >= give_up:
+    waiting: _Waiting | None = None
+    take: Undecodable | None = None
+    while True:
+        value, won = ask(
+            made, lease, early, _MISSING, prefix, v, token=token, undecodable=True, take=take
+        )
+        if _found(value, won):
             break
-        handle.pause(next(waits))
-        value, won = ask(made, lease, early, _MISSING, prefix, v, token=token, undecodable=True)
+        if waiting is None:
+            waiting = _Waiting(stampede.wait)
+        pause = waiting.after(value)
+        if pause is None:
+            break
+        take = waiting.take
+        if pause:
+            handle.pause(pause)
+    if not won and value is not _MISSING:
+        return value
     # Won (the lease, or an early recompute), or waited long enough: compute it here.
     leased = won and value is _MISSING
     try:
@@ -172,19 +205,11 @@ async def aget_or_set(
     early = early_recompute_window(cache, stampede, early_recompute, timeout)
     made, (prefix, v) = handle.key(key, version), handle.scope(version)
     lease, token, start = stampede.lease, lease_token(), handle.client.start_get_or_lease
-    give_up: float | None = None
+    waiting: _Waiting | None = None
     take: Undecodable | None = None
     while True:
         operation = start(
-            made,
-            lease,
-            early,
-            _MISSING,
-            prefix,
-            v,
-            token=token,
-            undecodable=True,
-            take=take,
+            made, lease, early, _MISSING, prefix, v, token=token, undecodable=True, take=take
         )
         try:
             value, won = await run(operation)
@@ -193,20 +218,18 @@ async def aget_or_set(
             # (the token is this call's, so nobody else's lease is touched).
             _release_later(handle, made, token, v)
             raise
-        if won:
+        if _found(value, won):
             break
-        if value.__class__ is Undecodable:
-            # A miss to this caller (see get_or_set): ask for the lease at once.
-            take = value
-            continue
-        if value is not _MISSING:
-            return value
-        take = None
-        if give_up is None:
-            give_up, waits = time.monotonic() + stampede.wait, pauses()
-        if time.monotonic() >= give_up:
+        if waiting is None:
+            waiting = _Waiting(stampede.wait)
+        pause = waiting.after(value)
+        if pause is None:
             break
-        await asyncio.sleep(next(waits))
+        take = waiting.take
+        if pause:
+            await asyncio.sleep(pause)
+    if not won and value is not _MISSING:
+        return value
     leased = won and value is _MISSING
     try:
         # Called as Django's own aget_or_set calls it: not awaited.
