@@ -54,6 +54,24 @@ def stopped(node: LocalNode) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
+def run_while_stopped(frozen: LocalNode, script: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs ``script`` (a gevent process of its own, given ``spec``) while ``frozen`` is
+    stopped, and returns the report it prints last; every greenlet of it must have ended."""
+    with stopped(frozen):
+        done = subprocess.run(
+            [sys.executable, str(script), json.dumps(spec)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["all_done"], report
+    return report
+
+
 def scenario(
     nodes: tuple[LocalNode, LocalNode], options: dict[str, Any], frozen_call: str = "get"
 ) -> dict[str, Any]:
@@ -66,18 +84,7 @@ def scenario(
         "greenlets": GREENLETS,
         "reads": READS,
     }
-    with stopped(frozen):
-        done = subprocess.run(
-            [sys.executable, str(SCENARIO), json.dumps(spec)],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["all_done"], report
+    report = run_while_stopped(frozen, SCENARIO, spec)
     assert report["failures"] == [], "every healthy call returned what it should"
     log = report["log"]
     assert log.count("healthy-done") == GREENLETS
@@ -156,18 +163,7 @@ def test_a_burst_beyond_max_pool_size_leaves_the_hubs_thread_pool_free(
         "options": {"max_pool_size": 1, "timeout": TIMEOUT},
         "greenlets": BURST,
     }
-    with stopped(frozen):
-        done = subprocess.run(
-            [sys.executable, str(POOL_BURST), json.dumps(spec)],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["all_done"], report
+    report = run_while_stopped(frozen, POOL_BURST, spec)
     log = report["log"]
     assert log.count("burst-start") == BURST
     assert log.index("lookup-start") > max(i for i, e in enumerate(log) if e == "burst-start")
