@@ -178,17 +178,16 @@ impl Plan for StorePlan<'_> {
         out: &mut Vec<u8>,
     ) -> ParseResult<Step<StoreReply>> {
         if self.cleanup {
-            return Ok(match proto::with_error_replies(buf, proto::parse_delete)? {
-                Parse::Incomplete(needed) => Parse::Incomplete(needed),
-                Parse::Complete(deleted, used) => {
+            let reply = self.reply.unwrap_or(StoreReply::NotStored);
+            return Ok(
+                proto::with_error_replies(buf, proto::parse_delete)?.map(|deleted| {
                     if let Err(error) = deleted {
                         // Best effort: the set already failed, and that is what is reported.
                         log::debug!("{node}: delete {key:?} after a failed set: {error}");
                     }
-                    let reply = self.reply.unwrap_or(StoreReply::NotStored);
-                    Parse::Complete(Step::Done(reply), used)
-                }
-            });
+                    Step::Done(reply)
+                }),
+            );
         }
         Ok(match proto::with_error_replies(buf, proto::parse_store)? {
             Parse::Incomplete(needed) => Parse::Incomplete(needed),
@@ -310,10 +309,7 @@ impl<T: Copy> Plan for LinePlan<T> {
         buf: &[u8],
         _: &mut Vec<u8>,
     ) -> ParseResult<Step<T>> {
-        Ok(match (self.parse)(buf)? {
-            Parse::Incomplete(needed) => Parse::Incomplete(needed),
-            Parse::Complete(reply, used) => Parse::Complete(Step::Done(reply), used),
-        })
+        Ok((self.parse)(buf)?.map(Step::Done))
     }
 
     fn fallback(&self) -> T {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use elasticache_proto::{self as proto, Parse};
+use elasticache_proto as proto;
 
 use crate::cluster::Routes;
 use crate::engine::{Command, Cursor, Failed, Fallback, Reading, Share, Step};
@@ -121,15 +121,12 @@ impl<T> Command for EveryNode<T> {
         buf: &[u8],
         _: &mut Vec<u8>,
     ) -> ParseResult<Reading> {
-        Ok(match (self.parse)(buf)? {
-            Parse::Incomplete(needed) => Parse::Incomplete(needed),
-            Parse::Complete(reply, used) => {
-                if let Some(slot) = positions.first().and_then(|&i| self.results.get_mut(i)) {
-                    slot.1 = Some(Ok(reply));
-                }
-                Parse::Complete(Step::Done(()), used)
+        Ok((self.parse)(buf)?.map(|reply| {
+            if let Some(slot) = positions.first().and_then(|&i| self.results.get_mut(i)) {
+                slot.1 = Some(Ok(reply));
             }
-        })
+            Step::Done(())
+        }))
     }
 
     fn fallback(&self) -> Fallback<Self::Output> {

@@ -44,12 +44,7 @@ impl Plan for AcquirePlan {
         buf: &[u8],
         _: &mut Vec<u8>,
     ) -> ParseResult<Step<bool>> {
-        Ok(match proto::parse_store(buf)? {
-            Parse::Incomplete(needed) => Parse::Incomplete(needed),
-            Parse::Complete(reply, used) => {
-                Parse::Complete(Step::Done(reply == StoreReply::Stored), used)
-            }
-        })
+        Ok(proto::parse_store(buf)?.map(|reply| Step::Done(reply == StoreReply::Stored)))
     }
 
     fn fallback(&self) -> bool {
@@ -123,19 +118,9 @@ impl Plan for DeleteIfPlan {
         let key = self.target.as_slice();
         if self.deleting {
             return Ok(if meta {
-                match proto::parse_meta(buf, 0)? {
-                    Parse::Incomplete(needed) => Parse::Incomplete(needed),
-                    Parse::Complete(reply, used) => {
-                        Parse::Complete(Step::Done(reply.status == MetaStatus::Done), used)
-                    }
-                }
+                proto::parse_meta(buf, 0)?.map(|reply| Step::Done(reply.status == MetaStatus::Done))
             } else {
-                match proto::parse_store(buf)? {
-                    Parse::Incomplete(needed) => Parse::Incomplete(needed),
-                    Parse::Complete(reply, used) => {
-                        Parse::Complete(Step::Done(reply == StoreReply::Stored), used)
-                    }
-                }
+                proto::parse_store(buf)?.map(|reply| Step::Done(reply == StoreReply::Stored))
             });
         }
         if meta {

@@ -35,6 +35,17 @@ pub enum Parse<T> {
     Complete(T, usize),
 }
 
+impl<T> Parse<T> {
+    /// The same outcome with a complete reply turned by `f` (what it used unchanged).
+    #[inline]
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Parse<U> {
+        match self {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(reply, used) => Parse::Complete(f(reply), used),
+        }
+    }
+}
+
 /// One item of a `get`/`gets` reply: a value, or the `END` that closes the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetrievalItem<'a> {
