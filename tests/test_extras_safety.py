@@ -22,7 +22,7 @@ import pytest
 from django_elasticache_rs import CacheConnectionError, LockNotAcquiredError
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
-from tests.support.faults import LoopbackServer
+from tests.support.faults import HoldingProxy
 from tests.support.raw import put, stored
 
 # The longest a test waits for a condition (then it fails, it does not hang).
@@ -235,46 +235,9 @@ def test_a_winner_slower_than_its_lease_leaves_the_next_winners_lease(
     assert lease_is_free(cache, "k")
 
 
-class HoldingProxy(LoopbackServer):
-    """Relays each connection to a real memcached, but once a request containing ``marker``
-    has gone upstream, holds every reply until ``proceed`` is set: a request the server has
-    carried out, whose answer the client has not read yet."""
-
-    def __init__(self, upstream: str, marker: bytes) -> None:
-        host, port = upstream.rsplit(":", 1)
-        self._upstream = (host, int(port))
-        self.marker = marker
-        self.sent = threading.Event()
-        self.proceed = threading.Event()
-        super().__init__()
-
-    def _answer(self, conn: socket.socket) -> None:
-        upstream = socket.create_connection(self._upstream, timeout=BOUND)
-        upstream.settimeout(None)
-        self._held.append(upstream)
-        threading.Thread(target=self._relay_replies, args=(upstream, conn), daemon=True).start()
-        while not self._stopped.is_set():
-            request = conn.recv(65536)
-            if not request:
-                upstream.close()
-                return
-            if self.marker in request:
-                self.sent.set()
-            upstream.sendall(request)
-
-    def _relay_replies(self, upstream: socket.socket, conn: socket.socket) -> None:
-        try:
-            while reply := upstream.recv(65536):
-                if self.sent.is_set():
-                    self.proceed.wait(BOUND)
-                conn.sendall(reply)
-        except OSError:
-            return
-
-
 @pytest.fixture
 def lease_held_back(memcached: LocalNode) -> Iterator[HoldingProxy]:
-    proxy = HoldingProxy(memcached.address, b"add \xfflease:")
+    proxy = HoldingProxy(memcached.address, b"add \xfflease:", hold=BOUND)
     try:
         yield proxy
     finally:

@@ -123,19 +123,14 @@ def faulty_server(
 _META_COMMANDS = (b"mn", b"mg", b"ms", b"md", b"ma", b"me")
 
 
-class ClassicOnlyProxy(LoopbackServer):
-    """A memcached without meta commands (1.4/1.5, or an engine that refuses them), made of a
-    real one: each connection is relayed to ``upstream`` (``host:port``), except that a request
-    that is a meta command is answered ``ERROR`` here, as such a server answers it.
-    ``meta_refused`` counts those answers.
-
-    A client waits for each reply before it sends a meta command on a connection, so the
-    relayed replies and the ``ERROR`` lines never cross."""
+class RelayProxy(LoopbackServer):
+    """A real memcached behind a relay: each connection is relayed to ``upstream``
+    (``host:port``), each request through ``_request`` and each reply through ``_reply``,
+    which a subclass changes to misbehave as it must."""
 
     def __init__(self, upstream: str) -> None:
         host, port = upstream.rsplit(":", 1)
         self._upstream = (host, int(port))
-        self.meta_refused = 0
         super().__init__()
 
     def _answer(self, conn: socket.socket) -> None:
@@ -148,19 +143,65 @@ class ClassicOnlyProxy(LoopbackServer):
             if not request:
                 upstream.close()
                 return
-            if request[:2] in _META_COMMANDS and request[2:3] in (b" ", b"\r"):
-                self.meta_refused += 1
-                conn.sendall(b"ERROR\r\n")
-            else:
-                upstream.sendall(request)
+            self._request(request, conn, upstream)
 
-    @staticmethod
-    def _relay_replies(upstream: socket.socket, conn: socket.socket) -> None:
+    def _request(self, request: bytes, conn: socket.socket, upstream: socket.socket) -> None:
+        """Handles one request from the client: relays it."""
+        upstream.sendall(request)
+
+    def _reply(self, reply: bytes, conn: socket.socket) -> None:
+        """Handles bytes of a reply from upstream: relays them."""
+        conn.sendall(reply)
+
+    def _relay_replies(self, upstream: socket.socket, conn: socket.socket) -> None:
         try:
             while reply := upstream.recv(65536):
-                conn.sendall(reply)
+                self._reply(reply, conn)
         except OSError:
             return  # either side closed
+
+
+class ClassicOnlyProxy(RelayProxy):
+    """A memcached without meta commands (1.4/1.5, or an engine that refuses them), made of a
+    real one: a request that is a meta command is answered ``ERROR`` here, as such a server
+    answers it, and every other is relayed. ``meta_refused`` counts those answers.
+
+    A client waits for each reply before it sends a meta command on a connection, so the
+    relayed replies and the ``ERROR`` lines never cross."""
+
+    def __init__(self, upstream: str) -> None:
+        self.meta_refused = 0
+        super().__init__(upstream)
+
+    def _request(self, request: bytes, conn: socket.socket, upstream: socket.socket) -> None:
+        if request[:2] in _META_COMMANDS and request[2:3] in (b" ", b"\r"):
+            self.meta_refused += 1
+            conn.sendall(b"ERROR\r\n")
+        else:
+            upstream.sendall(request)
+
+
+class HoldingProxy(RelayProxy):
+    """Relays each connection to a real memcached, but once a request containing ``marker``
+    has gone upstream, holds every reply until ``proceed`` is set (at most ``hold`` seconds):
+    a request the server has carried out, whose answer the client has not read yet."""
+
+    def __init__(self, upstream: str, marker: bytes, hold: float = 30) -> None:
+        self.marker = marker
+        self.hold = hold
+        self.sent = threading.Event()
+        self.proceed = threading.Event()
+        super().__init__(upstream)
+
+    def _request(self, request: bytes, conn: socket.socket, upstream: socket.socket) -> None:
+        if self.marker in request:
+            self.sent.set()
+        upstream.sendall(request)
+
+    def _reply(self, reply: bytes, conn: socket.socket) -> None:
+        if self.sent.is_set():
+            self.proceed.wait(self.hold)
+        conn.sendall(reply)
 
 
 @contextmanager
