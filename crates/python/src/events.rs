@@ -190,13 +190,12 @@ mod tests {
         }
     }
 
-    /// A delivery recording the nodes of its `NodeUp` events, whose receiver blocks on the
-    /// first one until released; `running` says when it is blocked there.
+    /// A delivery recording the nodes of its `NodeUp` events, given three (`a:1`, `b:1`,
+    /// `c:1`), whose receiver is blocked on the first one (until released) when it returns.
     #[allow(clippy::type_complexity)]
-    fn blocking_delivery() -> (
+    fn blocked_on_the_first_of_three() -> (
         Arc<Delivery<impl Fn(&Event) -> bool + Send + Sync + 'static>>,
         Arc<Mutex<Vec<String>>>,
-        mpsc::Receiver<()>,
         mpsc::Sender<()>,
     ) {
         let (running, blocked) = mpsc::channel();
@@ -214,7 +213,11 @@ mod tests {
             }
             true
         });
-        (delivery, seen, blocked, release)
+        delivery.push(&node_up("a:1"));
+        blocked.recv_timeout(BOUND).expect("no delivery");
+        delivery.push(&node_up("b:1"));
+        delivery.push(&node_up("c:1"));
+        (delivery, seen, release)
     }
 
     fn seen_until(seen: &Mutex<Vec<String>>, count: usize) -> Vec<String> {
@@ -228,12 +231,7 @@ mod tests {
     #[test]
     fn a_fork_leaves_a_blocked_receiver_running_and_the_events_behind_it_follow_in_order() {
         let _turn = exclusive();
-        let (delivery, seen, blocked, release) = blocking_delivery();
-        delivery.push(&node_up("a:1"));
-        blocked.recv_timeout(BOUND).expect("no delivery");
-        delivery.push(&node_up("b:1"));
-        delivery.push(&node_up("c:1"));
-
+        let (_delivery, seen, release) = blocked_on_the_first_of_three();
         let (parked, left) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = parked.send(completion::park());
@@ -249,11 +247,7 @@ mod tests {
     #[test]
     fn a_delivery_between_events_gives_its_thread_to_a_fork_and_goes_on_after_it() {
         let _turn = exclusive();
-        let (delivery, seen, blocked, release) = blocking_delivery();
-        delivery.push(&node_up("a:1"));
-        blocked.recv_timeout(BOUND).expect("no delivery");
-        delivery.push(&node_up("b:1"));
-        delivery.push(&node_up("c:1"));
+        let (delivery, seen, release) = blocked_on_the_first_of_three();
         // The worker comes back from the receiver and is stopped before its next event, out
         // of user code, where a fork finds it.
         let held = delivery.lock();
