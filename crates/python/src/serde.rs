@@ -273,15 +273,11 @@ pub fn decode_or_else<'py>(
     default: Option<Py<PyAny>>,
     undecodable: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let or_default = |default: Option<Py<PyAny>>| {
-        default.map_or_else(|| py.None().into_bound(py), |d| d.into_bound(py))
-    };
-    Ok(match item {
-        None => or_default(default),
-        Some(item) => match decode(py, key, item.flags, &item.data, codec) {
-            Some(value) => value,
-            None if undecodable => Bound::new(py, Undecodable { item })?.into_any(),
-            None => or_default(default),
+    match item {
+        Some(item) if undecodable => match decode(py, key, item.flags, &item.data, codec) {
+            Some(value) => Ok(value),
+            None => Ok(Bound::new(py, Undecodable { item })?.into_any()),
         },
-    })
+        item => Ok(decode_or(py, key, item, codec, default)),
+    }
 }
