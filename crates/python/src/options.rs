@@ -627,8 +627,13 @@ impl<'py> Given<'py> {
         }
     }
 
-    /// The option's spec and its value (given, or the `Client`'s default).
-    fn value(&self, name: &str) -> PyResult<(&'static OptionSpec, Bound<'py, PyAny>)> {
+    /// The option's value (given, or the `Client`'s default), as `convert` reads it with the
+    /// option's spec.
+    fn value_as<T>(
+        &self,
+        name: &str,
+        convert: impl FnOnce(&'static OptionSpec, &Bound<'py, PyAny>) -> PyResult<T>,
+    ) -> PyResult<T> {
         let (index, spec) = OPTIONS
             .iter()
             .enumerate()
@@ -646,41 +651,35 @@ impl<'py> Given<'py> {
                 .unwrap_or(spec.default)
                 .to_object(self.py)?,
         };
-        Ok((spec, value))
+        convert(spec, &value)
     }
 
     pub fn flag(&self, name: &str) -> PyResult<bool> {
-        let (spec, value) = self.value(name)?;
-        flag(spec, &value)
+        self.value_as(name, flag)
     }
 
     /// A duration (`Seconds` or `Keepalive`); `None` for none (no deadline, off).
     pub fn seconds(&self, name: &str) -> PyResult<Option<Duration>> {
-        let (spec, value) = self.value(name)?;
-        duration(spec, &value)
+        self.value_as(name, duration)
     }
 
     /// A whole number; `None` where the option is unset.
     pub fn whole(&self, name: &str) -> PyResult<Option<u64>> {
-        let (spec, value) = self.value(name)?;
-        whole(spec, &value)
+        self.value_as(name, whole)
     }
 
     /// A text (a choice, a name, a level's name); `None` where the option is unset.
     pub fn text(&self, name: &str) -> PyResult<Option<String>> {
-        let (spec, value) = self.value(name)?;
-        text(spec, &value)
+        self.value_as(name, text)
     }
 
     pub fn path(&self, name: &str) -> PyResult<Option<PathBuf>> {
-        let (spec, value) = self.value(name)?;
-        path(spec, &value)
+        self.value_as(name, path)
     }
 
     /// An object option (`serde`), checked; `None` where unset.
     pub fn object(&self, name: &str) -> PyResult<Option<Py<PyAny>>> {
-        let (spec, value) = self.value(name)?;
-        let value = check(spec, &value)?;
+        let value = self.value_as(name, check)?;
         Ok((!value.is_none()).then(|| value.unbind()))
     }
 }
