@@ -24,7 +24,6 @@ __all__ = [
     "Undecodable",
     "__version__",
     "check_option",
-    "lease_token",
     "murmur3_32",
 ]
 
@@ -95,10 +94,6 @@ class _Serde(Protocol):
 
 def murmur3_32(text: str) -> int:
     """murmur3 x86 32-bit (seed 0) as pymemcache computes it (low byte of each code point)."""
-
-def lease_token() -> bytes:
-    """A fresh token for a lease (``get_or_lease(..., token=)``): unique per call and
-    process."""
 
 #: ``Operation.advance()``: the result is ready.
 DONE: Final = 0

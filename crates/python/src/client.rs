@@ -13,7 +13,7 @@ use elasticache_client::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
 
 use crate::args::{whole, Delta, Exptime, Whole, MAX_LEASE_SECONDS};
 use crate::compress::{Compression, DEFAULT_INFLATED_CAP};
@@ -972,12 +972,6 @@ fn lease_request(
 
 /// The longest lease token taken: a few bytes of randomness are all a token needs.
 const MAX_TOKEN_LEN: usize = 1024;
-
-/// A fresh token for a lease (`Client.get_or_lease(..., token=)`): unique per call and process.
-#[pyfunction]
-pub fn lease_token(py: Python<'_>) -> Bound<'_, PyBytes> {
-    PyBytes::new(py, &elasticache_client::lease_token())
-}
 
 /// A get-or-lease's lease (1 s to 30 days) and early-recompute window (0, off, to 30 days).
 fn lease_terms(lease: Whole, early_recompute: Option<Whole>) -> PyResult<(u32, Option<u32>)> {

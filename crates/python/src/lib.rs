@@ -34,6 +34,5 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<serde::Undecodable>()?;
     operation::install(module)?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;
-    module.add_function(wrap_pyfunction!(client::lease_token, module)?)?;
     Ok(())
 }
