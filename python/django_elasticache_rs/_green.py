@@ -89,6 +89,11 @@ def _green(hub: Any) -> _Green:
     return state
 
 
+#: The ids of the hubs that have greenlets waiting for a pooled connection: what a call that
+#: ends looks at before anything else, so that calls cost nothing more while none waits.
+_hubs_waiting: set[int] = set()
+
+
 def _wait_for_a_connection(hub: Any, waits: Iterator[float], timeout: float | None) -> None:
     """Waits in the current greenlet until another call of this hub ends (it may have given
     a connection back), or for the next of ``waits`` (a connection given back by another
@@ -99,6 +104,7 @@ def _wait_for_a_connection(hub: Any, waits: Iterator[float], timeout: float | No
         from gevent.event import Event
 
         freed = state.freed = Event()
+        _hubs_waiting.add(id(hub))
     pause = next(waits)
     freed.wait(pause if timeout is None else min(pause, timeout))
 
@@ -108,6 +114,7 @@ def _connection_freed(hub: Any) -> None:
     state: _Green | None = getattr(hub, _STATE, None)
     if state is not None and state.freed is not None:
         freed, state.freed = state.freed, None
+        _hubs_waiting.discard(id(hub))
         freed.set()
 
 
@@ -145,7 +152,8 @@ def run(operation: Operation) -> Any:
     finally:
         operation.close()
         # Its connections are back in their pools (or closed, making room).
-        _connection_freed(get_hub())
+        if _hubs_waiting:
+            _connection_freed(get_hub())
 
 
 def sleep(seconds: float) -> None:
