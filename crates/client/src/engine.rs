@@ -40,6 +40,18 @@ pub enum Step<T> {
     Done(T),
 }
 
+impl<T> Step<T> {
+    /// The same step with a `Done` outcome turned by `f`.
+    #[inline]
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
+        match self {
+            Step::More => Step::More,
+            Step::Send => Step::Send,
+            Step::Done(output) => Step::Done(f(output)),
+        }
+    }
+}
+
 /// A command's step (see [`Step`]).
 pub type Reading = Step<()>;
 

@@ -234,15 +234,8 @@ impl<P: Plan> Command for One<P> {
         let Some(meta) = self.meta else {
             return self.read_probe(buf, request);
         };
-        Ok(match self.plan.read(node, &self.key, meta, buf, request)? {
-            Parse::Incomplete(needed) => Parse::Incomplete(needed),
-            Parse::Complete(Step::More, used) => Parse::Complete(Step::More, used),
-            Parse::Complete(Step::Send, used) => Parse::Complete(Step::Send, used),
-            Parse::Complete(Step::Done(output), used) => {
-                self.outcome = Some(Ok(output));
-                Parse::Complete(Step::Done(()), used)
-            }
-        })
+        let read = self.plan.read(node, &self.key, meta, buf, request)?;
+        Ok(read.map(|step| step.map(|output| self.outcome = Some(Ok(output)))))
     }
 
     fn follow_up(&mut self) -> bool {

@@ -158,18 +158,13 @@ impl Plan for LeasePlan {
         let (read, used) = match &mut self.phase {
             LeasePhase::Lease => return self.read_lease(key, meta, buf, out),
             LeasePhase::Release(release) => {
-                let step = match release.read(node, key, meta, buf, out)? {
-                    Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
-                    Parse::Complete(step, used) => (step, used),
-                };
-                return Ok(match step {
-                    (Step::More, used) => Parse::Complete(Step::More, used),
-                    (Step::Send, used) => Parse::Complete(Step::Send, used),
-                    (Step::Done(_), used) => {
-                        let item = self.item.take();
-                        Parse::Complete(Step::Done(Leased { item, won: false }), used)
-                    }
-                });
+                let item = &mut self.item;
+                return Ok(release.read(node, key, meta, buf, out)?.map(|step| {
+                    step.map(|_| Leased {
+                        item: item.take(),
+                        won: false,
+                    })
+                }));
             }
             LeasePhase::Key | LeasePhase::Recheck => match self.read_key(key, meta, buf)? {
                 Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
