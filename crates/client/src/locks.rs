@@ -3,13 +3,13 @@
 //! "the cache could not be asked" for "someone else holds it".
 
 use elasticache_proto::{
-    self as proto, MetaCommand, MetaFlag, MetaStatus, Parse, ReplyError, Retrieval, RetrievalItem,
-    Store, StoreReply,
+    self as proto, MetaCommand, MetaFlag, MetaStatus, Parse, Retrieval, RetrievalItem, Store,
+    StoreReply,
 };
 
 use crate::engine::Step;
 use crate::metrics::CommandName;
-use crate::single::{unexpected, One, ParseResult, Plan};
+use crate::single::{stray_value, unexpected, One, ParseResult, Plan};
 
 /// Stores `token` under a key that holds nothing (`add`): a lock's acquire. Run strictly
 /// ([`One::strict`]): "not stored" must mean that someone else holds the key, never that
@@ -145,9 +145,7 @@ impl Plan for DeleteIfPlan {
             Parse::Incomplete(needed) => Parse::Incomplete(needed),
             Parse::Complete(RetrievalItem::Value(value), used) => {
                 if value.key != key || self.cas.is_some() {
-                    return Err(ReplyError::Malformed(
-                        "a value for a key not asked for".to_owned(),
-                    ));
+                    return Err(stray_value());
                 }
                 if value.data == self.token.as_slice() {
                     self.cas = value.cas;

@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use elasticache_proto::{
-    self as proto, MetaCommand, MetaFlag, MetaStatus, Parse, ReplyError, Retrieval, RetrievalItem,
-    Store, StoreReply, MAX_KEY_LEN,
+    self as proto, MetaCommand, MetaFlag, MetaStatus, Parse, Retrieval, RetrievalItem, Store,
+    StoreReply, MAX_KEY_LEN,
 };
 
 use crate::engine::Step;
 use crate::hash::Murmur3;
 use crate::locks::DeleteIfPlan;
 use crate::metrics::CommandName;
-use crate::single::{unexpected, One, ParseResult, Plan};
+use crate::single::{stray_value, unexpected, One, ParseResult, Plan};
 use crate::values::Item;
 
 /// What starts every lease key: a byte no UTF-8 text holds, so no key function (Django's, a
@@ -256,9 +256,7 @@ impl LeasePlan {
             Parse::Incomplete(needed) => Parse::Incomplete(needed),
             Parse::Complete(RetrievalItem::Value(value), used) => {
                 if value.key != key.as_bytes() || self.item.is_some() {
-                    return Err(ReplyError::Malformed(
-                        "a value for a key not asked for".to_owned(),
-                    ));
+                    return Err(stray_value());
                 }
                 self.item = Some(Item {
                     flags: value.flags,
