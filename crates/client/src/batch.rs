@@ -171,12 +171,27 @@ impl Items for ItemList {
     }
 }
 
+/// The keys of a batch's items.
+struct ItemKeys<'i, I>(&'i I);
+
+impl<I: Items> Keys for ItemKeys<'_, I> {
+    fn count(&self) -> usize {
+        self.0.count()
+    }
+
+    fn key(&self, position: usize) -> &str {
+        self.0.item(position).0
+    }
+}
+
+/// Refuses a batch with a key memcached cannot take.
+fn check_keys(keys: &impl Keys) -> Result<()> {
+    (0..keys.count()).try_for_each(|p| check_key(keys.key(p)))
+}
+
 /// Groups a batch's positions by the node that owns each key.
-fn batch_shares<'k>(
-    routes: Routes<'_>,
-    count: usize,
-    key: impl Fn(usize) -> &'k str,
-) -> Vec<Share> {
+fn batch_shares(routes: Routes<'_>, keys: &impl Keys) -> Vec<Share> {
+    let count = keys.count();
     let nodes = routes.nodes();
     let capacity = count * 2 / nodes.len().max(1) + 1;
     let mut shares: Vec<Share> = nodes
@@ -188,7 +203,7 @@ fn batch_shares<'k>(
         .collect();
     for position in 0..count {
         if let Some(share) = routes
-            .route(key(position))
+            .route(keys.key(position))
             .and_then(|index| shares.get_mut(index))
         {
             share.positions.push(position);
@@ -248,12 +263,11 @@ impl<K: Keys> Command for GetMany<K> {
     }
 
     fn validate(&self) -> Result<()> {
-        (0..self.keys.count()).try_for_each(|p| check_key(self.keys.key(p)))
+        check_keys(&self.keys)
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        let keys = &self.keys;
-        Ok(batch_shares(routes, keys.count(), |p| keys.key(p)))
+        Ok(batch_shares(routes, &self.keys))
     }
 
     fn all_positions(&self) -> Vec<usize> {
@@ -376,12 +390,11 @@ impl<I: Items> Command for SetMany<I> {
     }
 
     fn validate(&self) -> Result<()> {
-        (0..self.items.count()).try_for_each(|p| check_key(self.items.item(p).0))
+        check_keys(&ItemKeys(&self.items))
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        let items = &self.items;
-        Ok(batch_shares(routes, items.count(), |p| items.item(p).0))
+        Ok(batch_shares(routes, &ItemKeys(&self.items)))
     }
 
     fn all_positions(&self) -> Vec<usize> {
@@ -503,12 +516,11 @@ impl<K: Keys> Command for DeleteMany<K> {
     }
 
     fn validate(&self) -> Result<()> {
-        (0..self.keys.count()).try_for_each(|p| check_key(self.keys.key(p)))
+        check_keys(&self.keys)
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        let keys = &self.keys;
-        Ok(batch_shares(routes, keys.count(), |p| keys.key(p)))
+        Ok(batch_shares(routes, &self.keys))
     }
 
     fn all_positions(&self) -> Vec<usize> {
