@@ -224,9 +224,18 @@ impl LeasePlan {
     /// `mg <key> v f [R<early>]`, or `get <key>`.
     fn read_key_request(&self, key: &str, meta: bool, early: Option<u32>, out: &mut Vec<u8>) {
         if self.key_in_meta(meta) {
-            let mut flags = vec![MetaFlag::Value, MetaFlag::ReturnFlags];
-            flags.extend(early.map(MetaFlag::Recache));
-            proto::encode_meta(out, MetaCommand::Get, key.as_bytes(), &flags, b"");
+            // The flags on the stack: no allocation per read.
+            let mut get = |flags: &[MetaFlag]| {
+                proto::encode_meta(out, MetaCommand::Get, key.as_bytes(), flags, b"");
+            };
+            match early {
+                Some(early) => get(&[
+                    MetaFlag::Value,
+                    MetaFlag::ReturnFlags,
+                    MetaFlag::Recache(early),
+                ]),
+                None => get(&[MetaFlag::Value, MetaFlag::ReturnFlags]),
+            }
         } else {
             proto::encode_retrieval(out, Retrieval::Get, [key.as_bytes()]);
         }
