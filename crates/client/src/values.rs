@@ -31,9 +31,9 @@ const SHARED_RESERVE_MAX: usize = 1024 * 1024;
 pub struct BatchValues {
     /// The small values, back to back.
     shared: Vec<u8>,
-    /// Per value read: its position, flags, and either its range in `shared` or its own
-    /// buffer.
-    kept: Vec<(usize, u32, Kept)>,
+    /// Per value read: its flags, and either its range in `shared` or its own buffer (its
+    /// position is the one whose `index` entry points here).
+    kept: Vec<(u32, Kept)>,
     /// Per position: the index of its value in `kept`, if one was read.
     index: Vec<Option<u32>>,
 }
@@ -70,7 +70,7 @@ impl BatchValues {
         if let (Some(slot), Ok(at)) = (self.index.get_mut(position), u32::try_from(self.kept.len()))
         {
             *slot = Some(at);
-            self.kept.push((position, flags, kept));
+            self.kept.push((flags, kept));
         }
     }
 
@@ -99,7 +99,7 @@ impl BatchValues {
             let Some(entry) = at.and_then(|at| self.kept.get_mut(usize::try_from(at).ok()?)) else {
                 continue;
             };
-            let (_, flags, kept) = entry;
+            let (flags, kept) = entry;
             match kept {
                 Kept::Shared(range) => {
                     if let Some(data) = self.shared.get(range.clone()) {
@@ -131,7 +131,7 @@ impl BatchValues {
         let mut kept: Vec<Option<Item>> = self
             .kept
             .into_iter()
-            .map(|(_, flags, kept)| {
+            .map(|(flags, kept)| {
                 let data = match kept {
                     Kept::Shared(range) => shared.slice(range),
                     Kept::Own(data) => Bytes::from(data),
