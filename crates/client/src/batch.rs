@@ -348,9 +348,7 @@ impl<K: Keys> Command for GetMany<K> {
     }
 
     fn finish(mut self, failed: Vec<Failed>) -> Result<BatchValues> {
-        for position in positions(failed) {
-            self.values.forget(&[position]);
-        }
+        self.values.forget(positions(failed));
         Ok(self.values)
     }
 }

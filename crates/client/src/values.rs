@@ -80,8 +80,8 @@ impl BatchValues {
     }
 
     /// Forgets the values of `positions` (their node failed after sending some).
-    pub(crate) fn forget(&mut self, positions: &[usize]) {
-        for &position in positions {
+    pub(crate) fn forget(&mut self, positions: impl IntoIterator<Item = usize>) {
+        for position in positions {
             if let Some(slot) = self.index.get_mut(position) {
                 *slot = None;
             }
@@ -164,7 +164,7 @@ mod tests {
         values.keep(2, 16, b"two");
         values.keep(0, 0, &large);
         values.keep(3, 2, b"3");
-        values.forget(&[3]);
+        values.forget([3]);
         let mut seen = Vec::new();
         values
             .try_for_each(|position, flags, data| {
