@@ -61,10 +61,6 @@ impl Plan for CounterPlan {
         }
     }
 
-    fn uses_meta(&self) -> bool {
-        false
-    }
-
     fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
         self.adds = 0;
         self.count(key, out);

@@ -27,10 +27,6 @@ impl Plan for AcquirePlan {
         CommandName::Add
     }
 
-    fn uses_meta(&self) -> bool {
-        false
-    }
-
     fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
         let (exptime, token) = (self.exptime, &self.token);
         proto::encode_store(out, Store::Add, key.as_bytes(), 0, exptime, token, false);
