@@ -1,7 +1,7 @@
 //! Counters created on a miss: `incr`/`decr`, then `add` of an initial value, atomically
 //! across clients (a single-key plan, `single`).
 
-use elasticache_proto::{self as proto, Counter, IncrDecrReply, Parse, Store, StoreReply};
+use elasticache_proto::{self as proto, Counter, IncrDecrReply, Store, StoreReply};
 
 use crate::engine::Step;
 use crate::metrics::CommandName;
@@ -75,25 +75,18 @@ impl Plan for CounterPlan {
         out: &mut Vec<u8>,
     ) -> ParseResult<Step<Option<u64>>> {
         if self.adding {
-            return Ok(match proto::parse_store(buf)? {
-                Parse::Incomplete(needed) => Parse::Incomplete(needed),
-                Parse::Complete(StoreReply::Stored, used) => {
-                    let value = self.initial.as_ref().map(|i| i.value);
-                    Parse::Complete(Step::Done(value), used)
-                }
-                Parse::Complete(_, used) => {
+            return Ok(proto::parse_store(buf)?.map(|reply| match reply {
+                StoreReply::Stored => Step::Done(self.initial.as_ref().map(|i| i.value)),
+                _ => {
                     // Another caller created it meanwhile: count on theirs.
                     self.count(key, out);
-                    Parse::Complete(Step::Send, used)
+                    Step::Send
                 }
-            });
+            }));
         }
-        Ok(match proto::parse_incr_decr(buf)? {
-            Parse::Incomplete(needed) => Parse::Incomplete(needed),
-            Parse::Complete(IncrDecrReply::Value(value), used) => {
-                Parse::Complete(Step::Done(Some(value)), used)
-            }
-            Parse::Complete(IncrDecrReply::NotFound, used) => match &self.initial {
+        Ok(proto::parse_incr_decr(buf)?.map(|reply| match reply {
+            IncrDecrReply::Value(value) => Step::Done(Some(value)),
+            IncrDecrReply::NotFound => match &self.initial {
                 Some(initial) if self.adds < Self::MAX_ADDS => {
                     proto::encode_store(
                         out,
@@ -106,11 +99,11 @@ impl Plan for CounterPlan {
                     );
                     self.adding = true;
                     self.adds += 1;
-                    Parse::Complete(Step::Send, used)
+                    Step::Send
                 }
-                _ => Parse::Complete(Step::Done(None), used),
+                _ => Step::Done(None),
             },
-        })
+        }))
     }
 
     fn fallback(&self) -> Option<u64> {

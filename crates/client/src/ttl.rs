@@ -1,7 +1,7 @@
 //! A key's time to live, read with `mg <key> t` (a single-key plan, `single`): only on nodes
 //! that speak meta commands, as the classic protocol does not tell it.
 
-use elasticache_proto::{self as proto, MetaCommand, MetaFlag, MetaStatus, Parse};
+use elasticache_proto::{self as proto, MetaCommand, MetaFlag, MetaStatus};
 
 use crate::engine::Step;
 use crate::error::Error;
@@ -58,19 +58,16 @@ impl Plan for TtlPlan {
         buf: &[u8],
         _: &mut Vec<u8>,
     ) -> ParseResult<Step<Ttl>> {
-        let (reply, used) = match proto::parse_meta(buf, 0)? {
-            Parse::Incomplete(needed) => return Ok(Parse::Incomplete(needed)),
-            Parse::Complete(reply, used) => (reply, used),
-        };
-        let ttl = match (reply.status, reply.flags.ttl) {
-            (MetaStatus::Miss, _) => Ttl::Missing,
-            (MetaStatus::Done, Some(-1)) => Ttl::Forever,
-            (MetaStatus::Done, Some(seconds)) => {
-                Ttl::Seconds(u64::try_from(seconds).unwrap_or_default())
-            }
-            (status, _) => return Err(unexpected("mg t", &status)),
-        };
-        Ok(Parse::Complete(Step::Done(ttl), used))
+        proto::parse_meta(buf, 0)?.try_map(|reply| {
+            Ok(Step::Done(match (reply.status, reply.flags.ttl) {
+                (MetaStatus::Miss, _) => Ttl::Missing,
+                (MetaStatus::Done, Some(-1)) => Ttl::Forever,
+                (MetaStatus::Done, Some(seconds)) => {
+                    Ttl::Seconds(u64::try_from(seconds).unwrap_or_default())
+                }
+                (status, _) => return Err(unexpected("mg t", &status)),
+            }))
+        })
     }
 
     fn fallback(&self) -> Ttl {

@@ -44,6 +44,15 @@ impl<T> Parse<T> {
             Parse::Complete(reply, used) => Parse::Complete(f(reply), used),
         }
     }
+
+    /// [`Parse::map`] with an `f` that may refuse the reply.
+    #[inline]
+    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Parse<U>, E> {
+        Ok(match self {
+            Parse::Incomplete(needed) => Parse::Incomplete(needed),
+            Parse::Complete(reply, used) => Parse::Complete(f(reply)?, used),
+        })
+    }
 }
 
 /// One item of a `get`/`gets` reply: a value, or the `END` that closes the reply.
