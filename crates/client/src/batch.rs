@@ -12,6 +12,8 @@ use elasticache_proto::{
 use crate::cluster::Routes;
 use crate::engine::{part, split_by_size, Command, Cursor, Failed, Fallback, Reading, Share, Step};
 use crate::error::{check_key, Result};
+use crate::gutter::cap_exptime;
+use crate::lease_keys::end_lease;
 use crate::metrics::CommandName;
 use crate::single::{stray_value, ParseResult};
 use crate::values::BatchValues;
@@ -189,8 +191,13 @@ fn check_keys(keys: &impl Keys) -> Result<()> {
     (0..keys.count()).try_for_each(|p| check_key(keys.key(p)))
 }
 
-/// Groups a batch's positions by the node that owns each key.
-fn batch_shares(routes: Routes<'_>, keys: &impl Keys) -> Vec<Share> {
+/// Groups a batch's positions by the node each key is routed to; with `on_gutter`, the TTL a
+/// gutter gives the positions it serves is kept there (`None` for the others).
+fn batch_shares(
+    routes: Routes<'_>,
+    keys: &impl Keys,
+    mut on_gutter: Option<&mut Vec<Option<u32>>>,
+) -> Vec<Share> {
     let count = keys.count();
     let nodes = routes.nodes();
     let capacity = count * 2 / nodes.len().max(1) + 1;
@@ -201,11 +208,22 @@ fn batch_shares(routes: Routes<'_>, keys: &impl Keys) -> Vec<Share> {
             positions: Vec::with_capacity(capacity),
         })
         .collect();
+    if let Some(ttls) = on_gutter.as_deref_mut() {
+        ttls.clear();
+    }
     for position in 0..count {
-        if let Some(share) = routes
-            .route(keys.key(position))
-            .and_then(|index| shares.get_mut(index))
-        {
+        let Some(route) = routes.place(keys.key(position)) else {
+            continue;
+        };
+        if let Some(ttl) = route.gutter_ttl {
+            if let Some(ttls) = on_gutter.as_deref_mut() {
+                ttls.resize(count, None);
+                if let Some(slot) = ttls.get_mut(position) {
+                    *slot = Some(ttl);
+                }
+            }
+        }
+        if let Some(share) = shares.get_mut(route.node) {
             share.positions.push(position);
         }
     }
@@ -267,7 +285,7 @@ impl<K: Keys> Command for GetMany<K> {
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        Ok(batch_shares(routes, &self.keys))
+        Ok(batch_shares(routes, &self.keys, None))
     }
 
     fn all_positions(&self) -> Vec<usize> {
@@ -363,6 +381,8 @@ pub struct SetMany<I> {
     exptime: i64,
     limit: usize,
     not_stored: Vec<usize>,
+    /// Per position, the TTL of the gutter serving it, if one does (empty when none does).
+    gutter_ttls: Vec<Option<u32>>,
 }
 
 impl<I: Items> SetMany<I> {
@@ -372,6 +392,7 @@ impl<I: Items> SetMany<I> {
             exptime,
             limit: max_value_len,
             not_stored: Vec::new(),
+            gutter_ttls: Vec::new(),
         }
     }
 
@@ -392,7 +413,19 @@ impl<I: Items> Command for SetMany<I> {
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        Ok(batch_shares(routes, &ItemKeys(&self.items)))
+        Ok(batch_shares(
+            routes,
+            &ItemKeys(&self.items),
+            Some(&mut self.gutter_ttls),
+        ))
+    }
+
+    fn invalidates(&self) -> bool {
+        true
+    }
+
+    fn key(&self, position: usize) -> Option<&str> {
+        Some(self.items.item(position).0)
     }
 
     fn all_positions(&self) -> Vec<usize> {
@@ -401,25 +434,23 @@ impl<I: Items> Command for SetMany<I> {
 
     fn size(&self, position: usize) -> usize {
         let (key, _, data) = self.items.item(position);
-        key.len() + data.len() + 48
+        // Its lease's delete too (`end_lease`).
+        2 * key.len() + data.len() + 80
     }
 
     fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
         out.reserve(positions.iter().map(|&p| self.size(p)).sum::<usize>());
         for &p in positions {
             let (key, flags, data) = self.items.item(p);
+            end_lease(key, out);
+            let exptime = match self.gutter_ttls.get(p).copied().flatten() {
+                Some(ttl) => cap_exptime(self.exptime, ttl),
+                None => self.exptime,
+            };
             if self.oversized(p) {
                 proto::encode_delete(out, key.as_bytes(), false);
             } else {
-                proto::encode_store(
-                    out,
-                    Store::Set,
-                    key.as_bytes(),
-                    flags,
-                    self.exptime,
-                    data,
-                    false,
-                );
+                proto::encode_store(out, Store::Set, key.as_bytes(), flags, exptime, data, false);
             }
         }
     }
@@ -518,20 +549,31 @@ impl<K: Keys> Command for DeleteMany<K> {
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        Ok(batch_shares(routes, &self.keys))
+        Ok(batch_shares(routes, &self.keys, None))
     }
 
     fn all_positions(&self) -> Vec<usize> {
         (0..self.keys.count()).collect()
     }
 
+    fn invalidates(&self) -> bool {
+        true
+    }
+
+    fn key(&self, position: usize) -> Option<&str> {
+        Some(self.keys.key(position))
+    }
+
     fn size(&self, position: usize) -> usize {
-        self.keys.key(position).len() + 10
+        // Its lease's delete too (`end_lease`).
+        2 * self.keys.key(position).len() + 40
     }
 
     fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
         for &p in positions {
-            proto::encode_delete(out, self.keys.key(p).as_bytes(), false);
+            let key = self.keys.key(p);
+            end_lease(key, out);
+            proto::encode_delete(out, key.as_bytes(), false);
         }
     }
 

@@ -12,6 +12,7 @@ use elasticache_proto::{
 
 use crate::engine::Step;
 use crate::error::{Error, Result};
+use crate::lease_keys::end_lease;
 use crate::metrics::CommandName;
 use crate::single::{stray_value, One, ParseResult, Plan};
 use crate::values::Item;
@@ -142,6 +143,15 @@ impl Plan for StorePlan<'_> {
         }
     }
 
+    fn invalidates(&self) -> bool {
+        // An `add` replaces nothing: what the key held, if anything, still holds.
+        self.command != Store::Add
+    }
+
+    fn on_gutter(&mut self, ttl: u32) {
+        self.exptime = crate::gutter::cap_exptime(self.exptime, ttl);
+    }
+
     fn sends(&self) -> bool {
         // A value too large is not sent; only a set has a cleanup to send instead.
         self.failure.is_none() || self.command == Store::Set
@@ -153,6 +163,9 @@ impl Plan for StorePlan<'_> {
 
     #[inline]
     fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
+        if self.invalidates() {
+            end_lease(key, out);
+        }
         if self.failure.is_some() || self.cleanup {
             self.cleanup = true;
             proto::encode_delete(out, key.as_bytes(), false);
@@ -292,7 +305,14 @@ impl<T: Copy> Plan for LinePlan<T> {
         }
     }
 
+    fn invalidates(&self) -> bool {
+        matches!(self.line, Line::Delete)
+    }
+
     fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
+        if self.invalidates() {
+            end_lease(key, out);
+        }
         let key = key.as_bytes();
         match self.line {
             Line::Delete => proto::encode_delete(out, key, false),

@@ -5,6 +5,7 @@
 //!
 //! Commands and the engine use it; it knows nothing of either, nor of the `Client` facade.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -15,9 +16,11 @@ use crate::config::{ClientConfig, DiscoveryConfig};
 use crate::discovery::{Discovery, Membership};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure_log::{self, Context, Unrouted};
+use crate::gutter;
 use crate::metrics::{ClientCounters, Metrics};
 use crate::notify::Event;
 use crate::pool::Lease;
+use crate::replay::{Replays, PROBE_INTERVAL};
 use crate::topology::{Node, Topology};
 
 /// Where the keys of one operation go: a view of the membership it was routed with.
@@ -28,12 +31,34 @@ use crate::topology::{Node, Topology};
 #[derive(Debug, Clone, Copy)]
 pub struct Routes<'t> {
     topology: &'t Topology,
+    /// The gutter's TTL (`gutter`); `None`: keys stay on their owner whatever its state.
+    gutter_ttl: Option<u32>,
+    /// Keys this operation sent to a gutter, with their owner's index (`Cluster::diverted`).
+    diverted: Option<&'t RefCell<Vec<(usize, String)>>>,
+}
+
+/// Where one key goes now (see [`Routes::place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The index of its node in [`Routes::nodes`].
+    pub node: usize,
+    /// With a gutter standing in for the owner, the TTL its writes may have at most.
+    pub gutter_ttl: Option<u32>,
 }
 
 impl<'t> Routes<'t> {
-    /// The routes of `topology`'s membership.
-    pub(crate) fn new(topology: &'t Topology) -> Self {
-        Routes { topology }
+    /// The routes of `topology`'s membership, with a gutter (`gutter_ttl`, unless `None`) for
+    /// the keys of an owner that cannot serve them, collected in `diverted`.
+    pub(crate) fn new(
+        topology: &'t Topology,
+        gutter_ttl: Option<u32>,
+        diverted: &'t RefCell<Vec<(usize, String)>>,
+    ) -> Self {
+        Routes {
+            topology,
+            gutter_ttl,
+            diverted: Some(diverted),
+        }
     }
 
     /// Every node a key may be routed to, in order; [`Routes::route`] gives indices into it.
@@ -44,6 +69,42 @@ impl<'t> Routes<'t> {
     /// Where `key` goes now: the index of its node in [`Routes::nodes`]; `None` with no node.
     #[inline]
     pub fn route(&self, key: &str) -> Option<usize> {
+        self.place(key).map(|route| route.node)
+    }
+
+    /// Where `key` goes now, and whether to a gutter: its owner on the ring, unless the owner
+    /// cannot serve it (marked down, paused, invalidations waiting) and another node can
+    /// (`gutter`). The ring never changes: the keys go back to the owner once it serves.
+    #[inline]
+    pub fn place(&self, key: &str) -> Option<Route> {
+        let owner = self.topology.node_index_for(key)?;
+        let direct = Route {
+            node: owner,
+            gutter_ttl: None,
+        };
+        let Some(ttl) = self.gutter_ttl else {
+            return Some(direct);
+        };
+        let nodes = self.topology.nodes();
+        if nodes.get(owner).is_none_or(|node| gutter::serves(node)) {
+            return Some(direct);
+        }
+        let Some(gutter) = gutter::gutter_for(nodes, key, owner) else {
+            return Some(direct);
+        };
+        if let Some(diverted) = self.diverted {
+            diverted.borrow_mut().push((owner, key.to_owned()));
+        }
+        Some(Route {
+            node: gutter,
+            gutter_ttl: Some(ttl),
+        })
+    }
+
+    /// The ring's owner of `key`, whatever its state: for commands one node must decide
+    /// (a lock's acquire and release), never served by a gutter.
+    #[inline]
+    pub fn owner(&self, key: &str) -> Option<usize> {
         self.topology.node_index_for(key)
     }
 
@@ -70,6 +131,8 @@ pub struct Cluster {
     unrouted: Unrouted,
     /// Discoveries, membership changes, failures ignored (`metrics`).
     pub(crate) counters: ClientCounters,
+    /// Invalidations that could not reach their node, replayed (`invalidations`).
+    replays: Arc<Replays>,
 }
 
 impl Cluster {
@@ -77,6 +140,7 @@ impl Cluster {
     pub(crate) fn new(nodes: &[NodeAddress], config: ClientConfig) -> Self {
         let config = config.within_limits();
         let topology = Topology::new(nodes, &config, None, None);
+        let replays = Arc::new(Replays::new(config.clone()));
         Cluster {
             config,
             topology: ArcSwap::from_pointee(topology),
@@ -84,6 +148,7 @@ impl Cluster {
             me: Weak::<Cluster>::new(),
             unrouted: Unrouted::new(),
             counters: ClientCounters::default(),
+            replays,
         }
     }
 
@@ -180,7 +245,18 @@ impl Cluster {
     pub fn metrics(&self) -> Metrics {
         let topology = self.topology();
         let nodes = topology.nodes().iter().map(|node| node.metrics()).collect();
-        self.counters.read(nodes, topology.version())
+        let mut metrics = self.counters.read(nodes, topology.version());
+        let replays = self.replays.counts();
+        metrics.invalidations_replayed = replays.replayed;
+        metrics.invalidations_dropped = replays.dropped;
+        metrics.invalidation_overflows = replays.overflows;
+        metrics.invalidation_flushes = replays.flushes;
+        metrics.invalidations_waiting = topology
+            .nodes()
+            .iter()
+            .map(|node| u64::try_from(node.invalidations.waiting()).unwrap_or(u64::MAX))
+            .sum();
+        metrics
     }
 
     /// The configuration endpoint, when the nodes are discovered.
@@ -268,15 +344,65 @@ impl Cluster {
         }
     }
 
-    /// Fails if `node` is marked down.
+    /// Fails if `node` is marked down, or has invalidations waiting to be replayed (nothing
+    /// is read from it before they are: `invalidations`).
     pub(crate) fn check_up(node: &Node) -> Result<()> {
-        match node.health.down_for() {
+        let down = node
+            .health
+            .down_for()
+            .or_else(|| node.invalidations.pending().then_some(PROBE_INTERVAL));
+        match down {
             Some(retry_in) => Err(Error::NodeDown {
                 node: node.address.name.clone(),
                 retry_in,
             }),
             None => Ok(()),
         }
+    }
+
+    /// The routes of an operation on `topology`, its keys sent to a gutter collected in
+    /// `diverted` (for [`Cluster::diverted`]).
+    pub(crate) fn routes<'t>(
+        &self,
+        topology: &'t Topology,
+        diverted: &'t RefCell<Vec<(usize, String)>>,
+    ) -> Routes<'t> {
+        Routes::new(topology, self.config.gutter_ttl, diverted)
+    }
+
+    /// An operation sent `diverted` keys (with their owners' indices in `topology`) to a
+    /// gutter: counted, and for a write or delete (`invalidates`), remembered against each
+    /// owner, which must delete them before it serves reads again.
+    pub(crate) fn diverted(
+        &self,
+        topology: &Topology,
+        invalidates: bool,
+        diverted: Vec<(usize, String)>,
+    ) {
+        if diverted.is_empty() {
+            return;
+        }
+        let count = u64::try_from(diverted.len()).unwrap_or(u64::MAX);
+        if invalidates {
+            ClientCounters::add(&self.counters.gutter_writes, count);
+            for (owner, key) in &diverted {
+                if let Some(node) = topology.nodes().get(*owner) {
+                    self.replays.remember(node, [key.as_str()]);
+                }
+            }
+        } else {
+            ClientCounters::add(&self.counters.gutter_reads, count);
+        }
+    }
+
+    /// Invalidations (`keys` deleted or written) that did not reach `node`: remembered, and
+    /// replayed before the node serves reads again.
+    pub(crate) fn undelivered<'k>(
+        &self,
+        node: &Arc<Node>,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) {
+        self.replays.remember(node, keys);
     }
 
     /// Leases a connection to `node`, unless it is marked down, waiting until `deadline` for
@@ -303,11 +429,7 @@ impl Cluster {
 
     /// A node answered: its health records it, and its recovery is an event.
     pub(crate) fn note_success(&self, node: &Node) {
-        if node.health.record_success() {
-            self.emit(|| Event::NodeUp {
-                node: node.address.name.clone(),
-            });
-        }
+        node.record_answer(&self.config);
     }
 
     /// Counts a failure against the node's health when it says something about the node, and

@@ -8,6 +8,12 @@ use log::Level;
 use crate::hash::Hashing;
 use crate::tls::Tls;
 
+/// Seconds a value written to a gutter lives at most, unless told.
+pub const DEFAULT_GUTTER_TTL: u32 = 10;
+
+/// Undelivered invalidations remembered per node, unless told.
+pub const DEFAULT_MAX_INVALIDATIONS: usize = 10_000;
+
 /// How a [`crate::Client`] connects, waits, pools and treats failures.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -48,6 +54,27 @@ pub struct ClientConfig {
     pub events: Option<crate::EventSink>,
     /// Which library's key placement to follow (pymemcache's unless told).
     pub hashing: Hashing,
+    /// Seconds a value written to a gutter lives at most (`gutter`); `None` turns the gutter
+    /// off: a down node's keys fail fast (or miss under `ignore_exc`) as before.
+    pub gutter_ttl: Option<u32>,
+    /// Most invalidations remembered per node that could not be delivered (`invalidations`).
+    pub max_invalidations: usize,
+    /// What happens when a node's undelivered invalidations exceed `max_invalidations`.
+    pub invalidation_overflow: Overflow,
+}
+
+/// What is done with a node whose undelivered invalidations overflowed their bound: every
+/// key beyond it may hold a value deleted meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Empty the node (`flush_all`) before it serves reads again: no stale read, at the cost of
+    /// that node's share of the cache.
+    #[default]
+    Flush,
+    /// Replay the invalidations kept and use the node again: the keys beyond the bound may be
+    /// read stale until they expire.
+    Ignore,
 }
 
 impl ClientConfig {
@@ -78,6 +105,9 @@ impl Default for ClientConfig {
             counters: true,
             events: None,
             hashing: Hashing::default(),
+            gutter_ttl: Some(DEFAULT_GUTTER_TTL),
+            max_invalidations: DEFAULT_MAX_INVALIDATIONS,
+            invalidation_overflow: Overflow::default(),
         }
     }
 }

@@ -54,6 +54,12 @@ impl CounterPlan {
 impl Plan for CounterPlan {
     type Output = Option<u64>;
 
+    fn on_gutter(&mut self, ttl: u32) {
+        if let Some(initial) = &mut self.initial {
+            initial.exptime = crate::gutter::cap_exptime(initial.exptime, ttl);
+        }
+    }
+
     fn name(&self) -> CommandName {
         match self.op {
             Counter::Decr => CommandName::Decr,

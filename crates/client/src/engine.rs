@@ -17,6 +17,7 @@
 //! hub), asks [`Operation::waits_for_pool`] and runs [`Operation::prepare_without_waiting`]
 //! off its loop only to discover or connect.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -114,6 +115,18 @@ pub trait Command {
 
     /// Every position, for a failure that touches all of them (no node to ask).
     fn all_positions(&self) -> Vec<usize>;
+
+    /// Whether the command changes or deletes what its keys hold (`set`, `delete`...): when
+    /// it cannot reach a key's owner, or a gutter stands in for it, the key is remembered
+    /// and deleted on the owner before it serves reads again (`invalidations`).
+    fn invalidates(&self) -> bool {
+        false
+    }
+
+    /// The key at `position`, for an invalidating command ([`Command::invalidates`]).
+    fn key(&self, _position: usize) -> Option<&str> {
+        None
+    }
 
     /// The request bytes one position's item takes, to split requests over TLS.
     fn size(&self, position: usize) -> usize;
@@ -585,7 +598,7 @@ impl<C: Command> Operation<C> {
             } else {
                 Error::Timeout { node, timeout }
             };
-            self.fail(&share.node, share.positions, error);
+            self.fail(cluster, &share.node, share.positions, error);
         }
         self.routed = true;
     }
@@ -634,7 +647,14 @@ impl<C: Command> Operation<C> {
             Ok(topology)
         };
         self.routed = true;
-        match topology.and_then(|topology| self.command.shares(Routes::new(&topology))) {
+        let shares = topology.and_then(|topology| {
+            let diverted = RefCell::new(Vec::new());
+            let shares = self.command.shares(cluster.routes(&topology, &diverted));
+            let invalidates = self.command.invalidates();
+            cluster.diverted(&topology, invalidates, diverted.into_inner());
+            shares
+        });
+        match shares {
             Ok(shares) => self.pending = shares,
             Err(error) => self.failed.push((self.command.all_positions(), error)),
         }
@@ -669,16 +689,21 @@ impl<C: Command> Operation<C> {
                 }
                 Err(error) => {
                     let share = self.pending.remove(index);
-                    self.fail(&share.node, share.positions, error);
+                    self.fail(cluster, &share.node, share.positions, error);
                 }
             }
         }
     }
 
-    /// Records a share that failed, in the node's counters too.
-    fn fail(&mut self, node: &Node, positions: Vec<usize>, error: Error) {
+    /// Records a share that failed, in the node's counters too. What it changed or deleted
+    /// is remembered against the node, for replay ([`Command::invalidates`]).
+    fn fail(&mut self, cluster: &Cluster, node: &Arc<Node>, positions: Vec<usize>, error: Error) {
         if self.counting {
             node.counters.error(&error);
+        }
+        if self.command.invalidates() {
+            let command = &self.command;
+            cluster.undelivered(node, positions.iter().filter_map(|&p| command.key(p)));
         }
         self.failed.push((positions, error));
     }
@@ -753,7 +778,7 @@ impl<C: Command> Operation<C> {
                     });
                     self.deadline = cluster.deadline();
                 }
-                self.fail(&node, positions, error);
+                self.fail(cluster, &node, positions, error);
             }
         }
     }

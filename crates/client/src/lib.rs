@@ -43,13 +43,17 @@ mod error;
 mod every_node;
 mod failure_log;
 mod fork;
+mod gutter;
 mod hash;
 mod health;
+mod invalidations;
+mod lease_keys;
 mod locks;
 mod meta_support;
 mod metrics;
 mod notify;
 mod pool;
+mod replay;
 mod single;
 mod stampede;
 mod stream;
@@ -66,8 +70,11 @@ pub use client::{
     GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation, StoreOperation,
     TouchOperation, TtlOperation,
 };
-pub use cluster::{Cluster, Routes};
-pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
+pub use cluster::{Cluster, Route, Routes};
+pub use config::{
+    ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog, Overflow, DEFAULT_GUTTER_TTL,
+    DEFAULT_MAX_INVALIDATIONS,
+};
 pub use counters::Initial;
 pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{
@@ -75,10 +82,12 @@ pub use engine::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
+pub use lease_keys::{lease_key, LEASE_PREFIX};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};
+pub use replay::PROBE_INTERVAL;
 pub use single::{One, Plan};
-pub use stampede::{lease_key, lease_token, LeaseRequest, Leased, LEASE_PREFIX};
+pub use stampede::{lease_token, LeaseRequest, Leased};
 pub use tls::{Tls, TlsSettings};
 pub use topology::{Node, Topology};
 pub use ttl::Ttl;

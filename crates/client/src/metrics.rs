@@ -134,11 +134,17 @@ pub(crate) struct ClientCounters {
     pub(crate) discovery_failures: AtomicU64,
     pub(crate) membership_changes: AtomicU64,
     pub(crate) ignored_failures: AtomicU64,
+    pub(crate) gutter_reads: AtomicU64,
+    pub(crate) gutter_writes: AtomicU64,
 }
 
 impl ClientCounters {
     pub(crate) fn count(counter: &AtomicU64) {
         add(counter, 1);
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        add(counter, n);
     }
 }
 
@@ -188,6 +194,20 @@ pub struct Metrics {
     pub config_version: Option<u64>,
     /// Failures turned into a miss or "not stored" by `ignore_exc`.
     pub ignored_failures: u64,
+    /// Keys read on a gutter while their owner could not serve them.
+    pub gutter_reads: u64,
+    /// Keys written or deleted on a gutter while their owner could not serve them.
+    pub gutter_writes: u64,
+    /// Undelivered invalidations replayed to their node once it answered.
+    pub invalidations_replayed: u64,
+    /// Undelivered invalidations not remembered: beyond `max_invalidations`.
+    pub invalidations_dropped: u64,
+    /// Times a node's undelivered invalidations exceeded `max_invalidations`.
+    pub invalidation_overflows: u64,
+    /// Nodes flushed before serving again after such an overflow (`invalidation_overflow`).
+    pub invalidation_flushes: u64,
+    /// Undelivered invalidations waiting now, over the current membership's nodes.
+    pub invalidations_waiting: u64,
 }
 
 impl NodeCounters {
@@ -231,6 +251,13 @@ impl ClientCounters {
             membership_changes: read(&self.membership_changes),
             config_version,
             ignored_failures: read(&self.ignored_failures),
+            gutter_reads: read(&self.gutter_reads),
+            gutter_writes: read(&self.gutter_writes),
+            invalidations_replayed: 0,
+            invalidations_dropped: 0,
+            invalidation_overflows: 0,
+            invalidation_flushes: 0,
+            invalidations_waiting: 0,
         }
     }
 }

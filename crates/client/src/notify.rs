@@ -32,6 +32,16 @@ pub enum Event {
         /// The node (`host:port`).
         node: String,
     },
+    /// More invalidations of a node could not be delivered than `max_invalidations` keeps:
+    /// the keys beyond may hold values deleted meanwhile.
+    InvalidationsOverflowed {
+        /// The node (`host:port`).
+        node: String,
+        /// How many are kept (and replayed).
+        kept: usize,
+        /// Whether the node is flushed before it serves reads again (`invalidation_overflow`).
+        flush: bool,
+    },
     /// A discovery failed (the last good membership stays in use).
     DiscoveryFailed {
         /// The configuration endpoint.

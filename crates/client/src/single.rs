@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use elasticache_proto::{self as proto, MetaStatus, Parse, ReplyError};
 
-use crate::cluster::Routes;
+use crate::cluster::{Route, Routes};
 use crate::engine::{Command, Cursor, Failed, Fallback, Reading, Share, Step};
 use crate::error::{check_key, Error, Result};
 use crate::metrics::CommandName;
@@ -41,6 +41,15 @@ pub trait Plan {
     fn refuses(&self, _meta: bool) -> Option<Error> {
         None
     }
+
+    /// Whether the plan changes or deletes what the key holds (see
+    /// [`Command::invalidates`]).
+    fn invalidates(&self) -> bool {
+        false
+    }
+
+    /// The key is served by a gutter: what the plan stores there lives `ttl` seconds at most.
+    fn on_gutter(&mut self, _ttl: u32) {}
 
     /// Whether the plan has anything to send (a value too large for anything but a `set`'s
     /// cleanup has not: its outcome is known).
@@ -185,7 +194,21 @@ impl<P: Plan> Command for One<P> {
         if !self.plan.sends() {
             return Ok(Vec::new());
         }
-        let node = routes.node_for(&self.key)?;
+        // A strict command (a lock) is decided by the key's owner alone, never by a gutter.
+        let route = if self.strict {
+            routes.owner(&self.key).map(|node| Route {
+                node,
+                gutter_ttl: None,
+            })
+        } else {
+            routes.place(&self.key)
+        };
+        let node = route
+            .and_then(|route| routes.nodes().get(route.node))
+            .ok_or(Error::NoNodes)?;
+        if let Some(ttl) = route.and_then(|route| route.gutter_ttl) {
+            self.plan.on_gutter(ttl);
+        }
         self.meta = if self.plan.uses_meta() {
             node.meta.get()
         } else {
@@ -207,6 +230,14 @@ impl<P: Plan> Command for One<P> {
 
     fn all_positions(&self) -> Vec<usize> {
         vec![0]
+    }
+
+    fn invalidates(&self) -> bool {
+        self.plan.invalidates()
+    }
+
+    fn key(&self, _: usize) -> Option<&str> {
+        Some(&self.key)
     }
 
     fn size(&self, _: usize) -> usize {

@@ -7,46 +7,15 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use elasticache_proto::{
     self as proto, MetaCommand, MetaFlag, MetaStatus, Parse, Retrieval, RetrievalItem, Store,
-    StoreReply, MAX_KEY_LEN,
+    StoreReply,
 };
 
 use crate::engine::Step;
-use crate::hash::Murmur3;
+use crate::lease_keys::lease_key;
 use crate::locks::DeleteIfPlan;
 use crate::metrics::CommandName;
 use crate::single::{stray_value, unexpected, One, ParseResult, Plan};
 use crate::values::Item;
-
-/// What starts every lease key: a byte no UTF-8 text holds, so no key function (Django's, a
-/// user's, a Rust caller's `&str`) can make a key in the leases' name space, and no user key is
-/// ever read, stalled on or deleted as a lease. memcached takes any byte but spaces and
-/// control bytes in a key.
-pub const LEASE_PREFIX: &[u8] = b"\xfflease:";
-
-/// The key of `key`'s lease: [`LEASE_PREFIX`] and the key, or for keys too long for that,
-/// their start and a 64-bit hash of the whole key. Sent to `key`'s node, whichever node the
-/// ring would give the lease key itself, so one node decides.
-pub fn lease_key(key: &str) -> Vec<u8> {
-    let mut lease = Vec::with_capacity(MAX_KEY_LEN);
-    lease.extend_from_slice(LEASE_PREFIX);
-    if LEASE_PREFIX.len() + key.len() <= MAX_KEY_LEN {
-        lease.extend_from_slice(key.as_bytes());
-        return lease;
-    }
-    let mut first = Murmur3::default();
-    first.write(key.as_bytes());
-    let mut second = Murmur3::default();
-    second.write(b"lease:");
-    second.write(key.as_bytes());
-    let tail = format!(":{:08x}{:08x}", first.finish(), second.finish());
-    let mut cut = MAX_KEY_LEN.saturating_sub(LEASE_PREFIX.len() + tail.len());
-    while !key.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    lease.extend_from_slice(&key.as_bytes()[..cut]);
-    lease.extend_from_slice(tail.as_bytes());
-    lease
-}
 
 /// A token for one caller's lease (32 hex digits): what the lease key holds while that caller
 /// has it, so that only that caller ends it ([`Client::release_lease`](crate::Client::release_lease)); a winner slower than

@@ -11,6 +11,7 @@ use crate::address::NodeAddress;
 use crate::config::ClientConfig;
 use crate::hash::Ring;
 use crate::health::Health;
+use crate::invalidations::Invalidations;
 use crate::meta_support::MetaSupport;
 use crate::metrics::{NodeCounters, NodeMetrics};
 use crate::pool::Pool;
@@ -25,6 +26,8 @@ pub struct Node {
     pub(crate) counters: NodeCounters,
     /// Whether it speaks the meta protocol (probed once: `single`).
     pub(crate) meta: MetaSupport,
+    /// Invalidations that could not reach it, waiting to be replayed (`invalidations`).
+    pub(crate) invalidations: Invalidations,
 }
 
 impl Node {
@@ -36,7 +39,26 @@ impl Node {
             health,
             counters: NodeCounters::default(),
             meta: MetaSupport::default(),
+            invalidations: Invalidations::default(),
         }
+    }
+
+    /// The node answered: its health records it, and its recovery (if it was marked down) is
+    /// an event.
+    pub(crate) fn record_answer(&self, config: &ClientConfig) {
+        if self.health.record_success() {
+            if let Some(sink) = &config.events {
+                sink.send(&crate::notify::Event::NodeUp {
+                    node: self.address.name.clone(),
+                });
+            }
+        }
+    }
+
+    /// Invalidations of this node that could not be delivered yet: while any wait, its keys
+    /// are served by a gutter.
+    pub fn undelivered_invalidations(&self) -> usize {
+        self.invalidations.waiting()
     }
 
     /// This node's counters, as read now.

@@ -133,6 +133,16 @@ impl Memcached {
         }
     }
 
+    /// Sends the server `signal` (`"STOP"` freezes it, `"CONT"` resumes it).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// A client for this node alone.
     pub fn client(&self) -> Client {
         Client::connect_to(&[self.address()], ClientConfig::default()).unwrap()

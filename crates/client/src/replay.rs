@@ -1,0 +1,214 @@
+//! The replay of undelivered invalidations (`invalidations`): one thread per node that has
+//! some, which probes the node about once a second ([`PROBE_INTERVAL`], whatever
+//! `dead_timeout` says) by deleting the keys (and their `get_or_set` leases) there; once every
+//! one is delivered, the node serves its keys again at once. Past `max_invalidations` keys,
+//! the keys beyond are dropped, counted, and reported once (an event, one log line), and the
+//! `invalidation_overflow` policy applies: by default the node is emptied (`flush_all`)
+//! before it serves again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use elasticache_proto as proto;
+
+use crate::config::{ClientConfig, Overflow};
+use crate::error::{Error, Result};
+use crate::lease_keys::lease_key;
+use crate::notify::Event;
+use crate::topology::Node;
+
+/// How often a node with invalidations waiting is probed (by replaying them).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keys deleted per round trip of a replay.
+const REPLAY_BATCH: usize = 256;
+
+/// The replays of one cluster: its settings (for the probes' connections) and counters.
+#[derive(Debug)]
+pub(crate) struct Replays {
+    config: ClientConfig,
+    replayed: AtomicU64,
+    dropped: AtomicU64,
+    overflows: AtomicU64,
+    flushes: AtomicU64,
+}
+
+/// The replay counters, as read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReplayCounts {
+    pub(crate) replayed: u64,
+    pub(crate) dropped: u64,
+    pub(crate) overflows: u64,
+    pub(crate) flushes: u64,
+}
+
+impl Replays {
+    pub(crate) fn new(config: ClientConfig) -> Self {
+        Replays {
+            config,
+            replayed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn counts(&self) -> ReplayCounts {
+        ReplayCounts {
+            replayed: self.replayed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            overflows: self.overflows.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Remembers that `keys` may hold values on `node` that are no longer true; the node
+    /// serves no reads until they are deleted there (a replay thread starts if none runs).
+    pub(crate) fn remember<'k>(
+        self: &Arc<Self>,
+        node: &Arc<Node>,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) {
+        let outcome = node
+            .invalidations
+            .remember(keys, self.config.max_invalidations);
+        if outcome.dropped > 0 {
+            self.dropped.fetch_add(outcome.dropped, Ordering::Relaxed);
+        }
+        if outcome.overflowed_now {
+            self.overflowed(node);
+        }
+        if outcome.start {
+            let (replays, held) = (Arc::clone(self), Arc::clone(node));
+            let spawned = std::thread::Builder::new()
+                .name("elasticache-replay".to_owned())
+                .spawn(move || replays.run(&held));
+            if let Err(error) = spawned {
+                // The next invalidation tries again; meanwhile the node stays in the gutter.
+                log::error!("cannot start a thread to replay invalidations: {error}");
+                node.invalidations.replayer_stopped();
+            }
+        }
+    }
+
+    /// Reports an overflow: once per episode (one log line, one event, counted).
+    fn overflowed(&self, node: &Node) {
+        self.overflows.fetch_add(1, Ordering::Relaxed);
+        let name = &node.address.name;
+        let (bound, policy) = (
+            self.config.max_invalidations,
+            self.config.invalidation_overflow,
+        );
+        let action = match policy {
+            Overflow::Flush => "it will be flushed before it serves reads again",
+            Overflow::Ignore => "keys beyond the bound may be read stale until they expire",
+        };
+        if let Some(level) = self.config.failure_log.level {
+            log::log!(
+                target: &self.config.failure_log.target,
+                level,
+                "{name}: more than {bound} invalidations could not be delivered \
+                 (max_invalidations); {action}"
+            );
+        }
+        if let Some(sink) = &self.config.events {
+            sink.send(&Event::InvalidationsOverflowed {
+                node: name.clone(),
+                kept: bound,
+                flush: policy == Overflow::Flush,
+            });
+        }
+    }
+
+    /// The replay thread of `node`: delivers its invalidations, probing about once a second
+    /// until they are all delivered (or the node left the membership everywhere).
+    fn run(&self, node: &Arc<Node>) {
+        loop {
+            if Arc::strong_count(node) <= 1 {
+                // Nobody routes to it any more: what it holds is nobody's concern.
+                node.invalidations.replayer_stopped();
+                return;
+            }
+            let (keys, overflowed) = node.invalidations.waiting_now();
+            let flush = overflowed && self.config.invalidation_overflow == Overflow::Flush;
+            let started = Instant::now();
+            match self.deliver(node, &keys, flush) {
+                Ok(()) => {
+                    let delivered = u64::try_from(keys.len()).unwrap_or(u64::MAX);
+                    self.replayed.fetch_add(delivered, Ordering::Relaxed);
+                    if flush {
+                        self.flushes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if node.invalidations.delivered(&keys, overflowed) {
+                        log::info!(
+                            target: &self.config.failure_log.target,
+                            "{}: {} undelivered invalidations replayed{}",
+                            node.address.name,
+                            keys.len(),
+                            if flush { " (node flushed)" } else { "" }
+                        );
+                        // It answered: used again at once, whatever `dead_timeout` said.
+                        node.record_answer(&self.config);
+                        return;
+                    }
+                }
+                Err(error) => {
+                    log::debug!(
+                        "{}: invalidations not replayed yet: {error}",
+                        node.address.name
+                    );
+                    std::thread::sleep(PROBE_INTERVAL.saturating_sub(started.elapsed()));
+                }
+            }
+        }
+    }
+
+    /// Deletes `keys` (and their leases) on `node`, or empties it with `flush`, on a connection
+    /// of its pool whether or not it is marked down.
+    fn deliver(&self, node: &Node, keys: &[String], flush: bool) -> Result<()> {
+        let deadline = self.config.timeout.map(|t| Instant::now() + t);
+        let mut connection = node
+            .pool
+            .lease(&node.address, &self.config, deadline)?
+            .into_connection()
+            .ok_or_else(|| Error::Closed {
+                node: node.address.name.clone(),
+            })?;
+        let mut request = Vec::new();
+        let outcome = (|| {
+            if flush {
+                proto::encode_flush_all(&mut request, None, false);
+                connection.send(&request, deadline)?;
+                return connection.read(deadline, proto::parse_ok);
+            }
+            for chunk in keys.chunks(REPLAY_BATCH) {
+                request.clear();
+                for key in chunk {
+                    // The lease too: a computation in flight must not store over the delete.
+                    proto::encode_delete(&mut request, &lease_key(key), true);
+                    proto::encode_delete(&mut request, key.as_bytes(), false);
+                }
+                connection.send(&request, deadline)?;
+                for _ in chunk {
+                    let reply = connection.read(deadline, |buf| {
+                        proto::with_error_replies(buf, proto::parse_delete)
+                    })?;
+                    reply.map_err(|error| Error::ServerFailure {
+                        node: node.address.name.clone(),
+                        message: error.to_string(),
+                    })?;
+                }
+            }
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => node.pool.put_back(connection),
+            Err(_) => {
+                drop(connection);
+                node.pool.discard();
+            }
+        }
+        outcome
+    }
+}

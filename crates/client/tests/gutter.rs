@@ -1,0 +1,115 @@
+//! The gutter and the replay of undelivered invalidations, against real memcached processes:
+//! a node frozen (SIGSTOP) while its keys are deleted, then resumed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use elasticache_client::{Client, ClientConfig, Ttl};
+use support::{key_on, Memcached};
+
+/// Waits (bounded) until `done` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Resumes a frozen server even when the test fails, so that it can be killed.
+struct Thaw<'m>(&'m Memcached);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        self.0.signal("CONT");
+    }
+}
+
+#[test]
+fn a_frozen_nodes_keys_go_to_the_gutter_and_its_missed_deletes_are_replayed_before_it_serves() {
+    let (owner, other) = (Memcached::start(), Memcached::start());
+    let mut config = ClientConfig::default();
+    config.timeout = Some(Duration::from_millis(200));
+    config.retry_attempts = 1;
+    // Only the replay brings the node back within this test.
+    config.dead_timeout = Duration::from_secs(600);
+    config.ignore_exc = true;
+    let client = Client::connect_to(&[owner.address(), other.address()], config).unwrap();
+    let key = key_on(&client, 0);
+    assert!(client.set(&key, 0, b"old", 0).unwrap());
+
+    owner.signal("STOP");
+    let thaw = Thaw(&owner);
+    // The delete times out on the frozen owner: remembered, not lost to `ignore_exc`.
+    assert!(!client.delete(&key).unwrap());
+    assert_eq!(client.get(&key).unwrap(), None, "read on the gutter");
+    assert!(client.set(&key, 0, b"on the gutter", 3600).unwrap());
+    let on_gutter = other.client().get(&key).unwrap().unwrap();
+    assert_eq!(
+        &on_gutter.data[..],
+        b"on the gutter",
+        "written to the gutter"
+    );
+    match client.ttl(&key).unwrap() {
+        Ttl::Seconds(left) => assert!(left <= 10, "gutter_ttl caps the hour: {left}"),
+        other => panic!("the gutter's value must expire: {other:?}"),
+    }
+    let metrics = client.metrics();
+    assert!(
+        metrics.gutter_reads >= 2 && metrics.gutter_writes >= 1,
+        "{metrics:?}"
+    );
+    assert!(metrics.invalidations_waiting >= 1, "{metrics:?}");
+
+    drop(thaw);
+    wait_until("the missed invalidations are replayed", || {
+        client.metrics().invalidations_waiting == 0
+    });
+    assert!(client.metrics().invalidations_replayed >= 1);
+    assert_eq!(
+        owner.client().get(&key).unwrap(),
+        None,
+        "the delete missed during the freeze reached the owner"
+    );
+    // Back on its owner at once, long before `dead_timeout`: the ring never changed.
+    assert!(owner.client().set(&key, 0, b"owner's", 0).unwrap());
+    assert_eq!(&client.get(&key).unwrap().unwrap().data[..], b"owner's");
+}
+
+#[test]
+fn past_the_bound_the_node_is_flushed_before_it_serves_again() {
+    let (owner, other) = (Memcached::start(), Memcached::start());
+    let mut config = ClientConfig::default();
+    config.timeout = Some(Duration::from_millis(200));
+    config.retry_attempts = 1;
+    config.dead_timeout = Duration::from_secs(600);
+    config.ignore_exc = true;
+    config.max_invalidations = 2;
+    let client = Client::connect_to(&[owner.address(), other.address()], config).unwrap();
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("k{i}"))
+        .filter(|k| client.topology().node_index_for(k) == Some(0))
+        .take(5)
+        .collect();
+    let untouched = key_on(&client, 0) + "-untouched";
+    for key in keys.iter().chain([&untouched]) {
+        assert!(owner.client().set(key, 0, b"old", 0).unwrap());
+    }
+    owner.signal("STOP");
+    let thaw = Thaw(&owner);
+    for key in &keys {
+        client.delete(key).unwrap();
+    }
+    let metrics = client.metrics();
+    assert_eq!(metrics.invalidations_dropped, 3, "{metrics:?}");
+    assert_eq!(metrics.invalidation_overflows, 1, "{metrics:?}");
+    drop(thaw);
+    wait_until("the node is flushed and serves again", || {
+        client.metrics().invalidation_flushes == 1 && client.metrics().invalidations_waiting == 0
+    });
+    for key in keys.iter().chain([&untouched]) {
+        assert_eq!(owner.client().get(key).unwrap(), None, "{key} survived");
+    }
+}
