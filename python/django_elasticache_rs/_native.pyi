@@ -157,6 +157,10 @@ class Client:
         hashing: Literal["pymemcache", "pylibmc", "ketama"] = "pymemcache",
         min_compress_len: int = 0,
         compress_level: int = 6,
+        gutter: bool = True,
+        gutter_ttl: int = 10,
+        max_invalidations: int = 10000,
+        invalidation_overflow: Literal["flush", "ignore"] = "flush",
     ) -> Client:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
@@ -191,8 +195,16 @@ class Client:
 
         ``counters=False`` keeps no counters (``metrics()`` then reads zeros). ``on_event`` is
         called with each event (a dict naming it in ``event``: ``membership_changed``,
-        ``node_down``, ``node_up``, ``discovery_failed``, with their fields), in order, from a
-        native worker thread.
+        ``node_down``, ``node_up``, ``discovery_failed``, ``invalidations_overflowed``, with
+        their fields), in order, from a native worker thread.
+
+        ``gutter`` (on unless ``False``): while a node is marked down, paused after a failure or
+        holding undelivered invalidations, its keys are read and written on the next live node
+        of their rendezvous order, writes there living at most ``gutter_ttl`` seconds (1 to
+        2592000). Deletes and writes that could not reach a node are remembered, at most
+        ``max_invalidations`` per node (1 to 1000000), and replayed as deletes by a probe
+        about once a second before the node serves reads again; past the bound
+        ``invalidation_overflow`` "flush" empties the node first, "ignore" does not.
 
         ``hashing`` picks the key placement: pymemcache's ``HashClient`` (rendezvous over
         murmur3), or libmemcached's as pylibmc uses it, "pylibmc" (modula over one-at-a-time,

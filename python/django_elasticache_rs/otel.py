@@ -276,6 +276,10 @@ def register_metrics() -> None:
         ("discovery_failures", "Discoveries that failed."),
         ("membership_changes", "Times the set of nodes changed."),
         ("ignored_failures", "Failures turned into a miss by ignore_exc."),
+        ("gutter_reads", "Keys read on a gutter while their owner could not serve them."),
+        ("gutter_writes", "Keys written or deleted on a gutter while their owner could not serve them."),
+        ("invalidations_replayed", "Undelivered invalidations replayed to their node."),
+        ("invalidations_dropped", "Undelivered invalidations not remembered (max_invalidations)."),
     ):
         meter.create_observable_counter(
             f"elasticache.{name}", callbacks=[_client_observations(name)], description=description

@@ -81,6 +81,10 @@ _CLIENT_COUNTERS = (
     ("discovery_failures", "Discoveries that failed."),
     ("membership_changes", "Times the set of nodes changed."),
     ("ignored_failures", "Failures turned into a miss by ignore_exc."),
+    ("gutter_reads", "Keys read on a gutter while their owner could not serve them."),
+    ("gutter_writes", "Keys written or deleted on a gutter while their owner could not serve them."),
+    ("invalidations_replayed", "Undelivered invalidations replayed to their node."),
+    ("invalidations_dropped", "Undelivered invalidations not remembered (max_invalidations)."),
 )
 _DURATION = "elasticache_request_duration_seconds"
 _DURATION_HELP = "Time of an exchange with a node, from its lease to its end."

@@ -14,6 +14,11 @@ child is forked without it), and the events after it follow once the fork is ove
 * ``node_down``: a node was marked down after ``failures`` failures in a row; it is left
   alone for ``retry_in`` seconds: ``node``, ``failures``, ``retry_in``.
 * ``node_up``: a node marked down answered again: ``node``.
+* ``invalidations_overflowed``: more deletes and writes could not reach a node than
+  ``max_invalidations`` remembers, so keys beyond it may hold values deleted meanwhile:
+  ``node``, ``kept`` (how many are replayed), ``flush`` (whether the node is flushed before it
+  serves reads again, ``invalidation_overflow``). Sent once per episode; act on it (look at why
+  the node was away so long, raise the bound).
 * ``discovery_failed``: asking the configuration endpoint failed (the last good membership
   stays in use): ``endpoint``, ``error`` (the message).
 """
@@ -24,18 +29,26 @@ from typing import Any
 
 from django.dispatch import Signal
 
-__all__ = ["discovery_failed", "membership_changed", "node_down", "node_up"]
+__all__ = [
+    "discovery_failed",
+    "invalidations_overflowed",
+    "membership_changed",
+    "node_down",
+    "node_up",
+]
 
 membership_changed = Signal()
 node_down = Signal()
 node_up = Signal()
 discovery_failed = Signal()
+invalidations_overflowed = Signal()
 
 _SIGNALS = {
     "membership_changed": membership_changed,
     "node_down": node_down,
     "node_up": node_up,
     "discovery_failed": discovery_failed,
+    "invalidations_overflowed": invalidations_overflowed,
 }
 
 

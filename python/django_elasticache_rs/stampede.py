@@ -65,6 +65,16 @@ class Cache(Protocol):
         self, key: Any, value: Any, timeout: Any = ..., version: int | None = ...
     ) -> None: ...
 
+    def add(self, key: Any, value: Any, timeout: Any = ..., version: int | None = ...) -> bool: ...
+
+    async def aadd(
+        self, key: Any, value: Any, timeout: Any = ..., version: int | None = ...
+    ) -> bool: ...
+
+    def delete(self, key: Any, version: int | None = ...) -> bool: ...
+
+    async def adelete(self, key: Any, version: int | None = ...) -> bool: ...
+
 
 def early_recompute_window(
     cache: Cache, stampede: Stampede, early_recompute: int | None, timeout: Any
@@ -169,25 +179,45 @@ def get_or_set(
     if not won and value is not _MISSING:
         return value
     # Won (the lease, or an early recompute), or waited long enough: compute it here.
-    leased = won and value is _MISSING
-    try:
+    if not (won and value is _MISSING):
         value = default()
         cache.set(key, value, timeout, version)
-    finally:
-        if leased:
-            # Stored (or failed): the next miss may be computed at once.
-            _release_lease(handle, made, token, v)
+        return value
+    try:
+        value = default()
+        # A miss computed under the lease is stored with `add` (unless it replaces a value this
+        # caller could not decode): a value set meanwhile is newer than this computation.
+        stored = cache.add(key, value, timeout, version) if take is None else _set(
+            cache, key, value, timeout, version
+        )
+    except BaseException:
+        # Failed: the next miss may be computed at once.
+        _release_lease(handle, made, token, v)
+        raise
+    if _release_lease(handle, made, token, v) is False and stored and take is None:
+        # The lease was ended while this caller computed: a delete or set of the key (which
+        # ends its lease) came after the computation started, or the lease ran out. The value
+        # may predate that delete: it must not stay (see "Stale sets" in the docs).
+        cache.delete(key, version)
     return value
 
 
-def _release_lease(handle: Handle, made: Any, token: bytes, version: int) -> None:
-    """Ends this caller's lease (its token only). A failure is logged, never raised: the
-    value is computed and the lease runs out by itself, and an exception here would hide
-    the computation's own."""
+def _set(cache: Cache, key: Any, value: Any, timeout: Any, version: int | None) -> bool:
+    cache.set(key, value, timeout, version)
+    return True
+
+
+def _release_lease(handle: Handle, made: Any, token: bytes, version: int) -> bool | None:
+    """Ends this caller's lease (its token only): whether it still held it (``None`` when
+    the cache could not tell). A failure is logged, never raised: the value is computed and
+    the lease runs out by itself, and an exception here would hide the computation's own."""
     try:
-        handle.drive(handle.client.start_release_lease(made, token, handle.prefix, version))
+        return bool(
+            handle.drive(handle.client.start_release_lease(made, token, handle.prefix, version))
+        )
     except CacheError as error:
         logger.warning("a stampede lease could not be released: %s", type(error).__name__)
+        return None
 
 
 async def aget_or_set(
@@ -234,24 +264,33 @@ async def aget_or_set(
     try:
         # Called as Django's own aget_or_set calls it: not awaited.
         value = default()
-        await cache.aset(key, value, timeout, version)
+        if leased and take is None:
+            # As `get_or_set`: a value set meanwhile is newer than this computation.
+            stored = await cache.aadd(key, value, timeout, version)
+        else:
+            await cache.aset(key, value, timeout, version)
+            stored = False
     except BaseException:
         if leased:
             # In the background: a cancelled task must not wait on the cache, and the
             # error is the caller's to see, not the release's.
             _release_later(handle, made, token, v)
         raise
-    if leased:
-        await _arelease_lease(handle, made, token, v)
+    if leased and await _arelease_lease(handle, made, token, v) is False and stored:
+        # The lease was ended while computing (see `get_or_set`).
+        await cache.adelete(key, version)
     return value
 
 
-async def _arelease_lease(handle: Handle, made: Any, token: bytes, version: int) -> None:
+async def _arelease_lease(handle: Handle, made: Any, token: bytes, version: int) -> bool | None:
     """``_release_lease`` for async code."""
     try:
-        await run(handle.client.start_release_lease(made, token, handle.prefix, version))
+        return bool(
+            await run(handle.client.start_release_lease(made, token, handle.prefix, version))
+        )
     except CacheError as error:
         logger.warning("a stampede lease could not be released: %s", type(error).__name__)
+        return None
 
 
 def _release_later(handle: Handle, made: Any, token: bytes, version: int) -> None:

@@ -96,7 +96,25 @@ def report(alias: str, cache: ElastiCache) -> dict[str, Any]:
     else:
         mode = "single node"
     entry.update(mode=mode, config_version=version, error=None, nodes=[_node(p) for p in probes])
+    entry["cluster_events"] = cluster_events(cache.metrics())
     return entry
+
+
+#: This process's counters of cluster events (gutter, undelivered invalidations), as
+#: ``cache.metrics()`` names them.
+CLUSTER_EVENTS = (
+    "gutter_reads",
+    "gutter_writes",
+    "invalidations_replayed",
+    "invalidations_dropped",
+    "invalidations_waiting",
+)
+
+
+def cluster_events(metrics: dict[str, Any]) -> dict[str, int]:
+    """What this process's client did about cluster events: keys served by a gutter, and
+    invalidations replayed, dropped past ``max_invalidations`` and waiting now."""
+    return {name: metrics[name] for name in CLUSTER_EVENTS}
 
 
 def size(n: int | None) -> str:

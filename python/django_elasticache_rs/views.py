@@ -58,7 +58,17 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
         node["memory_used"] = used / limit if used is not None and limit else None
     entry["client"] = {
         name: metrics[name]
-        for name in ("discoveries", "discovery_failures", "membership_changes", "ignored_failures")
+        for name in (
+            "discoveries",
+            "discovery_failures",
+            "membership_changes",
+            "ignored_failures",
+            "gutter_reads",
+            "gutter_writes",
+            "invalidations_replayed",
+            "invalidations_dropped",
+            "invalidations_waiting",
+        )
     }
     return entry
 

@@ -148,6 +148,10 @@ impl Plan for StorePlan<'_> {
         self.command != Store::Add
     }
 
+    fn writes(&self) -> bool {
+        true
+    }
+
     fn on_gutter(&mut self, ttl: u32) {
         self.exptime = crate::gutter::cap_exptime(self.exptime, ttl);
     }

@@ -371,11 +371,13 @@ impl Cluster {
     }
 
     /// An operation sent `diverted` keys (with their owners' indices in `topology`) to a
-    /// gutter: counted, and for a write or delete (`invalidates`), remembered against each
-    /// owner, which must delete them before it serves reads again.
+    /// gutter: counted (as reads, or `writes`), and when it changed or deleted them
+    /// (`invalidates`), remembered against each owner, which must delete them before it serves
+    /// reads again.
     pub(crate) fn diverted(
         &self,
         topology: &Topology,
+        writes: bool,
         invalidates: bool,
         diverted: Vec<(usize, String)>,
     ) {
@@ -383,15 +385,18 @@ impl Cluster {
             return;
         }
         let count = u64::try_from(diverted.len()).unwrap_or(u64::MAX);
+        let counter = if writes {
+            &self.counters.gutter_writes
+        } else {
+            &self.counters.gutter_reads
+        };
+        ClientCounters::add(counter, count);
         if invalidates {
-            ClientCounters::add(&self.counters.gutter_writes, count);
             for (owner, key) in &diverted {
                 if let Some(node) = topology.nodes().get(*owner) {
                     self.replays.remember(node, [key.as_str()]);
                 }
             }
-        } else {
-            ClientCounters::add(&self.counters.gutter_reads, count);
         }
     }
 

@@ -54,6 +54,10 @@ impl CounterPlan {
 impl Plan for CounterPlan {
     type Output = Option<u64>;
 
+    fn writes(&self) -> bool {
+        true
+    }
+
     fn on_gutter(&mut self, ttl: u32) {
         if let Some(initial) = &mut self.initial {
             initial.exptime = crate::gutter::cap_exptime(initial.exptime, ttl);

@@ -123,6 +123,12 @@ pub trait Command {
         false
     }
 
+    /// Whether the command stores or deletes anything (counted as a gutter write when a gutter
+    /// serves it); every invalidating command does.
+    fn writes(&self) -> bool {
+        self.invalidates()
+    }
+
     /// The key at `position`, for an invalidating command ([`Command::invalidates`]).
     fn key(&self, _position: usize) -> Option<&str> {
         None
@@ -650,8 +656,8 @@ impl<C: Command> Operation<C> {
         let shares = topology.and_then(|topology| {
             let diverted = RefCell::new(Vec::new());
             let shares = self.command.shares(cluster.routes(&topology, &diverted));
-            let invalidates = self.command.invalidates();
-            cluster.diverted(&topology, invalidates, diverted.into_inner());
+            let (writes, invalidates) = (self.command.writes(), self.command.invalidates());
+            cluster.diverted(&topology, writes, invalidates, diverted.into_inner());
             shares
         });
         match shares {

@@ -48,6 +48,11 @@ pub trait Plan {
         false
     }
 
+    /// Whether the plan stores or deletes anything (see [`Command::writes`]).
+    fn writes(&self) -> bool {
+        self.invalidates()
+    }
+
     /// The key is served by a gutter: what the plan stores there lives `ttl` seconds at most.
     fn on_gutter(&mut self, _ttl: u32) {}
 
@@ -234,6 +239,10 @@ impl<P: Plan> Command for One<P> {
 
     fn invalidates(&self) -> bool {
         self.plan.invalidates()
+    }
+
+    fn writes(&self) -> bool {
+        self.plan.writes()
     }
 
     fn key(&self, _: usize) -> Option<&str> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use elasticache_client::{
     Client, ClientConfig, Counter, DiscoveryConfig, DiscoveryMode, FailureLog, Hashing, KeyList,
-    LeaseRequest, NodeAddress, Stats, Store, StoreReply, Tls, TlsSettings,
+    LeaseRequest, NodeAddress, Overflow, Stats, Store, StoreReply, Tls, TlsSettings,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -209,6 +209,16 @@ impl PyClient {
         );
         config.counters = given.flag("counters")?;
         config.hashing = hashing;
+        let gutter_ttl = to_u32("gutter_ttl", given.whole("gutter_ttl")?.unwrap_or_default())?;
+        config.gutter_ttl = given.flag("gutter")?.then_some(gutter_ttl);
+        config.max_invalidations = to_usize(
+            "max_invalidations",
+            given.whole("max_invalidations")?.unwrap_or_default(),
+        )?;
+        config.invalidation_overflow = match given.text("invalidation_overflow")?.as_deref() {
+            Some("ignore") => Overflow::Ignore,
+            _ => Overflow::Flush,
+        };
         if let Some(on_event) = on_event {
             if !on_event.bind(py).is_callable() {
                 return Err(refused(

@@ -163,6 +163,12 @@ fn to_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyDict>> 
             dict.set_item("event", "node_up")?;
             dict.set_item("node", node)?;
         }
+        Event::InvalidationsOverflowed { node, kept, flush } => {
+            dict.set_item("event", "invalidations_overflowed")?;
+            dict.set_item("node", node)?;
+            dict.set_item("kept", kept)?;
+            dict.set_item("flush", flush)?;
+        }
         Event::DiscoveryFailed { endpoint, error } => {
             dict.set_item("event", "discovery_failed")?;
             dict.set_item("endpoint", endpoint)?;

@@ -63,5 +63,12 @@ pub fn to_dict<'py>(py: Python<'py>, metrics: &Metrics) -> PyResult<Bound<'py, P
     dict.set_item("membership_changes", metrics.membership_changes)?;
     dict.set_item("config_version", metrics.config_version)?;
     dict.set_item("ignored_failures", metrics.ignored_failures)?;
+    dict.set_item("gutter_reads", metrics.gutter_reads)?;
+    dict.set_item("gutter_writes", metrics.gutter_writes)?;
+    dict.set_item("invalidations_replayed", metrics.invalidations_replayed)?;
+    dict.set_item("invalidations_dropped", metrics.invalidations_dropped)?;
+    dict.set_item("invalidation_overflows", metrics.invalidation_overflows)?;
+    dict.set_item("invalidation_flushes", metrics.invalidation_flushes)?;
+    dict.set_item("invalidations_waiting", metrics.invalidations_waiting)?;
     Ok(dict)
 }

@@ -22,6 +22,9 @@ use crate::args::{
 };
 use crate::errors::{refused, Refusal};
 
+/// The most `max_invalidations` accepts: a million keys of a few dozen bytes per node.
+pub const MAX_INVALIDATIONS: u64 = 1_000_000;
+
 /// A Python literal: a default, or one of the values a choice accepts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Literal {
@@ -363,6 +366,42 @@ pub const OPTIONS: &[OptionSpec] = &[
         SECONDS,
         Float(60.0),
         "seconds a node marked down is left alone",
+    ),
+    // Cluster events: gutter and undelivered invalidations.
+    option(
+        "gutter",
+        Kind::Flag,
+        Bool(true),
+        "while a node is down, its keys are served by the next live node of their rendezvous \
+         order, with writes there kept gutter_ttl seconds at most",
+    ),
+    option(
+        "gutter_ttl",
+        Kind::Whole {
+            low: 1,
+            high: MAX_LEASE_SECONDS,
+            none: false,
+        },
+        Int(10),
+        "seconds a value written to a gutter lives at most (never longer than its own timeout)",
+    ),
+    option(
+        "max_invalidations",
+        Kind::Whole {
+            low: 1,
+            high: MAX_INVALIDATIONS,
+            none: false,
+        },
+        Int(10_000),
+        "deletes and writes that could not reach a node, remembered per node and replayed \
+         before it serves reads again",
+    ),
+    option(
+        "invalidation_overflow",
+        Kind::Choice(&[Str("flush"), Str("ignore")]),
+        Str("flush"),
+        "past max_invalidations: 'flush' empties the node before it serves again, 'ignore' \
+         replays what was kept",
     ),
     // Observability.
     option(

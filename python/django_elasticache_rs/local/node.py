@@ -76,13 +76,24 @@ class LocalNode:
 
     def start(self, timeout: float = 10.0) -> LocalNode:
         """Starts memcached and returns once it serves (raises after ``timeout`` seconds)."""
+        return self._start(timeout, keep_port=False)
+
+    def restart(self, timeout: float = 10.0) -> LocalNode:
+        """Kills the node and starts a new, empty one on the same port, as a node restart
+        does (the port is tried again until it is free, up to ``timeout`` seconds)."""
+        self.stop()
+        return self._start(timeout, keep_port=True)
+
+    def _start(self, timeout: float, *, keep_port: bool) -> LocalNode:
         executable = shutil.which("memcached")
         if executable is None:
             raise MemcachedNotInstalled(INSTALL_HINT)
-        # A port picked free can be taken before memcached binds it: try another.
+        # A port picked free can be taken before memcached binds it: try another (or, keeping
+        # the port, the same one again once the old process's socket is released).
         failure = ""
         for _ in range(20):
-            self.port = _free_port()
+            if not keep_port:
+                self.port = _free_port()
             args = [executable, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
             args += ["-t", "1", "-m", str(self.memory_mb), *self.tls_args(), *self.extra_args]
             if os.geteuid() == 0:

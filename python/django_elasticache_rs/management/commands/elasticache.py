@@ -72,6 +72,15 @@ def text(entry: dict[str, Any]) -> str:
     for row in rows:
         cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
         lines.append("  " + "  ".join(cells).rstrip())
+    events = entry.get("cluster_events")
+    if events:
+        lines.append(
+            f"  this process: gutter {events['gutter_reads']:,} reads, "
+            f"{events['gutter_writes']:,} writes; invalidations "
+            f"{events['invalidations_replayed']:,} replayed, "
+            f"{events['invalidations_dropped']:,} dropped, "
+            f"{events['invalidations_waiting']:,} waiting"
+        )
     return "\n".join(lines)
 
 
