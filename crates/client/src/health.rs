@@ -1,7 +1,8 @@
 //! Down-node marking: a node that keeps failing is left alone for a while, failing fast.
 //!
-//! Keys are never moved to another node while one is down: a value written elsewhere would be
-//! read back stale once the node returns.
+//! The ring never changes while a node is down: its keys may be served by a gutter meanwhile
+//! (`gutter`, with short TTLs), and what could not be deleted on it is replayed before it
+//! serves reads again (`invalidations`), so no value written elsewhere is read back stale.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
