@@ -44,7 +44,7 @@ if not settings.configured:
     settings.configure(USE_TZ=True)
     django.setup()
 
-from django_elasticache_rs.backend import ElastiCache  # noqa: E402
+from django_elasticache_rs.backend import ElastiCache
 
 KEYS = 5_000
 THREADS = 8

@@ -82,7 +82,7 @@ _CLIENT_COUNTERS = (
     ("membership_changes", "Times the set of nodes changed."),
     ("ignored_failures", "Failures turned into a miss by ignore_exc."),
     ("gutter_reads", "Keys read on a gutter while their owner could not serve them."),
-    ("gutter_writes", "Keys written or deleted on a gutter while their owner could not serve them."),
+    ("gutter_writes", "Keys written or deleted on a gutter while their owner was down."),
     ("invalidations_replayed", "Undelivered invalidations replayed to their node."),
     ("invalidations_dropped", "Undelivered invalidations not remembered (max_invalidations)."),
 )

@@ -51,7 +51,7 @@ def lease_token() -> bytes:
 
 #: Lease releases running after their ``aget_or_set`` was cancelled (kept until done: the loop
 #: holds tasks only weakly).
-_releasing: set[asyncio.Task[None]] = set()
+_releasing: set[asyncio.Task[bool | None]] = set()
 
 
 class Cache(Protocol):
@@ -187,8 +187,10 @@ def get_or_set(
         value = default()
         # A miss computed under the lease is stored with `add` (unless it replaces a value this
         # caller could not decode): a value set meanwhile is newer than this computation.
-        stored = cache.add(key, value, timeout, version) if take is None else _set(
-            cache, key, value, timeout, version
+        stored = (
+            cache.add(key, value, timeout, version)
+            if take is None
+            else _set(cache, key, value, timeout, version)
         )
     except BaseException:
         # Failed: the next miss may be computed at once.
