@@ -75,7 +75,7 @@ class _OptionSpec(TypedDict):
 OPTIONS: Final[tuple[_OptionSpec, ...]]
 
 #: Each command of ``Client`` as declared (``crates/python/src/client.rs``): its name, Python
-#: parameters, return type and doc lines, from which ``scripts/native_stubs.py`` writes its
+#: parameters, return type and doc lines, from which ``scripts/generate.py`` writes its
 #: stubs below.
 _COMMANDS: Final[tuple[tuple[str, list[str], str, list[str]], ...]]
 
@@ -228,7 +228,7 @@ class Client:
     # Each command's blocking method, then its operation for the asyncio and gevent drivers
     # (``_futures.run``, ``_green.run``): the same arguments, key errors raised at once, the
     # I/O left to the caller's scheduler.
-    # Generated from the commands' declarations by scripts/native_stubs.py: do not edit.
+    # Generated from the commands' declarations by scripts/generate.py: do not edit.
     def contains(self, key: Any, prefix: str | None = None, version: Any = None) -> bool:
         """Whether ``key`` is in the cache (its value is not decoded)."""
     def start_contains(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:

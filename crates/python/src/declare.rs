@@ -1,7 +1,7 @@
 //! The bindings' one declaration per command ([`commands!`]): from it come the command's
 //! `start_*` method (an `Operation` for the asyncio and gevent drivers), its blocking method
 //! (the same operation run at once on the calling thread) and its stub, which
-//! `scripts/native_stubs.py` writes into `_native.pyi` from `_native._COMMANDS` (a test keeps
+//! `scripts/generate.py` writes into `_native.pyi` from `_native._COMMANDS` (a test keeps
 //! them equal).
 
 use pyo3::prelude::*;
@@ -120,7 +120,7 @@ macro_rules! commands {
 pub(crate) use commands;
 
 /// `_native._COMMANDS`: each command's stub as `(name, params, returns, doc)`, for
-/// `scripts/native_stubs.py`.
+/// `scripts/generate.py`.
 pub fn install(module: &Bound<'_, PyModule>, stubs: &[CommandStub]) -> PyResult<()> {
     let py = module.py();
     let commands = stubs
