@@ -74,6 +74,11 @@ class _OptionSpec(TypedDict):
 #: Django backend's ``OPTIONS`` accepts, with defaults and bounds.
 OPTIONS: Final[tuple[_OptionSpec, ...]]
 
+#: Each command of ``Client`` as declared (``crates/python/src/client.rs``): its name, Python
+#: parameters, return type and doc lines, from which ``scripts/generate.py`` writes its
+#: stubs below.
+_COMMANDS: Final[tuple[tuple[str, list[str], str, list[str]], ...]]
+
 def check_option(name: str, value: object) -> Any:
     """``value`` for the option ``name`` in its canonical form (a keepalive as seconds or
     ``None``, a log level as its name, a path as a ``str``), or ``TypeError``/``ValueError``
@@ -232,99 +237,56 @@ class Client:
         """The node that owns ``key``."""
     def open_connections(self) -> list[tuple[str, int]]:
         """Connections this process has open to each node."""
-    def get(
-        self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
-    ) -> Any: ...
-    def contains(self, key: Any, prefix: str | None = None, version: Any = None) -> bool: ...
-    def get_many(
-        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
-    ) -> dict[Any, Any]: ...
-    def set(
-        self,
-        key: Any,
-        value: Any,
-        exptime: int = 0,
-        prefix: str | None = None,
-        version: Any = None,
-    ) -> bool: ...
+    # Each command's blocking method, then its operation for the asyncio and gevent drivers
+    # (``_futures.run``, ``_green.run``): the same arguments, key errors raised at once, the
+    # I/O left to the caller's scheduler.
+    # Generated from the commands' declarations by scripts/generate.py: do not edit.
+    def contains(self, key: Any, prefix: str | None = None, version: Any = None) -> bool:
+        """Whether ``key`` is in the cache (its value is not decoded)."""
+    def start_contains(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
+        """``contains`` as an ``Operation``."""
     def add(
-        self,
-        key: Any,
-        value: Any,
-        exptime: int = 0,
-        prefix: str | None = None,
-        version: Any = None,
-    ) -> bool: ...
-    def set_many(
-        self,
-        mapping: Mapping[Any, Any],
-        exptime: int = 0,
-        prefix: str | None = None,
-        version: Any = None,
-    ) -> list[Any]:
-        """Stores every item in one round trip; returns the keys that were not stored."""
-    def delete(self, key: Any, prefix: str | None = None, version: Any = None) -> bool: ...
+        self, key: Any, value: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
+    ) -> bool:
+        """Stores ``value`` only if ``key`` is not in the cache; returns whether it was stored."""
+    def start_add(
+        self, key: Any, value: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
+    ) -> Operation:
+        """``add`` as an ``Operation``."""
+    def delete(self, key: Any, prefix: str | None = None, version: Any = None) -> bool:
+        """Deletes ``key``; returns whether it was there."""
+    def start_delete(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
+        """``delete`` as an ``Operation``."""
     def delete_many(
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
-    ) -> int: ...
+    ) -> int:
+        """Deletes the keys in one round trip; returns how many were there."""
+    def start_delete_many(
+        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
+    ) -> Operation:
+        """``delete_many`` as an ``Operation``."""
     def incr(
         self, key: Any, delta: int = 1, prefix: str | None = None, version: Any = None
     ) -> int | None:
-        """Adds ``delta`` (subtracts when negative, stopping at 0); ``None`` when missing.
-        A ``delta`` that is not an ``int`` raises ``TypeError``; one of 2**64 or more in
-        magnitude ``ValueError``."""
-    def touch(
-        self, key: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
-    ) -> bool: ...
-    def flush_all(self) -> None: ...
-    def stats(self, group: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]: ...
-    # The same operations for the asyncio and gevent drivers (``_futures.run``, ``_green.run``):
-    # the same arguments, key errors raised here, the I/O left to the caller's scheduler.
-    def start_get(
-        self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
-    ) -> Operation: ...
-    def start_contains(
-        self, key: Any, prefix: str | None = None, version: Any = None
-    ) -> Operation: ...
-    def start_set(
-        self,
-        key: Any,
-        value: Any,
-        exptime: int = 0,
-        prefix: str | None = None,
-        version: Any = None,
-    ) -> Operation: ...
-    def start_add(
-        self,
-        key: Any,
-        value: Any,
-        exptime: int = 0,
-        prefix: str | None = None,
-        version: Any = None,
-    ) -> Operation: ...
-    def start_delete(
-        self, key: Any, prefix: str | None = None, version: Any = None
-    ) -> Operation: ...
+        """Adds ``delta`` (subtracts, when negative, stopping at 0: memcached counters are
+        unsigned) to a counter; ``None`` when ``key`` is missing. A ``delta`` that is not an ``int``
+        raises ``TypeError``; one of 2**64 or more in magnitude ``ValueError``."""
     def start_incr(
         self, key: Any, delta: int = 1, prefix: str | None = None, version: Any = None
-    ) -> Operation: ...
+    ) -> Operation:
+        """``incr`` as an ``Operation``."""
+    def touch(
+        self, key: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
+    ) -> bool:
+        """Sets a new expiry on ``key``; returns whether it was there."""
     def start_touch(
         self, key: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
-    ) -> Operation: ...
-    def start_get_many(
-        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
-    ) -> Operation: ...
-    def start_set_many(
-        self,
-        mapping: Mapping[Any, Any],
-        exptime: int = 0,
-        prefix: str | None = None,
-        version: Any = None,
-    ) -> Operation: ...
-    def start_delete_many(
-        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
-    ) -> Operation: ...
-    def start_flush_all(self) -> Operation: ...
+    ) -> Operation:
+        """``touch`` as an ``Operation``."""
+    def flush_all(self) -> None:
+        """Empties every node."""
+    def start_flush_all(self) -> Operation:
+        """``flush_all`` as an ``Operation``."""
     def get_or_lease(
         self,
         key: Any,
@@ -338,7 +300,15 @@ class Client:
         undecodable: bool = False,
         take: Undecodable | None = None,
     ) -> tuple[Any, bool]:
-        """``start_get_or_lease``, blocking: ``(value, won)``."""
+        """Get-or-lease (stampede protection): ``(value, won)``, ``value`` being ``default`` on a
+        miss (with ``undecodable``, an ``Undecodable`` for a value found that cannot be decoded)
+        and ``won`` saying whether this caller computes the value: on a miss, one caller
+        across every client wins the lease (for ``lease`` seconds, or until its owner's
+        ``release_lease`` with the same ``token``, a fresh one when not given); on a hit with
+        fewer than ``early_recompute`` seconds left, one caller wins an early recompute (on
+        nodes with meta commands). With ``take`` (an ``Undecodable`` read before), the lease is
+        asked for at once without reading the key; the winner's recheck takes that value
+        for a miss."""
     def start_get_or_lease(
         self,
         key: Any,
@@ -352,21 +322,34 @@ class Client:
         undecodable: bool = False,
         take: Undecodable | None = None,
     ) -> Operation:
-        """Get-or-lease (stampede protection); the result is ``(value, won)``, ``value`` being
-        ``default`` on a miss (with ``undecodable``, an ``Undecodable`` for a value found that
-        cannot be decoded) and ``won`` saying whether this caller computes the value (the lease
-        on a miss, for ``lease`` seconds, held with ``token`` (a fresh one when not given); an
-        early recompute on a hit with fewer than ``early_recompute`` seconds left, on nodes with
-        meta commands). With ``take`` (an ``Undecodable`` read before), the lease is asked for
-        at once without reading the key; the winner's recheck takes that value for a miss."""
+        """``get_or_lease`` as an ``Operation``."""
+    def release_lease(
+        self, key: Any, token: bytes, prefix: str | None = None, version: Any = None
+    ) -> bool:
+        """Ends the lease won with ``get_or_lease`` and ``token``, if it still holds that token;
+        returns whether it did (not when the lease ran out and another caller holds it
+        now)."""
     def start_release_lease(
         self, key: Any, token: bytes, prefix: str | None = None, version: Any = None
     ) -> Operation:
-        """Ends the lease won with ``start_get_or_lease`` and ``token``, if it still holds that
-        token; the result says whether it did."""
-    def start_ttl(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
+        """``release_lease`` as an ``Operation``."""
+    def ttl(self, key: Any, prefix: str | None = None, version: Any = None) -> int | None:
         """The seconds ``key`` has left: ``None`` when it never expires, 0 when it is missing.
         Needs meta commands on the key's node (else ``CacheClientError``)."""
+    def start_ttl(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
+        """``ttl`` as an ``Operation``."""
+    def incr_or_create(
+        self,
+        key: Any,
+        delta: int = 1,
+        initial: int | None = None,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> int | None:
+        """``incr`` that creates a missing counter holding ``initial`` (returned as is, the delta
+        not applied), atomically across clients, expiring per ``exptime``; without ``initial``,
+        ``None`` for a missing counter."""
     def start_incr_or_create(
         self,
         key: Any,
@@ -376,8 +359,18 @@ class Client:
         prefix: str | None = None,
         version: Any = None,
     ) -> Operation:
-        """``incr`` that creates a missing counter holding ``initial`` (returned as is),
-        atomically across clients; without ``initial``, ``None`` for a missing counter."""
+        """``incr_or_create`` as an ``Operation``."""
+    def acquire(
+        self,
+        key: Any,
+        token: bytes,
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> bool:
+        """Stores the bytes ``token`` (as they are, flags 0) under ``key`` if it holds nothing;
+        returns whether it did (a lock's acquire). A failure of the cache raises,
+        ``ignore_exc`` or not."""
     def start_acquire(
         self,
         key: Any,
@@ -386,14 +379,61 @@ class Client:
         prefix: str | None = None,
         version: Any = None,
     ) -> Operation:
-        """Stores ``token`` (raw bytes, flags 0) under ``key`` if it holds nothing; the result
-        says whether it did (a lock's acquire). A cache failure raises, ``ignore_exc`` or
-        not."""
+        """``acquire`` as an ``Operation``."""
+    def delete_if(
+        self, key: Any, token: bytes, prefix: str | None = None, version: Any = None
+    ) -> bool:
+        """Deletes ``key`` only while it holds exactly the bytes ``token`` (a lock released by its
+        owner alone); returns whether it did. A failure of the cache raises, ``ignore_exc``
+        or not."""
     def start_delete_if(
         self, key: Any, token: bytes, prefix: str | None = None, version: Any = None
     ) -> Operation:
-        """Deletes ``key`` only while it holds exactly ``token``; the result says whether it
-        did. A cache failure raises, ``ignore_exc`` or not."""
+        """``delete_if`` as an ``Operation``."""
+    def get(
+        self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
+    ) -> Any:
+        """The value of ``key``, or ``default`` when it is missing or unreadable."""
+    def start_get(
+        self, key: Any, default: Any = None, prefix: str | None = None, version: Any = None
+    ) -> Operation:
+        """``get`` as an ``Operation``."""
+    def get_many(
+        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
+    ) -> dict[Any, Any]:
+        """The values of the keys that are in the cache, as a dict keyed by the keys given."""
+    def start_get_many(
+        self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
+    ) -> Operation:
+        """``get_many`` as an ``Operation``."""
+    def set(
+        self, key: Any, value: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
+    ) -> bool:
+        """Stores ``value``; returns whether it was stored. ``exptime`` is memcached's: 0 = never
+        expires, negative = already expired, over 30 days = a Unix time."""
+    def start_set(
+        self, key: Any, value: Any, exptime: int = 0, prefix: str | None = None, version: Any = None
+    ) -> Operation:
+        """``set`` as an ``Operation``."""
+    def set_many(
+        self,
+        mapping: Mapping[Any, Any],
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> list[Any]:
+        """Stores every item of ``mapping`` in one round trip; returns the keys that were not
+        stored."""
+    def start_set_many(
+        self,
+        mapping: Mapping[Any, Any],
+        exptime: int = 0,
+        prefix: str | None = None,
+        version: Any = None,
+    ) -> Operation:
+        """``set_many`` as an ``Operation``."""
+    # End of the generated commands.
+    def stats(self, group: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]: ...
     def probe(self) -> list[dict[str, Any]]:
         """Each node asked in turn (for operators' tools): ``node``, ``hostname``,
         ``down_for``, ``round_trip`` (seconds or ``None``), ``stats`` (or ``None``) and

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 from django.core.exceptions import ImproperlyConfigured
@@ -62,27 +62,37 @@ def _refused(error: Exception) -> ImproperlyConfigured:
     return ImproperlyConfigured(f"{where} is refused: {message}")
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def command(operation: str | None = None, keys: str | None = "key") -> Callable[[_Method], _Method]:
+    """Declares a blocking cache method as one memcached command, written once: its async twin
+    (``a`` and its name) is generated from it into the class (``scripts/generate.py``, checked
+    by a test), and the exporters trace both as ``operation`` (the method's name when not
+    given), the keys passed as ``keys`` says (see ``ElastiCache.COMMANDS``). The method is
+    returned as it is: nothing is added to its calls."""
+
+    def declare(method: _Method) -> _Method:
+        setattr(method, _DECLARED, (operation or method.__name__, keys))
+        return method
+
+    return declare
+
+
+_DECLARED = "_elasticache_command"
+
+
+def _declared(namespace: Mapping[str, Any]) -> tuple[tuple[str, str, str | None], ...]:
+    """The commands declared with ``@command`` in a class body, in their order."""
+    return tuple(
+        (name, *getattr(method, _DECLARED))
+        for name, method in namespace.items()
+        if hasattr(method, _DECLARED)
+    )
+
+
 class ElastiCache(BaseCache):
     """Django cache backend for ElastiCache (memcached) clusters."""
-
-    #: The cache methods that are one memcached command each (their ``a*`` twins too): method,
-    #: the command's name (what a span is named), and how the keys are passed: "key" as the
-    #: first argument, "keys" as an iterable or mapping first, or None. What the exporters
-    #: wrap (``otel.instrument``): a new command is declared here once.
-    COMMANDS: ClassVar[tuple[tuple[str, str, str | None], ...]] = (
-        ("get", "get", "key"),
-        ("has_key", "get", "key"),
-        ("set", "set", "key"),
-        ("add", "add", "key"),
-        ("touch", "touch", "key"),
-        ("delete", "delete", "key"),
-        ("incr", "incr", "key"),
-        ("decr", "decr", "key"),
-        ("get_many", "get_many", "keys"),
-        ("set_many", "set_many", "keys"),
-        ("delete_many", "delete_many", "keys"),
-        ("clear", "flush_all", None),
-    )
 
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
         try:
@@ -220,14 +230,17 @@ class ElastiCache(BaseCache):
         """With a custom key function: each key made, to the caller's key."""
         return {self.make_key(key, version): key for key in keys}
 
+    @command()
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         key, prefix, v = self._at(key, version)
         return self._blocking.get(key, default, prefix, v)
 
+    @command("get")
     def has_key(self, key: Any, version: int | None = None) -> bool:
         key, prefix, v = self._at(key, version)
         return self._blocking.contains(key, prefix, v)
 
+    @command()
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
@@ -235,20 +248,24 @@ class ElastiCache(BaseCache):
         key, prefix, v = self._at(key, version)
         self._blocking.set(key, value, self.get_backend_timeout(timeout), prefix, v)
 
+    @command()
     def add(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
         key, prefix, v = self._at(key, version)
         return self._blocking.add(key, value, self.get_backend_timeout(timeout), prefix, v)
 
+    @command()
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key, prefix, v = self._at(key, version)
         return self._blocking.touch(key, self.get_backend_timeout(timeout), prefix, v)
 
+    @command()
     def delete(self, key: Any, version: int | None = None) -> bool:
         key, prefix, v = self._at(key, version)
         return self._blocking.delete(key, prefix, v)
 
+    @command(keys="keys")
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         if self._prefix is not None:
             prefix, v = self._scope(version)
@@ -256,6 +273,7 @@ class ElastiCache(BaseCache):
         made = self._made(keys, version)
         return _originals(self._blocking.get_many(made, None), made)
 
+    @command(keys="keys")
     def set_many(
         self,
         data: Mapping[Any, Any],
@@ -270,6 +288,7 @@ class ElastiCache(BaseCache):
         failed = self._blocking.set_many(_values(data, made), exptime)
         return [made[key] for key in failed]
 
+    @command(keys="keys")
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         if self._prefix is not None:
             prefix, v = self._scope(version)
@@ -277,6 +296,7 @@ class ElastiCache(BaseCache):
         else:
             self._blocking.delete_many([self.make_key(k, version) for k in keys])
 
+    @command()
     def incr(
         self,
         key: Any,
@@ -296,9 +316,11 @@ class ElastiCache(BaseCache):
         made, prefix, v = self._at(key, version)
         return _counted(key, self._blocking.incr(made, delta, prefix, v))
 
+    @command()
     def decr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
         return self.incr(key, -_delta(delta), version)
 
+    @command("flush_all", keys=None)
     def clear(self) -> None:
         self._blocking.flush_all()
 
@@ -366,98 +388,6 @@ class ElastiCache(BaseCache):
 
     # Async API: the same operations, their I/O done on the running event loop (`_futures`).
 
-    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        key, prefix, v = self._at(key, version)
-        return await run(self._native_client.start_get(key, default, prefix, v))
-
-    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
-        found: bool = await run(self._native_client.start_contains(*self._at(key, version)))
-        return found
-
-    async def aset(
-        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> None:
-        # As `set`: a failed set deletes the old value itself, in the same native operation.
-        key, prefix, v = self._at(key, version)
-        exptime = self.get_backend_timeout(timeout)
-        await run(self._native_client.start_set(key, value, exptime, prefix, v))
-
-    async def aadd(
-        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> bool:
-        key, prefix, v = self._at(key, version)
-        exptime = self.get_backend_timeout(timeout)
-        added: bool = await run(self._native_client.start_add(key, value, exptime, prefix, v))
-        return added
-
-    async def atouch(
-        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> bool:
-        key, prefix, v = self._at(key, version)
-        exptime = self.get_backend_timeout(timeout)
-        touched: bool = await run(self._native_client.start_touch(key, exptime, prefix, v))
-        return touched
-
-    async def adelete(self, key: Any, version: int | None = None) -> bool:
-        deleted: bool = await run(self._native_client.start_delete(*self._at(key, version)))
-        return deleted
-
-    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        if self._prefix is not None:
-            prefix, v = self._scope(version)
-            found: dict[Any, Any] = await run(self._native_client.start_get_many(keys, prefix, v))
-            return found
-        made = self._made(keys, version)
-        return _originals(await run(self._native_client.start_get_many(made, None)), made)
-
-    async def aset_many(
-        self,
-        data: Mapping[Any, Any],
-        timeout: Any = DEFAULT_TIMEOUT,
-        version: int | None = None,
-    ) -> list[Any]:
-        exptime = self.get_backend_timeout(timeout)
-        if self._prefix is not None:
-            prefix, v = self._scope(version)
-            failed: list[Any] = await run(
-                self._native_client.start_set_many(data, exptime, prefix, v)
-            )
-            return failed
-        made = self._made(data, version)
-        failed = await run(self._native_client.start_set_many(_values(data, made), exptime))
-        return [made[key] for key in failed]
-
-    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        if self._prefix is not None:
-            prefix, v = self._scope(version)
-            await run(self._native_client.start_delete_many(keys, prefix, v))
-        else:
-            await run(
-                self._native_client.start_delete_many([self.make_key(k, version) for k in keys])
-            )
-
-    async def aincr(
-        self,
-        key: Any,
-        delta: int = 1,
-        version: int | None = None,
-        *,
-        initial: int | None = None,
-        timeout: Any = DEFAULT_TIMEOUT,
-    ) -> int:
-        if initial is not None:
-            operation = self._count_or_create(key, delta, initial, timeout, version)
-        else:
-            made, prefix, v = self._at(key, version)
-            operation = self._native_client.start_incr(made, delta, prefix, v)
-        return _counted(key, await run(operation))
-
-    async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        return await self.aincr(key, -_delta(delta), version)
-
-    async def aclear(self) -> None:
-        await run(self._native_client.start_flush_all())
-
     async def aget_or_set(
         self,
         key: Any,
@@ -482,6 +412,111 @@ class ElastiCache(BaseCache):
 
     async def aclose(self, **kwargs: Any) -> None:
         """Nothing to release: connections stay pooled."""
+
+    # The async twin of each method declared with `@command`: its body with each call of the
+    # blocking client (`self._blocking.NAME(...)`) awaiting the same call's operation
+    # (`run(self._native_client.start_NAME(...))`), `self._handle.drive(...)` awaiting
+    # `run(...)`, and a command's own twin awaited for the command.
+    # Generated from the commands' declarations by scripts/generate.py: do not edit.
+    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        key, prefix, v = self._at(key, version)
+        return await run(self._native_client.start_get(key, default, prefix, v))
+
+    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
+        key, prefix, v = self._at(key, version)
+        result: bool = await run(self._native_client.start_contains(key, prefix, v))
+        return result
+
+    async def aset(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
+        key, prefix, v = self._at(key, version)
+        await run(
+            self._native_client.start_set(key, value, self.get_backend_timeout(timeout), prefix, v)
+        )
+
+    async def aadd(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        key, prefix, v = self._at(key, version)
+        result: bool = await run(
+            self._native_client.start_add(key, value, self.get_backend_timeout(timeout), prefix, v)
+        )
+        return result
+
+    async def atouch(
+        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        key, prefix, v = self._at(key, version)
+        result: bool = await run(
+            self._native_client.start_touch(key, self.get_backend_timeout(timeout), prefix, v)
+        )
+        return result
+
+    async def adelete(self, key: Any, version: int | None = None) -> bool:
+        key, prefix, v = self._at(key, version)
+        result: bool = await run(self._native_client.start_delete(key, prefix, v))
+        return result
+
+    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        if self._prefix is not None:
+            prefix, v = self._scope(version)
+            result: dict[Any, Any] = await run(self._native_client.start_get_many(keys, prefix, v))
+            return result
+        made = self._made(keys, version)
+        return _originals(await run(self._native_client.start_get_many(made, None)), made)
+
+    async def aset_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
+        exptime = self.get_backend_timeout(timeout)
+        if self._prefix is not None:
+            prefix, v = self._scope(version)
+            result: list[Any] = await run(
+                self._native_client.start_set_many(data, exptime, prefix, v)
+            )
+            return result
+        made = self._made(data, version)
+        failed = await run(self._native_client.start_set_many(_values(data, made), exptime))
+        return [made[key] for key in failed]
+
+    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        if self._prefix is not None:
+            prefix, v = self._scope(version)
+            await run(self._native_client.start_delete_many(keys, prefix, v))
+        else:
+            await run(
+                self._native_client.start_delete_many([self.make_key(k, version) for k in keys])
+            )
+
+    async def aincr(
+        self,
+        key: Any,
+        delta: int = 1,
+        version: int | None = None,
+        *,
+        initial: int | None = None,
+        timeout: Any = DEFAULT_TIMEOUT,
+    ) -> int:
+        if initial is not None:
+            operation = self._count_or_create(key, delta, initial, timeout, version)
+            return _counted(key, await run(operation))
+        made, prefix, v = self._at(key, version)
+        return _counted(key, await run(self._native_client.start_incr(made, delta, prefix, v)))
+
+    async def adecr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        return await self.aincr(key, -_delta(delta), version)
+
+    async def aclear(self) -> None:
+        await run(self._native_client.start_flush_all())
+
+    # End of the generated twins.
+
+    #: The cache methods that are one memcached command each (their ``a*`` twins too), as
+    #: declared with ``@command``: method, the command's name (what a span is named), and how
+    #: the keys are passed: "key" as the first argument, "keys" as an iterable or mapping
+    #: first, or None. What the exporters wrap (``otel.instrument``).
+    COMMANDS: ClassVar[tuple[tuple[str, str, str | None], ...]] = _declared(vars())
 
 
 # What the twins share beyond the native call.

@@ -6,8 +6,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use elasticache_proto::{
-    self as proto, Counter, DeleteReply, IncrDecrReply, Parse, ReplyError, Retrieval,
-    RetrievalItem, Store, StoreReply, TouchReply,
+    self as proto, Counter, Parse, ReplyError, Retrieval, RetrievalItem, Store, StoreReply,
 };
 
 use crate::engine::Step;
@@ -280,18 +279,19 @@ pub(crate) fn store<'v>(
     One::new(key, plan)
 }
 
-/// A one-line command of one key: `delete`, `incr`/`decr`, `touch`.
+/// A one-line command of one key: `delete`, `incr`/`decr`, `touch`, built in place by its
+/// entry in the client's `commands!` table (the request, the reply's parser, the fallback).
 #[derive(Debug)]
 pub struct LinePlan<T> {
-    line: Line,
-    parse: fn(&[u8]) -> ParseResult<T>,
+    pub(crate) line: Line,
+    pub(crate) parse: fn(&[u8]) -> ParseResult<T>,
     /// The reply under `ignore_exc` when the node fails.
-    fallback: T,
+    pub(crate) fallback: T,
 }
 
 /// Which one-line command.
 #[derive(Debug, Clone, Copy)]
-enum Line {
+pub(crate) enum Line {
     Delete,
     Counter(Counter, u64),
     Touch(i64),
@@ -339,34 +339,4 @@ impl<T: Copy> Plan for LinePlan<T> {
     fn fallback(&self) -> T {
         self.fallback
     }
-}
-
-/// `delete` of `key`.
-pub(crate) fn delete(key: String) -> One<LinePlan<DeleteReply>> {
-    let plan = LinePlan {
-        line: Line::Delete,
-        parse: proto::parse_delete,
-        fallback: DeleteReply::NotFound,
-    };
-    One::new(key, plan)
-}
-
-/// `incr`/`decr` of `key` by `delta`.
-pub(crate) fn counter(key: String, op: Counter, delta: u64) -> One<LinePlan<IncrDecrReply>> {
-    let plan = LinePlan {
-        line: Line::Counter(op, delta),
-        parse: proto::parse_incr_decr,
-        fallback: IncrDecrReply::NotFound,
-    };
-    One::new(key, plan)
-}
-
-/// `touch` of `key`.
-pub(crate) fn touch(key: String, exptime: i64) -> One<LinePlan<TouchReply>> {
-    let plan = LinePlan {
-        line: Line::Touch(exptime),
-        parse: proto::parse_touch,
-        fallback: TouchReply::NotFound,
-    };
-    One::new(key, plan)
 }

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use elasticache_proto::{
-    Counter, DeleteReply, IncrDecrReply, Retrieval, Store, StoreReply, TouchReply,
+    self as proto, Counter, DeleteReply, IncrDecrReply, Retrieval, Store, StoreReply, TouchReply,
 };
 
 use crate::address::NodeAddress;
 use crate::batch::{DeleteMany, GetMany, ItemList, KeyList, SetMany};
-use crate::classic::{self, LinePlan, RetrievePlan, StorePlan};
+use crate::classic::{self, Line, LinePlan, RetrievePlan, StorePlan};
 use crate::cluster::Cluster;
 use crate::config::{ClientConfig, DiscoveryConfig};
 use crate::counters::{self, CounterPlan, Initial};
@@ -289,7 +289,11 @@ commands! {
     /// Deletes `key`; returns whether it was there.
     pub fn delete(key: &str => String) -> bool = |reply| reply == DeleteReply::Deleted;
     start start_delete -> DeleteOperation = Operation<One<LinePlan<DeleteReply>>>;
-    (cluster) classic::delete(key.into());
+    (cluster) One::new(key.into(), LinePlan {
+        line: Line::Delete,
+        parse: proto::parse_delete,
+        fallback: DeleteReply::NotFound,
+    });
 
     /// `incr` or `decr` of a counter; `None` when `key` is not in the cache.
     fn counter(op: Counter => Counter, key: &str => String, delta: u64 => u64) -> Option<u64>
@@ -298,13 +302,21 @@ commands! {
             IncrDecrReply::NotFound => None,
         };
     start start_counter -> CounterOperation = Operation<One<LinePlan<IncrDecrReply>>>;
-    (cluster) classic::counter(key.into(), op, delta);
+    (cluster) One::new(key.into(), LinePlan {
+        line: Line::Counter(op, delta),
+        parse: proto::parse_incr_decr,
+        fallback: IncrDecrReply::NotFound,
+    });
 
     /// Sets a new expiry on `key`; returns whether it was there.
     pub fn touch(key: &str => String, exptime: i64 => i64) -> bool
         = |reply| reply == TouchReply::Touched;
     start start_touch -> TouchOperation = Operation<One<LinePlan<TouchReply>>>;
-    (cluster) classic::touch(key.into(), exptime);
+    (cluster) One::new(key.into(), LinePlan {
+        line: Line::Touch(exptime),
+        parse: proto::parse_touch,
+        fallback: TouchReply::NotFound,
+    });
 
     /// Like [`Client::get_many`], the values kept in the batch's own buffers (no allocation
     /// per value): for callers that convert them right away.

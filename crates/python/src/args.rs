@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use elasticache_client::Counter;
+
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt};
@@ -168,6 +170,15 @@ impl Delta {
         negative: false,
         magnitude: 1,
     };
+
+    /// The counter command that applies it: `decr` of the magnitude when negative.
+    pub fn counter(&self) -> Counter {
+        if self.negative {
+            Counter::Decr
+        } else {
+            Counter::Incr
+        }
+    }
 }
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Delta {

@@ -7,6 +7,7 @@ mod args;
 mod client;
 mod completion;
 mod compress;
+mod declare;
 mod errors;
 mod events;
 mod fork;
@@ -17,7 +18,6 @@ mod operation;
 mod options;
 mod serde;
 mod shutdown;
-mod starts;
 
 use pyo3::prelude::*;
 
@@ -30,6 +30,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     args::install(module)?;
     options::install(module)?;
     module.add_class::<client::PyClient>()?;
+    declare::install(module, client::COMMAND_STUBS)?;
     module.add_class::<operation::PyOperation>()?;
     module.add_class::<serde::Undecodable>()?;
     operation::install(module)?;

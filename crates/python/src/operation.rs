@@ -44,17 +44,66 @@ pub trait Driven: Send {
     fn run(self: Box<Self>, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>>;
 }
 
-/// An [`Operation`] and the conversion of its output.
-struct Converted<C: Command, F> {
+/// An [`Operation`] and the conversion of its output: what a command's binding builds, then
+/// hands to an event driver ([`Converted::start`]) or runs at once ([`Converted::run`]).
+pub struct Converted<C: Command, F> {
     operation: Operation<C>,
     convert: F,
 }
 
+/// What turns an operation's output into its Python result.
+pub trait Convert<T>:
+    FnOnce(Python<'_>, &Client, ClientResult<T>) -> PyResult<Py<PyAny>> + Send + 'static
+{
+}
+
+impl<T, F> Convert<T> for F where
+    F: FnOnce(Python<'_>, &Client, ClientResult<T>) -> PyResult<Py<PyAny>> + Send + 'static
+{
+}
+
+/// `operation` with `convert` making its Python result (the bound names the closure's
+/// argument types, so that a command's binding writes it without them).
+pub fn converted<C, F>(operation: Operation<C>, convert: F) -> Converted<C, F>
+where
+    C: Command + Send + 'static,
+    C::Output: Send,
+    F: Convert<C::Output>,
+{
+    Converted { operation, convert }
+}
+
+impl<C, F> Converted<C, F>
+where
+    C: Command + Send + 'static,
+    C::Output: Send,
+    F: Convert<C::Output>,
+{
+    /// The operation for an event driver (`start_*`).
+    pub fn start(self, client: &Arc<Client>) -> PyOperation {
+        PyOperation {
+            shared: Arc::new(Shared {
+                client: Arc::clone(client),
+                state: Mutex::new(Some(Box::new(self))),
+                abandoned: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The blocking call: runs the operation to its end on this thread, without the GIL
+    /// while it waits, and converts its output.
+    pub fn run(self, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>> {
+        let Converted { operation, convert } = self;
+        let outcome = py.detach(|| operation.run(client));
+        convert(py, client, outcome)
+    }
+}
+
 impl<C, F> Driven for Converted<C, F>
 where
-    C: Command + Send,
+    C: Command + Send + 'static,
     C::Output: Send,
-    F: FnOnce(Python<'_>, &Client, ClientResult<C::Output>) -> PyResult<Py<PyAny>> + Send,
+    F: Convert<C::Output>,
 {
     fn advance(&mut self, client: &Client) -> Progress {
         self.operation.advance(client)
@@ -95,25 +144,7 @@ where
     }
 
     fn run(self: Box<Self>, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>> {
-        let Converted { operation, convert } = *self;
-        let outcome = py.detach(|| operation.run(client));
-        convert(py, client, outcome)
-    }
-}
-
-/// Wraps `operation` for Python, with `convert` making its result.
-pub fn driven<C, F>(client: &Arc<Client>, operation: Operation<C>, convert: F) -> PyOperation
-where
-    C: Command + Send + 'static,
-    C::Output: Send,
-    F: FnOnce(Python<'_>, &Client, ClientResult<C::Output>) -> PyResult<Py<PyAny>> + Send + 'static,
-{
-    PyOperation {
-        shared: Arc::new(Shared {
-            client: Arc::clone(client),
-            state: Mutex::new(Some(Box::new(Converted { operation, convert }))),
-            abandoned: AtomicBool::new(false),
-        }),
+        Converted::run(*self, py, client)
     }
 }
 
