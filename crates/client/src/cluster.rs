@@ -6,12 +6,12 @@
 //! Commands and the engine use it; it knows nothing of either, nor of the `Client` facade.
 
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use crate::address::NodeAddress;
-use crate::config::{ClientConfig, DiscoveryConfig};
+use crate::config::{ClientConfig, DiscoveryConfig, MigrateFrom};
 use crate::discovery::{Discovery, Membership};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure_log::{self, Context, Unrouted};
@@ -19,6 +19,7 @@ use crate::metrics::{ClientCounters, Metrics};
 use crate::notify::Event;
 use crate::pool::Lease;
 use crate::topology::{Node, Topology};
+use crate::warmup::{Previous, Window};
 
 /// Where the keys of one operation go: a view of the membership it was routed with.
 ///
@@ -28,12 +29,69 @@ use crate::topology::{Node, Topology};
 #[derive(Debug, Clone, Copy)]
 pub struct Routes<'t> {
     topology: &'t Topology,
+    /// The membership before a change, while its warm-up window is open.
+    previous: Option<&'t Topology>,
+    /// The membership of the `migrate_from` cluster.
+    source: Option<&'t Topology>,
+}
+
+/// Why a key has a second node ([`Routes::detour`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Detour {
+    /// Its owner changed less than `warmup_window` ago: the node is its previous owner.
+    WarmUp,
+    /// The node is its owner in the `migrate_from` cluster.
+    Migration,
+}
+
+/// The memberships a cluster event routes keys to besides their owners, held for one
+/// operation's routing ([`Cluster::detours`]).
+#[derive(Debug, Default)]
+pub(crate) struct Detours {
+    previous: Option<Arc<Topology>>,
+    source: Option<Arc<Topology>>,
 }
 
 impl<'t> Routes<'t> {
-    /// The routes of `topology`'s membership.
-    pub(crate) fn new(topology: &'t Topology) -> Self {
-        Routes { topology }
+    /// The routes of `topology`'s membership, with the detours a cluster event adds.
+    pub(crate) fn with_detours(topology: &'t Topology, detours: &'t Detours) -> Self {
+        Routes {
+            topology,
+            previous: detours.previous.as_deref(),
+            source: detours.source.as_deref(),
+        }
+    }
+
+    /// Whether any key may have a detour: a warm-up window is open or a migration is on.
+    #[inline]
+    pub fn has_detours(&self) -> bool {
+        self.previous.is_some() || self.source.is_some()
+    }
+
+    /// The second node `key` has during a cluster event, besides its owner, and why: its
+    /// previous owner while a warm-up window is open (when that node is still a member and no
+    /// longer the owner), else its owner in the `migrate_from` cluster. A miss reads it; a
+    /// write or delete deletes the key there.
+    pub fn detour(&self, key: &str) -> Option<(&'t Arc<Node>, Detour)> {
+        if let Some(previous) = self.previous {
+            let owner = self.node_for(key).ok()?;
+            let before = previous
+                .node_index_for(key)
+                .and_then(|index| previous.nodes().get(index));
+            if let Some(before) = before {
+                // A node that left the membership is not read: it may be gone.
+                let member = self.nodes().iter().any(|n| Arc::ptr_eq(n, before));
+                if member && !Arc::ptr_eq(before, owner) {
+                    return Some((before, Detour::WarmUp));
+                }
+            }
+        }
+        let source = self.source?;
+        let node = source
+            .node_index_for(key)
+            .and_then(|index| source.nodes().get(index))?;
+        Some((node, Detour::Migration))
     }
 
     /// Every node a key may be routed to, in order; [`Routes::route`] gives indices into it.
@@ -70,6 +128,10 @@ pub struct Cluster {
     unrouted: Unrouted,
     /// Discoveries, membership changes, failures ignored (`metrics`).
     pub(crate) counters: ClientCounters,
+    /// The warm-up window after a membership change.
+    warmup: Window,
+    /// The cluster of `migrate_from`, read through and invalidated.
+    source: Option<Arc<Cluster>>,
 }
 
 impl Cluster {
@@ -77,6 +139,7 @@ impl Cluster {
     pub(crate) fn new(nodes: &[NodeAddress], config: ClientConfig) -> Self {
         let config = config.within_limits();
         let topology = Topology::new(nodes, &config, None, None);
+        let source = config.migrate_from.as_ref().map(|from| Self::source(from, &config));
         Cluster {
             config,
             topology: ArcSwap::from_pointee(topology),
@@ -84,7 +147,53 @@ impl Cluster {
             me: Weak::<Cluster>::new(),
             unrouted: Unrouted::new(),
             counters: ClientCounters::default(),
+            warmup: Window::default(),
+            source,
         }
+    }
+
+    /// The cluster of `migrate_from`: this one's settings, with its own key placement and
+    /// membership (discovered, if it is an endpoint). It reads through nowhere itself.
+    fn source(from: &MigrateFrom, config: &ClientConfig) -> Arc<Cluster> {
+        let mut settings = config.clone();
+        settings.hashing = from.hashing;
+        settings.migrate_from = None;
+        settings.warmup_window = Duration::ZERO;
+        match (&from.discovery, from.servers.as_slice()) {
+            (Some(discovery), [endpoint]) => Arc::new_cyclic(|me: &Weak<Cluster>| {
+                let me: Weak<dyn Membership> = me.clone();
+                Cluster::discovered(endpoint.clone(), settings, discovery.clone(), me)
+            }),
+            (_, servers) => Arc::new(Cluster::new(servers, settings)),
+        }
+    }
+
+    /// The memberships this operation may detour to: the previous one while a warm-up window
+    /// is open, and the `migrate_from` cluster's (discovered first when `blocking` allows).
+    pub(crate) fn detours(&self, blocking: bool) -> Detours {
+        let previous = match self.warmup.previous() {
+            Previous::Open(previous) => Some(previous),
+            Previous::Closed => None,
+            Previous::JustClosed => {
+                self.emit(|| Event::WarmupEnded);
+                None
+            }
+        };
+        let source = self.source.as_ref().and_then(|source| {
+            let topology = if blocking {
+                // Unreachable, it is no detour: the keys' owners are this cluster's.
+                source.routing_topology().ok()?
+            } else {
+                source.topology()
+            };
+            (!topology.nodes().is_empty()).then_some(topology)
+        });
+        Detours { previous, source }
+    }
+
+    /// The cluster of `migrate_from`, if one is set.
+    pub fn migration_source(&self) -> Option<&Cluster> {
+        self.source.as_deref()
     }
 
     /// A cluster whose nodes come from `endpoint`; `me` is what holds it, for the refresher.
@@ -200,6 +309,10 @@ impl Cluster {
                 .all(|n| previous.nodes().iter().any(|o| Arc::ptr_eq(n, o)));
         if !same {
             ClientCounters::count(&self.counters.membership_changes);
+            let window = self.config.warmup_window;
+            if self.warmup.open(&previous, window) {
+                self.emit(|| Event::WarmupStarted { window });
+            }
             self.emit(|| {
                 let names = |t: &Topology| -> Vec<String> {
                     t.nodes().iter().map(|n| n.address.name.clone()).collect()

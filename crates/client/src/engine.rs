@@ -143,6 +143,19 @@ pub trait Command {
     /// What a failure becomes under `ignore_exc` (the engine applies it, not the command).
     fn fallback(&self) -> Fallback<Self::Output>;
 
+    /// Once every share of a round answered or failed: the shares of a further round, on the
+    /// nodes a cluster event adds to a key's owner ([`Routes::detour`]: the read of a previous
+    /// owner after a miss, the copy of what it held, a delete there after a write). A
+    /// further round's failures count against its nodes but never fail the operation: the
+    /// command takes what they did not answer as not found, not done. Empty: the operation
+    /// is over.
+    fn next_round(&mut self) -> Vec<Share> {
+        Vec::new()
+    }
+
+    /// The operation is over: what its further rounds did is counted on `cluster`.
+    fn settled(&self, _cluster: &Cluster) {}
+
     /// The outcome, given the shares that failed (under [`Fallback::PerNode`], only those that
     /// `ignore_exc` let the batch go on without).
     fn finish(self, failed: Vec<Failed>) -> Result<Self::Output>;
@@ -395,6 +408,8 @@ pub struct Operation<C: Command> {
     counting: bool,
     /// Whether a wait for a pooled connection was counted ([`Operation::waits_for_pool`]).
     counted_pool_wait: bool,
+    /// Whether the round running is a further one ([`Command::next_round`]).
+    further: bool,
 }
 
 /// How [`Operation::lease_pending`] may get connections.
@@ -433,6 +448,7 @@ impl<C: Command> Operation<C> {
             },
             counting: cluster.config.counters,
             counted_pool_wait: false,
+            further: false,
         })
     }
 
@@ -440,19 +456,24 @@ impl<C: Command> Operation<C> {
     /// end on the calling thread.
     pub fn run(mut self, cluster: &Cluster) -> Result<C::Output> {
         self.route(cluster, true);
-        while !self.pending.is_empty() {
-            self.lease_pending(cluster, Leasing::Wait);
-            // Every request first, so the nodes work at once; then each node's replies.
-            let mut sent = Vec::with_capacity(self.running.len());
-            for mut exchange in std::mem::take(&mut self.running) {
-                match exchange.send_blocking(self.deadline) {
-                    Ok(()) => sent.push(exchange),
-                    Err(error) => self.settle(cluster, exchange, Err(error)),
+        loop {
+            while !self.pending.is_empty() {
+                self.lease_pending(cluster, Leasing::Wait);
+                // Every request first, so the nodes work at once; then each node's replies.
+                let mut sent = Vec::with_capacity(self.running.len());
+                for mut exchange in std::mem::take(&mut self.running) {
+                    match exchange.send_blocking(self.deadline) {
+                        Ok(()) => sent.push(exchange),
+                        Err(error) => self.settle(cluster, exchange, Err(error)),
+                    }
+                }
+                for mut exchange in sent {
+                    let outcome = exchange.complete_blocking(&mut self.command, self.deadline);
+                    self.settle(cluster, exchange, outcome);
                 }
             }
-            for mut exchange in sent {
-                let outcome = exchange.complete_blocking(&mut self.command, self.deadline);
-                self.settle(cluster, exchange, outcome);
+            if !self.next_round() {
+                break;
             }
         }
         self.finish(cluster)
@@ -474,6 +495,10 @@ impl<C: Command> Operation<C> {
                     self.settle(cluster, exchange, outcome.map(drop));
                 }
             }
+        }
+        if self.running.is_empty() && self.pending.is_empty() && self.next_round() {
+            // A further round (a cluster event's detour): its exchanges start at once.
+            return self.advance(cluster);
         }
         if self.overdue() {
             self.expire(cluster);
@@ -539,6 +564,21 @@ impl<C: Command> Operation<C> {
         waits
     }
 
+    /// Starts the command's further round, if it has one and time is left for it
+    /// ([`Command::next_round`]); `false` when the operation is over.
+    fn next_round(&mut self) -> bool {
+        if !self.routed || self.overdue() {
+            return false;
+        }
+        let shares = self.command.next_round();
+        if shares.is_empty() {
+            return false;
+        }
+        self.further = true;
+        self.pending = shares;
+        true
+    }
+
     /// Whether the operation has its outcome (every share answered or failed).
     pub fn is_done(&self) -> bool {
         self.routed && self.pending.is_empty() && self.running.is_empty()
@@ -599,6 +639,7 @@ impl<C: Command> Operation<C> {
             self.pending.clear();
         }
         let failed = std::mem::take(&mut self.failed);
+        self.command.settled(cluster);
         let Operation { command, .. } = self;
         match command.fallback() {
             Fallback::Strict => command.finish(failed),
@@ -634,7 +675,10 @@ impl<C: Command> Operation<C> {
             Ok(topology)
         };
         self.routed = true;
-        match topology.and_then(|topology| self.command.shares(Routes::new(&topology))) {
+        let detours = cluster.detours(blocking);
+        let routed = topology
+            .and_then(|topology| self.command.shares(Routes::with_detours(&topology, &detours)));
+        match routed {
             Ok(shares) => self.pending = shares,
             Err(error) => self.failed.push((self.command.all_positions(), error)),
         }
@@ -675,10 +719,15 @@ impl<C: Command> Operation<C> {
         }
     }
 
-    /// Records a share that failed, in the node's counters too.
+    /// Records a share that failed, in the node's counters too. A further round's failure is
+    /// not the operation's (see [`Command::next_round`]).
     fn fail(&mut self, node: &Node, positions: Vec<usize>, error: Error) {
         if self.counting {
             node.counters.error(&error);
+        }
+        if self.further {
+            log::debug!("{}: a cluster event's detour failed: {error}", node.address.name);
+            return;
         }
         self.failed.push((positions, error));
     }
@@ -746,7 +795,7 @@ impl<C: Command> Operation<C> {
                 // gets a deadline of its own, as the backend's second request did, so a set
                 // that timed out still deletes the old value (a command asks for one at most,
                 // so the operation stays bounded, by twice `timeout`).
-                if cluster.tolerates(&error) && self.command.follow_up() {
+                if !self.further && cluster.tolerates(&error) && self.command.follow_up() {
                     self.pending.push(Share {
                         node: Arc::clone(&node),
                         positions: positions.clone(),

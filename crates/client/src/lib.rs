@@ -57,6 +57,8 @@ mod tls;
 mod topology;
 mod ttl;
 mod values;
+mod warmup;
+mod detour;
 
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::{ItemList, KeyList};
@@ -66,9 +68,12 @@ pub use client::{
     GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation, StoreOperation,
     TouchOperation, TtlOperation,
 };
-pub use cluster::{Cluster, Routes};
-pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
+pub use cluster::{Cluster, Detour, Routes};
+pub use config::{
+    ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog, MigrateFrom, DEFAULT_WARMUP_WINDOW,
+};
 pub use counters::Initial;
+pub use detour::Warm;
 pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{
     Command, Cursor, Failed, Fallback, Interest, Operation, Progress, Reading, Share, Step,

@@ -1,0 +1,681 @@
+//! What commands do on the detours of cluster events (design section 17): [`Warm`] wraps a
+//! command and, after its owners answered, runs further rounds ([`Command::next_round`]) on
+//! the second node [`Routes::detour`] gives a key (a previous owner during a warm-up window,
+//! the `migrate_from` cluster's owner):
+//!
+//! - a read's misses are read there (`mg <key> v f t`: with the value's remaining TTL), in one
+//!   round for the whole batch; what is found is returned and copied to the owner with `add`
+//!   and that TTL (never over a value written meanwhile). A node without meta commands tells
+//!   no TTL: its value is returned but not copied (it is read through again on the next miss).
+//!   A get-or-lease that won the lease and found the value there ends its lease in the copy's
+//!   exchange and returns the value as a plain hit: nothing is computed.
+//! - a write or delete deletes the key there too, after the owner's write, so no stale copy is
+//!   read or copied back later.
+//!
+//! The routing is the cluster's; this module only sends what the command needs on it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use elasticache_proto::{
+    self as proto, DeleteReply, MetaCommand, MetaFlag, MetaStatus, Parse, Retrieval,
+    RetrievalItem, Store, StoreReply,
+};
+
+use crate::batch::{DeleteMany, GetMany, Items, Keys, SetMany};
+use crate::classic::{LinePlan, RetrievePlan, StorePlan};
+use crate::cluster::{Cluster, Detour, Routes};
+use crate::engine::{Command, Cursor, Failed, Fallback, Reading, Share, Step};
+use crate::error::Result;
+use crate::locks::DeleteIfPlan;
+use crate::metrics::{ClientCounters, CommandName};
+use crate::single::{stray_value, unexpected, One, ParseResult, Plan};
+use crate::stampede::{LeasePlan, Leased};
+use crate::topology::Node;
+use crate::values::{BatchValues, Item};
+
+/// What a command does to the copies its keys have elsewhere during a cluster event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// A read: its misses are read through.
+    Read,
+    /// A write or delete: the key is deleted there.
+    Write,
+}
+
+/// A command [`Warm`] can wrap: its keys, and for a read, its misses and how a value found
+/// elsewhere goes into its outcome.
+pub trait Detoured: Command {
+    /// What the command does to other copies.
+    const EFFECT: Effect;
+
+    /// How many keys.
+    fn key_count(&self) -> usize;
+
+    /// The key at `position`.
+    fn key_at(&self, position: usize) -> &str;
+
+    /// Once the owners answered: whether the key at `position` was read and not found.
+    fn missed(&self, _position: usize) -> bool {
+        false
+    }
+
+    /// The largest value accepted from a node.
+    fn max_value_len(&self) -> usize {
+        0
+    }
+
+    /// The lease to end when a value is found elsewhere (a get-or-lease that won it).
+    fn lease(&self) -> Option<DeleteIfPlan> {
+        None
+    }
+
+    /// A value found elsewhere for `position`, into the outcome.
+    fn fill(_output: &mut Self::Output, _position: usize, _item: Item) {}
+}
+
+/// Which round of a [`Warm`] command is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The owners' (the command's own).
+    Owners,
+    /// The misses read on their detours.
+    Read,
+    /// What was found, copied to the owners (and a won lease ended).
+    Copy,
+    /// The written keys deleted on their detours.
+    Delete,
+    /// Nothing more.
+    Over,
+}
+
+/// One key with a detour.
+#[derive(Debug)]
+struct Way {
+    position: usize,
+    detour: Arc<Node>,
+    owner: Arc<Node>,
+    why: Detour,
+    found: Option<Item>,
+    /// The found value's remaining TTL (`-1`: none), when the detour told it.
+    ttl: Option<i64>,
+    copied: bool,
+    deleted: bool,
+}
+
+impl Way {
+    /// Whether its value goes to the owner: found with a TTL known and not over.
+    fn copies(&self) -> bool {
+        self.found.is_some() && self.ttl.is_some_and(|ttl| ttl != 0)
+    }
+}
+
+/// A command with its cluster events' detours: see the module's documentation.
+#[derive(Debug)]
+pub struct Warm<C> {
+    inner: C,
+    stage: Stage,
+    ways: Vec<Way>,
+    /// The won lease to end after a read-through hit, and whether its exchange is on.
+    release: Option<DeleteIfPlan>,
+    releasing: bool,
+}
+
+impl<C: Detoured> Warm<C> {
+    /// `inner`, with detours.
+    pub(crate) fn new(inner: C) -> Self {
+        Warm {
+            inner,
+            stage: Stage::Owners,
+            ways: Vec::new(),
+            release: None,
+            releasing: false,
+        }
+    }
+
+    /// The key of way `index`.
+    fn key(&self, index: usize) -> &str {
+        self.ways
+            .get(index)
+            .map_or("", |way| self.inner.key_at(way.position))
+    }
+
+    /// The ways kept by `keep`, grouped in one share per node (`node` of each way).
+    fn group(&self, keep: impl Fn(&Way) -> bool, node: impl Fn(&Way) -> &Arc<Node>) -> Vec<Share> {
+        let mut shares: Vec<Share> = Vec::new();
+        for (index, way) in self.ways.iter().enumerate().filter(|(_, way)| keep(way)) {
+            let node = node(way);
+            match shares.iter_mut().find(|share| Arc::ptr_eq(&share.node, node)) {
+                Some(share) => share.positions.push(index),
+                None => shares.push(Share {
+                    node: Arc::clone(node),
+                    positions: vec![index],
+                }),
+            }
+        }
+        shares
+    }
+
+    /// The read of `positions` (ways) on a node that does (`meta`) or does not speak meta.
+    fn encode_read(&self, out: &mut Vec<u8>, positions: &[usize], meta: bool) {
+        let flags = [MetaFlag::Value, MetaFlag::ReturnFlags, MetaFlag::ReturnTtl];
+        for &index in positions {
+            let key = self.key(index).as_bytes();
+            if meta {
+                proto::encode_meta(out, MetaCommand::Get, key, &flags, b"");
+            } else {
+                proto::encode_retrieval(out, Retrieval::Get, [key]);
+            }
+        }
+    }
+
+    /// The copies of `positions` (ways) that have one: `add`, never over a value written
+    /// meanwhile. `false` when there is none.
+    fn encode_copies(&self, out: &mut Vec<u8>, positions: &[usize]) -> bool {
+        let mut any = false;
+        for way in positions.iter().filter_map(|&index| self.ways.get(index)) {
+            if let (true, Some(item), Some(ttl)) = (way.copies(), &way.found, way.ttl) {
+                let key = self.inner.key_at(way.position).as_bytes();
+                let exptime = ttl.max(0);
+                proto::encode_store(out, Store::Add, key, item.flags, exptime, &item.data, false);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Starts the end of the won lease on the owner's connection (the one key's).
+    fn begin_release(&mut self, positions: &[usize], out: &mut Vec<u8>) -> bool {
+        let meta = positions
+            .first()
+            .and_then(|&index| self.ways.get(index))
+            .and_then(|way| way.owner.meta.get())
+            .unwrap_or(false);
+        match &mut self.release {
+            Some(release) => {
+                release.begin(meta, out);
+                self.releasing = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn read_found(
+        &mut self,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+        request: &mut Vec<u8>,
+    ) -> ParseResult<Reading> {
+        let Some(node) = positions
+            .first()
+            .and_then(|&index| self.ways.get(index))
+            .map(|way| Arc::clone(&way.detour))
+        else {
+            return Ok(Parse::Complete(Step::Done(()), 0));
+        };
+        let Some(meta) = node.meta.get() else {
+            // The probe's answer: the node's support, then the reads.
+            return proto::parse_meta_noop(buf)?.try_map(|speaks_meta| {
+                node.meta.set(speaks_meta);
+                self.encode_read(request, positions, speaks_meta);
+                Ok(Step::Send)
+            });
+        };
+        let limit = self.inner.max_value_len();
+        let mut used = 0;
+        loop {
+            let Some(&index) = positions.get(cursor.item) else {
+                return Ok(Parse::Complete(Step::Done(()), used));
+            };
+            let rest = buf.get(used..).unwrap_or_default();
+            let parsed = if meta {
+                proto::parse_meta(rest, limit)?.try_map(|reply| {
+                    let found = match (reply.status, reply.data) {
+                        (MetaStatus::Value, Some(data)) => Some((
+                            Item {
+                                flags: reply.flags.client_flags.unwrap_or_default(),
+                                data: Bytes::copy_from_slice(data),
+                                cas: None,
+                            },
+                            reply.flags.ttl,
+                        )),
+                        (MetaStatus::Miss, _) => None,
+                        (status, _) => return Err(unexpected("mg", &status)),
+                    };
+                    Ok((found, true))
+                })?
+            } else {
+                let key = self.key(index).as_bytes();
+                proto::parse_retrieval(rest, limit)?.try_map(|item| match item {
+                    RetrievalItem::End => Ok((None, true)),
+                    RetrievalItem::Value(value) if value.key == key => {
+                        let item = Item {
+                            flags: value.flags,
+                            data: Bytes::copy_from_slice(value.data),
+                            cas: None,
+                        };
+                        Ok((Some((item, None)), false))
+                    }
+                    RetrievalItem::Value(_) => Err(stray_value()),
+                })?
+            };
+            match parsed {
+                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
+                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+                Parse::Complete((found, last), length) => {
+                    used += length;
+                    if let (Some((item, ttl)), Some(way)) = (found, self.ways.get_mut(index)) {
+                        way.found = Some(item);
+                        way.ttl = ttl;
+                    }
+                    if last {
+                        cursor.item += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_copies(
+        &mut self,
+        node: &str,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+        request: &mut Vec<u8>,
+    ) -> ParseResult<Reading> {
+        if self.releasing {
+            let meta = positions
+                .first()
+                .and_then(|&index| self.ways.get(index))
+                .and_then(|way| way.owner.meta.get())
+                .unwrap_or(false);
+            let key = positions.first().map_or("", |&index| self.key(index)).to_owned();
+            let Some(release) = &mut self.release else {
+                return Ok(Parse::Complete(Step::Done(()), 0));
+            };
+            return Ok(release
+                .read(node, &key, meta, buf, request)?
+                .map(|step| step.map(drop)));
+        }
+        let copies: Vec<usize> = positions
+            .iter()
+            .copied()
+            .filter(|&index| self.ways.get(index).is_some_and(Way::copies))
+            .collect();
+        let mut used = 0;
+        loop {
+            let Some(&index) = copies.get(cursor.item) else {
+                let step = if self.begin_release(positions, request) {
+                    Step::Send
+                } else {
+                    Step::Done(())
+                };
+                return Ok(Parse::Complete(step, used));
+            };
+            let rest = buf.get(used..).unwrap_or_default();
+            match proto::with_error_replies(rest, proto::parse_store)? {
+                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
+                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+                Parse::Complete(reply, length) => {
+                    used += length;
+                    if let Some(way) = self.ways.get_mut(index) {
+                        way.copied = reply == Ok(StoreReply::Stored);
+                    }
+                    cursor.item += 1;
+                }
+            }
+        }
+    }
+
+    fn read_deletes(
+        &mut self,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+    ) -> ParseResult<Reading> {
+        let mut used = 0;
+        loop {
+            let Some(&index) = positions.get(cursor.item) else {
+                return Ok(Parse::Complete(Step::Done(()), used));
+            };
+            let rest = buf.get(used..).unwrap_or_default();
+            match proto::with_error_replies(rest, proto::parse_delete)? {
+                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
+                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+                Parse::Complete(reply, length) => {
+                    used += length;
+                    if let Some(way) = self.ways.get_mut(index) {
+                        way.deleted = reply.is_ok();
+                    }
+                    cursor.item += 1;
+                }
+            }
+        }
+    }
+}
+
+impl<C: Detoured> Command for Warm<C> {
+    type Output = C::Output;
+
+    fn name(&self) -> CommandName {
+        match self.stage {
+            Stage::Read => CommandName::Get,
+            Stage::Copy => CommandName::Add,
+            Stage::Delete => CommandName::Delete,
+            Stage::Owners | Stage::Over => self.inner.name(),
+        }
+    }
+
+    fn hits(&self, positions: &[usize]) -> Option<usize> {
+        match self.stage {
+            Stage::Owners => self.inner.hits(positions),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.inner.validate()
+    }
+
+    fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
+        let shares = self.inner.shares(routes)?;
+        if routes.has_detours() {
+            for position in 0..self.inner.key_count() {
+                let key = self.inner.key_at(position);
+                let Some((detour, why)) = routes.detour(key) else {
+                    continue;
+                };
+                let owner = routes.node_for(key)?;
+                self.ways.push(Way {
+                    position,
+                    detour: Arc::clone(detour),
+                    owner: Arc::clone(owner),
+                    why,
+                    found: None,
+                    ttl: None,
+                    copied: false,
+                    deleted: false,
+                });
+            }
+        }
+        Ok(shares)
+    }
+
+    fn all_positions(&self) -> Vec<usize> {
+        self.inner.all_positions()
+    }
+
+    fn size(&self, position: usize) -> usize {
+        match self.stage {
+            Stage::Owners => self.inner.size(position),
+            _ => {
+                let value = self
+                    .ways
+                    .get(position)
+                    .and_then(|way| way.found.as_ref())
+                    .map_or(0, |item| item.data.len());
+                self.key(position).len() + value + 48
+            }
+        }
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
+        match self.stage {
+            Stage::Owners | Stage::Over => self.inner.encode(out, positions),
+            Stage::Read => {
+                let meta = positions
+                    .first()
+                    .and_then(|&index| self.ways.get(index))
+                    .and_then(|way| way.detour.meta.get());
+                match meta {
+                    // Probed first, as a single-key plan probes (`single`).
+                    None => proto::encode_meta_noop(out),
+                    Some(meta) => self.encode_read(out, positions, meta),
+                }
+            }
+            Stage::Copy => {
+                self.releasing = false;
+                if !self.encode_copies(out, positions) {
+                    self.begin_release(positions, out);
+                }
+            }
+            Stage::Delete => {
+                for &index in positions {
+                    proto::encode_delete(out, self.key(index).as_bytes(), false);
+                }
+            }
+        }
+    }
+
+    fn read(
+        &mut self,
+        node: &str,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+        request: &mut Vec<u8>,
+    ) -> ParseResult<Reading> {
+        match self.stage {
+            Stage::Owners | Stage::Over => self.inner.read(node, positions, cursor, buf, request),
+            Stage::Read => self.read_found(positions, cursor, buf, request),
+            Stage::Copy => self.read_copies(node, positions, cursor, buf, request),
+            Stage::Delete => self.read_deletes(positions, cursor, buf),
+        }
+    }
+
+    fn follow_up(&mut self) -> bool {
+        self.stage == Stage::Owners && self.inner.follow_up()
+    }
+
+    fn fallback(&self) -> Fallback<C::Output> {
+        self.inner.fallback()
+    }
+
+    fn next_round(&mut self) -> Vec<Share> {
+        loop {
+            let (next, shares) = match self.stage {
+                Stage::Owners if self.ways.is_empty() => (Stage::Over, Vec::new()),
+                Stage::Owners if C::EFFECT == Effect::Write => {
+                    (Stage::Delete, self.group(|_| true, |way| &way.detour))
+                }
+                Stage::Owners => {
+                    let inner = &self.inner;
+                    self.ways.retain(|way| inner.missed(way.position));
+                    (Stage::Read, self.group(|_| true, |way| &way.detour))
+                }
+                Stage::Read => {
+                    if self.ways.iter().any(|way| way.found.is_some()) {
+                        self.release = self.inner.lease();
+                    }
+                    let leased = self.release.is_some();
+                    let keep = |way: &Way| way.copies() || (leased && way.found.is_some());
+                    (Stage::Copy, self.group(keep, |way| &way.owner))
+                }
+                Stage::Copy | Stage::Delete | Stage::Over => (Stage::Over, Vec::new()),
+            };
+            self.stage = next;
+            if !shares.is_empty() || next == Stage::Over {
+                return shares;
+            }
+        }
+    }
+
+    fn settled(&self, cluster: &Cluster) {
+        let counters = &cluster.counters;
+        let count = |why: Detour, test: fn(&Way) -> bool| {
+            self.ways.iter().filter(|w| w.why == why && test(w)).count()
+        };
+        match C::EFFECT {
+            Effect::Write => {
+                let deleted = self.ways.iter().filter(|way| way.deleted).count();
+                ClientCounters::count_many(&counters.detour_deletes, deleted);
+            }
+            Effect::Read => {
+                for (why, reads, hits, copies) in [
+                    (
+                        Detour::WarmUp,
+                        &counters.warmup_reads,
+                        &counters.warmup_hits,
+                        &counters.warmup_copies,
+                    ),
+                    (
+                        Detour::Migration,
+                        &counters.migration_reads,
+                        &counters.migration_hits,
+                        &counters.migration_copies,
+                    ),
+                ] {
+                    // The ways left after the owners' round are the misses read through.
+                    if !matches!(self.stage, Stage::Owners) {
+                        ClientCounters::count_many(reads, count(why, |_| true));
+                    }
+                    ClientCounters::count_many(hits, count(why, |w| w.found.is_some()));
+                    ClientCounters::count_many(copies, count(why, |w| w.copied));
+                }
+            }
+        }
+    }
+
+    fn finish(self, failed: Vec<Failed>) -> Result<C::Output> {
+        let Warm { inner, ways, .. } = self;
+        let mut output = inner.finish(failed)?;
+        for way in ways {
+            if let Some(item) = way.found {
+                C::fill(&mut output, way.position, item);
+            }
+        }
+        Ok(output)
+    }
+}
+
+impl Detoured for One<RetrievePlan> {
+    const EFFECT: Effect = Effect::Read;
+
+    fn key_count(&self) -> usize {
+        1
+    }
+
+    fn key_at(&self, _: usize) -> &str {
+        self.key()
+    }
+
+    fn missed(&self, _: usize) -> bool {
+        matches!(self.output(), Some(None))
+    }
+
+    fn max_value_len(&self) -> usize {
+        self.plan().max_value_len()
+    }
+
+    fn fill(output: &mut Option<Item>, _: usize, item: Item) {
+        *output = Some(item);
+    }
+}
+
+impl Detoured for One<LeasePlan> {
+    const EFFECT: Effect = Effect::Read;
+
+    fn key_count(&self) -> usize {
+        1
+    }
+
+    fn key_at(&self, _: usize) -> &str {
+        self.key()
+    }
+
+    fn missed(&self, _: usize) -> bool {
+        // Only the lease's winner reads through: the others wait for what it stores.
+        matches!(self.output(), Some(Leased { item: None, won: true }))
+    }
+
+    fn max_value_len(&self) -> usize {
+        self.plan().max_value_len()
+    }
+
+    fn lease(&self) -> Option<DeleteIfPlan> {
+        Some(self.plan().release_plan(self.key()))
+    }
+
+    fn fill(output: &mut Leased, _: usize, item: Item) {
+        // A plain hit: the lease is ended, nothing is to be computed.
+        *output = Leased {
+            item: Some(item),
+            won: false,
+        };
+    }
+}
+
+impl Detoured for One<StorePlan<'_>> {
+    const EFFECT: Effect = Effect::Write;
+
+    fn key_count(&self) -> usize {
+        1
+    }
+
+    fn key_at(&self, _: usize) -> &str {
+        self.key()
+    }
+}
+
+impl Detoured for One<LinePlan<DeleteReply>> {
+    const EFFECT: Effect = Effect::Write;
+
+    fn key_count(&self) -> usize {
+        1
+    }
+
+    fn key_at(&self, _: usize) -> &str {
+        self.key()
+    }
+}
+
+impl<K: Keys> Detoured for GetMany<K> {
+    const EFFECT: Effect = Effect::Read;
+
+    fn key_count(&self) -> usize {
+        self.keys().count()
+    }
+
+    fn key_at(&self, position: usize) -> &str {
+        self.keys().key(position)
+    }
+
+    fn missed(&self, position: usize) -> bool {
+        !self.found(position)
+    }
+
+    fn max_value_len(&self) -> usize {
+        GetMany::max_value_len(self)
+    }
+
+    fn fill(output: &mut BatchValues, position: usize, item: Item) {
+        output.keep(position, item.flags, &item.data);
+    }
+}
+
+impl<I: Items> Detoured for SetMany<I> {
+    const EFFECT: Effect = Effect::Write;
+
+    fn key_count(&self) -> usize {
+        self.items().count()
+    }
+
+    fn key_at(&self, position: usize) -> &str {
+        self.items().item(position).0
+    }
+}
+
+impl<K: Keys> Detoured for DeleteMany<K> {
+    const EFFECT: Effect = Effect::Write;
+
+    fn key_count(&self) -> usize {
+        self.keys().count()
+    }
+
+    fn key_at(&self, position: usize) -> &str {
+        self.keys().key(position)
+    }
+}
