@@ -309,10 +309,6 @@ impl Cluster {
                 .all(|n| previous.nodes().iter().any(|o| Arc::ptr_eq(n, o)));
         if !same {
             ClientCounters::count(&self.counters.membership_changes);
-            let window = self.config.warmup_window;
-            if self.warmup.open(&previous, window) {
-                self.emit(|| Event::WarmupStarted { window });
-            }
             self.emit(|| {
                 let names = |t: &Topology| -> Vec<String> {
                     t.nodes().iter().map(|n| n.address.name.clone()).collect()
@@ -332,6 +328,11 @@ impl Cluster {
                     version,
                 }
             });
+            // Before the new membership routes anything: its first misses read through.
+            let window = self.config.warmup_window;
+            if self.warmup.open(&previous, window) {
+                self.emit(|| Event::WarmupStarted { window });
+            }
         }
         for old in previous.nodes() {
             if !next.nodes().iter().any(|n| Arc::ptr_eq(n, old)) {
