@@ -53,6 +53,17 @@ pub(crate) struct Detours {
     source: Option<Arc<Topology>>,
 }
 
+#[cfg(test)]
+impl Detours {
+    /// The detours of a warm-up window over `previous`.
+    pub(crate) fn warming(previous: Arc<Topology>) -> Self {
+        Detours {
+            previous: Some(previous),
+            source: None,
+        }
+    }
+}
+
 impl<'t> Routes<'t> {
     /// The routes of `topology`'s membership, with the detours a cluster event adds.
     pub(crate) fn with_detours(topology: &'t Topology, detours: &'t Detours) -> Self {
@@ -139,7 +150,10 @@ impl Cluster {
     pub(crate) fn new(nodes: &[NodeAddress], config: ClientConfig) -> Self {
         let config = config.within_limits();
         let topology = Topology::new(nodes, &config, None, None);
-        let source = config.migrate_from.as_ref().map(|from| Self::source(from, &config));
+        let source = config
+            .migrate_from
+            .as_ref()
+            .map(|from| Self::source(from, &config));
         Cluster {
             config,
             topology: ArcSwap::from_pointee(topology),

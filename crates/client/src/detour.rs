@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use elasticache_proto::{
-    self as proto, DeleteReply, MetaCommand, MetaFlag, MetaStatus, Parse, Retrieval,
-    RetrievalItem, Store, StoreReply,
+    self as proto, DeleteReply, MetaCommand, MetaFlag, MetaStatus, Parse, Retrieval, RetrievalItem,
+    Store, StoreReply,
 };
 
 use crate::batch::{DeleteMany, GetMany, Items, Keys, SetMany};
@@ -83,7 +83,11 @@ enum Stage {
     Read,
     /// What was found, copied to the owners (and a won lease ended).
     Copy,
-    /// The written keys deleted on their detours.
+    /// The copied keys read again where they were found.
+    Recheck,
+    /// The copies of keys gone from there meanwhile (deleted), deleted.
+    Undo,
+    /// The written keys deleted on their detours, before the owners' write.
     Delete,
     /// Nothing more.
     Over,
@@ -100,6 +104,8 @@ struct Way {
     /// The found value's remaining TTL (`-1`: none), when the detour told it.
     ttl: Option<i64>,
     copied: bool,
+    /// Found gone from the detour after it was copied: the copy is deleted.
+    undo: bool,
     deleted: bool,
 }
 
@@ -119,6 +125,8 @@ pub struct Warm<C> {
     /// The won lease to end after a read-through hit, and whether its exchange is on.
     release: Option<DeleteIfPlan>,
     releasing: bool,
+    /// A write's own shares, sent once its detours' deletes are done.
+    stash: Vec<Share>,
 }
 
 impl<C: Detoured> Warm<C> {
@@ -130,6 +138,7 @@ impl<C: Detoured> Warm<C> {
             ways: Vec::new(),
             release: None,
             releasing: false,
+            stash: Vec::new(),
         }
     }
 
@@ -145,7 +154,10 @@ impl<C: Detoured> Warm<C> {
         let mut shares: Vec<Share> = Vec::new();
         for (index, way) in self.ways.iter().enumerate().filter(|(_, way)| keep(way)) {
             let node = node(way);
-            match shares.iter_mut().find(|share| Arc::ptr_eq(&share.node, node)) {
+            match shares
+                .iter_mut()
+                .find(|share| Arc::ptr_eq(&share.node, node))
+            {
                 Some(share) => share.positions.push(index),
                 None => shares.push(Share {
                     node: Arc::clone(node),
@@ -292,7 +304,10 @@ impl<C: Detoured> Warm<C> {
                 .and_then(|&index| self.ways.get(index))
                 .and_then(|way| way.owner.meta.get())
                 .unwrap_or(false);
-            let key = positions.first().map_or("", |&index| self.key(index)).to_owned();
+            let key = positions
+                .first()
+                .map_or("", |&index| self.key(index))
+                .to_owned();
             let Some(release) = &mut self.release else {
                 return Ok(Parse::Complete(Step::Done(()), 0));
             };
@@ -330,11 +345,47 @@ impl<C: Detoured> Warm<C> {
         }
     }
 
+    /// The answers to the copied keys' second read where they were found: one gone since
+    /// (deleted there by a writer that deletes there first, see `Stage::Delete`) has its copy
+    /// undone, so the copy cannot outlive the delete it raced.
+    fn read_rechecks(
+        &mut self,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+    ) -> ParseResult<Reading> {
+        let mut used = 0;
+        loop {
+            let Some(&index) = positions.get(cursor.item) else {
+                return Ok(Parse::Complete(Step::Done(()), used));
+            };
+            let rest = buf.get(used..).unwrap_or_default();
+            match proto::parse_meta(rest, 0)? {
+                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
+                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+                Parse::Complete(reply, length) => {
+                    let gone = match reply.status {
+                        MetaStatus::Miss => true,
+                        MetaStatus::Done | MetaStatus::Value => false,
+                        status => return Err(unexpected("mg", &status)),
+                    };
+                    used += length;
+                    if let Some(way) = self.ways.get_mut(index) {
+                        way.undo = gone;
+                    }
+                    cursor.item += 1;
+                }
+            }
+        }
+    }
+
+    /// The answers to deletes of `positions` (ways); `done` marks each way deleted.
     fn read_deletes(
         &mut self,
         positions: &[usize],
         cursor: &mut Cursor,
         buf: &[u8],
+        done: fn(&mut Way),
     ) -> ParseResult<Reading> {
         let mut used = 0;
         loop {
@@ -347,8 +398,8 @@ impl<C: Detoured> Warm<C> {
                 Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
                 Parse::Complete(reply, length) => {
                     used += length;
-                    if let Some(way) = self.ways.get_mut(index) {
-                        way.deleted = reply.is_ok();
+                    if let (Ok(_), Some(way)) = (reply, self.ways.get_mut(index)) {
+                        done(way);
                     }
                     cursor.item += 1;
                 }
@@ -362,9 +413,9 @@ impl<C: Detoured> Command for Warm<C> {
 
     fn name(&self) -> CommandName {
         match self.stage {
-            Stage::Read => CommandName::Get,
+            Stage::Read | Stage::Recheck => CommandName::Get,
             Stage::Copy => CommandName::Add,
-            Stage::Delete => CommandName::Delete,
+            Stage::Delete | Stage::Undo => CommandName::Delete,
             Stage::Owners | Stage::Over => self.inner.name(),
         }
     }
@@ -397,9 +448,16 @@ impl<C: Detoured> Command for Warm<C> {
                     found: None,
                     ttl: None,
                     copied: false,
+                    undo: false,
                     deleted: false,
                 });
             }
+        }
+        if C::EFFECT == Effect::Write && !self.ways.is_empty() {
+            // The detours' copies go first: see `Stage::Delete`.
+            self.stash = shares;
+            self.stage = Stage::Delete;
+            return Ok(self.group(|_| true, |way| &way.detour));
         }
         Ok(shares)
     }
@@ -442,7 +500,13 @@ impl<C: Detoured> Command for Warm<C> {
                     self.begin_release(positions, out);
                 }
             }
-            Stage::Delete => {
+            Stage::Recheck => {
+                for &index in positions {
+                    let key = self.key(index).as_bytes();
+                    proto::encode_meta(out, MetaCommand::Get, key, &[], b"");
+                }
+            }
+            Stage::Delete | Stage::Undo => {
                 for &index in positions {
                     proto::encode_delete(out, self.key(index).as_bytes(), false);
                 }
@@ -462,8 +526,14 @@ impl<C: Detoured> Command for Warm<C> {
             Stage::Owners | Stage::Over => self.inner.read(node, positions, cursor, buf, request),
             Stage::Read => self.read_found(positions, cursor, buf, request),
             Stage::Copy => self.read_copies(node, positions, cursor, buf, request),
-            Stage::Delete => self.read_deletes(positions, cursor, buf),
+            Stage::Recheck => self.read_rechecks(positions, cursor, buf),
+            Stage::Delete => self.read_deletes(positions, cursor, buf, |way| way.deleted = true),
+            Stage::Undo => self.read_deletes(positions, cursor, buf, |way| way.copied = false),
         }
+    }
+
+    fn aside(&self) -> bool {
+        self.stage != Stage::Owners
     }
 
     fn follow_up(&mut self) -> bool {
@@ -477,9 +547,9 @@ impl<C: Detoured> Command for Warm<C> {
     fn next_round(&mut self) -> Vec<Share> {
         loop {
             let (next, shares) = match self.stage {
-                Stage::Owners if self.ways.is_empty() => (Stage::Over, Vec::new()),
-                Stage::Owners if C::EFFECT == Effect::Write => {
-                    (Stage::Delete, self.group(|_| true, |way| &way.detour))
+                Stage::Delete => (Stage::Owners, std::mem::take(&mut self.stash)),
+                Stage::Owners if self.ways.is_empty() || C::EFFECT == Effect::Write => {
+                    (Stage::Over, Vec::new())
                 }
                 Stage::Owners => {
                     let inner = &self.inner;
@@ -494,7 +564,9 @@ impl<C: Detoured> Command for Warm<C> {
                     let keep = |way: &Way| way.copies() || (leased && way.found.is_some());
                     (Stage::Copy, self.group(keep, |way| &way.owner))
                 }
-                Stage::Copy | Stage::Delete | Stage::Over => (Stage::Over, Vec::new()),
+                Stage::Copy => (Stage::Recheck, self.group(|w| w.copied, |w| &w.detour)),
+                Stage::Recheck => (Stage::Undo, self.group(|w| w.undo, |w| &w.owner)),
+                Stage::Undo | Stage::Over => (Stage::Over, Vec::new()),
             };
             self.stage = next;
             if !shares.is_empty() || next == Stage::Over {
@@ -588,7 +660,13 @@ impl Detoured for One<LeasePlan> {
 
     fn missed(&self, _: usize) -> bool {
         // Only the lease's winner reads through: the others wait for what it stores.
-        matches!(self.output(), Some(Leased { item: None, won: true }))
+        matches!(
+            self.output(),
+            Some(Leased {
+                item: None,
+                won: true
+            })
+        )
     }
 
     fn max_value_len(&self) -> usize {
@@ -677,5 +755,174 @@ impl<K: Keys> Detoured for DeleteMany<K> {
 
     fn key_at(&self, position: usize) -> &str {
         self.keys().key(position)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::NodeAddress;
+    use crate::classic;
+    use crate::cluster::Detours;
+    use crate::config::ClientConfig;
+    use crate::topology::Topology;
+
+    fn topology(names: &[&str], previous: Option<&Topology>) -> Arc<Topology> {
+        let nodes: Vec<NodeAddress> = names
+            .iter()
+            .filter_map(|n| NodeAddress::parse(n).ok())
+            .collect();
+        let config = ClientConfig::default();
+        Arc::new(Topology::new(&nodes, &config, previous, None))
+    }
+
+    /// Two nodes, then a third: a key that moved to it, and the routes while warm-up is on.
+    fn scaled_out() -> (Arc<Topology>, Detours, String) {
+        let before = topology(&["10.0.0.1:11211", "10.0.0.2:11211"], None);
+        let after = topology(
+            &["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"],
+            Some(&before),
+        );
+        let key = (0..)
+            .map(|i| format!("key-{i}"))
+            .find(|key| after.node_index_for(key) == Some(2))
+            .unwrap_or_default();
+        for node in after.nodes() {
+            node.meta.set(true);
+        }
+        let detours = Detours::warming(before);
+        (after, detours, key)
+    }
+
+    /// Reads `reply` as the answer to the round's share `share`; returns what it asked next.
+    fn answer<C: Detoured>(warm: &mut Warm<C>, share: &Share, reply: &[u8]) -> Vec<u8> {
+        let mut request = Vec::new();
+        let mut cursor = Cursor::default();
+        let read = warm.read(
+            &share.node.address.name,
+            &share.positions,
+            &mut cursor,
+            reply,
+            &mut request,
+        );
+        assert!(
+            matches!(read, Ok(Parse::Complete(Step::Done(()), used)) if used == reply.len()),
+            "{read:?}"
+        );
+        request
+    }
+
+    fn encoded<C: Detoured>(warm: &mut Warm<C>, share: &Share) -> String {
+        let mut out = Vec::new();
+        warm.encode(&mut out, &share.positions);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn a_miss_reads_the_previous_owner_copies_and_undoes_a_copy_that_raced_a_delete() {
+        let (after, detours, key) = scaled_out();
+        let routes = Routes::with_detours(&after, &detours);
+        let mut warm = Warm::new(classic::get(key.clone(), Retrieval::Get, 1 << 20));
+        let owners = warm.shares(routes).unwrap_or_default();
+        assert_eq!(owners.len(), 1);
+        answer(&mut warm, &owners[0], b"END\r\n");
+
+        let read = warm.next_round();
+        assert_ne!(read[0].node.address.name, owners[0].node.address.name);
+        assert_eq!(encoded(&mut warm, &read[0]), format!("mg {key} v f t\r\n"));
+        answer(&mut warm, &read[0], b"VA 3 f7 t100\r\nabc\r\n");
+
+        let copy = warm.next_round();
+        assert!(Arc::ptr_eq(&copy[0].node, &owners[0].node));
+        assert_eq!(
+            encoded(&mut warm, &copy[0]),
+            format!("add {key} 7 100 3\r\nabc\r\n")
+        );
+        answer(&mut warm, &copy[0], b"STORED\r\n");
+
+        // Deleted where it was found meanwhile: the copy goes too.
+        let recheck = warm.next_round();
+        assert!(Arc::ptr_eq(&recheck[0].node, &read[0].node));
+        assert_eq!(encoded(&mut warm, &recheck[0]), format!("mg {key}\r\n"));
+        answer(&mut warm, &recheck[0], b"EN\r\n");
+        let undo = warm.next_round();
+        assert!(Arc::ptr_eq(&undo[0].node, &owners[0].node));
+        assert_eq!(encoded(&mut warm, &undo[0]), format!("delete {key}\r\n"));
+        answer(&mut warm, &undo[0], b"DELETED\r\n");
+        assert!(warm.next_round().is_empty());
+        // The value was read before the delete: it is this read's outcome all the same.
+        let found = warm.finish(Vec::new()).ok().flatten();
+        assert_eq!(
+            found.map(|item| item.data),
+            Some(Bytes::from_static(b"abc"))
+        );
+    }
+
+    #[test]
+    fn a_copy_still_there_on_the_recheck_stays() {
+        let (after, detours, key) = scaled_out();
+        let routes = Routes::with_detours(&after, &detours);
+        let mut warm = Warm::new(classic::get(key, Retrieval::Get, 1 << 20));
+        let owners = warm.shares(routes).unwrap_or_default();
+        answer(&mut warm, &owners[0], b"END\r\n");
+        let read = warm.next_round();
+        answer(&mut warm, &read[0], b"VA 1 f0 t-1\r\nx\r\n");
+        let copy = warm.next_round();
+        assert!(
+            encoded(&mut warm, &copy[0]).contains(" 0 0 1\r\nx\r\n"),
+            "no TTL: none"
+        );
+        answer(&mut warm, &copy[0], b"STORED\r\n");
+        let recheck = warm.next_round();
+        answer(&mut warm, &recheck[0], b"HD\r\n");
+        assert!(warm.next_round().is_empty());
+    }
+
+    #[test]
+    fn without_meta_a_value_found_is_returned_but_not_copied() {
+        let (after, detours, key) = scaled_out();
+        for node in after.nodes() {
+            node.meta.set(false);
+        }
+        let routes = Routes::with_detours(&after, &detours);
+        let mut warm = Warm::new(classic::get(key.clone(), Retrieval::Get, 1 << 20));
+        let owners = warm.shares(routes).unwrap_or_default();
+        answer(&mut warm, &owners[0], b"END\r\n");
+        let read = warm.next_round();
+        assert_eq!(encoded(&mut warm, &read[0]), format!("get {key}\r\n"));
+        let reply = format!("VALUE {key} 0 1\r\nx\r\nEND\r\n");
+        answer(&mut warm, &read[0], reply.as_bytes());
+        assert!(warm.next_round().is_empty());
+        assert!(warm.finish(Vec::new()).ok().flatten().is_some());
+    }
+
+    #[test]
+    fn a_delete_reaches_the_previous_owner_before_the_owner() {
+        let (after, detours, key) = scaled_out();
+        let routes = Routes::with_detours(&after, &detours);
+        let mut warm = Warm::new(classic::delete(key.clone()));
+        let first = warm.shares(routes).unwrap_or_default();
+        assert!(warm.aside());
+        assert_eq!(encoded(&mut warm, &first[0]), format!("delete {key}\r\n"));
+        answer(&mut warm, &first[0], b"NOT_FOUND\r\n");
+        let owners = warm.next_round();
+        assert!(!warm.aside());
+        assert_ne!(owners[0].node.address.name, first[0].node.address.name);
+        assert_eq!(encoded(&mut warm, &owners[0]), format!("delete {key}\r\n"));
+        answer(&mut warm, &owners[0], b"DELETED\r\n");
+        assert!(warm.next_round().is_empty());
+    }
+
+    #[test]
+    fn a_key_that_stayed_has_no_detour() {
+        let (after, detours, _) = scaled_out();
+        let routes = Routes::with_detours(&after, &detours);
+        let stayed = (0..)
+            .map(|i| format!("key-{i}"))
+            .find(|key| after.node_index_for(key) != Some(2))
+            .unwrap_or_default();
+        let mut warm = Warm::new(classic::delete(stayed));
+        assert_eq!(warm.shares(routes).unwrap_or_default().len(), 1);
+        assert!(!warm.aside());
     }
 }

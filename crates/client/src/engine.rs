@@ -153,6 +153,14 @@ pub trait Command {
         Vec::new()
     }
 
+    /// Whether the round running is a detour ([`Command::next_round`]): its failures count
+    /// against its nodes but are not the operation's, and past the deadline it is skipped. A
+    /// round that is not one (the command's own, after a detour) gets a deadline of its own
+    /// when the detour used up the operation's.
+    fn aside(&self) -> bool {
+        false
+    }
+
     /// The operation is over: what its further rounds did is counted on `cluster`.
     fn settled(&self, _cluster: &Cluster) {}
 
@@ -408,8 +416,6 @@ pub struct Operation<C: Command> {
     counting: bool,
     /// Whether a wait for a pooled connection was counted ([`Operation::waits_for_pool`]).
     counted_pool_wait: bool,
-    /// Whether the round running is a further one ([`Command::next_round`]).
-    further: bool,
 }
 
 /// How [`Operation::lease_pending`] may get connections.
@@ -448,7 +454,6 @@ impl<C: Command> Operation<C> {
             },
             counting: cluster.config.counters,
             counted_pool_wait: false,
-            further: false,
         })
     }
 
@@ -472,7 +477,7 @@ impl<C: Command> Operation<C> {
                     self.settle(cluster, exchange, outcome);
                 }
             }
-            if !self.next_round() {
+            if !self.next_round(cluster) {
                 break;
             }
         }
@@ -496,7 +501,7 @@ impl<C: Command> Operation<C> {
                 }
             }
         }
-        if self.running.is_empty() && self.pending.is_empty() && self.next_round() {
+        if self.running.is_empty() && self.pending.is_empty() && self.next_round(cluster) {
             // A further round (a cluster event's detour): its exchanges start at once.
             return self.advance(cluster);
         }
@@ -564,19 +569,28 @@ impl<C: Command> Operation<C> {
         waits
     }
 
-    /// Starts the command's further round, if it has one and time is left for it
-    /// ([`Command::next_round`]); `false` when the operation is over.
-    fn next_round(&mut self) -> bool {
-        if !self.routed || self.overdue() {
+    /// Starts the command's next round, if it has one ([`Command::next_round`]): past the
+    /// deadline, detours are skipped and the command's own round gets a deadline of its own
+    /// (as a follow-up does, so the operation stays bounded by twice `timeout`). `false` when
+    /// the operation is over.
+    fn next_round(&mut self, cluster: &Cluster) -> bool {
+        if !self.routed {
             return false;
         }
-        let shares = self.command.next_round();
-        if shares.is_empty() {
-            return false;
+        loop {
+            let shares = self.command.next_round();
+            if shares.is_empty() {
+                return false;
+            }
+            if self.overdue() {
+                if self.command.aside() {
+                    continue;
+                }
+                self.deadline = cluster.deadline();
+            }
+            self.pending = shares;
+            return true;
         }
-        self.further = true;
-        self.pending = shares;
-        true
     }
 
     /// Whether the operation has its outcome (every share answered or failed).
@@ -676,8 +690,10 @@ impl<C: Command> Operation<C> {
         };
         self.routed = true;
         let detours = cluster.detours(blocking);
-        let routed = topology
-            .and_then(|topology| self.command.shares(Routes::with_detours(&topology, &detours)));
+        let routed = topology.and_then(|topology| {
+            self.command
+                .shares(Routes::with_detours(&topology, &detours))
+        });
         match routed {
             Ok(shares) => self.pending = shares,
             Err(error) => self.failed.push((self.command.all_positions(), error)),
@@ -725,8 +741,11 @@ impl<C: Command> Operation<C> {
         if self.counting {
             node.counters.error(&error);
         }
-        if self.further {
-            log::debug!("{}: a cluster event's detour failed: {error}", node.address.name);
+        if self.command.aside() {
+            log::debug!(
+                "{}: a cluster event's detour failed: {error}",
+                node.address.name
+            );
             return;
         }
         self.failed.push((positions, error));
@@ -795,7 +814,7 @@ impl<C: Command> Operation<C> {
                 // gets a deadline of its own, as the backend's second request did, so a set
                 // that timed out still deletes the old value (a command asks for one at most,
                 // so the operation stays bounded, by twice `timeout`).
-                if !self.further && cluster.tolerates(&error) && self.command.follow_up() {
+                if !self.command.aside() && cluster.tolerates(&error) && self.command.follow_up() {
                     self.pending.push(Share {
                         node: Arc::clone(&node),
                         positions: positions.clone(),

@@ -37,6 +37,7 @@ mod cluster;
 mod config;
 mod connection;
 mod counters;
+mod detour;
 mod discovery;
 mod engine;
 mod error;
@@ -58,7 +59,6 @@ mod topology;
 mod ttl;
 mod values;
 mod warmup;
-mod detour;
 
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::{ItemList, KeyList};

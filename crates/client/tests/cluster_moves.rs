@@ -48,7 +48,11 @@ fn scaled_out(
     client.set_nodes(&[address(a), address(b), address(c)], None);
     grown = c.client();
     for key in &moved {
-        assert_eq!(grown.get(key).unwrap(), None, "{key} is not on the new node yet");
+        assert_eq!(
+            grown.get(key).unwrap(),
+            None,
+            "{key} is not on the new node yet"
+        );
     }
     (client, moved)
 }
@@ -59,26 +63,36 @@ fn a_moved_key_is_read_from_its_previous_owner_and_copied_with_its_ttl() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut config = ClientConfig::default();
     let heard = Arc::clone(&events);
-    config.events = Some(EventSink::new(move |e| heard.lock().unwrap().push(e.clone())));
+    config.events = Some(EventSink::new(move |e| {
+        heard.lock().unwrap().push(e.clone())
+    }));
     let (client, moved) = scaled_out(&a, &b, &c, config);
-    assert!(events
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|e| matches!(e, Event::WarmupStarted { window } if *window == Duration::from_secs(60))));
+    assert!(events.lock().unwrap().iter().any(
+        |e| matches!(e, Event::WarmupStarted { window } if *window == Duration::from_secs(60))
+    ));
     let key = &moved[0];
-    let item = client.get(key).unwrap().expect("read from the previous owner");
+    let item = client
+        .get(key)
+        .unwrap()
+        .expect("read from the previous owner");
     assert_eq!((item.flags, &item.data[..]), (7, key.as_bytes()));
     // Copied: the new node holds it, with the TTL it had left.
     let new_node = c.client();
-    assert_eq!(&new_node.get(key).unwrap().unwrap().data[..], key.as_bytes());
+    assert_eq!(
+        &new_node.get(key).unwrap().unwrap().data[..],
+        key.as_bytes()
+    );
     match new_node.ttl(key).unwrap() {
         Ttl::Seconds(left) => assert!((1..=300).contains(&left), "{left}"),
         other => panic!("the copy has no TTL: {other:?}"),
     }
     let metrics = client.metrics();
     assert_eq!(
-        (metrics.warmup_reads, metrics.warmup_hits, metrics.warmup_copies),
+        (
+            metrics.warmup_reads,
+            metrics.warmup_hits,
+            metrics.warmup_copies
+        ),
         (1, 1, 1)
     );
     // The next read finds it on its owner: no second detour.
@@ -203,16 +217,21 @@ fn a_migrating_client_reads_through_the_old_cluster_and_copies() {
         .collect();
     assert_eq!(
         data,
-        vec![Some(&b"old"[..]), Some(&b"fresh"[..]), Some(&b"old"[..]), None]
+        vec![
+            Some(&b"old"[..]),
+            Some(&b"fresh"[..]),
+            Some(&b"old"[..]),
+            None
+        ]
     );
     assert!(new.client().get("old-0").unwrap().is_some(), "copied");
     assert_eq!(&client.get("old-2").unwrap().unwrap().data[..], b"old");
     let metrics = client.metrics();
+    assert_eq!((metrics.migration_hits, metrics.migration_copies), (3, 3));
     assert_eq!(
-        (metrics.migration_hits, metrics.migration_copies),
-        (3, 3)
+        metrics.migration_reads, 4,
+        "three hits and one miss everywhere"
     );
-    assert_eq!(metrics.migration_reads, 4, "three hits and one miss everywhere");
 }
 
 #[test]
@@ -231,7 +250,11 @@ fn writes_and_deletes_on_the_new_cluster_leave_no_stale_copy_in_the_old() {
         .unwrap()
         .is_empty());
     for key in ["deleted", "rewritten", "batch-1", "batch-2"] {
-        assert_eq!(old.get(key).unwrap(), None, "{key} is gone from the old cluster");
+        assert_eq!(
+            old.get(key).unwrap(),
+            None,
+            "{key} is gone from the old cluster"
+        );
     }
     assert_eq!(client.get("deleted").unwrap(), None);
     assert_eq!(client.get("batch-1").unwrap(), None);
