@@ -81,6 +81,13 @@ _CLIENT_COUNTERS = (
     ("discovery_failures", "Discoveries that failed."),
     ("membership_changes", "Times the set of nodes changed."),
     ("ignored_failures", "Failures turned into a miss by ignore_exc."),
+    ("warmup_reads", "Misses read from their previous owner during a warm-up window."),
+    ("warmup_hits", "Of those, keys found on their previous owner."),
+    ("warmup_copies", "Of those, keys copied to their new owner."),
+    ("migration_reads", "Misses read through from the migrate_from cluster."),
+    ("migration_hits", "Of those, keys found there."),
+    ("migration_copies", "Of those, keys copied to this cluster."),
+    ("detour_deletes", "Keys deleted on a previous owner or the migrate_from cluster on a write."),
 )
 _DURATION = "elasticache_request_duration_seconds"
 _DURATION_HELP = "Time of an exchange with a node, from its lease to its end."

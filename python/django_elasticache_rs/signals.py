@@ -14,6 +14,10 @@ child is forked without it), and the events after it follow once the fork is ove
 * ``node_down``: a node was marked down after ``failures`` failures in a row; it is left
   alone for ``retry_in`` seconds: ``node``, ``failures``, ``retry_in``.
 * ``node_up``: a node marked down answered again: ``node``.
+* ``warmup_started``: a membership change opened a warm-up window of ``window`` seconds
+  (``warmup_window``): until it closes, a miss on a key whose owner changed reads the previous
+  owner and copies the value to the new one.
+* ``warmup_ended``: the warm-up window closed (seen by the first call after it did).
 * ``discovery_failed``: asking the configuration endpoint failed (the last good membership
   stays in use): ``endpoint``, ``error`` (the message).
 """
@@ -24,18 +28,29 @@ from typing import Any
 
 from django.dispatch import Signal
 
-__all__ = ["discovery_failed", "membership_changed", "node_down", "node_up"]
+__all__ = [
+    "discovery_failed",
+    "membership_changed",
+    "node_down",
+    "node_up",
+    "warmup_ended",
+    "warmup_started",
+]
 
 membership_changed = Signal()
 node_down = Signal()
 node_up = Signal()
 discovery_failed = Signal()
+warmup_started = Signal()
+warmup_ended = Signal()
 
 _SIGNALS = {
     "membership_changed": membership_changed,
     "node_down": node_down,
     "node_up": node_up,
     "discovery_failed": discovery_failed,
+    "warmup_started": warmup_started,
+    "warmup_ended": warmup_ended,
 }
 
 

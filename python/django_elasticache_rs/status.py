@@ -13,6 +13,22 @@ from django_elasticache_rs.exceptions import CacheError
 
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
 
+#: The client's own counters in ``cache.metrics()``.
+CLIENT_COUNTERS = ("discoveries", "discovery_failures", "membership_changes", "ignored_failures")
+
+#: What the detours of cluster events did, in ``cache.metrics()``: misses read from a previous
+#: owner during a warm-up window (found there, copied to the new owner), misses read through
+#: from the ``migrate_from`` cluster (found, copied), and keys deleted there on a write.
+CLUSTER_EVENT_COUNTERS = (
+    "warmup_reads",
+    "warmup_hits",
+    "warmup_copies",
+    "migration_reads",
+    "migration_hits",
+    "migration_copies",
+    "detour_deletes",
+)
+
 
 def backend_aliases() -> list[str]:
     """The aliases of ``settings.CACHES`` that use this backend."""
@@ -79,6 +95,8 @@ def report(alias: str, cache: ElastiCache) -> dict[str, Any]:
     client = cache.client
     endpoint = client.discovery_endpoint
     entry: dict[str, Any] = {"alias": printable(alias), "endpoint": _text(endpoint)}
+    metrics = cache.metrics()
+    entry["cluster_events"] = {name: metrics[name] for name in CLUSTER_EVENT_COUNTERS}
     try:
         probes = client.probe()
     except CacheError as error:

@@ -63,5 +63,12 @@ pub fn to_dict<'py>(py: Python<'py>, metrics: &Metrics) -> PyResult<Bound<'py, P
     dict.set_item("membership_changes", metrics.membership_changes)?;
     dict.set_item("config_version", metrics.config_version)?;
     dict.set_item("ignored_failures", metrics.ignored_failures)?;
+    dict.set_item("warmup_reads", metrics.warmup_reads)?;
+    dict.set_item("warmup_hits", metrics.warmup_hits)?;
+    dict.set_item("warmup_copies", metrics.warmup_copies)?;
+    dict.set_item("migration_reads", metrics.migration_reads)?;
+    dict.set_item("migration_hits", metrics.migration_hits)?;
+    dict.set_item("migration_copies", metrics.migration_copies)?;
+    dict.set_item("detour_deletes", metrics.detour_deletes)?;
     Ok(dict)
 }
