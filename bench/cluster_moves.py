@@ -31,10 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
 import django
 from django.conf import settings
@@ -43,8 +40,8 @@ if not settings.configured:
     settings.configure(CACHES={}, USE_TZ=True)
     django.setup()
 
-from django_elasticache_rs.backend import ElastiCache  # noqa: E402
-from django_elasticache_rs.local import LocalCluster  # noqa: E402
+from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.local import LocalCluster
 
 KEYS = 5_000
 THREADS = 8

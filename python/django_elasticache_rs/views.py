@@ -64,10 +64,7 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
         node["memory_text"] = f"{size(node.get('bytes'))} / {size(node.get('limit_maxbytes'))}"
         used, limit = node.get("bytes"), node.get("limit_maxbytes")
         node["memory_used"] = used / limit if used is not None and limit else None
-    entry["client"] = {
-        name: metrics[name]
-        for name in (*CLIENT_COUNTERS, *CLUSTER_EVENT_COUNTERS)
-    }
+    entry["client"] = {name: metrics[name] for name in (*CLIENT_COUNTERS, *CLUSTER_EVENT_COUNTERS)}
     return entry
 
 
