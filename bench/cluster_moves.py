@@ -2,6 +2,7 @@
 migration (design section 17; issue 21's workload). Run it as a script::
 
     python bench/cluster_moves.py [--seconds 10] [--steady 5]
+    PYTHONPATH=<a build of main> python bench/cluster_moves.py --main   # main's code
 
 One process, 8 threads calling ``get_or_set`` over 5,000 keys drawn by Zipf (s=0.9), each
 miss a 2 ms "database" computation counted per key; a writer bumping 100 keys a second in the
@@ -13,7 +14,7 @@ Rows:
 
 * "a 4th node joins through discovery": a local 3-node cluster behind its configuration
   endpoint gains a node; "before" is ``warmup_window=0`` (main's behaviour: the moved keys are
-  cold), "after" the default window.
+  cold; ``--main`` measures main's own build), "after" the default window.
 * "the app moves to a new, cold cluster": the threads switch from a warm local cluster to a new
   cold one; "before" without ``migrate_from`` (everything is recomputed), "after" with the old
   cluster as ``migrate_from``.
@@ -30,6 +31,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,9 +203,9 @@ def outcome(event: str, variant: str, steady: Phase, window: Phase) -> Row:
     )
 
 
-def scale_out(warmup: bool, steady_s: float, window_s: float) -> Row:
+def scale_out(warmup: bool, steady_s: float, window_s: float, main: bool = False) -> Row:
     with LocalCluster(3) as cluster:
-        options = {} if warmup else {"warmup_window": 0}
+        options: dict[str, Any] = {} if warmup or main else {"warmup_window": 0}
         cache = backend(cluster.configuration_endpoint, **options)
         warm(cache)
         load = Workload(cache)
@@ -215,7 +217,9 @@ def scale_out(warmup: bool, steady_s: float, window_s: float) -> Row:
             assert new.address in cache.servers, "the new node was not discovered"
         finally:
             load.finish()
-    variant = "after (warmup_window 60 s)" if warmup else "before (warmup_window 0: main)"
+    variant = "after (warmup_window 60 s)" if warmup else "before (warmup_window 0)"
+    if main:
+        variant = "before (main's build)"
     return outcome("a 4th node joins through discovery", variant, steady, window)
 
 
@@ -233,7 +237,7 @@ def migration(migrate: bool, steady_s: float, window_s: float) -> Row:
             window = load.measure(window_s)
         finally:
             load.finish()
-    variant = "after (migrate_from the old one)" if migrate else "before (no migrate_from: main)"
+    variant = "after (migrate_from the old one)" if migrate else "before (no migrate_from)"
     return outcome("the app moves to a new, cold cluster", variant, steady, window)
 
 
@@ -241,14 +245,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="the window measured")
     parser.add_argument("--steady", type=float, default=5.0, help="the steady phase before")
+    parser.add_argument(
+        "--main",
+        action="store_true",
+        help="only the 'before' rows, without the options main's code lacks: to measure a "
+        "build of main put first on PYTHONPATH",
+    )
     arguments = parser.parse_args()
+    steady, seconds = arguments.steady, arguments.seconds
+    runs: list[Callable[[], Row]] = [
+        lambda: scale_out(False, steady, seconds, main=arguments.main),
+        lambda: migration(False, steady, seconds),
+    ]
+    if not arguments.main:
+        runs.insert(1, lambda: scale_out(True, steady, seconds))
+        runs.append(lambda: migration(True, steady, seconds))
     rows = []
-    for run in (
-        lambda: scale_out(False, arguments.steady, arguments.seconds),
-        lambda: scale_out(True, arguments.steady, arguments.seconds),
-        lambda: migration(False, arguments.steady, arguments.seconds),
-        lambda: migration(True, arguments.steady, arguments.seconds),
-    ):
+    for run in runs:
         rows.append(run())
         print(rows[-1], file=sys.stderr, flush=True)
     print(
