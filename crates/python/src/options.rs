@@ -930,9 +930,7 @@ fn location(value: &Bound<'_, PyAny>) -> Option<Vec<String>> {
             .split(';')
             .map(str::to_owned)
             .collect()
-    } else if value.is_instance_of::<pyo3::types::PyList>()
-        || value.is_instance_of::<PyTuple>()
-    {
+    } else if value.is_instance_of::<pyo3::types::PyList>() || value.is_instance_of::<PyTuple>() {
         value.extract::<Vec<String>>().ok()?
     } else {
         return None;
@@ -978,7 +976,8 @@ pub fn cluster(spec: &OptionSpec, value: &Bound<'_, PyAny>) -> PyResult<Option<C
             Some(inner @ ("hashing" | "discovery")) => {
                 let inner_spec = self::spec(inner)
                     .ok_or_else(|| PyRuntimeError::new_err(format!("no option {inner}")))?;
-                let chosen = text(inner_spec, &item).map_err(|_| spec.refuse(value, Refusal::Value))?;
+                let chosen =
+                    text(inner_spec, &item).map_err(|_| spec.refuse(value, Refusal::Value))?;
                 if inner == "hashing" {
                     found.hashing = chosen;
                 } else {
