@@ -138,6 +138,8 @@ class Client:
         retry_attempts: int = 2,
         retry_timeout: float = 1.0,
         dead_timeout: float = 60.0,
+        warmup_window: float = 60.0,
+        migrate_from: str | list[str] | tuple[str, ...] | dict[str, Any] | None = None,
         no_delay: bool = True,
         socket_keepalive: float | bool | _KeepaliveOpts | None = False,
         ignore_exc: bool = False,
@@ -200,8 +202,9 @@ class Client:
 
         ``counters=False`` keeps no counters (``metrics()`` then reads zeros). ``on_event`` is
         called with each event (a dict naming it in ``event``: ``membership_changed``,
-        ``node_down``, ``node_up``, ``discovery_failed``, ``invalidations_overflowed``, with
-        their fields), in order, from a native worker thread.
+        ``node_down``, ``node_up``, ``discovery_failed``, ``invalidations_overflowed``,
+        ``warmup_started``, ``warmup_ended``, with their fields), in order, from a native worker
+        thread.
 
         ``gutter`` (on unless ``False``): while a node is marked down, paused after a failure or
         holding undelivered invalidations, its keys are read and written on the next live node
@@ -210,6 +213,12 @@ class Client:
         ``max_invalidations`` per node (1 to 1000000), and replayed as deletes by a probe
         about once a second before the node serves reads again; past the bound
         ``invalidation_overflow`` "flush" empties the node first, "ignore" does not.
+
+        For ``warmup_window`` seconds after a membership change (0: off), a miss on a key whose
+        owner changed reads its previous owner and copies the value there with its remaining
+        TTL; ``migrate_from`` (a ``LOCATION`` or a dict with ``LOCATION``, ``hashing`` and
+        ``discovery``) names a cluster that misses read through from in the same way. Writes
+        and deletes delete the key on those first, so neither serves a stale copy.
 
         ``hashing`` picks the key placement: pymemcache's ``HashClient`` (rendezvous over
         murmur3), or libmemcached's as pylibmc uses it, "pylibmc" (modula over one-at-a-time,

@@ -114,8 +114,9 @@ def _checked(name: str, value: Any) -> Any:
 
 
 class _ByIdentity:
-    """An object compared and hashed by identity, so that an unhashable ``serde`` can be part
-    of the shared client's key (and two equal serdes still get one client each)."""
+    """An object compared and hashed by identity, so that an unhashable ``serde`` (or
+    ``migrate_from`` dict or list) can be part of the shared client's key (and two equal serdes
+    still get one client each)."""
 
     __slots__ = ("value",)
 
@@ -265,6 +266,9 @@ def _parse_options(options: Any, servers: Sequence[str]) -> Settings:
     native["discovery"] = discovery
     if native["serde"] is not None:
         native["serde"] = _ByIdentity(native["serde"])
+    if isinstance(native["migrate_from"], dict | list):
+        # Unhashable: the dict (or list) of the settings, which every backend object shares.
+        native["migrate_from"] = _ByIdentity(native["migrate_from"])
     native.update(_tls_context(checked["tls_context"]))
     return Settings(
         native=tuple(sorted(native.items())),

@@ -280,6 +280,13 @@ def register_metrics() -> None:
         ("gutter_writes", "Keys written or deleted on a gutter while their owner was down."),
         ("invalidations_replayed", "Undelivered invalidations replayed to their node."),
         ("invalidations_dropped", "Undelivered invalidations not remembered (max_invalidations)."),
+        ("warmup_reads", "Misses read from their previous owner during a warm-up window."),
+        ("warmup_hits", "Of those, keys found on their previous owner."),
+        ("warmup_copies", "Of those, keys copied to their new owner."),
+        ("migration_reads", "Misses read through from the migrate_from cluster."),
+        ("migration_hits", "Of those, keys found there."),
+        ("migration_copies", "Of those, keys copied to this cluster."),
+        ("detour_deletes", "Keys deleted on a previous owner or the migrate_from cluster."),
     ):
         meter.create_observable_counter(
             f"elasticache.{name}", callbacks=[_client_observations(name)], description=description

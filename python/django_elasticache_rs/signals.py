@@ -19,6 +19,10 @@ child is forked without it), and the events after it follow once the fork is ove
   ``node``, ``kept`` (how many are replayed), ``flush`` (whether the node is flushed before it
   serves reads again, ``invalidation_overflow``). Sent once per episode; act on it (look at why
   the node was away so long, raise the bound).
+* ``warmup_started``: a membership change opened a warm-up window of ``window`` seconds
+  (``warmup_window``): until it closes, a miss on a key whose owner changed reads the previous
+  owner and copies the value to the new one.
+* ``warmup_ended``: the warm-up window closed (seen by the first call after it did).
 * ``discovery_failed``: asking the configuration endpoint failed (the last good membership
   stays in use): ``endpoint``, ``error`` (the message).
 """
@@ -35,6 +39,8 @@ __all__ = [
     "membership_changed",
     "node_down",
     "node_up",
+    "warmup_ended",
+    "warmup_started",
 ]
 
 membership_changed = Signal()
@@ -42,6 +48,8 @@ node_down = Signal()
 node_up = Signal()
 discovery_failed = Signal()
 invalidations_overflowed = Signal()
+warmup_started = Signal()
+warmup_ended = Signal()
 
 _SIGNALS = {
     "membership_changed": membership_changed,
@@ -49,6 +57,8 @@ _SIGNALS = {
     "node_up": node_up,
     "discovery_failed": discovery_failed,
     "invalidations_overflowed": invalidations_overflowed,
+    "warmup_started": warmup_started,
+    "warmup_ended": warmup_ended,
 }
 
 

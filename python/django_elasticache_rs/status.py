@@ -13,6 +13,8 @@ from django_elasticache_rs.exceptions import CacheError
 
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
 
+#: The client's own counters in ``cache.metrics()``.
+CLIENT_COUNTERS = ("discoveries", "discovery_failures", "membership_changes", "ignored_failures")
 
 def backend_aliases() -> list[str]:
     """The aliases of ``settings.CACHES`` that use this backend."""
@@ -79,6 +81,7 @@ def report(alias: str, cache: ElastiCache) -> dict[str, Any]:
     client = cache.client
     endpoint = client.discovery_endpoint
     entry: dict[str, Any] = {"alias": printable(alias), "endpoint": _text(endpoint)}
+    entry["cluster_events"] = cluster_events(cache.metrics())
     try:
         probes = client.probe()
     except CacheError as error:
@@ -96,24 +99,32 @@ def report(alias: str, cache: ElastiCache) -> dict[str, Any]:
     else:
         mode = "single node"
     entry.update(mode=mode, config_version=version, error=None, nodes=[_node(p) for p in probes])
-    entry["cluster_events"] = cluster_events(cache.metrics())
     return entry
 
 
-#: This process's counters of cluster events (gutter, undelivered invalidations), as
-#: ``cache.metrics()`` names them.
+#: This process's counters of cluster events, as ``cache.metrics()`` names them: keys served by
+#: a gutter, invalidations replayed, dropped past ``max_invalidations`` and waiting now; misses
+#: read from a previous owner during a warm-up window (found there, copied to the new owner),
+#: misses read through from the ``migrate_from`` cluster (found, copied), and keys deleted there
+#: on a write.
 CLUSTER_EVENTS = (
     "gutter_reads",
     "gutter_writes",
     "invalidations_replayed",
     "invalidations_dropped",
     "invalidations_waiting",
+    "warmup_reads",
+    "warmup_hits",
+    "warmup_copies",
+    "migration_reads",
+    "migration_hits",
+    "migration_copies",
+    "detour_deletes",
 )
 
 
 def cluster_events(metrics: dict[str, Any]) -> dict[str, int]:
-    """What this process's client did about cluster events: keys served by a gutter, and
-    invalidations replayed, dropped past ``max_invalidations`` and waiting now."""
+    """What this process's client did about cluster events (``CLUSTER_EVENTS``)."""
     return {name: metrics[name] for name in CLUSTER_EVENTS}
 
 

@@ -11,7 +11,15 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from django_elasticache_rs.backend import ElastiCache
-from django_elasticache_rs.status import backend_aliases, client_counters, duration, report, size
+from django_elasticache_rs.status import (
+    CLIENT_COUNTERS,
+    CLUSTER_EVENTS,
+    backend_aliases,
+    client_counters,
+    duration,
+    report,
+    size,
+)
 
 #: Bounds of ``?refresh=N`` (seconds): a page that reloads itself to follow a scale event, but
 #: not so often that an open browser tab becomes load on the cluster.
@@ -56,20 +64,7 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
         node["memory_text"] = f"{size(node.get('bytes'))} / {size(node.get('limit_maxbytes'))}"
         used, limit = node.get("bytes"), node.get("limit_maxbytes")
         node["memory_used"] = used / limit if used is not None and limit else None
-    entry["client"] = {
-        name: metrics[name]
-        for name in (
-            "discoveries",
-            "discovery_failures",
-            "membership_changes",
-            "ignored_failures",
-            "gutter_reads",
-            "gutter_writes",
-            "invalidations_replayed",
-            "invalidations_dropped",
-            "invalidations_waiting",
-        )
-    }
+    entry["client"] = {name: metrics[name] for name in (*CLIENT_COUNTERS, *CLUSTER_EVENTS)}
     return entry
 
 

@@ -259,6 +259,21 @@ pub struct GetMany<K> {
 }
 
 impl<K: Keys> GetMany<K> {
+    /// The batch's keys.
+    pub(crate) fn keys(&self) -> &K {
+        &self.keys
+    }
+
+    /// Whether the key at `position` was found.
+    pub(crate) fn found(&self, position: usize) -> bool {
+        self.values.has(position)
+    }
+
+    /// The largest value accepted.
+    pub(crate) fn max_value_len(&self) -> usize {
+        self.max_value_len
+    }
+
     pub(crate) fn new(keys: K, max_value_len: usize) -> Self {
         let count = keys.count();
         GetMany {
@@ -386,6 +401,11 @@ pub struct SetMany<I> {
 }
 
 impl<I: Items> SetMany<I> {
+    /// The batch's items.
+    pub(crate) fn items(&self) -> &I {
+        &self.items
+    }
+
     pub(crate) fn new(items: I, exptime: i64, max_value_len: usize) -> Self {
         SetMany {
             items,
@@ -532,6 +552,11 @@ pub struct DeleteMany<K> {
 }
 
 impl<K: Keys> DeleteMany<K> {
+    /// The batch's keys.
+    pub(crate) fn keys(&self) -> &K {
+        &self.keys
+    }
+
     pub(crate) fn new(keys: K) -> Self {
         DeleteMany { keys, deleted: 0 }
     }

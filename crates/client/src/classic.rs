@@ -24,6 +24,13 @@ pub struct RetrievePlan {
     found: Option<Item>,
 }
 
+impl RetrievePlan {
+    /// The largest value accepted.
+    pub(crate) fn max_value_len(&self) -> usize {
+        self.max_value_len
+    }
+}
+
 impl Plan for RetrievePlan {
     type Output = Option<Item>;
 

@@ -22,6 +22,7 @@ use crate::classic::{self, Line, LinePlan, RetrievePlan, StorePlan};
 use crate::cluster::Cluster;
 use crate::config::{ClientConfig, DiscoveryConfig};
 use crate::counters::{self, CounterPlan, Initial};
+use crate::detour::Warm;
 use crate::discovery::Membership;
 use crate::engine::{Command, Operation};
 use crate::error::{Error, Result};
@@ -263,8 +264,8 @@ macro_rules! commands {
 commands! {
     /// Reads `key`; `None` when it is not in the cache.
     pub fn get(key: &str => String) -> Option<Item> = |item| item;
-    start start_get -> GetOperation = Operation<One<RetrievePlan>>;
-    (cluster) classic::get(key.into(), Retrieval::Get, cluster.config.max_value_len);
+    start start_get -> GetOperation = Operation<Warm<One<RetrievePlan>>>;
+    (cluster) Warm::new(classic::get(key.into(), Retrieval::Get, cluster.config.max_value_len));
 
     /// Reads `key` with its CAS token.
     pub fn gets(key: &str => String) -> Option<Item> = |item| item;
@@ -283,17 +284,17 @@ commands! {
         data: &[u8] => Vec<u8>,
         exptime: i64 => i64
     ) -> StoreReply = |reply| reply;
-    start start_store -> StoreOperation = Operation<One<StorePlan<'static>>>;
-    (cluster) classic::store(command, key.into(), flags, data.into(), exptime, cluster.config.max_value_len);
+    start start_store -> StoreOperation = Operation<Warm<One<StorePlan<'static>>>>;
+    (cluster) Warm::new(classic::store(command, key.into(), flags, data.into(), exptime, cluster.config.max_value_len));
 
     /// Deletes `key`; returns whether it was there.
     pub fn delete(key: &str => String) -> bool = |reply| reply == DeleteReply::Deleted;
-    start start_delete -> DeleteOperation = Operation<One<LinePlan<DeleteReply>>>;
-    (cluster) One::new(key.into(), LinePlan {
+    start start_delete -> DeleteOperation = Operation<Warm<One<LinePlan<DeleteReply>>>>;
+    (cluster) Warm::new(One::new(key.into(), LinePlan {
         line: Line::Delete,
         parse: proto::parse_delete,
         fallback: DeleteReply::NotFound,
-    });
+    }));
 
     /// `incr` or `decr` of a counter; `None` when `key` is not in the cache.
     fn counter(op: Counter => Counter, key: &str => String, delta: u64 => u64) -> Option<u64>
@@ -321,8 +322,8 @@ commands! {
     /// Like [`Client::get_many`], the values kept in the batch's own buffers (no allocation
     /// per value): for callers that convert them right away.
     pub fn get_many_values(keys: &[&str] => KeyList) -> BatchValues = |values| values;
-    start start_get_many -> GetManyOperation = Operation<GetMany<KeyList>>;
-    (cluster) GetMany::new(keys, cluster.config.max_value_len);
+    start start_get_many -> GetManyOperation = Operation<Warm<GetMany<KeyList>>>;
+    (cluster) Warm::new(GetMany::new(keys, cluster.config.max_value_len));
 
     /// Stores many values in one round trip; returns the positions that were not stored.
     ///
@@ -331,13 +332,13 @@ commands! {
     /// memcached does the same for values over its own item limit.
     pub fn set_many(items: &[(&str, u32, &[u8])] => ItemList, exptime: i64 => i64) -> Vec<usize>
         = |not_stored| not_stored;
-    start start_set_many -> SetManyOperation = Operation<SetMany<ItemList>>;
-    (cluster) SetMany::new(items, exptime, cluster.config.max_value_len);
+    start start_set_many -> SetManyOperation = Operation<Warm<SetMany<ItemList>>>;
+    (cluster) Warm::new(SetMany::new(items, exptime, cluster.config.max_value_len));
 
     /// Deletes many keys in one round trip; returns how many were there.
     pub fn delete_many(keys: &[&str] => KeyList) -> usize = |deleted| deleted;
-    start start_delete_many -> DeleteManyOperation = Operation<DeleteMany<KeyList>>;
-    (cluster) DeleteMany::new(keys);
+    start start_delete_many -> DeleteManyOperation = Operation<Warm<DeleteMany<KeyList>>>;
+    (cluster) Warm::new(DeleteMany::new(keys));
 
     /// Every node's reply to `flush_all` (see [`Client::flush_all`]).
     pub(crate) fn flush_replies() -> Vec<(String, Result<()>)> = |replies| replies;
@@ -352,8 +353,8 @@ commands! {
     /// reading it. Under `ignore_exc`, a failure reads as a miss with the lease won.
     pub fn get_or_lease(key: &str => String, request: LeaseRequest => LeaseRequest) -> Leased
         = |leased| leased;
-    start start_get_or_lease -> LeaseOperation = Operation<One<LeasePlan>>;
-    (cluster) stampede::lease(key.into(), request, cluster.config.max_value_len);
+    start start_get_or_lease -> LeaseOperation = Operation<Warm<One<LeasePlan>>>;
+    (cluster) Warm::new(stampede::lease(key.into(), request, cluster.config.max_value_len));
 
     /// Ends `key`'s lease if it still holds `token` (the one its get-or-lease was given);
     /// returns whether it did. A lease that ran out and was won by another caller is theirs,

@@ -7,12 +7,12 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
 use crate::address::NodeAddress;
-use crate::config::{ClientConfig, DiscoveryConfig};
+use crate::config::{ClientConfig, DiscoveryConfig, MigrateFrom};
 use crate::discovery::{Discovery, Membership};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure_log::{self, Context, Unrouted};
@@ -22,6 +22,7 @@ use crate::notify::Event;
 use crate::pool::Lease;
 use crate::replay::{Replays, PROBE_INTERVAL};
 use crate::topology::{Node, Topology};
+use crate::warmup::{Previous, Window};
 
 /// Where the keys of one operation go: a view of the membership it was routed with.
 ///
@@ -35,6 +36,10 @@ pub struct Routes<'t> {
     gutter_ttl: Option<u32>,
     /// Keys this operation sent to a gutter, with their owner's index (`Cluster::diverted`).
     diverted: Option<&'t RefCell<Vec<(usize, String)>>>,
+    /// The membership before a change, while its warm-up window is open.
+    previous: Option<&'t Topology>,
+    /// The membership of the `migrate_from` cluster.
+    source: Option<&'t Topology>,
 }
 
 /// Where one key goes now (see [`Routes::place`]).
@@ -46,19 +51,97 @@ pub struct Route {
     pub gutter_ttl: Option<u32>,
 }
 
+/// Why a key has a second node ([`Routes::detour`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Detour {
+    /// Its owner changed less than `warmup_window` ago: the node is its previous owner.
+    WarmUp,
+    /// The node is its owner in the `migrate_from` cluster.
+    Migration,
+}
+
+/// The memberships a cluster event routes keys to besides their owners, held for one
+/// operation's routing ([`Cluster::detours`]).
+#[derive(Debug, Default)]
+pub(crate) struct Detours {
+    previous: Option<Arc<Topology>>,
+    source: Option<Arc<Topology>>,
+}
+
+#[cfg(test)]
+impl Detours {
+    /// The detours of a warm-up window over `previous`.
+    pub(crate) fn warming(previous: Arc<Topology>) -> Self {
+        Detours {
+            previous: Some(previous),
+            source: None,
+        }
+    }
+}
+
 impl<'t> Routes<'t> {
-    /// The routes of `topology`'s membership, with a gutter (`gutter_ttl`, unless `None`) for
-    /// the keys of an owner that cannot serve them, collected in `diverted`.
+    /// The routes of `topology`'s membership: with a gutter (`gutter_ttl`, unless `None`) for
+    /// the keys of an owner that cannot serve them, collected in `diverted`, and the detours a
+    /// cluster event adds.
     pub(crate) fn new(
         topology: &'t Topology,
         gutter_ttl: Option<u32>,
         diverted: &'t RefCell<Vec<(usize, String)>>,
+        detours: &'t Detours,
     ) -> Self {
         Routes {
             topology,
             gutter_ttl,
             diverted: Some(diverted),
+            previous: detours.previous.as_deref(),
+            source: detours.source.as_deref(),
         }
+    }
+
+    /// The routes of `topology`'s membership with the detours a cluster event adds, and no
+    /// gutter.
+    #[cfg(test)]
+    pub(crate) fn with_detours(topology: &'t Topology, detours: &'t Detours) -> Self {
+        Routes {
+            topology,
+            gutter_ttl: None,
+            diverted: None,
+            previous: detours.previous.as_deref(),
+            source: detours.source.as_deref(),
+        }
+    }
+
+    /// Whether any key may have a detour: a warm-up window is open or a migration is on.
+    #[inline]
+    pub fn has_detours(&self) -> bool {
+        self.previous.is_some() || self.source.is_some()
+    }
+
+    /// The second node `key` has during a cluster event, besides its owner, and why: its
+    /// previous owner while a warm-up window is open (when that node is still a member and no
+    /// longer the owner), else its owner in the `migrate_from` cluster. A miss reads it; a
+    /// write or delete deletes the key there.
+    pub fn detour(&self, key: &str) -> Option<(&'t Arc<Node>, Detour)> {
+        if let Some(previous) = self.previous {
+            // The ring's owner, not a gutter standing in for it: the key moved or it did not.
+            let owner = self.owner(key).and_then(|index| self.nodes().get(index))?;
+            let before = previous
+                .node_index_for(key)
+                .and_then(|index| previous.nodes().get(index));
+            if let Some(before) = before {
+                // A node that left the membership is not read: it may be gone.
+                let member = self.nodes().iter().any(|n| Arc::ptr_eq(n, before));
+                if member && !Arc::ptr_eq(before, owner) {
+                    return Some((before, Detour::WarmUp));
+                }
+            }
+        }
+        let source = self.source?;
+        let node = source
+            .node_index_for(key)
+            .and_then(|index| source.nodes().get(index))?;
+        Some((node, Detour::Migration))
     }
 
     /// Every node a key may be routed to, in order; [`Routes::route`] gives indices into it.
@@ -133,6 +216,10 @@ pub struct Cluster {
     pub(crate) counters: ClientCounters,
     /// Invalidations that could not reach their node, replayed (`invalidations`).
     replays: Arc<Replays>,
+    /// The warm-up window after a membership change.
+    warmup: Window,
+    /// The cluster of `migrate_from`, read through and invalidated.
+    source: Option<Arc<Cluster>>,
 }
 
 impl Cluster {
@@ -141,6 +228,10 @@ impl Cluster {
         let config = config.within_limits();
         let topology = Topology::new(nodes, &config, None, None);
         let replays = Arc::new(Replays::new(config.clone()));
+        let source = config
+            .migrate_from
+            .as_ref()
+            .map(|from| Self::source(from, &config));
         Cluster {
             config,
             topology: ArcSwap::from_pointee(topology),
@@ -149,7 +240,53 @@ impl Cluster {
             unrouted: Unrouted::new(),
             counters: ClientCounters::default(),
             replays,
+            warmup: Window::default(),
+            source,
         }
+    }
+
+    /// The cluster of `migrate_from`: this one's settings, with its own key placement and
+    /// membership (discovered, if it is an endpoint). It reads through nowhere itself.
+    fn source(from: &MigrateFrom, config: &ClientConfig) -> Arc<Cluster> {
+        let mut settings = config.clone();
+        settings.hashing = from.hashing;
+        settings.migrate_from = None;
+        settings.warmup_window = Duration::ZERO;
+        match (&from.discovery, from.servers.as_slice()) {
+            (Some(discovery), [endpoint]) => Arc::new_cyclic(|me: &Weak<Cluster>| {
+                let me: Weak<dyn Membership> = me.clone();
+                Cluster::discovered(endpoint.clone(), settings, discovery.clone(), me)
+            }),
+            (_, servers) => Arc::new(Cluster::new(servers, settings)),
+        }
+    }
+
+    /// The memberships this operation may detour to: the previous one while a warm-up window
+    /// is open, and the `migrate_from` cluster's (discovered first when `blocking` allows).
+    pub(crate) fn detours(&self, blocking: bool) -> Detours {
+        let previous = match self.warmup.previous() {
+            Previous::Open(previous) => Some(previous),
+            Previous::Closed => None,
+            Previous::JustClosed => {
+                self.emit(|| Event::WarmupEnded);
+                None
+            }
+        };
+        let source = self.source.as_ref().and_then(|source| {
+            let topology = if blocking {
+                // Unreachable, it is no detour: the keys' owners are this cluster's.
+                source.routing_topology().ok()?
+            } else {
+                source.topology()
+            };
+            (!topology.nodes().is_empty()).then_some(topology)
+        });
+        Detours { previous, source }
+    }
+
+    /// The cluster of `migrate_from`, if one is set.
+    pub fn migration_source(&self) -> Option<&Cluster> {
+        self.source.as_deref()
     }
 
     /// A cluster whose nodes come from `endpoint`; `me` is what holds it, for the refresher.
@@ -295,6 +432,11 @@ impl Cluster {
                     version,
                 }
             });
+            // Before the new membership routes anything: its first misses read through.
+            let window = self.config.warmup_window;
+            if self.warmup.open(&previous, window) {
+                self.emit(|| Event::WarmupStarted { window });
+            }
         }
         for old in previous.nodes() {
             if !next.nodes().iter().any(|n| Arc::ptr_eq(n, old)) {
@@ -361,13 +503,14 @@ impl Cluster {
     }
 
     /// The routes of an operation on `topology`, its keys sent to a gutter collected in
-    /// `diverted` (for [`Cluster::diverted`]).
+    /// `diverted` (for [`Cluster::diverted`]), with the `detours` of a cluster event.
     pub(crate) fn routes<'t>(
         &self,
         topology: &'t Topology,
         diverted: &'t RefCell<Vec<(usize, String)>>,
+        detours: &'t Detours,
     ) -> Routes<'t> {
-        Routes::new(topology, self.config.gutter_ttl, diverted)
+        Routes::new(topology, self.config.gutter_ttl, diverted, detours)
     }
 
     /// An operation sent `diverted` keys (with their owners' indices in `topology`) to a
@@ -384,13 +527,12 @@ impl Cluster {
         if diverted.is_empty() {
             return;
         }
-        let count = u64::try_from(diverted.len()).unwrap_or(u64::MAX);
         let counter = if writes {
             &self.counters.gutter_writes
         } else {
             &self.counters.gutter_reads
         };
-        ClientCounters::add(counter, count);
+        ClientCounters::count_many(counter, diverted.len());
         if invalidates {
             for (owner, key) in &diverted {
                 if let Some(node) = topology.nodes().get(*owner) {

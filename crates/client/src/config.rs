@@ -13,6 +13,10 @@ pub const DEFAULT_GUTTER_TTL: u32 = 10;
 
 /// Undelivered invalidations remembered per node, unless told.
 pub const DEFAULT_MAX_INVALIDATIONS: usize = 10_000;
+/// The default warm-up window: as long as the default discovery interval, because that is how
+/// long the other processes of a fleet may go on using the previous membership (writing the
+/// keys that moved to their previous owners) after this one has seen the change.
+pub const DEFAULT_WARMUP_WINDOW: Duration = Duration::from_secs(60);
 
 /// How a [`crate::Client`] connects, waits, pools and treats failures.
 #[derive(Debug, Clone)]
@@ -61,6 +65,12 @@ pub struct ClientConfig {
     pub max_invalidations: usize,
     /// What happens when a node's undelivered invalidations exceed `max_invalidations`.
     pub invalidation_overflow: Overflow,
+    /// For how long after a membership change a miss on a key whose owner changed reads the
+    /// previous owner and copies what it finds (`warmup`); zero turns warm-up off.
+    pub warmup_window: Duration,
+    /// Another cluster that misses read through from, copying what they find, and that
+    /// writes and deletes invalidate (`detour`): the cluster being moved away from.
+    pub migrate_from: Option<MigrateFrom>,
 }
 
 /// What is done with a node whose undelivered invalidations overflowed their bound: every
@@ -75,6 +85,35 @@ pub enum Overflow {
     /// Replay the invalidations kept and use the node again: the keys beyond the bound may be
     /// read stale until they expire.
     Ignore,
+}
+
+/// The cluster a client moves away from (`ClientConfig::migrate_from`): its nodes (or its
+/// configuration endpoint) and how it places keys.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MigrateFrom {
+    /// Its nodes, or with `discovery` its one configuration endpoint.
+    pub servers: Vec<crate::address::NodeAddress>,
+    /// How its membership is found, when `servers` is a configuration endpoint.
+    pub discovery: Option<DiscoveryConfig>,
+    /// Its key placement (it may differ from the new cluster's).
+    pub hashing: Hashing,
+}
+
+impl MigrateFrom {
+    /// The cluster of `servers`, placing keys by `hashing`; with `discovery`, `servers` is its
+    /// one configuration endpoint.
+    pub fn new(
+        servers: Vec<crate::address::NodeAddress>,
+        hashing: Hashing,
+        discovery: Option<DiscoveryConfig>,
+    ) -> Self {
+        MigrateFrom {
+            servers,
+            discovery,
+            hashing,
+        }
+    }
 }
 
 impl ClientConfig {
@@ -108,6 +147,8 @@ impl Default for ClientConfig {
             gutter_ttl: Some(DEFAULT_GUTTER_TTL),
             max_invalidations: DEFAULT_MAX_INVALIDATIONS,
             invalidation_overflow: Overflow::default(),
+            warmup_window: DEFAULT_WARMUP_WINDOW,
+            migrate_from: None,
         }
     }
 }

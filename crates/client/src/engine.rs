@@ -162,6 +162,27 @@ pub trait Command {
     /// What a failure becomes under `ignore_exc` (the engine applies it, not the command).
     fn fallback(&self) -> Fallback<Self::Output>;
 
+    /// Once every share of a round answered or failed: the shares of a further round, on the
+    /// nodes a cluster event adds to a key's owner ([`Routes::detour`]: the read of a previous
+    /// owner after a miss, the copy of what it held, a delete there after a write). A
+    /// further round's failures count against its nodes but never fail the operation: the
+    /// command takes what they did not answer as not found, not done. Empty: the operation
+    /// is over.
+    fn next_round(&mut self) -> Vec<Share> {
+        Vec::new()
+    }
+
+    /// Whether the round running is a detour ([`Command::next_round`]): its failures count
+    /// against its nodes but are not the operation's, and past the deadline it is skipped. A
+    /// round that is not one (the command's own, after a detour) gets a deadline of its own
+    /// when the detour used up the operation's.
+    fn aside(&self) -> bool {
+        false
+    }
+
+    /// The operation is over: what its further rounds did is counted on `cluster`.
+    fn settled(&self, _cluster: &Cluster) {}
+
     /// The outcome, given the shares that failed (under [`Fallback::PerNode`], only those that
     /// `ignore_exc` let the batch go on without).
     fn finish(self, failed: Vec<Failed>) -> Result<Self::Output>;
@@ -459,19 +480,24 @@ impl<C: Command> Operation<C> {
     /// end on the calling thread.
     pub fn run(mut self, cluster: &Cluster) -> Result<C::Output> {
         self.route(cluster, true);
-        while !self.pending.is_empty() {
-            self.lease_pending(cluster, Leasing::Wait);
-            // Every request first, so the nodes work at once; then each node's replies.
-            let mut sent = Vec::with_capacity(self.running.len());
-            for mut exchange in std::mem::take(&mut self.running) {
-                match exchange.send_blocking(self.deadline) {
-                    Ok(()) => sent.push(exchange),
-                    Err(error) => self.settle(cluster, exchange, Err(error)),
+        loop {
+            while !self.pending.is_empty() {
+                self.lease_pending(cluster, Leasing::Wait);
+                // Every request first, so the nodes work at once; then each node's replies.
+                let mut sent = Vec::with_capacity(self.running.len());
+                for mut exchange in std::mem::take(&mut self.running) {
+                    match exchange.send_blocking(self.deadline) {
+                        Ok(()) => sent.push(exchange),
+                        Err(error) => self.settle(cluster, exchange, Err(error)),
+                    }
+                }
+                for mut exchange in sent {
+                    let outcome = exchange.complete_blocking(&mut self.command, self.deadline);
+                    self.settle(cluster, exchange, outcome);
                 }
             }
-            for mut exchange in sent {
-                let outcome = exchange.complete_blocking(&mut self.command, self.deadline);
-                self.settle(cluster, exchange, outcome);
+            if !self.next_round(cluster) {
+                break;
             }
         }
         self.finish(cluster)
@@ -493,6 +519,10 @@ impl<C: Command> Operation<C> {
                     self.settle(cluster, exchange, outcome.map(drop));
                 }
             }
+        }
+        if self.running.is_empty() && self.pending.is_empty() && self.next_round(cluster) {
+            // A further round (a cluster event's detour): its exchanges start at once.
+            return self.advance(cluster);
         }
         if self.overdue() {
             self.expire(cluster);
@@ -558,6 +588,30 @@ impl<C: Command> Operation<C> {
         waits
     }
 
+    /// Starts the command's next round, if it has one ([`Command::next_round`]): past the
+    /// deadline, detours are skipped and the command's own round gets a deadline of its own
+    /// (as a follow-up does, so the operation stays bounded by twice `timeout`). `false` when
+    /// the operation is over.
+    fn next_round(&mut self, cluster: &Cluster) -> bool {
+        if !self.routed {
+            return false;
+        }
+        loop {
+            let shares = self.command.next_round();
+            if shares.is_empty() {
+                return false;
+            }
+            if self.overdue() {
+                if self.command.aside() {
+                    continue;
+                }
+                self.deadline = cluster.deadline();
+            }
+            self.pending = shares;
+            return true;
+        }
+    }
+
     /// Whether the operation has its outcome (every share answered or failed).
     pub fn is_done(&self) -> bool {
         self.routed && self.pending.is_empty() && self.running.is_empty()
@@ -618,6 +672,7 @@ impl<C: Command> Operation<C> {
             self.pending.clear();
         }
         let failed = std::mem::take(&mut self.failed);
+        self.command.settled(cluster);
         let Operation { command, .. } = self;
         match command.fallback() {
             Fallback::Strict => command.finish(failed),
@@ -653,14 +708,16 @@ impl<C: Command> Operation<C> {
             Ok(topology)
         };
         self.routed = true;
-        let shares = topology.and_then(|topology| {
+        let detours = cluster.detours(blocking);
+        let routed = topology.and_then(|topology| {
             let diverted = RefCell::new(Vec::new());
-            let shares = self.command.shares(cluster.routes(&topology, &diverted));
+            let routes = cluster.routes(&topology, &diverted, &detours);
+            let shares = self.command.shares(routes);
             let (writes, invalidates) = (self.command.writes(), self.command.invalidates());
             cluster.diverted(&topology, writes, invalidates, diverted.into_inner());
             shares
         });
-        match shares {
+        match routed {
             Ok(shares) => self.pending = shares,
             Err(error) => self.failed.push((self.command.all_positions(), error)),
         }
@@ -702,10 +759,18 @@ impl<C: Command> Operation<C> {
     }
 
     /// Records a share that failed, in the node's counters too. What it changed or deleted
-    /// is remembered against the node, for replay ([`Command::invalidates`]).
+    /// is remembered against the node, for replay ([`Command::invalidates`]). A further
+    /// round's failure is not the operation's (see [`Command::next_round`]).
     fn fail(&mut self, cluster: &Cluster, node: &Arc<Node>, positions: Vec<usize>, error: Error) {
         if self.counting {
             node.counters.error(&error);
+        }
+        if self.command.aside() {
+            log::debug!(
+                "{}: a cluster event's detour failed: {error}",
+                node.address.name
+            );
+            return;
         }
         if self.command.invalidates() {
             let command = &self.command;
@@ -777,7 +842,7 @@ impl<C: Command> Operation<C> {
                 // gets a deadline of its own, as the backend's second request did, so a set
                 // that timed out still deletes the old value (a command asks for one at most,
                 // so the operation stays bounded, by twice `timeout`).
-                if cluster.tolerates(&error) && self.command.follow_up() {
+                if !self.command.aside() && cluster.tolerates(&error) && self.command.follow_up() {
                     self.pending.push(Share {
                         node: Arc::clone(&node),
                         positions: positions.clone(),

@@ -37,6 +37,7 @@ mod cluster;
 mod config;
 mod connection;
 mod counters;
+mod detour;
 mod discovery;
 mod engine;
 mod error;
@@ -61,6 +62,7 @@ mod tls;
 mod topology;
 mod ttl;
 mod values;
+mod warmup;
 
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::{ItemList, KeyList};
@@ -70,12 +72,13 @@ pub use client::{
     GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation, StoreOperation,
     TouchOperation, TtlOperation,
 };
-pub use cluster::{Cluster, Route, Routes};
+pub use cluster::{Cluster, Detour, Route, Routes};
 pub use config::{
-    ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog, Overflow, DEFAULT_GUTTER_TTL,
-    DEFAULT_MAX_INVALIDATIONS,
+    ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog, MigrateFrom, Overflow,
+    DEFAULT_GUTTER_TTL, DEFAULT_MAX_INVALIDATIONS, DEFAULT_WARMUP_WINDOW,
 };
 pub use counters::Initial;
+pub use detour::Warm;
 pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{
     Command, Cursor, Failed, Fallback, Interest, Operation, Progress, Reading, Share, Step,

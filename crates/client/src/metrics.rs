@@ -136,6 +136,13 @@ pub(crate) struct ClientCounters {
     pub(crate) ignored_failures: AtomicU64,
     pub(crate) gutter_reads: AtomicU64,
     pub(crate) gutter_writes: AtomicU64,
+    pub(crate) warmup_reads: AtomicU64,
+    pub(crate) warmup_hits: AtomicU64,
+    pub(crate) warmup_copies: AtomicU64,
+    pub(crate) migration_reads: AtomicU64,
+    pub(crate) migration_hits: AtomicU64,
+    pub(crate) migration_copies: AtomicU64,
+    pub(crate) detour_deletes: AtomicU64,
 }
 
 impl ClientCounters {
@@ -143,8 +150,8 @@ impl ClientCounters {
         add(counter, 1);
     }
 
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        add(counter, n);
+    pub(crate) fn count_many(counter: &AtomicU64, n: usize) {
+        add(counter, u64::try_from(n).unwrap_or(u64::MAX));
     }
 }
 
@@ -208,6 +215,21 @@ pub struct Metrics {
     pub invalidation_flushes: u64,
     /// Undelivered invalidations waiting now, over the current membership's nodes.
     pub invalidations_waiting: u64,
+    /// Keys read from their previous owner after a miss, during a warm-up window.
+    pub warmup_reads: u64,
+    /// Of those, the keys found there.
+    pub warmup_hits: u64,
+    /// Of those, the keys copied to their new owner (with their remaining TTL).
+    pub warmup_copies: u64,
+    /// Keys read through from the cluster of `migrate_from` after a miss.
+    pub migration_reads: u64,
+    /// Of those, the keys found there.
+    pub migration_hits: u64,
+    /// Of those, the keys copied to this cluster (with their remaining TTL).
+    pub migration_copies: u64,
+    /// Keys deleted on a previous owner or the `migrate_from` cluster because they were
+    /// written or deleted here (so no stale copy is read or copied back).
+    pub detour_deletes: u64,
 }
 
 impl NodeCounters {
@@ -258,6 +280,13 @@ impl ClientCounters {
             invalidation_overflows: 0,
             invalidation_flushes: 0,
             invalidations_waiting: 0,
+            warmup_reads: read(&self.warmup_reads),
+            warmup_hits: read(&self.warmup_hits),
+            warmup_copies: read(&self.warmup_copies),
+            migration_reads: read(&self.migration_reads),
+            migration_hits: read(&self.migration_hits),
+            migration_copies: read(&self.migration_copies),
+            detour_deletes: read(&self.detour_deletes),
         }
     }
 }

@@ -42,6 +42,14 @@ pub enum Event {
         /// Whether the node is flushed before it serves reads again (`invalidation_overflow`).
         flush: bool,
     },
+    /// A membership change opened a warm-up window: for `window`, a miss on a key whose owner
+    /// changed reads its previous owner and copies what it finds (`warmup_window`).
+    WarmupStarted {
+        /// How long the window lasts.
+        window: Duration,
+    },
+    /// The warm-up window closed: misses go to the keys' owners alone again.
+    WarmupEnded,
     /// A discovery failed (the last good membership stays in use).
     DiscoveryFailed {
         /// The configuration endpoint.

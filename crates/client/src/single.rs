@@ -140,6 +140,21 @@ impl<P: Plan> One<P> {
         }
     }
 
+    /// The key.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The plan.
+    pub(crate) fn plan(&self) -> &P {
+        &self.plan
+    }
+
+    /// What the exchange read, once it read it.
+    pub(crate) fn output(&self) -> Option<&P::Output> {
+        self.outcome.as_ref()?.as_ref().ok()
+    }
+
     /// The command with failures never turned into the plan's fallback by `ignore_exc`.
     pub(crate) fn strict(key: String, plan: P) -> Self {
         One {

@@ -183,6 +183,11 @@ impl Plan for LeasePlan {
     }
 }
 impl LeasePlan {
+    /// The largest value accepted.
+    pub(crate) fn max_value_len(&self) -> usize {
+        self.max_value_len
+    }
+
     /// Whether the key is read with `mg`: only for early recompute, which needs the time left
     /// that only `mg` tells. Otherwise a plain `get`, the cheapest read (a hit costs what a
     /// `get` does), even on a node that speaks meta.
@@ -259,7 +264,7 @@ impl LeasePlan {
     }
 
     /// The end of this caller's lease: deleted only while it holds this caller's token.
-    fn release_plan(&self, key: &str) -> DeleteIfPlan {
+    pub(crate) fn release_plan(&self, key: &str) -> DeleteIfPlan {
         DeleteIfPlan::new(lease_key(key), self.token.clone(), self.max_value_len)
     }
 

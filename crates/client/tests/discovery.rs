@@ -95,20 +95,26 @@ fn first_use_discovers_and_scale_out_moves_exactly_the_new_nodes_keys() {
     let all: Vec<String> = nodes.iter().map(Memcached::address).collect();
     assert_eq!(names(&client), all);
 
-    // A key now owned by the new node is a miss there (nothing moved it); every other key
-    // still reads from where it was written.
+    // A key now owned by the new node is not there yet; during the warm-up window it is read
+    // from its previous owner and copied to the new node. Every other key still reads from
+    // where it was written.
     let ring = Ring::new(all.iter().map(String::as_str));
+    let new_node = nodes[2].client();
     let mut moved = 0;
     for key in &keys {
-        let found = client.get(key).unwrap();
-        if ring.node_for(key) == Some(2) {
-            assert_eq!(found, None, "{key}");
+        let owned_by_new = ring.node_for(key) == Some(2);
+        if owned_by_new {
+            assert_eq!(new_node.get(key).unwrap(), None, "{key}");
             moved += 1;
-        } else {
-            assert_eq!(found.unwrap().data, key.as_bytes(), "{key}");
+        }
+        let found = client.get(key).unwrap();
+        assert_eq!(found.unwrap().data, key.as_bytes(), "{key}");
+        if owned_by_new {
+            assert!(new_node.get(key).unwrap().is_some(), "{key} is copied");
         }
     }
     assert!(moved > 50, "only {moved} keys moved to the new node");
+    assert_eq!(client.metrics().warmup_copies, moved);
 }
 
 #[test]

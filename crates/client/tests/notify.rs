@@ -35,11 +35,16 @@ fn membership_changes_say_what_changed() {
     let events = seen.lock().unwrap().clone();
     assert_eq!(
         events,
-        vec![Event::MembershipChanged {
-            added: vec![b.address()],
-            removed: vec![],
-            version: Some(2),
-        }]
+        vec![
+            Event::MembershipChanged {
+                added: vec![b.address()],
+                removed: vec![],
+                version: Some(2),
+            },
+            Event::WarmupStarted {
+                window: Duration::from_secs(60),
+            },
+        ]
     );
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use elasticache_client::{
     Client, ClientConfig, Command, DeleteReply, DiscoveryConfig, DiscoveryMode, FailureLog,
-    Hashing, IncrDecrReply, Initial, ItemList, KeyList, LeaseRequest, NodeAddress, Overflow, Stats,
-    Store, StoreReply, Tls, TlsSettings, TouchReply, Ttl,
+    Hashing, IncrDecrReply, Initial, ItemList, KeyList, LeaseRequest, MigrateFrom, NodeAddress,
+    Overflow, Stats, Store, StoreReply, Tls, TlsSettings, TouchReply, Ttl,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -23,7 +23,7 @@ use crate::declare::commands;
 use crate::errors::{refused, IntoPyResult, Refusal};
 use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::{converted, Convert, Converted, PyOperation};
-use crate::options::Given;
+use crate::options::{ClusterSpec, Given};
 use crate::serde::{decode, decode_or, decode_or_else, encode, Codec, Undecodable, FLAG_INTEGER};
 
 /// Where failures are logged: a Python logger name and a level name (`None`: not logged),
@@ -40,6 +40,44 @@ fn failure_log(logger: Option<String>, level: Option<&str>) -> FailureLog {
         log.target = logger;
     }
     log
+}
+
+/// The cluster of `migrate_from`: its servers parsed, its key placement (this client's default
+/// unless given), and with one server and discovery not `'off'`, that server as its
+/// configuration endpoint (`'auto'`: an endpoint answering `ERROR`, such as ElastiCache
+/// Serverless, is one plain node).
+fn migrate_from(spec: ClusterSpec) -> PyResult<MigrateFrom> {
+    let servers = spec
+        .servers
+        .iter()
+        .map(|s| NodeAddress::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            refused(
+                "migrate_from",
+                Refusal::Value,
+                format!("migrate_from: {error}"),
+            )
+        })?;
+    let hashing = match spec.hashing.as_deref() {
+        Some("pylibmc") => Hashing::Pylibmc,
+        Some("ketama") => Hashing::Ketama,
+        _ => Hashing::Pymemcache,
+    };
+    let mode = match spec.discovery.as_deref() {
+        Some("off") => None,
+        Some("on") => Some(DiscoveryMode::On),
+        _ => Some(DiscoveryMode::Auto),
+    };
+    let discovery = match (mode, servers.len()) {
+        (Some(mode), 1) => {
+            let mut settings = DiscoveryConfig::default();
+            settings.mode = mode;
+            Some(settings)
+        }
+        _ => None,
+    };
+    Ok(MigrateFrom::new(servers, hashing, discovery))
 }
 
 /// The TLS arguments, checked one by one (`options::Given`), before they are built.
@@ -207,6 +245,11 @@ commands! {
             )?;
             config.retry_timeout = given.seconds("retry_timeout")?.unwrap_or_default();
             config.dead_timeout = given.seconds("dead_timeout")?.unwrap_or_default();
+            config.warmup_window = given.seconds("warmup_window")?.unwrap_or_default();
+            config.migrate_from = given
+                .cluster("migrate_from")?
+                .map(migrate_from)
+                .transpose()?;
             config.no_delay = given.flag("no_delay")?;
             config.socket_keepalive = given.seconds("socket_keepalive")?;
             config.max_value_len = max_value_len;

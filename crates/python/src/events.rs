@@ -169,6 +169,11 @@ fn to_dict<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyDict>> 
             dict.set_item("kept", kept)?;
             dict.set_item("flush", flush)?;
         }
+        Event::WarmupStarted { window } => {
+            dict.set_item("event", "warmup_started")?;
+            dict.set_item("window", window.as_secs_f64())?;
+        }
+        Event::WarmupEnded => dict.set_item("event", "warmup_ended")?,
         Event::DiscoveryFailed { endpoint, error } => {
             dict.set_item("event", "discovery_failed")?;
             dict.set_item("endpoint", endpoint)?;

@@ -70,5 +70,12 @@ pub fn to_dict<'py>(py: Python<'py>, metrics: &Metrics) -> PyResult<Bound<'py, P
     dict.set_item("invalidation_overflows", metrics.invalidation_overflows)?;
     dict.set_item("invalidation_flushes", metrics.invalidation_flushes)?;
     dict.set_item("invalidations_waiting", metrics.invalidations_waiting)?;
+    dict.set_item("warmup_reads", metrics.warmup_reads)?;
+    dict.set_item("warmup_hits", metrics.warmup_hits)?;
+    dict.set_item("warmup_copies", metrics.warmup_copies)?;
+    dict.set_item("migration_reads", metrics.migration_reads)?;
+    dict.set_item("migration_hits", metrics.migration_hits)?;
+    dict.set_item("migration_copies", metrics.migration_copies)?;
+    dict.set_item("detour_deletes", metrics.detour_deletes)?;
     Ok(dict)
 }

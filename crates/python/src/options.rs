@@ -114,6 +114,10 @@ pub enum Kind {
     Serde,
     /// `None` or an `ssl.SSLContext`.
     SslContext,
+    /// `None` or another cluster: its `LOCATION` (a `host:port` string, several separated by
+    /// `;` or `,`, or a list of them), or a dict with that `LOCATION` and optionally its own
+    /// `hashing` and `discovery`.
+    Cluster,
 }
 
 /// One option.
@@ -217,6 +221,10 @@ impl OptionSpec {
                 "None or an object with serialize() and deserialize() methods".to_owned()
             }
             Kind::SslContext => "None or an ssl.SSLContext".to_owned(),
+            Kind::Cluster => "None, a LOCATION ('host:port', several separated by ';', or a \
+                              list), or a dict with 'LOCATION' and optionally 'hashing' and \
+                              'discovery'"
+                .to_owned(),
         }
     }
 
@@ -242,7 +250,8 @@ impl OptionSpec {
             | Kind::File
             | Kind::ServerName
             | Kind::Serde
-            | Kind::SslContext => true,
+            | Kind::SslContext
+            | Kind::Cluster => true,
             Kind::Flag | Kind::LoggerName => false,
         }
     }
@@ -402,6 +411,21 @@ pub const OPTIONS: &[OptionSpec] = &[
         Str("flush"),
         "past max_invalidations: 'flush' empties the node before it serves again, 'ignore' \
          replays what was kept",
+    ),
+    // Cluster events: scale-out and moves between clusters.
+    option(
+        "warmup_window",
+        SECONDS,
+        Float(60.0),
+        "seconds after a membership change during which a miss on a moved key reads its \
+         previous owner and copies the value (0: off)",
+    ),
+    option(
+        "migrate_from",
+        Kind::Cluster,
+        Literal::None,
+        "the cluster being moved away from: misses read through from it and are copied; \
+         writes and deletes delete there",
     ),
     // Observability.
     option(
@@ -716,6 +740,11 @@ impl<'py> Given<'py> {
         self.value_as(name, path)
     }
 
+    /// A cluster option (`migrate_from`); `None` where unset.
+    pub fn cluster(&self, name: &str) -> PyResult<Option<ClusterSpec>> {
+        self.value_as(name, cluster)
+    }
+
     /// An object option (`serde`), checked; `None` where unset.
     pub fn object(&self, name: &str) -> PyResult<Option<Py<PyAny>>> {
         let value = self.value_as(name, check)?;
@@ -910,6 +939,7 @@ pub fn check<'py>(spec: &OptionSpec, value: &Bound<'py, PyAny>) -> PyResult<Boun
                 Err(spec.refuse(value, Refusal::Type))
             }
         }
+        Kind::Cluster => cluster(spec, value).map(|_| value.clone()),
         Kind::SslContext => {
             let context = py.import("ssl")?.getattr("SSLContext")?;
             if value.is_none() || value.is_instance(&context)? {
@@ -919,6 +949,87 @@ pub fn check<'py>(spec: &OptionSpec, value: &Bound<'py, PyAny>) -> PyResult<Boun
             }
         }
     }
+}
+
+/// Another cluster, as `migrate_from` names it: its servers, its key placement and its
+/// discovery setting (`None` where not given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub servers: Vec<String>,
+    pub hashing: Option<String>,
+    pub discovery: Option<String>,
+}
+
+/// The servers of a `LOCATION`: a string separated by `;` or `,`, or a list of strings.
+fn location(value: &Bound<'_, PyAny>) -> Option<Vec<String>> {
+    let entries: Vec<String> = if let Ok(text) = value.cast::<PyString>() {
+        text.to_str()
+            .ok()?
+            .replace(',', ";")
+            .split(';')
+            .map(str::to_owned)
+            .collect()
+    } else if value.is_instance_of::<pyo3::types::PyList>() || value.is_instance_of::<PyTuple>() {
+        value.extract::<Vec<String>>().ok()?
+    } else {
+        return None;
+    };
+    let servers: Vec<String> = entries
+        .iter()
+        .map(|entry| entry.trim().to_owned())
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    (!servers.is_empty()).then_some(servers)
+}
+
+/// Reads a [`Kind::Cluster`] option; `None` where unset. A dict's `hashing` and `discovery` are
+/// checked as those options are.
+pub fn cluster(spec: &OptionSpec, value: &Bound<'_, PyAny>) -> PyResult<Option<ClusterSpec>> {
+    if spec.kind != Kind::Cluster {
+        return Err(mismatch(spec, "a cluster"));
+    }
+    if value.is_none() {
+        return Ok(None);
+    }
+    let Ok(dict) = value.cast::<PyDict>() else {
+        return match location(value) {
+            Some(servers) => Ok(Some(ClusterSpec {
+                servers,
+                hashing: None,
+                discovery: None,
+            })),
+            None => Err(spec.refuse(value, Refusal::Type)),
+        };
+    };
+    let mut found = ClusterSpec {
+        servers: Vec::new(),
+        hashing: None,
+        discovery: None,
+    };
+    for (name, item) in dict.iter() {
+        match name.extract::<String>().ok().as_deref() {
+            Some("LOCATION") => {
+                found.servers =
+                    location(&item).ok_or_else(|| spec.refuse(value, Refusal::Value))?;
+            }
+            Some(inner @ ("hashing" | "discovery")) => {
+                let inner_spec = self::spec(inner)
+                    .ok_or_else(|| PyRuntimeError::new_err(format!("no option {inner}")))?;
+                let chosen =
+                    text(inner_spec, &item).map_err(|_| spec.refuse(value, Refusal::Value))?;
+                if inner == "hashing" {
+                    found.hashing = chosen;
+                } else {
+                    found.discovery = chosen;
+                }
+            }
+            _ => return Err(spec.refuse(value, Refusal::Value)),
+        }
+    }
+    if found.servers.is_empty() {
+        return Err(spec.refuse(value, Refusal::Value));
+    }
+    Ok(Some(found))
 }
 
 /// A bug: an option read as a kind it is not.
@@ -962,6 +1073,7 @@ fn describe<'py>(py: Python<'py>, spec: &OptionSpec, entry: &Bound<'py, PyDict>)
         Kind::ServerName => ("server_name", none(), none()),
         Kind::Serde => ("serde", none(), none()),
         Kind::SslContext => ("ssl_context", none(), none()),
+        Kind::Cluster => ("cluster", none(), none()),
     };
     entry.set_item("kind", kind)?;
     entry.set_item("low", low)?;

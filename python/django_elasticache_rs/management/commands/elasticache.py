@@ -29,6 +29,15 @@ def text(entry: dict[str, Any]) -> str:
     if version is not None:
         head += f", configuration version {version}"
     lines = [head + f", {len(entry['nodes'])} nodes"]
+    events = entry.get("cluster_events")
+    if events:
+        lines.append(
+            f"  warm-up: {events['warmup_reads']:,} misses read from previous owners "
+            f"({events['warmup_hits']:,} found, {events['warmup_copies']:,} copied); "
+            f"migration: {events['migration_reads']:,} read through "
+            f"({events['migration_hits']:,} found, {events['migration_copies']:,} copied); "
+            f"{events['detour_deletes']:,} deleted there on writes"
+        )
     if entry.get("error"):
         lines.append(f"  no node to ask: {entry['error']}")
         return "\n".join(lines)
