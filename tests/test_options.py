@@ -83,6 +83,20 @@ BAD: dict[str, list[Any]] = {
     "hashing": [None, 1, "PYLIBMC", "md5", "consistent", "rendezvous"],
     "min_compress_len": ["400", 400.0, True, None, -1, MAX_VALUE_LENGTH_LIMIT + 1, 2**70],
     "compress_level": ["6", 6.0, True, None, -1, 0, 10, 2**70],
+    "compressor": [None, 1, "ZSTD", "lzma", "gzip"],
+    "zstd_dictionary": [123, MISSING_FILE, "/", __file__],
+    "serializer": [
+        None,
+        1,
+        "",
+        "yaml",
+        "no_such_module.Serializer",
+        "os.path",
+        "tests.support.serializers.NoLoads",
+    ],
+    "sign_values": [1, "yes", None],
+    "signing_key": [1, "", b"", ["key"]],
+    "signing_key_fallbacks": ["old", b"old", [1], [""], 5],
 }
 
 #: Per option: values at the edges of what it accepts (each must be taken).
@@ -127,6 +141,12 @@ GOOD: dict[str, list[Any]] = {
     "hashing": ["pymemcache", "pylibmc", "ketama"],
     "min_compress_len": [0, 1, 400, MAX_VALUE_LENGTH_LIMIT],
     "compress_level": [1, 6, 9],
+    "compressor": ["zlib", "zstd", "lz4"],
+    "zstd_dictionary": [None],
+    "serializer": ["pickle", "json", "msgpack", "tests.support.serializers.Tagged"],
+    "sign_values": [True, False],
+    "signing_key": [None, "key", b"\x00key"],
+    "signing_key_fallbacks": [None, [], ["old", b"older"], ("old",)],
 }
 
 

@@ -13,7 +13,7 @@ use elasticache_client::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString};
 
 use crate::args::{whole, Delta, Exptime, Whole, MAX_LEASE_SECONDS};
 use crate::compress::{zstd, Compression, Compressor, DEFAULT_INFLATED_CAP};
@@ -203,14 +203,14 @@ impl PyClient {
                     refused(
                         "zstd_dictionary",
                         Refusal::Value,
-                        format!("zstd_dictionary: {error}"),
+                        format!("zstd_dictionary cannot be read: {error}"),
                     )
                 })?;
                 let dictionary = zstd::Dictionary::new(&bytes).map_err(|why| {
                     refused(
                         "zstd_dictionary",
                         Refusal::Value,
-                        format!("zstd_dictionary {}: {why}", path.display()),
+                        format!("zstd_dictionary {} cannot be used: {why}", path.display()),
                     )
                 })?;
                 Some(Arc::new(dictionary))
@@ -354,6 +354,17 @@ impl PyClient {
             .iter()
             .map(|n| n.address.name.clone())
             .collect()
+    }
+
+    /// `value` as the serializer makes it, before compression and signing: what a zstd
+    /// dictionary is trained on.
+    fn serialized<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let encoded = crate::serde::serialize(value, "", &self.codec.serializer)?;
+        Ok(PyBytes::new(py, encoded.bytes()?))
     }
 
     /// The name of the node that owns `key` (made like the other methods' keys).

@@ -193,7 +193,8 @@ pub fn encode<'py>(value: &Bound<'py, PyAny>, key: &str, codec: &Codec) -> PyRes
     codec.seal(key, encoded)
 }
 
-fn serialize<'py>(
+/// The serializer stage alone: `value`'s bytes and flags before compression and signing.
+pub fn serialize<'py>(
     value: &Bound<'py, PyAny>,
     key: &str,
     serializer: &Serializer,

@@ -79,7 +79,8 @@ impl Objects {
             .call((value,), self.dumps_kwargs.as_ref().map(|k| k.bind(py)))
             .map_err(|error| {
                 let message = format!(
-                    "the {} serializer cannot encode a value of type {}: {error}; nothing was stored",
+                    "the {} serializer cannot encode a value of type {}: {error}; nothing was \
+                     stored",
                     self.name,
                     value
                         .get_type()
