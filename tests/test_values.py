@@ -531,3 +531,36 @@ def test_a_file_that_is_no_zstd_dictionary_is_refused(memcached: LocalNode) -> N
 
     with pytest.raises(ImproperlyConfigured, match="not a zstd dictionary"):
         _cache(memcached, compressor="zstd", zstd_dictionary=__file__)
+
+
+# -- without the optional libraries ----------------------------------------------------------
+
+WRITE_WITHOUT_ORJSON = """
+import sys
+sys.modules["orjson"] = None  # not installed
+from django_elasticache_rs import Client
+client = Client([sys.argv[1]], serializer="json")
+client.set("stdlib-json", {"name": "caf\\u00e9", "rows": [1, 2, 3]})
+assert client.get("stdlib-json") == {"name": "caf\\u00e9", "rows": [1, 2, 3]}
+print(client.get("orjson-json"))
+"""
+
+
+def test_the_standard_librarys_json_reads_and_writes_what_orjson_does(
+    memcached: LocalNode,
+) -> None:
+    import subprocess
+    import sys
+
+    _cache(memcached, serializer="json").client.set("orjson-json", {"from": "orjson"})
+    run = subprocess.run(
+        [sys.executable, "-c", WRITE_WITHOUT_ORJSON, memcached.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert run.stdout.strip() == "{'from': 'orjson'}"
+    assert _cache(memcached).client.get("stdlib-json") == {"name": "café", "rows": [1, 2, 3]}
+    data, flags = raw.stored(memcached.address, "stdlib-json")
+    assert flags == FLAG_JSON and data == '{"name":"café","rows":[1,2,3]}'.encode()

@@ -268,4 +268,98 @@ mod tests {
         }
         assert!(inflate(&flipped, 1 << 20).is_err());
     }
+
+    #[test]
+    fn zstd_and_lz4_round_trip_and_keep_only_a_smaller_form() {
+        let text = b"the same words again and again ".repeat(4000);
+        for compressor in [Compressor::Zlib, Compressor::Zstd, Compressor::Lz4] {
+            let on = settings(compressor, 1, 6, 1 << 20);
+            let (flag, packed) = on.compress(&text).unwrap();
+            assert_eq!(flag, compressor.flag());
+            assert!(packed.len() < text.len() / 10, "{compressor:?}");
+            assert_eq!(on.decompress(flag, &packed).unwrap(), text);
+            assert_eq!(on.compress(b"ab"), None, "{compressor:?}");
+        }
+        let on = settings(Compressor::Zlib, 1, 6, 1 << 20);
+        assert!(on.decompress(FLAG_ZSTD | FLAG_LZ4, b"x").is_err());
+    }
+
+    #[test]
+    fn zstd_and_lz4_bombs_are_refused_at_the_cap() {
+        let zeros = vec![0_u8; 8 << 20];
+        for compressor in [Compressor::Zstd, Compressor::Lz4] {
+            let writer = settings(compressor, 1, 6, usize::MAX);
+            let (flag, bomb) = writer.compress(&zeros).unwrap();
+            let reader = settings(Compressor::Zlib, 1, 6, 1 << 20);
+            assert_eq!(
+                reader.decompress(flag, &bomb),
+                Err(InflateError::TooLarge { cap: 1 << 20 }),
+                "{compressor:?}"
+            );
+            let exact = settings(Compressor::Zlib, 1, 6, 8 << 20);
+            assert_eq!(exact.decompress(flag, &bomb).unwrap().len(), 8 << 20);
+        }
+    }
+
+    #[test]
+    fn a_zstd_stream_without_a_declared_size_is_read_to_the_cap_only() {
+        use std::io::Write;
+        let mut encoder = ::zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        for _ in 0..64 {
+            encoder.write_all(&[0_u8; 1 << 20]).unwrap();
+        }
+        let bomb = encoder.finish().unwrap();
+        assert!(::zstd::zstd_safe::get_frame_content_size(&bomb)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            zstd::inflate(&bomb, 1 << 20, None),
+            Err(InflateError::TooLarge { cap: 1 << 20 })
+        );
+        assert_eq!(
+            zstd::inflate(&bomb, 64 << 20, None).unwrap().len(),
+            64 << 20
+        );
+    }
+
+    #[test]
+    fn corrupt_zstd_and_lz4_are_refused() {
+        let text = b"abc".repeat(1000);
+        for compressor in [Compressor::Zstd, Compressor::Lz4] {
+            let on = settings(compressor, 1, 6, 1 << 20);
+            let (flag, packed) = on.compress(&text).unwrap();
+            assert!(on.decompress(flag, &packed[..packed.len() / 2]).is_err());
+            assert!(on.decompress(flag, b"").is_err());
+            assert!(on.decompress(flag, b"not compressed at all").is_err());
+        }
+        // lz4: a size claim past the cap is refused before anything is allocated.
+        assert_eq!(
+            lz4::inflate(&[0xff, 0xff, 0xff, 0x7f, 0, 0], 1 << 20),
+            Err(InflateError::TooLarge { cap: 1 << 20 })
+        );
+    }
+
+    #[test]
+    fn a_zstd_dictionary_is_needed_for_its_frames() {
+        let samples: Vec<Vec<u8>> = (0..500)
+            .map(|i| {
+                format!("{{\"id\":{i},\"user\":\"user{i}\",\"tz\":\"Europe/Paris\"}}").into_bytes()
+            })
+            .collect();
+        let trained = ::zstd::dict::from_samples(&samples, 2048).unwrap();
+        let dictionary = Arc::new(zstd::Dictionary::new(&trained).unwrap());
+        let with = Compression {
+            zstd_dictionary: Some(Arc::clone(&dictionary)),
+            ..settings(Compressor::Zstd, 1, 6, 1 << 20)
+        };
+        let value = b"{\"id\":9999,\"user\":\"user9999\",\"tz\":\"Europe/Paris\"}";
+        let (flag, packed) = with.compress(value).unwrap();
+        assert_eq!(with.decompress(flag, &packed).unwrap(), value);
+        let without = settings(Compressor::Zstd, 1, 6, 1 << 20);
+        assert!(matches!(
+            without.decompress(flag, &packed),
+            Err(InflateError::Corrupt(why)) if why.contains("dictionary")
+        ));
+        assert!(zstd::Dictionary::new(b"not a dictionary").is_err());
+    }
 }
