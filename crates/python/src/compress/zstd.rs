@@ -2,6 +2,7 @@
 //! size declared (readable by any zstd, e.g. Python's `zstandard`), optionally with a trained
 //! dictionary; reads bounded like zlib's.
 
+use std::cell::RefCell;
 use std::io::Read;
 
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
@@ -43,13 +44,40 @@ impl Dictionary {
     }
 }
 
+thread_local! {
+    /// This thread's contexts without a dictionary, made once: a context's allocation costs
+    /// more than compressing a small value.
+    static CONTEXTS: RefCell<Option<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+/// `run` with this thread's contexts (made on first use), or `None` if zstd cannot make them.
+fn with_contexts<T>(
+    run: impl FnOnce(&mut zstd::bulk::Compressor<'static>, &mut zstd::bulk::Decompressor<'static>) -> T,
+) -> Option<T> {
+    CONTEXTS.with(|cell| {
+        let mut contexts = cell.try_borrow_mut().ok()?;
+        if contexts.is_none() {
+            let made = (
+                zstd::bulk::Compressor::new(LEVEL).ok()?,
+                zstd::bulk::Decompressor::new().ok()?,
+            );
+            *contexts = Some(made);
+        }
+        let (compressor, decompressor) = contexts.as_mut()?;
+        Some(run(compressor, decompressor))
+    })
+}
+
 /// The zstd form of `data` (with the dictionary if given) when it is smaller than `data`.
 pub fn compress(data: &[u8], dictionary: Option<&Dictionary>) -> Option<Vec<u8>> {
-    let compressor = match dictionary {
-        Some(dictionary) => zstd::bulk::Compressor::with_prepared_dictionary(&dictionary.encoder),
-        None => zstd::bulk::Compressor::new(LEVEL),
+    let out = match dictionary {
+        Some(dictionary) => zstd::bulk::Compressor::with_prepared_dictionary(&dictionary.encoder)
+            .ok()?
+            .compress(data)
+            .ok()?,
+        None => with_contexts(|compressor, _| compressor.compress(data))?.ok()?,
     };
-    let out = compressor.ok()?.compress(data).ok()?;
     (out.len() < data.len()).then_some(out)
 }
 
@@ -78,14 +106,14 @@ pub fn inflate(
         }
         if zstd_safe::find_frame_compressed_size(data) == Ok(data.len()) {
             let size = usize::try_from(size).map_err(|_| InflateError::TooLarge { cap })?;
-            let decompressor = match dictionary {
-                Some(d) => zstd::bulk::Decompressor::with_prepared_dictionary(&d.decoder),
-                None => zstd::bulk::Decompressor::new(),
-            };
-            let out = decompressor
-                .map_err(corrupt)?
-                .decompress(data, size)
-                .map_err(corrupt)?;
+            let out = match dictionary {
+                Some(d) => zstd::bulk::Decompressor::with_prepared_dictionary(&d.decoder)
+                    .map_err(corrupt)?
+                    .decompress(data, size),
+                None => with_contexts(|_, decompressor| decompressor.decompress(data, size))
+                    .ok_or_else(|| InflateError::Corrupt("no zstd context".to_owned()))?,
+            }
+            .map_err(corrupt)?;
             if out.len() != size {
                 return Err(InflateError::Corrupt(
                     "shorter than its declared size".to_owned(),
