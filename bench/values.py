@@ -154,9 +154,10 @@ def measure(address: str, loops: int, repeats: int, workdir: Path) -> list[dict[
     """One row per format: stored bytes and get ECPUs per value, set and get µs per value
     (wall and CPU), the formats measured in turn within each repetition so that whatever else
     the machine does falls on all of them alike."""
+    from pymemcache.client.base import Client as PymemcacheNode
+
     from django_elasticache_rs._native import train_zstd_dictionary
     from django_elasticache_rs.backend import ElastiCache
-    from pymemcache.client.base import Client as PymemcacheNode
 
     values = corpus()
     host, port = address.rsplit(":", 1)
@@ -188,7 +189,7 @@ def measure(address: str, loops: int, repeats: int, workdir: Path) -> list[dict[
             for key, value in pairs:
                 cache.set(key, value)
 
-        def get_all(cache: Any = cache, keys: Any = [k for k, _ in pairs]) -> None:
+        def get_all(cache: Any = cache, keys: Any = tuple(k for k, _ in pairs)) -> None:
             for key in keys:
                 cache.get(key)
 
@@ -245,9 +246,7 @@ def render(rows: list[dict[str, Any]], loops: int, repeats: int) -> str:
         f"`python -m bench.values` — {when}, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs; µs are per value (wall, and CPU of the client process), the "
         f"median of {repeats} runs of {loops} rounds over the corpus, the formats in turn, "
-        f"through the Django backend to one local memcached.\n\n"
-        + "\n".join(lines)
-        + "\n"
+        f"through the Django backend to one local memcached.\n\n" + "\n".join(lines) + "\n"
     )
 
 

@@ -79,7 +79,7 @@ def test_every_format_round_trips_on_the_blocking_path(
     assert cache.get_or_set(f"{name}-computed", lambda: "not again") == VALUE
     assert cache.add(f"{name}-added", VALUE) and cache.get(f"{name}-added") == VALUE
     # What is stored: the compressor's and serializer's bits, the classic ones moved up.
-    data, flags = raw.stored(memcached.address, f":1:{name}-value")
+    flags = raw.stored(memcached.address, f":1:{name}-value")[1]
     serializer_flag = SERIALIZER_FLAG.get(serializer, FLAG_CUSTOM)
     expected = serializer_flag | COMPRESSOR_FLAG[compressor] | (FLAG_SIGNED if sign else 0)
     if expected & 0xFF00:
@@ -321,7 +321,7 @@ def test_a_tampered_signed_value_reads_as_a_logged_miss_and_is_never_unpickled(
     # A text value whose bytes are a (protocol 0, ASCII) pickle, relabelled as a pickle.
     ascii_pickle = pickle.dumps(_LeavesATrace(trace), 0).decode("ascii")
     cache.set("text", ascii_pickle)
-    text_data, text_flags = raw.stored(memcached.address, ":1:text")
+    text_data = raw.stored(memcached.address, ":1:text")[0]
     raw.put(memcached.address, ":1:relabelled", text_data, FLAG_SIGNED | (1 << 16))
     # A genuine signed pickle moved to another key.
     cache.set("genuine", {"for": "another key"})
@@ -460,7 +460,9 @@ def test_a_class_value_is_a_logged_miss_for_a_client_without_the_class(
     _cache(memcached, serializer="tests.support.serializers.Tagged").set("classy", VALUE)
     with caplog.at_level(logging.WARNING):
         assert _cache(memcached).get("classy", "miss") == "miss"
-    assert any("serializer class this client does not have" in r.getMessage() for r in caplog.records)
+    assert any(
+        "serializer class this client does not have" in r.getMessage() for r in caplog.records
+    )
 
 
 # -- zstd dictionary -------------------------------------------------------------------------
@@ -515,7 +517,7 @@ def test_a_trained_dictionary_shrinks_small_values_and_is_needed_to_read_them(
     )
     plain.set("small-plain", _fragment(1000))
     trained.set("small-trained", _fragment(1000))
-    plain_data, plain_flags = raw.stored(memcached.address, ":1:small-plain")
+    plain_data = raw.stored(memcached.address, ":1:small-plain")[0]
     trained_data, trained_flags = raw.stored(memcached.address, ":1:small-trained")
     assert trained_flags & FLAG_ZSTD
     assert len(trained_data) < len(plain_data) * 0.7

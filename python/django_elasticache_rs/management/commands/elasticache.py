@@ -163,7 +163,6 @@ class Command(BaseCommand):
                 return
             time.sleep(watch)  # the redraw interval the operator asked for
 
-
     def _train(self, options: dict[str, Any], ours: list[str]) -> None:
         """``--train-zstd-dictionary``: the sample is the values of the keys given, read
         through the cache and serialized as its serializer writes them (a dictionary is
