@@ -7,6 +7,14 @@
 //! stored bytes as they are (it neither unpickles nor inflates them), and we move the bits
 //! back down on reading. A value without our bits is stored exactly as pymemcache stores it.
 
+/// pymemcache's `pickle_serde` bits (pylibmc's too): raw bytes, pickle, `int`, pylibmc's
+/// `int`, text; zlib (bit 8) is `compress::FLAG_ZLIB`.
+pub const FLAG_BYTES: u32 = 0;
+pub const FLAG_PICKLE: u32 = 1 << 0;
+pub const FLAG_INTEGER: u32 = 1 << 1;
+pub const FLAG_LONG: u32 = 1 << 2;
+pub const FLAG_TEXT: u32 = 1 << 4;
+
 /// Our bits: the serializers', the compressors', the signature's; 14 and 15 are free.
 pub const OURS: u32 = 0xff00;
 /// pymemcache's and pylibmc's bits.

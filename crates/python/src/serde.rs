@@ -33,11 +33,7 @@ use crate::format;
 use crate::serializers::{self, Objects};
 use crate::sign::{Signer, FLAG_SIGNED};
 
-pub const FLAG_BYTES: u32 = 0;
-pub const FLAG_PICKLE: u32 = 1 << 0;
-pub const FLAG_INTEGER: u32 = 1 << 1;
-pub const FLAG_LONG: u32 = 1 << 2;
-pub const FLAG_TEXT: u32 = 1 << 4;
+pub use crate::format::{FLAG_BYTES, FLAG_INTEGER, FLAG_LONG, FLAG_PICKLE, FLAG_TEXT};
 
 /// What turns values into bytes and back (`OPTIONS["serializer"]`, or `OPTIONS["serde"]`).
 #[derive(Debug)]

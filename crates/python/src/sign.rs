@@ -10,7 +10,7 @@
 
 use ring::{digest, hmac};
 
-use crate::serde::{FLAG_INTEGER, FLAG_LONG};
+use crate::format::{FLAG_INTEGER, FLAG_LONG};
 
 /// The flag bit of a signed value (ours: see `format.rs`).
 pub const FLAG_SIGNED: u32 = 1 << 13;
