@@ -102,6 +102,20 @@ BAD: dict[str, list[Any]] = {
     "gutter_ttl": [0, -1, 10.5, "10", True, None, 2_592_001],
     "max_invalidations": [0, -5, 1.5, "100", True, None, 1_000_001],
     "invalidation_overflow": ["FLUSH", "drop", None, True, 1],
+    "compressor": [None, 1, "ZSTD", "lzma", "gzip"],
+    "zstd_dictionary": [123, MISSING_FILE, "/", __file__],
+    "serializer": [
+        None,
+        1,
+        "",
+        "yaml",
+        "no_such_module.Serializer",
+        "os.path",
+        "tests.support.serializers.NoLoads",
+    ],
+    "sign_values": [1, "yes", None],
+    "signing_key": [1, "", b"", ["key"]],
+    "signing_key_fallbacks": ["old", b"old", [1], [""], 5],
 }
 
 #: Per option: values at the edges of what it accepts (each must be taken).
@@ -160,6 +174,12 @@ GOOD: dict[str, list[Any]] = {
     "gutter_ttl": [1, 10, 2_592_000],
     "max_invalidations": [1, 10_000, 1_000_000],
     "invalidation_overflow": ["flush", "ignore"],
+    "compressor": ["zlib", "zstd", "lz4"],
+    "zstd_dictionary": [None],
+    "serializer": ["pickle", "json", "msgpack", "tests.support.serializers.Tagged"],
+    "sign_values": [True, False],
+    "signing_key": [None, "key", b"\x00key"],
+    "signing_key_fallbacks": [None, [], ["old", b"older"], ("old",)],
 }
 
 

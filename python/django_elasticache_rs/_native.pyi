@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "check_option",
     "murmur3_32",
+    "train_zstd_dictionary",
 ]
 
 __version__: str
@@ -47,7 +48,7 @@ class _OptionSpec(TypedDict):
 
     name: str
     #: "bool", "seconds", "whole", "choice", "keepalive", "log_level", "logger_name", "file",
-    #: "server_name", "serde" or "ssl_context".
+    #: "server_name", "serde", "serializer", "secret", "secrets" or "ssl_context".
     kind: str
     #: The default under Django (``options.DEFAULTS``).
     default: Any
@@ -100,6 +101,11 @@ class _Serde(Protocol):
 def murmur3_32(text: str) -> int:
     """murmur3 x86 32-bit (seed 0) as pymemcache computes it (low byte of each code point)."""
 
+def train_zstd_dictionary(samples: list[bytes], size: int) -> bytes:
+    """A zstd dictionary of at most ``size`` bytes trained on ``samples`` (the GIL released),
+    for ``zstd_dictionary``; ``ValueError`` when zstd cannot train one (too few or too small
+    samples)."""
+
 #: ``Operation.advance()``: the result is ready.
 DONE: Final = 0
 #: ``Operation.advance()``: wait on ``wait_for()`` for at most ``timeout()`` seconds.
@@ -120,7 +126,8 @@ class Client:
     longer than 250 characters or bytes, holding control characters or spaces, or that UTF-8
     cannot encode (a lone surrogate), raise ``InvalidKeyError``. Values are stored in
     pymemcache's ``pickle_serde`` format (which pylibmc reads too), zlib-compressed (flag 8)
-    when ``min_compress_len`` asks for it.
+    when ``min_compress_len`` asks for it, unless ``serializer``, ``compressor`` or
+    ``sign_values`` say otherwise.
 
     Failures raise ``CacheTimeoutError``, ``CacheConnectionError``, ``CacheServerError`` or
     ``CacheClientError`` (see ``django_elasticache_rs.exceptions``); with ``ignore_exc=True``
@@ -168,6 +175,12 @@ class Client:
         gutter_ttl: int = 10,
         max_invalidations: int = 10000,
         invalidation_overflow: Literal["flush", "ignore"] = "flush",
+        serializer: str = "pickle",
+        compressor: Literal["zlib", "zstd", "lz4"] = "zlib",
+        zstd_dictionary: str | os.PathLike[str] | None = None,
+        sign_values: bool = False,
+        signing_key: str | bytes | None = None,
+        signing_key_fallbacks: list[str | bytes] | tuple[str | bytes, ...] | None = None,
     ) -> Client:
         """With ``discovery`` "auto" or "on", ``servers`` is the one configuration endpoint:
         nodes are discovered on first use, then every ``discovery_interval`` seconds in the
@@ -228,7 +241,22 @@ class Client:
         ``max_value_length`` bytes (64 MiB when it is not set; past it the value reads as a
         miss, logged). ``min_compress_len`` (0: off) compresses writes of at least that many
         bytes, as serialized, at zlib level ``compress_level`` (1 to 9), keeping the compressed
-        form only when it is smaller."""
+        form only when it is smaller; ``compressor`` "zstd" (level 3, with ``zstd_dictionary``
+        if given) or "lz4" compresses them instead. Values of every compressor are read
+        whatever ``compressor`` says, with the same bound.
+
+        ``serializer`` is what values other than ``bytes``, ``str`` and ``int`` become:
+        "pickle", "json" (orjson, else ``json``), "msgpack" (ormsgpack, else msgpack), or the
+        dotted path of a class (made with no arguments) or object with ``dumps``/``loads``; a
+        value it cannot encode raises ``TypeError`` or ``ValueError`` and nothing is stored.
+        JSON and msgpack values are read whatever it says. ``serde`` replaces it for every
+        value (both cannot be given).
+
+        ``sign_values=True`` signs every value but counters with HMAC-SHA256 under a key
+        derived from ``signing_key`` (required then); signatures are verified with it, then
+        with each of ``signing_key_fallbacks``, whatever ``sign_values`` says, and with
+        ``sign_values`` an unsigned value other than an integer reads as a miss (logged),
+        never unpickled."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""
@@ -237,6 +265,9 @@ class Client:
         """The version of the discovered configuration in use."""
     def refresh(self) -> None:
         """Asks the configuration endpoint now; the last good membership stays on failure."""
+    def serialized(self, value: Any) -> bytes:
+        """``value`` as the serializer makes it, before compression and signing (what a zstd
+        dictionary is trained on)."""
     def connections_opened(self) -> list[tuple[str, int, int]]:
         """Per node: connections this process opened, and how many resumed a TLS session."""
     @property

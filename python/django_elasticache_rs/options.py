@@ -130,6 +130,51 @@ class _ByIdentity:
         return id(self.value)
 
 
+class _Secret:
+    """A signing secret in the shared client's key: compared and hashed by value, never shown
+    (``Settings`` may be printed)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Secret) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+def _signing(checked: Mapping[str, Any]) -> dict[str, Any]:
+    """``signing_key`` and ``signing_key_fallbacks`` for the native client: as given, or with
+    ``signing_key`` None, Django's ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS`` (read only when
+    a key may be needed: with ``sign_values``, or to verify values others signed)."""
+    key = checked["signing_key"]
+    fallbacks = checked["signing_key_fallbacks"]
+    if key is None:
+        from django.conf import settings
+
+        try:
+            key = settings.SECRET_KEY or None
+        except ImproperlyConfigured:
+            key = None
+        if fallbacks is None:
+            fallbacks = getattr(settings, "SECRET_KEY_FALLBACKS", None) or None
+        if key is None and checked["sign_values"]:
+            raise ImproperlyConfigured(
+                "OPTIONS['sign_values'] is True but there is no key to sign with: set "
+                "SECRET_KEY or OPTIONS['signing_key']"
+            )
+    return {
+        "signing_key": None if key is None else _Secret(key),
+        "signing_key_fallbacks": None if not fallbacks else _Secret(tuple(fallbacks)),
+    }
+
+
 def _tls_context(context: ssl.SSLContext | None) -> dict[str, Any]:
     """The native client's TLS arguments from ``tls_context`` (an ``ssl.SSLContext``, as
     django-elastipymemcache takes it): TLS on, its CA certificates (none: the system's trust
@@ -187,7 +232,7 @@ class Settings:
 
     def native_kwargs(self) -> dict[str, Any]:
         return {
-            name: value.value if isinstance(value, _ByIdentity) else value
+            name: value.value if isinstance(value, _ByIdentity | _Secret) else value
             for name, value in self.native
         }
 
@@ -269,6 +314,7 @@ def _parse_options(options: Any, servers: Sequence[str]) -> Settings:
     if isinstance(native["migrate_from"], dict | list):
         # Unhashable: the dict (or list) of the settings, which every backend object shares.
         native["migrate_from"] = _ByIdentity(native["migrate_from"])
+    native.update(_signing(checked))
     native.update(_tls_context(checked["tls_context"]))
     return Settings(
         native=tuple(sorted(native.items())),

@@ -14,17 +14,21 @@ use elasticache_client::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyList, PyString};
 use pyo3::IntoPyObjectExt;
 
 use crate::args::{whole, Delta, Exptime, Whole, MAX_LEASE_SECONDS};
-use crate::compress::{Compression, DEFAULT_INFLATED_CAP};
+use crate::compress::{zstd, Compression, Compressor, DEFAULT_INFLATED_CAP};
 use crate::declare::commands;
 use crate::errors::{refused, IntoPyResult, Refusal};
 use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::{converted, Convert, Converted, PyOperation};
 use crate::options::{ClusterSpec, Given};
-use crate::serde::{decode, decode_or, decode_or_else, encode, Codec, Undecodable, FLAG_INTEGER};
+use crate::serde::{
+    decode, decode_or, decode_or_else, encode, Codec, Serializer, Undecodable, FLAG_INTEGER,
+};
+use crate::serializers::Objects;
+use crate::sign::Signer;
 
 /// Where failures are logged: a Python logger name and a level name (`None`: not logged),
 /// both checked (`options::Given::text`).
@@ -219,7 +223,60 @@ commands! {
                 .whole("max_value_length")?
                 .map(|n| to_usize("max_value_length", n))
                 .transpose()?;
+            let serializer = match (serde, given.text("serializer")?.as_deref()) {
+                (Some(serde), Some("pickle") | None) => Serializer::Serde(serde),
+                (Some(_), Some(_)) => {
+                    return Err(refused(
+                        "serializer",
+                        Refusal::Value,
+                        "serializer cannot be set with serde (a serde encodes every value)".to_owned(),
+                    ))
+                }
+                (None, Some("pickle") | None) => Serializer::Pickle,
+                (None, Some(name)) => Serializer::Objects(
+                    Objects::named(py, name)
+                        .map_err(|error| refused("serializer", Refusal::Value, error.to_string()))?,
+                ),
+            };
+            let compressor = match given.text("compressor")?.as_deref() {
+                Some("zstd") => Compressor::Zstd,
+                Some("lz4") => Compressor::Lz4,
+                _ => Compressor::Zlib,
+            };
+            let zstd_dictionary = match given.path("zstd_dictionary")? {
+                Some(path) => {
+                    let bytes = std::fs::read(&path).map_err(|error| {
+                        refused(
+                            "zstd_dictionary",
+                            Refusal::Value,
+                            format!("zstd_dictionary cannot be read: {error}"),
+                        )
+                    })?;
+                    let dictionary = zstd::Dictionary::new(&bytes).map_err(|why| {
+                        refused(
+                            "zstd_dictionary",
+                            Refusal::Value,
+                            format!("zstd_dictionary {} cannot be used: {why}", path.display()),
+                        )
+                    })?;
+                    Some(Arc::new(dictionary))
+                }
+                None => None,
+            };
+            let sign_values = given.flag("sign_values")?;
+            let signing_key = given.secret("signing_key")?;
+            let fallbacks = given.secrets("signing_key_fallbacks")?;
+            if sign_values && signing_key.is_none() {
+                return Err(refused(
+                    "signing_key",
+                    Refusal::Value,
+                    "sign_values needs a signing_key".to_owned(),
+                ));
+            }
+            let signer = Signer::new(sign_values, signing_key.as_deref(), &fallbacks);
             let compression = Compression {
+                compressor,
+                zstd_dictionary,
                 min_len: to_usize(
                     "min_compress_len",
                     given.whole("min_compress_len")?.unwrap_or_default(),
@@ -321,7 +378,11 @@ commands! {
             };
             Ok(PyClient {
                 inner,
-                codec: Arc::new(Codec { serde, compression }),
+                codec: Arc::new(Codec {
+                    serializer,
+                    compression,
+                    signer,
+                }),
             })
         }
 
@@ -354,6 +415,17 @@ commands! {
                 .iter()
                 .map(|n| n.address.name.clone())
                 .collect()
+        }
+
+        /// `value` as the serializer makes it, before compression and signing: what a zstd
+        /// dictionary is trained on.
+        fn serialized<'py>(
+            &self,
+            py: Python<'py>,
+            value: &Bound<'py, PyAny>,
+        ) -> PyResult<Bound<'py, PyBytes>> {
+            let encoded = crate::serde::serialize(value, "", &self.codec.serializer)?;
+            Ok(PyBytes::new(py, encoded.bytes()?))
         }
 
         /// The name of the node that owns `key` (made like the other methods' keys).

@@ -11,13 +11,16 @@ mod declare;
 mod errors;
 mod events;
 mod fork;
+mod format;
 mod keys;
 mod logging;
 mod metrics;
 mod operation;
 mod options;
 mod serde;
+mod serializers;
 mod shutdown;
+mod sign;
 
 use pyo3::prelude::*;
 
@@ -35,5 +38,9 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<serde::Undecodable>()?;
     operation::install(module)?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;
+    module.add_function(wrap_pyfunction!(
+        compress::zstd::train_zstd_dictionary,
+        module
+    )?)?;
     Ok(())
 }

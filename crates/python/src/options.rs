@@ -112,6 +112,13 @@ pub enum Kind {
     ServerName,
     /// `None` or an object with `serialize()` and `deserialize()` methods.
     Serde,
+    /// "pickle", "json", "msgpack" (its library importable), or the dotted path of a class
+    /// (made with no arguments) or object with `dumps()` and `loads()`.
+    Serializer,
+    /// `None` or a secret: non-empty `str` or `bytes`.
+    Secret,
+    /// `None` or a list or tuple of secrets.
+    Secrets,
     /// `None` or an `ssl.SSLContext`.
     SslContext,
     /// `None` or another cluster: its `LOCATION` (a `host:port` string, several separated by
@@ -220,6 +227,11 @@ impl OptionSpec {
             Kind::Serde => {
                 "None or an object with serialize() and deserialize() methods".to_owned()
             }
+            Kind::Serializer => "'pickle', 'json', 'msgpack' or the dotted path of a class \
+                                 with dumps() and loads()"
+                .to_owned(),
+            Kind::Secret => "None or a non-empty str or bytes".to_owned(),
+            Kind::Secrets => "None or a list of non-empty str or bytes".to_owned(),
             Kind::SslContext => "None or an ssl.SSLContext".to_owned(),
             Kind::Cluster => "None, a LOCATION ('host:port', several separated by ';', or a \
                               list), or a dict with 'LOCATION' and optionally 'hashing' and \
@@ -230,9 +242,17 @@ impl OptionSpec {
 
     /// The refusal of `value`: "`name` must be `accepted`, not `value!r`".
     fn refuse(&self, value: &Bound<'_, PyAny>, refusal: Refusal) -> PyErr {
-        let shown = value
-            .repr()
-            .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string());
+        // A secret is never shown, only its type.
+        let shown = if matches!(self.kind, Kind::Secret | Kind::Secrets) {
+            value
+                .get_type()
+                .name()
+                .map_or_else(|_| "a secret".to_owned(), |n| format!("a {n} (not shown)"))
+        } else {
+            value
+                .repr()
+                .map_or_else(|_| "<unprintable>".to_owned(), |r| r.to_string())
+        };
         refused(
             self.name,
             refusal,
@@ -250,9 +270,11 @@ impl OptionSpec {
             | Kind::File
             | Kind::ServerName
             | Kind::Serde
+            | Kind::Secret
+            | Kind::Secrets
             | Kind::SslContext
             | Kind::Cluster => true,
-            Kind::Flag | Kind::LoggerName => false,
+            Kind::Flag | Kind::LoggerName | Kind::Serializer => false,
         }
     }
 }
@@ -514,7 +536,14 @@ pub const OPTIONS: &[OptionSpec] = &[
         "serde",
         Kind::Serde,
         Literal::None,
-        "how values are encoded (None: pymemcache's pickle_serde format)",
+        "how values are encoded, every one (None: the serializer's format)",
+    ),
+    option(
+        "serializer",
+        Kind::Serializer,
+        Str("pickle"),
+        "what values other than bytes, str and int become: pickle (pymemcache's format), \
+         JSON, msgpack, or your class's dumps() (not with serde)",
     ),
     option(
         "allow_unicode_keys",
@@ -575,6 +604,39 @@ pub const OPTIONS: &[OptionSpec] = &[
         },
         Int(6),
         "zlib level of compressed writes",
+    ),
+    option(
+        "compressor",
+        Kind::Choice(&[Str("zlib"), Str("zstd"), Str("lz4")]),
+        Str("zlib"),
+        "what compresses writes (reads honour all three whatever the setting)",
+    ),
+    option(
+        "zstd_dictionary",
+        Kind::File,
+        Literal::None,
+        "a zstd dictionary (manage.py elasticache --train-zstd-dictionary) for zstd writes and reads",
+    ),
+    // Signed values.
+    option(
+        "sign_values",
+        Kind::Flag,
+        Bool(false),
+        "sign every value but counters (HMAC-SHA256); unsigned or badly signed values read as \
+         misses",
+    ),
+    option(
+        "signing_key",
+        Kind::Secret,
+        Literal::None,
+        "the secret values are signed with (None: Django's SECRET_KEY)",
+    ),
+    option(
+        "signing_key_fallbacks",
+        Kind::Secrets,
+        Literal::None,
+        "older secrets signatures are also verified with (None: SECRET_KEY_FALLBACKS when \
+         signing_key is None)",
     ),
     // Key placement.
     option(
@@ -745,6 +807,28 @@ impl<'py> Given<'py> {
         self.value_as(name, cluster)
     }
 
+    /// A secret (`Secret`) as bytes; `None` where unset.
+    pub fn secret(&self, name: &str) -> PyResult<Option<Vec<u8>>> {
+        self.value_as(name, |spec, value| {
+            check(spec, value)?;
+            secret_bytes(spec, value)
+        })
+    }
+
+    /// Secrets (`Secrets`) as bytes; empty where unset.
+    pub fn secrets(&self, name: &str) -> PyResult<Vec<Vec<u8>>> {
+        self.value_as(name, |spec, value| {
+            check(spec, value)?;
+            if value.is_none() {
+                return Ok(Vec::new());
+            }
+            value
+                .try_iter()?
+                .map(|item| Ok(secret_bytes(spec, &item?)?.unwrap_or_default()))
+                .collect()
+        })
+    }
+
     /// An object option (`serde`), checked; `None` where unset.
     pub fn object(&self, name: &str) -> PyResult<Option<Py<PyAny>>> {
         let value = self.value_as(name, check)?;
@@ -816,6 +900,27 @@ fn whole(spec: &OptionSpec, value: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
         .ok_or_else(|| spec.refuse(value, Refusal::Value))
 }
 
+/// A secret's bytes (a `str` as UTF-8); `None` for `None`.
+fn secret_bytes(spec: &OptionSpec, value: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let bytes = if let Ok(text) = value.cast::<PyString>() {
+        text.to_str()
+            .map_err(|_| spec.refuse(value, Refusal::Value))?
+            .as_bytes()
+            .to_vec()
+    } else if let Ok(bytes) = value.cast::<pyo3::types::PyBytes>() {
+        bytes.as_bytes().to_vec()
+    } else {
+        return Err(spec.refuse(value, Refusal::Type));
+    };
+    if bytes.is_empty() {
+        return Err(spec.refuse(value, Refusal::Value));
+    }
+    Ok(Some(bytes))
+}
+
 /// The log levels and the `logging` constants for them.
 const LOG_LEVELS: [(&str, i64); 3] = [("WARNING", 30), ("INFO", 20), ("ERROR", 40)];
 
@@ -860,6 +965,30 @@ fn text(spec: &OptionSpec, value: &Bound<'_, PyAny>) -> PyResult<Option<String>>
                 Ok(name) if !name.is_empty() => Ok(Some(name.to_owned())),
                 _ => Err(spec.refuse(value, Refusal::Value)),
             }
+        }
+        Kind::Serializer => {
+            let text = value
+                .cast::<PyString>()
+                .map_err(|_| spec.refuse(value, Refusal::Type))?;
+            let name = text
+                .to_str()
+                .map_err(|_| spec.refuse(value, Refusal::Value))?;
+            if name != "pickle" {
+                // Resolved as the client will resolve it: a missing library or class, or one
+                // without dumps/loads, is heard of now.
+                crate::serializers::Objects::named(value.py(), name).map_err(|error| {
+                    refused(
+                        spec.name,
+                        Refusal::Value,
+                        format!(
+                            "{} must be {}, not {name:?} ({error})",
+                            spec.name,
+                            spec.accepted()
+                        ),
+                    )
+                })?;
+            }
+            Ok(Some(name.to_owned()))
         }
         Kind::ServerName => {
             if value.is_none() {
@@ -920,8 +1049,22 @@ pub fn check<'py>(spec: &OptionSpec, value: &Bound<'py, PyAny>) -> PyResult<Boun
             None => py.None().into_bound(py),
         }),
         Kind::Whole { .. } => whole(spec, value).map(|_| value.clone()),
-        Kind::Choice(_) | Kind::LoggerName | Kind::ServerName => {
+        Kind::Choice(_) | Kind::LoggerName | Kind::ServerName | Kind::Serializer => {
             text(spec, value).map(|_| value.clone())
+        }
+        Kind::Secret => secret_bytes(spec, value).map(|_| value.clone()),
+        Kind::Secrets => {
+            if value.is_none() {
+                return Ok(value.clone());
+            }
+            if !(value.is_instance_of::<pyo3::types::PyList>() || value.is_instance_of::<PyTuple>())
+            {
+                return Err(spec.refuse(value, Refusal::Type));
+            }
+            for item in value.try_iter()? {
+                secret_bytes(spec, &item?)?;
+            }
+            Ok(value.clone())
         }
         Kind::LogLevel => Ok(text(spec, value)?.into_pyobject(py)?.into_any()),
         Kind::File => Ok(match path(spec, value)? {
@@ -1072,6 +1215,9 @@ fn describe<'py>(py: Python<'py>, spec: &OptionSpec, entry: &Bound<'py, PyDict>)
         Kind::File => ("file", none(), none()),
         Kind::ServerName => ("server_name", none(), none()),
         Kind::Serde => ("serde", none(), none()),
+        Kind::Serializer => ("serializer", none(), none()),
+        Kind::Secret => ("secret", none(), none()),
+        Kind::Secrets => ("secrets", none(), none()),
         Kind::SslContext => ("ssl_context", none(), none()),
         Kind::Cluster => ("cluster", none(), none()),
     };

@@ -1,48 +1,66 @@
-//! Values on the wire in pymemcache's `pickle_serde` format, so both clients read each other.
+//! A value's way to the wire and back: serializer -> compressor -> signature on writing
+//! ([`encode`]), signature -> compressor -> serializer on reading ([`decode`]). Each stage is
+//! one function over the bytes and flags the previous one made; a stage for values over the
+//! item size goes after the signature.
 //!
-//! Exact `bytes` are stored raw (flags 0), exact `str` as UTF-8 (16), exact `int` as decimal
-//! (2), anything else pickled with the highest protocol (1). Subclasses are pickled so they
-//! come back as themselves. A value that cannot be decoded reads as a miss, logged.
+//! The default serializer is pymemcache's `pickle_serde` format, so both clients read each
+//! other: exact `bytes` are stored raw (flags 0), exact `str` as UTF-8 (16), exact `int` as
+//! decimal (2), anything else pickled with the highest protocol (1). Subclasses are pickled so
+//! they come back as themselves. The other serializers (`serializers.rs`: JSON, msgpack, the
+//! user's class) store bytes, `str` and `int` the same way and everything else through their
+//! `dumps`; a user serde (pymemcache's `serialize`/`deserialize` interface) takes every value.
+//! A value that cannot be decoded reads as a miss, logged.
 //!
 //! pylibmc (from 1.6) uses the same bits: it writes `int` as 4 (decimal) and `bool` as 2
 //! (`"0"`/`"1"`, which it reads back as an `int`, and so does this module); both read 2 and 4
 //! as integers. pylibmc before 1.6 stored `bool` under bit 16, which pylibmc 1.6, pymemcache and
 //! this module read as text: the README says what such a fleet must do.
 //!
-//! Every value goes through [`encode`] and [`decode`] with the client's [`Codec`], and so
-//! through zlib (`compress`): bit 8 is honoured on every read whatever the settings; writes
-//! are compressed when `min_compress_len` asks for it and the result is smaller.
+//! Compression (`compress.rs`) applies from `min_compress_len` when it makes a value smaller;
+//! every compressor's bit is honoured on every read whatever the settings. Signing (`sign.rs`)
+//! covers the stored flags and bytes. Our formats' bits are placed by `format.rs` so that
+//! pymemcache and pylibmc see their values as plain bytes.
+
+use std::borrow::Cow;
 
 use elasticache_client::Item;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyInt, PyString};
 
-use crate::compress::{inflate, Compression, FLAG_ZLIB, GIL_RELEASE_LEN};
+use crate::compress::{self, Compression, GIL_RELEASE_LEN};
+use crate::format;
+use crate::serializers::{self, Objects};
+use crate::sign::{Signer, FLAG_SIGNED};
 
-pub const FLAG_BYTES: u32 = 0;
-pub const FLAG_PICKLE: u32 = 1 << 0;
-pub const FLAG_INTEGER: u32 = 1 << 1;
-pub const FLAG_LONG: u32 = 1 << 2;
-pub const FLAG_TEXT: u32 = 1 << 4;
+pub use crate::format::{FLAG_BYTES, FLAG_INTEGER, FLAG_LONG, FLAG_PICKLE, FLAG_TEXT};
 
-/// How a client turns values into stored bytes and back: a custom serde (pymemcache's
-/// `serialize`/`deserialize` interface; `None` for the format above) and zlib compression.
+/// What turns values into bytes and back (`OPTIONS["serializer"]`, or `OPTIONS["serde"]`).
+#[derive(Debug)]
+pub enum Serializer {
+    /// pymemcache's `pickle_serde` format.
+    Pickle,
+    /// bytes, `str` and `int` as `pickle_serde` stores them, anything else through `dumps`.
+    Objects(Objects),
+    /// A user serde: `serialize(key, value) -> (bytes, flags)` and `deserialize(key, bytes,
+    /// flags)`, for every value.
+    Serde(Py<PyAny>),
+}
+
+/// How a client turns values into stored bytes and back: its serializer, compression and
+/// signing.
 #[derive(Debug)]
 pub struct Codec {
-    pub serde: Option<Py<PyAny>>,
+    pub serializer: Serializer,
     pub compression: Compression,
+    pub signer: Signer,
 }
 
 impl Codec {
-    fn serde<'py>(&self, py: Python<'py>) -> Option<&Bound<'py, PyAny>> {
-        self.serde.as_ref().map(|s| s.bind(py))
-    }
-
-    /// `encoded` compressed when the settings ask for it and zlib makes it smaller. A serde
-    /// that compressed it already (bit 8 set) is left alone.
+    /// `encoded` compressed when the settings ask for it and the compressor makes it smaller.
+    /// A serde that compressed it already (a compressor's bit set) is left alone.
     fn compress<'py>(&self, py: Python<'py>, encoded: Encoded<'py>) -> PyResult<Encoded<'py>> {
-        if encoded.flags & FLAG_ZLIB != 0 {
+        if encoded.flags & compress::FLAGS != 0 {
             return Ok(encoded);
         }
         let compressed = {
@@ -50,7 +68,7 @@ impl Codec {
             if !self.compression.applies_to(data.len()) {
                 return Ok(encoded);
             }
-            let compression = self.compression;
+            let compression = &self.compression;
             if data.len() >= GIL_RELEASE_LEN {
                 py.detach(|| compression.compress(data))
             } else {
@@ -58,12 +76,72 @@ impl Codec {
             }
         };
         Ok(match compressed {
-            Some(data) => Encoded {
-                flags: encoded.flags | FLAG_ZLIB,
+            Some((flag, data)) => Encoded {
+                flags: encoded.flags | flag,
                 data: Data::Owned(data),
             },
             None => encoded,
         })
+    }
+
+    /// `encoded` with its flags as stored (`format::pack`), signed when the client signs (but
+    /// a counter, which memcached's `incr` must be able to count on).
+    fn seal<'py>(&self, key: &str, encoded: Encoded<'py>) -> PyResult<Encoded<'py>> {
+        let counter = crate::sign::is_counter(encoded.flags, encoded.bytes()?);
+        if !self.signer.signs() || counter {
+            return Ok(Encoded {
+                flags: format::pack(encoded.flags),
+                data: encoded.data,
+            });
+        }
+        let flags = format::pack(encoded.flags | FLAG_SIGNED);
+        let data = encoded.bytes()?;
+        let Some(tag) = self.signer.tag(key, flags, data) else {
+            return Ok(Encoded {
+                flags: format::pack(encoded.flags),
+                data: encoded.data,
+            });
+        };
+        let mut signed = Vec::with_capacity(tag.as_ref().len() + data.len());
+        signed.extend_from_slice(tag.as_ref());
+        signed.extend_from_slice(data);
+        Ok(Encoded {
+            flags,
+            data: Data::Owned(signed),
+        })
+    }
+
+    /// The stored value's bytes and flags (moved back by `format::unpack`) once its signature
+    /// is checked, or why not.
+    fn open<'a>(&self, key: &str, flags: u32, data: &'a [u8]) -> Result<(u32, &'a [u8]), String> {
+        let payload = self
+            .signer
+            .open(key, flags, data)
+            .map_err(|refusal| refusal.to_string())?;
+        Ok((format::unpack(flags) & !FLAG_SIGNED, payload))
+    }
+
+    /// The value's bytes decompressed (with the compressor its flags name), and its flags
+    /// without the compressor's bit, or why not.
+    fn decompress<'a>(
+        &self,
+        py: Python<'_>,
+        flags: u32,
+        data: &'a [u8],
+    ) -> Result<(u32, Cow<'a, [u8]>), String> {
+        let compressor = flags & compress::FLAGS;
+        if compressor == 0 {
+            return Ok((flags, Cow::Borrowed(data)));
+        }
+        let compression = &self.compression;
+        let outcome = if data.len() >= GIL_RELEASE_LEN {
+            py.detach(|| compression.decompress(compressor, data))
+        } else {
+            compression.decompress(compressor, data)
+        };
+        outcome
+            .map(|inflated| (flags & !compress::FLAGS, Cow::Owned(inflated)))
+            .map_err(|error| format!("cannot decompress it: {error}"))
     }
 }
 
@@ -102,46 +180,28 @@ fn highest_protocol(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     HIGHEST.import(py, "pickle", "HIGHEST_PROTOCOL")
 }
 
-/// Encodes `value` as pymemcache's `pickle_serde` does, or through the codec's custom serde
-/// (`serialize(key, value) -> (bytes, flags)`), then compresses it if the codec says so.
+/// Encodes `value` for `key`: serialized, compressed if the codec says so, then sealed (its
+/// flags as stored, signed if the codec signs).
 pub fn encode<'py>(value: &Bound<'py, PyAny>, key: &str, codec: &Codec) -> PyResult<Encoded<'py>> {
     let py = value.py();
-    let encoded = serialize(value, key, codec.serde(py))?;
-    codec.compress(py, encoded)
+    let encoded = serialize(value, key, &codec.serializer)?;
+    let encoded = codec.compress(py, encoded)?;
+    codec.seal(key, encoded)
 }
 
-fn serialize<'py>(
+/// The serializer stage alone: `value`'s bytes and flags before compression and signing.
+pub fn serialize<'py>(
     value: &Bound<'py, PyAny>,
     key: &str,
-    serde: Option<&Bound<'py, PyAny>>,
+    serializer: &Serializer,
 ) -> PyResult<Encoded<'py>> {
     let py = value.py();
-    if let Some(serde) = serde {
-        let (data, flags): (Bound<'py, PyAny>, u32) =
-            serde.call_method1("serialize", (key, value))?.extract()?;
-        return Ok(match data.cast_into::<PyBytes>() {
-            Ok(bytes) => Encoded {
-                flags,
-                data: Data::Bytes(bytes),
-            },
-            Err(other) => {
-                let other = other.into_inner();
-                let text = other.cast_into::<PyString>().map_err(|e| {
-                    pyo3::exceptions::PyTypeError::new_err(format!(
-                        "serde.serialize must return bytes or str, not {}",
-                        e.into_inner()
-                            .get_type()
-                            .name()
-                            .map(|n| n.to_string())
-                            .unwrap_or_default()
-                    ))
-                })?;
-                Encoded {
-                    flags,
-                    data: Data::Text(text),
-                }
-            }
-        });
+    if let Serializer::Serde(serde) = serializer {
+        let (data, flags): (Bound<'py, PyAny>, u32) = serde
+            .bind(py)
+            .call_method1("serialize", (key, value))?
+            .extract()?;
+        return stored_as(data, flags, "serde.serialize");
     }
     if value.is_exact_instance_of::<PyBytes>() {
         return Ok(Encoded {
@@ -165,6 +225,9 @@ fn serialize<'py>(
             data: Data::Owned(digits.into_bytes()),
         });
     }
+    if let Serializer::Objects(objects) = serializer {
+        return stored_as(objects.dumps(value)?, objects.flag, "dumps");
+    }
     let pickled = pickle_function(py, "dumps")?.call1((value, highest_protocol(py)?))?;
     Ok(Encoded {
         flags: FLAG_PICKLE,
@@ -172,8 +235,37 @@ fn serialize<'py>(
     })
 }
 
-/// Decodes a stored value, inflating it first when bit 8 says it is zlib (the serde then sees
-/// the flags without bit 8); `None` when it cannot be decoded (logged, and read as a miss).
+/// `data` (bytes or `str`, as `what` returned it) to store with `flags`.
+fn stored_as<'py>(data: Bound<'py, PyAny>, flags: u32, what: &str) -> PyResult<Encoded<'py>> {
+    Ok(match data.cast_into::<PyBytes>() {
+        Ok(bytes) => Encoded {
+            flags,
+            data: Data::Bytes(bytes),
+        },
+        Err(other) => {
+            let other = other.into_inner();
+            let text = other.cast_into::<PyString>().map_err(|e| {
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "{what} must return bytes or str, not {}",
+                    e.into_inner()
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
+            Encoded {
+                flags,
+                data: Data::Text(text),
+            }
+        }
+    })
+}
+
+/// Decodes a stored value: its signature checked (before anything else sees a byte), then
+/// decompressed, then deserialized (a serde sees the flags without our bits' placement and
+/// without the compressor's bit); `None` when it cannot be decoded (logged, and read as a
+/// miss).
 pub fn decode<'py>(
     py: Python<'py>,
     key: &str,
@@ -181,41 +273,47 @@ pub fn decode<'py>(
     data: &[u8],
     codec: &Codec,
 ) -> Option<Bound<'py, PyAny>> {
-    let inflated;
-    let (flags, data) = if flags & FLAG_ZLIB != 0 {
-        let cap = codec.compression.inflated_cap;
-        let outcome = if data.len() >= GIL_RELEASE_LEN {
-            py.detach(|| inflate(data, cap))
-        } else {
-            inflate(data, cap)
-        };
-        match outcome {
-            Ok(bytes) => {
-                inflated = bytes;
-                (flags & !FLAG_ZLIB, inflated.as_slice())
-            }
-            Err(error) => {
-                log::warn!(
-                    "cannot decompress the value of {key:?} (flags {flags}): {error}; read as a \
-                     miss"
-                );
-                return None;
-            }
+    let opened = codec
+        .open(key, flags, data)
+        .and_then(|(flags, data)| codec.decompress(py, flags, data));
+    let (flags, data) = match opened {
+        Ok(opened) => opened,
+        Err(why) => {
+            log::warn!("cannot read the value of {key:?} (flags {flags}): {why}; read as a miss");
+            return None;
         }
-    } else {
-        (flags, data)
     };
-    let decoded = match codec.serde(py) {
-        Some(serde) => serde.call_method1("deserialize", (key, PyBytes::new(py, data), flags)),
-        None => decode_standard(py, flags, data),
-    };
-    decoded
+    deserialize(py, key, flags, &data, &codec.serializer)
         .inspect_err(|error| {
             log::warn!(
                 "cannot decode the value of {key:?} (flags {flags}): {error}; read as a miss"
             )
         })
         .ok()
+}
+
+fn deserialize<'py>(
+    py: Python<'py>,
+    key: &str,
+    flags: u32,
+    data: &[u8],
+    serializer: &Serializer,
+) -> PyResult<Bound<'py, PyAny>> {
+    match serializer {
+        Serializer::Serde(serde) => serde
+            .bind(py)
+            .call_method1("deserialize", (key, PyBytes::new(py, data), flags)),
+        _ if flags & serializers::FLAGS == 0 => decode_standard(py, flags, data),
+        Serializer::Objects(objects) if flags & serializers::FLAGS == objects.flag => {
+            objects.loads(py, data)
+        }
+        _ if flags & serializers::FLAGS == serializers::FLAG_CUSTOM => {
+            Err(pyo3::exceptions::PyValueError::new_err(
+                "it was written with a serializer class this client does not have",
+            ))
+        }
+        _ => serializers::loads_any(py, flags & serializers::FLAGS, data),
+    }
 }
 
 fn decode_standard<'py>(py: Python<'py>, flags: u32, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {

@@ -1,12 +1,14 @@
 """``manage.py elasticache``: every cache using the backend, as the cluster and the client see
 it: the endpoint, mode and configuration version, and per node its address, hostname, state,
 a measured round trip and memcached's own ``stats``. ``--json`` for scripts, ``--watch N`` to
-follow a scale event live."""
+follow a scale event live. ``--train-zstd-dictionary FILE`` trains a zstd dictionary (for
+``OPTIONS["zstd_dictionary"]``) on the values of the keys given."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from typing import Any
 
@@ -14,7 +16,15 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_elasticache_rs._native import train_zstd_dictionary
 from django_elasticache_rs.status import BACKEND, backend_aliases, duration, report, size
+
+#: ``--dictionary-size``'s default: zstd's own (``zstd --train``'s ``--maxdict``).
+DICTIONARY_SIZE = 112_640
+
+#: Fewest values a dictionary is trained on: zstd needs several per kilobyte of dictionary
+#: to find what they share, and refuses (or makes a useless one) with fewer.
+MIN_SAMPLES = 10
 
 #: The shortest ``--watch`` interval (seconds): each report asks every node for its ``stats``,
 #: and an interval of 0 would do so in a loop.
@@ -113,6 +123,26 @@ class Command(BaseCommand):
             metavar="N",
             help="with --watch: stop after N reports (at least 1)",
         )
+        parser.add_argument(
+            "--train-zstd-dictionary",
+            metavar="FILE",
+            help="train a zstd dictionary (for OPTIONS['zstd_dictionary']) on the values of the "
+            "keys read from --keys (one per line; '-' for stdin) in the one cache named, and "
+            "write it to FILE",
+        )
+        parser.add_argument(
+            "--keys",
+            metavar="FILE",
+            help="with --train-zstd-dictionary: the keys whose values are the sample (the keys "
+            "your code passes to cache.get, one per line)",
+        )
+        parser.add_argument(
+            "--dictionary-size",
+            type=int,
+            default=DICTIONARY_SIZE,
+            metavar="BYTES",
+            help=f"with --train-zstd-dictionary: its largest size (default {DICTIONARY_SIZE})",
+        )
         parser.add_argument("aliases", nargs="*", help="only these caches (default: all)")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -130,6 +160,9 @@ class Command(BaseCommand):
         for alias in options["aliases"]:
             if alias not in ours:
                 raise CommandError(_not_ours(alias, ours))
+        if options["train_zstd_dictionary"]:
+            self._train(options, ours)
+            return
         aliases = options["aliases"] or ours
         if not aliases:
             self.stderr.write("No cache uses django_elasticache_rs.backend.ElastiCache.")
@@ -147,6 +180,47 @@ class Command(BaseCommand):
             if watch is None or (count is not None and shown >= count):
                 return
             time.sleep(watch)  # the redraw interval the operator asked for
+
+    def _train(self, options: dict[str, Any], ours: list[str]) -> None:
+        """``--train-zstd-dictionary``: the sample is the values of the keys given, read
+        through the cache and serialized as its serializer writes them (a dictionary is
+        trained on what zstd will be given); memcached cannot list its keys (ElastiCache
+        Serverless has no ``lru_crawler``), so they are named."""
+        aliases = options["aliases"] or ours
+        if len(aliases) != 1:
+            raise CommandError(
+                "--train-zstd-dictionary needs one cache alias "
+                f"(those using the backend: {', '.join(ours) or 'none'})"
+            )
+        size: int = options["dictionary_size"]
+        if not 256 <= size <= 16 << 20:
+            raise CommandError(f"--dictionary-size must be 256 to 16777216 bytes, not {size}")
+        if not options["keys"]:
+            raise CommandError("--train-zstd-dictionary needs --keys FILE (one key per line)")
+        if options["keys"] == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(options["keys"], encoding="utf-8") as file:
+                lines = file.read().splitlines()
+        keys = [line.strip() for line in lines if line.strip()]
+        cache: Any = caches[aliases[0]]
+        found = cache.get_many(keys)
+        samples = [cache.client.serialized(value) for value in found.values()]
+        if len(samples) < MIN_SAMPLES:
+            raise CommandError(
+                f"only {len(samples)} of the {len(keys)} keys given hold a value: a dictionary "
+                f"needs at least {MIN_SAMPLES} samples (more is better: hundreds)"
+            )
+        try:
+            dictionary = train_zstd_dictionary(samples, size)
+        except ValueError as error:
+            raise CommandError(str(error)) from error
+        with open(options["train_zstd_dictionary"], "wb") as file:
+            file.write(dictionary)
+        self.stdout.write(
+            f"wrote a {len(dictionary):,}-byte zstd dictionary trained on {len(samples)} values "
+            f"({sum(map(len, samples)):,} bytes) to {options['train_zstd_dictionary']}"
+        )
 
 
 def _not_ours(alias: str, ours: list[str]) -> str:
