@@ -38,6 +38,32 @@ _NATIVE: tuple[str, ...] = tuple(spec["name"] for spec in OPTIONS if spec["nativ
 #: Options pymemcache accepts that only make sense for its Python internals.
 _IGNORED = {"socket_module", "lock_generator", "hasher"}
 
+#: Where a refused option of another backend's release tells the user to look.
+MIGRATING = (
+    "https://github.com/django-elasticache-rs/django-elasticache-rs/blob/main/docs/migrating.md"
+)
+
+#: Options of django-elastipymemcache 1.x/2.x and django-elasticache that carry over with no
+#: effect here, and why (the migration page and check W006 say it).
+LEGACY: dict[str, str] = {
+    # 1.x: the discovery's socket timeout; 2.x popped it and used it for nothing.
+    "cluster_timeout": "discovery is bounded by connect_timeout and timeout",
+    # On a failed discovery, use the endpoint as the only node.
+    "ignore_cluster_errors": 'discovery "auto" uses an endpoint that is plain memcached as its '
+    "only node, and a failed discovery is retried",
+}
+
+#: Options of other backends that have no meaning here, and what replaces them.
+_REPLACED: dict[str, str] = {
+    "serializer": "give a serde object with serialize() and deserialize() as OPTIONS['serde']",
+    "deserializer": "give a serde object with serialize() and deserialize() as OPTIONS['serde']",
+    "binary": "none needed: the backend speaks memcached's text protocol; remove it",
+    "username": "none: SASL is not supported (ElastiCache memcached has no SASL); remove it",
+    "password": "none: SASL is not supported (ElastiCache memcached has no SASL); remove it",
+    "behaviors": "OPTIONS['hashing'] ('pylibmc', or 'ketama' for the ketama behavior) and "
+    "connect_timeout/timeout/no_delay/socket_keepalive in seconds",
+}
+
 #: pymemcache's spellings of an ``encoding`` (Python codec names), by what they mean.
 _ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "ascii": "ascii"}
 
@@ -226,8 +252,13 @@ def _parse_options(options: Any, servers: Sequence[str]) -> Settings:
         raise ImproperlyConfigured(f"CACHES OPTIONS must be a dict, not {options!r}")
     given = dict(options or {})
     for name in given:
-        if name in DEFAULTS or name in _IGNORED:
+        if name in DEFAULTS or name in _IGNORED or name in LEGACY:
             continue
+        if name in _REPLACED:
+            raise ImproperlyConfigured(
+                f"OPTIONS[{name!r}] is another backend's option; here: {_REPLACED[name]} "
+                f"(see {MIGRATING})"
+            )
         close = difflib.get_close_matches(str(name), list(DEFAULTS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ImproperlyConfigured(f"Unknown ElastiCache cache option {name!r}{hint}")
