@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from django_elasticache_rs.local import LocalCluster
-from tests.support.processes import freeze
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a-test-password-1"
@@ -197,7 +195,7 @@ def test_a_frozen_node_is_shown_down_with_the_reason(
     log_in(browser, site, "operator")
     WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
     frozen = cluster.nodes[0]
-    freeze(frozen.pid)
+    cluster.freeze_node(frozen.address)
     try:
         browser.refresh()
         WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
@@ -208,4 +206,4 @@ def test_a_frozen_node_is_shown_down_with_the_reason(
             row["state"] == "up" for address, row in rows.items() if address != frozen.address
         )
     finally:
-        os.kill(frozen.pid, signal.SIGCONT)
+        cluster.thaw_node(frozen.address)
