@@ -217,7 +217,7 @@ def _wrap_djangos_cache_checks() -> None:
     for checks in (registry.registered_checks, registry.deployment_checks):
         for check in builds_caches & checks:
             checks.discard(check)
-            checks.add(_leaving_refused_to_e001(check))
+            checks.add(_leaving_refused_to_e001(check))  # type: ignore[arg-type]  # tags kept
 
 
 _wrap_djangos_cache_checks()

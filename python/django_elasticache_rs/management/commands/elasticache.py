@@ -59,7 +59,7 @@ def text(entry: dict[str, Any]) -> str:
                     node["hostname"],
                     node["state"],
                     "-",
-                    f"no answer: {node['error']}",
+                    f"no answer: {node['reason']}",
                 )
             )
             continue
