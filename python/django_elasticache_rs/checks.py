@@ -4,9 +4,13 @@ but risky in production, each a warning with its own id.
 * ``django_elasticache_rs.W001``: no deadline (``timeout`` or ``connect_timeout`` is ``None``):
   a node that stops answering holds the calling worker for as long as the OS lets it.
 * ``django_elasticache_rs.W002``: TLS without certificate or hostname verification.
-* ``django_elasticache_rs.W003``: ``max_pool_size`` below the concurrency gunicorn is started
-  with (``--threads``, or ``--worker-connections`` for the gevent worker, read from
-  ``GUNICORN_CMD_ARGS``): calls wait for a pooled connection under load.
+* ``django_elasticache_rs.W003``: ``max_pool_size`` below the threads gunicorn runs per worker
+  (``--threads``, read from ``GUNICORN_CMD_ARGS``: ``manage.py check`` cannot see gunicorn's
+  command line): every thread can be in a cache call at once, so calls would wait for a pooled
+  connection under load. Not for the gevent worker: a call holds a connection only for its
+  exchange, so connections per node are bounded by the greenlets in a call to that node at the
+  same moment, not by ``--worker-connections`` (a greenlet that finds the pool in use waits on
+  the hub, taking no thread); the default 64 covers that unless ``pool_waits`` grows.
 * ``django_elasticache_rs.W004``: ``discovery_interval`` under a second: the configuration
   endpoint is asked more often than membership can change.
 * ``django_elasticache_rs.W005``: sessions in this cache (``SESSION_ENGINE`` ``cache`` or
@@ -50,7 +54,8 @@ _SESSION_ENGINES = (
 
 
 def _gunicorn_concurrency() -> int | None:
-    """Concurrent requests per gunicorn worker, from ``GUNICORN_CMD_ARGS`` if it says."""
+    """Threads per gunicorn worker, from ``GUNICORN_CMD_ARGS`` if it says; ``None`` for the
+    gevent worker, whose pool needs are not its ``--worker-connections`` (see W003)."""
     try:
         args = shlex.split(os.environ.get("GUNICORN_CMD_ARGS", ""))
     except ValueError:
@@ -63,9 +68,10 @@ def _gunicorn_concurrency() -> int | None:
                 value = args[i + 1]
             values[name] = value
     worker = values.get("-k") or values.get("--worker-class") or ""
-    key = "--worker-connections" if "gevent" in worker else "--threads"
+    if "gevent" in worker or "--threads" not in values:
+        return None
     try:
-        return int(values[key]) if key in values else None
+        return int(values["--threads"])
     except ValueError:
         return None
 
@@ -129,9 +135,9 @@ def _check(alias: str, config: dict[str, Any]) -> list[CheckMessage]:
         found.append(
             Warning(
                 f"max_pool_size {native.get('max_pool_size')} is below the {concurrency} "
-                "requests gunicorn runs at once per worker (GUNICORN_CMD_ARGS)",
-                hint="Under load, calls wait up to `timeout` for a pooled connection. Raise "
-                "max_pool_size to the worker's concurrency.",
+                "threads gunicorn runs per worker (GUNICORN_CMD_ARGS --threads)",
+                hint="Every thread can be in a cache call at once: under load, calls wait up "
+                "to `timeout` for a pooled connection. Raise max_pool_size to --threads.",
                 obj=obj,
                 id="django_elasticache_rs.W003",
             )
