@@ -134,6 +134,7 @@ SECRET_KEY = "checks"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_elasticache_rs"]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 STATIC_ROOT = "/tmp/static"
+ALLOWED_HOSTS = ["127.0.0.1"]
 CACHES = {"default": {"BACKEND": THE_BACKEND, "LOCATION": "10.0.0.1:11211", "OPTIONS": THE_OPTIONS}}
 """
 
@@ -156,7 +157,16 @@ def manage(tmp_path: Any, options: dict[str, Any], *command: str) -> subprocess.
     )
 
 
-@pytest.mark.parametrize("command", [("check",), ("check", "--deploy"), ("migrate",)])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("check",),
+        ("check", "--deploy"),
+        ("migrate",),
+        # The checks fail it before it listens (port 0: never one that is taken).
+        ("runserver", "--noreload", "127.0.0.1:0"),
+    ],
+)
 def test_a_refused_option_is_one_line_in_manage_py_not_a_traceback(
     tmp_path: Any, command: tuple[str, ...]
 ) -> None:
