@@ -127,6 +127,8 @@ def test_django_elastipymemcache_2x_options_without_ignore_exc_are_w006() -> Non
     # ignore_exc said either way: the difference is seen to.
     assert ids({"cluster_timeout": 2, "ignore_exc": True}) == []
     assert ids({"ignore_cluster_errors": False, "ignore_exc": False}) == []
+    # django-elasticache's spelling: pylibmc never swallowed errors, nothing to warn about.
+    assert ids({"IGNORE_CLUSTER_ERRORS": True}) == []
 
 
 PROJECT_SETTINGS = """

@@ -159,7 +159,8 @@ def pylibmc_table(page: str, heading: str) -> list[str]:
 
 def test_the_readmes_pylibmccache_table_is_the_migration_pages() -> None:
     """docs/migrating.md holds the table; the README's is the same, its links written as the
-    README names sections (``[Compression](configuration.md#compression)`` -> ``**Compression**``)."""
+    README names sections (``[Compression](configuration.md#compression)`` becomes
+    ``**Compression**``)."""
     source = pylibmc_table((DOCS / "migrating.md").read_text(), "## From Django's `PyLibMCCache`")
     readme = pylibmc_table(README.read_text(), "## Moving from PyLibMCCache")
     assert len(source) > 4

@@ -20,6 +20,8 @@ BACKEND = "django_elasticache_rs.backend.ElastiCache"
 BLOCKS: dict[str, dict[str, Any]] = {
     "2.x": {"ignore_exc": True, "ignore_cluster_errors": True},
     "2.x-cluster-timeout": {"cluster_timeout": 1, "ignore_cluster_errors": False},
+    # django-elasticache (pylibmc): its own option, in capitals.
+    "django-elasticache": {"IGNORE_CLUSTER_ERRORS": True},
     "3.x": {"ignore_exc": True},
     "3.x-pooling": {
         "use_pooling": True,
@@ -71,6 +73,10 @@ def test_the_settings_block_runs_unchanged_but_for_backend(
         ("binary", "text protocol"),
         ("behaviors", "OPTIONS['hashing']"),
         ("username", "SASL"),
+        # django-elasticache's default OPTIONS (pylibmc behaviors given directly).
+        ("ketama", "OPTIONS['hashing'] = 'ketama'"),
+        ("tcp_nodelay", "OPTIONS['no_delay']"),
+        ("send_timeout", "OPTIONS['timeout']"),
     ],
 )
 def test_another_backends_option_is_refused_naming_the_replacement(

@@ -44,7 +44,12 @@ from django.core.checks import caches as django_cache_checks
 from django.core.checks.registry import registry
 from django.core.exceptions import ImproperlyConfigured
 
-from django_elasticache_rs.options import LEGACY, parse_location, parse_options
+from django_elasticache_rs.options import (
+    ELASTIPYMEMCACHE_2X,
+    LEGACY,
+    parse_location,
+    parse_options,
+)
 
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
 _SESSION_ENGINES = (
@@ -82,7 +87,7 @@ _MILLISECONDS_LIKE = 100
 
 def _migration(obj: str, options: dict[str, Any]) -> list[CheckMessage]:
     """W006 when django-elastipymemcache 1.x/2.x options are present without ``ignore_exc``."""
-    legacy = sorted(name for name in options if name in LEGACY)
+    legacy = sorted(name for name in options if name in ELASTIPYMEMCACHE_2X)
     if not legacy or "ignore_exc" in options:
         return []
     effects = "; ".join(f"{name}: {LEGACY[name]}" for name in legacy)

@@ -51,7 +51,14 @@ LEGACY: dict[str, str] = {
     # On a failed discovery, use the endpoint as the only node.
     "ignore_cluster_errors": 'discovery "auto" uses an endpoint that is plain memcached as its '
     "only node, and a failed discovery is retried",
+    # django-elasticache's (pylibmc) spelling of the same.
+    "IGNORE_CLUSTER_ERRORS": 'discovery "auto" uses an endpoint that is plain memcached as its '
+    "only node, and a failed discovery is retried",
 }
+
+#: The django-elastipymemcache 1.x/2.x names among ``LEGACY``: those releases defaulted
+#: ``ignore_exc`` to ``True`` (check W006).
+ELASTIPYMEMCACHE_2X = frozenset({"cluster_timeout", "ignore_cluster_errors"})
 
 #: Options of other backends that have no meaning here, and what replaces them.
 _REPLACED: dict[str, str] = {
@@ -62,6 +69,19 @@ _REPLACED: dict[str, str] = {
     "password": "none: SASL is not supported (ElastiCache memcached has no SASL); remove it",
     "behaviors": "OPTIONS['hashing'] ('pylibmc', or 'ketama' for the ketama behavior) and "
     "connect_timeout/timeout/no_delay/socket_keepalive in seconds",
+    # pylibmc behaviors given directly as OPTIONS (django-elasticache, older Django).
+    "ketama": "OPTIONS['hashing'] = 'ketama' (libmemcached's continuum, as pylibmc placed keys)",
+    "tcp_nodelay": "OPTIONS['no_delay'] (on by default)",
+    "tcp_keepalive": "OPTIONS['socket_keepalive']",
+    "send_timeout": "OPTIONS['timeout'], in seconds (the whole operation)",
+    "receive_timeout": "OPTIONS['timeout'], in seconds (the whole operation)",
+    "remove_failed": "OPTIONS['retry_attempts'] (a node is marked down; its keys are not moved)",
+    "distribution": "OPTIONS['hashing'] ('pylibmc' for libmemcached's default, 'ketama')",
+    "hash": "OPTIONS['hashing'] (only libmemcached's default hash and ketama are supported)",
+    "ketama_hash": "none: only ketama over MD5 (OPTIONS['hashing'] = 'ketama') is supported",
+    "ketama_weighted": "none: only unweighted ketama (OPTIONS['hashing'] = 'ketama')",
+    "no_block": "none needed: remove it (requests are pipelined per node already)",
+    "cas": "none needed: remove it",
 }
 
 #: pymemcache's spellings of an ``encoding`` (Python codec names), by what they mean.
