@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from django_elasticache_rs.local import LocalCluster
-from tests.support.processes import freeze
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a-test-password-1"
@@ -53,6 +51,13 @@ def two_factor_site(cluster: LocalCluster, tmp_path: Path) -> Iterator[str]:
     """The same with a hardened default admin site: its ``has_permission`` refuses staff users
     without a second factor (``tests/support/admin_site/two_factor.py``)."""
     with serving(cluster, tmp_path, admin_site="two-factor") as url:
+        yield url
+
+
+@pytest.fixture
+def linked_site(cluster: LocalCluster, tmp_path: Path) -> Iterator[str]:
+    """The same with ``ElastiCacheAdminConfig`` in place of ``django.contrib.admin``."""
+    with serving(cluster, tmp_path, admin_site="linked") as url:
         yield url
 
 
@@ -197,7 +202,7 @@ def test_a_frozen_node_is_shown_down_with_the_reason(
     log_in(browser, site, "operator")
     WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
     frozen = cluster.nodes[0]
-    freeze(frozen.pid)
+    cluster.freeze_node(frozen.address)
     try:
         browser.refresh()
         WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
@@ -208,4 +213,55 @@ def test_a_frozen_node_is_shown_down_with_the_reason(
             row["state"] == "up" for address, row in rows.items() if address != frozen.address
         )
     finally:
-        os.kill(frozen.pid, signal.SIGCONT)
+        cluster.thaw_node(frozen.address)
+
+
+def test_a_killed_node_is_shown_marked_down_with_the_failure_that_marked_it(
+    cluster: LocalCluster, site: str, browser: WebDriver
+) -> None:
+    log_in(browser, site, "operator")
+    WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
+    killed = cluster.addresses[0]
+    cluster.kill_node(killed)
+
+    def left_alone_for_refusing(b: WebDriver) -> dict[str, str] | None:
+        # Each load probes the node once. The first failure may be its pooled connection's
+        # end (closed mid-reply); once paused, a new connection is refused.
+        b.refresh()
+        WebDriverWait(b, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
+        row = nodes(b)[killed]
+        error = row["node-error"]
+        return row if "last failure:" in error and "Connection refused" in error else None
+
+    # The cause, not only that the node is left alone: the refused connection.
+    row = WebDriverWait(browser, WAIT).until(left_alone_for_refusing)
+    assert row["state"] == "down"
+    assert "left alone for" in row["node-error"]
+    # Its client hit ratio is not shown as if it were healthy.
+    [cell] = browser.find_elements(
+        By.CSS_SELECTOR, f'#cache-default tr.node[data-node="{killed}"] .client-hit-ratio'
+    )
+    assert cell.text == "node down"
+
+
+def test_the_admin_index_links_to_the_page_without_a_template(
+    linked_site: str, browser: WebDriver
+) -> None:
+    log_in(browser, linked_site, "operator")
+    WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
+    browser.get(f"{linked_site}/admin/")
+    links = WebDriverWait(browser, WAIT).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, 'a[href="/admin/elasticache/"]')
+    )
+    links[0].click()
+    WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
+    assert browser.current_url == f"{linked_site}/admin/elasticache/"
+
+
+def test_the_default_admin_index_has_no_link(site: str, browser: WebDriver) -> None:
+    # Without the mixin the admin is left as it is (the link is opt-in).
+    log_in(browser, site, "operator")
+    WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "cache-default"))
+    browser.get(f"{site}/admin/")
+    WebDriverWait(browser, WAIT).until(lambda b: b.find_elements(By.ID, "content-main"))
+    assert not browser.find_elements(By.CSS_SELECTOR, 'a[href="/admin/elasticache/"]')

@@ -51,8 +51,10 @@ def test_tls_without_verification_is_w002() -> None:
     [
         ("--threads 8", 4, True),
         ("--threads=8", 8, False),
-        ("-k gevent --worker-connections 1000", 64, True),
-        ("--worker-class=gevent --worker-connections=50", 64, False),
+        # gevent: connections are bounded by greenlets in a call at once, not by
+        # --worker-connections (README's own command must not warn).
+        ("-k gevent --worker-connections 1000", 64, False),
+        ("--worker-class=gevent --worker-connections=50 --threads 100", 64, False),
         ("--workers 4", 1, False),  # no concurrency said: nothing to compare with
         ("--threads 'unclosed", 1, False),
     ],
@@ -111,3 +113,74 @@ def test_the_app_registers_the_checks_with_django() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "django_elasticache_rs.W001"
+
+
+def test_millisecond_looking_timeouts_are_w007() -> None:
+    assert ids({"timeout": 500}) == ["django_elasticache_rs.W007"]
+    assert ids({"connect_timeout": 100, "timeout": 0.5}) == ["django_elasticache_rs.W007"]
+    assert ids({"timeout": 99.5, "connect_timeout": 30}) == []
+
+
+def test_django_elastipymemcache_2x_options_without_ignore_exc_are_w006() -> None:
+    assert ids({"ignore_cluster_errors": True}) == ["django_elasticache_rs.W006"]
+    assert ids({"cluster_timeout": 2}) == ["django_elasticache_rs.W006"]
+    # ignore_exc said either way: the difference is seen to.
+    assert ids({"cluster_timeout": 2, "ignore_exc": True}) == []
+    assert ids({"ignore_cluster_errors": False, "ignore_exc": False}) == []
+    # django-elasticache's spelling: pylibmc never swallowed errors, nothing to warn about.
+    assert ids({"IGNORE_CLUSTER_ERRORS": True}) == []
+
+
+PROJECT_SETTINGS = """
+SECRET_KEY = "checks"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django_elasticache_rs"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+STATIC_ROOT = "/tmp/static"
+ALLOWED_HOSTS = ["127.0.0.1"]
+CACHES = {"default": {"BACKEND": THE_BACKEND, "LOCATION": "10.0.0.1:11211", "OPTIONS": THE_OPTIONS}}
+"""
+
+
+def manage(tmp_path: Any, options: dict[str, Any], *command: str) -> subprocess.CompletedProcess:
+    """``python -m django COMMAND`` in a fresh interpreter, on a project whose one cache is
+    ours with ``options``."""
+    settings = PROJECT_SETTINGS.replace("THE_BACKEND", repr(BACKEND)).replace(
+        "THE_OPTIONS", repr(options)
+    )
+    (tmp_path / "project_settings.py").write_text(settings)
+    return subprocess.run(
+        [sys.executable, "-m", "django", *command, "--settings=project_settings"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("check",),
+        ("check", "--deploy"),
+        ("migrate",),
+        # The checks fail it before it listens (port 0: never one that is taken).
+        ("runserver", "--noreload", "127.0.0.1:0"),
+    ],
+)
+def test_a_refused_option_is_one_line_in_manage_py_not_a_traceback(
+    tmp_path: Any, command: tuple[str, ...]
+) -> None:
+    run = manage(tmp_path, {"timeuot": 1}, *command)
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr, run.stderr
+    [line] = [line for line in run.stderr.splitlines() if "django_elasticache_rs.E001" in line]
+    assert "'timeuot'" in line and "did you mean 'timeout'" in line
+
+
+def test_warnings_reach_manage_py_check(tmp_path: Any) -> None:
+    run = manage(tmp_path, {"timeout": 500, "ignore_cluster_errors": True}, "check")
+    assert run.returncode == 0, run.stderr
+    assert "django_elasticache_rs.W006" in run.stderr
+    assert "django_elasticache_rs.W007" in run.stderr

@@ -115,3 +115,14 @@ def test_every_hashing_vector_through_the_python_api() -> None:
             assert client.node_for(key) == node, key
             checked += 1
     assert checked > 1000
+
+
+def test_the_raw_client_is_the_native_one(ours: ElastiCache, theirs: PyMemcacheCache) -> None:
+    """``cache._cache``, the raw client third-party code reaches for on Django's memcached
+    backends, is ours: what it stores plainly, pymemcache's raw client reads."""
+    assert ours._cache is ours.client
+    ours._cache.set("raw-key", b"raw bytes")
+    assert theirs._cache.get("raw-key") == b"raw bytes"
+    assert ours._cache.get("raw-key") == b"raw bytes"
+    ours._cache.flush_all()
+    assert theirs._cache.get("raw-key") is None

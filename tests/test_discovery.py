@@ -203,7 +203,7 @@ def test_a_burst_of_node_failures_asks_for_the_membership_about_once_a_second(
     down = cluster.nodes[-1]
     placement = HashClient(cluster.addresses).hasher
     key = next(f"k{i}" for i in range(1000) if placement.get_node(f":1:k{i}") == down.address)
-    down.stop()  # still listed by the endpoint: its connections are refused
+    cluster.kill_node(down.address)  # still listed by the endpoint: connections are refused
     before = cluster.discovery_requests
     started = time.monotonic()
     failures = 0

@@ -138,3 +138,30 @@ def test_every_page_in_the_navigation_exists() -> None:
     pages = re.findall(r"^  - [^:]+: (\S+\.md)$", config, re.MULTILINE)
     assert "configuration.md" in pages
     assert not [page for page in pages if not (DOCS / page).is_file()]
+
+
+README = DOCS.parent / "README.md"
+LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
+
+
+def pylibmc_table(page: str, heading: str) -> list[str]:
+    """The rows of the "in ``PyLibMCCache`` | here" table under ``heading``."""
+    section = page.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| in `PyLibMCCache`"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+def test_the_readmes_pylibmccache_table_is_the_migration_pages() -> None:
+    """docs/migrating.md holds the table; the README's is the same, its links written as the
+    README names sections (``[Compression](configuration.md#compression)`` becomes
+    ``**Compression**``)."""
+    source = pylibmc_table((DOCS / "migrating.md").read_text(), "## From Django's `PyLibMCCache`")
+    readme = pylibmc_table(README.read_text(), "## Moving from PyLibMCCache")
+    assert len(source) > 4
+    assert readme == [LINK.sub(r"**\1**", row) for row in source]

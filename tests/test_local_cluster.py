@@ -447,6 +447,7 @@ def test_control_commands(elasticache_cluster: LocalCluster) -> None:
         "fault error",
         "discovery_requests 0",
         "nodes " + " ".join(cluster.addresses),
+        *(f"node {address} up" for address in cluster.addresses),
         "OK",
     ]
     assert execute(cluster, "fault none") == ["fault none", "OK"]
@@ -790,3 +791,71 @@ def test_plugin_entry_point_can_be_disabled(tmp_path: Path) -> None:
     project, site = _inner_project(tmp_path, entry_point=True, conftest="")
     output = _run_pytest(project, site, dict(os.environ), "-p", f"no:{PLUGIN}")
     assert "fixture 'elasticache_cluster' not found" in output, output
+
+
+def _states(control: str) -> dict[str, str]:
+    """Each node's liveness, as ``ctl status`` prints it."""
+    status = _ctl(control, "status")
+    assert status.returncode == 0, status.stderr
+    return {
+        parts[1]: parts[2]
+        for parts in (line.split() for line in status.stdout.splitlines())
+        if parts[0] == "node"
+    }
+
+
+def _answers(address: str) -> bool:
+    """Whether the node answers a request within a second."""
+    try:
+        with _connect(address, timeout=1.0) as conn, conn.makefile("rb") as reader:
+            conn.sendall(b"version\r\n")
+            return reader.readline().startswith(b"VERSION ")
+    except OSError:
+        return False
+
+
+def test_ctl_fault_drills_kill_freeze_thaw_restart(cli_factory: type[_Cli]) -> None:
+    cli = cli_factory("--nodes", "2", "--json")
+    summary = json.loads(cli.readline())
+    control = summary["control"].rsplit(":", 1)[1]
+    victim, other = summary["nodes"]
+    assert _states(control) == {victim: "up", other: "up"}
+    assert _memcached_roundtrip(victim).startswith(b"STORED")
+
+    frozen = _ctl(control, "freeze", victim)
+    assert (frozen.returncode, frozen.stdout) == (0, f"frozen {victim}\n")
+    assert _states(control) == {victim: "frozen", other: "up"}
+    assert not _answers(victim) and not _refuses(victim)  # accepts, answers nothing
+    assert _ctl(control, "thaw", victim).stdout == f"thawed {victim}\n"
+    assert _answers(victim)
+
+    assert _ctl(control, "kill", victim).stdout == f"killed {victim}\n"
+    assert _states(control) == {victim: "killed", other: "up"}
+    assert _refuses(victim)
+    # Still a member, as a failed ElastiCache node is.
+    assert f"nodes {victim} {other}" in _ctl(control, "status").stdout
+
+    assert _ctl(control, "restart", victim).stdout == f"restarted {victim}\n"
+    assert _states(control) == {victim: "up", other: "up"}
+    # A new process on the same port: empty.
+    with _connect(victim) as conn, conn.makefile("rb") as reader:
+        conn.sendall(b"get k\r\n")
+        assert reader.readline() == b"END\r\n"
+
+    wrong = _ctl(control, "kill")
+    assert wrong.returncode == 1 and "usage: kill <host:port>" in wrong.stderr
+    unknown = _ctl(control, "freeze", "127.0.0.1:1")
+    assert unknown.returncode == 1 and "no node 127.0.0.1:1" in unknown.stderr
+
+
+def test_a_given_port_keeps_the_location_across_restarts(cli_factory: type[_Cli]) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    for _ in range(2):
+        cli = cli_factory("--nodes", "1", "--port", str(port), "--json")
+        summary = json.loads(cli.readline())
+        assert summary["configuration_endpoint"].endswith(f":{port}")
+        assert summary["CACHES"]["default"]["LOCATION"] == summary["configuration_endpoint"]
+        cli.process.send_signal(signal.SIGTERM)
+        assert cli.finish()[0] == 0

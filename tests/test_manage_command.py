@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -34,10 +36,18 @@ def cluster() -> Iterator[LocalCluster]:
         yield running
 
 
-def run(*args: str, **caches: dict[str, Any]) -> tuple[str, str]:
+def run(*args: str, status: int = 0, **caches: dict[str, Any]) -> tuple[str, str]:
+    """The command's output; it must end with exit status ``status`` (a ``CommandError`` with
+    that ``returncode`` after the report, unless 0)."""
     out, err = io.StringIO(), io.StringIO()
     with override_settings(CACHES=caches or {"default": {"BACKEND": BACKEND}}):
-        call_command("elasticache", *args, stdout=out, stderr=err)
+        try:
+            call_command("elasticache", *args, stdout=out, stderr=err)
+        except CommandError as error:
+            if not status or error.returncode != status:
+                raise
+        else:
+            assert status == 0, f"exit status 0, not {status}"
     return out.getvalue(), err.getvalue()
 
 
@@ -78,8 +88,8 @@ def test_a_node_that_does_not_answer_is_said_so_and_the_others_are_shown() -> No
         }
         freeze(frozen.pid)
         try:
-            text, _ = run(**caches)
-            [report] = json.loads(run("--json", **caches)[0])
+            text, _ = run(status=2, **caches)
+            [report] = json.loads(run("--json", status=2, **caches)[0])
         finally:
             os.kill(frozen.pid, signal.SIGCONT)
     assert "static" in text.splitlines()[0]
@@ -95,9 +105,9 @@ def test_an_endpoint_that_does_not_answer_is_said_so(cluster: LocalCluster) -> N
     endpoint = cluster.configuration_endpoint
     cluster.stop_endpoint()
     caches = {"default": {"BACKEND": BACKEND, "LOCATION": endpoint, "OPTIONS": {"timeout": 0.5}}}
-    text, _ = run(**caches)
+    text, _ = run(status=3, **caches)
     assert "no node to ask" in text
-    [report] = json.loads(run("--json", **caches)[0])
+    [report] = json.loads(run("--json", status=3, **caches)[0])
     assert report["nodes"] == [] and report["error"]
 
 
@@ -113,6 +123,15 @@ def test_watch_redraws_the_given_number_of_times(
     assert len(reports) == 3
     assert all(report[0]["mode"] == "single node" for report in reports)
     assert slept == [1.5, 1.5]
+    # Each report says when it was made.
+    assert all(report[0]["time"].endswith("+00:00") for report in reports)
+    text, _ = run("--watch", "1", "--count", "2", **caches)
+    assert [line for line in text.splitlines() if line.startswith("--- ")] == [
+        line
+        for line in text.splitlines()
+        if line.startswith("--- ") and line.endswith("+00:00 ---")
+    ]
+    assert sum(line.startswith("--- ") for line in text.splitlines()) == 2
 
 
 @pytest.mark.parametrize("seconds", ["0", "-1", "0.5", "nan", "inf"])
@@ -199,8 +218,8 @@ def test_control_characters_a_server_sends_are_shown_escaped() -> None:
                 "OPTIONS": {"discovery": "off"},
             }
         }
-        text, _ = run(**caches)
-        dumped, _ = run("--json", **caches)
+        text, _ = run(status=2, **caches)
+        dumped, _ = run("--json", status=2, **caches)
         with override_settings(CACHES=caches):
             from django.core.cache import caches as handler
 
@@ -230,3 +249,59 @@ def test_control_characters_a_server_sends_are_shown_escaped() -> None:
 def test_without_a_cache_using_the_backend_it_says_so() -> None:
     _, err = run(default={"BACKEND": "django.core.cache.backends.locmem.LocMemCache"})
     assert "No cache uses" in err
+
+
+MANAGE_SETTINGS = """
+SECRET_KEY = "manage"
+INSTALLED_APPS = ["django_elasticache_rs"]
+CACHES = {"default": {"BACKEND": THE_BACKEND, "LOCATION": THE_LOCATION, "OPTIONS": THE_OPTIONS}}
+"""
+
+
+def manage(tmp_path: Any, location: Any, options: dict[str, Any], *args: str) -> Any:
+    """``python -m django elasticache ARGS`` in a fresh interpreter (as an operator's health
+    check runs it), on a project whose one cache is ours."""
+    settings = (
+        MANAGE_SETTINGS.replace("THE_BACKEND", repr(BACKEND))
+        .replace("THE_LOCATION", repr(location))
+        .replace("THE_OPTIONS", repr(options))
+    )
+    (tmp_path / "manage_settings.py").write_text(settings)
+    return subprocess.run(
+        [sys.executable, "-m", "django", "elasticache", *args, "--settings=manage_settings"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+
+
+def test_the_exit_status_is_a_health_check(cluster: LocalCluster, tmp_path: Any) -> None:
+    endpoint = cluster.configuration_endpoint
+    # Every node up: 0.
+    healthy = manage(tmp_path, endpoint, {})
+    assert healthy.returncode == 0, healthy.stderr
+    # A node down: 2, the report still printed, and (with ignore_exc) no failure log lines
+    # for the command's own probes.
+    killed = cluster.addresses[0]
+    cluster.kill_node(killed)
+    for options in ({}, {"ignore_exc": True}):
+        down = manage(tmp_path, endpoint, options)
+        assert down.returncode == 2, down.stderr
+        assert f"1 node down: default {killed}" in down.stderr
+        [line] = [line for line in down.stdout.splitlines() if killed in line]
+        assert " down " in line
+        assert "cache failure" not in down.stderr
+    # No membership: 3.
+    cluster.stop_endpoint()
+    fresh = manage(tmp_path, endpoint, {"timeout": 0.5})
+    assert fresh.returncode == 3, fresh.stderr
+    assert "no membership: default" in fresh.stderr
+    # An unknown alias: 1, one line.
+    unknown = manage(tmp_path, endpoint, {}, "nope")
+    assert unknown.returncode == 1
+    assert (
+        unknown.stderr.strip() == "CommandError: No cache 'nope' in CACHES (those that do: default)"
+    )

@@ -476,8 +476,9 @@ class Client:
     def stats(self, group: str | None = None) -> list[tuple[str, list[tuple[str, str]]]]: ...
     def probe(self) -> list[dict[str, Any]]:
         """Each node asked in turn (for operators' tools): ``node``, ``hostname``,
-        ``down_for``, ``round_trip`` (seconds or ``None``), ``stats`` (or ``None``) and
-        ``error`` (or ``None``). Raises only when there is no node to ask."""
+        ``down_for``, ``round_trip`` (seconds or ``None``), ``stats`` (or ``None``), ``error``
+        (or ``None``) and ``last_failure`` (the last failure counted against the node, in
+        words, or ``None``). Raises only when there is no node to ask."""
     def metrics(self) -> dict[str, Any]:
         """What this process's client has done so far: per node of the current membership
         and per client (the README's "Observability" section describes each field)."""

@@ -164,6 +164,15 @@ class ElastiCache(BaseCache):
         return self._native_client
 
     @property
+    def _cache(self) -> Client:
+        """What third-party code written for Django's memcached backends reaches for as the raw
+        client: here the native client (``client``). It is not a pymemcache ``HashClient``: its
+        ``get``, ``set``, ``add``, ``delete``, ``get_many``, ``set_many``, ``incr``, ``touch``,
+        ``flush_all`` and ``stats`` take the key as given (no ``KEY_PREFIX``/version unless
+        passed), and it has no ``get_multi`` or per-server ``clients``."""
+        return self._native_client
+
+    @property
     def servers(self) -> list[str]:
         """The nodes in use (``host:port``); with discovery, empty until the first operation."""
         return self._native_client.servers

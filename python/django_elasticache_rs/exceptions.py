@@ -1,11 +1,17 @@
 """The exceptions raised by the cache client, all under :class:`CacheError`.
 
 Timeouts are also :class:`TimeoutError` and connection failures also :class:`ConnectionError`,
-so code that already handles the builtins keeps working. An invalid key is also Django's
+so code that already handles the builtins keeps working. A connection failure is also the more
+specific builtin pymemcache raises for it, so that code written for ``PyMemcacheCache`` catches
+it: a name that does not resolve is a :class:`socket.gaierror`, a refused connect a
+:class:`ConnectionRefusedError`, a reset a :class:`ConnectionResetError`, a broken pipe a
+:class:`BrokenPipeError` (``errno`` set as the system gave it). An invalid key is also Django's
 ``InvalidCacheKey`` (a ``ValueError``) when Django is installed.
 """
 
 from __future__ import annotations
+
+import socket
 
 try:
     from django.core.cache.backends.base import InvalidCacheKey as _InvalidKeyBase
@@ -13,9 +19,14 @@ except ImportError:  # used without Django
     _InvalidKeyBase = ValueError  # type: ignore[misc,assignment]
 
 __all__ = [
+    "CacheBrokenPipeError",
     "CacheClientError",
+    "CacheConnectionAbortedError",
     "CacheConnectionError",
+    "CacheConnectionRefusedError",
+    "CacheConnectionResetError",
     "CacheError",
+    "CacheNameResolutionError",
     "CacheServerError",
     "CacheTimeoutError",
     "InvalidKeyError",
@@ -34,6 +45,26 @@ class CacheTimeoutError(CacheError, TimeoutError):
 
 class CacheConnectionError(CacheError, ConnectionError):
     """A node could not be reached, dropped the connection, or is marked down."""
+
+
+class CacheNameResolutionError(CacheConnectionError, socket.gaierror):
+    """A node's name did not resolve: what ``socket.getaddrinfo`` raises in pymemcache."""
+
+
+class CacheConnectionRefusedError(CacheConnectionError, ConnectionRefusedError):
+    """A node refused the connection (nothing listens on its port)."""
+
+
+class CacheConnectionResetError(CacheConnectionError, ConnectionResetError):
+    """A node reset the connection."""
+
+
+class CacheConnectionAbortedError(CacheConnectionError, ConnectionAbortedError):
+    """The connection to a node was aborted."""
+
+
+class CacheBrokenPipeError(CacheConnectionError, BrokenPipeError):
+    """A node closed the connection while a request was being sent."""
 
 
 class CacheServerError(CacheError):

@@ -38,6 +38,57 @@ _NATIVE: tuple[str, ...] = tuple(spec["name"] for spec in OPTIONS if spec["nativ
 #: Options pymemcache accepts that only make sense for its Python internals.
 _IGNORED = {"socket_module", "lock_generator", "hasher"}
 
+#: Where a refused option of another backend's release tells the user to look.
+MIGRATING = (
+    "https://github.com/django-elasticache-rs/django-elasticache-rs/blob/main/docs/migrating.md"
+)
+
+#: Options of django-elastipymemcache 1.x/2.x and django-elasticache that carry over with no
+#: effect here, and why (the migration page and check W006 say it).
+LEGACY: dict[str, str] = {
+    # 1.x: the discovery's socket timeout; 2.x popped it and used it for nothing.
+    "cluster_timeout": "discovery is bounded by connect_timeout and timeout",
+    # On a failed discovery, use the endpoint as the only node.
+    "ignore_cluster_errors": 'discovery "auto" uses an endpoint that is plain memcached as its '
+    "only node, and a failed discovery is retried",
+    # django-elasticache's (pylibmc) spelling of the same.
+    "IGNORE_CLUSTER_ERRORS": 'discovery "auto" uses an endpoint that is plain memcached as its '
+    "only node, and a failed discovery is retried",
+}
+
+#: The django-elastipymemcache 1.x/2.x names among ``LEGACY``: those releases defaulted
+#: ``ignore_exc`` to ``True`` (check W006).
+ELASTIPYMEMCACHE_2X = frozenset({"cluster_timeout", "ignore_cluster_errors"})
+
+#: Options of other backends that have no meaning here, and what replaces them.
+_REPLACED: dict[str, str] = {
+    # pymemcache's serializer/deserializer functions; OPTIONS["serializer"] here is a format's
+    # name (see _parse_options).
+    "serializer": "OPTIONS['serializer'] names a format ('pickle', 'json', 'msgpack' or a "
+    "dotted path to a class with dumps() and loads()); a pymemcache serde object with "
+    "serialize() and deserialize() goes in OPTIONS['serde']",
+    "deserializer": "OPTIONS['serializer'] names a format, read back whatever it is; a "
+    "pymemcache serde object with serialize() and deserialize() goes in OPTIONS['serde']",
+    "binary": "none needed: the backend speaks memcached's text protocol; remove it",
+    "username": "none: SASL is not supported (ElastiCache memcached has no SASL); remove it",
+    "password": "none: SASL is not supported (ElastiCache memcached has no SASL); remove it",
+    "behaviors": "OPTIONS['hashing'] ('pylibmc', or 'ketama' for the ketama behavior) and "
+    "connect_timeout/timeout/no_delay/socket_keepalive in seconds",
+    # pylibmc behaviors given directly as OPTIONS (django-elasticache, older Django).
+    "ketama": "OPTIONS['hashing'] = 'ketama' (libmemcached's continuum, as pylibmc placed keys)",
+    "tcp_nodelay": "OPTIONS['no_delay'] (on by default)",
+    "tcp_keepalive": "OPTIONS['socket_keepalive']",
+    "send_timeout": "OPTIONS['timeout'], in seconds (the whole operation)",
+    "receive_timeout": "OPTIONS['timeout'], in seconds (the whole operation)",
+    "remove_failed": "OPTIONS['retry_attempts'] (a node is marked down; its keys are not moved)",
+    "distribution": "OPTIONS['hashing'] ('pylibmc' for libmemcached's default, 'ketama')",
+    "hash": "OPTIONS['hashing'] (only libmemcached's default hash and ketama are supported)",
+    "ketama_hash": "none: only ketama over MD5 (OPTIONS['hashing'] = 'ketama') is supported",
+    "ketama_weighted": "none: only unweighted ketama (OPTIONS['hashing'] = 'ketama')",
+    "no_block": "none needed: remove it (requests are pipelined per node already)",
+    "cas": "none needed: remove it",
+}
+
 #: pymemcache's spellings of an ``encoding`` (Python codec names), by what they mean.
 _ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "ascii": "ascii"}
 
@@ -272,8 +323,15 @@ def _parse_options(options: Any, servers: Sequence[str]) -> Settings:
         raise ImproperlyConfigured(f"CACHES OPTIONS must be a dict, not {options!r}")
     given = dict(options or {})
     for name in given:
-        if name in DEFAULTS or name in _IGNORED:
+        # pymemcache's "serializer" is a function; ours is the name of a format.
+        pymemcache_serializer = name == "serializer" and callable(given[name])
+        if (name in DEFAULTS and not pymemcache_serializer) or name in _IGNORED or name in LEGACY:
             continue
+        if name in _REPLACED:
+            raise ImproperlyConfigured(
+                f"OPTIONS[{name!r}] is another backend's option; here: {_REPLACED[name]} "
+                f"(see {MIGRATING})"
+            )
         close = difflib.get_close_matches(str(name), list(DEFAULTS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ImproperlyConfigured(f"Unknown ElastiCache cache option {name!r}{hint}")

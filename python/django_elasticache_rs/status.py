@@ -43,6 +43,17 @@ def _number(stats: dict[str, str], name: str) -> int | None:
         return None
 
 
+def _reason(probe: dict[str, Any]) -> str | None:
+    """Why a node is down, in words: for a node left alone after failing (marked down, or
+    paused for ``retry_timeout``), the last failure (a timeout, a refused or reset connection),
+    not just that it is left alone."""
+    down_for, last = probe["down_for"], probe.get("last_failure")
+    if down_for is not None and last:
+        return f"left alone for {down_for:.0f} s more; last failure: {last}"
+    error: str | None = probe["error"]
+    return error
+
+
 def _node(probe: dict[str, Any]) -> dict[str, Any]:
     """One node's report: the probe, and the figures read out of its stats."""
     stats: dict[str, str] | None = probe["stats"]
@@ -53,6 +64,8 @@ def _node(probe: dict[str, Any]) -> dict[str, Any]:
         "marked_down_for": probe["down_for"],
         "round_trip": probe["round_trip"],
         "error": _text(probe["error"]),
+        "last_failure": _text(probe.get("last_failure")),
+        "reason": _text(_reason(probe)),
     }
     if stats is None:
         return node

@@ -56,7 +56,11 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
         )
         client = node["client"]
         if client is not None:
-            client["hit_ratio_text"] = _percent(client["hit_ratio"])
+            # A down node's reads fail fast and count as neither hit nor miss: its ratio is
+            # that of before it went down, which is not how it is doing now.
+            client["hit_ratio_text"] = (
+                "node down" if node["state"] == "down" else _percent(client["hit_ratio"])
+            )
             client["p50_text"], client["p99_text"] = _ms(client["p50"]), _ms(client["p99"])
         node["round_trip_text"] = _ms(node["round_trip"])
         node["hit_ratio_text"] = _percent(node.get("hit_ratio"))

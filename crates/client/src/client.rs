@@ -47,6 +47,8 @@ pub struct NodeProbe {
     pub round_trip: Option<std::time::Duration>,
     /// Its `stats`.
     pub stats: Result<Stats>,
+    /// The last failure counted against it, in words (why it is marked down).
+    pub last_failure: Option<String>,
 }
 
 /// A memcached client for a set of nodes, safe to share between threads.
@@ -208,6 +210,7 @@ impl Client {
                     down_for: node.health.down_for(),
                     round_trip,
                     stats,
+                    last_failure: node.health.last_failure(),
                 }
             })
             .collect())

@@ -599,6 +599,7 @@ impl Cluster {
             let dead =
                 node.health
                     .record_failure(c.retry_attempts, c.retry_timeout, c.dead_timeout);
+            node.health.set_last_failure(error.to_string());
             let context = if c.ignore_exc {
                 Context::Ignored
             } else {

@@ -14,7 +14,7 @@ use socket2::{SockRef, TcpKeepalive};
 
 use crate::address::NodeAddress;
 use crate::config::ClientConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, NameNotResolved, Result};
 use crate::stream::Stream;
 use crate::tls::Tls;
 
@@ -168,10 +168,12 @@ impl Connection {
         let candidates = match resolve(&address.host, address.port, connect_deadline) {
             Ok(candidates) => candidates,
             Err(error) if error.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
-            Err(error) => return Err(connect_error(error)),
+            Err(error) => return Err(connect_error(NameNotResolved::wrap(error))),
         };
-        let mut last_error =
-            io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+        let mut last_error = NameNotResolved::wrap(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the name resolved to no address",
+        ));
         for candidate in candidates {
             let attempt = match remaining(connect_deadline) {
                 Some(Some(left)) => TcpStream::connect_timeout(&candidate, left),
@@ -696,5 +698,25 @@ mod tests {
             Ok(vec![answer])
         });
         assert_eq!(resolved.unwrap(), vec![answer]);
+    }
+
+    #[test]
+    fn an_unresolvable_name_is_told_from_a_refused_connect() {
+        let config = ClientConfig::default();
+        // `.invalid` never resolves (RFC 6761).
+        let unresolvable = NodeAddress::new("no-such-node.invalid", 11211);
+        let error = Connection::connect(&unresolvable, &config, None, None).unwrap_err();
+        assert!(error.is_name_not_resolved(), "{error:?}");
+        // A closed port: refused, which is not a name failure.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let error = Connection::connect(&NodeAddress::new("127.0.0.1", port), &config, None, None)
+            .unwrap_err();
+        assert!(!error.is_name_not_resolved(), "{error:?}");
+        assert!(
+            matches!(&error, Error::Connect { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused),
+            "{error:?}"
+        );
     }
 }

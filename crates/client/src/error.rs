@@ -23,6 +23,31 @@ pub enum ErrorKind {
     Client,
 }
 
+/// The payload of an [`Error::Connect`]'s `io::Error` when the node's name did not resolve:
+/// what tells a resolution failure from a refused or unreachable connect (the system
+/// resolver's errors have no `io::ErrorKind` of their own). Shown as the resolver's words.
+#[derive(Debug)]
+pub struct NameNotResolved(pub io::Error);
+
+impl fmt::Display for NameNotResolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for NameNotResolved {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl NameNotResolved {
+    /// `error` (the resolver's) as an `io::Error` that carries this payload, of the same kind.
+    pub fn wrap(error: io::Error) -> io::Error {
+        io::Error::new(error.kind(), NameNotResolved(error))
+    }
+}
+
 /// A failed cache operation.
 ///
 /// Where a variant names a `node`, it is the node's `host:port` as the ring knows it (for
@@ -237,6 +262,18 @@ impl Error {
             self,
             Error::ValueTooLarge { .. } | Error::TooLargeForNode { .. }
         )
+    }
+
+    /// Whether the failure is that the node's name did not resolve (to any address): a
+    /// [`Error::Connect`] whose source carries [`NameNotResolved`], or a discovery failed so.
+    pub fn is_name_not_resolved(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } => source
+                .get_ref()
+                .is_some_and(|inner| inner.is::<NameNotResolved>()),
+            Error::Discovery { source, .. } => source.is_name_not_resolved(),
+            _ => false,
+        }
     }
 
     /// Whether the node closed, reset or refused the connection: the node may have restarted

@@ -5,7 +5,7 @@
 //! serves reads again (`invalidations`), so no value written elsewhere is read back stale.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::FailureLog;
@@ -32,6 +32,9 @@ pub struct Health {
     /// What has been logged about the node's failures; armed whenever `failures_in_a_row` is
     /// not 0, so a success reads one flag.
     pub(crate) log: NodeLog,
+    /// The words of the last failure counted against the node (a timeout, a refused or reset
+    /// connection...): why it is marked down, for the status page. Kept after a recovery.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -64,6 +67,22 @@ impl Health {
         self.down_until.store(0, Ordering::Relaxed);
         self.log.success(Instant::now());
         self.marked_down.swap(false, Ordering::Relaxed)
+    }
+
+    /// The last failure counted against the node, in words (`None`: it never failed).
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps `failure` as the last failure (only failures pay for it).
+    pub(crate) fn set_last_failure(&self, failure: String) {
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(failure);
     }
 
     /// Failures in a row so far.
@@ -122,6 +141,18 @@ mod tests {
         assert!(
             !health.record_success(),
             "a short pause is not being marked down"
+        );
+    }
+
+    #[test]
+    fn the_last_failure_is_kept_in_words() {
+        let health = Health::default();
+        assert_eq!(health.last_failure(), None);
+        health.set_last_failure("10.0.0.5:11211 did not answer within 1 s".to_owned());
+        health.set_last_failure("cannot connect to 10.0.0.5:11211: refused".to_owned());
+        assert_eq!(
+            health.last_failure().as_deref(),
+            Some("cannot connect to 10.0.0.5:11211: refused")
         );
     }
 

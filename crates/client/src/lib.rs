@@ -83,7 +83,7 @@ pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{
     Command, Cursor, Failed, Fallback, Interest, Operation, Progress, Reading, Share, Step,
 };
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, NameNotResolved, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
 pub use lease_keys::{lease_key, LEASE_PREFIX};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};

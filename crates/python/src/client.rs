@@ -595,8 +595,9 @@ commands! {
         /// Each node asked in turn, for operators' tools: a list of dicts with `node`, `hostname`,
         /// `down_for` (seconds it stays marked down, or `None`), `round_trip` (seconds of a
         /// `version` exchange, `None` without an answer), `stats` (`{name: value}`, `None` without
-        /// an answer) and `error` (why not, or `None`). Raises only when there is no node to ask
-        /// (the configuration endpoint does not answer).
+        /// an answer), `error` (why not, or `None`) and `last_failure` (the last failure counted
+        /// against the node, in words, or `None`). Raises only when there is no node to ask (the
+        /// configuration endpoint does not answer).
         fn probe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
             let client = &*self.inner;
             let probes = py.detach(|| client.probe()).py_result()?;
@@ -607,6 +608,7 @@ commands! {
                 dict.set_item("hostname", &probe.hostname)?;
                 dict.set_item("down_for", probe.down_for.map(|d| d.as_secs_f64()))?;
                 dict.set_item("round_trip", probe.round_trip.map(|d| d.as_secs_f64()))?;
+                dict.set_item("last_failure", probe.last_failure)?;
                 match probe.stats {
                     Ok(stats) => {
                         let values = PyDict::new(py);

@@ -2,7 +2,10 @@
 //!
 //! The exception classes live in `django_elasticache_rs.exceptions` (Python) so that they can
 //! inherit from both the package's base class and the matching builtin (`TimeoutError`,
-//! `ConnectionError`, `ValueError`).
+//! `ConnectionError`, `ValueError`), and, for a connection failure, the builtin pymemcache's
+//! users see for it (`socket.gaierror`, `ConnectionRefusedError`, `ConnectionResetError`...).
+
+use std::io;
 
 use elasticache_client::{Error, ErrorKind, KeyError, MAX_KEY_LEN};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -12,6 +15,17 @@ use pyo3::types::PyString;
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheTimeoutError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheConnectionError);
+pyo3::import_exception!(django_elasticache_rs.exceptions, CacheNameResolutionError);
+pyo3::import_exception!(
+    django_elasticache_rs.exceptions,
+    CacheConnectionRefusedError
+);
+pyo3::import_exception!(django_elasticache_rs.exceptions, CacheConnectionResetError);
+pyo3::import_exception!(
+    django_elasticache_rs.exceptions,
+    CacheConnectionAbortedError
+);
+pyo3::import_exception!(django_elasticache_rs.exceptions, CacheBrokenPipeError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheServerError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheClientError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, InvalidKeyError);
@@ -29,12 +43,49 @@ pub fn to_py(error: Error) -> PyErr {
         }
         other => match other.kind() {
             ErrorKind::Timeout => CacheTimeoutError::new_err(message),
-            ErrorKind::Connection => CacheConnectionError::new_err(message),
+            ErrorKind::Connection => connection_error(&other, message),
             ErrorKind::Server => CacheServerError::new_err(message),
             ErrorKind::Client => CacheClientError::new_err(message),
             // A kind this version does not know of: the package's base class.
             _ => CacheError::new_err(message),
         },
+    }
+}
+
+/// The exception for a connection failure: the subclass of `CacheConnectionError` that is also
+/// the builtin pymemcache raises for the same failure (a name that does not resolve is a
+/// `socket.gaierror`, a refused connect a `ConnectionRefusedError`...), with the operating
+/// system's `errno` where there is one; otherwise `CacheConnectionError` itself.
+fn connection_error(error: &Error, message: String) -> PyErr {
+    if error.is_name_not_resolved() {
+        return CacheNameResolutionError::new_err(message);
+    }
+    let Some(source) = os_error(error) else {
+        return CacheConnectionError::new_err(message);
+    };
+    let exception = match source.kind() {
+        io::ErrorKind::ConnectionRefused => CacheConnectionRefusedError::new_err(message),
+        io::ErrorKind::ConnectionReset => CacheConnectionResetError::new_err(message),
+        io::ErrorKind::ConnectionAborted => CacheConnectionAbortedError::new_err(message),
+        io::ErrorKind::BrokenPipe => CacheBrokenPipeError::new_err(message),
+        _ => CacheConnectionError::new_err(message),
+    };
+    if let Some(errno) = source.raw_os_error() {
+        Python::attach(|py| {
+            // As `OSError(errno, ...)` would have it, the message left as is. Setting an
+            // attribute on a fresh exception instance cannot fail but for memory.
+            let _ = exception.value(py).setattr("errno", errno);
+        });
+    }
+    exception
+}
+
+/// The operating system's error behind a connection failure, through a failed discovery.
+fn os_error(error: &Error) -> Option<&io::Error> {
+    match error {
+        Error::Connect { source, .. } | Error::Io { source, .. } => Some(source),
+        Error::Discovery { source, .. } => os_error(source),
+        _ => None,
     }
 }
 

@@ -38,11 +38,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a local ElastiCache-compatible cluster (memcached nodes behind a "
         "configuration endpoint) until interrupted.",
         epilog="`python -m django_elasticache_rs.local ctl PORT COMMAND` sends a command (add, "
-        "remove, status, fault, endpoint, help) to a running cluster's control port.",
+        "remove, kill, freeze, thaw, restart, status, fault, endpoint, help) to a running "
+        "cluster's control port.",
     )
     parser.add_argument("--nodes", type=int, default=3, help="nodes at start (default 3)")
     parser.add_argument(
-        "--port", type=int, default=0, help="configuration endpoint port (default: random)"
+        "--port",
+        type=int,
+        default=0,
+        help="configuration endpoint port (default: random); give one so that the printed "
+        "LOCATION stays valid across restarts",
     )
     parser.add_argument(
         "--control-port", type=int, default=0, help="control interface port (default: random)"

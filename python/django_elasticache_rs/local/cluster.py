@@ -1,6 +1,8 @@
 """A local ElastiCache-compatible cluster: real memcached nodes behind a configuration endpoint
 that serves their membership, which changes while it runs (:meth:`LocalCluster.add_node`,
-:meth:`LocalCluster.remove_node`).
+:meth:`LocalCluster.remove_node`), and whose nodes can be made to fail for drills
+(:meth:`LocalCluster.kill_node`, :meth:`~LocalCluster.freeze_node`,
+:meth:`~LocalCluster.thaw_node`, :meth:`~LocalCluster.restart_node`).
 
 In TLS mode (``tls=True``, like ElastiCache in-transit encryption) the nodes and the endpoint
 serve TLS only, with certificates the cluster makes at start (a private CA, a server certificate
@@ -13,7 +15,7 @@ import shutil
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
@@ -199,6 +201,41 @@ class LocalCluster:
                     raise ValueError("cannot remove the last node (use the no-nodes fault)")
                 self._publish(tuple(n for n in self._nodes if n is not node))
             node.stop()
+            return node.address
+
+    # -- fault drills: a node fails but stays a member, as on ElastiCache -------------------
+
+    def kill_node(self, address: str) -> str:
+        """Kills the node's process (SIGKILL) as a crash would; it stays in the membership.
+        Returns its ``"127.0.0.1:<port>"``."""
+        return self._drill(address, LocalNode.kill)
+
+    def freeze_node(self, address: str) -> str:
+        """Stops the node's process (SIGSTOP): it accepts connections and answers nothing."""
+        return self._drill(address, LocalNode.freeze)
+
+    def thaw_node(self, address: str) -> str:
+        """Resumes a frozen node (SIGCONT)."""
+        return self._drill(address, LocalNode.thaw)
+
+    def restart_node(self, address: str) -> str:
+        """Starts a new, empty memcached on the node's port (killing it first if it runs), as
+        a node that rebooted; the membership does not change."""
+        return self._drill(address, LocalNode.restart)
+
+    def node_states(self) -> list[tuple[str, str]]:
+        """Each member's ``"127.0.0.1:<port>"`` and its state: ``up``, ``frozen`` or
+        ``killed``."""
+        with self._state:
+            nodes = self._nodes
+        return [(node.address, node.state) for node in nodes]
+
+    def _drill(self, address: str, action: Callable[[LocalNode], object]) -> str:
+        with self._changes:
+            self._require_running()
+            with self._state:
+                node = self._find(address)
+            action(node)
             return node.address
 
     def _find(self, address: str | None) -> LocalNode:

@@ -11,12 +11,22 @@ empty lines are ignored; commands are case-insensitive.
     lists the commands.
 ``status``
     ``version <n>``, ``endpoint <host:port> up|down``, ``mode config|legacy``, ``tls on|off``,
-    ``fault <name>|none``, ``discovery_requests <n>``, ``nodes <host:port> ...``, then ``OK``.
+    ``fault <name>|none``, ``discovery_requests <n>``, ``nodes <host:port> ...``, then a line
+    ``node <host:port> up|frozen|killed`` per node, then ``OK``.
 ``add``
     starts a new memcached node and adds it: ``added <host:port>``, ``version <n>``, ``OK``.
 ``remove [<host:port>]``
     removes that node (default: the last one) and stops it: ``removed <host:port>``,
     ``version <n>``, ``OK``. The last remaining node cannot be removed.
+``kill <host:port>``
+    kills the node's memcached (SIGKILL), as a crash: it stays in the membership;
+    ``killed <host:port>``, ``OK``.
+``freeze <host:port>`` / ``thaw <host:port>``
+    stops (SIGSTOP) / resumes (SIGCONT) the node's memcached: frozen, it accepts connections and
+    answers nothing, like a hung node; ``frozen <host:port>`` / ``thawed <host:port>``, ``OK``.
+``restart <host:port>``
+    a new, empty memcached on the node's port (killed first if it runs), as a reboot:
+    ``restarted <host:port>``, ``OK``.
 ``fault none|garbage|error|close|hang|truncated|no-nodes``
     makes the configuration endpoint misbehave on discovery requests (``none``: stop
     misbehaving): ``fault <name>``, ``OK``.
@@ -50,11 +60,18 @@ from django_elasticache_rs.local.server import ThreadedServer, read_lines
 
 __all__ = ["HELP", "ControlError", "ControlServer", "ask", "execute"]
 
+Command = Callable[[LocalCluster, list[str]], list[str]]
+"""A control command: the cluster and its arguments -> its reply's information lines."""
+
 HELP = [
     "help                 this list",
     "status               version, endpoint, mode, tls, fault, discovery_requests, nodes",
     "add                  start a new node and add it (version + 1)",
     "remove [host:port]   remove a node, the last one by default, and stop it (version + 1)",
+    "kill <host:port>     kill a node's memcached (SIGKILL); it stays a member",
+    "freeze <host:port>   stop a node's memcached (SIGSTOP): it answers nothing",
+    "thaw <host:port>     resume a frozen node (SIGCONT)",
+    "restart <host:port>  a new, empty memcached on the node's port",
     "fault <name>         none|garbage|error|close|hang|truncated|no-nodes",
     "endpoint stop|start  make the configuration endpoint unreachable / reachable again",
     "quit                 close this connection",
@@ -75,7 +92,19 @@ def _status(cluster: LocalCluster, args: list[str]) -> list[str]:
         f"fault {cluster.fault or 'none'}",
         f"discovery_requests {cluster.discovery_requests}",
         " ".join(["nodes", *cluster.addresses]),
+        *(f"node {address} {state}" for address, state in cluster.node_states()),
     ]
+
+
+def _drill(verb: str, done: str, act: Callable[[LocalCluster, str], str]) -> Command:
+    """A fault-drill command: ``<verb> <host:port>``, answering ``<done> <host:port>``."""
+
+    def command(cluster: LocalCluster, args: list[str]) -> list[str]:
+        if len(args) != 1:
+            raise ValueError(f"usage: {verb} <host:port>")
+        return [f"{done} {act(cluster, args[0])}"]
+
+    return command
 
 
 def _add(cluster: LocalCluster, args: list[str]) -> list[str]:
@@ -108,7 +137,11 @@ def _endpoint(cluster: LocalCluster, args: list[str]) -> list[str]:
     return [f"endpoint {'up' if cluster.endpoint_running else 'down'}"]
 
 
-_COMMANDS: dict[str, Callable[[LocalCluster, list[str]], list[str]]] = {
+_COMMANDS: dict[str, Command] = {
+    "kill": _drill("kill", "killed", LocalCluster.kill_node),
+    "freeze": _drill("freeze", "frozen", LocalCluster.freeze_node),
+    "thaw": _drill("thaw", "thawed", LocalCluster.thaw_node),
+    "restart": _drill("restart", "restarted", LocalCluster.restart_node),
     "help": _help,
     "status": _status,
     "add": _add,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -59,6 +60,7 @@ class LocalNode:
         self.require_client_cert = require_client_cert
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._frozen = False
         self._context = tls.client_context(client_cert=require_client_cert) if tls else None
         if self._context is not None and not verify_certificate:
             self._context.check_hostname = False
@@ -74,26 +76,56 @@ class LocalNode:
         """The memcached process id while it runs, else ``None``."""
         return self._process.pid if self._process is not None else None
 
-    def start(self, timeout: float = 10.0) -> LocalNode:
-        """Starts memcached and returns once it serves (raises after ``timeout`` seconds)."""
-        return self._start(timeout, keep_port=False)
+    @property
+    def state(self) -> str:
+        """``"up"`` (running), ``"frozen"`` (stopped by :meth:`freeze`: it accepts connections
+        but answers nothing) or ``"killed"`` (not running)."""
+        if self._process is None or self._process.poll() is not None:
+            return "killed"
+        return "frozen" if self._frozen else "up"
+
+    def kill(self) -> None:
+        """Kills the process (SIGKILL) as a crash would; the port stays the node's, for
+        :meth:`restart`. Does nothing if it is not running."""
+        self.stop()
+
+    def freeze(self) -> None:
+        """Stops the process (SIGSTOP): connections are accepted by the kernel but nothing is
+        answered, as with a hung node. :meth:`thaw` resumes it."""
+        self._signal(signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        """Resumes a frozen process (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+        self._frozen = False
 
     def restart(self, timeout: float = 10.0) -> LocalNode:
-        """Kills the node and starts a new, empty one on the same port, as a node restart
-        does (the port is tried again until it is free, up to ``timeout`` seconds)."""
+        """Kills the process if it runs (frozen or not) and starts a new, empty memcached on the
+        same port, as a node that rebooted."""
+        port = self.port
         self.stop()
-        return self._start(timeout, keep_port=True)
+        return self.start(timeout, port=port)
 
-    def _start(self, timeout: float, *, keep_port: bool) -> LocalNode:
+    def _signal(self, signum: int) -> None:
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError(f"node {self.address} is not running")
+        os.kill(self._process.pid, signum)
+
+    def start(self, timeout: float = 10.0, *, port: int | None = None) -> LocalNode:
+        """Starts memcached and returns once it serves (raises after ``timeout`` seconds), on
+        ``port`` if given (it must come free within ``timeout``), else on a free port."""
         executable = shutil.which("memcached")
         if executable is None:
             raise MemcachedNotInstalled(INSTALL_HINT)
-        # A port picked free can be taken before memcached binds it: try another (or, keeping
-        # the port, the same one again once the old process's socket is released).
+        # A port picked free can be taken before memcached binds it: try another (or, for a
+        # given port, the same one again while attempts and time are left).
         failure = ""
+        deadline = time.monotonic() + timeout
         for _ in range(20):
-            if not keep_port:
-                self.port = _free_port()
+            if port is not None and time.monotonic() > deadline:
+                break
+            self.port = port if port is not None else _free_port()
             args = [executable, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
             args += ["-t", "1", "-m", str(self.memory_mb), *self.tls_args(), *self.extra_args]
             if os.geteuid() == 0:
@@ -106,8 +138,11 @@ class LocalNode:
                 raise
             if serving:
                 self._process = process
+                self._frozen = False
                 return self
             failure = _terminate(process) or failure
+            if port is not None:
+                time.sleep(0.1)  # the given port is still held (by a dying process)
         raise RuntimeError(f"could not start memcached on a free port{failure}")
 
     def tls_args(self) -> list[str]:
@@ -202,6 +237,7 @@ class LocalNode:
         if self._process is not None:
             _terminate(self._process)
             self._process = None
+        self._frozen = False
 
     def __enter__(self) -> LocalNode:
         return self.start()

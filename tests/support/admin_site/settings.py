@@ -9,12 +9,13 @@ SECRET_KEY = "tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 ROOT_URLCONF = "tests.support.admin_site.urls"
+ADMIN_APPS = {
+    "two-factor": "tests.support.admin_site.two_factor.TwoFactorAdminConfig",
+    # The default admin site with the link to the status page (django_elasticache_rs.admin_site).
+    "linked": "django_elasticache_rs.admin_site.ElastiCacheAdminConfig",
+}
 INSTALLED_APPS = [
-    (
-        "tests.support.admin_site.two_factor.TwoFactorAdminConfig"
-        if SITE.get("admin_site") == "two-factor"
-        else "django.contrib.admin"
-    ),
+    ADMIN_APPS.get(SITE.get("admin_site", ""), "django.contrib.admin"),
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::Once;
 use std::time::Duration;
 
-use elasticache_client::{Error, KeyError};
+use elasticache_client::{Error, KeyError, NameNotResolved};
 use elasticache_proto::ReplyError;
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
@@ -51,7 +51,11 @@ fn raised(error: Error, builtin: Option<&str>) -> (String, String, bool) {
         let class = exception.get_type().name()?.to_string();
         let message = exception.str()?.to_string();
         let is_builtin = match builtin {
-            Some(name) => exception.is_instance(&py.import("builtins")?.getattr(name)?)?,
+            Some(name) => {
+                // "socket.gaierror", or a builtin's bare name.
+                let (module, class) = name.rsplit_once('.').unwrap_or(("builtins", name));
+                exception.is_instance(&py.import(module)?.getattr(class)?)?
+            }
             None => true,
         };
         let base = py
@@ -137,6 +141,22 @@ fn table() -> Vec<(Error, &'static str, Option<&'static str>)> {
                 node: node(),
                 source: io::Error::from(io::ErrorKind::ConnectionRefused),
             },
+            "CacheConnectionRefusedError",
+            Some("ConnectionRefusedError"),
+        ),
+        (
+            Error::Connect {
+                node: node(),
+                source: NameNotResolved::wrap(io::Error::other("Name or service not known")),
+            },
+            "CacheNameResolutionError",
+            Some("socket.gaierror"),
+        ),
+        (
+            Error::Connect {
+                node: node(),
+                source: io::Error::from(io::ErrorKind::HostUnreachable),
+            },
             "CacheConnectionError",
             Some("ConnectionError"),
         ),
@@ -145,8 +165,24 @@ fn table() -> Vec<(Error, &'static str, Option<&'static str>)> {
                 node: node(),
                 source: io_error(),
             },
-            "CacheConnectionError",
-            Some("ConnectionError"),
+            "CacheConnectionResetError",
+            Some("ConnectionResetError"),
+        ),
+        (
+            Error::Io {
+                node: node(),
+                source: io::Error::from(io::ErrorKind::BrokenPipe),
+            },
+            "CacheBrokenPipeError",
+            Some("BrokenPipeError"),
+        ),
+        (
+            Error::Io {
+                node: node(),
+                source: io::Error::from(io::ErrorKind::ConnectionAborted),
+            },
+            "CacheConnectionAbortedError",
+            Some("ConnectionAbortedError"),
         ),
         (
             Error::Closed { node: node() },
@@ -194,7 +230,18 @@ fn table() -> Vec<(Error, &'static str, Option<&'static str>)> {
             "CacheConnectionError",
             Some("ConnectionError"),
         ),
-        // A discovery failure is the exception of its cause's kind.
+        // A discovery failure is the exception of its cause's kind, down to the builtin.
+        (
+            Error::Discovery {
+                endpoint: node(),
+                source: Arc::new(Error::Connect {
+                    node: node(),
+                    source: io::Error::from(io::ErrorKind::ConnectionRefused),
+                }),
+            },
+            "CacheConnectionRefusedError",
+            Some("ConnectionRefusedError"),
+        ),
         (
             Error::Discovery {
                 endpoint: node(),

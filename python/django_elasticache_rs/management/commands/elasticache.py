@@ -2,14 +2,28 @@
 it: the endpoint, mode and configuration version, and per node its address, hostname, state,
 a measured round trip and memcached's own ``stats``. ``--json`` for scripts, ``--watch N`` to
 follow a scale event live. ``--train-zstd-dictionary FILE`` trains a zstd dictionary (for
-``OPTIONS["zstd_dictionary"]``) on the values of the keys given."""
+``OPTIONS["zstd_dictionary"]``) on the values of the keys given.
+
+A health check too: after the report it exits with
+
+* 0: every node of every cache reported on answered;
+* 1: a usage error (an unknown alias, a bad ``--watch``), as any Django command;
+* 2: a node is down (marked down, or did not answer the probe);
+* 3: a cache has no membership (no node to ask: the configuration endpoint never answered).
+
+(The worst of the last report, with ``--watch`` and ``--count``.) Its own probes' failures are
+in the report, so they are not logged as well (no "cache failure ignored" lines)."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
+import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +39,8 @@ DICTIONARY_SIZE = 112_640
 #: Fewest values a dictionary is trained on: zstd needs several per kilobyte of dictionary
 #: to find what they share, and refuses (or makes a useless one) with fewer.
 MIN_SAMPLES = 10
+#: Exit statuses (see the module's docstring).
+HEALTHY, NODE_DOWN, NO_MEMBERSHIP = 0, 2, 3
 
 #: The shortest ``--watch`` interval (seconds): each report asks every node for its ``stats``,
 #: and an interval of 0 would do so in a loop.
@@ -61,7 +77,7 @@ def text(entry: dict[str, Any]) -> str:
                     node["hostname"],
                     node["state"],
                     "-",
-                    f"no answer: {node['error']}",
+                    f"no answer: {node['reason']}",
                 )
             )
             continue
@@ -169,17 +185,67 @@ class Command(BaseCommand):
             return
         shown = 0
         while True:
-            entries = [report(alias, caches[alias]) for alias in aliases]  # type: ignore[arg-type]
+            with _quiet_failure_logs(aliases):
+                entries = [report(alias, caches[alias]) for alias in aliases]  # type: ignore[arg-type]
+            at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             if options["json"]:
+                if watch is not None:
+                    for entry in entries:
+                        entry["time"] = at
                 self.stdout.write(json.dumps(entries, indent=None if watch else 2))
             else:
-                if watch is not None and self.stdout.isatty():
-                    self.stdout.write("\033[2J\033[H", ending="")  # clear, then redraw
+                if watch is not None:
+                    if self.stdout.isatty():
+                        self.stdout.write("\033[2J\033[H", ending="")  # clear, then redraw
+                    self.stdout.write(f"--- {at} ---")
                 self.stdout.write("\n\n".join(text(entry) for entry in entries))
             shown += 1
             if watch is None or (count is not None and shown >= count):
-                return
+                break
             time.sleep(watch)  # the redraw interval the operator asked for
+        status, why = health(entries)
+        if status != HEALTHY:
+            raise CommandError(why, returncode=status)
+
+
+def health(entries: list[dict[str, Any]]) -> tuple[int, str]:
+    """The exit status of a report and why: the worst of its caches."""
+    empty = [entry["alias"] for entry in entries if not entry["nodes"]]
+    if empty:
+        return NO_MEMBERSHIP, f"no membership: {', '.join(empty)}"
+    down = [
+        f"{entry['alias']} {node['address']}"
+        for entry in entries
+        for node in entry["nodes"]
+        if node["state"] != "up"
+    ]
+    if down:
+        return NODE_DOWN, f"{len(down)} node{'s' if len(down) > 1 else ''} down: {', '.join(down)}"
+    return HEALTHY, ""
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_failure_logs(aliases: list[str]) -> Iterator[None]:
+    """The failure loggers of ``aliases``' clients (their ``logger`` option) silenced while the
+    report probes the nodes: each failure is in the report already. The command runs in a
+    process of its own, so no other caller's failure goes unlogged."""
+    drop = _DropAll()
+    loggers = {
+        logging.getLogger(str(dict(caches[alias]._settings.native).get("logger")))  # type: ignore[attr-defined]
+        for alias in aliases
+    }
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
     def _train(self, options: dict[str, Any], ours: list[str]) -> None:
         """``--train-zstd-dictionary``: the sample is the values of the keys given, read
