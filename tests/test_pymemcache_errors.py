@@ -5,6 +5,7 @@ the class pymemcache raises for it, and still a ``CacheConnectionError``."""
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,9 @@ from django_elasticache_rs.exceptions import (
     CacheError,
     CacheNameResolutionError,
     CacheTimeoutError,
+    CacheTlsError,
 )
+from django_elasticache_rs.local import LocalNode
 from tests.support.faults import FaultyServer, LoopbackServer
 
 
@@ -119,3 +122,17 @@ def test_ratelimits_guard_fails_closed_on_an_unresolvable_host() -> None:
     except socket.gaierror:
         added = False
     assert added is False
+
+
+def test_a_failed_tls_handshake_is_an_ssl_error(memcached: LocalNode) -> None:
+    # TLS asked of a plaintext node: the handshake fails.
+    context = ssl.create_default_context()
+    theirs = _raised(
+        lambda: PyMemcacheCache(memcached.address, {"OPTIONS": {"tls_context": context}}).get("k")
+    )
+    assert isinstance(theirs, ssl.SSLError), repr(theirs)
+    options = {"tls_context": context, "discovery": "off", **TIMEOUTS}
+    error = _raised(lambda: ElastiCache(memcached.address, {"OPTIONS": options}).get("k"))
+    assert isinstance(error, CacheTlsError), repr(error)
+    assert isinstance(error, ssl.SSLError) and isinstance(error, ConnectionError)
+    assert str(error).startswith("TLS with "), str(error)

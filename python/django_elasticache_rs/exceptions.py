@@ -5,13 +5,15 @@ so code that already handles the builtins keeps working. A connection failure is
 specific builtin pymemcache raises for it, so that code written for ``PyMemcacheCache`` catches
 it: a name that does not resolve is a :class:`socket.gaierror`, a refused connect a
 :class:`ConnectionRefusedError`, a reset a :class:`ConnectionResetError`, a broken pipe a
-:class:`BrokenPipeError` (``errno`` set as the system gave it). An invalid key is also Django's
+:class:`BrokenPipeError` (``errno`` set as the system gave it), a failed TLS handshake an
+:class:`ssl.SSLError`. An invalid key is also Django's
 ``InvalidCacheKey`` (a ``ValueError``) when Django is installed.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 
 try:
     from django.core.cache.backends.base import InvalidCacheKey as _InvalidKeyBase
@@ -29,6 +31,7 @@ __all__ = [
     "CacheNameResolutionError",
     "CacheServerError",
     "CacheTimeoutError",
+    "CacheTlsError",
     "InvalidKeyError",
     "LockNotAcquiredError",
     "ValueTooLargeError",
@@ -65,6 +68,15 @@ class CacheConnectionAbortedError(CacheConnectionError, ConnectionAbortedError):
 
 class CacheBrokenPipeError(CacheConnectionError, BrokenPipeError):
     """A node closed the connection while a request was being sent."""
+
+
+class CacheTlsError(CacheConnectionError, ssl.SSLError):
+    """TLS with a node failed (an untrusted certificate, a plaintext peer): what pymemcache's
+    users see as ``ssl.SSLError``."""
+
+    def __str__(self) -> str:
+        # ssl.SSLError shows its args as a tuple unless given (errno, strerror): the message.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
 class CacheServerError(CacheError):

@@ -3,7 +3,8 @@
 //! The exception classes live in `django_elasticache_rs.exceptions` (Python) so that they can
 //! inherit from both the package's base class and the matching builtin (`TimeoutError`,
 //! `ConnectionError`, `ValueError`), and, for a connection failure, the builtin pymemcache's
-//! users see for it (`socket.gaierror`, `ConnectionRefusedError`, `ConnectionResetError`...).
+//! users see for it (`socket.gaierror`, `ConnectionRefusedError`, `ConnectionResetError`,
+//! `ssl.SSLError`...).
 
 use std::io;
 
@@ -26,6 +27,7 @@ pyo3::import_exception!(
     CacheConnectionAbortedError
 );
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheBrokenPipeError);
+pyo3::import_exception!(django_elasticache_rs.exceptions, CacheTlsError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheServerError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, CacheClientError);
 pyo3::import_exception!(django_elasticache_rs.exceptions, InvalidKeyError);
@@ -60,6 +62,9 @@ fn connection_error(error: &Error, message: String) -> PyErr {
     if error.is_name_not_resolved() {
         return CacheNameResolutionError::new_err(message);
     }
+    if is_tls(error) {
+        return CacheTlsError::new_err(message);
+    }
     let Some(source) = os_error(error) else {
         return CacheConnectionError::new_err(message);
     };
@@ -78,6 +83,15 @@ fn connection_error(error: &Error, message: String) -> PyErr {
         });
     }
     exception
+}
+
+/// Whether the failure is TLS's (a handshake or record that failed), through a failed discovery.
+fn is_tls(error: &Error) -> bool {
+    match error {
+        Error::Tls { .. } => true,
+        Error::Discovery { source, .. } => is_tls(source),
+        _ => false,
+    }
 }
 
 /// The operating system's error behind a connection failure, through a failed discovery.

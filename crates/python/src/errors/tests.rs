@@ -207,8 +207,8 @@ fn table() -> Vec<(Error, &'static str, Option<&'static str>)> {
                 node: node(),
                 reason: "the server's certificate is not trusted".to_owned(),
             },
-            "CacheConnectionError",
-            Some("ConnectionError"),
+            "CacheTlsError",
+            Some("ssl.SSLError"),
         ),
         (
             Error::TlsConfig {
