@@ -367,6 +367,15 @@ def test_the_key_is_derived_from_secret_key_and_its_fallbacks(memcached: LocalNo
         assert reader.get("django-rotated") is None
 
 
+def test_a_signed_value_moves_between_versions(memcached: LocalNode) -> None:
+    # A signature covers the key: incr_version reads the value and signs it for its new key.
+    cache = _cache(memcached, sign_values=True)
+    cache.set("versioned", VALUE)
+    assert cache.incr_version("versioned") == 2
+    assert cache.get("versioned", version=2) == VALUE
+    assert cache.get("versioned", version=1) is None
+
+
 def test_counters_work_with_signing_and_only_digits_pass_unsigned(memcached: LocalNode) -> None:
     cache = _cache(memcached, sign_values=True, serializer="json")
     cache.set("hits", 10)

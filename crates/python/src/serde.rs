@@ -86,7 +86,12 @@ impl Codec {
 
     /// `encoded` with its flags as stored (`format::pack`), signed when the client signs (but
     /// a counter, which memcached's `incr` must be able to count on).
-    fn seal<'py>(&self, key: &str, encoded: Encoded<'py>) -> PyResult<Encoded<'py>> {
+    fn seal<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        encoded: Encoded<'py>,
+    ) -> PyResult<Encoded<'py>> {
         let counter = crate::sign::is_counter(encoded.flags, encoded.bytes()?);
         if !self.signer.signs() || counter {
             return Ok(Encoded {
@@ -96,7 +101,13 @@ impl Codec {
         }
         let flags = format::pack(encoded.flags | FLAG_SIGNED);
         let data = encoded.bytes()?;
-        let Some(tag) = self.signer.tag(key, flags, data) else {
+        let signer = &self.signer;
+        let tag = if data.len() >= GIL_RELEASE_LEN {
+            py.detach(|| signer.tag(key, flags, data))
+        } else {
+            signer.tag(key, flags, data)
+        };
+        let Some(tag) = tag else {
             return Ok(Encoded {
                 flags: format::pack(encoded.flags),
                 data: encoded.data,
@@ -113,11 +124,20 @@ impl Codec {
 
     /// The stored value's bytes and flags (moved back by `format::unpack`) once its signature
     /// is checked, or why not.
-    fn open<'a>(&self, key: &str, flags: u32, data: &'a [u8]) -> Result<(u32, &'a [u8]), String> {
-        let payload = self
-            .signer
-            .open(key, flags, data)
-            .map_err(|refusal| refusal.to_string())?;
+    fn open<'a>(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        flags: u32,
+        data: &'a [u8],
+    ) -> Result<(u32, &'a [u8]), String> {
+        let signer = &self.signer;
+        let opened = if data.len() >= GIL_RELEASE_LEN {
+            py.detach(|| signer.open(key, flags, data))
+        } else {
+            signer.open(key, flags, data)
+        };
+        let payload = opened.map_err(|refusal| refusal.to_string())?;
         Ok((format::unpack(flags) & !FLAG_SIGNED, payload))
     }
 
@@ -186,7 +206,7 @@ pub fn encode<'py>(value: &Bound<'py, PyAny>, key: &str, codec: &Codec) -> PyRes
     let py = value.py();
     let encoded = serialize(value, key, &codec.serializer)?;
     let encoded = codec.compress(py, encoded)?;
-    codec.seal(key, encoded)
+    codec.seal(py, key, encoded)
 }
 
 /// The serializer stage alone: `value`'s bytes and flags before compression and signing.
@@ -274,7 +294,7 @@ pub fn decode<'py>(
     codec: &Codec,
 ) -> Option<Bound<'py, PyAny>> {
     let opened = codec
-        .open(key, flags, data)
+        .open(py, key, flags, data)
         .and_then(|(flags, data)| codec.decompress(py, flags, data));
     let (flags, data) = match opened {
         Ok(opened) => opened,

@@ -3,9 +3,10 @@
 //! dictionary; reads bounded like zlib's.
 
 use std::cell::RefCell;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Read;
 
-use zstd::dict::{DecoderDictionary, EncoderDictionary};
+use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe;
 
 use super::InflateError;
@@ -13,19 +14,21 @@ use super::InflateError;
 /// zstd's own default level: as fast as zlib's fastest, smaller than zlib's default.
 pub const LEVEL: i32 = 3;
 
-/// A dictionary loaded from `zstd_dictionary`, prepared once for both directions.
+/// A dictionary loaded from `zstd_dictionary`.
 pub struct Dictionary {
     /// Its id, which every frame compressed with it carries (0 for a raw-content dictionary,
     /// which frames cannot name: such a file is refused).
     pub id: u32,
-    encoder: EncoderDictionary<'static>,
-    decoder: DecoderDictionary<'static>,
+    /// A hash of its bytes: which dictionary a thread's contexts hold.
+    key: u64,
+    bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for Dictionary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dictionary")
             .field("id", &self.id)
+            .field("len", &self.bytes.len())
             .finish_non_exhaustive()
     }
 }
@@ -36,48 +39,63 @@ impl Dictionary {
     pub fn new(bytes: &[u8]) -> Result<Self, String> {
         let id = zstd_safe::get_dict_id_from_dict(bytes)
             .ok_or_else(|| "it is not a zstd dictionary (no dictionary header)".to_owned())?;
+        // Loaded once here, so that a dictionary zstd cannot use is refused at start.
+        Compressor::with_dictionary(LEVEL, bytes).map_err(|error| error.to_string())?;
+        let mut hasher = DefaultHasher::new();
+        bytes.hash(&mut hasher);
         Ok(Dictionary {
             id: id.get(),
-            encoder: EncoderDictionary::copy(bytes, LEVEL),
-            decoder: DecoderDictionary::copy(bytes),
+            key: hasher.finish(),
+            bytes: bytes.to_vec(),
         })
     }
 }
 
-thread_local! {
-    /// This thread's contexts without a dictionary, made once: a context's allocation costs
-    /// more than compressing a small value.
-    static CONTEXTS: RefCell<Option<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)>> =
-        const { RefCell::new(None) };
+/// A thread's compression and decompression contexts, with a dictionary loaded or none.
+struct Contexts {
+    /// The [`Dictionary::key`] of the dictionary loaded into them.
+    dictionary: Option<u64>,
+    compressor: Compressor<'static>,
+    decompressor: Decompressor<'static>,
 }
 
-/// `run` with this thread's contexts (made on first use), or `None` if zstd cannot make them.
+thread_local! {
+    /// This thread's contexts, without and with a dictionary, made on first use (and for
+    /// another dictionary): making a context, and loading a dictionary into it, costs more
+    /// than compressing a small value.
+    static CONTEXTS: RefCell<[Option<Contexts>; 2]> = const { RefCell::new([None, None]) };
+}
+
+/// `run` with this thread's contexts for `dictionary`, or `None` if zstd cannot make them.
 fn with_contexts<T>(
-    run: impl FnOnce(&mut zstd::bulk::Compressor<'static>, &mut zstd::bulk::Decompressor<'static>) -> T,
+    dictionary: Option<&Dictionary>,
+    run: impl FnOnce(&mut Contexts) -> T,
 ) -> Option<T> {
     CONTEXTS.with(|cell| {
-        let mut contexts = cell.try_borrow_mut().ok()?;
-        if contexts.is_none() {
-            let made = (
-                zstd::bulk::Compressor::new(LEVEL).ok()?,
-                zstd::bulk::Decompressor::new().ok()?,
-            );
-            *contexts = Some(made);
+        let mut slots = cell.try_borrow_mut().ok()?;
+        let wanted = dictionary.map(|d| d.key);
+        let slot = slots.get_mut(usize::from(dictionary.is_some()))?;
+        if slot.as_ref().is_none_or(|c| c.dictionary != wanted) {
+            let (compressor, decompressor) = match dictionary {
+                Some(d) => (
+                    Compressor::with_dictionary(LEVEL, &d.bytes).ok()?,
+                    Decompressor::with_dictionary(&d.bytes).ok()?,
+                ),
+                None => (Compressor::new(LEVEL).ok()?, Decompressor::new().ok()?),
+            };
+            *slot = Some(Contexts {
+                dictionary: wanted,
+                compressor,
+                decompressor,
+            });
         }
-        let (compressor, decompressor) = contexts.as_mut()?;
-        Some(run(compressor, decompressor))
+        slot.as_mut().map(run)
     })
 }
 
 /// The zstd form of `data` (with the dictionary if given) when it is smaller than `data`.
 pub fn compress(data: &[u8], dictionary: Option<&Dictionary>) -> Option<Vec<u8>> {
-    let out = match dictionary {
-        Some(dictionary) => zstd::bulk::Compressor::with_prepared_dictionary(&dictionary.encoder)
-            .ok()?
-            .compress(data)
-            .ok()?,
-        None => with_contexts(|compressor, _| compressor.compress(data))?.ok()?,
-    };
+    let out = with_contexts(dictionary, |c| c.compressor.compress(data))?.ok()?;
     (out.len() < data.len()).then_some(out)
 }
 
@@ -106,14 +124,9 @@ pub fn inflate(
         }
         if zstd_safe::find_frame_compressed_size(data) == Ok(data.len()) {
             let size = usize::try_from(size).map_err(|_| InflateError::TooLarge { cap })?;
-            let out = match dictionary {
-                Some(d) => zstd::bulk::Decompressor::with_prepared_dictionary(&d.decoder)
-                    .map_err(corrupt)?
-                    .decompress(data, size),
-                None => with_contexts(|_, decompressor| decompressor.decompress(data, size))
-                    .ok_or_else(|| InflateError::Corrupt("no zstd context".to_owned()))?,
-            }
-            .map_err(corrupt)?;
+            let out = with_contexts(dictionary, |c| c.decompressor.decompress(data, size))
+                .ok_or_else(|| InflateError::Corrupt("no zstd context".to_owned()))?
+                .map_err(corrupt)?;
             if out.len() != size {
                 return Err(InflateError::Corrupt(
                     "shorter than its declared size".to_owned(),
@@ -125,7 +138,7 @@ pub fn inflate(
     // Frames without a declared size (a streaming writer), or several: read to one byte past
     // the cap at most.
     let decoder = match dictionary {
-        Some(d) => zstd::stream::read::Decoder::with_prepared_dictionary(data, &d.decoder),
+        Some(d) => zstd::stream::read::Decoder::with_dictionary(data, &d.bytes),
         None => zstd::stream::read::Decoder::with_buffer(data),
     };
     let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
