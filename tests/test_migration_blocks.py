@@ -66,6 +66,16 @@ def test_the_settings_block_runs_unchanged_but_for_backend(
     assert sorted(cache.servers) == sorted(memcached_cluster.addresses)  # type: ignore[attr-defined]
 
 
+def test_pymemcaches_serializer_function_is_refused_naming_the_replacement() -> None:
+    # OPTIONS["serializer"] is a format's name here; pymemcache's is a function.
+    with pytest.raises(ImproperlyConfigured) as refused:
+        build("10.0.0.1:11211", {"serializer": pickle.dumps})
+    message = str(refused.value)
+    assert "OPTIONS['serializer']" in message
+    assert "OPTIONS['serde']" in message
+    assert MIGRATING in message
+
+
 @pytest.mark.parametrize(
     ("option", "replacement"),
     [
@@ -79,16 +89,6 @@ def test_the_settings_block_runs_unchanged_but_for_backend(
         ("send_timeout", "OPTIONS['timeout']"),
     ],
 )
-def test_pymemcaches_serializer_function_is_refused_naming_the_replacement() -> None:
-    # OPTIONS["serializer"] is a format's name here; pymemcache's is a function.
-    with pytest.raises(ImproperlyConfigured) as refused:
-        build("10.0.0.1:11211", {"serializer": pickle.dumps})
-    message = str(refused.value)
-    assert "OPTIONS['serializer']" in message
-    assert "OPTIONS['serde']" in message
-    assert MIGRATING in message
-
-
 def test_another_backends_option_is_refused_naming_the_replacement(
     option: str, replacement: str
 ) -> None:
