@@ -207,46 +207,6 @@ class Command(BaseCommand):
         if status != HEALTHY:
             raise CommandError(why, returncode=status)
 
-
-def health(entries: list[dict[str, Any]]) -> tuple[int, str]:
-    """The exit status of a report and why: the worst of its caches."""
-    empty = [entry["alias"] for entry in entries if not entry["nodes"]]
-    if empty:
-        return NO_MEMBERSHIP, f"no membership: {', '.join(empty)}"
-    down = [
-        f"{entry['alias']} {node['address']}"
-        for entry in entries
-        for node in entry["nodes"]
-        if node["state"] != "up"
-    ]
-    if down:
-        return NODE_DOWN, f"{len(down)} node{'s' if len(down) > 1 else ''} down: {', '.join(down)}"
-    return HEALTHY, ""
-
-
-class _DropAll(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
-
-
-@contextlib.contextmanager
-def _quiet_failure_logs(aliases: list[str]) -> Iterator[None]:
-    """The failure loggers of ``aliases``' clients (their ``logger`` option) silenced while the
-    report probes the nodes: each failure is in the report already. The command runs in a
-    process of its own, so no other caller's failure goes unlogged."""
-    drop = _DropAll()
-    loggers = {
-        logging.getLogger(str(dict(caches[alias]._settings.native).get("logger")))  # type: ignore[attr-defined]
-        for alias in aliases
-    }
-    for logger in loggers:
-        logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(drop)
-
     def _train(self, options: dict[str, Any], ours: list[str]) -> None:
         """``--train-zstd-dictionary``: the sample is the values of the keys given, read
         through the cache and serialized as its serializer writes them (a dictionary is
@@ -287,6 +247,46 @@ def _quiet_failure_logs(aliases: list[str]) -> Iterator[None]:
             f"wrote a {len(dictionary):,}-byte zstd dictionary trained on {len(samples)} values "
             f"({sum(map(len, samples)):,} bytes) to {options['train_zstd_dictionary']}"
         )
+
+
+def health(entries: list[dict[str, Any]]) -> tuple[int, str]:
+    """The exit status of a report and why: the worst of its caches."""
+    empty = [entry["alias"] for entry in entries if not entry["nodes"]]
+    if empty:
+        return NO_MEMBERSHIP, f"no membership: {', '.join(empty)}"
+    down = [
+        f"{entry['alias']} {node['address']}"
+        for entry in entries
+        for node in entry["nodes"]
+        if node["state"] != "up"
+    ]
+    if down:
+        return NODE_DOWN, f"{len(down)} node{'s' if len(down) > 1 else ''} down: {', '.join(down)}"
+    return HEALTHY, ""
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_failure_logs(aliases: list[str]) -> Iterator[None]:
+    """The failure loggers of ``aliases``' clients (their ``logger`` option) silenced while the
+    report probes the nodes: each failure is in the report already. The command runs in a
+    process of its own, so no other caller's failure goes unlogged."""
+    drop = _DropAll()
+    loggers = {
+        logging.getLogger(str(dict(caches[alias]._settings.native).get("logger")))  # type: ignore[attr-defined]
+        for alias in aliases
+    }
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 def _not_ours(alias: str, ours: list[str]) -> str:
