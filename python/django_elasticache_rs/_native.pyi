@@ -153,6 +153,7 @@ class Client:
         logger: str = "elasticache_client.failures",
         failure_log_level: str | int | None = "WARNING",
         counters: bool = True,
+        coalesce_reads: bool = True,
         on_event: Callable[[dict[str, Any]], object] | None = None,
         hashing: Literal["pymemcache", "pylibmc", "ketama"] = "pymemcache",
         min_compress_len: int = 0,

@@ -78,6 +78,19 @@ impl Plan for RetrievePlan {
     fn fallback(&self) -> Option<Item> {
         None
     }
+
+    fn coalesces(&self) -> bool {
+        // A `gets` caller wants a CAS token of its own read.
+        self.kind == Retrieval::Get
+    }
+
+    fn share(output: &Option<Item>) -> Option<Option<Item>> {
+        Some(output.clone())
+    }
+
+    fn shared(read: Option<Item>) -> Option<Option<Item>> {
+        Some(read)
+    }
 }
 
 /// `get` (or `gets`) of `key`.
@@ -128,6 +141,10 @@ impl StorePlan<'_> {
 
 impl Plan for StorePlan<'_> {
     type Output = StoreReply;
+
+    fn writes(&self) -> bool {
+        true
+    }
 
     #[inline]
     fn name(&self) -> CommandName {
@@ -282,6 +299,10 @@ enum Line {
 
 impl<T: Copy> Plan for LinePlan<T> {
     type Output = T;
+
+    fn writes(&self) -> bool {
+        true
+    }
 
     fn name(&self) -> CommandName {
         match self.line {

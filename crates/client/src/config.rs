@@ -48,6 +48,10 @@ pub struct ClientConfig {
     pub events: Option<crate::EventSink>,
     /// Which library's key placement to follow (pymemcache's unless told).
     pub hashing: Hashing,
+    /// Whether identical reads in flight in this process share one request (`get`, and the
+    /// keys of `get_many`, join a `get` of the same key on the same node): on by default.
+    /// Never across a write this process completed after the shared request was sent.
+    pub coalesce_reads: bool,
 }
 
 impl ClientConfig {
@@ -78,6 +82,7 @@ impl Default for ClientConfig {
             counters: true,
             events: None,
             hashing: Hashing::default(),
+            coalesce_reads: true,
         }
     }
 }

@@ -54,6 +54,10 @@ impl CounterPlan {
 impl Plan for CounterPlan {
     type Output = Option<u64>;
 
+    fn writes(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> CommandName {
         match self.op {
             Counter::Decr => CommandName::Decr,

@@ -42,6 +42,7 @@ mod engine;
 mod error;
 mod every_node;
 mod failure_log;
+mod flights;
 mod fork;
 mod hash;
 mod health;
@@ -71,7 +72,8 @@ pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
 pub use counters::Initial;
 pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{
-    Command, Cursor, Failed, Fallback, Interest, Operation, Progress, Reading, Share, Step,
+    Coalescing, Command, Cursor, Failed, Fallback, Interest, Operation, Progress, Reading, Share,
+    Step,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};

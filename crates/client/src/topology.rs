@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::address::NodeAddress;
 use crate::config::ClientConfig;
+use crate::flights::Flights;
 use crate::hash::Ring;
 use crate::health::Health;
 use crate::meta_support::MetaSupport;
@@ -25,6 +26,8 @@ pub struct Node {
     pub(crate) counters: NodeCounters,
     /// Whether it speaks the meta protocol (probed once: `single`).
     pub(crate) meta: MetaSupport,
+    /// Its reads in flight that identical reads may join (`flights`).
+    pub(crate) flights: Flights,
 }
 
 impl Node {
@@ -36,6 +39,7 @@ impl Node {
             health,
             counters: NodeCounters::default(),
             meta: MetaSupport::default(),
+            flights: Flights::default(),
         }
     }
 

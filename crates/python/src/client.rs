@@ -208,6 +208,7 @@ impl PyClient {
             given.text("failure_log_level")?.as_deref(),
         );
         config.counters = given.flag("counters")?;
+        config.coalesce_reads = given.flag("coalesce_reads")?;
         config.hashing = hashing;
         if let Some(on_event) = on_event {
             if !on_event.bind(py).is_callable() {

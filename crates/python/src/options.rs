@@ -364,6 +364,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         Float(60.0),
         "seconds a node marked down is left alone",
     ),
+    // Hot keys.
+    option(
+        "coalesce_reads",
+        Kind::Flag,
+        Bool(true),
+        "identical reads in flight in this process share one request",
+    ),
     // Observability.
     option(
         "counters",
