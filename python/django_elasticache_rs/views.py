@@ -11,7 +11,17 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from django_elasticache_rs.backend import ElastiCache
-from django_elasticache_rs.status import backend_aliases, client_counters, duration, report, size
+from django_elasticache_rs.status import (
+    backend_aliases,
+    client_counters,
+    duration,
+    printable,
+    report,
+    size,
+)
+
+#: Hot keys shown per cache.
+HOT_KEYS_SHOWN = 10
 
 #: Bounds of ``?refresh=N`` (seconds): a page that reloads itself to follow a scale event, but
 #: not so often that an open browser tab becomes load on the cluster.
@@ -56,6 +66,16 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
         node["memory_text"] = f"{size(node.get('bytes'))} / {size(node.get('limit_maxbytes'))}"
         used, limit = node.get("bytes"), node.get("limit_maxbytes")
         node["memory_used"] = used / limit if used is not None and limit else None
+    # This process's view: the hot keys of the worker serving the page (keys can carry personal
+    # data: the page is the admin site's, never exported to metrics).
+    entry["hot_keys"] = [
+        {
+            "key": printable(str(hot["key"])),
+            "node": printable(hot["node"]),
+            "rate_text": f"{hot['reads_per_second']:.1f}",
+        }
+        for hot in cache.hot_keys(HOT_KEYS_SHOWN)
+    ]
     entry["client"] = {
         name: metrics[name]
         for name in ("discoveries", "discovery_failures", "membership_changes", "ignored_failures")

@@ -357,6 +357,10 @@ impl<K: Keys> Command for GetMany<K> {
         Some(self.keys.key(position))
     }
 
+    fn read_size(&self, position: usize) -> Option<usize> {
+        self.values.size(position)
+    }
+
     fn take_shared(&mut self, position: usize, item: Option<Item>) {
         if let Some(item) = item {
             self.values.keep(position, item.flags, &item.data);

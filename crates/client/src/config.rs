@@ -52,6 +52,8 @@ pub struct ClientConfig {
     /// keys of `get_many`, join a `get` of the same key on the same node): on by default.
     /// Never across a write this process completed after the shared request was sent.
     pub coalesce_reads: bool,
+    /// One read in this many is looked at for the hot-key tables (`Client::hot_keys`); 0: none.
+    pub hot_keys_sample: u32,
 }
 
 impl ClientConfig {
@@ -83,6 +85,7 @@ impl Default for ClientConfig {
             events: None,
             hashing: Hashing::default(),
             coalesce_reads: true,
+            hot_keys_sample: 100,
         }
     }
 }

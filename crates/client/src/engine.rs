@@ -29,6 +29,7 @@ use crate::cluster::{Cluster, Routes};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::flights::{Boarding, Caller, Flight, Look, Outcome};
+use crate::hot_keys;
 use crate::metrics::CommandName;
 use crate::topology::Node;
 use crate::values::Item;
@@ -162,6 +163,11 @@ pub trait Command {
     /// callers that joined it.
     fn shared_value(&self, _position: usize) -> Option<Item> {
         None
+    }
+
+    /// For a shared read: the size of the value read at `position` (`None`: a miss).
+    fn read_size(&self, position: usize) -> Option<usize> {
+        self.shared_value(position).map(|item| item.data.len())
     }
 
     /// What another caller's read of the same key read for `position` (a miss: `None`).
@@ -450,6 +456,8 @@ pub struct Operation<C: Command> {
     leading: Leading,
     /// Positions waiting for another caller's identical read.
     joined: Vec<Joined>,
+    /// One read in this many is recorded in its node's hot-key tables (0: none).
+    hot_keys_sample: u32,
 }
 
 /// A read in flight that this operation's request leads (`flights`).
@@ -524,6 +532,7 @@ impl<C: Command> Operation<C> {
             driver: None,
             leading: Leading::default(),
             joined: Vec::new(),
+            hot_keys_sample: cluster.config.hot_keys_sample,
         })
     }
 
@@ -650,7 +659,15 @@ impl<C: Command> Operation<C> {
     /// again, by this operation alone.
     fn take(&mut self, joined: Joined, outcome: Outcome) {
         match outcome {
-            Outcome::Read(item) => self.command.take_shared(joined.position, item),
+            Outcome::Read(item) => {
+                if hot_keys::sampled(self.hot_keys_sample) {
+                    if let Some(key) = self.command.shared_key(joined.position) {
+                        let size = item.as_ref().map(|item| item.data.len());
+                        joined.node.hot_keys.record(key, size);
+                    }
+                }
+                self.command.take_shared(joined.position, item);
+            }
             Outcome::Failed(error) => self.failed.push((vec![joined.position], error)),
             Outcome::Abandoned => self.pending.push(Share {
                 node: joined.node,
@@ -743,6 +760,21 @@ impl<C: Command> Operation<C> {
                 None => Outcome::Read(self.command.shared_value(lead.position)),
             };
             lead.node.flights.land(&lead.flight, outcome);
+        }
+    }
+
+    /// Records the sampled reads of an exchange that ended well in its node's hot-key tables.
+    fn sample_reads(&self, node: &Node, positions: &[usize]) {
+        if self.command.coalescing() == Coalescing::Never {
+            return;
+        }
+        for &position in positions {
+            if !hot_keys::sampled(self.hot_keys_sample) {
+                continue;
+            }
+            if let Some(key) = self.command.shared_key(position) {
+                node.hot_keys.record(key, self.command.read_size(position));
+            }
         }
     }
 
@@ -1014,6 +1046,7 @@ impl<C: Command> Operation<C> {
                 if !self.leading.0.is_empty() {
                     self.land(&exchange.positions, None);
                 }
+                self.sample_reads(&exchange.node, &exchange.positions);
                 cluster.note_success(&exchange.node);
                 if let Some(connection) = exchange.connection.take() {
                     exchange.node.pool.put_back(connection);

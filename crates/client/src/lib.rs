@@ -46,6 +46,7 @@ mod flights;
 mod fork;
 mod hash;
 mod health;
+mod hot_keys;
 mod locks;
 mod meta_support;
 mod metrics;
@@ -77,6 +78,7 @@ pub use engine::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
+pub use hot_keys::{HotKey, LargeValue};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};
 pub use single::{One, Plan};

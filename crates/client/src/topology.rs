@@ -12,6 +12,7 @@ use crate::config::ClientConfig;
 use crate::flights::Flights;
 use crate::hash::Ring;
 use crate::health::Health;
+use crate::hot_keys::HotKeys;
 use crate::meta_support::MetaSupport;
 use crate::metrics::{NodeCounters, NodeMetrics};
 use crate::pool::Pool;
@@ -28,6 +29,8 @@ pub struct Node {
     pub(crate) meta: MetaSupport,
     /// Its reads in flight that identical reads may join (`flights`).
     pub(crate) flights: Flights,
+    /// Its most read keys and largest values, sampled (`hot_keys`).
+    pub(crate) hot_keys: HotKeys,
 }
 
 impl Node {
@@ -40,6 +43,7 @@ impl Node {
             counters: NodeCounters::default(),
             meta: MetaSupport::default(),
             flights: Flights::default(),
+            hot_keys: HotKeys::default(),
         }
     }
 
@@ -65,6 +69,16 @@ impl Node {
     /// has probed the node.
     pub fn speaks_meta(&self) -> Option<bool> {
         self.meta.get()
+    }
+
+    /// Its `n` most read keys (sampled one read in `every`), most read first.
+    pub fn hot_keys(&self, n: usize, every: u32) -> Vec<crate::hot_keys::HotKey> {
+        self.hot_keys.hottest(n, every)
+    }
+
+    /// The `n` largest values read from it (sampled), largest first.
+    pub fn largest_values(&self, n: usize) -> Vec<crate::hot_keys::LargeValue> {
+        self.hot_keys.largest(n)
     }
 
     /// Connections open to this node right now (idle or in use) from this process.
