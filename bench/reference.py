@@ -247,6 +247,47 @@ def native_get_many_one_node(cluster: LocalCluster) -> Prepared:
     return Prepared(loop_runner(body), verify)
 
 
+#: Tasks reading the same key at once in the coalescing rows.
+HOT_READERS = 200
+
+
+def _hot_gather(cluster: LocalCluster, coalesce: bool) -> Prepared:
+    """``HOT_READERS`` asyncio tasks awaiting ``get`` of the same key at once (a spike on a hot
+    key), on a native client with ``coalesce_reads`` as given; per gather of all of them."""
+    from django_elasticache_rs._futures import run
+
+    client = Client(cluster.addresses, discovery="off", coalesce_reads=coalesce)
+    client.set("hot", VALUE_100, 0, None, 1)
+    start_get = client.start_get
+
+    async def gather() -> list[object]:
+        return await asyncio.gather(
+            *(run(start_get("hot", None, None, 1)) for _ in range(HOT_READERS))
+        )
+
+    def verify() -> None:
+        if asyncio.run(gather()) != [VALUE_100] * HOT_READERS:
+            raise BenchmarkError("a coalesced read did not return the value")
+
+    verify()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await gather()
+
+    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+
+
+def hot_gather_coalesced(cluster: LocalCluster) -> Prepared:
+    """The spike with identical reads sharing one request (the default)."""
+    return _hot_gather(cluster, coalesce=True)
+
+
+def hot_gather_alone(cluster: LocalCluster) -> Prepared:
+    """The same spike with every read sending its own request (``coalesce_reads`` off)."""
+    return _hot_gather(cluster, coalesce=False)
+
+
 def executor_hop(cluster: LocalCluster) -> Prepared:
     """``await loop.run_in_executor(None, int)``: asyncio's round trip to its default thread
     pool with nothing to do there (our ``aget`` is ``get`` plus this hop)."""
@@ -316,6 +357,18 @@ PROBES: tuple[Probe, ...] = (
         native_get_many_one_node,
         ("get_many", OURS.name),
         nodes=1,
+    ),
+    Probe(
+        "hot_gather_coalesced",
+        f"{HOT_READERS} tasks `aget` one key at once, coalesced (per gather)",
+        hot_gather_coalesced,
+        ("aget", OURS.name),
+    ),
+    Probe(
+        "hot_gather_alone",
+        f"{HOT_READERS} tasks `aget` one key at once, `coalesce_reads` off (per gather)",
+        hot_gather_alone,
+        ("aget", OURS.name),
     ),
     Probe(
         "executor_hop",
