@@ -104,7 +104,8 @@ struct State {
 /// One read in flight that other callers may join.
 #[derive(Debug)]
 pub(crate) struct Flight {
-    key: Box<str>,
+    /// Shared with the table's entry: one allocation per flight.
+    key: Arc<str>,
     /// An event-driven leader's thread.
     leader: Option<ThreadId>,
     state: Mutex<State>,
@@ -206,7 +207,7 @@ impl Flight {
 /// A node's reads in flight, by key.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    table: Mutex<HashMap<Box<str>, Arc<Flight>>>,
+    table: Mutex<HashMap<Arc<str>, Arc<Flight>>>,
     /// How many flights the table holds: an empty table is never locked.
     count: AtomicUsize,
 }
@@ -235,8 +236,9 @@ impl Flights {
         if !lead {
             return Boarding::Alone;
         }
+        let key: Arc<str> = Arc::from(key);
         let flight = Arc::new(Flight {
-            key: key.into(),
+            key: Arc::clone(&key),
             leader: match caller {
                 Caller::Event(thread) => Some(thread),
                 Caller::Blocking => None,
@@ -244,7 +246,7 @@ impl Flights {
             state: Mutex::new(State::default()),
             landed: Condvar::new(),
         });
-        table.insert(key.into(), Arc::clone(&flight));
+        table.insert(key, Arc::clone(&flight));
         self.count.store(table.len(), Ordering::Release);
         Boarding::Leads(flight)
     }
