@@ -16,6 +16,13 @@
 //! A driver that can wait for a pooled connection its own way, without a thread (gevent's
 //! hub), asks [`Operation::waits_for_pool`] and runs [`Operation::prepare_without_waiting`]
 //! off its loop only to discover or connect.
+//!
+//! Reads a command declares shareable ([`Command::coalescing`]) board their node's flights
+//! once routed (`flights`): a key already being read there joins that read and leaves its
+//! share; a `get` that finds none leads a new flight, landed when its exchange ends. A joined
+//! position waits the way its driver waits (a condition variable for [`Operation::run`], a
+//! file descriptor among [`Operation::waits`] for an event driver). A write's exchange that
+//! ends takes its keys' flights out of reach, so a later read never joins an older one.
 
 #[cfg(unix)]
 use std::os::fd::{AsRawFd, OwnedFd};
