@@ -84,3 +84,18 @@ def test_keys_never_reach_the_exported_metrics(memcached_cluster: LocalCluster) 
     cache.get("secret-user-42")
     assert cache.hot_keys(1)[0]["key"] == "secret-user-42"
     assert "secret-user-42" not in repr(cache.metrics())
+
+
+def test_the_admin_page_lists_this_workers_hottest_keys_printably(
+    memcached_cluster: LocalCluster,
+) -> None:
+    from django_elasticache_rs.views import _entry
+
+    cache = backend(memcached_cluster, hot_keys_sample=1)
+    cache.set_many({"front-page": 1, "flag\u202e": 2})
+    for _ in range(3):
+        cache.get("front-page")
+    cache.get("flag\u202e")
+    hot = _entry("default", cache)["hot_keys"]
+    assert [entry["key"] for entry in hot] == ["front-page", "flag\\u202e"]
+    assert hot[0]["node"] == cache.client.node_for("front-page", cache.key_prefix, 1)
