@@ -203,6 +203,91 @@ def pylibmc_client(cluster: LocalCluster) -> Prepared:
     return Prepared(loop_runner(body), verify)
 
 
+def pylibmc_get_multi(cluster: LocalCluster) -> Prepared:
+    """``pylibmc.Client.get_multi`` of 100 present keys on one node: a C client's (libmemcached's)
+    one-round-trip batch, no Django layer, next to our ``get_many`` of 100 keys."""
+    import pylibmc  # type: ignore[import-untyped]
+
+    client = pylibmc.Client(cluster.addresses[:1], behaviors={"tcp_nodelay": True})
+    keys = [f"ref:multi:{i}" for i in range(BATCH)]
+    client.set_multi({key: VALUE_100 for key in keys})
+    get_multi = client.get_multi
+
+    def verify() -> None:
+        if len(get_multi(keys)) != BATCH:
+            raise BenchmarkError("pylibmc's get_multi did not find every key")
+
+    verify()
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get_multi(keys)
+
+    return Prepared(loop_runner(body), verify)
+
+
+def native_get_many_one_node(cluster: LocalCluster) -> Prepared:
+    """Our native client's ``get_many`` of the same 100 keys on one node, called directly: the
+    row to put next to pylibmc's ``get_multi`` above."""
+    client = Client(cluster.addresses[:1], discovery="off")
+    keys = [f"ref:multi:{i}" for i in range(BATCH)]
+    client.set_many({key: VALUE_100 for key in keys}, 0, None, 1)
+    get_many = client.get_many
+
+    def verify() -> None:
+        if len(get_many(keys, None, 1)) != BATCH:
+            raise BenchmarkError("the native get_many did not find every key")
+
+    verify()
+
+    def body(n: int) -> None:
+        for _ in range(n):
+            get_many(keys, None, 1)
+
+    return Prepared(loop_runner(body), verify)
+
+
+#: Tasks reading the same key at once in the coalescing rows.
+HOT_READERS = 200
+
+
+def _hot_gather(cluster: LocalCluster, coalesce: bool) -> Prepared:
+    """``HOT_READERS`` asyncio tasks awaiting ``get`` of the same key at once (a spike on a hot
+    key), on a native client with ``coalesce_reads`` as given; per gather of all of them."""
+    from django_elasticache_rs._futures import run
+
+    client = Client(cluster.addresses, discovery="off", coalesce_reads=coalesce)
+    client.set("hot", VALUE_100, 0, None, 1)
+    start_get = client.start_get
+
+    async def gather() -> list[object]:
+        return await asyncio.gather(
+            *(run(start_get("hot", None, None, 1)) for _ in range(HOT_READERS))
+        )
+
+    def verify() -> None:
+        if asyncio.run(gather()) != [VALUE_100] * HOT_READERS:
+            raise BenchmarkError("a coalesced read did not return the value")
+
+    verify()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await gather()
+
+    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+
+
+def hot_gather_coalesced(cluster: LocalCluster) -> Prepared:
+    """The spike with identical reads sharing one request (the default)."""
+    return _hot_gather(cluster, coalesce=True)
+
+
+def hot_gather_alone(cluster: LocalCluster) -> Prepared:
+    """The same spike with every read sending its own request (``coalesce_reads`` off)."""
+    return _hot_gather(cluster, coalesce=False)
+
+
 def executor_hop(cluster: LocalCluster) -> Prepared:
     """``await loop.run_in_executor(None, int)``: asyncio's round trip to its default thread
     pool with nothing to do there (our ``aget`` is ``get`` plus this hop)."""
@@ -258,6 +343,32 @@ PROBES: tuple[Probe, ...] = (
         "raw multi-get of 100 keys over 3 nodes (per call)",
         raw_multi_get,
         ("get_many", OURS.name),
+    ),
+    Probe(
+        "pylibmc_get_multi",
+        "`pylibmc.Client.get_multi` of 100 keys, 1 node (C client, per call)",
+        pylibmc_get_multi,
+        ("get_many", OURS.name),
+        nodes=1,
+    ),
+    Probe(
+        "native_get_many_1_node",
+        "our native client `get_many` of 100 keys, 1 node, no Django layer (per call)",
+        native_get_many_one_node,
+        ("get_many", OURS.name),
+        nodes=1,
+    ),
+    Probe(
+        "hot_gather_coalesced",
+        f"{HOT_READERS} tasks `aget` one key at once, coalesced (per gather)",
+        hot_gather_coalesced,
+        ("aget", OURS.name),
+    ),
+    Probe(
+        "hot_gather_alone",
+        f"{HOT_READERS} tasks `aget` one key at once, `coalesce_reads` off (per gather)",
+        hot_gather_alone,
+        ("aget", OURS.name),
     ),
     Probe(
         "executor_hop",

@@ -425,12 +425,13 @@ def test_a_fork_never_waits_for_async_calls_waiting_for_a_pooled_connection() ->
     with LocalNode() as node:
         options = {"discovery": "off", "timeout": None, "max_pool_size": 1}
         cache = ElastiCache(node.address, {"OPTIONS": options})
-        cache.set("k", "v")
+        # A key per call: identical reads would join the first one's request, not wait.
+        cache.set_many({f"k{i}": "v" for i in range(callers)})
         assert node.pid is not None
         results: list[Any] = []
 
         async def burst() -> None:
-            results.extend(await asyncio.gather(*(cache.aget("k") for _ in range(callers))))
+            results.extend(await asyncio.gather(*(cache.aget(f"k{i}") for i in range(callers))))
 
         def waits() -> int:
             count: int = cache.metrics()["nodes"][node.address]["pool_waits"]

@@ -112,7 +112,8 @@ def test_failures_ignored_under_ignore_exc_are_counted() -> None:
 def test_waits_for_a_pooled_connection_are_counted() -> None:
     gate = threading.Event()
     with faulty_server(b"VALUE k 0 1\r\nx\r\nEND\r\n", before=[WARM_UP], gate=gate) as server:
-        cache = backend(server.address, max_pool_size=1, timeout=5)
+        # Each read its own request: the second must wait for the connection, not join the first.
+        cache = backend(server.address, max_pool_size=1, timeout=5, coalesce_reads=False)
         assert cache.get("warm-up") is None
         holder = threading.Thread(target=cache.client.get, args=("k",))
         holder.start()

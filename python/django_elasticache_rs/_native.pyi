@@ -167,6 +167,8 @@ class Client:
         logger: str = "elasticache_client.failures",
         failure_log_level: str | int | None = "WARNING",
         counters: bool = True,
+        coalesce_reads: bool = True,
+        hot_keys_sample: int = 100,
         on_event: Callable[[dict[str, Any]], object] | None = None,
         hashing: Literal["pymemcache", "pylibmc", "ketama"] = "pymemcache",
         min_compress_len: int = 0,
@@ -482,6 +484,12 @@ class Client:
     def metrics(self) -> dict[str, Any]:
         """What this process's client has done so far: per node of the current membership
         and per client (the README's "Observability" section describes each field)."""
+    def hot_keys(self, n: int) -> list[tuple[str, str, float]]:
+        """The ``n`` keys this process reads most, most read first: ``(node, key as sent,
+        reads per second)``, sampled one read in ``hot_keys_sample``."""
+    def largest_values(self, n: int) -> list[tuple[str, str, int]]:
+        """The ``n`` largest values this process read, largest first: ``(node, key as sent,
+        bytes)``, sampled as ``hot_keys``."""
     def close_idle(self) -> None:
         """Closes this process's idle pooled connections."""
 

@@ -184,6 +184,35 @@ class ElastiCache(BaseCache):
         this configuration in the process; reading it costs a few atomic loads per node."""
         return self._native_client.metrics()
 
+    def hot_keys(self, n: int = 10) -> list[dict[str, Any]]:
+        """The ``n`` keys this process reads most (one read in ``hot_keys_sample`` sampled, a
+        bounded top-k per node), most read first: ``{"key", "version", "node",
+        "reads_per_second"}``, the key as passed to ``get`` (with Django's default key
+        function; with a custom one, the key as it made it, and ``version`` None). Keys can
+        carry personal data: nothing of this is exported to metrics."""
+        return [
+            {"node": node, **self._user_key(key), "reads_per_second": rate}
+            for node, key, rate in self._native_client.hot_keys(n)
+        ]
+
+    def largest_values(self, n: int = 10) -> list[dict[str, Any]]:
+        """The ``n`` largest values this process read (sampled as ``hot_keys``), largest
+        first: ``{"key", "version", "node", "bytes"}`` (bytes as stored)."""
+        return [
+            {"node": node, **self._user_key(key), "bytes": size}
+            for node, key, size in self._native_client.largest_values(n)
+        ]
+
+    def _user_key(self, made: str) -> dict[str, Any]:
+        """The key and version a made key came from (Django's default key function:
+        ``prefix:version:key``); a key made otherwise as it is."""
+        head = f"{self._prefix}:"
+        if self._prefix is not None and made.startswith(head):
+            version, sep, key = made[len(head) :].partition(":")
+            if sep and version.lstrip("-").isdigit():
+                return {"key": key, "version": int(version)}
+        return {"key": made, "version": None}
+
     @property
     def config_version(self) -> int | None:
         """The version of the discovered cluster configuration in use (None without discovery

@@ -254,6 +254,11 @@ def register_metrics() -> None:
     )
     for name, unit, description in (
         ("marked_down", "{event}", "Times a node was marked down."),
+        (
+            "coalesced",
+            "{read}",
+            "Reads that joined an identical read in flight instead of sending their own.",
+        ),
         ("connections_opened", "{connection}", "Connections opened to a node."),
         ("pool_waits", "{wait}", "Calls that waited for a pooled connection."),
     ):

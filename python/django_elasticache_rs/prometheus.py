@@ -64,6 +64,12 @@ _NODE_COUNTERS: tuple[tuple[str, str, str | None, _Read], ...] = (
     ("errors", "Failures, by kind.", "kind", lambda n: n["errors"].items()),
     ("marked_down", "Times a node was marked down.", None, lambda n: (("", n["marked_down"]),)),
     (
+        "coalesced",
+        "Reads that joined an identical read in flight instead of sending their own.",
+        None,
+        lambda n: (("", n["coalesced"]),),
+    ),
+    (
         "connections_opened",
         "Connections opened to a node.",
         None,

@@ -17,9 +17,13 @@ from django_elasticache_rs.status import (
     backend_aliases,
     client_counters,
     duration,
+    printable,
     report,
     size,
 )
+
+#: Hot keys shown per cache.
+HOT_KEYS_SHOWN = 10
 
 #: Bounds of ``?refresh=N`` (seconds): a page that reloads itself to follow a scale event, but
 #: not so often that an open browser tab becomes load on the cluster.
@@ -68,6 +72,16 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
         node["memory_text"] = f"{size(node.get('bytes'))} / {size(node.get('limit_maxbytes'))}"
         used, limit = node.get("bytes"), node.get("limit_maxbytes")
         node["memory_used"] = used / limit if used is not None and limit else None
+    # This process's view: the hot keys of the worker serving the page (keys can carry personal
+    # data: the page is the admin site's, never exported to metrics).
+    entry["hot_keys"] = [
+        {
+            "key": printable(str(hot["key"])),
+            "node": printable(hot["node"]),
+            "rate_text": f"{hot['reads_per_second']:.1f}",
+        }
+        for hot in cache.hot_keys(HOT_KEYS_SHOWN)
+    ]
     entry["client"] = {name: metrics[name] for name in (*CLIENT_COUNTERS, *CLUSTER_EVENTS)}
     return entry
 

@@ -10,13 +10,15 @@ use elasticache_proto::{
 };
 
 use crate::cluster::Routes;
-use crate::engine::{part, split_by_size, Command, Cursor, Failed, Fallback, Reading, Share, Step};
+use crate::engine::{
+    part, split_by_size, Coalescing, Command, Cursor, Failed, Fallback, Reading, Share, Step,
+};
 use crate::error::{check_key, Result};
 use crate::gutter::cap_exptime;
 use crate::lease_keys::end_lease;
 use crate::metrics::CommandName;
 use crate::single::{stray_value, ParseResult};
-use crate::values::BatchValues;
+use crate::values::{BatchValues, Item};
 
 /// The keys of a multi-key command, by position.
 pub trait Keys {
@@ -380,6 +382,24 @@ impl<K: Keys> Command for GetMany<K> {
         Fallback::PerNode
     }
 
+    fn coalescing(&self) -> Coalescing {
+        Coalescing::Joins
+    }
+
+    fn shared_key(&self, position: usize) -> Option<&str> {
+        Some(self.keys.key(position))
+    }
+
+    fn read_size(&self, position: usize) -> Option<usize> {
+        self.values.size(position)
+    }
+
+    fn take_shared(&mut self, position: usize, item: Option<Item>) {
+        if let Some(item) = item {
+            self.values.keep(position, item.flags, &item.data);
+        }
+    }
+
     fn finish(mut self, failed: Vec<Failed>) -> Result<BatchValues> {
         self.values.forget(positions(failed));
         Ok(self.values)
@@ -528,6 +548,10 @@ impl<I: Items> Command for SetMany<I> {
         Fallback::PerNode
     }
 
+    fn written_key(&self, position: usize) -> Option<&str> {
+        Some(self.items.item(position).0)
+    }
+
     fn finish(mut self, failed: Vec<Failed>) -> Result<Vec<usize>> {
         self.not_stored.extend(positions(failed));
         self.not_stored.sort_unstable();
@@ -629,6 +653,10 @@ impl<K: Keys> Command for DeleteMany<K> {
 
     fn fallback(&self) -> Fallback<usize> {
         Fallback::PerNode
+    }
+
+    fn written_key(&self, position: usize) -> Option<&str> {
+        Some(self.keys.key(position))
     }
 
     fn finish(self, _: Vec<Failed>) -> Result<usize> {

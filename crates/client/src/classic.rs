@@ -85,6 +85,19 @@ impl Plan for RetrievePlan {
     fn fallback(&self) -> Option<Item> {
         None
     }
+
+    fn coalesces(&self) -> bool {
+        // A `gets` caller wants a CAS token of its own read.
+        self.kind == Retrieval::Get
+    }
+
+    fn share(output: &Option<Item>) -> Option<Option<Item>> {
+        Some(output.clone())
+    }
+
+    fn shared(read: Option<Item>) -> Option<Option<Item>> {
+        Some(read)
+    }
 }
 
 /// `get` (or `gets`) of `key`.
@@ -136,6 +149,10 @@ impl StorePlan<'_> {
 impl Plan for StorePlan<'_> {
     type Output = StoreReply;
 
+    fn writes(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn name(&self) -> CommandName {
         match self.command {
@@ -152,10 +169,6 @@ impl Plan for StorePlan<'_> {
     fn invalidates(&self) -> bool {
         // An `add` replaces nothing: what the key held, if anything, still holds.
         self.command != Store::Add
-    }
-
-    fn writes(&self) -> bool {
-        true
     }
 
     fn on_gutter(&mut self, ttl: u32) {
@@ -306,6 +319,10 @@ pub(crate) enum Line {
 
 impl<T: Copy> Plan for LinePlan<T> {
     type Output = T;
+
+    fn writes(&self) -> bool {
+        true
+    }
 
     fn name(&self) -> CommandName {
         match self.line {

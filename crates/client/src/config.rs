@@ -71,6 +71,12 @@ pub struct ClientConfig {
     /// Another cluster that misses read through from, copying what they find, and that
     /// writes and deletes invalidate (`detour`): the cluster being moved away from.
     pub migrate_from: Option<MigrateFrom>,
+    /// Whether identical reads in flight in this process share one request (`get`, and the
+    /// keys of `get_many`, join a `get` of the same key on the same node): on by default.
+    /// Never across a write this process completed after the shared request was sent.
+    pub coalesce_reads: bool,
+    /// One read in this many is looked at for the hot-key tables (`Client::hot_keys`); 0: none.
+    pub hot_keys_sample: u32,
 }
 
 /// What is done with a node whose undelivered invalidations overflowed their bound: every
@@ -149,6 +155,8 @@ impl Default for ClientConfig {
             invalidation_overflow: Overflow::default(),
             warmup_window: DEFAULT_WARMUP_WINDOW,
             migrate_from: None,
+            coalesce_reads: true,
+            hot_keys_sample: 100,
         }
     }
 }

@@ -25,7 +25,7 @@ use elasticache_proto::{
 use crate::batch::{DeleteMany, GetMany, Items, Keys, SetMany};
 use crate::classic::{LinePlan, RetrievePlan, StorePlan};
 use crate::cluster::{Cluster, Detour, Routes};
-use crate::engine::{Command, Cursor, Failed, Fallback, Reading, Share, Step};
+use crate::engine::{Coalescing, Command, Cursor, Failed, Fallback, Reading, Share, Step};
 use crate::error::Result;
 use crate::locks::DeleteIfPlan;
 use crate::metrics::{ClientCounters, CommandName};
@@ -478,6 +478,49 @@ impl<C: Detoured> Command for Warm<C> {
 
     fn key(&self, position: usize) -> Option<&str> {
         Command::key(&self.inner, position)
+    }
+
+    // Identical reads in flight are the owners' round's: the inner command's (`flights`). A
+    // joined read's miss is a miss like any other, read from the previous owner after.
+    fn coalescing(&self) -> Coalescing {
+        self.inner.coalescing()
+    }
+
+    fn shared_key(&self, position: usize) -> Option<&str> {
+        match self.stage {
+            Stage::Owners => self.inner.shared_key(position),
+            _ => None,
+        }
+    }
+
+    fn shared_value(&self, position: usize) -> Option<Item> {
+        match self.stage {
+            Stage::Owners => self.inner.shared_value(position),
+            _ => None,
+        }
+    }
+
+    fn read_size(&self, position: usize) -> Option<usize> {
+        match self.stage {
+            Stage::Owners => self.inner.read_size(position),
+            _ => None,
+        }
+    }
+
+    fn take_shared(&mut self, position: usize, item: Option<Item>) {
+        self.inner.take_shared(position, item);
+    }
+
+    fn written_key(&self, position: usize) -> Option<&str> {
+        // A detour's positions are its ways, not the inner command's.
+        match self.stage {
+            Stage::Owners => self.inner.written_key(position),
+            _ => None,
+        }
+    }
+
+    fn writes_all(&self) -> bool {
+        self.inner.writes_all()
     }
 
     fn size(&self, position: usize) -> usize {

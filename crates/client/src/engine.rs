@@ -16,9 +16,19 @@
 //! A driver that can wait for a pooled connection its own way, without a thread (gevent's
 //! hub), asks [`Operation::waits_for_pool`] and runs [`Operation::prepare_without_waiting`]
 //! off its loop only to discover or connect.
+//!
+//! Reads a command declares shareable ([`Command::coalescing`]) board their node's flights
+//! once routed (`flights`): a key already being read there joins that read and leaves its
+//! share; a `get` that finds none leads a new flight, landed when its exchange ends. A joined
+//! position waits the way its driver waits (a condition variable for [`Operation::run`], a
+//! file descriptor among [`Operation::waits`] for an event driver). A write's exchange that
+//! ends takes its keys' flights out of reach, so a later read never joins an older one.
 
 use std::cell::RefCell;
+#[cfg(unix)]
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::Instant;
 
 use elasticache_proto::{Parse, ReplyError};
@@ -26,8 +36,11 @@ use elasticache_proto::{Parse, ReplyError};
 use crate::cluster::{Cluster, Routes};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::flights::{Boarding, Caller, Flight, Look, Outcome};
+use crate::hot_keys;
 use crate::metrics::CommandName;
 use crate::topology::Node;
+use crate::values::Item;
 
 /// What a reader made of the bytes it was given: the one step of every command's state
 /// machine (a command's, with `T = ()`; a single-key plan's, with its outcome).
@@ -183,9 +196,56 @@ pub trait Command {
     /// The operation is over: what its further rounds did is counted on `cluster`.
     fn settled(&self, _cluster: &Cluster) {}
 
+    /// Whether the command's reads may share identical reads in flight (`flights`).
+    fn coalescing(&self) -> Coalescing {
+        Coalescing::Never
+    }
+
+    /// For a command that coalesces: the key read at `position` (`None`: not shared).
+    fn shared_key(&self, _position: usize) -> Option<&str> {
+        None
+    }
+
+    /// For a command that leads shared reads: what its exchange read at `position`, for the
+    /// callers that joined it.
+    fn shared_value(&self, _position: usize) -> Option<Item> {
+        None
+    }
+
+    /// For a shared read: the size of the value read at `position` (`None`: a miss).
+    fn read_size(&self, position: usize) -> Option<usize> {
+        self.shared_value(position).map(|item| item.data.len())
+    }
+
+    /// What another caller's read of the same key read for `position` (a miss: `None`).
+    fn take_shared(&mut self, _position: usize, _item: Option<Item>) {}
+
+    /// For a command that changes what is cached: the key it changes at `position`.
+    fn written_key(&self, _position: usize) -> Option<&str> {
+        None
+    }
+
+    /// Whether the command changes every key of the nodes it is sent to (`flush_all`).
+    fn writes_all(&self) -> bool {
+        false
+    }
+
     /// The outcome, given the shares that failed (under [`Fallback::PerNode`], only those that
     /// `ignore_exc` let the batch go on without).
     fn finish(self, failed: Vec<Failed>) -> Result<Self::Output>;
+}
+
+/// How a command's reads share identical reads in flight in the process (`flights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Coalescing {
+    /// Never (a read with a side effect, or not a read).
+    Never,
+    /// Its keys join reads in flight, but its requests are not joined by others (a batch:
+    /// offering every key would cost more than it saves).
+    Joins,
+    /// Its keys join reads in flight, and its request is one others may join.
+    Leads,
 }
 
 /// What an event driver must do next.
@@ -435,6 +495,48 @@ pub struct Operation<C: Command> {
     counting: bool,
     /// Whether a wait for a pooled connection was counted ([`Operation::waits_for_pool`]).
     counted_pool_wait: bool,
+    /// Whether its reads may share identical reads in flight (`ClientConfig::coalesce_reads`).
+    coalesce: bool,
+    /// The thread of the event driver that advances it (`None`: the blocking driver).
+    driver: Option<ThreadId>,
+    /// The flights its requests lead, until each lands.
+    leading: Leading,
+    /// Positions waiting for another caller's identical read.
+    joined: Vec<Joined>,
+    /// One read in this many is recorded in its node's hot-key tables (0: none).
+    hot_keys_sample: u32,
+}
+
+/// A read in flight that this operation's request leads (`flights`).
+#[derive(Debug)]
+struct Lead {
+    position: usize,
+    node: Arc<Node>,
+    flight: Arc<Flight>,
+}
+
+/// The flights an operation leads: any still in the air when it ends without landing them
+/// (cancelled, dropped) land as abandoned, and their joined callers read on their own.
+#[derive(Debug, Default)]
+struct Leading(Vec<Lead>);
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        for lead in self.0.drain(..) {
+            lead.node.flights.land(&lead.flight, Outcome::Abandoned);
+        }
+    }
+}
+
+/// A position that joined another caller's read.
+#[derive(Debug)]
+struct Joined {
+    position: usize,
+    node: Arc<Node>,
+    flight: Arc<Flight>,
+    /// For an event driver: what turns readable when the flight lands.
+    #[cfg(unix)]
+    signal: Option<OwnedFd>,
 }
 
 /// How [`Operation::lease_pending`] may get connections.
@@ -473,6 +575,11 @@ impl<C: Command> Operation<C> {
             },
             counting: cluster.config.counters,
             counted_pool_wait: false,
+            coalesce: cluster.config.coalesce_reads,
+            driver: None,
+            leading: Leading::default(),
+            joined: Vec::new(),
+            hot_keys_sample: cluster.config.hot_keys_sample,
         })
     }
 
@@ -481,21 +588,19 @@ impl<C: Command> Operation<C> {
     pub fn run(mut self, cluster: &Cluster) -> Result<C::Output> {
         self.route(cluster, true);
         loop {
-            while !self.pending.is_empty() {
-                self.lease_pending(cluster, Leasing::Wait);
-                // Every request first, so the nodes work at once; then each node's replies.
-                let mut sent = Vec::with_capacity(self.running.len());
-                for mut exchange in std::mem::take(&mut self.running) {
-                    match exchange.send_blocking(self.deadline) {
-                        Ok(()) => sent.push(exchange),
-                        Err(error) => self.settle(cluster, exchange, Err(error)),
+            self.run_pending(cluster);
+            // Its own exchanges are over (their flights landed): now the reads it joined.
+            if let Some(joined) = self.joined.pop() {
+                match joined.flight.wait(self.deadline) {
+                    Some(outcome) => self.take(joined, outcome),
+                    None => {
+                        let error = self.timeout(cluster, &joined.node);
+                        self.failed.push((vec![joined.position], error));
                     }
                 }
-                for mut exchange in sent {
-                    let outcome = exchange.complete_blocking(&mut self.command, self.deadline);
-                    self.settle(cluster, exchange, outcome);
-                }
+                continue;
             }
+            // Every position has its answer: a further round, if the command has one.
             if !self.next_round(cluster) {
                 break;
             }
@@ -503,11 +608,36 @@ impl<C: Command> Operation<C> {
         self.finish(cluster)
     }
 
+    /// The blocking driver's exchanges: every pending share sent, then its replies read.
+    fn run_pending(&mut self, cluster: &Cluster) {
+        while !self.pending.is_empty() {
+            self.lease_pending(cluster, Leasing::Wait);
+            // Every request first, so the nodes work at once; then each node's replies.
+            let mut sent = Vec::with_capacity(self.running.len());
+            for mut exchange in std::mem::take(&mut self.running) {
+                match exchange.send_blocking(self.deadline) {
+                    Ok(()) => sent.push(exchange),
+                    Err(error) => self.settle(cluster, exchange, Err(error)),
+                }
+            }
+            for mut exchange in sent {
+                let outcome = exchange.complete_blocking(&mut self.command, self.deadline);
+                self.settle(cluster, exchange, outcome);
+            }
+        }
+    }
+
     /// One non-blocking step of an event driver: writes and reads what the sockets allow.
     /// Past the deadline, whatever is unfinished fails as a timeout.
     pub fn advance(&mut self, cluster: &Cluster) -> Progress {
-        if !self.routed && !self.route(cluster, false) {
-            return Progress::Block;
+        if !self.routed {
+            if self.driver.is_none() {
+                // Reads that join this one's wait on this thread's loop (or hub).
+                self.driver = Some(std::thread::current().id());
+            }
+            if !self.route(cluster, false) {
+                return Progress::Block;
+            }
         }
         self.lease_pending(cluster, Leasing::Idle);
         let mut index = 0;
@@ -520,7 +650,11 @@ impl<C: Command> Operation<C> {
                 }
             }
         }
-        if self.running.is_empty() && self.pending.is_empty() && self.next_round(cluster) {
+        if !self.joined.is_empty() {
+            self.look_at_joined();
+        }
+        let answered = self.running.is_empty() && self.pending.is_empty() && self.joined.is_empty();
+        if answered && self.next_round(cluster) {
             // A further round (a cluster event's detour): its exchanges start at once.
             return self.advance(cluster);
         }
@@ -539,8 +673,181 @@ impl<C: Command> Operation<C> {
             // that the blocking step holds nothing while it connects or waits for a
             // connection (a cold pool costs a batch one more round trip, once).
             Progress::Block
+        } else if !self.joined.is_empty() {
+            Progress::Wait
         } else {
             Progress::Done
+        }
+    }
+
+    /// Takes the outcomes of the joined flights that landed; for the others, makes sure each
+    /// has a file descriptor to wait on. A flight that cannot be waited on this way is left
+    /// for this operation's own read.
+    #[cfg(unix)]
+    fn look_at_joined(&mut self) {
+        let mut index = 0;
+        while let Some(joined) = self.joined.get_mut(index) {
+            match joined.flight.look(&mut joined.signal) {
+                Look::Flying => index += 1,
+                Look::Landed(outcome) => {
+                    let joined = self.joined.swap_remove(index);
+                    self.take(joined, outcome);
+                }
+                Look::Unwaitable => {
+                    let joined = self.joined.swap_remove(index);
+                    self.take(joined, Outcome::Abandoned);
+                }
+            }
+        }
+    }
+
+    /// Without file descriptors to wait on: only flights that landed are taken.
+    #[cfg(not(unix))]
+    fn look_at_joined(&mut self) {
+        let joined = std::mem::take(&mut self.joined);
+        for joined in joined {
+            self.take(joined, Outcome::Abandoned);
+        }
+    }
+
+    /// A joined read's outcome, as this operation's own: a value or a miss, or a failure
+    /// (for `ignore_exc` to apply to as it would to its own); an abandoned flight is read
+    /// again, by this operation alone.
+    fn take(&mut self, joined: Joined, outcome: Outcome) {
+        match outcome {
+            Outcome::Read(item) => {
+                if hot_keys::sampled(self.hot_keys_sample) {
+                    if let Some(key) = self.command.shared_key(joined.position) {
+                        let size = item.as_ref().map(|item| item.data.len());
+                        joined.node.hot_keys.record(key, size);
+                    }
+                }
+                self.command.take_shared(joined.position, item);
+            }
+            Outcome::Failed(error) => self.failed.push((vec![joined.position], error)),
+            Outcome::Abandoned => self.pending.push(Share {
+                node: joined.node,
+                positions: vec![joined.position],
+            }),
+        }
+    }
+
+    /// The timeout error of a share of `node`.
+    fn timeout(&self, cluster: &Cluster, node: &Node) -> Error {
+        Error::Timeout {
+            node: node.address.name.clone(),
+            timeout: cluster.config.timeout.unwrap_or_default(),
+        }
+    }
+
+    /// Boards the shared reads of the routed shares: a position whose key is being read on
+    /// the same node already joins that read (it leaves its share); one that is not may lead
+    /// a new flight.
+    fn board(&mut self) {
+        let lead = match self.command.coalescing() {
+            Coalescing::Never => return,
+            Coalescing::Joins => false,
+            Coalescing::Leads => true,
+        };
+        if !self.coalesce {
+            return;
+        }
+        let caller = match self.driver {
+            Some(thread) => Caller::Event(thread),
+            None => Caller::Blocking,
+        };
+        let Operation {
+            command,
+            pending,
+            leading,
+            joined,
+            counting,
+            ..
+        } = self;
+        for share in pending.iter_mut() {
+            let node = &share.node;
+            if !lead && node.flights.is_empty() {
+                continue;
+            }
+            share.positions.retain(|&position| {
+                let Some(key) = command.shared_key(position) else {
+                    return true;
+                };
+                match node.flights.board(key, lead, caller) {
+                    Boarding::Alone => true,
+                    Boarding::Leads(flight) => {
+                        leading.0.push(Lead {
+                            position,
+                            node: Arc::clone(node),
+                            flight,
+                        });
+                        true
+                    }
+                    Boarding::Joined(flight) => {
+                        if *counting {
+                            node.counters.coalesced();
+                        }
+                        joined.push(Joined {
+                            position,
+                            node: Arc::clone(node),
+                            flight,
+                            #[cfg(unix)]
+                            signal: None,
+                        });
+                        false
+                    }
+                }
+            });
+        }
+        pending.retain(|share| !share.positions.is_empty());
+    }
+
+    /// Lands the flights led at `positions` with what the exchange read, or its failure.
+    fn land(&mut self, positions: &[usize], error: Option<&Error>) {
+        let mut index = 0;
+        while let Some(lead) = self.leading.0.get(index) {
+            if !positions.contains(&lead.position) {
+                index += 1;
+                continue;
+            }
+            let lead = self.leading.0.swap_remove(index);
+            let outcome = match error {
+                Some(error) => Outcome::Failed(error.duplicate()),
+                None => Outcome::Read(self.command.shared_value(lead.position)),
+            };
+            lead.node.flights.land(&lead.flight, outcome);
+        }
+    }
+
+    /// Records the sampled reads of an exchange that ended well in its node's hot-key tables.
+    fn sample_reads(&self, node: &Node, positions: &[usize]) {
+        if self.command.coalescing() == Coalescing::Never {
+            return;
+        }
+        for &position in positions {
+            if !hot_keys::sampled(self.hot_keys_sample) {
+                continue;
+            }
+            if let Some(key) = self.command.shared_key(position) {
+                node.hot_keys.record(key, self.command.read_size(position));
+            }
+        }
+    }
+
+    /// A write's exchange ended (well or not: it may have been applied): reads that start
+    /// from now on must not join a read sent before it.
+    fn forget_written(&self, node: &Node, positions: &[usize]) {
+        if node.flights.is_empty() {
+            return;
+        }
+        if self.command.writes_all() {
+            node.flights.forget_all();
+            return;
+        }
+        for &position in positions {
+            if let Some(key) = self.command.written_key(position) {
+                node.flights.forget(key);
+            }
         }
     }
 
@@ -614,16 +921,22 @@ impl<C: Command> Operation<C> {
 
     /// Whether the operation has its outcome (every share answered or failed).
     pub fn is_done(&self) -> bool {
-        self.routed && self.pending.is_empty() && self.running.is_empty()
+        self.routed && self.pending.is_empty() && self.running.is_empty() && self.joined.is_empty()
     }
 
     /// The sockets to wait on, and for what.
     #[cfg(unix)]
     pub fn waits(&self) -> impl Iterator<Item = (std::os::fd::RawFd, Interest)> + '_ {
-        self.running.iter().filter_map(|exchange| {
+        let exchanges = self.running.iter().filter_map(|exchange| {
             let fd = exchange.connection.as_ref()?.raw_fd();
             Some((fd, exchange.interest()))
-        })
+        });
+        // Then the reads it joined: each readable once its flight lands.
+        let joined = self.joined.iter().filter_map(|joined| {
+            let fd = joined.signal.as_ref()?.as_raw_fd();
+            Some((fd, Interest::Read))
+        });
+        exchanges.chain(joined)
     }
 
     /// When the operation times out, if it does.
@@ -659,6 +972,11 @@ impl<C: Command> Operation<C> {
                 Error::Timeout { node, timeout }
             };
             self.fail(cluster, &share.node, share.positions, error);
+        }
+        // Joined reads whose flights are still in the air: this caller's own deadline passed.
+        for joined in std::mem::take(&mut self.joined) {
+            let error = self.timeout(cluster, &joined.node);
+            self.failed.push((vec![joined.position], error));
         }
         self.routed = true;
     }
@@ -718,7 +1036,10 @@ impl<C: Command> Operation<C> {
             shares
         });
         match routed {
-            Ok(shares) => self.pending = shares,
+            Ok(shares) => {
+                self.pending = shares;
+                self.board();
+            }
             Err(error) => self.failed.push((self.command.all_positions(), error)),
         }
         true
@@ -772,6 +1093,9 @@ impl<C: Command> Operation<C> {
             );
             return;
         }
+        if !self.leading.0.is_empty() {
+            self.land(&positions, Some(&error));
+        }
         if self.command.invalidates() {
             let command = &self.command;
             cluster.undelivered(node, positions.iter().filter_map(|&p| command.key(p)));
@@ -819,8 +1143,13 @@ impl<C: Command> Operation<C> {
         if self.counting {
             exchange.node.counters.latency(exchange.started.elapsed());
         }
+        self.forget_written(&exchange.node, &exchange.positions);
         match outcome {
             Ok(()) => {
+                if !self.leading.0.is_empty() {
+                    self.land(&exchange.positions, None);
+                }
+                self.sample_reads(&exchange.node, &exchange.positions);
                 cluster.note_success(&exchange.node);
                 if let Some(connection) = exchange.connection.take() {
                     exchange.node.pool.put_back(connection);

@@ -317,6 +317,86 @@ impl Error {
         }
     }
 
+    /// An equal error, for each caller a shared read's failure reaches (`flights`). An I/O
+    /// error is remade from its kind and message (the operating system's error is not
+    /// cloneable); it is what the caller sees and what its kind is drawn from.
+    pub(crate) fn duplicate(&self) -> Error {
+        let io = |source: &io::Error| io::Error::new(source.kind(), source.to_string());
+        match self {
+            Error::InvalidKey { key, reason } => Error::InvalidKey {
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            Error::ValueTooLarge { size, limit } => Error::ValueTooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            Error::TooLargeForNode {
+                node,
+                size,
+                message,
+            } => Error::TooLargeForNode {
+                node: node.clone(),
+                size: *size,
+                message: message.clone(),
+            },
+            Error::Refused { node, message } => Error::Refused {
+                node: node.clone(),
+                message: message.clone(),
+            },
+            Error::ServerFailure { node, message } => Error::ServerFailure {
+                node: node.clone(),
+                message: message.clone(),
+            },
+            Error::Protocol { node, source } => Error::Protocol {
+                node: node.clone(),
+                source: source.clone(),
+            },
+            Error::Timeout { node, timeout } => Error::Timeout {
+                node: node.clone(),
+                timeout: *timeout,
+            },
+            Error::PoolExhausted { node, timeout } => Error::PoolExhausted {
+                node: node.clone(),
+                timeout: *timeout,
+            },
+            Error::Connect { node, source } => Error::Connect {
+                node: node.clone(),
+                source: io(source),
+            },
+            Error::Io { node, source } => Error::Io {
+                node: node.clone(),
+                source: io(source),
+            },
+            Error::Closed { node } => Error::Closed { node: node.clone() },
+            Error::NodeDown { node, retry_in } => Error::NodeDown {
+                node: node.clone(),
+                retry_in: *retry_in,
+            },
+            Error::NoNodes => Error::NoNodes,
+            Error::Tls { node, reason } => Error::Tls {
+                node: node.clone(),
+                reason: reason.clone(),
+            },
+            Error::TlsConfig { reason } => Error::TlsConfig {
+                reason: reason.clone(),
+            },
+            Error::UnknownCommand { node } => Error::UnknownCommand { node: node.clone() },
+            Error::Discovery { endpoint, source } => Error::Discovery {
+                endpoint: endpoint.clone(),
+                source: std::sync::Arc::clone(source),
+            },
+            Error::NotElastiCache { endpoint } => Error::NotElastiCache {
+                endpoint: endpoint.clone(),
+            },
+            Error::MetaUnsupported { what } => Error::MetaUnsupported { what },
+            Error::BadAddress { address, reason } => Error::BadAddress {
+                address: address.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
+
     /// The error of a storage command that sent `size` bytes: memcached's refusal of a value
     /// over its item size limit is a value too large, not a failing server.
     pub(crate) fn for_store(self, size: usize) -> Self {

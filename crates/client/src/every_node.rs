@@ -134,6 +134,10 @@ impl<T> Command for EveryNode<T> {
         Fallback::Strict
     }
 
+    fn writes_all(&self) -> bool {
+        self.name == CommandName::FlushAll
+    }
+
     fn finish(mut self, failed: Vec<Failed>) -> Result<Self::Output> {
         for (positions, error) in failed {
             match positions.first().and_then(|&i| self.results.get_mut(i)) {

@@ -43,10 +43,12 @@ mod engine;
 mod error;
 mod every_node;
 mod failure_log;
+mod flights;
 mod fork;
 mod gutter;
 mod hash;
 mod health;
+mod hot_keys;
 mod invalidations;
 mod lease_keys;
 mod locks;
@@ -81,10 +83,12 @@ pub use counters::Initial;
 pub use detour::Warm;
 pub use discovery::{park_background_threads, ParkedThreads};
 pub use engine::{
-    Command, Cursor, Failed, Fallback, Interest, Operation, Progress, Reading, Share, Step,
+    Coalescing, Command, Cursor, Failed, Fallback, Interest, Operation, Progress, Reading, Share,
+    Step,
 };
 pub use error::{Error, ErrorKind, NameNotResolved, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
+pub use hot_keys::{HotKey, LargeValue};
 pub use lease_keys::{lease_key, LEASE_PREFIX};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};

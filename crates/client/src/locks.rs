@@ -23,6 +23,10 @@ pub struct AcquirePlan {
 impl Plan for AcquirePlan {
     type Output = bool;
 
+    fn writes(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> CommandName {
         CommandName::Add
     }
@@ -90,6 +94,10 @@ impl DeleteIfPlan {
 
 impl Plan for DeleteIfPlan {
     type Output = bool;
+
+    fn writes(&self) -> bool {
+        true
+    }
 
     fn name(&self) -> CommandName {
         CommandName::Delete

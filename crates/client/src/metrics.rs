@@ -75,6 +75,7 @@ pub(crate) struct NodeCounters {
     misses: AtomicU64,
     errors: [AtomicU64; ERROR_KINDS.len()],
     marked_down: AtomicU64,
+    coalesced: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -106,6 +107,11 @@ impl NodeCounters {
         if let Some(counter) = self.errors.get(error_index(error)) {
             add(counter, 1);
         }
+    }
+
+    /// A read joined another caller's identical read in flight (`flights`).
+    pub(crate) fn coalesced(&self) {
+        add(&self.coalesced, 1);
     }
 
     /// The node was marked down.
@@ -172,6 +178,9 @@ pub struct NodeMetrics {
     pub errors: Vec<(&'static str, u64)>,
     /// Times the node was marked down.
     pub marked_down: u64,
+    /// Reads that joined another caller's identical read in flight instead of sending their
+    /// own (`ClientConfig::coalesce_reads`).
+    pub coalesced: u64,
     /// Connections opened to the node.
     pub connections_opened: u64,
     /// Times a caller waited for a pooled connection (every one was in use).
@@ -255,6 +264,7 @@ impl NodeCounters {
                 .map(|(name, count)| (*name, read(count)))
                 .collect(),
             marked_down: read(&self.marked_down),
+            coalesced: read(&self.coalesced),
             connections_opened,
             pool_waits,
             latency_count: latency_buckets.iter().map(|(_, n)| n).sum(),

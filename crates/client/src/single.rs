@@ -16,10 +16,11 @@ use std::sync::Arc;
 use elasticache_proto::{self as proto, MetaStatus, Parse, ReplyError};
 
 use crate::cluster::{Route, Routes};
-use crate::engine::{Command, Cursor, Failed, Fallback, Reading, Share, Step};
+use crate::engine::{Coalescing, Command, Cursor, Failed, Fallback, Reading, Share, Step};
 use crate::error::{check_key, Error, Result};
 use crate::metrics::CommandName;
 use crate::topology::Node;
+use crate::values::Item;
 
 pub(crate) type ParseResult<T> = std::result::Result<Parse<T>, ReplyError>;
 
@@ -46,11 +47,6 @@ pub trait Plan {
     /// [`Command::invalidates`]).
     fn invalidates(&self) -> bool {
         false
-    }
-
-    /// Whether the plan stores or deletes anything (see [`Command::writes`]).
-    fn writes(&self) -> bool {
-        self.invalidates()
     }
 
     /// The key is served by a gutter: what the plan stores there lives `ttl` seconds at most.
@@ -94,6 +90,28 @@ pub trait Plan {
 
     /// The outcome under `ignore_exc` when the command fails.
     fn fallback(&self) -> Self::Output;
+
+    /// Whether identical reads in flight may share this one's request (a plain `get`).
+    fn coalesces(&self) -> bool {
+        false
+    }
+
+    /// For a plan that coalesces: its outcome as the callers that joined it take it.
+    fn share(_output: &Self::Output) -> Option<Option<Item>> {
+        None
+    }
+
+    /// For a plan that coalesces: its outcome made of another caller's read.
+    fn shared(_read: Option<Item>) -> Option<Self::Output> {
+        None
+    }
+
+    /// Whether the plan changes what is cached under its key: reads that start after it ends
+    /// must not share one sent before (`flights`), and on a gutter it counts as a write
+    /// ([`Command::writes`]). Every plan that invalidates does.
+    fn writes(&self) -> bool {
+        false
+    }
 
     /// The outcome: what the exchange read (`done`), unless it failed (`failure`).
     fn finish(self, done: Option<Self::Output>, failure: Option<Error>) -> Result<Self::Output>
@@ -291,6 +309,32 @@ impl<P: Plan> Command for One<P> {
         };
         let read = self.plan.read(node, &self.key, meta, buf, request)?;
         Ok(read.map(|step| step.map(|output| self.outcome = Some(Ok(output)))))
+    }
+
+    fn coalescing(&self) -> Coalescing {
+        if self.plan.coalesces() {
+            Coalescing::Leads
+        } else {
+            Coalescing::Never
+        }
+    }
+
+    fn shared_key(&self, _: usize) -> Option<&str> {
+        self.plan.coalesces().then_some(self.key.as_str())
+    }
+
+    fn shared_value(&self, _: usize) -> Option<Item> {
+        P::share(self.outcome.as_ref()?.as_ref().ok()?)?
+    }
+
+    fn take_shared(&mut self, _: usize, item: Option<Item>) {
+        if let Some(output) = P::shared(item) {
+            self.outcome = Some(Ok(output));
+        }
+    }
+
+    fn written_key(&self, _: usize) -> Option<&str> {
+        self.plan.writes().then_some(self.key.as_str())
     }
 
     fn follow_up(&mut self) -> bool {

@@ -99,6 +99,10 @@ enum KeyRead {
 impl Plan for LeasePlan {
     type Output = Leased;
 
+    fn writes(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> CommandName {
         CommandName::Get
     }

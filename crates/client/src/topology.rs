@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use crate::address::NodeAddress;
 use crate::config::ClientConfig;
+use crate::flights::Flights;
 use crate::hash::Ring;
 use crate::health::Health;
+use crate::hot_keys::HotKeys;
 use crate::invalidations::Invalidations;
 use crate::meta_support::MetaSupport;
 use crate::metrics::{NodeCounters, NodeMetrics};
@@ -28,6 +30,10 @@ pub struct Node {
     pub(crate) meta: MetaSupport,
     /// Invalidations that could not reach it, waiting to be replayed (`invalidations`).
     pub(crate) invalidations: Invalidations,
+    /// Its reads in flight that identical reads may join (`flights`).
+    pub(crate) flights: Flights,
+    /// Its most read keys and largest values, sampled (`hot_keys`).
+    pub(crate) hot_keys: HotKeys,
 }
 
 impl Node {
@@ -40,6 +46,8 @@ impl Node {
             counters: NodeCounters::default(),
             meta: MetaSupport::default(),
             invalidations: Invalidations::default(),
+            flights: Flights::default(),
+            hot_keys: HotKeys::default(),
         }
     }
 
@@ -83,6 +91,16 @@ impl Node {
     /// has probed the node.
     pub fn speaks_meta(&self) -> Option<bool> {
         self.meta.get()
+    }
+
+    /// Its `n` most read keys (sampled one read in `every`), most read first.
+    pub fn hot_keys(&self, n: usize, every: u32) -> Vec<crate::hot_keys::HotKey> {
+        self.hot_keys.hottest(n, every)
+    }
+
+    /// The `n` largest values read from it (sampled), largest first.
+    pub fn largest_values(&self, n: usize) -> Vec<crate::hot_keys::LargeValue> {
+        self.hot_keys.largest(n)
     }
 
     /// Connections open to this node right now (idle or in use) from this process.

@@ -74,6 +74,15 @@ impl BatchValues {
         }
     }
 
+    /// The size of the value read for `position`, if one was.
+    pub(crate) fn size(&self, position: usize) -> Option<usize> {
+        let at = usize::try_from((*self.index.get(position)?)?).ok()?;
+        match &self.kept.get(at)?.1 {
+            Kept::Shared(range) => Some(range.len()),
+            Kept::Own(data) => Some(data.len()),
+        }
+    }
+
     /// Whether a value was read for `position`.
     pub(crate) fn has(&self, position: usize) -> bool {
         matches!(self.index.get(position), Some(Some(_)))

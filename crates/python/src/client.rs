@@ -316,6 +316,11 @@ commands! {
                 given.text("failure_log_level")?.as_deref(),
             );
             config.counters = given.flag("counters")?;
+            config.coalesce_reads = given.flag("coalesce_reads")?;
+            config.hot_keys_sample = to_u32(
+                "hot_keys_sample",
+                given.whole("hot_keys_sample")?.unwrap_or_default(),
+            )?;
             config.hashing = hashing;
             let gutter_ttl = to_u32("gutter_ttl", given.whole("gutter_ttl")?.unwrap_or_default())?;
             config.gutter_ttl = given.flag("gutter")?.then_some(gutter_ttl);
@@ -632,6 +637,46 @@ commands! {
         /// membership and per client (the README's "Observability" section describes each field).
         fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
             crate::metrics::to_dict(py, &self.inner.metrics())
+        }
+
+        /// The `n` keys this process reads most, over every node, most read first: `(node, key,
+        /// reads per second)`, keys as sent (prefix and version included). Sampled one read in
+        /// `hot_keys_sample`; empty when that is 0.
+        fn hot_keys(&self, n: usize) -> Vec<(String, String, f64)> {
+            let every = self.inner.config().hot_keys_sample;
+            let mut hot: Vec<(String, String, f64)> = self
+                .inner
+                .topology()
+                .nodes()
+                .iter()
+                .flat_map(|node| {
+                    node.hot_keys(n, every)
+                        .into_iter()
+                        .map(|hot| (node.address.name.clone(), hot.key, hot.reads_per_second))
+                })
+                .collect();
+            hot.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+            hot.truncate(n);
+            hot
+        }
+
+        /// The `n` largest values this process read, over every node, largest first: `(node,
+        /// key, bytes)` (sampled as `hot_keys`).
+        fn largest_values(&self, n: usize) -> Vec<(String, String, usize)> {
+            let mut large: Vec<(String, String, usize)> = self
+                .inner
+                .topology()
+                .nodes()
+                .iter()
+                .flat_map(|node| {
+                    node.largest_values(n)
+                        .into_iter()
+                        .map(|large| (node.address.name.clone(), large.key, large.bytes))
+                })
+                .collect();
+            large.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+            large.truncate(n);
+            large
         }
 
         /// Closes the idle pooled connections of this process (connections in use close when

@@ -32,6 +32,7 @@ fn node_dict<'py>(py: Python<'py>, node: &NodeMetrics) -> PyResult<Bound<'py, Py
     dict.set_item("errors", errors)?;
     dict.set_item("timeouts", timeouts)?;
     dict.set_item("marked_down", node.marked_down)?;
+    dict.set_item("coalesced", node.coalesced)?;
     dict.set_item("connections_opened", node.connections_opened)?;
     dict.set_item("pool_waits", node.pool_waits)?;
     // Cumulative, as Prometheus' histograms are: each bound with the count at or under it.

@@ -449,6 +449,23 @@ pub const OPTIONS: &[OptionSpec] = &[
         "the cluster being moved away from: misses read through from it and are copied; \
          writes and deletes delete there",
     ),
+    // Hot keys.
+    option(
+        "coalesce_reads",
+        Kind::Flag,
+        Bool(true),
+        "identical reads in flight in this process share one request",
+    ),
+    option(
+        "hot_keys_sample",
+        Kind::Whole {
+            low: 0,
+            high: 1_000_000,
+            none: false,
+        },
+        Int(100),
+        "one read in this many is sampled for cache.hot_keys() (0: none)",
+    ),
     // Observability.
     option(
         "counters",
