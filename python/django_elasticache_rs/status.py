@@ -18,7 +18,8 @@ CLIENT_COUNTERS = ("discoveries", "discovery_failures", "membership_changes", "i
 
 #: What the detours of cluster events did, in ``cache.metrics()``: misses read from a previous
 #: owner during a warm-up window (found there, copied to the new owner), misses read through
-#: from the ``migrate_from`` cluster (found, copied), and keys deleted there on a write.
+#: from the ``migrate_from`` cluster (found, copied), keys deleted there on a write, and keys a
+#: write could not delete there (never read through from there until a write does).
 CLUSTER_EVENT_COUNTERS = (
     "warmup_reads",
     "warmup_hits",
@@ -27,6 +28,7 @@ CLUSTER_EVENT_COUNTERS = (
     "migration_hits",
     "migration_copies",
     "detour_deletes",
+    "detour_delete_failures",
 )
 
 

@@ -19,6 +19,7 @@ use crate::metrics::{ClientCounters, Metrics};
 use crate::notify::Event;
 use crate::pool::Lease;
 use crate::topology::{Node, Topology};
+use crate::unreached::{Unreached, MAX_UNREACHED};
 use crate::warmup::{Previous, Window};
 
 /// Where the keys of one operation go: a view of the membership it was routed with.
@@ -33,6 +34,10 @@ pub struct Routes<'t> {
     previous: Option<&'t Topology>,
     /// The membership of the `migrate_from` cluster.
     source: Option<&'t Topology>,
+    /// Whether `migrate_from` is set but its membership is not known (yet).
+    source_unknown: bool,
+    /// Keys whose other copy a write could not delete.
+    unreached: Option<&'t Unreached>,
 }
 
 /// Why a key has a second node ([`Routes::detour`]).
@@ -48,36 +53,54 @@ pub enum Detour {
 /// The memberships a cluster event routes keys to besides their owners, held for one
 /// operation's routing ([`Cluster::detours`]).
 #[derive(Debug, Default)]
-pub(crate) struct Detours {
+pub(crate) struct Detours<'c> {
     previous: Option<Arc<Topology>>,
     source: Option<Arc<Topology>>,
+    source_unknown: bool,
+    unreached: Option<&'c Unreached>,
 }
 
 #[cfg(test)]
-impl Detours {
+impl Detours<'_> {
     /// The detours of a warm-up window over `previous`.
     pub(crate) fn warming(previous: Arc<Topology>) -> Self {
         Detours {
             previous: Some(previous),
-            source: None,
+            ..Detours::default()
         }
     }
 }
 
 impl<'t> Routes<'t> {
     /// The routes of `topology`'s membership, with the detours a cluster event adds.
-    pub(crate) fn with_detours(topology: &'t Topology, detours: &'t Detours) -> Self {
+    pub(crate) fn with_detours(topology: &'t Topology, detours: &'t Detours<'t>) -> Self {
         Routes {
             topology,
             previous: detours.previous.as_deref(),
             source: detours.source.as_deref(),
+            source_unknown: detours.source_unknown,
+            unreached: detours.unreached,
         }
     }
 
     /// Whether any key may have a detour: a warm-up window is open or a migration is on.
     #[inline]
     pub fn has_detours(&self) -> bool {
-        self.previous.is_some() || self.source.is_some()
+        self.previous.is_some() || self.source.is_some() || self.source_unknown
+    }
+
+    /// Whether `migrate_from` is set but its membership is not known yet: a write cannot
+    /// delete there, so its keys are not read through until a later write does.
+    pub fn source_unknown(&self) -> bool {
+        self.source_unknown
+    }
+
+    /// Whether a miss on `key` may be read through its detour: not when a write could not
+    /// delete the copy there (it may be stale).
+    pub fn reads_through(&self, key: &str) -> bool {
+        !self
+            .unreached
+            .is_some_and(|unreached| unreached.blocks(key))
     }
 
     /// The second node `key` has during a cluster event, besides its owner, and why: its
@@ -143,6 +166,8 @@ pub struct Cluster {
     warmup: Window,
     /// The cluster of `migrate_from`, read through and invalidated.
     source: Option<Arc<Cluster>>,
+    /// Keys whose other copy a write could not delete: not read through.
+    unreached: Unreached,
 }
 
 impl Cluster {
@@ -163,6 +188,7 @@ impl Cluster {
             counters: ClientCounters::default(),
             warmup: Window::default(),
             source,
+            unreached: Unreached::default(),
         }
     }
 
@@ -184,7 +210,7 @@ impl Cluster {
 
     /// The memberships this operation may detour to: the previous one while a warm-up window
     /// is open, and the `migrate_from` cluster's (discovered first when `blocking` allows).
-    pub(crate) fn detours(&self, blocking: bool) -> Detours {
+    pub(crate) fn detours(&self, blocking: bool) -> Detours<'_> {
         let previous = match self.warmup.previous() {
             Previous::Open(previous) => Some(previous),
             Previous::Closed => None,
@@ -202,7 +228,30 @@ impl Cluster {
             };
             (!topology.nodes().is_empty()).then_some(topology)
         });
-        Detours { previous, source }
+        let source_unknown = self.source.is_some() && source.is_none();
+        let unreached = (previous.is_some() || self.source.is_some()).then_some(&self.unreached);
+        Detours {
+            previous,
+            source,
+            source_unknown,
+            unreached,
+        }
+    }
+
+    /// A write could not delete `key`'s other copy: it is not read through until one does.
+    pub(crate) fn unreached(&self, key: &str) {
+        ClientCounters::count(&self.counters.detour_delete_failures);
+        if self.unreached.note(key) {
+            log::warn!(
+                "more than {MAX_UNREACHED} keys could not be deleted on a previous owner or the \
+                 migrate_from cluster: no key is read through from there any more"
+            );
+        }
+    }
+
+    /// A write deleted `key`'s other copy.
+    pub(crate) fn reached(&self, key: &str) {
+        self.unreached.reached(key);
     }
 
     /// The cluster of `migrate_from`, if one is set.
@@ -345,6 +394,8 @@ impl Cluster {
             // Before the new membership routes anything: its first misses read through.
             let window = self.config.warmup_window;
             if self.warmup.open(&previous, window) {
+                // New previous owners: what the last ones missed no longer matters.
+                self.unreached.clear();
                 self.emit(|| Event::WarmupStarted { window });
             }
         }

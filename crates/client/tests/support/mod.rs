@@ -133,6 +133,16 @@ impl Memcached {
         }
     }
 
+    /// Sends the process `signal` (`"STOP"`, `"CONT"`): a frozen node keeps its sockets open
+    /// and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// A client for this node alone.
     pub fn client(&self) -> Client {
         Client::connect_to(&[self.address()], ClientConfig::default()).unwrap()
