@@ -801,7 +801,7 @@ mod tests {
     }
 
     /// Two nodes, then a third: a key that moved to it, and the routes while warm-up is on.
-    fn scaled_out() -> (Arc<Topology>, Detours, String) {
+    fn scaled_out() -> (Arc<Topology>, Detours<'static>, String) {
         let before = topology(&["10.0.0.1:11211", "10.0.0.2:11211"], None);
         let after = topology(
             &["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"],
