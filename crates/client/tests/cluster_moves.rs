@@ -355,3 +355,32 @@ fn a_delete_the_previous_owner_missed_keeps_the_key_from_being_read_there() {
         .expect("a moved key from each previous owner");
     assert!(client.get(elsewhere).unwrap().is_some());
 }
+
+#[test]
+fn an_event_driven_write_whose_detour_times_out_still_writes_the_owner() {
+    let (a, b, c) = (Memcached::start(), Memcached::start(), Memcached::start());
+    let mut config = ClientConfig::default();
+    config.timeout = Some(Duration::from_millis(200));
+    let (client, moved) = scaled_out(&a, &b, &c, config);
+    let key = &moved[0];
+    let previous = if a.client().get(key).unwrap().is_some() {
+        &a
+    } else {
+        &b
+    };
+    previous.signal("STOP");
+    let mut operation = client
+        .start_store(
+            elasticache_client::Store::Set,
+            key.clone(),
+            0,
+            b"new".to_vec(),
+            0,
+        )
+        .unwrap();
+    drive(&client, &mut operation);
+    let stored = operation.finish(&client);
+    previous.signal("CONT");
+    assert_eq!(stored.unwrap(), elasticache_client::StoreReply::Stored);
+    assert_eq!(&c.client().get(key).unwrap().unwrap().data[..], b"new");
+}
