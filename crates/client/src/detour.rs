@@ -584,6 +584,10 @@ impl<C: Detoured> Command for Warm<C> {
     }
 
     fn settled(&self, cluster: &Cluster) {
+        if self.ways.is_empty() && !self.source_unknown {
+            // No cluster event: nothing to count (no atomic touched on the hot path).
+            return;
+        }
         let counters = &cluster.counters;
         let count = |why: Detour, test: fn(&Way) -> bool| {
             self.ways.iter().filter(|w| w.why == why && test(w)).count()
