@@ -394,8 +394,11 @@ impl Cluster {
             // Before the new membership routes anything: its first misses read through.
             let window = self.config.warmup_window;
             if self.warmup.open(&previous, window) {
-                // New previous owners: what the last ones missed no longer matters.
-                self.unreached.clear();
+                // New previous owners: what the last ones missed no longer matters (unless the
+                // keys may be read through from the `migrate_from` cluster too).
+                if self.source.is_none() {
+                    self.unreached.clear();
+                }
                 self.emit(|| Event::WarmupStarted { window });
             }
         }
