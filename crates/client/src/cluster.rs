@@ -193,12 +193,16 @@ impl Cluster {
     }
 
     /// The cluster of `migrate_from`: this one's settings, with its own key placement and
-    /// membership (discovered, if it is an endpoint). It reads through nowhere itself.
+    /// membership (discovered, if it is an endpoint), and no events of its own. It reads
+    /// through nowhere itself.
     fn source(from: &MigrateFrom, config: &ClientConfig) -> Arc<Cluster> {
         let mut settings = config.clone();
         settings.hashing = from.hashing;
         settings.migrate_from = None;
         settings.warmup_window = Duration::ZERO;
+        // Its own membership events are not this cluster's (its nodes' failures are, as they
+        // happen in this cluster's operations).
+        settings.events = None;
         match (&from.discovery, from.servers.as_slice()) {
             (Some(discovery), [endpoint]) => Arc::new_cyclic(|me: &Weak<Cluster>| {
                 let me: Weak<dyn Membership> = me.clone();
