@@ -11,12 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from pymemcache.client.hash import HashClient
 
 from django_elasticache_rs import signals
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster
+from django_elasticache_rs.management.commands.elasticache import text
 from django_elasticache_rs.pytest_plugin import ClusterFactory
+from django_elasticache_rs.status import report
 
 TIMEOUT = 0.5
 INTERVAL = 0.2
@@ -139,6 +143,7 @@ def test_migration_reads_through_the_old_cluster_and_copies(
     cache = backend(
         new.configuration_endpoint,
         migrate_from={"LOCATION": old.configuration_endpoint, "hashing": "ketama"},
+        metrics="prometheus",
     )
     cache.set("fresh", "fresh")
     assert cache.get("old:0") == 0
@@ -154,6 +159,17 @@ def test_migration_reads_through_the_old_cluster_and_copies(
     metrics = cache.metrics()
     assert (metrics["migration_hits"], metrics["migration_copies"]) == (5, 5)
     assert metrics["migration_reads"] == 6, "five hits and the key missing everywhere"
+    # Visible where operators look: manage.py elasticache (and the admin page, which shows
+    # the same report), and Prometheus.
+    entry = report("default", cache)
+    assert entry["cluster_events"]["migration_copies"] == 5
+    assert "migration: 6 read through (5 found, 5 copied)" in text(entry)
+    scraped = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        for sample in family.samples
+    }
+    assert scraped["elasticache_migration_copies_total"] >= 5
 
 
 def test_migration_writes_and_deletes_leave_no_stale_copy_in_the_old_cluster(

@@ -292,6 +292,7 @@ def register_metrics() -> None:
         ("migration_hits", "Of those, keys found there."),
         ("migration_copies", "Of those, keys copied to this cluster."),
         ("detour_deletes", "Keys deleted on a previous owner or the migrate_from cluster."),
+        ("detour_delete_failures", "Keys a write could not delete there (not read through)."),
     ):
         meter.create_observable_counter(
             f"elasticache.{name}", callbacks=[_client_observations(name)], description=description

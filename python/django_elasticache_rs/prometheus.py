@@ -98,6 +98,7 @@ _CLIENT_COUNTERS = (
     ("migration_hits", "Of those, keys found there."),
     ("migration_copies", "Of those, keys copied to this cluster."),
     ("detour_deletes", "Keys deleted on a previous owner or the migrate_from cluster on a write."),
+    ("detour_delete_failures", "Keys a write could not delete there: not read through from there."),
 )
 _DURATION = "elasticache_request_duration_seconds"
 _DURATION_HELP = "Time of an exchange with a node, from its lease to its end."

@@ -118,8 +118,9 @@ def report(alias: str, cache: ElastiCache) -> dict[str, Any]:
 #: This process's counters of cluster events, as ``cache.metrics()`` names them: keys served by
 #: a gutter, invalidations replayed, dropped past ``max_invalidations`` and waiting now; misses
 #: read from a previous owner during a warm-up window (found there, copied to the new owner),
-#: misses read through from the ``migrate_from`` cluster (found, copied), and keys deleted there
-#: on a write.
+#: misses read through from the ``migrate_from`` cluster (found, copied), keys deleted there on
+#: a write, and keys a write could not delete there (never read through from there until a
+#: write does).
 CLUSTER_EVENTS = (
     "gutter_reads",
     "gutter_writes",
@@ -133,6 +134,7 @@ CLUSTER_EVENTS = (
     "migration_hits",
     "migration_copies",
     "detour_deletes",
+    "detour_delete_failures",
 )
 
 

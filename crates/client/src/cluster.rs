@@ -22,6 +22,7 @@ use crate::notify::Event;
 use crate::pool::Lease;
 use crate::replay::{Replays, PROBE_INTERVAL};
 use crate::topology::{Node, Topology};
+use crate::unreached::{Unreached, MAX_UNREACHED};
 use crate::warmup::{Previous, Window};
 
 /// Where the keys of one operation go: a view of the membership it was routed with.
@@ -40,6 +41,10 @@ pub struct Routes<'t> {
     previous: Option<&'t Topology>,
     /// The membership of the `migrate_from` cluster.
     source: Option<&'t Topology>,
+    /// Whether `migrate_from` is set but its membership is not known (yet).
+    source_unknown: bool,
+    /// Keys whose other copy a write could not delete.
+    unreached: Option<&'t Unreached>,
 }
 
 /// Where one key goes now (see [`Routes::place`]).
@@ -64,18 +69,20 @@ pub enum Detour {
 /// The memberships a cluster event routes keys to besides their owners, held for one
 /// operation's routing ([`Cluster::detours`]).
 #[derive(Debug, Default)]
-pub(crate) struct Detours {
+pub(crate) struct Detours<'c> {
     previous: Option<Arc<Topology>>,
     source: Option<Arc<Topology>>,
+    source_unknown: bool,
+    unreached: Option<&'c Unreached>,
 }
 
 #[cfg(test)]
-impl Detours {
+impl Detours<'_> {
     /// The detours of a warm-up window over `previous`.
     pub(crate) fn warming(previous: Arc<Topology>) -> Self {
         Detours {
             previous: Some(previous),
-            source: None,
+            ..Detours::default()
         }
     }
 }
@@ -88,7 +95,7 @@ impl<'t> Routes<'t> {
         topology: &'t Topology,
         gutter_ttl: Option<u32>,
         diverted: &'t RefCell<Vec<(usize, String)>>,
-        detours: &'t Detours,
+        detours: &'t Detours<'t>,
     ) -> Self {
         Routes {
             topology,
@@ -96,26 +103,44 @@ impl<'t> Routes<'t> {
             diverted: Some(diverted),
             previous: detours.previous.as_deref(),
             source: detours.source.as_deref(),
+            source_unknown: detours.source_unknown,
+            unreached: detours.unreached,
         }
     }
 
     /// The routes of `topology`'s membership with the detours a cluster event adds, and no
     /// gutter.
     #[cfg(test)]
-    pub(crate) fn with_detours(topology: &'t Topology, detours: &'t Detours) -> Self {
+    pub(crate) fn with_detours(topology: &'t Topology, detours: &'t Detours<'t>) -> Self {
         Routes {
             topology,
             gutter_ttl: None,
             diverted: None,
             previous: detours.previous.as_deref(),
             source: detours.source.as_deref(),
+            source_unknown: detours.source_unknown,
+            unreached: detours.unreached,
         }
     }
 
     /// Whether any key may have a detour: a warm-up window is open or a migration is on.
     #[inline]
     pub fn has_detours(&self) -> bool {
-        self.previous.is_some() || self.source.is_some()
+        self.previous.is_some() || self.source.is_some() || self.source_unknown
+    }
+
+    /// Whether `migrate_from` is set but its membership is not known yet: a write cannot
+    /// delete there, so its keys are not read through until a later write does.
+    pub fn source_unknown(&self) -> bool {
+        self.source_unknown
+    }
+
+    /// Whether a miss on `key` may be read through its detour: not when a write could not
+    /// delete the copy there (it may be stale).
+    pub fn reads_through(&self, key: &str) -> bool {
+        !self
+            .unreached
+            .is_some_and(|unreached| unreached.blocks(key))
     }
 
     /// The second node `key` has during a cluster event, besides its owner, and why: its
@@ -220,6 +245,8 @@ pub struct Cluster {
     warmup: Window,
     /// The cluster of `migrate_from`, read through and invalidated.
     source: Option<Arc<Cluster>>,
+    /// Keys whose other copy a write could not delete: not read through.
+    unreached: Unreached,
 }
 
 impl Cluster {
@@ -242,16 +269,21 @@ impl Cluster {
             replays,
             warmup: Window::default(),
             source,
+            unreached: Unreached::default(),
         }
     }
 
     /// The cluster of `migrate_from`: this one's settings, with its own key placement and
-    /// membership (discovered, if it is an endpoint). It reads through nowhere itself.
+    /// membership (discovered, if it is an endpoint), and no events of its own. It reads
+    /// through nowhere itself.
     fn source(from: &MigrateFrom, config: &ClientConfig) -> Arc<Cluster> {
         let mut settings = config.clone();
         settings.hashing = from.hashing;
         settings.migrate_from = None;
         settings.warmup_window = Duration::ZERO;
+        // Its own membership events are not this cluster's (its nodes' failures are, as they
+        // happen in this cluster's operations).
+        settings.events = None;
         match (&from.discovery, from.servers.as_slice()) {
             (Some(discovery), [endpoint]) => Arc::new_cyclic(|me: &Weak<Cluster>| {
                 let me: Weak<dyn Membership> = me.clone();
@@ -263,7 +295,7 @@ impl Cluster {
 
     /// The memberships this operation may detour to: the previous one while a warm-up window
     /// is open, and the `migrate_from` cluster's (discovered first when `blocking` allows).
-    pub(crate) fn detours(&self, blocking: bool) -> Detours {
+    pub(crate) fn detours(&self, blocking: bool) -> Detours<'_> {
         let previous = match self.warmup.previous() {
             Previous::Open(previous) => Some(previous),
             Previous::Closed => None,
@@ -281,7 +313,30 @@ impl Cluster {
             };
             (!topology.nodes().is_empty()).then_some(topology)
         });
-        Detours { previous, source }
+        let source_unknown = self.source.is_some() && source.is_none();
+        let unreached = (previous.is_some() || self.source.is_some()).then_some(&self.unreached);
+        Detours {
+            previous,
+            source,
+            source_unknown,
+            unreached,
+        }
+    }
+
+    /// A write could not delete `key`'s other copy: it is not read through until one does.
+    pub(crate) fn unreached(&self, key: &str) {
+        ClientCounters::count(&self.counters.detour_delete_failures);
+        if self.unreached.note(key) {
+            log::warn!(
+                "more than {MAX_UNREACHED} keys could not be deleted on a previous owner or the \
+                 migrate_from cluster: no key is read through from there any more"
+            );
+        }
+    }
+
+    /// A write deleted `key`'s other copy.
+    pub(crate) fn reached(&self, key: &str) {
+        self.unreached.reached(key);
     }
 
     /// The cluster of `migrate_from`, if one is set.
@@ -435,6 +490,11 @@ impl Cluster {
             // Before the new membership routes anything: its first misses read through.
             let window = self.config.warmup_window;
             if self.warmup.open(&previous, window) {
+                // New previous owners: what the last ones missed no longer matters (unless the
+                // keys may be read through from the `migrate_from` cluster too).
+                if self.source.is_none() {
+                    self.unreached.clear();
+                }
                 self.emit(|| Event::WarmupStarted { window });
             }
         }
@@ -508,7 +568,7 @@ impl Cluster {
         &self,
         topology: &'t Topology,
         diverted: &'t RefCell<Vec<(usize, String)>>,
-        detours: &'t Detours,
+        detours: &'t Detours<'t>,
     ) -> Routes<'t> {
         Routes::new(topology, self.config.gutter_ttl, diverted, detours)
     }

@@ -127,6 +127,8 @@ pub struct Warm<C> {
     releasing: bool,
     /// A write's own shares, sent once its detours' deletes are done.
     stash: Vec<Share>,
+    /// Whether the `migrate_from` membership was unknown when this was routed.
+    source_unknown: bool,
 }
 
 impl<C: Detoured> Warm<C> {
@@ -139,6 +141,7 @@ impl<C: Detoured> Warm<C> {
             release: None,
             releasing: false,
             stash: Vec::new(),
+            source_unknown: false,
         }
     }
 
@@ -433,12 +436,17 @@ impl<C: Detoured> Command for Warm<C> {
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
         let shares = self.inner.shares(routes)?;
+        self.source_unknown = routes.source_unknown();
         if routes.has_detours() {
             for position in 0..self.inner.key_count() {
                 let key = self.inner.key_at(position);
                 let Some((detour, why)) = routes.detour(key) else {
                     continue;
                 };
+                if C::EFFECT == Effect::Read && !routes.reads_through(key) {
+                    // A write could not delete the copy there: it may be stale.
+                    continue;
+                }
                 let owner = routes.node_for(key)?;
                 self.ways.push(Way {
                     position,
@@ -633,6 +641,10 @@ impl<C: Detoured> Command for Warm<C> {
     }
 
     fn settled(&self, cluster: &Cluster) {
+        if self.ways.is_empty() && !self.source_unknown {
+            // No cluster event: nothing to count (no atomic touched on the hot path).
+            return;
+        }
         let counters = &cluster.counters;
         let count = |why: Detour, test: fn(&Way) -> bool| {
             self.ways.iter().filter(|w| w.why == why && test(w)).count()
@@ -641,6 +653,22 @@ impl<C: Detoured> Command for Warm<C> {
             Effect::Write => {
                 let deleted = self.ways.iter().filter(|way| way.deleted).count();
                 ClientCounters::count_many(&counters.detour_deletes, deleted);
+                for way in &self.ways {
+                    let key = self.inner.key_at(way.position);
+                    if way.deleted && !self.source_unknown {
+                        cluster.reached(key);
+                    } else {
+                        cluster.unreached(key);
+                    }
+                }
+                if self.source_unknown {
+                    // No copy in the `migrate_from` cluster could be deleted: none is read.
+                    for position in 0..self.inner.key_count() {
+                        if !self.ways.iter().any(|way| way.position == position) {
+                            cluster.unreached(self.inner.key_at(position));
+                        }
+                    }
+                }
             }
             Effect::Read => {
                 for (why, reads, hits, copies) in [
@@ -847,7 +875,7 @@ mod tests {
     }
 
     /// Two nodes, then a third: a key that moved to it, and the routes while warm-up is on.
-    fn scaled_out() -> (Arc<Topology>, Detours, String) {
+    fn scaled_out() -> (Arc<Topology>, Detours<'static>, String) {
         let before = topology(&["10.0.0.1:11211", "10.0.0.2:11211"], None);
         let after = topology(
             &["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"],

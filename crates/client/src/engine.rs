@@ -660,6 +660,11 @@ impl<C: Command> Operation<C> {
         }
         if self.overdue() {
             self.expire(cluster);
+            if self.pending.is_empty() && self.next_round(cluster) {
+                // The command's own round after a detour that used up the deadline, with a
+                // deadline of its own (`next_round`).
+                return self.advance(cluster);
+            }
             if !self.pending.is_empty() {
                 // A follow-up (a failed set's cleanup), with its own deadline.
                 return Progress::Block;

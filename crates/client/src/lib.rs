@@ -63,6 +63,7 @@ mod stream;
 mod tls;
 mod topology;
 mod ttl;
+mod unreached;
 mod values;
 mod warmup;
 

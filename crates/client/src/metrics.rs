@@ -149,6 +149,7 @@ pub(crate) struct ClientCounters {
     pub(crate) migration_hits: AtomicU64,
     pub(crate) migration_copies: AtomicU64,
     pub(crate) detour_deletes: AtomicU64,
+    pub(crate) detour_delete_failures: AtomicU64,
 }
 
 impl ClientCounters {
@@ -239,6 +240,10 @@ pub struct Metrics {
     /// Keys deleted on a previous owner or the `migrate_from` cluster because they were
     /// written or deleted here (so no stale copy is read or copied back).
     pub detour_deletes: u64,
+    /// Keys a write could not delete there (the node failed or was marked down, the deadline
+    /// passed, the `migrate_from` membership was not known yet): not read through from there
+    /// until a later write deletes them.
+    pub detour_delete_failures: u64,
 }
 
 impl NodeCounters {
@@ -297,6 +302,7 @@ impl ClientCounters {
             migration_hits: read(&self.migration_hits),
             migration_copies: read(&self.migration_copies),
             detour_deletes: read(&self.detour_deletes),
+            detour_delete_failures: read(&self.detour_delete_failures),
         }
     }
 }

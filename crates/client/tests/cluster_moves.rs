@@ -272,3 +272,115 @@ fn an_unreachable_old_cluster_is_a_miss_not_a_failure() {
     client.delete("anything").unwrap();
     assert!(client.set("anything", 0, b"v", 0).unwrap());
 }
+
+#[test]
+fn a_key_written_while_the_old_clusters_membership_is_unknown_is_never_read_through() {
+    use elasticache_client::{DiscoveryConfig, DiscoveryMode};
+    use support::{member, Endpoint, FakeEndpoint};
+
+    let old_node = Memcached::start();
+    let old = old_node.client();
+    old.set("written", 0, b"stale", 0).unwrap();
+    old.set("untouched", 0, b"old", 0).unwrap();
+    let endpoint = FakeEndpoint::start(Endpoint::Garbage);
+    let mut discovery = DiscoveryConfig::default();
+    discovery.mode = DiscoveryMode::On;
+    let mut config = ClientConfig::default();
+    config.migrate_from = Some(MigrateFrom::new(
+        vec![NodeAddress::parse(&endpoint.address()).unwrap()],
+        Hashing::Pymemcache,
+        Some(discovery),
+    ));
+    let new = Memcached::start();
+    let client = Client::new(&[address(&new)], config);
+    // The old cluster cannot be asked for its nodes: the delete reaches the new cluster only.
+    client.delete("written").unwrap();
+    assert_eq!(client.metrics().detour_delete_failures, 1);
+    endpoint.set(Endpoint::Cluster {
+        version: 1,
+        members: vec![member(&old_node)],
+    });
+    // A refresh now (the failed discoveries are otherwise retried about once a second).
+    let source = client.migration_source().unwrap();
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while source.topology().nodes().is_empty() {
+        let _ = source.refresh_membership();
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the old cluster's membership was never discovered"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling interval, not synchronisation
+    }
+    // Known now: the copy the delete missed is not read, the other keys are.
+    assert_eq!(client.get("written").unwrap(), None);
+    assert_eq!(&client.get("untouched").unwrap().unwrap().data[..], b"old");
+    // A write that reaches it lets it be read through again (there is nothing left to read).
+    client.delete("written").unwrap();
+    assert_eq!(old.get("written").unwrap(), None);
+}
+
+#[test]
+fn a_delete_the_previous_owner_missed_keeps_the_key_from_being_read_there() {
+    let (a, b, c) = (Memcached::start(), Memcached::start(), Memcached::start());
+    let mut config = ClientConfig::default();
+    config.timeout = Some(Duration::from_millis(200));
+    let (client, moved) = scaled_out(&a, &b, &c, config);
+    let key = &moved[0];
+    let (previous, other) = if a.client().get(key).unwrap().is_some() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    // Frozen, the previous owner does not answer the delete in time: the client cannot know
+    // whether it was done (here it is, once the node resumes: the copy is put back to stand
+    // for one that was not).
+    previous.signal("STOP");
+    let deleted = client.delete(key);
+    previous.signal("CONT");
+    assert!(
+        deleted.is_ok(),
+        "the owner's delete is done all the same: {deleted:?}"
+    );
+    assert!(client.metrics().detour_delete_failures >= 1);
+    assert!(previous.client().set(key, 0, b"stale", 0).unwrap());
+    // It is never read through.
+    assert_eq!(client.get(key).unwrap(), None);
+    assert_eq!(client.get_many(&[key.as_str()]).unwrap(), vec![None]);
+    assert_eq!(client.metrics().warmup_reads, 0);
+    // Moved keys of the other previous owner still are (the frozen one is left alone for
+    // `retry_timeout` after its failure).
+    let elsewhere = moved
+        .iter()
+        .find(|k| other.client().get(k).unwrap().is_some())
+        .expect("a moved key from each previous owner");
+    assert!(client.get(elsewhere).unwrap().is_some());
+}
+
+#[test]
+fn an_event_driven_write_whose_detour_times_out_still_writes_the_owner() {
+    let (a, b, c) = (Memcached::start(), Memcached::start(), Memcached::start());
+    let mut config = ClientConfig::default();
+    config.timeout = Some(Duration::from_millis(200));
+    let (client, moved) = scaled_out(&a, &b, &c, config);
+    let key = &moved[0];
+    let previous = if a.client().get(key).unwrap().is_some() {
+        &a
+    } else {
+        &b
+    };
+    previous.signal("STOP");
+    let mut operation = client
+        .start_store(
+            elasticache_client::Store::Set,
+            key.clone(),
+            0,
+            b"new".to_vec(),
+            0,
+        )
+        .unwrap();
+    drive(&client, &mut operation);
+    let stored = operation.finish(&client);
+    previous.signal("CONT");
+    assert_eq!(stored.unwrap(), elasticache_client::StoreReply::Stored);
+    assert_eq!(&c.client().get(key).unwrap().unwrap().data[..], b"new");
+}

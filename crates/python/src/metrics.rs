@@ -78,5 +78,6 @@ pub fn to_dict<'py>(py: Python<'py>, metrics: &Metrics) -> PyResult<Bound<'py, P
     dict.set_item("migration_hits", metrics.migration_hits)?;
     dict.set_item("migration_copies", metrics.migration_copies)?;
     dict.set_item("detour_deletes", metrics.detour_deletes)?;
+    dict.set_item("detour_delete_failures", metrics.detour_delete_failures)?;
     Ok(dict)
 }

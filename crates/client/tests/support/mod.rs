@@ -133,11 +133,11 @@ impl Memcached {
         }
     }
 
-    /// Sends the server `signal` (`"STOP"` freezes it, `"CONT"` resumes it).
+    /// Sends the process `signal` (`"STOP"`, `"CONT"`): a frozen node keeps its sockets open
+    /// and answers nothing.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
+            .args([format!("-{signal}"), self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success(), "kill -{signal} failed");

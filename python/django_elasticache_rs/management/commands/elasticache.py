@@ -62,7 +62,8 @@ def text(entry: dict[str, Any]) -> str:
             f"({events['warmup_hits']:,} found, {events['warmup_copies']:,} copied); "
             f"migration: {events['migration_reads']:,} read through "
             f"({events['migration_hits']:,} found, {events['migration_copies']:,} copied); "
-            f"{events['detour_deletes']:,} deleted there on writes"
+            f"{events['detour_deletes']:,} deleted there on writes "
+            f"({events['detour_delete_failures']:,} could not be)"
         )
     if entry.get("error"):
         lines.append(f"  no node to ask: {entry['error']}")
