@@ -202,7 +202,7 @@ class Client:
         holding undelivered invalidations, its keys are read and written on the next live node
         of their rendezvous order, writes there living at most ``gutter_ttl`` seconds (1 to
         2592000). Deletes and writes that could not reach a node are remembered, at most
-        ``max_invalidations`` per node (1 to 1000000), and replayed as deletes by a probe
+        ``max_invalidations`` per node (0 to 1000000; 0: none), and replayed as deletes by a probe
         about once a second before the node serves reads again; past the bound
         ``invalidation_overflow`` "flush" empties the node first, "ignore" does not.
 

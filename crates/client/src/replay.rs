@@ -70,6 +70,11 @@ impl Replays {
         node: &Arc<Node>,
         keys: impl IntoIterator<Item = &'k str>,
     ) {
+        if self.config.max_invalidations == 0 {
+            // Off: nothing is remembered, nothing replayed (stale reads after an outage
+            // accepted).
+            return;
+        }
         let outcome = node
             .invalidations
             .remember(keys, self.config.max_invalidations);
