@@ -305,6 +305,9 @@ class Client:
     def start_delete(
         self, key: Any, prefix: str | None = None, version: Any = None
     ) -> Operation: ...
+    def start_discard(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
+        """``delete`` leaving the key's ``get_or_set`` lease alone (a ``delete`` ends it): a
+        computation takes back its value so once it finds its own lease ended."""
     def start_incr(
         self, key: Any, delta: int = 1, prefix: str | None = None, version: Any = None
     ) -> Operation: ...

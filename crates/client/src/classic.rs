@@ -293,6 +293,8 @@ pub struct LinePlan<T> {
 #[derive(Debug, Clone, Copy)]
 enum Line {
     Delete,
+    /// A delete that leaves the key's lease alone (`discard`).
+    Discard,
     Counter(Counter, u64),
     Touch(i64),
 }
@@ -302,7 +304,7 @@ impl<T: Copy> Plan for LinePlan<T> {
 
     fn name(&self) -> CommandName {
         match self.line {
-            Line::Delete => CommandName::Delete,
+            Line::Delete | Line::Discard => CommandName::Delete,
             Line::Counter(Counter::Decr, _) => CommandName::Decr,
             Line::Counter(_, _) => CommandName::Incr,
             Line::Touch(_) => CommandName::Touch,
@@ -310,16 +312,16 @@ impl<T: Copy> Plan for LinePlan<T> {
     }
 
     fn invalidates(&self) -> bool {
-        matches!(self.line, Line::Delete)
+        matches!(self.line, Line::Delete | Line::Discard)
     }
 
     fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
-        if self.invalidates() {
+        if matches!(self.line, Line::Delete) {
             end_lease(key, out);
         }
         let key = key.as_bytes();
         match self.line {
-            Line::Delete => proto::encode_delete(out, key, false),
+            Line::Delete | Line::Discard => proto::encode_delete(out, key, false),
             Line::Counter(op, delta) => proto::encode_incr_decr(out, op, key, delta, false),
             Line::Touch(exptime) => proto::encode_touch(out, key, exptime, false),
         }
@@ -345,6 +347,17 @@ impl<T: Copy> Plan for LinePlan<T> {
 pub(crate) fn delete(key: String) -> One<LinePlan<DeleteReply>> {
     let plan = LinePlan {
         line: Line::Delete,
+        parse: proto::parse_delete,
+        fallback: DeleteReply::NotFound,
+    };
+    One::new(key, plan)
+}
+
+/// `delete` of `key` leaving its `get_or_set` lease alone: a computation's own value taken
+/// back after its lease was ended (by then the lease may be the next caller's).
+pub(crate) fn discard(key: String) -> One<LinePlan<DeleteReply>> {
+    let plan = LinePlan {
+        line: Line::Discard,
         parse: proto::parse_delete,
         fallback: DeleteReply::NotFound,
     };

@@ -661,6 +661,18 @@ impl PyClient {
         starts::delete(&self.inner, make_key(key, prefix, version)?)
     }
 
+    /// `delete` of the key leaving its `get_or_set` lease alone, as an `Operation`: a
+    /// computation taking back its value once its lease was ended (stampede protection).
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn start_discard(
+        &self,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyOperation> {
+        starts::discard(&self.inner, make_key(key, prefix, version)?)
+    }
+
     /// `incr` as an `Operation`.
     #[pyo3(signature = (key, delta = Delta::ONE, prefix = None, version = None))]
     #[pyo3(text_signature = "($self, key, delta=1, prefix=None, version=None)")]

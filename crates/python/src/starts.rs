@@ -71,6 +71,13 @@ pub fn delete(client: &Arc<Client>, key: String) -> PyResult<PyOperation> {
     }))
 }
 
+pub fn discard(client: &Arc<Client>, key: String) -> PyResult<PyOperation> {
+    let operation = client.start_discard(key).py_result()?;
+    Ok(driven(client, operation, |py, _, reply| {
+        to_object(py, reply.py_result()? == DeleteReply::Deleted)
+    }))
+}
+
 pub fn counter(
     client: &Arc<Client>,
     op: Counter,
