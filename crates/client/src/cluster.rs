@@ -367,6 +367,8 @@ impl Cluster {
         topology: &'t Topology,
         diverted: &'t RefCell<Vec<(usize, String)>>,
     ) -> Routes<'t> {
+        // After a fork's parking of the replay threads, the replays still needed start again.
+        self.replays.resume(topology.nodes());
         Routes::new(topology, self.config.gutter_ttl, diverted)
     }
 
