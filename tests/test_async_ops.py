@@ -69,8 +69,15 @@ def backend(location: str | list[str], prefix: str = "", **options: Any) -> Elas
 
 
 # Failure tests run one failing call after another on the same node: health accounting must
-# neither mark it down nor leave it alone between them (that is not what they test).
-REPEATABLE_FAILURES: dict[str, Any] = {"retry_attempts": 1000, "retry_timeout": 0}
+# neither mark it down nor leave it alone between them (that is not what they test), no
+# gutter must serve its keys instead, and no replay of a failed write must probe it in the
+# background (tests/test_cluster_events.py tests those).
+WITHOUT_CLUSTER_EVENTS: dict[str, Any] = {"gutter": False, "max_invalidations": 0}
+REPEATABLE_FAILURES: dict[str, Any] = {
+    "retry_attempts": 1000,
+    "retry_timeout": 0,
+    **WITHOUT_CLUSTER_EVENTS,
+}
 
 
 def open_connections(cache: ElastiCache, node: str | None = None) -> int:
@@ -349,7 +356,13 @@ def test_failures_on_the_loop_count_towards_marking_a_node_down(method: str) -> 
         (async_call, blocking_call),
     ]:
         with faulty_server(None, before=[WARM_UP]) as server:
-            cache = backend(server.address, timeout=0.1, retry_attempts=1, dead_timeout=60)
+            cache = backend(
+                server.address,
+                timeout=0.1,
+                retry_attempts=1,
+                dead_timeout=60,
+                **WITHOUT_CLUSTER_EVENTS,
+            )
             warm(cache)
             histories.append([attempt(first, cache)[:2], attempt(then, cache)[:2]])
             assert server.connections == 1, "a node marked down is not contacted"

@@ -7,6 +7,7 @@ restarted, frozen (SIGSTOP) and resumed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -197,6 +198,29 @@ def test_a_write_during_a_slow_compute_wins_over_the_computed_value(
         assert cache.get("k") == expected, "the computation was stored over the write"
         # A caller starting after the write computes anew (or reads the write).
         assert cache.get_or_set("k", lambda: "recomputed") == (expected or "recomputed")
+
+
+def test_a_delete_during_an_async_compute_wins_over_the_computed_value(
+    memcached: LocalNode,
+) -> None:
+    cache = backend(memcached.address)
+    computing, go_on = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        computing.set()
+        assert go_on.wait(BOUND)
+        return "computed before the delete"
+
+    got: list[Any] = []
+    # Its own loop in a thread: the default is called on the loop (as Django's), and waits.
+    caller = threading.Thread(target=lambda: got.append(asyncio.run(cache.aget_or_set("k", slow))))
+    caller.start()
+    assert computing.wait(BOUND)
+    cache.delete("k")
+    go_on.set()
+    caller.join(BOUND)
+    assert got == ["computed before the delete"]
+    assert cache.get("k") is None, "the computation was stored over the delete"
 
 
 def test_past_the_replay_bound_the_node_is_flushed_and_the_overflow_is_reported(

@@ -305,3 +305,28 @@ def test_the_exit_status_is_a_health_check(cluster: LocalCluster, tmp_path: Any)
     assert (
         unknown.stderr.strip() == "CommandError: No cache 'nope' in CACHES (those that do: default)"
     )
+def test_this_processes_gutter_and_replays_are_shown() -> None:
+    with LocalNode() as healthy, LocalNode() as lost:
+        caches = {
+            "default": {
+                "BACKEND": BACKEND,
+                "LOCATION": [healthy.address, lost.address],
+                "OPTIONS": {"timeout": 0.3, "retry_attempts": 1, "ignore_exc": True},
+            }
+        }
+        with override_settings(CACHES=caches):
+            from django.core.cache import caches as handler
+
+            cache = handler["default"]
+            keys = [f"k{i}" for i in range(20)]
+            lost.stop()
+            for key in keys:  # the first meets the lost node; the others its gutter
+                cache.get(key)
+                cache.delete(key)
+            [report] = json.loads(run("--json", **caches)[0])
+            text, _ = run(**caches)
+    events = report["cluster_events"]
+    assert events["gutter_reads"] > 0 and events["gutter_writes"] > 0, events
+    assert events["invalidations_waiting"] > 0, "the lost node's deletes wait for its return"
+    [line] = [line for line in text.splitlines() if "this process:" in line]
+    assert f"gutter {events['gutter_reads']:,} reads" in line

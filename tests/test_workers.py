@@ -38,9 +38,13 @@ class BarrierServer(LoopbackServer):
         super().__init__()
 
     def _request(self, conn: socket.socket, buffer: bytearray) -> bytes | None:
-        """One whole request (a storage command has a data line after its command line)."""
+        """One whole request (a storage command has a data line after its command line); a
+        ``noreply`` one (the lease delete a write sends first) is dropped: it has no reply."""
         while True:
             line_end = buffer.find(b"\r\n")
+            if line_end >= 0 and buffer[:line_end].endswith(b" noreply"):
+                del buffer[: line_end + 2]
+                continue
             if line_end >= 0:
                 line = bytes(buffer[:line_end])
                 if not line.startswith((b"set ", b"add ")):

@@ -225,7 +225,7 @@ class Client:
         holding undelivered invalidations, its keys are read and written on the next live node
         of their rendezvous order, writes there living at most ``gutter_ttl`` seconds (1 to
         2592000). Deletes and writes that could not reach a node are remembered, at most
-        ``max_invalidations`` per node (1 to 1000000), and replayed as deletes by a probe
+        ``max_invalidations`` per node (0 to 1000000; 0: none), and replayed as deletes by a probe
         about once a second before the node serves reads again; past the bound
         ``invalidation_overflow`` "flush" empties the node first, "ignore" does not.
 
@@ -299,6 +299,12 @@ class Client:
         """Deletes ``key``; returns whether it was there."""
     def start_delete(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
         """``delete`` as an ``Operation``."""
+    def discard(self, key: Any, prefix: str | None = None, version: Any = None) -> bool:
+        """``delete`` of the key leaving its ``get_or_set`` lease alone (a ``delete`` ends it): a
+        computation takes back its value so once it finds its own lease ended, which by then
+        may be another caller's. Returns whether the key was there."""
+    def start_discard(self, key: Any, prefix: str | None = None, version: Any = None) -> Operation:
+        """``discard`` as an ``Operation``."""
     def delete_many(
         self, keys: Iterable[Any], prefix: str | None = None, version: Any = None
     ) -> int:

@@ -71,10 +71,6 @@ class Cache(Protocol):
         self, key: Any, value: Any, timeout: Any = ..., version: int | None = ...
     ) -> bool: ...
 
-    def delete(self, key: Any, version: int | None = ...) -> bool: ...
-
-    async def adelete(self, key: Any, version: int | None = ...) -> bool: ...
-
 
 def early_recompute_window(
     cache: Cache, stampede: Stampede, early_recompute: int | None, timeout: Any
@@ -199,9 +195,19 @@ def get_or_set(
     if _release_lease(handle, made, token, v) is False and stored and take is None:
         # The lease was ended while this caller computed: a delete or set of the key (which
         # ends its lease) came after the computation started, or the lease ran out. The value
-        # may predate that delete: it must not stay (see "Stale sets" in the docs).
-        cache.delete(key, version)
+        # may predate that delete: it must not stay (see "Stale sets" in the docs). Taken back
+        # without ending the key's lease, which may be the next caller's by now.
+        _discard(handle, made, v)
     return value
+
+
+def _discard(handle: Handle, made: Any, version: int) -> None:
+    """Deletes this caller's value, leaving the key's lease alone; a failure is logged (the
+    replay of undelivered invalidations deletes it later), never raised."""
+    try:
+        handle.drive(handle.client.start_discard(made, handle.prefix, version))
+    except CacheError as error:
+        logger.warning("a stale computed value could not be deleted: %s", type(error).__name__)
 
 
 def _set(cache: Cache, key: Any, value: Any, timeout: Any, version: int | None) -> bool:
@@ -280,7 +286,10 @@ async def aget_or_set(
         raise
     if leased and await _arelease_lease(handle, made, token, v) is False and stored:
         # The lease was ended while computing (see `get_or_set`).
-        await cache.adelete(key, version)
+        try:
+            await run(handle.client.start_discard(made, handle.prefix, v))
+        except CacheError as error:
+            logger.warning("a stale computed value could not be deleted: %s", type(error).__name__)
     return value
 
 

@@ -313,6 +313,8 @@ pub struct LinePlan<T> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Line {
     Delete,
+    /// A delete that leaves the key's lease alone (`discard`).
+    Discard,
     Counter(Counter, u64),
     Touch(i64),
 }
@@ -326,7 +328,7 @@ impl<T: Copy> Plan for LinePlan<T> {
 
     fn name(&self) -> CommandName {
         match self.line {
-            Line::Delete => CommandName::Delete,
+            Line::Delete | Line::Discard => CommandName::Delete,
             Line::Counter(Counter::Decr, _) => CommandName::Decr,
             Line::Counter(_, _) => CommandName::Incr,
             Line::Touch(_) => CommandName::Touch,
@@ -334,16 +336,16 @@ impl<T: Copy> Plan for LinePlan<T> {
     }
 
     fn invalidates(&self) -> bool {
-        matches!(self.line, Line::Delete)
+        matches!(self.line, Line::Delete | Line::Discard)
     }
 
     fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
-        if self.invalidates() {
+        if matches!(self.line, Line::Delete) {
             end_lease(key, out);
         }
         let key = key.as_bytes();
         match self.line {
-            Line::Delete => proto::encode_delete(out, key, false),
+            Line::Delete | Line::Discard => proto::encode_delete(out, key, false),
             Line::Counter(op, delta) => proto::encode_incr_decr(out, op, key, delta, false),
             Line::Touch(exptime) => proto::encode_touch(out, key, exptime, false),
         }

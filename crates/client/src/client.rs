@@ -299,6 +299,17 @@ commands! {
         fallback: DeleteReply::NotFound,
     }));
 
+    /// Deletes `key` without ending its `get_or_set` lease (a [`Client::delete`] ends it):
+    /// for a computation taking back the value it stored once it finds its own lease ended,
+    /// which by then may be another caller's. Returns whether the key was there.
+    pub fn discard(key: &str => String) -> bool = |reply| reply == DeleteReply::Deleted;
+    start start_discard -> DiscardOperation = Operation<One<LinePlan<DeleteReply>>>;
+    (cluster) One::new(key.into(), LinePlan {
+        line: Line::Discard,
+        parse: proto::parse_delete,
+        fallback: DeleteReply::NotFound,
+    });
+
     /// `incr` or `decr` of a counter; `None` when `key` is not in the cache.
     fn counter(op: Counter => Counter, key: &str => String, delta: u64 => u64) -> Option<u64>
         = |reply| match reply {

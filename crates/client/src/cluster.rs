@@ -570,6 +570,8 @@ impl Cluster {
         diverted: &'t RefCell<Vec<(usize, String)>>,
         detours: &'t Detours<'t>,
     ) -> Routes<'t> {
+        // After a fork's parking of the replay threads, the replays still needed start again.
+        self.replays.resume(topology.nodes());
         Routes::new(topology, self.config.gutter_ttl, diverted, detours)
     }
 

@@ -61,7 +61,8 @@ pub struct ClientConfig {
     /// Seconds a value written to a gutter lives at most (`gutter`); `None` turns the gutter
     /// off: a down node's keys fail fast (or miss under `ignore_exc`) as before.
     pub gutter_ttl: Option<u32>,
-    /// Most invalidations remembered per node that could not be delivered (`invalidations`).
+    /// Most invalidations remembered per node that could not be delivered (`invalidations`);
+    /// 0 remembers none (replay off).
     pub max_invalidations: usize,
     /// What happens when a node's undelivered invalidations exceed `max_invalidations`.
     pub invalidation_overflow: Overflow,

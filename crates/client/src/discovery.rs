@@ -182,11 +182,13 @@ pub struct ParkedThreads {
 impl Drop for ParkedThreads {
     fn drop(&mut self) {
         PARKED.fetch_sub(1, Ordering::AcqRel);
+        crate::replay::unpark();
     }
 }
 
-/// Stops every discovery refresher thread of this process, joins them, and keeps new ones
-/// from starting until the returned guard is dropped; then each client starts its refresher
+/// Stops every discovery refresher thread of this process, and every thread replaying
+/// undelivered invalidations, joins them, and keeps new ones from starting until the returned
+/// guard is dropped; then each client starts its refresher (and the replays still needed)
 /// again on its next operation.
 ///
 /// For programs that `fork()` after using a client (a pre-forking server, multiprocessing):
@@ -215,6 +217,7 @@ pub fn park_background_threads() -> ParkedThreads {
             log::error!("a discovery thread panicked");
         }
     }
+    crate::replay::park();
     ParkedThreads { _private: () }
 }
 

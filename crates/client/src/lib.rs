@@ -71,9 +71,9 @@ pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::{ItemList, KeyList};
 pub use client::{
     AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
-    DeleteManyOperation, DeleteOperation, FlushAllOperation, GetManyOperation, GetOperation,
-    GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation, StoreOperation,
-    TouchOperation, TtlOperation,
+    DeleteManyOperation, DeleteOperation, DiscardOperation, FlushAllOperation, GetManyOperation,
+    GetOperation, GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation,
+    StoreOperation, TouchOperation, TtlOperation,
 };
 pub use cluster::{Cluster, Detour, Route, Routes};
 pub use config::{

@@ -4,10 +4,13 @@
 //! one is delivered, the node serves its keys again at once. Past `max_invalidations` keys,
 //! the keys beyond are dropped, counted, and reported once (an event, one log line), and the
 //! `invalidation_overflow` policy applies: by default the node is emptied (`flush_all`)
-//! before it serves again.
+//! before it serves again. The threads are parked around `fork()` with the discovery
+//! refreshers (`park_background_threads`), and the replays still needed start again on the
+//! cluster's next operation.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use elasticache_proto as proto;
@@ -24,10 +27,63 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Keys deleted per round trip of a replay.
 const REPLAY_BATCH: usize = 256;
 
+/// A replay thread of this process, for [`park`].
+#[derive(Debug)]
+struct Replayer {
+    /// The fork generation of the process that started it.
+    generation: u64,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// Every replay thread started in this process (and, in a forked child, its parent's: those
+/// threads do not exist here and are never joined).
+static REPLAYERS: Mutex<Vec<Replayer>> = Mutex::new(Vec::new());
+
+/// How many parkings are in force: no replay thread starts while any is.
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts the parkings ended: after one, each cluster starts the replays its nodes still
+/// need ([`Replays::resume`]).
+static UNPARKED: AtomicU64 = AtomicU64::new(0);
+
+/// Stops this process's replay threads (joined: each finishes the probe it is in, bounded by
+/// `timeout`) and starts none until [`unpark`]; what they had not delivered stays remembered.
+/// Part of `park_background_threads`, around `fork()`.
+pub(crate) fn park() {
+    PARKED.fetch_add(1, Ordering::AcqRel);
+    let generation = crate::fork::current();
+    let running = std::mem::take(&mut *REPLAYERS.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut mine = Vec::new();
+    for replayer in running {
+        if replayer.generation == generation {
+            replayer.stop.store(true, Ordering::Release);
+            replayer.thread.thread().unpark();
+            mine.push(replayer.thread);
+        } else {
+            // A parent's thread: it does not exist in this process.
+            std::mem::forget(replayer);
+        }
+    }
+    for thread in mine {
+        if thread.join().is_err() {
+            log::error!("a replay thread panicked");
+        }
+    }
+}
+
+/// Ends a [`park`]: the replays still needed start again on each cluster's next operation.
+pub(crate) fn unpark() {
+    PARKED.fetch_sub(1, Ordering::AcqRel);
+    UNPARKED.fetch_add(1, Ordering::AcqRel);
+}
+
 /// The replays of one cluster: its settings (for the probes' connections) and counters.
 #[derive(Debug)]
 pub(crate) struct Replays {
     config: ClientConfig,
+    /// The [`UNPARKED`] count this cluster last resumed its replays at.
+    resumed: AtomicU64,
     replayed: AtomicU64,
     dropped: AtomicU64,
     overflows: AtomicU64,
@@ -47,6 +103,7 @@ impl Replays {
     pub(crate) fn new(config: ClientConfig) -> Self {
         Replays {
             config,
+            resumed: AtomicU64::new(UNPARKED.load(Ordering::Acquire)),
             replayed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
@@ -70,6 +127,11 @@ impl Replays {
         node: &Arc<Node>,
         keys: impl IntoIterator<Item = &'k str>,
     ) {
+        if self.config.max_invalidations == 0 {
+            // Off: nothing is remembered, nothing replayed (stale reads after an outage
+            // accepted).
+            return;
+        }
         let outcome = node
             .invalidations
             .remember(keys, self.config.max_invalidations);
@@ -80,14 +142,50 @@ impl Replays {
             self.overflowed(node);
         }
         if outcome.start {
-            let (replays, held) = (Arc::clone(self), Arc::clone(node));
-            let spawned = std::thread::Builder::new()
-                .name("elasticache-replay".to_owned())
-                .spawn(move || replays.run(&held));
-            if let Err(error) = spawned {
+            self.start(node);
+        }
+    }
+
+    /// Starts `node`'s replay thread (its invalidations say none runs), unless threads are
+    /// parked: then the first operation after the parking starts it ([`Replays::resume`]).
+    fn start(self: &Arc<Self>, node: &Arc<Node>) {
+        if PARKED.load(Ordering::Acquire) > 0 {
+            node.invalidations.replayer_stopped();
+            return;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (replays, held, stopped) = (Arc::clone(self), Arc::clone(node), Arc::clone(&stop));
+        let spawned = std::thread::Builder::new()
+            .name("elasticache-replay".to_owned())
+            .spawn(move || replays.run(&held, &stopped));
+        match spawned {
+            Ok(thread) => {
+                let mut running = REPLAYERS.lock().unwrap_or_else(PoisonError::into_inner);
+                running.retain(|replayer| !replayer.thread.is_finished());
+                running.push(Replayer {
+                    generation: crate::fork::current(),
+                    stop,
+                    thread,
+                });
+            }
+            Err(error) => {
                 // The next invalidation tries again; meanwhile the node stays in the gutter.
                 log::error!("cannot start a thread to replay invalidations: {error}");
                 node.invalidations.replayer_stopped();
+            }
+        }
+    }
+
+    /// After a parking of the background threads (`fork()`), starts the replays that `nodes`
+    /// still need: one atomic load otherwise.
+    pub(crate) fn resume(self: &Arc<Self>, nodes: &[Arc<Node>]) {
+        let unparked = UNPARKED.load(Ordering::Acquire);
+        if self.resumed.swap(unparked, Ordering::AcqRel) == unparked {
+            return;
+        }
+        for node in nodes {
+            if node.invalidations.pending() {
+                self.remember(node, []);
             }
         }
     }
@@ -123,8 +221,13 @@ impl Replays {
 
     /// The replay thread of `node`: delivers its invalidations, probing about once a second
     /// until they are all delivered (or the node left the membership everywhere).
-    fn run(&self, node: &Arc<Node>) {
+    fn run(&self, node: &Arc<Node>, stop: &AtomicBool) {
         loop {
+            if stop.load(Ordering::Acquire) {
+                // Parked (a fork): what is left stays remembered, and is replayed after it.
+                node.invalidations.replayer_stopped();
+                return;
+            }
             if Arc::strong_count(node) <= 1 {
                 // Nobody routes to it any more: what it holds is nobody's concern.
                 node.invalidations.replayer_stopped();
@@ -158,7 +261,15 @@ impl Replays {
                         "{}: invalidations not replayed yet: {error}",
                         node.address.name
                     );
-                    std::thread::sleep(PROBE_INTERVAL.saturating_sub(started.elapsed()));
+                    // Until the next probe, or until parked.
+                    let next = started + PROBE_INTERVAL;
+                    while !stop.load(Ordering::Acquire) {
+                        let now = Instant::now();
+                        if now >= next {
+                            break;
+                        }
+                        std::thread::park_timeout(next - now);
+                    }
                 }
             }
         }

@@ -733,6 +733,22 @@ commands! {
             })
         }
 
+        /// `delete` of the key leaving its `get_or_set` lease alone (a `delete` ends it): a
+        /// computation takes back its value so once it finds its own lease ended, which by then
+        /// may be another caller's. Returns whether the key was there.
+        discard / start_discard(
+            &self,
+            key: &Bound<'_, PyAny> => "Any",
+            prefix: Option<&Bound<'_, PyString>> = None => "str | None = None",
+            version: Option<&Bound<'_, PyAny>> = None => "Any = None",
+        ) -> "bool" {
+            let key = make_key(key, prefix, version)?;
+            let operation = self.inner.start_discard(key).py_result()?;
+            converted(operation, |py, _, reply| {
+                to_object(py, reply.py_result()? == DeleteReply::Deleted)
+            })
+        }
+
         /// Deletes the keys in one round trip; returns how many were there.
         delete_many / start_delete_many(
             &self,

@@ -419,13 +419,13 @@ pub const OPTIONS: &[OptionSpec] = &[
     option(
         "max_invalidations",
         Kind::Whole {
-            low: 1,
+            low: 0,
             high: MAX_INVALIDATIONS,
             none: false,
         },
         Int(10_000),
         "deletes and writes that could not reach a node, remembered per node and replayed \
-         before it serves reads again",
+         before it serves reads again (0: none, replay off)",
     ),
     option(
         "invalidation_overflow",
