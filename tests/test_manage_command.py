@@ -323,8 +323,9 @@ def test_this_processes_gutter_and_replays_are_shown() -> None:
             for key in keys:  # the first meets the lost node; the others its gutter
                 cache.get(key)
                 cache.delete(key)
-            [report] = json.loads(run("--json", **caches)[0])
-            text, _ = run(**caches)
+            # A node is down: the report, then exit status 2.
+            [report] = json.loads(run("--json", status=2, **caches)[0])
+            text, _ = run(status=2, **caches)
     events = report["cluster_events"]
     assert events["gutter_reads"] > 0 and events["gutter_writes"] > 0, events
     assert events["invalidations_waiting"] > 0, "the lost node's deletes wait for its return"

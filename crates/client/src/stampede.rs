@@ -99,9 +99,9 @@ enum KeyRead {
 impl Plan for LeasePlan {
     type Output = Leased;
 
-    fn writes(&self) -> bool {
-        true
-    }
+    // A read: what it writes is the lease's own key, never this key's value (the winner's
+    // value comes with a write of its own), so it neither ends the key's reads in flight nor
+    // counts as a gutter write.
 
     fn name(&self) -> CommandName {
         CommandName::Get
