@@ -175,518 +175,520 @@ pub struct PyClient {
 const NEVER: Exptime = Exptime::NEVER;
 const ONE: Delta = Delta::ONE;
 
+// The class's methods: those written by hand (at the usual indentation, so that they read and
+// merge as a plain `#[pymethods]` block), then each command once (see `declare::commands!`).
 commands! {
-    #[pymethods]
-    impl PyClient {
-        /// The options (`**options`) are those of `_native.OPTIONS` marked `native`, with its
-        /// defaults; `tls_ca_certs` (DER), `tls_verify`, `tls_check_hostname` and `on_event` are
-        /// the Django backend's ways in (an `ssl.SSLContext`'s settings, the signals).
-        #[new]
-        #[pyo3(signature = (
-            servers,
-            *,
-            tls_ca_certs = None,
-            tls_verify = true,
-            tls_check_hostname = true,
-            on_event = None,
-            **options,
-        ))]
-        fn new(
-            py: Python<'_>,
-            servers: Vec<String>,
-            tls_ca_certs: Option<Vec<Vec<u8>>>,
-            tls_verify: bool,
-            tls_check_hostname: bool,
-            on_event: Option<Py<PyAny>>,
-            options: Option<&Bound<'_, PyDict>>,
-        ) -> PyResult<Self> {
-            // Every argument is checked here, before anything else: nothing invalid may surface at
-            // the first request. A refusal names its argument in its `option` attribute.
-            let given = Given::new(py, options)?;
-            let nodes = servers
-                .iter()
-                .map(|s| NodeAddress::parse(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|error| refused("servers", Refusal::Value, format!("servers: {error}")))?;
-            let hashing = match given.text("hashing")?.as_deref() {
-                Some("pylibmc") => Hashing::Pylibmc,
-                Some("ketama") => Hashing::Ketama,
-                _ => Hashing::Pymemcache,
-            };
-            let mode = match given.text("discovery")?.as_deref() {
-                Some("auto") => Some(DiscoveryMode::Auto),
-                Some("on") => Some(DiscoveryMode::On),
-                _ => None,
-            };
-            let serde = given.object("serde")?;
-            let max_value_len = given
-                .whole("max_value_length")?
-                .map(|n| to_usize("max_value_length", n))
-                .transpose()?;
-            let serializer = match (serde, given.text("serializer")?.as_deref()) {
-                (Some(serde), Some("pickle") | None) => Serializer::Serde(serde),
-                (Some(_), Some(_)) => {
-                    return Err(refused(
-                        "serializer",
-                        Refusal::Value,
-                        "serializer cannot be set with serde (a serde encodes every value)".to_owned(),
-                    ))
-                }
-                (None, Some("pickle") | None) => Serializer::Pickle,
-                (None, Some(name)) => Serializer::Objects(
-                    Objects::named(py, name)
-                        .map_err(|error| refused("serializer", Refusal::Value, error.to_string()))?,
-                ),
-            };
-            let compressor = match given.text("compressor")?.as_deref() {
-                Some("zstd") => Compressor::Zstd,
-                Some("lz4") => Compressor::Lz4,
-                _ => Compressor::Zlib,
-            };
-            let zstd_dictionary = match given.path("zstd_dictionary")? {
-                Some(path) => {
-                    let bytes = std::fs::read(&path).map_err(|error| {
-                        refused(
-                            "zstd_dictionary",
-                            Refusal::Value,
-                            format!("zstd_dictionary cannot be read: {error}"),
-                        )
-                    })?;
-                    let dictionary = zstd::Dictionary::new(&bytes).map_err(|why| {
-                        refused(
-                            "zstd_dictionary",
-                            Refusal::Value,
-                            format!("zstd_dictionary {} cannot be used: {why}", path.display()),
-                        )
-                    })?;
-                    Some(Arc::new(dictionary))
-                }
-                None => None,
-            };
-            let sign_values = given.flag("sign_values")?;
-            let signing_key = given.secret("signing_key")?;
-            let fallbacks = given.secrets("signing_key_fallbacks")?;
-            if sign_values && signing_key.is_none() {
+#[pymethods]
+impl PyClient {
+    /// The options (`**options`) are those of `_native.OPTIONS` marked `native`, with its
+    /// defaults; `tls_ca_certs` (DER), `tls_verify`, `tls_check_hostname` and `on_event` are
+    /// the Django backend's ways in (an `ssl.SSLContext`'s settings, the signals).
+    #[new]
+    #[pyo3(signature = (
+        servers,
+        *,
+        tls_ca_certs = None,
+        tls_verify = true,
+        tls_check_hostname = true,
+        on_event = None,
+        **options,
+    ))]
+    fn new(
+        py: Python<'_>,
+        servers: Vec<String>,
+        tls_ca_certs: Option<Vec<Vec<u8>>>,
+        tls_verify: bool,
+        tls_check_hostname: bool,
+        on_event: Option<Py<PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        // Every argument is checked here, before anything else: nothing invalid may surface at
+        // the first request. A refusal names its argument in its `option` attribute.
+        let given = Given::new(py, options)?;
+        let nodes = servers
+            .iter()
+            .map(|s| NodeAddress::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| refused("servers", Refusal::Value, format!("servers: {error}")))?;
+        let hashing = match given.text("hashing")?.as_deref() {
+            Some("pylibmc") => Hashing::Pylibmc,
+            Some("ketama") => Hashing::Ketama,
+            _ => Hashing::Pymemcache,
+        };
+        let mode = match given.text("discovery")?.as_deref() {
+            Some("auto") => Some(DiscoveryMode::Auto),
+            Some("on") => Some(DiscoveryMode::On),
+            _ => None,
+        };
+        let serde = given.object("serde")?;
+        let max_value_len = given
+            .whole("max_value_length")?
+            .map(|n| to_usize("max_value_length", n))
+            .transpose()?;
+        let serializer = match (serde, given.text("serializer")?.as_deref()) {
+            (Some(serde), Some("pickle") | None) => Serializer::Serde(serde),
+            (Some(_), Some(_)) => {
                 return Err(refused(
-                    "signing_key",
+                    "serializer",
                     Refusal::Value,
-                    "sign_values needs a signing_key".to_owned(),
+                    "serializer cannot be set with serde (a serde encodes every value)".to_owned(),
+                ))
+            }
+            (None, Some("pickle") | None) => Serializer::Pickle,
+            (None, Some(name)) => Serializer::Objects(
+                Objects::named(py, name)
+                    .map_err(|error| refused("serializer", Refusal::Value, error.to_string()))?,
+            ),
+        };
+        let compressor = match given.text("compressor")?.as_deref() {
+            Some("zstd") => Compressor::Zstd,
+            Some("lz4") => Compressor::Lz4,
+            _ => Compressor::Zlib,
+        };
+        let zstd_dictionary = match given.path("zstd_dictionary")? {
+            Some(path) => {
+                let bytes = std::fs::read(&path).map_err(|error| {
+                    refused(
+                        "zstd_dictionary",
+                        Refusal::Value,
+                        format!("zstd_dictionary cannot be read: {error}"),
+                    )
+                })?;
+                let dictionary = zstd::Dictionary::new(&bytes).map_err(|why| {
+                    refused(
+                        "zstd_dictionary",
+                        Refusal::Value,
+                        format!("zstd_dictionary {} cannot be used: {why}", path.display()),
+                    )
+                })?;
+                Some(Arc::new(dictionary))
+            }
+            None => None,
+        };
+        let sign_values = given.flag("sign_values")?;
+        let signing_key = given.secret("signing_key")?;
+        let fallbacks = given.secrets("signing_key_fallbacks")?;
+        if sign_values && signing_key.is_none() {
+            return Err(refused(
+                "signing_key",
+                Refusal::Value,
+                "sign_values needs a signing_key".to_owned(),
+            ));
+        }
+        let signer = Signer::new(sign_values, signing_key.as_deref(), &fallbacks);
+        let compression = Compression {
+            compressor,
+            zstd_dictionary,
+            min_len: to_usize(
+                "min_compress_len",
+                given.whole("min_compress_len")?.unwrap_or_default(),
+            )?,
+            level: to_u32(
+                "compress_level",
+                given.whole("compress_level")?.unwrap_or_default(),
+            )?,
+            // A value set explicitly bounds values both as stored and once inflated.
+            inflated_cap: max_value_len.unwrap_or(DEFAULT_INFLATED_CAP),
+        };
+        let mut config = ClientConfig::default();
+        let max_value_len = max_value_len.unwrap_or(config.max_value_len);
+        config.connect_timeout = given.seconds("connect_timeout")?;
+        config.timeout = given.seconds("timeout")?;
+        if let Some(size) = given.whole("max_pool_size")? {
+            config.max_pool_size = to_usize("max_pool_size", size)?;
+        }
+        config.pool_idle_timeout = given.seconds("pool_idle_timeout")?;
+        config.retry_attempts = to_u32(
+            "retry_attempts",
+            given.whole("retry_attempts")?.unwrap_or_default(),
+        )?;
+        config.retry_timeout = given.seconds("retry_timeout")?.unwrap_or_default();
+        config.dead_timeout = given.seconds("dead_timeout")?.unwrap_or_default();
+        config.warmup_window = given.seconds("warmup_window")?.unwrap_or_default();
+        config.migrate_from = given
+            .cluster("migrate_from")?
+            .map(migrate_from)
+            .transpose()?;
+        config.no_delay = given.flag("no_delay")?;
+        config.socket_keepalive = given.seconds("socket_keepalive")?;
+        config.max_value_len = max_value_len;
+        config.ignore_exc = given.flag("ignore_exc")?;
+        config.failure_log = failure_log(
+            given.text("logger")?,
+            given.text("failure_log_level")?.as_deref(),
+        );
+        config.counters = given.flag("counters")?;
+        config.coalesce_reads = given.flag("coalesce_reads")?;
+        config.hot_keys_sample = to_u32(
+            "hot_keys_sample",
+            given.whole("hot_keys_sample")?.unwrap_or_default(),
+        )?;
+        config.hashing = hashing;
+        let gutter_ttl = to_u32("gutter_ttl", given.whole("gutter_ttl")?.unwrap_or_default())?;
+        config.gutter_ttl = given.flag("gutter")?.then_some(gutter_ttl);
+        config.max_invalidations = to_usize(
+            "max_invalidations",
+            given.whole("max_invalidations")?.unwrap_or_default(),
+        )?;
+        config.invalidation_overflow = match given.text("invalidation_overflow")?.as_deref() {
+            Some("ignore") => Overflow::Ignore,
+            _ => Overflow::Flush,
+        };
+        if let Some(on_event) = on_event {
+            if !on_event.bind(py).is_callable() {
+                return Err(refused(
+                    "on_event",
+                    Refusal::Type,
+                    "on_event must be callable".to_owned(),
                 ));
             }
-            let signer = Signer::new(sign_values, signing_key.as_deref(), &fallbacks);
-            let compression = Compression {
-                compressor,
-                zstd_dictionary,
-                min_len: to_usize(
-                    "min_compress_len",
-                    given.whole("min_compress_len")?.unwrap_or_default(),
-                )?,
-                level: to_u32(
-                    "compress_level",
-                    given.whole("compress_level")?.unwrap_or_default(),
-                )?,
-                // A value set explicitly bounds values both as stored and once inflated.
-                inflated_cap: max_value_len.unwrap_or(DEFAULT_INFLATED_CAP),
-            };
-            let mut config = ClientConfig::default();
-            let max_value_len = max_value_len.unwrap_or(config.max_value_len);
-            config.connect_timeout = given.seconds("connect_timeout")?;
-            config.timeout = given.seconds("timeout")?;
-            if let Some(size) = given.whole("max_pool_size")? {
-                config.max_pool_size = to_usize("max_pool_size", size)?;
+            config.events = Some(crate::events::sink(on_event));
+        }
+        let mut discovery_settings = DiscoveryConfig::default();
+        discovery_settings.mode = mode.unwrap_or(DiscoveryMode::Auto);
+        discovery_settings.interval = given.seconds("discovery_interval")?;
+        discovery_settings.retry_delay =
+            given.seconds("discovery_retry_delay")?.unwrap_or_default();
+        discovery_settings.use_vpc_ip_address = given.flag("use_vpc_ip_address")?;
+        let tls = TlsArguments {
+            on: given.flag("tls")?,
+            ca_certs: tls_ca_certs.unwrap_or_default(),
+            ca_file: given.path("tls_ca_file")?,
+            cert_file: given.path("tls_cert_file")?,
+            key_file: given.path("tls_key_file")?,
+            server_name: given.text("tls_server_name")?,
+            verify: tls_verify,
+            check_hostname: tls_check_hostname,
+        };
+        config.tls = tls.build()?;
+        given.finish()?;
+        let inner = match (mode, nodes.as_slice()) {
+            (_, []) => {
+                return Err(refused(
+                    "servers",
+                    Refusal::Value,
+                    "servers: at least one is needed".to_owned(),
+                ))
             }
-            config.pool_idle_timeout = given.seconds("pool_idle_timeout")?;
-            config.retry_attempts = to_u32(
-                "retry_attempts",
-                given.whole("retry_attempts")?.unwrap_or_default(),
-            )?;
-            config.retry_timeout = given.seconds("retry_timeout")?.unwrap_or_default();
-            config.dead_timeout = given.seconds("dead_timeout")?.unwrap_or_default();
-            config.warmup_window = given.seconds("warmup_window")?.unwrap_or_default();
-            config.migrate_from = given
-                .cluster("migrate_from")?
-                .map(migrate_from)
-                .transpose()?;
-            config.no_delay = given.flag("no_delay")?;
-            config.socket_keepalive = given.seconds("socket_keepalive")?;
-            config.max_value_len = max_value_len;
-            config.ignore_exc = given.flag("ignore_exc")?;
-            config.failure_log = failure_log(
-                given.text("logger")?,
-                given.text("failure_log_level")?.as_deref(),
-            );
-            config.counters = given.flag("counters")?;
-            config.coalesce_reads = given.flag("coalesce_reads")?;
-            config.hot_keys_sample = to_u32(
-                "hot_keys_sample",
-                given.whole("hot_keys_sample")?.unwrap_or_default(),
-            )?;
-            config.hashing = hashing;
-            let gutter_ttl = to_u32("gutter_ttl", given.whole("gutter_ttl")?.unwrap_or_default())?;
-            config.gutter_ttl = given.flag("gutter")?.then_some(gutter_ttl);
-            config.max_invalidations = to_usize(
-                "max_invalidations",
-                given.whole("max_invalidations")?.unwrap_or_default(),
-            )?;
-            config.invalidation_overflow = match given.text("invalidation_overflow")?.as_deref() {
-                Some("ignore") => Overflow::Ignore,
-                _ => Overflow::Flush,
-            };
-            if let Some(on_event) = on_event {
-                if !on_event.bind(py).is_callable() {
-                    return Err(refused(
-                        "on_event",
-                        Refusal::Type,
-                        "on_event must be callable".to_owned(),
-                    ));
-                }
-                config.events = Some(crate::events::sink(on_event));
+            (None, nodes) => Arc::new(Client::new(nodes, config)),
+            (Some(_), [endpoint]) => {
+                Client::with_discovery(endpoint.clone(), config, discovery_settings)
             }
-            let mut discovery_settings = DiscoveryConfig::default();
-            discovery_settings.mode = mode.unwrap_or(DiscoveryMode::Auto);
-            discovery_settings.interval = given.seconds("discovery_interval")?;
-            discovery_settings.retry_delay =
-                given.seconds("discovery_retry_delay")?.unwrap_or_default();
-            discovery_settings.use_vpc_ip_address = given.flag("use_vpc_ip_address")?;
-            let tls = TlsArguments {
-                on: given.flag("tls")?,
-                ca_certs: tls_ca_certs.unwrap_or_default(),
-                ca_file: given.path("tls_ca_file")?,
-                cert_file: given.path("tls_cert_file")?,
-                key_file: given.path("tls_key_file")?,
-                server_name: given.text("tls_server_name")?,
-                verify: tls_verify,
-                check_hostname: tls_check_hostname,
-            };
-            config.tls = tls.build()?;
-            given.finish()?;
-            let inner = match (mode, nodes.as_slice()) {
-                (_, []) => {
-                    return Err(refused(
-                        "servers",
-                        Refusal::Value,
-                        "servers: at least one is needed".to_owned(),
-                    ))
-                }
-                (None, nodes) => Arc::new(Client::new(nodes, config)),
-                (Some(_), [endpoint]) => {
-                    Client::with_discovery(endpoint.clone(), config, discovery_settings)
-                }
-                (Some(_), _) => {
-                    return Err(refused(
-                        "servers",
-                        Refusal::Value,
-                        "servers: discovery needs exactly one server, the configuration endpoint"
-                            .to_owned(),
-                    ))
-                }
-            };
-            Ok(PyClient {
-                inner,
-                codec: Arc::new(Codec {
-                    serializer,
-                    compression,
-                    signer,
-                }),
+            (Some(_), _) => {
+                return Err(refused(
+                    "servers",
+                    Refusal::Value,
+                    "servers: discovery needs exactly one server, the configuration endpoint"
+                        .to_owned(),
+                ))
+            }
+        };
+        Ok(PyClient {
+            inner,
+            codec: Arc::new(Codec {
+                serializer,
+                compression,
+                signer,
+            }),
+        })
+    }
+
+    /// The configuration endpoint (`host:port`) when nodes are discovered, else `None`.
+    #[getter]
+    fn discovery_endpoint(&self) -> Option<String> {
+        self.inner.discovery_endpoint().map(ToString::to_string)
+    }
+
+    /// The version of the cluster configuration in use (discovery only; `None` before the
+    /// first discovery or without discovery).
+    #[getter]
+    fn config_version(&self) -> Option<u64> {
+        self.inner.topology().version()
+    }
+
+    /// Asks the configuration endpoint for the membership now and applies it if it changed.
+    /// Raises if the endpoint cannot be asked; the last good membership stays in use.
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        let client = &*self.inner;
+        py.detach(|| client.refresh_membership()).py_result()
+    }
+
+    /// The nodes' names (`host:port`), as the ring hashes them.
+    #[getter]
+    fn servers(&self) -> Vec<String> {
+        self.inner
+            .topology()
+            .nodes()
+            .iter()
+            .map(|n| n.address.name.clone())
+            .collect()
+    }
+
+    /// `value` as the serializer makes it, before compression and signing: what a zstd
+    /// dictionary is trained on.
+    fn serialized<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let encoded = crate::serde::serialize(value, "", &self.codec.serializer)?;
+        Ok(PyBytes::new(py, encoded.bytes()?))
+    }
+
+    /// The name of the node that owns `key` (made like the other methods' keys).
+    #[pyo3(signature = (key, prefix = None, version = None))]
+    fn node_for(
+        &self,
+        key: &Bound<'_, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let key = make_key(key, prefix, version)?;
+        elasticache_client::validate_key(key.as_bytes())
+            .map_err(|reason| elasticache_client::Error::InvalidKey {
+                key: key.clone(),
+                reason,
             })
-        }
+            .py_result()?;
+        let topology = self.inner.topology();
+        let index = topology
+            .node_index_for(&key)
+            .ok_or(elasticache_client::Error::NoNodes)
+            .py_result()?;
+        Ok(topology.nodes()[index].address.name.clone())
+    }
 
-        /// The configuration endpoint (`host:port`) when nodes are discovered, else `None`.
-        #[getter]
-        fn discovery_endpoint(&self) -> Option<String> {
-            self.inner.discovery_endpoint().map(ToString::to_string)
-        }
+    /// Connections this process has open to each node (idle or in use).
+    fn open_connections(&self) -> Vec<(String, usize)> {
+        let topology = self.inner.topology();
+        topology
+            .nodes()
+            .iter()
+            .map(|n| (n.address.name.clone(), n.open_connections()))
+            .collect()
+    }
 
-        /// The version of the cluster configuration in use (discovery only; `None` before the
-        /// first discovery or without discovery).
-        #[getter]
-        fn config_version(&self) -> Option<u64> {
-            self.inner.topology().version()
-        }
+    /// Per node: connections this process opened so far, and how many of them resumed a TLS
+    /// session.
+    fn connections_opened(&self) -> Vec<(String, u64, u64)> {
+        let topology = self.inner.topology();
+        topology
+            .nodes()
+            .iter()
+            .map(|n| {
+                let (opened, resumed) = n.connections_opened();
+                (n.address.name.clone(), opened, resumed)
+            })
+            .collect()
+    }
 
-        /// Asks the configuration endpoint for the membership now and applies it if it changed.
-        /// Raises if the endpoint cannot be asked; the last good membership stays in use.
-        fn refresh(&self, py: Python<'_>) -> PyResult<()> {
-            let client = &*self.inner;
-            py.detach(|| client.refresh_membership()).py_result()
-        }
+    /// The value of `key`, or `default` when it is missing or unreadable.
+    #[pyo3(signature = (key, default = None, prefix = None, version = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Py<PyAny>>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let key = make_key(key, prefix, version)?;
+        let client = &*self.inner;
+        let item = py.detach(|| client.get(&key)).py_result()?;
+        Ok(decode_or(py, &key, item, &self.codec, default))
+    }
 
-        /// The nodes' names (`host:port`), as the ring hashes them.
-        #[getter]
-        fn servers(&self) -> Vec<String> {
-            self.inner
-                .topology()
-                .nodes()
-                .iter()
-                .map(|n| n.address.name.clone())
-                .collect()
-        }
-
-        /// `value` as the serializer makes it, before compression and signing: what a zstd
-        /// dictionary is trained on.
-        fn serialized<'py>(
-            &self,
-            py: Python<'py>,
-            value: &Bound<'py, PyAny>,
-        ) -> PyResult<Bound<'py, PyBytes>> {
-            let encoded = crate::serde::serialize(value, "", &self.codec.serializer)?;
-            Ok(PyBytes::new(py, encoded.bytes()?))
-        }
-
-        /// The name of the node that owns `key` (made like the other methods' keys).
-        #[pyo3(signature = (key, prefix = None, version = None))]
-        fn node_for(
-            &self,
-            key: &Bound<'_, PyAny>,
-            prefix: Option<&Bound<'_, PyString>>,
-            version: Option<&Bound<'_, PyAny>>,
-        ) -> PyResult<String> {
-            let key = make_key(key, prefix, version)?;
-            elasticache_client::validate_key(key.as_bytes())
-                .map_err(|reason| elasticache_client::Error::InvalidKey {
-                    key: key.clone(),
-                    reason,
-                })
-                .py_result()?;
-            let topology = self.inner.topology();
-            let index = topology
-                .node_index_for(&key)
-                .ok_or(elasticache_client::Error::NoNodes)
-                .py_result()?;
-            Ok(topology.nodes()[index].address.name.clone())
-        }
-
-        /// Connections this process has open to each node (idle or in use).
-        fn open_connections(&self) -> Vec<(String, usize)> {
-            let topology = self.inner.topology();
-            topology
-                .nodes()
-                .iter()
-                .map(|n| (n.address.name.clone(), n.open_connections()))
-                .collect()
-        }
-
-        /// Per node: connections this process opened so far, and how many of them resumed a TLS
-        /// session.
-        fn connections_opened(&self) -> Vec<(String, u64, u64)> {
-            let topology = self.inner.topology();
-            topology
-                .nodes()
-                .iter()
-                .map(|n| {
-                    let (opened, resumed) = n.connections_opened();
-                    (n.address.name.clone(), opened, resumed)
-                })
-                .collect()
-        }
-
-        /// The value of `key`, or `default` when it is missing or unreadable.
-        #[pyo3(signature = (key, default = None, prefix = None, version = None))]
-        fn get<'py>(
-            &self,
-            py: Python<'py>,
-            key: &Bound<'py, PyAny>,
-            default: Option<Py<PyAny>>,
-            prefix: Option<&Bound<'_, PyString>>,
-            version: Option<&Bound<'py, PyAny>>,
-        ) -> PyResult<Bound<'py, PyAny>> {
-            let key = make_key(key, prefix, version)?;
-            let client = &*self.inner;
-            let item = py.detach(|| client.get(&key)).py_result()?;
-            Ok(decode_or(py, &key, item, &self.codec, default))
-        }
-
-        /// The values of the keys that are in the cache, as a dict keyed by the keys given.
-        #[pyo3(signature = (keys, prefix = None, version = None))]
-        fn get_many<'py>(
-            &self,
-            py: Python<'py>,
-            keys: &Bound<'py, PyAny>,
-            prefix: Option<&Bound<'_, PyString>>,
-            version: Option<&Bound<'py, PyAny>>,
-        ) -> PyResult<Bound<'py, PyDict>> {
-            let maker = KeyMaker::new(prefix, version)?;
-            let (made, originals) = make_keys(&maker, keys)?;
-            let refs = made.all();
-            let client = &*self.inner;
-            let found = py.detach(|| client.get_many_values(&refs)).py_result()?;
-            let result = PyDict::new(py);
-            let codec = &*self.codec;
-            found.try_for_each(|position, flags, data| {
-                if let (Some(original), Some(key)) = (originals.get(position), refs.get(position)) {
-                    if let Some(value) = decode(py, key, flags, data, codec) {
-                        result.set_item(original, value)?;
-                    }
+    /// The values of the keys that are in the cache, as a dict keyed by the keys given.
+    #[pyo3(signature = (keys, prefix = None, version = None))]
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let maker = KeyMaker::new(prefix, version)?;
+        let (made, originals) = make_keys(&maker, keys)?;
+        let refs = made.all();
+        let client = &*self.inner;
+        let found = py.detach(|| client.get_many_values(&refs)).py_result()?;
+        let result = PyDict::new(py);
+        let codec = &*self.codec;
+        found.try_for_each(|position, flags, data| {
+            if let (Some(original), Some(key)) = (originals.get(position), refs.get(position)) {
+                if let Some(value) = decode(py, key, flags, data, codec) {
+                    result.set_item(original, value)?;
                 }
-                Ok::<_, PyErr>(())
-            })?;
-            Ok(result)
-        }
-
-        /// Stores `value`; returns whether it was stored. `exptime` is memcached's: 0 = never
-        /// expires, negative = already expired, over 30 days = a Unix time.
-        #[pyo3(signature = (key, value, exptime = Exptime::NEVER, prefix = None, version = None))]
-        #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
-        fn set(
-            &self,
-            py: Python<'_>,
-            key: &Bound<'_, PyAny>,
-            value: &Bound<'_, PyAny>,
-            exptime: Exptime,
-            prefix: Option<&Bound<'_, PyString>>,
-            version: Option<&Bound<'_, PyAny>>,
-        ) -> PyResult<bool> {
-            let key = make_key(key, prefix, version)?;
-            let encoded = encode(value, &key, &self.codec)?;
-            let (flags, data) = (encoded.flags, encoded.bytes()?);
-            let client = &*self.inner;
-            let reply = py
-                .detach(|| client.store(Store::Set, &key, flags, data, exptime.0))
-                .py_result()?;
-            Ok(reply == StoreReply::Stored)
-        }
-
-        /// Stores every item of `mapping` in one round trip; returns the keys that were not stored.
-        #[pyo3(signature = (mapping, exptime = Exptime::NEVER, prefix = None, version = None))]
-        #[pyo3(text_signature = "($self, mapping, exptime=0, prefix=None, version=None)")]
-        fn set_many<'py>(
-            &self,
-            py: Python<'py>,
-            mapping: &Bound<'py, PyAny>,
-            exptime: Exptime,
-            prefix: Option<&Bound<'_, PyString>>,
-            version: Option<&Bound<'py, PyAny>>,
-        ) -> PyResult<Bound<'py, PyList>> {
-            let maker = KeyMaker::new(prefix, version)?;
-            let mut originals = Vec::new();
-            let mut values = Vec::new();
-            let mut made = KeyList::with_capacity(mapping.len().unwrap_or(0));
-            for pair in mapping.call_method0("items")?.try_iter()? {
-                let (original, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
-                made.push_with(|text| maker.push(text, &original).map(drop))?;
-                originals.push(original);
-                values.push(value);
             }
-            let codec = &*self.codec;
-            let encoded = values
-                .iter()
-                .enumerate()
-                .map(|(position, value)| encode(value, made.get(position), codec))
-                .collect::<PyResult<Vec<_>>>()?;
-            let items = encoded
-                .iter()
-                .enumerate()
-                .map(|(position, value)| Ok((made.get(position), value.flags, value.bytes()?)))
-                .collect::<PyResult<Vec<_>>>()?;
-            let client = &*self.inner;
-            let failed = py
-                .detach(|| client.set_many(&items, exptime.0))
-                .py_result()?;
-            PyList::new(py, failed.into_iter().map(|position| &originals[position]))
-        }
+            Ok::<_, PyErr>(())
+        })?;
+        Ok(result)
+    }
 
-        /// Each node's `stats`, as `{node: {name: value}}`; fails if a node cannot answer.
-        #[pyo3(signature = (group = None))]
-        fn stats(&self, py: Python<'_>, group: Option<&str>) -> PyResult<Vec<(String, Stats)>> {
-            let client = &*self.inner;
-            py.detach(|| client.stats(group))
-                .py_result()?
-                .into_iter()
-                .map(|(node, stats)| stats.map(|s| (node, s)))
-                .collect::<Result<_, _>>()
-                .py_result()
-        }
+    /// Stores `value`; returns whether it was stored. `exptime` is memcached's: 0 = never
+    /// expires, negative = already expired, over 30 days = a Unix time.
+    #[pyo3(signature = (key, value, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, key, value, exptime=0, prefix=None, version=None)")]
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let key = make_key(key, prefix, version)?;
+        let encoded = encode(value, &key, &self.codec)?;
+        let (flags, data) = (encoded.flags, encoded.bytes()?);
+        let client = &*self.inner;
+        let reply = py
+            .detach(|| client.store(Store::Set, &key, flags, data, exptime.0))
+            .py_result()?;
+        Ok(reply == StoreReply::Stored)
+    }
 
-        /// Each node asked in turn, for operators' tools: a list of dicts with `node`, `hostname`,
-        /// `down_for` (seconds it stays marked down, or `None`), `round_trip` (seconds of a
-        /// `version` exchange, `None` without an answer), `stats` (`{name: value}`, `None` without
-        /// an answer), `error` (why not, or `None`) and `last_failure` (the last failure counted
-        /// against the node, in words, or `None`). Raises only when there is no node to ask (the
-        /// configuration endpoint does not answer).
-        fn probe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-            let client = &*self.inner;
-            let probes = py.detach(|| client.probe()).py_result()?;
-            let list = PyList::empty(py);
-            for probe in probes {
-                let dict = PyDict::new(py);
-                dict.set_item("node", &probe.node)?;
-                dict.set_item("hostname", &probe.hostname)?;
-                dict.set_item("down_for", probe.down_for.map(|d| d.as_secs_f64()))?;
-                dict.set_item("round_trip", probe.round_trip.map(|d| d.as_secs_f64()))?;
-                dict.set_item("last_failure", probe.last_failure)?;
-                match probe.stats {
-                    Ok(stats) => {
-                        let values = PyDict::new(py);
-                        for (name, value) in stats {
-                            values.set_item(name, value)?;
-                        }
-                        dict.set_item("stats", values)?;
-                        dict.set_item("error", py.None())?;
+    /// Stores every item of `mapping` in one round trip; returns the keys that were not stored.
+    #[pyo3(signature = (mapping, exptime = Exptime::NEVER, prefix = None, version = None))]
+    #[pyo3(text_signature = "($self, mapping, exptime=0, prefix=None, version=None)")]
+    fn set_many<'py>(
+        &self,
+        py: Python<'py>,
+        mapping: &Bound<'py, PyAny>,
+        exptime: Exptime,
+        prefix: Option<&Bound<'_, PyString>>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let maker = KeyMaker::new(prefix, version)?;
+        let mut originals = Vec::new();
+        let mut values = Vec::new();
+        let mut made = KeyList::with_capacity(mapping.len().unwrap_or(0));
+        for pair in mapping.call_method0("items")?.try_iter()? {
+            let (original, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
+            made.push_with(|text| maker.push(text, &original).map(drop))?;
+            originals.push(original);
+            values.push(value);
+        }
+        let codec = &*self.codec;
+        let encoded = values
+            .iter()
+            .enumerate()
+            .map(|(position, value)| encode(value, made.get(position), codec))
+            .collect::<PyResult<Vec<_>>>()?;
+        let items = encoded
+            .iter()
+            .enumerate()
+            .map(|(position, value)| Ok((made.get(position), value.flags, value.bytes()?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let client = &*self.inner;
+        let failed = py
+            .detach(|| client.set_many(&items, exptime.0))
+            .py_result()?;
+        PyList::new(py, failed.into_iter().map(|position| &originals[position]))
+    }
+
+    /// Each node's `stats`, as `{node: {name: value}}`; fails if a node cannot answer.
+    #[pyo3(signature = (group = None))]
+    fn stats(&self, py: Python<'_>, group: Option<&str>) -> PyResult<Vec<(String, Stats)>> {
+        let client = &*self.inner;
+        py.detach(|| client.stats(group))
+            .py_result()?
+            .into_iter()
+            .map(|(node, stats)| stats.map(|s| (node, s)))
+            .collect::<Result<_, _>>()
+            .py_result()
+    }
+
+    /// Each node asked in turn, for operators' tools: a list of dicts with `node`, `hostname`,
+    /// `down_for` (seconds it stays marked down, or `None`), `round_trip` (seconds of a
+    /// `version` exchange, `None` without an answer), `stats` (`{name: value}`, `None` without
+    /// an answer), `error` (why not, or `None`) and `last_failure` (the last failure counted
+    /// against the node, in words, or `None`). Raises only when there is no node to ask (the
+    /// configuration endpoint does not answer).
+    fn probe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let client = &*self.inner;
+        let probes = py.detach(|| client.probe()).py_result()?;
+        let list = PyList::empty(py);
+        for probe in probes {
+            let dict = PyDict::new(py);
+            dict.set_item("node", &probe.node)?;
+            dict.set_item("hostname", &probe.hostname)?;
+            dict.set_item("down_for", probe.down_for.map(|d| d.as_secs_f64()))?;
+            dict.set_item("round_trip", probe.round_trip.map(|d| d.as_secs_f64()))?;
+            dict.set_item("last_failure", probe.last_failure)?;
+            match probe.stats {
+                Ok(stats) => {
+                    let values = PyDict::new(py);
+                    for (name, value) in stats {
+                        values.set_item(name, value)?;
                     }
-                    Err(error) => {
-                        dict.set_item("stats", py.None())?;
-                        dict.set_item("error", error.to_string())?;
-                    }
+                    dict.set_item("stats", values)?;
+                    dict.set_item("error", py.None())?;
                 }
-                list.append(dict)?;
+                Err(error) => {
+                    dict.set_item("stats", py.None())?;
+                    dict.set_item("error", error.to_string())?;
+                }
             }
-            Ok(list)
+            list.append(dict)?;
         }
+        Ok(list)
+    }
 
-        /// What this process's client has done so far, as a dict: per node of the current
-        /// membership and per client (the README's "Observability" section describes each field).
-        fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-            crate::metrics::to_dict(py, &self.inner.metrics())
-        }
+    /// What this process's client has done so far, as a dict: per node of the current
+    /// membership and per client (the README's "Observability" section describes each field).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        crate::metrics::to_dict(py, &self.inner.metrics())
+    }
 
-        /// The `n` keys this process reads most, over every node, most read first: `(node, key,
-        /// reads per second)`, keys as sent (prefix and version included). Sampled one read in
-        /// `hot_keys_sample`; empty when that is 0.
-        fn hot_keys(&self, n: usize) -> Vec<(String, String, f64)> {
-            let every = self.inner.config().hot_keys_sample;
-            let mut hot: Vec<(String, String, f64)> = self
-                .inner
-                .topology()
-                .nodes()
-                .iter()
-                .flat_map(|node| {
-                    node.hot_keys(n, every)
-                        .into_iter()
-                        .map(|hot| (node.address.name.clone(), hot.key, hot.reads_per_second))
-                })
-                .collect();
-            hot.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
-            hot.truncate(n);
-            hot
-        }
+    /// The `n` keys this process reads most, over every node, most read first: `(node, key,
+    /// reads per second)`, keys as sent (prefix and version included). Sampled one read in
+    /// `hot_keys_sample`; empty when that is 0.
+    fn hot_keys(&self, n: usize) -> Vec<(String, String, f64)> {
+        let every = self.inner.config().hot_keys_sample;
+        let mut hot: Vec<(String, String, f64)> = self
+            .inner
+            .topology()
+            .nodes()
+            .iter()
+            .flat_map(|node| {
+                node.hot_keys(n, every)
+                    .into_iter()
+                    .map(|hot| (node.address.name.clone(), hot.key, hot.reads_per_second))
+            })
+            .collect();
+        hot.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+        hot.truncate(n);
+        hot
+    }
 
-        /// The `n` largest values this process read, over every node, largest first: `(node,
-        /// key, bytes)` (sampled as `hot_keys`).
-        fn largest_values(&self, n: usize) -> Vec<(String, String, usize)> {
-            let mut large: Vec<(String, String, usize)> = self
-                .inner
-                .topology()
-                .nodes()
-                .iter()
-                .flat_map(|node| {
-                    node.largest_values(n)
-                        .into_iter()
-                        .map(|large| (node.address.name.clone(), large.key, large.bytes))
-                })
-                .collect();
-            large.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
-            large.truncate(n);
-            large
-        }
+    /// The `n` largest values this process read, over every node, largest first: `(node,
+    /// key, bytes)` (sampled as `hot_keys`).
+    fn largest_values(&self, n: usize) -> Vec<(String, String, usize)> {
+        let mut large: Vec<(String, String, usize)> = self
+            .inner
+            .topology()
+            .nodes()
+            .iter()
+            .flat_map(|node| {
+                node.largest_values(n)
+                    .into_iter()
+                    .map(|large| (node.address.name.clone(), large.key, large.bytes))
+            })
+            .collect();
+        large.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+        large.truncate(n);
+        large
+    }
 
-        /// Closes the idle pooled connections of this process (connections in use close when
-        /// their operation ends). Not needed in normal use: pools are meant to outlive requests.
-        fn close_idle(&self) {
-            for node in self.inner.topology().nodes() {
-                node.close_idle();
-            }
+    /// Closes the idle pooled connections of this process (connections in use close when
+    /// their operation ends). Not needed in normal use: pools are meant to outlive requests.
+    fn close_idle(&self) {
+        for node in self.inner.topology().nodes() {
+            node.close_idle();
         }
     }
+}
 
     // Each command, declared once (`declare::commands!`): its `start_*` method (an `Operation`
     // for the asyncio and gevent drivers, `_futures.run` and `_green.run`: the same arguments,
