@@ -10,8 +10,10 @@ use elasticache_proto::{
 };
 
 use crate::cluster::Routes;
+use crate::config::ClientConfig;
 use crate::engine::{part, split_by_size, Command, Cursor, Failed, Fallback, Reading, Share, Step};
-use crate::error::{check_key, Result};
+use crate::error::{check_key, Error, Result};
+use crate::large::{chunk_key, Assembly, Index, LargeValues, LARGE_FLAG};
 use crate::metrics::CommandName;
 use crate::single::{stray_value, ParseResult};
 use crate::values::BatchValues;
@@ -184,14 +186,56 @@ impl<I: Items> Keys for ItemKeys<'_, I> {
     }
 }
 
+/// A batch's keys followed by its large values' chunk keys: one space of positions for both
+/// rounds (see [`Command::another_round`]).
+struct WithChunks<'k, K> {
+    keys: K,
+    chunks: Option<&'k KeyList>,
+}
+
+/// Borrowed keys.
+struct Borrowed<'k, K>(&'k K);
+
+impl<K: Keys> Keys for Borrowed<'_, K> {
+    fn count(&self) -> usize {
+        self.0.count()
+    }
+
+    fn key(&self, position: usize) -> &str {
+        self.0.key(position)
+    }
+}
+
+impl<K: Keys> Keys for WithChunks<'_, K> {
+    fn count(&self) -> usize {
+        self.keys.count() + self.chunks.map_or(0, KeyList::len)
+    }
+
+    fn key(&self, position: usize) -> &str {
+        match position.checked_sub(self.keys.count()) {
+            None => self.keys.key(position),
+            Some(chunk) => self.chunks.map_or("", |chunks| chunks.get(chunk)),
+        }
+    }
+}
+
 /// Refuses a batch with a key memcached cannot take.
 fn check_keys(keys: &impl Keys) -> Result<()> {
     (0..keys.count()).try_for_each(|p| check_key(keys.key(p)))
 }
 
-/// Groups a batch's positions by the node that owns each key.
+/// Groups a batch's positions (all of them, in order) by the node that owns each key.
 fn batch_shares(routes: Routes<'_>, keys: &impl Keys) -> Vec<Share> {
-    let count = keys.count();
+    shares_of(routes, keys, 0..keys.count())
+}
+
+/// Groups `positions` of a batch by the node that owns each key.
+fn shares_of(
+    routes: Routes<'_>,
+    keys: &impl Keys,
+    positions: impl ExactSizeIterator<Item = usize>,
+) -> Vec<Share> {
+    let count = positions.len();
     let nodes = routes.nodes();
     let capacity = count * 2 / nodes.len().max(1) + 1;
     let mut shares: Vec<Share> = nodes
@@ -201,7 +245,7 @@ fn batch_shares(routes: Routes<'_>, keys: &impl Keys) -> Vec<Share> {
             positions: Vec::with_capacity(capacity),
         })
         .collect();
-    for position in 0..count {
+    for position in positions {
         if let Some(share) = routes
             .route(keys.key(position))
             .and_then(|index| shares.get_mut(index))
@@ -233,21 +277,80 @@ fn positions(failed: Vec<Failed>) -> impl Iterator<Item = usize> {
 }
 
 /// `get` of many keys: the values in the batch's own buffers.
+///
+/// With `large_values` on, an index item found among the values names its chunks; the
+/// chunks of every large value found are read in one more round (routed by their own keys,
+/// all nodes at once), after the keys' round, and joined into the values. A chunk missing,
+/// of the wrong length, or a value not matching its checksum reads as a miss (logged).
+/// With it off, an index item reads as a miss.
 #[derive(Debug)]
 pub struct GetMany<K> {
     keys: K,
     max_value_len: usize,
     values: BatchValues,
+    large: Option<LargeRead>,
+}
+
+/// The large values a `get_many` reads.
+#[derive(Debug)]
+struct LargeRead {
+    limits: LargeValues,
+    /// Indexes found in the keys' round, by position.
+    found: Vec<(usize, Index)>,
+    /// Whether the chunks' round is due or done.
+    chunk_round: bool,
+    assemblies: Vec<Assembly>,
+    /// Chunk keys: chunk position `keys.count() + c` is `chunks.get(c)`.
+    chunks: KeyList,
+    /// Per chunk: its assembly and its number in it.
+    owners: Vec<(usize, usize)>,
 }
 
 impl<K: Keys> GetMany<K> {
-    pub(crate) fn new(keys: K, max_value_len: usize) -> Self {
+    pub(crate) fn new(keys: K, config: &ClientConfig) -> Self {
         let count = keys.count();
         GetMany {
             keys,
-            max_value_len,
+            max_value_len: config.max_value_len,
             values: BatchValues::new(count),
+            large: config.large_values.map(|limits| LargeRead {
+                limits,
+                found: Vec::new(),
+                chunk_round: false,
+                assemblies: Vec::new(),
+                chunks: KeyList::default(),
+                owners: Vec::new(),
+            }),
         }
+    }
+
+    fn all_keys(&self) -> WithChunks<'_, Borrowed<'_, K>> {
+        WithChunks {
+            keys: Borrowed(&self.keys),
+            chunks: self.large.as_ref().map(|large| &large.chunks),
+        }
+    }
+
+    /// The positions of the current round.
+    fn round(&self) -> std::ops::Range<usize> {
+        let count = self.keys.count();
+        match &self.large {
+            Some(large) if large.chunk_round => count..count + large.chunks.len(),
+            _ => 0..count,
+        }
+    }
+
+    /// Whether chunk position `position` was read.
+    fn chunk_came(&self, position: usize) -> bool {
+        let (Some(large), Some(chunk)) = (&self.large, position.checked_sub(self.keys.count()))
+        else {
+            return false;
+        };
+        large
+            .owners
+            .get(chunk)
+            .and_then(|&(at, number)| Some(large.assemblies.get(at)?.has(number)))
+            .unwrap_or(false)
     }
 }
 
@@ -259,7 +362,17 @@ impl<K: Keys> Command for GetMany<K> {
     }
 
     fn hits(&self, positions: &[usize]) -> Option<usize> {
-        Some(positions.iter().filter(|&&p| self.values.has(p)).count())
+        let index_found = |p: usize| {
+            self.large
+                .as_ref()
+                .is_some_and(|large| large.found.iter().any(|(q, _)| *q == p))
+        };
+        Some(
+            positions
+                .iter()
+                .filter(|&&p| self.values.has(p) || self.chunk_came(p) || index_found(p))
+                .count(),
+        )
     }
 
     fn validate(&self) -> Result<()> {
@@ -267,19 +380,19 @@ impl<K: Keys> Command for GetMany<K> {
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        Ok(batch_shares(routes, &self.keys))
+        Ok(shares_of(routes, &self.all_keys(), self.round()))
     }
 
     fn all_positions(&self) -> Vec<usize> {
-        (0..self.keys.count()).collect()
+        self.round().collect()
     }
 
     fn size(&self, position: usize) -> usize {
-        1 + self.keys.key(position).len()
+        1 + self.all_keys().key(position).len()
     }
 
     fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
-        let keys = &self.keys;
+        let keys = &self.all_keys();
         out.reserve(
             positions
                 .iter()
@@ -304,14 +417,34 @@ impl<K: Keys> Command for GetMany<K> {
         buf: &[u8],
         _: &mut Vec<u8>,
     ) -> ParseResult<Reading> {
-        let keys = &self.keys;
+        let GetMany {
+            keys,
+            max_value_len,
+            values,
+            large,
+        } = self;
+        let count = keys.count();
+        let (chunks, mut large) = match large.as_mut() {
+            Some(LargeRead {
+                chunks,
+                found,
+                assemblies,
+                owners,
+                ..
+            }) => (Some(&*chunks), Some((found, assemblies, &*owners))),
+            None => (None, None),
+        };
+        let keys = &WithChunks {
+            keys: Borrowed(&*keys),
+            chunks,
+        };
         let mut used = 0;
         let mut lines = get_lines(keys, positions).skip(cursor.line);
         let Some(mut line) = lines.next() else {
             return Ok(Parse::Complete(Step::Done(()), 0));
         };
         loop {
-            match proto::parse_retrieval(buf.get(used..).unwrap_or_default(), self.max_value_len)? {
+            match proto::parse_retrieval(buf.get(used..).unwrap_or_default(), *max_value_len)? {
                 Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
                 Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
                 Parse::Complete(RetrievalItem::End, length) => {
@@ -334,7 +467,37 @@ impl<K: Keys> Command for GetMany<K> {
                         .position(|&p| keys.key(p).as_bytes() == value.key)
                         .ok_or_else(stray_value)?;
                     if let Some(&position) = rest.get(offset) {
-                        self.values.keep(position, value.flags, value.data);
+                        match (position.checked_sub(count), large.as_mut()) {
+                            (Some(chunk), Some((_, assemblies, owners))) => {
+                                let taken = owners.get(chunk).and_then(|&(at, number)| {
+                                    Some(assemblies.get_mut(at)?.take(number, value.data))
+                                });
+                                if taken != Some(true) {
+                                    log::warn!(
+                                        "chunk {:?} is not of the length its index says",
+                                        keys.key(position)
+                                    );
+                                }
+                            }
+                            (Some(_), None) => {}
+                            (None, large) if value.flags & LARGE_FLAG != 0 => {
+                                let key = keys.key(position);
+                                match (large, Index::parse(value.data)) {
+                                    (Some((found, _, _)), Some(index)) => {
+                                        found.push((position, index));
+                                    }
+                                    (Some(_), None) => log::warn!(
+                                        "{key:?} has the large-value flag but no index this \
+                                         client reads: read as a miss"
+                                    ),
+                                    (None, _) => log::debug!(
+                                        "{key:?} holds a large value's index and large_values \
+                                         is off: read as a miss"
+                                    ),
+                                }
+                            }
+                            (None, _) => values.keep(position, value.flags, value.data),
+                        }
                     }
                     cursor.next += offset + 1;
                     used += length;
@@ -343,40 +506,237 @@ impl<K: Keys> Command for GetMany<K> {
         }
     }
 
+    fn another_round(&mut self, _: &[Failed]) -> bool {
+        let Some(large) = self.large.as_mut() else {
+            return false;
+        };
+        if large.chunk_round {
+            return false;
+        }
+        large.chunk_round = true;
+        for (position, index) in std::mem::take(&mut large.found) {
+            let key = self.keys.key(position);
+            let max_len = large.limits.max_len;
+            let Some(assembly) = Assembly::new(position, key, index, max_len, self.max_value_len)
+            else {
+                continue;
+            };
+            let at = large.assemblies.len();
+            for number in 0..index.count() {
+                large
+                    .chunks
+                    .push(&chunk_key(key, index.generation, number));
+                large.owners.push((at, number));
+            }
+            large.assemblies.push(assembly);
+        }
+        !large.chunks.is_empty()
+    }
+
     fn fallback(&self) -> Fallback<BatchValues> {
         Fallback::PerNode
     }
 
     fn finish(mut self, failed: Vec<Failed>) -> Result<BatchValues> {
-        self.values.forget(positions(failed));
+        let count = self.keys.count();
+        // A failed chunk's value lacks it, and reads as a miss when joined.
+        self.values
+            .forget(positions(failed).filter(|&position| position < count));
+        if let Some(large) = self.large.take() {
+            for assembly in large.assemblies {
+                let position = assembly.position;
+                if let Some((flags, data)) = assembly.finish(self.keys.key(position)) {
+                    self.values.keep_owned(position, flags, data);
+                }
+            }
+        }
         Ok(self.values)
     }
 }
 
-/// `set` of many items; the output is the positions not stored. A value over
+/// `set` (or `add`) of many items; the output is the positions not stored. A value over
 /// `max_value_len` is not sent: its key is deleted instead (in the same round trip), so an old
 /// value cannot outlive the failed write. memcached does the same for values over its own
 /// item limit.
+///
+/// With `large_values` on, a value over the chunk length (and within the large-value bound)
+/// is stored as chunks, all of them in a first round (routed by their own keys), then its
+/// index, in the items' round: a reader that finds the new index finds its chunks. A value
+/// whose chunks were not all stored is not stored either (a `set` deletes its key, as for a
+/// value too large).
 #[derive(Debug)]
 pub struct SetMany<I> {
     items: I,
     exptime: i64,
     limit: usize,
+    /// `Set`, or `Add` (a single `add`).
+    command: Store,
+    /// One store whose failure is the caller's error, not a position not stored.
+    single: bool,
+    /// A single store's own refusal (too large, refused by the node).
+    refused: Option<Error>,
     not_stored: Vec<usize>,
+    large: Option<LargeWrite>,
+}
+
+/// The large values a `set_many` writes.
+#[derive(Debug)]
+struct LargeWrite {
+    /// Per item: its index (encoded), when it is stored as chunks.
+    indexes: Vec<Option<Vec<u8>>>,
+    /// Chunk keys: chunk position `items.count() + c` is `chunks.get(c)`.
+    chunks: KeyList,
+    /// Per chunk: its item and the range of its bytes in the item's value.
+    owners: Vec<(usize, std::ops::Range<usize>)>,
+    /// Per item: whether a chunk of it was not stored.
+    broken: Vec<bool>,
+    /// Whether the items' round is due or done (the chunks' round comes first).
+    items_round: bool,
+}
+
+/// What the items' round does with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Stores the value (or its index).
+    Store,
+    /// Deletes the key: a `set` of a value too large, or whose chunks were not all stored.
+    Delete,
+    /// Nothing: an `add` of such a value.
+    Skip,
 }
 
 impl<I: Items> SetMany<I> {
-    pub(crate) fn new(items: I, exptime: i64, max_value_len: usize) -> Self {
-        SetMany {
+    pub(crate) fn new(items: I, exptime: i64, config: &ClientConfig) -> Self {
+        let count = items.count();
+        let mut set = SetMany {
             items,
             exptime,
-            limit: max_value_len,
+            limit: config.max_value_len,
+            command: Store::Set,
+            single: false,
+            refused: None,
             not_stored: Vec::new(),
+            large: None,
+        };
+        if let Some(limits) = config.large_values {
+            set.limit = limits.max_len;
+            set.large = Some(set.chunked(limits, count));
         }
+        set
+    }
+
+    /// One store (`set` or `add`) of a value that may be large: its failure is an error.
+    pub(crate) fn single(items: I, command: Store, exptime: i64, config: &ClientConfig) -> Self {
+        let mut set = SetMany::new(items, exptime, config);
+        set.command = command;
+        set.single = true;
+        if let Some(size) = (0..set.items.count())
+            .map(|p| set.items.item(p).2.len())
+            .find(|&size| size > set.limit)
+        {
+            set.refused = Some(Error::ValueTooLarge {
+                size,
+                limit: set.limit,
+            });
+        }
+        set
+    }
+
+    /// The chunks of the values over the chunk length.
+    fn chunked(&self, limits: LargeValues, count: usize) -> LargeWrite {
+        let mut large = LargeWrite {
+            indexes: vec![None; count],
+            chunks: KeyList::default(),
+            owners: Vec::new(),
+            broken: vec![false; count],
+            items_round: false,
+        };
+        for position in 0..count {
+            let (key, flags, data) = self.items.item(position);
+            if !limits.chunks(data.len()) || data.len() > limits.max_len {
+                continue;
+            }
+            let index = Index::of(flags, data, limits.chunk_len);
+            for number in 0..index.count() {
+                large
+                    .chunks
+                    .push(&chunk_key(key, index.generation, number));
+                large.owners.push((position, index.range(number)));
+            }
+            if let Some(slot) = large.indexes.get_mut(position) {
+                *slot = Some(index.encode());
+            }
+        }
+        large.items_round = large.chunks.is_empty();
+        large
     }
 
     fn oversized(&self, position: usize) -> bool {
         self.items.item(position).2.len() > self.limit
+    }
+
+    fn action(&self, position: usize) -> Action {
+        let broken = self
+            .large
+            .as_ref()
+            .is_some_and(|large| large.broken.get(position).copied().unwrap_or(false));
+        match (self.oversized(position) || broken, self.command) {
+            (false, _) => Action::Store,
+            (true, Store::Set) => Action::Delete,
+            (true, _) => Action::Skip,
+        }
+    }
+
+    fn all_keys(&self) -> WithChunks<'_, ItemKeys<'_, I>> {
+        WithChunks {
+            keys: ItemKeys(&self.items),
+            chunks: self.large.as_ref().map(|large| &large.chunks),
+        }
+    }
+
+    fn chunk_round(&self) -> bool {
+        self.large.as_ref().is_some_and(|large| !large.items_round)
+    }
+
+    /// The positions of the current round.
+    fn round(&self) -> Vec<usize> {
+        let count = self.items.count();
+        match &self.large {
+            Some(large) if !large.items_round => (count..count + large.chunks.len()).collect(),
+            _ => (0..count)
+                .filter(|&p| self.action(p) != Action::Skip)
+                .collect(),
+        }
+    }
+
+    /// What chunk position `position` stores: its key, its item and its bytes.
+    fn chunk(&self, position: usize) -> Option<(&str, usize, &[u8])> {
+        let large = self.large.as_ref()?;
+        let chunk = position.checked_sub(self.items.count())?;
+        let (owner, range) = large.owners.get(chunk)?;
+        let data = self.items.item(*owner).2.get(range.clone())?;
+        Some((large.chunks.get(chunk), *owner, data))
+    }
+
+    /// The flags and bytes the items' round stores for `position`: its index, if it has one.
+    fn stored(&self, position: usize) -> (&str, u32, &[u8]) {
+        let (key, flags, data) = self.items.item(position);
+        match self
+            .large
+            .as_ref()
+            .and_then(|large| large.indexes.get(position)?.as_deref())
+        {
+            Some(index) => (key, LARGE_FLAG, index),
+            None => (key, flags, data),
+        }
+    }
+
+    /// Notes `position` as not stored (a single store: why, if the node said).
+    fn not_stored(&mut self, position: usize, error: Option<Error>) {
+        self.not_stored.push(position);
+        if self.single && self.refused.is_none() {
+            self.refused = error;
+        }
     }
 }
 
@@ -384,7 +744,11 @@ impl<I: Items> Command for SetMany<I> {
     type Output = Vec<usize>;
 
     fn name(&self) -> CommandName {
-        CommandName::SetMany
+        match (self.single, self.command) {
+            (true, Store::Add) => CommandName::Add,
+            (true, _) => CommandName::Set,
+            (false, _) => CommandName::SetMany,
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -392,28 +756,38 @@ impl<I: Items> Command for SetMany<I> {
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        Ok(batch_shares(routes, &ItemKeys(&self.items)))
+        Ok(shares_of(routes, &self.all_keys(), self.round().into_iter()))
     }
 
     fn all_positions(&self) -> Vec<usize> {
-        (0..self.items.count()).collect()
+        self.round()
     }
 
     fn size(&self, position: usize) -> usize {
-        let (key, _, data) = self.items.item(position);
-        key.len() + data.len() + 48
+        match self.chunk(position) {
+            Some((key, _, data)) => key.len() + data.len() + 48,
+            None => {
+                let (key, _, data) = self.stored(position);
+                key.len() + data.len() + 48
+            }
+        }
     }
 
     fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
         out.reserve(positions.iter().map(|&p| self.size(p)).sum::<usize>());
         for &p in positions {
-            let (key, flags, data) = self.items.item(p);
-            if self.oversized(p) {
+            if let Some((key, _, data)) = self.chunk(p) {
+                let (key, exptime) = (key.as_bytes(), self.exptime);
+                proto::encode_store(out, Store::Set, key, 0, exptime, data, false);
+                continue;
+            }
+            let (key, flags, data) = self.stored(p);
+            if self.action(p) == Action::Delete {
                 proto::encode_delete(out, key.as_bytes(), false);
             } else {
                 proto::encode_store(
                     out,
-                    Store::Set,
+                    self.command,
                     key.as_bytes(),
                     flags,
                     self.exptime,
@@ -436,10 +810,39 @@ impl<I: Items> Command for SetMany<I> {
         // are logged at debug only: at WARNING a batch writing values that are too large would
         // log once per key and per call.
         let mut used = 0;
+        let chunk_round = self.chunk_round();
         while let Some(&p) = positions.get(cursor.item) {
             let rest = buf.get(used..).unwrap_or_default();
-            let key = self.items.item(p).0;
-            let length = if self.oversized(p) {
+            let length = if chunk_round {
+                match proto::with_error_replies(rest, proto::parse_store)? {
+                    Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
+                    Parse::Complete(reply, length) => {
+                        if reply != Ok(StoreReply::Stored) {
+                            let (key, owner) = match self.chunk(p) {
+                                Some((key, owner, _)) => (key.to_owned(), owner),
+                                None => (String::new(), usize::MAX),
+                            };
+                            log::debug!("{node}: chunk {key:?} not stored: {reply:?}");
+                            if let Some(broken) = self
+                                .large
+                                .as_mut()
+                                .and_then(|large| large.broken.get_mut(owner))
+                            {
+                                *broken = true;
+                            }
+                            if let Err(error) = reply {
+                                let size = self.items.item(owner).2.len();
+                                let error = Error::from_reply(node, error).for_store(size);
+                                if self.single && self.refused.is_none() {
+                                    self.refused = Some(error);
+                                }
+                            }
+                        }
+                        length
+                    }
+                }
+            } else if self.action(p) == Action::Delete {
+                let key = self.items.item(p).0;
                 match proto::with_error_replies(rest, proto::parse_delete)? {
                     Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
                     Parse::Complete(deleted, length) => {
@@ -447,7 +850,7 @@ impl<I: Items> Command for SetMany<I> {
                             log::debug!("{node}: delete {key:?} failed: {error}");
                         }
                         log::debug!("set {key:?} not sent: over the {}-byte limit", self.limit);
-                        self.not_stored.push(p);
+                        self.not_stored(p, None);
                         length
                     }
                 }
@@ -457,10 +860,13 @@ impl<I: Items> Command for SetMany<I> {
                     Parse::Complete(reply, length) => {
                         match reply {
                             Ok(StoreReply::Stored) => {}
-                            Ok(_) => self.not_stored.push(p),
+                            Ok(_) => self.not_stored(p, None),
                             Err(error) => {
+                                let key = self.items.item(p).0;
                                 log::debug!("{node}: set {key:?} failed: {error}");
-                                self.not_stored.push(p);
+                                let size = self.stored(p).2.len();
+                                let error = Error::from_reply(node, error).for_store(size);
+                                self.not_stored(p, Some(error));
                             }
                         }
                         length
@@ -473,13 +879,63 @@ impl<I: Items> Command for SetMany<I> {
         Ok(Parse::Complete(Step::Done(()), used))
     }
 
+    fn another_round(&mut self, failed: &[Failed]) -> bool {
+        let count = self.items.count();
+        let Some(large) = self.large.as_mut() else {
+            return false;
+        };
+        if large.items_round {
+            return false;
+        }
+        // Chunks whose node failed (under `ignore_exc`): their values are not stored.
+        for (positions, _) in failed {
+            for chunk in positions.iter().filter_map(|p| p.checked_sub(count)) {
+                if let Some(broken) = large
+                    .owners
+                    .get(chunk)
+                    .and_then(|(owner, _)| large.broken.get_mut(*owner))
+                {
+                    *broken = true;
+                }
+            }
+        }
+        large.items_round = true;
+        true
+    }
+
     fn fallback(&self) -> Fallback<Vec<usize>> {
-        Fallback::PerNode
+        if self.single {
+            Fallback::Whole(vec![0])
+        } else {
+            Fallback::PerNode
+        }
     }
 
     fn finish(mut self, failed: Vec<Failed>) -> Result<Vec<usize>> {
-        self.not_stored.extend(positions(failed));
+        let count = self.items.count();
+        if self.single {
+            if let Some((_, error)) = failed.into_iter().next() {
+                let size = self.items.item(0).2.len();
+                return Err(error.for_store(size));
+            }
+            if let Some(error) = self.refused.take() {
+                return Err(error);
+            }
+        } else {
+            let owners = self.large.as_ref().map(|large| &large.owners);
+            let failed_items = positions(failed).filter_map(|p| match p.checked_sub(count) {
+                None => Some(p),
+                Some(chunk) => owners?.get(chunk).map(|(owner, _)| *owner),
+            });
+            let failed_items: Vec<usize> = failed_items.collect();
+            self.not_stored.extend(failed_items);
+        }
+        let skipped: Vec<usize> = (0..count)
+            .filter(|&p| self.action(p) == Action::Skip)
+            .collect();
+        self.not_stored.extend(skipped);
         self.not_stored.sort_unstable();
+        self.not_stored.dedup();
         Ok(self.not_stored)
     }
 }

@@ -142,6 +142,21 @@ impl Client {
         self.counter(Counter::Decr, key, delta)
     }
 
+    /// Whether a value of `len` bytes is stored as chunks (`large_values` on, and the value
+    /// over the chunk length): such a value goes through [`Client::store_large`].
+    pub fn chunks(&self, len: usize) -> bool {
+        self.cluster
+            .config
+            .large_values
+            .is_some_and(|large| large.chunks(len))
+    }
+
+    /// Whether large values are read whole (`large_values` on): reads go through
+    /// [`Client::get_large`].
+    pub fn reads_large(&self) -> bool {
+        self.cluster.config.large_values.is_some()
+    }
+
     /// Reads many keys in one round trip; the result is aligned with `keys` (`None` = miss).
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Item>>> {
         self.get_many_values(keys).map(BatchValues::into_items)
@@ -210,6 +225,29 @@ impl Client {
                 }
             })
             .collect())
+    }
+}
+
+/// A key list of `key` alone.
+fn one_key(key: &str) -> KeyList {
+    let mut keys = KeyList::with_capacity(1);
+    keys.push(key);
+    keys
+}
+
+/// An item list of one item.
+fn one_item(key: &str, flags: u32, data: &[u8]) -> ItemList {
+    let mut items = ItemList::with_capacity(1);
+    items.push(key, flags, data);
+    items
+}
+
+/// What [`Client::start_store_large`]'s output (the positions not stored) means.
+pub fn stored(not_stored: &[usize]) -> StoreReply {
+    if not_stored.is_empty() {
+        StoreReply::Stored
+    } else {
+        StoreReply::NotStored
     }
 }
 
@@ -310,7 +348,7 @@ commands! {
     /// per value): for callers that convert them right away.
     pub fn get_many_values(keys: &[&str] => KeyList) -> BatchValues = |values| values;
     start start_get_many -> GetManyOperation = Operation<GetMany<KeyList>>;
-    (cluster) GetMany::new(keys, cluster.config.max_value_len);
+    (cluster) GetMany::new(keys, &cluster.config);
 
     /// Stores many values in one round trip; returns the positions that were not stored.
     ///
@@ -320,7 +358,31 @@ commands! {
     pub fn set_many(items: &[(&str, u32, &[u8])] => ItemList, exptime: i64 => i64) -> Vec<usize>
         = |not_stored| not_stored;
     start start_set_many -> SetManyOperation = Operation<SetMany<ItemList>>;
-    (cluster) SetMany::new(items, exptime, cluster.config.max_value_len);
+    (cluster) SetMany::new(items, exptime, &cluster.config);
+
+    /// Reads `key` as [`Client::get`] does, a large value's chunks included (read in a second
+    /// round, from whichever nodes hold them; see `ClientConfig::large_values`). Without
+    /// `large_values`, the same as `get`, but an index item reads as a miss.
+    pub fn get_large(key: &str => String) -> Option<Item>
+        = |values| values.into_items().into_iter().next().flatten();
+    /// Its output holds one position, the key's.
+    start start_get_large -> GetLargeOperation = Operation<GetMany<KeyList>>;
+    (cluster) GetMany::new(one_key(key.as_ref()), &cluster.config);
+
+    /// A storage command (`Set` or `Add`) of a value that may be over the item size: with
+    /// `large_values` on, one over the chunk length is stored as chunks (first) and an index
+    /// (see `ClientConfig::large_values`); one over the large-value bound fails as
+    /// [`Error::ValueTooLarge`] before anything is stored (a `set` still deletes the key).
+    pub fn store_large(
+        command: Store => Store,
+        key: &str => String,
+        flags: u32 => u32,
+        data: &[u8] => Vec<u8>,
+        exptime: i64 => i64
+    ) -> StoreReply = |not_stored| stored(&not_stored);
+    /// Its output is empty when the value was stored: see [`stored`].
+    start start_store_large -> StoreLargeOperation = Operation<SetMany<ItemList>>;
+    (cluster) SetMany::single(one_item(key.as_ref(), flags, data.as_ref()), command, exptime, &cluster.config);
 
     /// Deletes many keys in one round trip; returns how many were there.
     pub fn delete_many(keys: &[&str] => KeyList) -> usize = |deleted| deleted;

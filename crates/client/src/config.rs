@@ -6,6 +6,7 @@ use elasticache_proto::{DEFAULT_MAX_VALUE_LEN, MAX_VALUE_LEN_LIMIT};
 use log::Level;
 
 use crate::hash::Hashing;
+use crate::large::LargeValues;
 use crate::tls::Tls;
 
 /// How a [`crate::Client`] connects, waits, pools and treats failures.
@@ -48,6 +49,9 @@ pub struct ClientConfig {
     pub events: Option<crate::EventSink>,
     /// Which library's key placement to follow (pymemcache's unless told).
     pub hashing: Hashing,
+    /// Values over the item size stored as chunks plus an index, and read back whole
+    /// (`None`, the default: refused as too large, and an index read as a miss).
+    pub large_values: Option<LargeValues>,
 }
 
 impl ClientConfig {
@@ -78,6 +82,7 @@ impl Default for ClientConfig {
             counters: true,
             events: None,
             hashing: Hashing::default(),
+            large_values: None,
         }
     }
 }

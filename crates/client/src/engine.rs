@@ -140,6 +140,16 @@ pub trait Command {
         false
     }
 
+    /// Once every share of a round is over: whether the command has another round, routed
+    /// afresh ([`Command::shares`] is asked again) and run within the same deadline (a large
+    /// value's chunks, read or written after the keys that name them). A round's positions
+    /// must not reuse an earlier round's, so that [`Command::finish`] can tell whose failures
+    /// it is given. No further round follows a failure `ignore_exc` does not cover; `failed`
+    /// are the shares failed so far (those `ignore_exc` let the command go on without).
+    fn another_round(&mut self, _failed: &[Failed]) -> bool {
+        false
+    }
+
     /// What a failure becomes under `ignore_exc` (the engine applies it, not the command).
     fn fallback(&self) -> Fallback<Self::Output>;
 
@@ -439,7 +449,18 @@ impl<C: Command> Operation<C> {
     /// The blocking driver: runs the operation (one not advanced by an event driver) to its
     /// end on the calling thread.
     pub fn run(mut self, cluster: &Cluster) -> Result<C::Output> {
-        self.route(cluster, true);
+        loop {
+            self.route(cluster, true);
+            self.run_round(cluster);
+            if !self.next_round(cluster) {
+                break;
+            }
+        }
+        self.finish(cluster)
+    }
+
+    /// The blocking driver's round: every share's exchange, to its end.
+    fn run_round(&mut self, cluster: &Cluster) {
         while !self.pending.is_empty() {
             self.lease_pending(cluster, Leasing::Wait);
             // Every request first, so the nodes work at once; then each node's replies.
@@ -455,12 +476,34 @@ impl<C: Command> Operation<C> {
                 self.settle(cluster, exchange, outcome);
             }
         }
-        self.finish(cluster)
+    }
+
+    /// After a round is over: whether another one is due (see [`Command::another_round`]);
+    /// if so, it is routed on the next step.
+    fn next_round(&mut self, cluster: &Cluster) -> bool {
+        if self.failed.iter().any(|(_, error)| !cluster.tolerates(error)) || self.overdue() {
+            return false;
+        }
+        if self.command.another_round(&self.failed) {
+            self.routed = false;
+            return true;
+        }
+        false
     }
 
     /// One non-blocking step of an event driver: writes and reads what the sockets allow.
     /// Past the deadline, whatever is unfinished fails as a timeout.
     pub fn advance(&mut self, cluster: &Cluster) -> Progress {
+        loop {
+            let progress = self.advance_round(cluster);
+            if progress != Progress::Done || !self.next_round(cluster) {
+                return progress;
+            }
+        }
+    }
+
+    /// One non-blocking step of the current round.
+    fn advance_round(&mut self, cluster: &Cluster) -> Progress {
         if !self.routed && !self.route(cluster, false) {
             return Progress::Block;
         }

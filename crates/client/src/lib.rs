@@ -45,6 +45,7 @@ mod failure_log;
 mod fork;
 mod hash;
 mod health;
+mod large;
 mod locks;
 mod meta_support;
 mod metrics;
@@ -62,9 +63,9 @@ pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::{ItemList, KeyList};
 pub use client::{
     AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
-    DeleteManyOperation, DeleteOperation, FlushAllOperation, GetManyOperation, GetOperation,
-    GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation, StoreOperation,
-    TouchOperation, TtlOperation,
+    DeleteManyOperation, DeleteOperation, FlushAllOperation, GetLargeOperation, GetManyOperation,
+    GetOperation, GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation,
+    StoreLargeOperation, StoreOperation, TouchOperation, TtlOperation,
 };
 pub use cluster::{Cluster, Routes};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};
@@ -75,6 +76,7 @@ pub use engine::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
+pub use large::{LargeValues, DEFAULT_MAX_LARGE_VALUE_LEN, LARGE_FLAG, MAX_CHUNK_LEN};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};
 pub use single::{One, Plan};
