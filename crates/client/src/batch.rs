@@ -523,9 +523,7 @@ impl<K: Keys> Command for GetMany<K> {
             };
             let at = large.assemblies.len();
             for number in 0..index.count() {
-                large
-                    .chunks
-                    .push(&chunk_key(key, index.generation, number));
+                large.chunks.push(&chunk_key(key, index.generation, number));
                 large.owners.push((at, number));
             }
             large.assemblies.push(assembly);
@@ -658,9 +656,7 @@ impl<I: Items> SetMany<I> {
             }
             let index = Index::of(flags, data, limits.chunk_len);
             for number in 0..index.count() {
-                large
-                    .chunks
-                    .push(&chunk_key(key, index.generation, number));
+                large.chunks.push(&chunk_key(key, index.generation, number));
                 large.owners.push((position, index.range(number)));
             }
             if let Some(slot) = large.indexes.get_mut(position) {
@@ -756,7 +752,11 @@ impl<I: Items> Command for SetMany<I> {
     }
 
     fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
-        Ok(shares_of(routes, &self.all_keys(), self.round().into_iter()))
+        Ok(shares_of(
+            routes,
+            &self.all_keys(),
+            self.round().into_iter(),
+        ))
     }
 
     fn all_positions(&self) -> Vec<usize> {

@@ -481,7 +481,12 @@ impl<C: Command> Operation<C> {
     /// After a round is over: whether another one is due (see [`Command::another_round`]);
     /// if so, it is routed on the next step.
     fn next_round(&mut self, cluster: &Cluster) -> bool {
-        if self.failed.iter().any(|(_, error)| !cluster.tolerates(error)) || self.overdue() {
+        if self
+            .failed
+            .iter()
+            .any(|(_, error)| !cluster.tolerates(error))
+            || self.overdue()
+        {
             return false;
         }
         if self.command.another_round(&self.failed) {

@@ -62,7 +62,7 @@ mod values;
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::{ItemList, KeyList};
 pub use client::{
-    AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
+    stored, AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
     DeleteManyOperation, DeleteOperation, FlushAllOperation, GetLargeOperation, GetManyOperation,
     GetOperation, GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation,
     StoreLargeOperation, StoreOperation, TouchOperation, TtlOperation,

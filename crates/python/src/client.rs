@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use elasticache_client::{
     Client, ClientConfig, Counter, DiscoveryConfig, DiscoveryMode, FailureLog, Hashing, KeyList,
-    LeaseRequest, NodeAddress, Stats, Store, StoreReply, Tls, TlsSettings,
+    LargeValues, LeaseRequest, NodeAddress, Stats, Store, StoreReply, Tls, TlsSettings,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -173,6 +173,15 @@ impl PyClient {
             .whole("max_value_length")?
             .map(|n| to_usize("max_value_length", n))
             .transpose()?;
+        let large_values = match given.flag("large_values")? {
+            false => None,
+            true => Some(to_usize(
+                "max_large_value_length",
+                given
+                    .whole("max_large_value_length")?
+                    .unwrap_or(elasticache_client::DEFAULT_MAX_LARGE_VALUE_LEN as u64),
+            )?),
+        };
         let compression = Compression {
             min_len: to_usize(
                 "min_compress_len",
@@ -183,7 +192,9 @@ impl PyClient {
                 given.whole("compress_level")?.unwrap_or_default(),
             )?,
             // A value set explicitly bounds values both as stored and once inflated.
-            inflated_cap: max_value_len.unwrap_or(DEFAULT_INFLATED_CAP),
+            inflated_cap: max_value_len
+                .unwrap_or(DEFAULT_INFLATED_CAP)
+                .max(large_values.unwrap_or_default()),
         };
         let mut config = ClientConfig::default();
         let max_value_len = max_value_len.unwrap_or(config.max_value_len);
@@ -202,6 +213,7 @@ impl PyClient {
         config.no_delay = given.flag("no_delay")?;
         config.socket_keepalive = given.seconds("socket_keepalive")?;
         config.max_value_len = max_value_len;
+        config.large_values = large_values.map(|max| LargeValues::new(max_value_len, max));
         config.ignore_exc = given.flag("ignore_exc")?;
         config.failure_log = failure_log(
             given.text("logger")?,
@@ -354,7 +366,15 @@ impl PyClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = make_key(key, prefix, version)?;
         let client = &*self.inner;
-        let item = py.detach(|| client.get(&key)).py_result()?;
+        let item = py
+            .detach(|| {
+                if client.reads_large() {
+                    client.get_large(&key)
+                } else {
+                    client.get(&key)
+                }
+            })
+            .py_result()?;
         Ok(decode_or(py, &key, item, &self.codec, default))
     }
 
@@ -921,7 +941,13 @@ impl PyClient {
         let (flags, data) = (encoded.flags, encoded.bytes()?);
         let client = &*self.inner;
         let reply = py
-            .detach(|| client.store(command, &key, flags, data, exptime.0))
+            .detach(|| {
+                if client.chunks(data.len()) {
+                    client.store_large(command, &key, flags, data, exptime.0)
+                } else {
+                    client.store(command, &key, flags, data, exptime.0)
+                }
+            })
             .py_result()?;
         Ok(reply == StoreReply::Stored)
     }

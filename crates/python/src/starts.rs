@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use elasticache_client::IncrDecrReply;
 use elasticache_client::{
-    Client, Counter, DeleteReply, Initial, Item, ItemList, LeaseRequest, Leased, Store, StoreReply,
-    TouchReply, Ttl,
+    stored, BatchValues, Client, Counter, DeleteReply, Initial, Item, ItemList, LeaseRequest,
+    Leased, Store, StoreReply, TouchReply, Ttl,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -29,6 +29,25 @@ pub fn get(
     default: Option<Object>,
     codec: Arc<Codec>,
 ) -> PyResult<PyOperation> {
+    if client.reads_large() {
+        let operation = client.start_get_large(key.clone()).py_result()?;
+        return Ok(driven(
+            client,
+            operation,
+            move |py, _, found: ClientResult<BatchValues>| {
+                let mut value = None;
+                found.py_result()?.try_for_each(|_, flags, data| {
+                    value = decode(py, &key, flags, data, &codec);
+                    Ok::<_, PyErr>(())
+                })?;
+                Ok(match (value, default) {
+                    (Some(value), _) => value.unbind(),
+                    (None, Some(default)) => default,
+                    (None, None) => py.None(),
+                })
+            },
+        ));
+    }
     let operation = client.start_get(key.clone()).py_result()?;
     Ok(driven(
         client,
@@ -56,6 +75,14 @@ pub fn store(
 ) -> PyResult<PyOperation> {
     let encoded = encode(value, &key, codec)?;
     let (flags, data) = (encoded.flags, encoded.bytes()?.to_vec());
+    if client.chunks(data.len()) {
+        let operation = client
+            .start_store_large(command, key, flags, data, exptime)
+            .py_result()?;
+        return Ok(driven(client, operation, |py, _, not_stored| {
+            to_object(py, stored(&not_stored.py_result()?) == StoreReply::Stored)
+        }));
+    }
     let operation = client
         .start_store(command, key, flags, data, exptime)
         .py_result()?;
