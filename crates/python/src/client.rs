@@ -173,15 +173,14 @@ impl PyClient {
             .whole("max_value_length")?
             .map(|n| to_usize("max_value_length", n))
             .transpose()?;
-        let large_values = match given.flag("large_values")? {
-            false => None,
-            true => Some(to_usize(
-                "max_large_value_length",
-                given
-                    .whole("max_large_value_length")?
-                    .unwrap_or(elasticache_client::DEFAULT_MAX_LARGE_VALUE_LEN as u64),
-            )?),
-        };
+        // Read whether or not large values are on: every option given is checked.
+        let max_large_value_len = to_usize(
+            "max_large_value_length",
+            given
+                .whole("max_large_value_length")?
+                .unwrap_or(elasticache_client::DEFAULT_MAX_LARGE_VALUE_LEN as u64),
+        )?;
+        let large_values = given.flag("large_values")?.then_some(max_large_value_len);
         let compression = Compression {
             min_len: to_usize(
                 "min_compress_len",
