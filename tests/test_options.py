@@ -83,6 +83,8 @@ BAD: dict[str, list[Any]] = {
     "hashing": [None, 1, "PYLIBMC", "md5", "consistent", "rendezvous"],
     "min_compress_len": ["400", 400.0, True, None, -1, MAX_VALUE_LENGTH_LIMIT + 1, 2**70],
     "compress_level": ["6", 6.0, True, None, -1, 0, 10, 2**70],
+    "large_values": [1, "yes", None],
+    "max_large_value_length": ["64", 64.0, True, None, 1_023, 2**40 + 1, 2**70],
 }
 
 #: Per option: values at the edges of what it accepts (each must be taken).
@@ -127,6 +129,8 @@ GOOD: dict[str, list[Any]] = {
     "hashing": ["pymemcache", "pylibmc", "ketama"],
     "min_compress_len": [0, 1, 400, MAX_VALUE_LENGTH_LIMIT],
     "compress_level": [1, 6, 9],
+    "large_values": [True, False],
+    "max_large_value_length": [1_024, 64 * 1024 * 1024, 2**40],
 }
 
 
