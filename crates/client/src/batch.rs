@@ -286,6 +286,8 @@ fn positions(failed: Vec<Failed>) -> impl Iterator<Item = usize> {
 #[derive(Debug)]
 pub struct GetMany<K> {
     keys: K,
+    /// As the counters name it (a single `get` of a possibly large value is a `get`).
+    name: CommandName,
     max_value_len: usize,
     values: BatchValues,
     large: Option<LargeRead>,
@@ -311,6 +313,7 @@ impl<K: Keys> GetMany<K> {
         let count = keys.count();
         GetMany {
             keys,
+            name: CommandName::GetMany,
             max_value_len: config.max_value_len,
             values: BatchValues::new(count),
             large: config.large_values.map(|limits| LargeRead {
@@ -322,6 +325,12 @@ impl<K: Keys> GetMany<K> {
                 owners: Vec::new(),
             }),
         }
+    }
+
+    /// The same read, counted as `name`.
+    pub(crate) fn named(mut self, name: CommandName) -> Self {
+        self.name = name;
+        self
     }
 
     fn all_keys(&self) -> WithChunks<'_, Borrowed<'_, K>> {
@@ -358,7 +367,7 @@ impl<K: Keys> Command for GetMany<K> {
     type Output = BatchValues;
 
     fn name(&self) -> CommandName {
-        CommandName::GetMany
+        self.name
     }
 
     fn hits(&self, positions: &[usize]) -> Option<usize> {
@@ -422,6 +431,7 @@ impl<K: Keys> Command for GetMany<K> {
             max_value_len,
             values,
             large,
+            ..
         } = self;
         let count = keys.count();
         let (chunks, mut large) = match large.as_mut() {

@@ -27,6 +27,7 @@ use crate::engine::{Command, Operation};
 use crate::error::{Error, Result};
 use crate::every_node::EveryNode;
 use crate::locks::{self, AcquirePlan, DeleteIfPlan};
+use crate::metrics::CommandName;
 use crate::single::One;
 use crate::stampede::{self, LeasePlan, LeaseRequest, Leased};
 use crate::ttl::{self, Ttl, TtlPlan};
@@ -367,7 +368,7 @@ commands! {
         = |values| values.into_items().into_iter().next().flatten();
     /// Its output holds one position, the key's.
     start start_get_large -> GetLargeOperation = Operation<GetMany<KeyList>>;
-    (cluster) GetMany::new(one_key(key.as_ref()), &cluster.config);
+    (cluster) GetMany::new(one_key(key.as_ref()), &cluster.config).named(CommandName::Get);
 
     /// A storage command (`Set` or `Add`) of a value that may be over the item size: with
     /// `large_values` on, one over the chunk length is stored as chunks (first) and an index
