@@ -230,16 +230,16 @@ impl Client {
 }
 
 /// A key list of `key` alone.
-fn one_key(key: &str) -> KeyList {
+fn one_key(key: impl AsRef<str>) -> KeyList {
     let mut keys = KeyList::with_capacity(1);
-    keys.push(key);
+    keys.push(key.as_ref());
     keys
 }
 
 /// An item list of one item.
-fn one_item(key: &str, flags: u32, data: &[u8]) -> ItemList {
+fn one_item(key: impl AsRef<str>, flags: u32, data: impl AsRef<[u8]>) -> ItemList {
     let mut items = ItemList::with_capacity(1);
-    items.push(key, flags, data);
+    items.push(key.as_ref(), flags, data.as_ref());
     items
 }
 
@@ -368,7 +368,7 @@ commands! {
         = |values| values.into_items().into_iter().next().flatten();
     /// Its output holds one position, the key's.
     start start_get_large -> GetLargeOperation = Operation<GetMany<KeyList>>;
-    (cluster) GetMany::new(one_key(key.as_ref()), &cluster.config).named(CommandName::Get);
+    (cluster) GetMany::new(one_key(key), &cluster.config).named(CommandName::Get);
 
     /// A storage command (`Set` or `Add`) of a value that may be over the item size: with
     /// `large_values` on, one over the chunk length is stored as chunks (first) and an index
@@ -383,7 +383,7 @@ commands! {
     ) -> StoreReply = |not_stored| stored(&not_stored);
     /// Its output is empty when the value was stored: see [`stored`].
     start start_store_large -> StoreLargeOperation = Operation<SetMany<ItemList>>;
-    (cluster) SetMany::single(one_item(key.as_ref(), flags, data.as_ref()), command, exptime, &cluster.config);
+    (cluster) SetMany::single(one_item(key, flags, data), command, exptime, &cluster.config);
 
     /// Deletes many keys in one round trip; returns how many were there.
     pub fn delete_many(keys: &[&str] => KeyList) -> usize = |deleted| deleted;
