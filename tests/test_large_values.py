@@ -310,4 +310,3 @@ def test_foreign_readers_see_the_index_bytes_and_ours_without_large_values_a_mis
     off = _cache(nodes, large_values=False)
     assert off.get("foreign") is None
     assert off.get_many(["foreign"]) == {}
-

@@ -8,6 +8,7 @@ from typing import Any, Final, Literal, Protocol, TypedDict, final
 __all__ = [
     "BLOCK",
     "DONE",
+    "LARGE_FLAG",
     "MAX_KEEPALIVE_SECONDS",
     "MAX_LEASE_SECONDS",
     "MAX_POOL_SIZE",
