@@ -110,7 +110,7 @@ impl Index {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.generation.to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
-        out.extend_from_slice(&(self.total as u64).to_le_bytes());
+        out.extend_from_slice(&u64::try_from(self.total).unwrap_or(u64::MAX).to_le_bytes());
         out.extend_from_slice(
             &u32::try_from(self.chunk_len)
                 .unwrap_or(u32::MAX)
