@@ -131,6 +131,7 @@ def test_a_20_mb_value_through_gevent(nodes: list[LocalNode]) -> None:
     cache.set("gbig", BIG, 300)
     assert cache.get("gbig") == BIG
     assert cache.get_many(["gbig"]) == {"gbig": BIG}
+    assert cache.get_or_set("gbig", lambda: b"computed", 300) == BIG
 
 
 def test_pickled_and_text_values_keep_their_format(nodes: list[LocalNode]) -> None:
@@ -154,8 +155,16 @@ def test_get_many_mixes_large_and_small_keys(nodes: list[LocalNode]) -> None:
     cache.delete("m:missing")
     keys = ["m:large_a", "m:small1", "m:missing", "m:large_b", "m:small2", "m:large_a"]
     expected = {"m:small1": "one", "m:large_a": large_a, "m:small2": 2, "m:large_b": large_b}
+    before = _get_many_requests(cache)
     assert cache.get_many(keys) == expected
+    # Two round trips, each at most one request per node: the keys, then all 7 chunks at once.
+    assert _get_many_requests(cache) - before <= 2 * len(nodes)
     assert asyncio.run(cache.aget_many(keys)) == expected
+
+
+def _get_many_requests(cache: ElastiCache) -> int:
+    """The ``get_many`` requests sent so far, over every node."""
+    return sum(node["requests"]["get_many"] for node in cache.metrics()["nodes"].values())
 
 
 def test_add_writes_the_index_only_where_there_is_none(nodes: list[LocalNode]) -> None:
