@@ -319,3 +319,23 @@ def test_foreign_readers_see_the_index_bytes_and_ours_without_large_values_a_mis
     off = _cache(nodes, large_values=False)
     assert off.get("foreign") is None
     assert off.get_many(["foreign"]) == {}
+
+
+def _ttl(cache: ElastiCache, made: str) -> int:
+    """The seconds ``made`` (a key as stored) has left."""
+    seconds = cache.handle.client.start_ttl(made).wait()
+    assert isinstance(seconds, int)
+    return seconds
+
+
+def test_touch_moves_the_chunks_expiry_with_the_index(nodes: list[LocalNode]) -> None:
+    cache = _cache(nodes)
+    cache.set("touched", FIRST, 300)
+    chunks = _chunk_keys(nodes, ":1:touched")
+    assert all(_ttl(cache, chunk) <= 300 for chunk in chunks)
+    assert cache.touch("touched", 3000) is True
+    assert asyncio.run(cache.atouch("touched", 4000)) is True
+    assert all(3000 < _ttl(cache, key) <= 4000 for key in [":1:touched", *chunks])
+    assert cache.get("touched") == FIRST
+    cache.delete("touched")
+    assert cache.touch("touched", 3000) is False

@@ -213,8 +213,9 @@ class Client:
         most 1 MiB - 1 KiB, so that chunks fit memcached's default item size) is stored as
         chunks plus an index item (flag bit ``LARGE_FLAG``) holding a random generation, the
         chunk length, the total length, the value's own flags and a checksum; reads join the
-        chunks, and a chunk missing reads as a miss (logged). ``max_large_value_length`` (1024
-        to 2**40; 64 MiB) bounds a whole value: a longer one raises ``ValueTooLargeError``."""
+        chunks, and a chunk missing reads as a miss (logged); ``touch`` touches the chunks with
+        the index. ``max_large_value_length`` (1024 to 2**40; 64 MiB) bounds a whole value: a
+        longer one raises ``ValueTooLargeError``."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""

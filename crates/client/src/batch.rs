@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use elasticache_proto::{
-    self as proto, DeleteReply, Parse, Retrieval, RetrievalItem, Store, StoreReply,
+    self as proto, DeleteReply, Parse, Retrieval, RetrievalItem, Store, StoreReply, TouchReply,
 };
 
 use crate::cluster::Routes;
@@ -947,6 +947,175 @@ impl<I: Items> Command for SetMany<I> {
         self.not_stored.sort_unstable();
         self.not_stored.dedup();
         Ok(self.not_stored)
+    }
+}
+
+/// `touch` of a key that may hold a large value (`large_values`): the key is read first; if it
+/// holds an index, its chunks are touched with it, in a second round (all nodes at once), so
+/// that they keep living as long as the index. The output is whether the key was touched.
+#[derive(Debug)]
+pub struct TouchLarge {
+    /// Position 0 (the read) and the last position (its touch) are this key.
+    key: String,
+    exptime: i64,
+    max_value_len: usize,
+    /// The chunk keys of the index found: positions 1 to `chunks.len()`.
+    chunks: KeyList,
+    /// Whether the key was found (then the second round touches it and its chunks).
+    found: bool,
+    /// Whether the touch round is due or done.
+    touch_round: bool,
+    touched: bool,
+}
+
+impl TouchLarge {
+    pub(crate) fn new(key: String, exptime: i64, config: &ClientConfig) -> Self {
+        TouchLarge {
+            key,
+            exptime,
+            max_value_len: config.max_value_len,
+            chunks: KeyList::default(),
+            found: false,
+            touch_round: false,
+            touched: false,
+        }
+    }
+
+    fn last(&self) -> usize {
+        self.chunks.len() + 1
+    }
+
+    fn key_at(&self, position: usize) -> &str {
+        match position.checked_sub(1) {
+            Some(chunk) if chunk < self.chunks.len() => self.chunks.get(chunk),
+            _ => &self.key,
+        }
+    }
+}
+
+impl Command for TouchLarge {
+    type Output = bool;
+
+    fn name(&self) -> CommandName {
+        CommandName::Touch
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_key(&self.key)
+    }
+
+    fn shares(&mut self, routes: Routes<'_>) -> Result<Vec<Share>> {
+        let keys = TouchKeys(self);
+        Ok(match self.touch_round {
+            true => shares_of(routes, &keys, 1..self.last() + 1),
+            false => shares_of(routes, &keys, 0..1),
+        })
+    }
+
+    fn all_positions(&self) -> Vec<usize> {
+        match self.touch_round {
+            true => (1..self.last() + 1).collect(),
+            false => vec![0],
+        }
+    }
+
+    fn size(&self, position: usize) -> usize {
+        self.key_at(position).len() + 32
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, positions: &[usize]) {
+        for &p in positions {
+            let key = self.key_at(p).as_bytes();
+            if p == 0 {
+                proto::encode_retrieval(out, Retrieval::Get, [key]);
+            } else {
+                proto::encode_touch(out, key, self.exptime, false);
+            }
+        }
+    }
+
+    fn read(
+        &mut self,
+        node: &str,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &[u8],
+        _: &mut Vec<u8>,
+    ) -> ParseResult<Reading> {
+        let mut used = 0;
+        while let Some(&p) = positions.get(cursor.item) {
+            let rest = buf.get(used..).unwrap_or_default();
+            if p == 0 {
+                match proto::parse_retrieval(rest, self.max_value_len)? {
+                    Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
+                    Parse::Complete(RetrievalItem::End, length) => {
+                        used += length;
+                        cursor.item += 1;
+                    }
+                    Parse::Complete(RetrievalItem::Value(value), length) => {
+                        if value.key != self.key.as_bytes() || self.found {
+                            return Err(stray_value());
+                        }
+                        self.found = true;
+                        if value.flags & LARGE_FLAG != 0 {
+                            if let Some(index) = Index::parse(value.data) {
+                                for number in 0..index.count() {
+                                    let chunk = chunk_key(&self.key, index.generation, number);
+                                    self.chunks.push(&chunk);
+                                }
+                            }
+                        }
+                        used += length;
+                    }
+                }
+                continue;
+            }
+            match proto::with_error_replies(rest, proto::parse_touch)? {
+                Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
+                Parse::Complete(reply, length) => {
+                    if p == self.last() {
+                        self.touched = reply == Ok(TouchReply::Touched);
+                    } else if reply != Ok(TouchReply::Touched) {
+                        log::debug!("{node}: touch of chunk {:?}: {reply:?}", self.key_at(p));
+                    }
+                    used += length;
+                    cursor.item += 1;
+                }
+            }
+        }
+        Ok(Parse::Complete(Step::Done(()), used))
+    }
+
+    fn another_round(&mut self, _: &[Failed]) -> bool {
+        if self.touch_round || !self.found {
+            return false;
+        }
+        self.touch_round = true;
+        true
+    }
+
+    fn fallback(&self) -> Fallback<bool> {
+        Fallback::Whole(false)
+    }
+
+    fn finish(self, failed: Vec<Failed>) -> Result<bool> {
+        match failed.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(self.touched),
+        }
+    }
+}
+
+/// The keys of a [`TouchLarge`], by position.
+struct TouchKeys<'t>(&'t TouchLarge);
+
+impl Keys for TouchKeys<'_> {
+    fn count(&self) -> usize {
+        self.0.last() + 1
+    }
+
+    fn key(&self, position: usize) -> &str {
+        self.0.key_at(position)
     }
 }
 

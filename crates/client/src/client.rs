@@ -17,7 +17,7 @@ use elasticache_proto::{
 };
 
 use crate::address::NodeAddress;
-use crate::batch::{DeleteMany, GetMany, ItemList, KeyList, SetMany};
+use crate::batch::{DeleteMany, GetMany, ItemList, KeyList, SetMany, TouchLarge};
 use crate::classic::{self, LinePlan, RetrievePlan, StorePlan};
 use crate::cluster::Cluster;
 use crate::config::{ClientConfig, DiscoveryConfig};
@@ -384,6 +384,13 @@ commands! {
     /// Its output is empty when the value was stored: see [`stored`].
     start start_store_large -> StoreLargeOperation = Operation<SetMany<ItemList>>;
     (cluster) SetMany::single(one_item(key, flags, data), command, exptime, &cluster.config);
+
+    /// Sets a new expiry on `key` and, when it holds a large value's index, on its chunks too
+    /// (read first, then touched with the key in a second round); returns whether `key` was
+    /// there. With `large_values` on, [`Client::touch`] would leave the chunks' expiry as it was.
+    pub fn touch_large(key: &str => String, exptime: i64 => i64) -> bool = |touched| touched;
+    start start_touch_large -> TouchLargeOperation = Operation<TouchLarge>;
+    (cluster) TouchLarge::new(key.into(), exptime, &cluster.config);
 
     /// Deletes many keys in one round trip; returns how many were there.
     pub fn delete_many(keys: &[&str] => KeyList) -> usize = |deleted| deleted;

@@ -65,7 +65,7 @@ pub use client::{
     stored, AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
     DeleteManyOperation, DeleteOperation, FlushAllOperation, GetLargeOperation, GetManyOperation,
     GetOperation, GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation,
-    StoreLargeOperation, StoreOperation, TouchOperation, TtlOperation,
+    StoreLargeOperation, StoreOperation, TouchLargeOperation, TouchOperation, TtlOperation,
 };
 pub use cluster::{Cluster, Routes};
 pub use config::{ClientConfig, DiscoveryConfig, DiscoveryMode, FailureLog};

@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use elasticache_client::{
-    Client, ClientConfig, KeyList, LargeValues, Progress, Store, StoreReply, LARGE_FLAG,
+    Client, ClientConfig, KeyList, LargeValues, Progress, Store, StoreReply, Ttl, LARGE_FLAG,
     MAX_VALUE_LEN_LIMIT,
 };
 use support::Memcached;
@@ -188,4 +188,28 @@ fn a_chunk_gone_reads_as_a_miss_and_without_large_values_an_index_too() {
     let plain = Client::connect_to(&addresses, ClientConfig::default()).unwrap();
     assert_eq!(plain.get_many(&["whole"]).unwrap(), vec![None]);
     assert!(plain.get_large("whole").unwrap().is_none());
+}
+
+#[test]
+fn touch_large_moves_the_chunks_expiry_with_the_index() {
+    let nodes = [Memcached::start(), Memcached::start()];
+    let client = chunking_client(&nodes);
+    client
+        .store_large(Store::Set, "touched", 0, &vec![3_u8; 3 * MIB], 300)
+        .unwrap();
+    let index = client.get("touched").unwrap().unwrap();
+    let generation = u64::from_le_bytes(index.data[5..13].try_into().unwrap());
+    assert!(client.touch_large("touched", 3000).unwrap());
+    for key in (0..4)
+        .map(|n| format!("touched:large:{generation:016x}:{n}"))
+        .chain(["touched".to_owned()])
+    {
+        match client.ttl(&key).unwrap() {
+            Ttl::Seconds(left) => assert!(left > 300, "{key}: {left}"),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    assert!(!client.touch_large("missing", 3000).unwrap());
+    assert!(client.set("small", 0, b"v", 0).unwrap());
+    assert!(client.touch_large("small", 3000).unwrap());
 }

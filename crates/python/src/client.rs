@@ -581,7 +581,14 @@ impl PyClient {
     ) -> PyResult<bool> {
         let key = make_key(key, prefix, version)?;
         let client = &*self.inner;
-        py.detach(|| client.touch(&key, exptime.0)).py_result()
+        py.detach(|| {
+            if client.reads_large() {
+                client.touch_large(&key, exptime.0)
+            } else {
+                client.touch(&key, exptime.0)
+            }
+        })
+        .py_result()
     }
 
     /// Empties every node.

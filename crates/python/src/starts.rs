@@ -115,6 +115,13 @@ pub fn counter(
 }
 
 pub fn touch(client: &Arc<Client>, key: String, exptime: i64) -> PyResult<PyOperation> {
+    if client.reads_large() {
+        // A large value's chunks are touched with its index.
+        let operation = client.start_touch_large(key, exptime).py_result()?;
+        return Ok(driven(client, operation, |py, _, touched| {
+            to_object(py, touched.py_result()?)
+        }));
+    }
     let operation = client.start_touch(key, exptime).py_result()?;
     Ok(driven(client, operation, |py, _, reply| {
         to_object(py, reply.py_result()? == TouchReply::Touched)
