@@ -859,7 +859,10 @@ impl<I: Items> Command for SetMany<I> {
                         if let Err(error) = deleted {
                             log::debug!("{node}: delete {key:?} failed: {error}");
                         }
-                        log::debug!("set {key:?} not sent: over the {}-byte limit", self.limit);
+                        log::debug!(
+                            "set {key:?} not sent: over the {}-byte limit, or chunks not stored",
+                            self.limit
+                        );
                         self.not_stored(p, None);
                         length
                     }
