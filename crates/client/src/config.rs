@@ -6,6 +6,7 @@ use elasticache_proto::{DEFAULT_MAX_VALUE_LEN, MAX_VALUE_LEN_LIMIT};
 use log::Level;
 
 use crate::hash::Hashing;
+use crate::large::LargeValues;
 use crate::tls::Tls;
 
 /// Seconds a value written to a gutter lives at most, unless told.
@@ -71,6 +72,9 @@ pub struct ClientConfig {
     /// Another cluster that misses read through from, copying what they find, and that
     /// writes and deletes invalidate (`detour`): the cluster being moved away from.
     pub migrate_from: Option<MigrateFrom>,
+    /// Values over the item size stored as chunks plus an index, and read back whole
+    /// (`None`, the default: refused as too large, and an index read as a miss).
+    pub large_values: Option<LargeValues>,
 }
 
 /// What is done with a node whose undelivered invalidations overflowed their bound: every
@@ -149,6 +153,7 @@ impl Default for ClientConfig {
             invalidation_overflow: Overflow::default(),
             warmup_window: DEFAULT_WARMUP_WINDOW,
             migrate_from: None,
+            large_values: None,
         }
     }
 }

@@ -48,6 +48,7 @@ mod gutter;
 mod hash;
 mod health;
 mod invalidations;
+mod large;
 mod lease_keys;
 mod locks;
 mod meta_support;
@@ -67,10 +68,10 @@ mod warmup;
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::{ItemList, KeyList};
 pub use client::{
-    AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
-    DeleteManyOperation, DeleteOperation, FlushAllOperation, GetManyOperation, GetOperation,
-    GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation, StoreOperation,
-    TouchOperation, TtlOperation,
+    stored, AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
+    DeleteManyOperation, DeleteOperation, FlushAllOperation, GetLargeOperation, GetManyOperation,
+    GetOperation, GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation,
+    StoreLargeOperation, StoreOperation, TouchLargeOperation, TouchOperation, TtlOperation,
 };
 pub use cluster::{Cluster, Detour, Route, Routes};
 pub use config::{
@@ -85,6 +86,7 @@ pub use engine::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
+pub use large::{LargeValues, DEFAULT_MAX_LARGE_VALUE_LEN, LARGE_FLAG, MAX_CHUNK_LEN};
 pub use lease_keys::{lease_key, LEASE_PREFIX};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};
