@@ -819,9 +819,12 @@ impl<I: Items> Command for SetMany<I> {
         ))
     }
 
-    // An `add` replaces nothing: what the key held, if anything, still holds.
+    // An `add` replaces nothing: what the key held, if anything, still holds. The chunks'
+    // round invalidates nothing either: a chunk key is new (its generation), read only through
+    // the index the items' round writes, so none is remembered for replay (a gutter taking a
+    // large value's chunks would otherwise fill the node's bound with them).
     fn invalidates(&self) -> bool {
-        self.command != Store::Add
+        self.command != Store::Add && !self.chunk_round()
     }
 
     fn writes(&self) -> bool {
