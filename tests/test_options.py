@@ -118,6 +118,8 @@ BAD: dict[str, list[Any]] = {
     "sign_values": [1, "yes", None],
     "signing_key": [1, "", b"", ["key"]],
     "signing_key_fallbacks": ["old", b"old", [1], [""], 5],
+    "large_values": [1, "yes", None],
+    "max_large_value_length": ["64", 64.0, True, None, 1_023, 2**40 + 1, 2**70],
 }
 
 #: Per option: values at the edges of what it accepts (each must be taken).
@@ -184,6 +186,8 @@ GOOD: dict[str, list[Any]] = {
     "sign_values": [True, False],
     "signing_key": [None, "key", b"\x00key"],
     "signing_key_fallbacks": [None, [], ["old", b"older"], ("old",)],
+    "large_values": [True, False],
+    "max_large_value_length": [1_024, 64 * 1024 * 1024, 2**40],
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any, Final, Literal, Protocol, TypedDict, final
 __all__ = [
     "BLOCK",
     "DONE",
+    "LARGE_FLAG",
     "MAX_KEEPALIVE_SECONDS",
     "MAX_LEASE_SECONDS",
     "MAX_POOL_SIZE",
@@ -40,6 +41,8 @@ MAX_RETRY_ATTEMPTS: Final[int]
 #: ``max_value_length``: from ``MIN_VALUE_LENGTH`` to this (the protocol's hard limit, 1 GiB).
 MAX_VALUE_LENGTH: Final[int]
 MIN_VALUE_LENGTH: Final[int]
+#: The flag bit of a large value's index item (``large_values``).
+LARGE_FLAG: Final[int]
 #: A lease or early-recompute window, in seconds (memcached reads more as a Unix time).
 MAX_LEASE_SECONDS: Final[int]
 
@@ -151,6 +154,8 @@ class Client:
         socket_keepalive: float | bool | _KeepaliveOpts | None = False,
         ignore_exc: bool = False,
         max_value_length: int | None = None,
+        large_values: bool = False,
+        max_large_value_length: int = 67108864,
         serde: _Serde | None = None,
         discovery: Literal["auto", "on", "off"] = "off",
         discovery_interval: float | None = 60.0,
@@ -258,7 +263,15 @@ class Client:
         derived from ``signing_key`` (required then); signatures are verified with it, then
         with each of ``signing_key_fallbacks``, whatever ``sign_values`` says, and with
         ``sign_values`` an unsigned value other than an integer reads as a miss (logged),
-        never unpickled."""
+        never unpickled.
+
+        With ``large_values``, a value longer than the chunk length (``max_value_length``, at
+        most 1 MiB - 1 KiB, so that chunks fit memcached's default item size) is stored as
+        chunks plus an index item (flag bit ``LARGE_FLAG``) holding a random generation, the
+        chunk length, the total length, the value's own flags and a checksum; reads join the
+        chunks, and a chunk missing reads as a miss (logged); ``touch`` touches the chunks with
+        the index. ``max_large_value_length`` (1024 to 2**40; 64 MiB) bounds a whole value: a
+        longer one raises ``ValueTooLargeError``."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""
@@ -505,6 +518,11 @@ class Undecodable:
     oversized compressed value), as ``get_or_lease(..., undecodable=True)`` gives it: pass it
     back as ``take=`` to ask for the lease at once; the winner's recheck then tells that value
     from a new one another caller stored meanwhile."""
+
+    @property
+    def large(self) -> bool:
+        """Whether it is a large value's index (``large_values``): a get-or-lease does not
+        read its chunks, a ``get`` does."""
 
 @final
 class Operation:

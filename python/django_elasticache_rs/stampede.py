@@ -134,6 +134,12 @@ class _Waiting:
         return next(self._pauses)
 
 
+def _joined(index: Undecodable, value: Any) -> Any:
+    """What a get-or-lease that found a large value's ``index`` gives once the value is read
+    whole (``value``, from a get): the value, or the index when the get missed."""
+    return index if value is _MISSING else value
+
+
 def _found(value: Any, won: bool) -> bool:
     """Whether a get-or-lease ends the asking: the lease or an early recompute won, or a
     value found that this caller can use."""
@@ -162,6 +168,10 @@ def get_or_set(
         value, won = ask(
             made, lease, early, _MISSING, prefix, v, token=token, undecodable=True, take=take
         )
+        if value.__class__ is Undecodable and value.large:
+            # A large value's index: its chunks are read by a get (a miss there, its chunks
+            # gone, leaves it undecodable: the lease is asked for at once).
+            value = _joined(value, handle.calls.get(made, _MISSING, prefix, v))
         if _found(value, won):
             break
         if waiting is None:
@@ -256,6 +266,8 @@ async def aget_or_set(
             # (the token is this call's, so nobody else's lease is touched).
             _release_later(handle, made, token, v)
             raise
+        if value.__class__ is Undecodable and value.large:
+            value = _joined(value, await run(handle.client.start_get(made, _MISSING, prefix, v)))
         if _found(value, won):
             break
         if waiting is None:

@@ -16,6 +16,7 @@ BACKEND = "django_elasticache_rs.backend.ElastiCache"
 #: The client's own counters in ``cache.metrics()``.
 CLIENT_COUNTERS = ("discoveries", "discovery_failures", "membership_changes", "ignored_failures")
 
+
 def backend_aliases() -> list[str]:
     """The aliases of ``settings.CACHES`` that use this backend."""
     return [alias for alias, config in settings.CACHES.items() if config.get("BACKEND") == BACKEND]

@@ -17,7 +17,7 @@ use elasticache_proto::{
 };
 
 use crate::address::NodeAddress;
-use crate::batch::{DeleteMany, GetMany, ItemList, KeyList, SetMany};
+use crate::batch::{DeleteMany, GetMany, ItemList, KeyList, SetMany, TouchLarge};
 use crate::classic::{self, Line, LinePlan, RetrievePlan, StorePlan};
 use crate::cluster::Cluster;
 use crate::config::{ClientConfig, DiscoveryConfig};
@@ -28,6 +28,7 @@ use crate::engine::{Command, Operation};
 use crate::error::{Error, Result};
 use crate::every_node::EveryNode;
 use crate::locks::{self, AcquirePlan, DeleteIfPlan};
+use crate::metrics::CommandName;
 use crate::single::One;
 use crate::stampede::{self, LeasePlan, LeaseRequest, Leased};
 use crate::ttl::{self, Ttl, TtlPlan};
@@ -145,6 +146,21 @@ impl Client {
         self.counter(Counter::Decr, key, delta)
     }
 
+    /// Whether a value of `len` bytes is stored as chunks (`large_values` on, and the value
+    /// over the chunk length): such a value goes through [`Client::store_large`].
+    pub fn chunks(&self, len: usize) -> bool {
+        self.cluster
+            .config
+            .large_values
+            .is_some_and(|large| large.chunks(len))
+    }
+
+    /// Whether large values are read whole (`large_values` on): reads go through
+    /// [`Client::get_large`].
+    pub fn reads_large(&self) -> bool {
+        self.cluster.config.large_values.is_some()
+    }
+
     /// Reads many keys in one round trip; the result is aligned with `keys` (`None` = miss).
     pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Item>>> {
         self.get_many_values(keys).map(BatchValues::into_items)
@@ -214,6 +230,29 @@ impl Client {
                 }
             })
             .collect())
+    }
+}
+
+/// A key list of `key` alone.
+fn one_key(key: impl AsRef<str>) -> KeyList {
+    let mut keys = KeyList::with_capacity(1);
+    keys.push(key.as_ref());
+    keys
+}
+
+/// An item list of one item.
+fn one_item(key: impl AsRef<str>, flags: u32, data: impl AsRef<[u8]>) -> ItemList {
+    let mut items = ItemList::with_capacity(1);
+    items.push(key.as_ref(), flags, data.as_ref());
+    items
+}
+
+/// What [`Client::start_store_large`]'s output (the positions not stored) means.
+pub fn stored(not_stored: &[usize]) -> StoreReply {
+    if not_stored.is_empty() {
+        StoreReply::Stored
+    } else {
+        StoreReply::NotStored
     }
 }
 
@@ -337,7 +376,7 @@ commands! {
     /// per value): for callers that convert them right away.
     pub fn get_many_values(keys: &[&str] => KeyList) -> BatchValues = |values| values;
     start start_get_many -> GetManyOperation = Operation<Warm<GetMany<KeyList>>>;
-    (cluster) Warm::new(GetMany::new(keys, cluster.config.max_value_len));
+    (cluster) Warm::new(GetMany::new(keys, &cluster.config));
 
     /// Stores many values in one round trip; returns the positions that were not stored.
     ///
@@ -347,7 +386,38 @@ commands! {
     pub fn set_many(items: &[(&str, u32, &[u8])] => ItemList, exptime: i64 => i64) -> Vec<usize>
         = |not_stored| not_stored;
     start start_set_many -> SetManyOperation = Operation<Warm<SetMany<ItemList>>>;
-    (cluster) Warm::new(SetMany::new(items, exptime, cluster.config.max_value_len));
+    (cluster) Warm::new(SetMany::new(items, exptime, &cluster.config));
+
+    /// Reads `key` as [`Client::get`] does, a large value's chunks included (read in a second
+    /// round, from whichever nodes hold them; see `ClientConfig::large_values`). Without
+    /// `large_values`, the same as `get`, but an index item reads as a miss.
+    pub fn get_large(key: &str => String) -> Option<Item>
+        = |values| values.into_items().into_iter().next().flatten();
+    /// Its output holds one position, the key's.
+    start start_get_large -> GetLargeOperation = Operation<Warm<GetMany<KeyList>>>;
+    (cluster) Warm::new(GetMany::new(one_key(key), &cluster.config).named(CommandName::Get));
+
+    /// A storage command (`Set` or `Add`) of a value that may be over the item size: with
+    /// `large_values` on, one over the chunk length is stored as chunks (first) and an index
+    /// (see `ClientConfig::large_values`); one over the large-value bound fails as
+    /// [`Error::ValueTooLarge`] before anything is stored (a `set` still deletes the key).
+    pub fn store_large(
+        command: Store => Store,
+        key: &str => String,
+        flags: u32 => u32,
+        data: &[u8] => Vec<u8>,
+        exptime: i64 => i64
+    ) -> StoreReply = |not_stored| stored(&not_stored);
+    /// Its output is empty when the value was stored: see [`stored`].
+    start start_store_large -> StoreLargeOperation = Operation<Warm<SetMany<ItemList>>>;
+    (cluster) Warm::new(SetMany::single(one_item(key, flags, data), command, exptime, &cluster.config));
+
+    /// Sets a new expiry on `key` and, when it holds a large value's index, on its chunks too
+    /// (read first, then touched with the key in a second round); returns whether `key` was
+    /// there. With `large_values` on, [`Client::touch`] would leave the chunks' expiry as it was.
+    pub fn touch_large(key: &str => String, exptime: i64 => i64) -> bool = |touched| touched;
+    start start_touch_large -> TouchLargeOperation = Operation<TouchLarge>;
+    (cluster) TouchLarge::new(key.into(), exptime, &cluster.config);
 
     /// Deletes many keys in one round trip; returns how many were there.
     pub fn delete_many(keys: &[&str] => KeyList) -> usize = |deleted| deleted;

@@ -6,6 +6,7 @@ use elasticache_proto::{DEFAULT_MAX_VALUE_LEN, MAX_VALUE_LEN_LIMIT};
 use log::Level;
 
 use crate::hash::Hashing;
+use crate::large::LargeValues;
 use crate::tls::Tls;
 
 /// Seconds a value written to a gutter lives at most, unless told.
@@ -78,6 +79,9 @@ pub struct ClientConfig {
     pub coalesce_reads: bool,
     /// One read in this many is looked at for the hot-key tables (`Client::hot_keys`); 0: none.
     pub hot_keys_sample: u32,
+    /// Values over the item size stored as chunks plus an index, and read back whole
+    /// (`None`, the default: refused as too large, and an index read as a miss).
+    pub large_values: Option<LargeValues>,
 }
 
 /// What is done with a node whose undelivered invalidations overflowed their bound: every
@@ -158,6 +162,7 @@ impl Default for ClientConfig {
             migrate_from: None,
             coalesce_reads: true,
             hot_keys_sample: 100,
+            large_values: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::classic::{LinePlan, RetrievePlan, StorePlan};
 use crate::cluster::{Cluster, Detour, Routes};
 use crate::engine::{Coalescing, Command, Cursor, Failed, Fallback, Reading, Share, Step};
 use crate::error::Result;
+use crate::large::LARGE_FLAG;
 use crate::locks::DeleteIfPlan;
 use crate::metrics::{ClientCounters, CommandName};
 use crate::single::{stray_value, unexpected, One, ParseResult, Plan};
@@ -281,6 +282,10 @@ impl<C: Detoured> Warm<C> {
                 Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
                 Parse::Complete((found, last), length) => {
                     used += length;
+                    // A large value's index is not read through: its chunks are routed by
+                    // their own keys, and are not copied with it (the owner would hold an
+                    // index without chunks, a miss until it expires). A miss: it is recomputed.
+                    let found = found.filter(|(item, _)| item.flags & LARGE_FLAG == 0);
                     if let (Some((item, ttl)), Some(way)) = (found, self.ways.get_mut(index)) {
                         way.found = Some(item);
                         way.ttl = ttl;
@@ -609,7 +614,15 @@ impl<C: Detoured> Command for Warm<C> {
         self.inner.fallback()
     }
 
-    fn next_round(&mut self) -> Vec<Share> {
+    // The inner command's own further rounds (a large value's chunks) are part of the owners'
+    // stage, run first; then this command's stages, on nodes it holds (`routes` unused).
+    fn next_round(&mut self, routes: Routes<'_>, failed: &[Failed]) -> Result<Vec<Share>> {
+        if self.stage == Stage::Owners {
+            let shares = self.inner.next_round(routes, failed)?;
+            if !shares.is_empty() {
+                return Ok(shares);
+            }
+        }
         loop {
             let (next, shares) = match self.stage {
                 Stage::Delete => (Stage::Owners, std::mem::take(&mut self.stash)),
@@ -635,7 +648,7 @@ impl<C: Detoured> Command for Warm<C> {
             };
             self.stage = next;
             if !shares.is_empty() || next == Stage::Over {
-                return shares;
+                return Ok(shares);
             }
         }
     }
@@ -925,12 +938,12 @@ mod tests {
         assert_eq!(owners.len(), 1);
         answer(&mut warm, &owners[0], b"END\r\n");
 
-        let read = warm.next_round();
+        let read = warm.next_round(routes, &[]).unwrap_or_default();
         assert_ne!(read[0].node.address.name, owners[0].node.address.name);
         assert_eq!(encoded(&mut warm, &read[0]), format!("mg {key} v f t\r\n"));
         answer(&mut warm, &read[0], b"VA 3 f7 t100\r\nabc\r\n");
 
-        let copy = warm.next_round();
+        let copy = warm.next_round(routes, &[]).unwrap_or_default();
         assert!(Arc::ptr_eq(&copy[0].node, &owners[0].node));
         assert_eq!(
             encoded(&mut warm, &copy[0]),
@@ -939,15 +952,15 @@ mod tests {
         answer(&mut warm, &copy[0], b"STORED\r\n");
 
         // Deleted where it was found meanwhile: the copy goes too.
-        let recheck = warm.next_round();
+        let recheck = warm.next_round(routes, &[]).unwrap_or_default();
         assert!(Arc::ptr_eq(&recheck[0].node, &read[0].node));
         assert_eq!(encoded(&mut warm, &recheck[0]), format!("mg {key}\r\n"));
         answer(&mut warm, &recheck[0], b"EN\r\n");
-        let undo = warm.next_round();
+        let undo = warm.next_round(routes, &[]).unwrap_or_default();
         assert!(Arc::ptr_eq(&undo[0].node, &owners[0].node));
         assert_eq!(encoded(&mut warm, &undo[0]), format!("delete {key}\r\n"));
         answer(&mut warm, &undo[0], b"DELETED\r\n");
-        assert!(warm.next_round().is_empty());
+        assert!(warm.next_round(routes, &[]).unwrap_or_default().is_empty());
         // The value was read before the delete: it is this read's outcome all the same.
         let found = warm.finish(Vec::new()).ok().flatten();
         assert_eq!(
@@ -963,17 +976,17 @@ mod tests {
         let mut warm = Warm::new(classic::get(key, Retrieval::Get, 1 << 20));
         let owners = warm.shares(routes).unwrap_or_default();
         answer(&mut warm, &owners[0], b"END\r\n");
-        let read = warm.next_round();
+        let read = warm.next_round(routes, &[]).unwrap_or_default();
         answer(&mut warm, &read[0], b"VA 1 f0 t-1\r\nx\r\n");
-        let copy = warm.next_round();
+        let copy = warm.next_round(routes, &[]).unwrap_or_default();
         assert!(
             encoded(&mut warm, &copy[0]).contains(" 0 0 1\r\nx\r\n"),
             "no TTL: none"
         );
         answer(&mut warm, &copy[0], b"STORED\r\n");
-        let recheck = warm.next_round();
+        let recheck = warm.next_round(routes, &[]).unwrap_or_default();
         answer(&mut warm, &recheck[0], b"HD\r\n");
-        assert!(warm.next_round().is_empty());
+        assert!(warm.next_round(routes, &[]).unwrap_or_default().is_empty());
     }
 
     #[test]
@@ -986,11 +999,11 @@ mod tests {
         let mut warm = Warm::new(classic::get(key.clone(), Retrieval::Get, 1 << 20));
         let owners = warm.shares(routes).unwrap_or_default();
         answer(&mut warm, &owners[0], b"END\r\n");
-        let read = warm.next_round();
+        let read = warm.next_round(routes, &[]).unwrap_or_default();
         assert_eq!(encoded(&mut warm, &read[0]), format!("get {key}\r\n"));
         let reply = format!("VALUE {key} 0 1\r\nx\r\nEND\r\n");
         answer(&mut warm, &read[0], reply.as_bytes());
-        assert!(warm.next_round().is_empty());
+        assert!(warm.next_round(routes, &[]).unwrap_or_default().is_empty());
         assert!(warm.finish(Vec::new()).ok().flatten().is_some());
     }
 
@@ -1003,12 +1016,17 @@ mod tests {
         assert!(warm.aside());
         assert_eq!(encoded(&mut warm, &first[0]), format!("delete {key}\r\n"));
         answer(&mut warm, &first[0], b"NOT_FOUND\r\n");
-        let owners = warm.next_round();
+        let owners = warm.next_round(routes, &[]).unwrap_or_default();
         assert!(!warm.aside());
         assert_ne!(owners[0].node.address.name, first[0].node.address.name);
-        assert_eq!(encoded(&mut warm, &owners[0]), format!("delete {key}\r\n"));
+        // The owner's delete ends the key's get_or_set lease first (`end_lease`, noreply).
+        let owners_delete = encoded(&mut warm, &owners[0]);
+        assert!(
+            owners_delete.ends_with(&format!(" noreply\r\ndelete {key}\r\n")),
+            "{owners_delete:?}"
+        );
         answer(&mut warm, &owners[0], b"DELETED\r\n");
-        assert!(warm.next_round().is_empty());
+        assert!(warm.next_round(routes, &[]).unwrap_or_default().is_empty());
     }
 
     #[test]
@@ -1022,5 +1040,73 @@ mod tests {
         let mut warm = Warm::new(delete(stayed));
         assert_eq!(warm.shares(routes).unwrap_or_default().len(), 1);
         assert!(!warm.aside());
+    }
+
+    /// A `get_many` of `key` with large values on (chunks of 1024 bytes), wrapped.
+    fn large_get(key: &str) -> Warm<GetMany<crate::batch::KeyList>> {
+        let config = ClientConfig {
+            large_values: Some(crate::large::LargeValues::new(1024, 1 << 20)),
+            ..ClientConfig::default()
+        };
+        let mut keys = crate::batch::KeyList::default();
+        keys.push(key);
+        Warm::new(GetMany::new(keys, &config))
+    }
+
+    #[test]
+    fn a_large_value_on_its_owner_has_its_chunks_read_in_the_owners_stage_and_no_detour() {
+        use crate::large::{chunk_key, Index};
+        let (after, detours, key) = scaled_out();
+        let routes = Routes::with_detours(&after, &detours);
+        let mut warm = large_get(&key);
+        let owners = warm.shares(routes).unwrap_or_default();
+        let value = vec![7u8; 3000];
+        let index = Index::of(0, &value, 1024);
+        let stored = index.encode();
+        let head = format!("VALUE {key} {LARGE_FLAG} {}\r\n", stored.len());
+        let reply = [head.as_bytes(), &stored, b"\r\nEND\r\n"].concat();
+        answer(&mut warm, &owners[0], &reply);
+
+        // The inner command's chunk round comes first, as the owners' (not aside).
+        let chunks = warm.next_round(routes, &[]).unwrap_or_default();
+        assert!(!warm.aside());
+        let sent: usize = chunks.iter().map(|share| share.positions.len()).sum();
+        assert_eq!(sent, index.count());
+        for share in &chunks {
+            let mut reply = Vec::new();
+            for &position in &share.positions {
+                let number = position - 1;
+                let bytes = value.get(index.range(number)).unwrap_or_default();
+                let chunk = chunk_key(&key, index.generation, number);
+                reply.extend_from_slice(format!("VALUE {chunk} 0 {}\r\n", bytes.len()).as_bytes());
+                reply.extend_from_slice(bytes);
+                reply.extend_from_slice(b"\r\n");
+            }
+            reply.extend_from_slice(b"END\r\n");
+            answer(&mut warm, share, &reply);
+        }
+        // Found on its owner: nothing is read on the previous one.
+        assert!(warm.next_round(routes, &[]).unwrap_or_default().is_empty());
+        let values = warm.finish(Vec::new()).map(BatchValues::into_items);
+        let joined = values.ok().and_then(|mut items| items.pop().flatten());
+        assert_eq!(joined.map(|item| item.data.len()), Some(value.len()));
+    }
+
+    #[test]
+    fn a_large_values_index_on_the_previous_owner_is_not_read_through_nor_copied() {
+        let (after, detours, key) = scaled_out();
+        let routes = Routes::with_detours(&after, &detours);
+        let mut warm = large_get(&key);
+        let owners = warm.shares(routes).unwrap_or_default();
+        answer(&mut warm, &owners[0], b"END\r\n");
+        let read = warm.next_round(routes, &[]).unwrap_or_default();
+        assert!(warm.aside());
+        let index = crate::large::Index::of(0, &[1u8; 3000], 1024).encode();
+        let head = format!("VA {} f{LARGE_FLAG} t100\r\n", index.len());
+        let reply = [head.as_bytes(), &index, b"\r\n"].concat();
+        answer(&mut warm, &read[0], &reply);
+        assert!(warm.next_round(routes, &[]).unwrap_or_default().is_empty());
+        let values = warm.finish(Vec::new()).map(BatchValues::into_items);
+        assert!(matches!(values.as_deref(), Ok([None])), "{values:?}");
     }
 }

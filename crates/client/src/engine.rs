@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::flights::{Boarding, Caller, Flight, Look, Outcome};
 use crate::hot_keys;
 use crate::metrics::CommandName;
-use crate::topology::Node;
+use crate::topology::{Node, Topology};
 use crate::values::Item;
 
 /// What a reader made of the bytes it was given: the one step of every command's state
@@ -175,14 +175,24 @@ pub trait Command {
     /// What a failure becomes under `ignore_exc` (the engine applies it, not the command).
     fn fallback(&self) -> Fallback<Self::Output>;
 
-    /// Once every share of a round answered or failed: the shares of a further round, on the
-    /// nodes a cluster event adds to a key's owner ([`Routes::detour`]: the read of a previous
-    /// owner after a miss, the copy of what it held, a delete there after a write). A
-    /// further round's failures count against its nodes but never fail the operation: the
-    /// command takes what they did not answer as not found, not done. Empty: the operation
-    /// is over.
-    fn next_round(&mut self) -> Vec<Share> {
-        Vec::new()
+    /// Once every share of a round answered or failed: the shares of the command's further
+    /// round, if it has one; empty, the operation is over. One mechanism for every kind of
+    /// further round: a large value's chunks, read or written before or after the keys that
+    /// name them ([`Command::shares`] asked again with `routes`), and the rounds on the nodes
+    /// a cluster event adds to a key's owner ([`Routes::detour`]: the read of a previous owner
+    /// after a miss, the copy of what it held, a delete there before a write), which hold
+    /// their nodes already and ignore `routes`.
+    ///
+    /// `routes` are built as for the first round (gutter, detours). A round's positions must
+    /// not reuse an earlier round's, so that [`Command::finish`] can tell whose failures it
+    /// is given; `failed` are the shares failed so far (those `ignore_exc` let the command go
+    /// on without: no further round follows one it does not cover). Past the deadline, a
+    /// round [`Command::aside`] is skipped (the command is asked for the next one, taking the
+    /// skipped one as not answered); the first round that is not aside right after one that
+    /// is gets a deadline of its own (a write's owners, after the deletes on its detours);
+    /// any other round past the deadline fails as a timeout, unsent, and ends the operation.
+    fn next_round(&mut self, _routes: Routes<'_>, _failed: &[Failed]) -> Result<Vec<Share>> {
+        Ok(Vec::new())
     }
 
     /// Whether the round running is a detour ([`Command::next_round`]): its failures count
@@ -505,6 +515,8 @@ pub struct Operation<C: Command> {
     joined: Vec<Joined>,
     /// One read in this many is recorded in its node's hot-key tables (0: none).
     hot_keys_sample: u32,
+    /// Whether a round after an aside one got a deadline of its own ([`Operation::next_round`]).
+    renewed: bool,
 }
 
 /// A read in flight that this operation's request leads (`flights`).
@@ -580,6 +592,7 @@ impl<C: Command> Operation<C> {
             leading: Leading::default(),
             joined: Vec::new(),
             hot_keys_sample: cluster.config.hot_keys_sample,
+            renewed: false,
         })
     }
 
@@ -900,16 +913,39 @@ impl<C: Command> Operation<C> {
         waits
     }
 
-    /// Starts the command's next round, if it has one ([`Command::next_round`]): past the
-    /// deadline, detours are skipped and the command's own round gets a deadline of its own
-    /// (as a follow-up does, so the operation stays bounded by twice `timeout`). `false` when
-    /// the operation is over.
+    /// Starts the command's next round, if it has one ([`Command::next_round`]), routed as the
+    /// first was: never after a failure `ignore_exc` does not cover; past the deadline, aside
+    /// rounds are skipped, the first round after an aside one gets a deadline of its own (as a
+    /// follow-up does: the operation stays bounded), and any other round fails as a timeout,
+    /// unsent. `false` when the operation is over.
     fn next_round(&mut self, cluster: &Cluster) -> bool {
-        if !self.routed {
+        if !self.routed
+            || self
+                .failed
+                .iter()
+                .any(|(_, error)| !cluster.tolerates(error))
+        {
             return false;
         }
+        // The first round routed the operation (discovering if need be): the further ones
+        // take the membership as it is now, without blocking.
+        let topology = cluster.topology();
         loop {
-            let shares = self.command.next_round();
+            let after_aside = self.command.aside();
+            let failed = std::mem::take(&mut self.failed);
+            let routed = self.routed_round(cluster, &topology, false, |command, routes| {
+                command.next_round(routes, &failed)
+            });
+            self.failed = failed;
+            let shares = match routed {
+                Ok(shares) => shares,
+                Err(error) => {
+                    if !self.command.aside() {
+                        self.failed.push((self.command.all_positions(), error));
+                    }
+                    return false;
+                }
+            };
             if shares.is_empty() {
                 return false;
             }
@@ -917,7 +953,14 @@ impl<C: Command> Operation<C> {
                 if self.command.aside() {
                     continue;
                 }
-                self.deadline = cluster.deadline();
+                if after_aside && !self.renewed {
+                    self.renewed = true;
+                    self.deadline = cluster.deadline();
+                } else {
+                    self.pending = shares;
+                    self.expire(cluster);
+                    return false;
+                }
             }
             self.pending = shares;
             return true;
@@ -1031,14 +1074,10 @@ impl<C: Command> Operation<C> {
             Ok(topology)
         };
         self.routed = true;
-        let detours = cluster.detours(blocking);
         let routed = topology.and_then(|topology| {
-            let diverted = RefCell::new(Vec::new());
-            let routes = cluster.routes(&topology, &diverted, &detours);
-            let shares = self.command.shares(routes);
-            let (writes, invalidates) = (self.command.writes(), self.command.invalidates());
-            cluster.diverted(&topology, writes, invalidates, diverted.into_inner());
-            shares
+            self.routed_round(cluster, &topology, blocking, |command, routes| {
+                command.shares(routes)
+            })
         });
         match routed {
             Ok(shares) => {
@@ -1048,6 +1087,25 @@ impl<C: Command> Operation<C> {
             Err(error) => self.failed.push((self.command.all_positions(), error)),
         }
         true
+    }
+
+    /// One round of the command, split by `round` on the routes of `topology` (the gutter,
+    /// the detours: discovered first when `blocking` allows); what the gutter took in the
+    /// owners' stead is accounted for ([`Cluster::diverted`]).
+    fn routed_round(
+        &mut self,
+        cluster: &Cluster,
+        topology: &Topology,
+        blocking: bool,
+        round: impl FnOnce(&mut C, Routes<'_>) -> Result<Vec<Share>>,
+    ) -> Result<Vec<Share>> {
+        let detours = cluster.detours(blocking);
+        let diverted = RefCell::new(Vec::new());
+        let routes = cluster.routes(topology, &diverted, &detours);
+        let shares = round(&mut self.command, routes);
+        let (writes, invalidates) = (self.command.writes(), self.command.invalidates());
+        cluster.diverted(topology, writes, invalidates, diverted.into_inner());
+        shares
     }
 
     /// Leases connections for the pending shares and starts their exchanges.

@@ -50,6 +50,7 @@ mod hash;
 mod health;
 mod hot_keys;
 mod invalidations;
+mod large;
 mod lease_keys;
 mod locks;
 mod meta_support;
@@ -70,10 +71,11 @@ mod warmup;
 pub use address::{NodeAddress, DEFAULT_PORT};
 pub use batch::{ItemList, KeyList};
 pub use client::{
-    AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
-    DeleteManyOperation, DeleteOperation, DiscardOperation, FlushAllOperation, GetManyOperation,
-    GetOperation, GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation, SetManyOperation,
-    StoreOperation, TouchOperation, TtlOperation,
+    stored, AcquireOperation, Client, CountOperation, CounterOperation, DeleteIfOperation,
+    DeleteManyOperation, DeleteOperation, DiscardOperation, FlushAllOperation, GetLargeOperation,
+    GetManyOperation, GetOperation, GetsOperation, LeaseOperation, NodeProbe, ReleaseOperation,
+    SetManyOperation, StoreLargeOperation, StoreOperation, TouchLargeOperation, TouchOperation,
+    TtlOperation,
 };
 pub use cluster::{Cluster, Detour, Route, Routes};
 pub use config::{
@@ -90,6 +92,7 @@ pub use engine::{
 pub use error::{Error, ErrorKind, NameNotResolved, Result};
 pub use hash::{murmur3_32, one_at_a_time, Hashing, Murmur3, Ring};
 pub use hot_keys::{HotKey, LargeValue};
+pub use large::{LargeValues, DEFAULT_MAX_LARGE_VALUE_LEN, LARGE_FLAG, MAX_CHUNK_LEN};
 pub use lease_keys::{lease_key, LEASE_PREFIX};
 pub use metrics::{CommandName, Metrics, NodeMetrics, COMMANDS, ERROR_KINDS, LATENCY_BOUNDS_US};
 pub use notify::{Event, EventSink};

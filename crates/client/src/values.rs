@@ -83,6 +83,16 @@ impl BatchValues {
         }
     }
 
+    /// Keeps a value the batch made itself (a large value joined from its chunks), without
+    /// copying it.
+    pub(crate) fn keep_owned(&mut self, position: usize, flags: u32, data: Vec<u8>) {
+        if let (Some(slot), Ok(at)) = (self.index.get_mut(position), u32::try_from(self.kept.len()))
+        {
+            *slot = Some(at);
+            self.kept.push((flags, Kept::Own(data)));
+        }
+    }
+
     /// Whether a value was read for `position`.
     pub(crate) fn has(&self, position: usize) -> bool {
         matches!(self.index.get(position), Some(Some(_)))

@@ -150,3 +150,67 @@ fn replays_are_parked_around_a_fork_and_resume_after_it() {
     });
     assert_eq!(owner.client().get(&key).unwrap(), None);
 }
+
+#[test]
+fn a_large_values_chunks_and_index_on_the_gutter_live_at_most_gutter_ttl() {
+    let (owner, other) = (Memcached::start(), Memcached::start());
+    let mut config = ClientConfig::default();
+    config.timeout = Some(Duration::from_millis(200));
+    config.retry_attempts = 1;
+    config.dead_timeout = Duration::from_secs(600);
+    config.ignore_exc = true;
+    config.max_value_len = 1024;
+    config.large_values = Some(elasticache_client::LargeValues::new(1024, 1 << 20));
+    let client = Client::connect_to(&[owner.address(), other.address()], config).unwrap();
+    let key = key_on(&client, 0);
+
+    owner.signal("STOP");
+    let _thaw = Thaw(&owner);
+    // Times out on the frozen owner: from now on its keys go to the gutter.
+    assert!(!client.delete(&key).unwrap());
+    let waiting = client.metrics().invalidations_waiting;
+    // 16 chunks of 1 KiB: some are the frozen node's (all 16 on one node: 1 in 65536).
+    let value: Vec<u8> = (0..16 * 1024).map(|i| (i % 251) as u8).collect();
+    let stored = client.store_large(elasticache_client::Store::Set, &key, 0, &value, 3600);
+    assert_eq!(stored.unwrap(), elasticache_client::StoreReply::Stored);
+    let read = client
+        .get_large(&key)
+        .unwrap()
+        .expect("read back from the gutter");
+    assert_eq!(&read.data[..], &value[..]);
+
+    // The index (`ECLV`, a version byte, the generation) and its chunks' keys.
+    let index = other
+        .client()
+        .get(&key)
+        .unwrap()
+        .expect("the index is on the gutter");
+    let generation = u64::from_le_bytes(index.data[5..13].try_into().unwrap());
+    let topology = client.topology();
+    let left = |key: &str| match other.client().ttl(key).unwrap() {
+        Ttl::Seconds(left) => left,
+        ttl => panic!("{key}: {ttl:?}"),
+    };
+    assert!(left(&key) <= 10, "the index lives at most gutter_ttl");
+    let mut diverted = 0;
+    for number in 0..16 {
+        let chunk = format!("{key}:large:{generation:016x}:{number}");
+        let on_other = left(&chunk);
+        if topology.node_index_for(&chunk) == Some(0) {
+            diverted += 1;
+            assert!(
+                on_other <= 10,
+                "{chunk}: a gutter's chunk lives at most gutter_ttl"
+            );
+        } else {
+            assert!(on_other > 10, "{chunk}: on its owner, the value's timeout");
+        }
+    }
+    assert!(diverted > 0);
+    // The item's key is remembered for replay (it already was); its chunks' keys are not.
+    assert!(
+        client.metrics().invalidations_waiting <= waiting + 1,
+        "{:?}",
+        client.metrics()
+    );
+}

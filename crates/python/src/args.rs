@@ -25,6 +25,11 @@ pub const MAX_RETRY_ATTEMPTS: u64 = 1_000;
 pub const MAX_VALUE_LENGTH: u64 = 1 << 30;
 /// A smaller `max_value_length` would refuse most pickled values.
 pub const MIN_VALUE_LENGTH: u64 = 1024;
+/// The most `max_large_value_length` allows (a value read is allocated whole before its
+/// chunks come, so a bound is always in force).
+pub const MAX_LARGE_VALUE_LENGTH: u64 = 1 << 40;
+/// `max_large_value_length`'s default, 64 MiB (`elasticache_client::DEFAULT_MAX_LARGE_VALUE_LEN`).
+pub const DEFAULT_MAX_LARGE_VALUE_LENGTH: i64 = 64 << 20;
 /// The longest lease and early-recompute window of get-or-lease, in seconds: memcached reads
 /// a TTL over 30 days as a Unix time.
 pub const MAX_LEASE_SECONDS: u64 = 60 * 60 * 24 * 30;
@@ -39,6 +44,7 @@ pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("MAX_VALUE_LENGTH", MAX_VALUE_LENGTH)?;
     module.add("MIN_VALUE_LENGTH", MIN_VALUE_LENGTH)?;
     module.add("MAX_LEASE_SECONDS", MAX_LEASE_SECONDS)?;
+    module.add("LARGE_FLAG", elasticache_client::LARGE_FLAG)?;
     Ok(())
 }
 

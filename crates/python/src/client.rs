@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use elasticache_client::{
-    Client, ClientConfig, Command, DeleteReply, DiscoveryConfig, DiscoveryMode, FailureLog,
-    Hashing, IncrDecrReply, Initial, ItemList, KeyList, LeaseRequest, MigrateFrom, NodeAddress,
-    Overflow, Stats, Store, StoreReply, Tls, TlsSettings, TouchReply, Ttl,
+    stored, Client, ClientConfig, Command, DeleteReply, DiscoveryConfig, DiscoveryMode, FailureLog,
+    Hashing, IncrDecrReply, Initial, ItemList, KeyList, LargeValues, LeaseRequest, MigrateFrom,
+    NodeAddress, Overflow, Stats, Store, StoreReply, Tls, TlsSettings, TouchReply, Ttl,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -22,7 +22,7 @@ use crate::compress::{zstd, Compression, Compressor, DEFAULT_INFLATED_CAP};
 use crate::declare::commands;
 use crate::errors::{refused, IntoPyResult, Refusal};
 use crate::keys::{make_key, make_keys, KeyMaker};
-use crate::operation::{converted, Convert, Converted, PyOperation};
+use crate::operation::{converted, Convert, Converted, Either, PyOperation};
 use crate::options::{ClusterSpec, Given};
 use crate::serde::{
     decode, decode_or, decode_or_else, encode, Codec, Serializer, Undecodable, FLAG_INTEGER,
@@ -225,6 +225,14 @@ impl PyClient {
             .whole("max_value_length")?
             .map(|n| to_usize("max_value_length", n))
             .transpose()?;
+        // Read whether or not large values are on: every option given is checked.
+        let max_large_value_len = to_usize(
+            "max_large_value_length",
+            given
+                .whole("max_large_value_length")?
+                .unwrap_or(elasticache_client::DEFAULT_MAX_LARGE_VALUE_LEN as u64),
+        )?;
+        let large_values = given.flag("large_values")?.then_some(max_large_value_len);
         let serializer = match (serde, given.text("serializer")?.as_deref()) {
             (Some(serde), Some("pickle") | None) => Serializer::Serde(serde),
             (Some(_), Some(_)) => {
@@ -287,8 +295,11 @@ impl PyClient {
                 "compress_level",
                 given.whole("compress_level")?.unwrap_or_default(),
             )?,
-            // A value set explicitly bounds values both as stored and once inflated.
-            inflated_cap: max_value_len.unwrap_or(DEFAULT_INFLATED_CAP),
+            // A value set explicitly bounds values both as stored and once inflated; a
+            // large value is inflated whole.
+            inflated_cap: max_value_len
+                .unwrap_or(DEFAULT_INFLATED_CAP)
+                .max(large_values.unwrap_or_default()),
         };
         let mut config = ClientConfig::default();
         let max_value_len = max_value_len.unwrap_or(config.max_value_len);
@@ -312,6 +323,7 @@ impl PyClient {
         config.no_delay = given.flag("no_delay")?;
         config.socket_keepalive = given.seconds("socket_keepalive")?;
         config.max_value_len = max_value_len;
+        config.large_values = large_values.map(|max| LargeValues::new(max_value_len, max));
         config.ignore_exc = given.flag("ignore_exc")?;
         config.failure_log = failure_log(
             given.text("logger")?,
@@ -494,7 +506,15 @@ impl PyClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = make_key(key, prefix, version)?;
         let client = &*self.inner;
-        let item = py.detach(|| client.get(&key)).py_result()?;
+        let item = py
+            .detach(|| {
+                if client.reads_large() {
+                    client.get_large(&key)
+                } else {
+                    client.get(&key)
+                }
+            })
+            .py_result()?;
         Ok(decode_or(py, &key, item, &self.codec, default))
     }
 
@@ -543,7 +563,13 @@ impl PyClient {
         let (flags, data) = (encoded.flags, encoded.bytes()?);
         let client = &*self.inner;
         let reply = py
-            .detach(|| client.store(Store::Set, &key, flags, data, exptime.0))
+            .detach(|| {
+                if client.chunks(data.len()) {
+                    client.store_large(Store::Set, &key, flags, data, exptime.0)
+                } else {
+                    client.store(Store::Set, &key, flags, data, exptime.0)
+                }
+            })
             .py_result()?;
         Ok(reply == StoreReply::Stored)
     }
@@ -797,10 +823,18 @@ impl PyClient {
             version: Option<&Bound<'_, PyAny>> = None => "Any = None",
         ) -> "bool" text "($self, key, exptime=0, prefix=None, version=None)" {
             let key = make_key(key, prefix, version)?;
-            let operation = self.inner.start_touch(key, exptime.0).py_result()?;
-            converted(operation, |py, _, reply| {
-                to_object(py, reply.py_result()? == TouchReply::Touched)
-            })
+            if self.inner.reads_large() {
+                // A large value's chunks are touched with its index.
+                let operation = self.inner.start_touch_large(key, exptime.0).py_result()?;
+                Either::Right(converted(operation, |py, _, touched| {
+                    to_object(py, touched.py_result()?)
+                }))
+            } else {
+                let operation = self.inner.start_touch(key, exptime.0).py_result()?;
+                Either::Left(converted(operation, |py, _, reply| {
+                    to_object(py, reply.py_result()? == TouchReply::Touched)
+                }))
+            }
         }
 
         /// Empties every node.
@@ -962,11 +996,28 @@ impl PyClient {
             version: Option<&Bound<'_, PyAny>> = None => "Any = None",
         ) -> "Any" {
             let key = make_key(key, prefix, version)?;
-            let operation = self.inner.start_get(key.clone()).py_result()?;
             let codec = Arc::clone(&self.codec);
-            converted(operation, move |py, _, found| {
-                Ok(decode_or(py, &key, found.py_result()?, &codec, default).unbind())
-            })
+            if self.inner.reads_large() {
+                // A large value's chunks are read in a second round and joined.
+                let operation = self.inner.start_get_large(key.clone()).py_result()?;
+                Either::Right(converted(operation, move |py, _, found| {
+                    let mut value = None;
+                    found.py_result()?.try_for_each(|_, flags, data| {
+                        value = decode(py, &key, flags, data, &codec);
+                        Ok::<_, PyErr>(())
+                    })?;
+                    Ok(match (value, default) {
+                        (Some(value), _) => value.unbind(),
+                        (None, Some(default)) => default,
+                        (None, None) => py.None(),
+                    })
+                }))
+            } else {
+                let operation = self.inner.start_get(key.clone()).py_result()?;
+                Either::Left(converted(operation, move |py, _, found| {
+                    Ok(decode_or(py, &key, found.py_result()?, &codec, default).unbind())
+                }))
+            }
         }
 
         /// The values of the keys that are in the cache, as a dict keyed by the keys given.
@@ -1047,8 +1098,11 @@ impl PyClient {
 
 impl PyClient {
     /// A storage command's operation (`set`, `add`): the key made and the value encoded
-    /// here, with the GIL.
-    #[allow(clippy::too_many_arguments)]
+    /// here, with the GIL; a value stored as chunks (`large_values`) goes through the core's
+    /// large-value store.
+    // The two operations' types are unnameable (`impl` types and closures): no alias can stand
+    // for them.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn store(
         &self,
         command: Store,
@@ -1058,18 +1112,31 @@ impl PyClient {
         prefix: Option<&Bound<'_, PyString>>,
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<
-        Converted<impl Command<Output = StoreReply> + Send + 'static, impl Convert<StoreReply>>,
+        Either<
+            Converted<impl Command<Output = StoreReply> + Send + 'static, impl Convert<StoreReply>>,
+            Converted<impl Command<Output = Vec<usize>> + Send + 'static, impl Convert<Vec<usize>>>,
+        >,
     > {
         let key = make_key(key, prefix, version)?;
         let encoded = encode(value, &key, &self.codec)?;
         let (flags, data) = (encoded.flags, encoded.bytes()?.to_vec());
+        if self.inner.chunks(data.len()) {
+            // Stored as chunks and an index (`large_values`).
+            let operation = self
+                .inner
+                .start_store_large(command, key, flags, data, exptime.0)
+                .py_result()?;
+            return Ok(Either::Right(converted(operation, |py, _, not_stored| {
+                to_object(py, stored(&not_stored.py_result()?) == StoreReply::Stored)
+            })));
+        }
         let operation = self
             .inner
             .start_store(command, key, flags, data, exptime.0)
             .py_result()?;
-        Ok(converted(operation, |py, _, reply| {
+        Ok(Either::Left(converted(operation, |py, _, reply| {
             to_object(py, reply.py_result()? == StoreReply::Stored)
-        }))
+        })))
     }
 }
 

@@ -15,7 +15,8 @@ pub const FLAG_INTEGER: u32 = 1 << 1;
 pub const FLAG_LONG: u32 = 1 << 2;
 pub const FLAG_TEXT: u32 = 1 << 4;
 
-/// Our bits: the serializers', the compressors', the signature's; 14 and 15 are free.
+/// Our bits: the serializers', the compressors', the signature's; 14 and 15 are free. (Bit
+/// 24 is the core's large-value index, `LARGE_FLAG`, outside both ranges.)
 pub const OURS: u32 = 0xff00;
 /// pymemcache's and pylibmc's bits.
 pub const CLASSIC: u32 = 0x1f;

@@ -99,6 +99,42 @@ where
     }
 }
 
+/// One of two [`Converted`] operations, as a command's binding picks it at run time (a value
+/// that may be large goes through the core's large-value command, others through the plain
+/// one): it starts and runs as either does.
+pub enum Either<A, B> {
+    /// The first (the plain command).
+    Left(A),
+    /// The second (the large-value command).
+    Right(B),
+}
+
+impl<CA, FA, CB, FB> Either<Converted<CA, FA>, Converted<CB, FB>>
+where
+    CA: Command + Send + 'static,
+    CA::Output: Send,
+    FA: Convert<CA::Output>,
+    CB: Command + Send + 'static,
+    CB::Output: Send,
+    FB: Convert<CB::Output>,
+{
+    /// The operation for an event driver (`start_*`).
+    pub fn start(self, client: &Arc<Client>) -> PyOperation {
+        match self {
+            Either::Left(operation) => operation.start(client),
+            Either::Right(operation) => operation.start(client),
+        }
+    }
+
+    /// The blocking call (see [`Converted::run`]).
+    pub fn run(self, py: Python<'_>, client: &Client) -> PyResult<Py<PyAny>> {
+        match self {
+            Either::Left(operation) => operation.run(py, client),
+            Either::Right(operation) => operation.run(py, client),
+        }
+    }
+}
+
 impl<C, F> Driven for Converted<C, F>
 where
     C: Command + Send + 'static,

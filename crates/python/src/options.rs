@@ -17,8 +17,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple};
 
 use crate::args::{
-    keepalive, seconds, Number, Whole, Zero, KEEPALIVE_SECONDS, MAX_LEASE_SECONDS, MAX_POOL_SIZE,
-    MAX_RETRY_ATTEMPTS, MAX_SECONDS, MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
+    keepalive, seconds, Number, Whole, Zero, DEFAULT_MAX_LARGE_VALUE_LENGTH, KEEPALIVE_SECONDS,
+    MAX_LARGE_VALUE_LENGTH, MAX_LEASE_SECONDS, MAX_POOL_SIZE, MAX_RETRY_ATTEMPTS, MAX_SECONDS,
+    MAX_VALUE_LENGTH, MIN_VALUE_LENGTH,
 };
 use crate::errors::{refused, Refusal};
 
@@ -600,6 +601,23 @@ pub const OPTIONS: &[OptionSpec] = &[
         },
         Literal::None,
         "largest value sent or accepted (None: 1 MiB + 64 KiB)",
+    ),
+    // Values over the item size.
+    option(
+        "large_values",
+        Kind::Flag,
+        Bool(false),
+        "store values over the chunk length as chunks plus an index, and read them whole",
+    ),
+    option(
+        "max_large_value_length",
+        Kind::Whole {
+            low: MIN_VALUE_LENGTH,
+            high: MAX_LARGE_VALUE_LENGTH,
+            none: false,
+        },
+        Int(DEFAULT_MAX_LARGE_VALUE_LENGTH),
+        "with large_values, the largest value stored or read (64 MiB)",
     ),
     // Compression of writes.
     option(

@@ -23,7 +23,7 @@
 
 use std::borrow::Cow;
 
-use elasticache_client::Item;
+use elasticache_client::{Item, LARGE_FLAG};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyInt, PyString};
@@ -293,6 +293,12 @@ pub fn decode<'py>(
     data: &[u8],
     codec: &Codec,
 ) -> Option<Bound<'py, PyAny>> {
+    if flags & LARGE_FLAG != 0 {
+        // A large value's index, not joined: read with `large_values` off, or by a path that
+        // does not join (stampede protection's get-or-lease joins it with a second read).
+        log::debug!("{key:?} holds a large value's index: not read here, a miss");
+        return None;
+    }
     let opened = codec
         .open(py, key, flags, data)
         .and_then(|(flags, data)| codec.decompress(py, flags, data));
@@ -377,8 +383,19 @@ pub fn decode_or<'py>(
 /// protection takes it for a miss of its own, and passes it back (`take=`) to ask for the
 /// lease, so that its recheck can tell that value from a new one.
 #[pyclass(frozen, module = "django_elasticache_rs._native")]
+#[derive(Debug)]
 pub struct Undecodable {
     pub item: Item,
+}
+
+#[pymethods]
+impl Undecodable {
+    /// Whether it is a large value's index (`large_values`): a get-or-lease does not join its
+    /// chunks, a `get` does.
+    #[getter]
+    fn large(&self) -> bool {
+        self.item.flags & LARGE_FLAG != 0
+    }
 }
 
 /// As [`decode_or`], but with `undecodable`, a value found that cannot be decoded is an
