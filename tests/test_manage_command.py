@@ -305,6 +305,8 @@ def test_the_exit_status_is_a_health_check(cluster: LocalCluster, tmp_path: Any)
     assert (
         unknown.stderr.strip() == "CommandError: No cache 'nope' in CACHES (those that do: default)"
     )
+
+
 def test_this_processes_gutter_and_replays_are_shown() -> None:
     with LocalNode() as healthy, LocalNode() as lost:
         caches = {
