@@ -80,14 +80,27 @@ fn chunked_values_cross_the_default_item_size_spread_over_the_nodes() {
     // The index alone, as a reader that does not join sees it.
     let index = client.get("five").unwrap().unwrap();
     assert_eq!((index.flags, index.data.len()), (LARGE_FLAG, 33));
-    // Six chunks, routed by their own keys: every node holds some.
-    for node in &nodes {
+    // Six chunks, each on the node its own key routes to (the index's generation names them):
+    // spread over the nodes as any keys are, not all on the index's node.
+    let generation = u64::from_le_bytes(index.data[5..13].try_into().unwrap());
+    let topology = client.topology();
+    for number in 0..6 {
+        let chunk = format!("five:large:{generation:016x}:{number}");
+        let owner = topology.node_index_for(&chunk).unwrap();
+        let held = nodes[owner].client().get(&chunk).unwrap();
         assert!(
-            node.stat("curr_items") > 0,
-            "{} holds no chunk",
-            node.address()
+            held.is_some(),
+            "{chunk} is not on the node its key routes to"
         );
     }
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|node| node.stat("curr_items"))
+            .sum::<u64>(),
+        7,
+        "the index and its six chunks"
+    );
 
     let not_stored = client
         .set_many(
