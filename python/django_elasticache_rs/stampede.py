@@ -203,8 +203,9 @@ def get_or_set(
         _release_lease(handle, made, token, v)
         raise
     if _release_lease(handle, made, token, v) is False and stored and take is None:
-        # The lease was ended while this caller computed: a delete or set of the key (which
-        # ends its lease) came after the computation started, or the lease ran out. The value
+        # The lease was ended while this caller computed: a delete of the key (which ends its
+        # lease) came after the computation started, or the lease ran out. (A set meanwhile
+        # needs no such end: the `add` above lost to it.) The value
         # may predate that delete: it must not stay (see "Stale sets" in the docs). Taken back
         # without ending the key's lease, which may be the next caller's by now.
         _discard(handle, made, v)

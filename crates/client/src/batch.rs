@@ -866,8 +866,11 @@ impl<I: Items> Command for SetMany<I> {
             Some((key, _, data)) => key.len() + data.len() + 48,
             None => {
                 let (key, _, data) = self.stored(position);
-                // Its lease's delete too (`end_lease`).
-                2 * key.len() + data.len() + 80
+                match self.action(position) {
+                    // Its lease's delete too (`end_lease`).
+                    Action::Delete => 2 * key.len() + 80,
+                    _ => key.len() + data.len() + 48,
+                }
             }
         }
     }
@@ -884,10 +887,10 @@ impl<I: Items> Command for SetMany<I> {
                 continue;
             }
             let (key, flags, data) = self.stored(p);
-            if self.invalidates() {
-                end_lease(key, out);
-            }
+            // A write leaves the key's lease alone, a delete (a set's cleanup) ends it: see
+            // `StorePlan::start`.
             if self.action(p) == Action::Delete {
+                end_lease(key, out);
                 proto::encode_delete(out, key.as_bytes(), false);
             } else {
                 proto::encode_store(

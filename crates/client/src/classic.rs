@@ -181,16 +181,18 @@ impl Plan for StorePlan<'_> {
     }
 
     fn size(&self, key: &str) -> usize {
-        key.len() + self.data.len() + 48
+        // A cleanup is its lease's delete and its own (`start`).
+        2 * key.len() + self.data.len() + 80
     }
 
     #[inline]
     fn start(&mut self, key: &str, _: bool, out: &mut Vec<u8>) {
-        if self.invalidates() {
-            end_lease(key, out);
-        }
+        // A store leaves the key's `get_or_set` lease alone: the computation in flight stores
+        // with `add`, which a value written meanwhile beats. A delete ends it (here, a set's
+        // cleanup; `Line::Delete`): one request more per delete, none per write.
         if self.failure.is_some() || self.cleanup {
             self.cleanup = true;
+            end_lease(key, out);
             proto::encode_delete(out, key.as_bytes(), false);
             return;
         }

@@ -48,8 +48,8 @@ fn one_caller_of_many_wins_the_lease_and_the_others_read_its_value_once_stored()
         .collect();
     assert_eq!(winners.len(), 1);
     assert_eq!(client.topology().nodes()[0].speaks_meta(), Some(true));
-    // The winner stores with `add` (a `set` or `delete` of the key ends its lease: see
-    // `a_write_during_a_computation_ends_its_lease`), then ends its lease.
+    // The winner stores with `add` (a value written meanwhile stays; a `delete` of the key
+    // ends its lease: see `a_delete_during_a_computation_ends_its_lease`), then ends its lease.
     assert!(client.add("cold", 16, b"computed", 0).unwrap());
     assert!(client.release_lease("cold", &winners[0]).unwrap());
     let leased = client
@@ -456,21 +456,48 @@ fn a_counter_that_vanishes_after_a_lost_add_is_created_with_its_initial_value() 
 }
 
 #[test]
-fn a_write_during_a_computation_ends_its_lease() {
+fn a_delete_during_a_computation_ends_its_lease() {
     let server = Memcached::start();
     let client = server.client();
-    for (name, write) in [
+    for (name, delete) in [
         (
             "delete",
             Box::new(|c: &Client| c.delete("k").map(drop).unwrap()) as Box<dyn Fn(&Client)>,
         ),
         (
-            "set",
-            Box::new(|c: &Client| c.set("k", 0, b"new", 0).map(drop).unwrap()),
-        ),
-        (
             "delete_many",
             Box::new(|c: &Client| c.delete_many(&["k"]).map(drop).unwrap()),
+        ),
+    ] {
+        client.delete("k").unwrap();
+        let request = LeaseRequest::new(30, None);
+        let token = request.token.clone();
+        assert!(client.get_or_lease("k", request).unwrap().won, "{name}");
+        delete(&client);
+        assert!(
+            !client.release_lease("k", &token).unwrap(),
+            "{name}: the computation in flight must learn that its lease was ended"
+        );
+        let next = client
+            .get_or_lease("k", LeaseRequest::new(30, None))
+            .unwrap();
+        assert!(
+            next.won || next.item.is_some(),
+            "{name}: nobody waits on the ended lease"
+        );
+    }
+}
+
+#[test]
+fn a_write_during_a_computation_beats_its_add_and_leaves_the_lease() {
+    // A write costs no lease delete: the computation's `add` loses to the value written.
+    let server = Memcached::start();
+    let client = server.client();
+    for (name, write) in [
+        (
+            "set",
+            Box::new(|c: &Client| c.set("k", 0, b"new", 0).map(drop).unwrap())
+                as Box<dyn Fn(&Client)>,
         ),
         (
             "set_many",
@@ -483,15 +510,17 @@ fn a_write_during_a_computation_ends_its_lease() {
         assert!(client.get_or_lease("k", request).unwrap().won, "{name}");
         write(&client);
         assert!(
-            !client.release_lease("k", &token).unwrap(),
-            "{name}: the computation in flight must learn that its lease was ended"
+            !client.add("k", 0, b"computed", 0).unwrap(),
+            "{name}: the write stays"
         );
-        let next = client
-            .get_or_lease("k", LeaseRequest::new(30, None))
-            .unwrap();
         assert!(
-            next.won || next.item.is_some(),
-            "{name}: nobody waits on the ended lease"
+            client.release_lease("k", &token).unwrap(),
+            "{name}: its own lease"
+        );
+        assert_eq!(
+            &client.get("k").unwrap().unwrap().data[..],
+            b"new",
+            "{name}"
         );
     }
 }
