@@ -174,6 +174,7 @@ class Client:
         counters: bool = True,
         coalesce_reads: bool = True,
         hot_keys_sample: int = 100,
+        local_cache: dict[str, float] | None = None,
         on_event: Callable[[dict[str, Any]], object] | None = None,
         hashing: Literal["pymemcache", "pylibmc", "ketama"] = "pymemcache",
         min_compress_len: int = 0,
@@ -271,7 +272,16 @@ class Client:
         chunk length, the total length, the value's own flags and a checksum; reads join the
         chunks, and a chunk missing reads as a miss (logged); ``touch`` touches the chunks with
         the index. ``max_large_value_length`` (1024 to 2**40; 64 MiB) bounds a whole value: a
-        longer one raises ``ValueTooLargeError``."""
+        longer one raises ``ValueTooLargeError``.
+
+        ``local_cache`` (a dict of any of ``ttl``, seconds above 0, 1 by default;
+        ``max_keys``, 1000; ``max_bytes``, 16 MiB; ``min_reads_per_second``, 10; ``None``:
+        off) keeps the values of the keys read that often within a second (``get`` and the
+        keys of ``get_many``) in process memory, each served for at most ``ttl`` after the read
+        that brought it was sent: a write or delete by this client (one that ended or failed),
+        or ``flush_all``, removes it at once, and a read sent before a write ended keeps
+        nothing. Misses are never kept; past ``max_keys`` or ``max_bytes`` the keys kept first
+        go first."""
     @property
     def discovery_endpoint(self) -> str | None:
         """The configuration endpoint, when nodes are discovered."""

@@ -369,9 +369,10 @@ def _parse_options(options: Any, servers: Sequence[str]) -> Settings:
     native["discovery"] = discovery
     if native["serde"] is not None:
         native["serde"] = _ByIdentity(native["serde"])
-    if isinstance(native["migrate_from"], dict | list):
-        # Unhashable: the dict (or list) of the settings, which every backend object shares.
-        native["migrate_from"] = _ByIdentity(native["migrate_from"])
+    for unhashable in ("migrate_from", "local_cache"):
+        if isinstance(native[unhashable], dict | list):
+            # The dict (or list) of the settings, which every backend object shares.
+            native[unhashable] = _ByIdentity(native[unhashable])
     native.update(_signing(checked))
     native.update(_tls_context(checked["tls_context"]))
     return Settings(

@@ -259,6 +259,11 @@ def register_metrics() -> None:
             "{read}",
             "Reads that joined an identical read in flight instead of sending their own.",
         ),
+        (
+            "local_hits",
+            "{read}",
+            "Reads served from the local tier instead of the node (local_cache).",
+        ),
         ("connections_opened", "{connection}", "Connections opened to a node."),
         ("pool_waits", "{wait}", "Calls that waited for a pooled connection."),
     ):

@@ -70,6 +70,12 @@ _NODE_COUNTERS: tuple[tuple[str, str, str | None, _Read], ...] = (
         lambda n: (("", n["coalesced"]),),
     ),
     (
+        "local_hits",
+        "Reads served from the local tier instead of the node (local_cache).",
+        None,
+        lambda n: (("", n["local_hits"]),),
+    ),
+    (
         "connections_opened",
         "Connections opened to a node.",
         None,

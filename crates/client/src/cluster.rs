@@ -17,6 +17,7 @@ use crate::discovery::{Discovery, Membership};
 use crate::error::{Error, ErrorKind, Result};
 use crate::failure_log::{self, Context, Unrouted};
 use crate::gutter;
+use crate::local_tier::LocalTier;
 use crate::metrics::{ClientCounters, Metrics};
 use crate::notify::Event;
 use crate::pool::Lease;
@@ -247,6 +248,8 @@ pub struct Cluster {
     source: Option<Arc<Cluster>>,
     /// Keys whose other copy a write could not delete: not read through.
     unreached: Unreached,
+    /// The hottest keys' values, kept in process memory (`local_cache`).
+    local: Option<LocalTier>,
 }
 
 impl Cluster {
@@ -255,6 +258,7 @@ impl Cluster {
         let config = config.within_limits();
         let topology = Topology::new(nodes, &config, None, None);
         let replays = Arc::new(Replays::new(config.clone()));
+        let local = config.local_cache.map(LocalTier::new);
         let source = config
             .migrate_from
             .as_ref()
@@ -270,6 +274,7 @@ impl Cluster {
             warmup: Window::default(),
             source,
             unreached: Unreached::default(),
+            local,
         }
     }
 
@@ -280,6 +285,8 @@ impl Cluster {
         let mut settings = config.clone();
         settings.hashing = from.hashing;
         settings.migrate_from = None;
+        // What it reads is copied here, and kept here if hot.
+        settings.local_cache = None;
         settings.warmup_window = Duration::ZERO;
         // Its own membership events are not this cluster's (its nodes' failures are, as they
         // happen in this cluster's operations).
@@ -355,6 +362,11 @@ impl Cluster {
         cluster.discovery = Some(Discovery::new(endpoint, discovery));
         cluster.me = me;
         cluster
+    }
+
+    /// The local tier, when `local_cache` is set.
+    pub(crate) fn local_tier(&self) -> Option<&LocalTier> {
+        self.local.as_ref()
     }
 
     /// The settings this cluster was built with.
@@ -448,6 +460,11 @@ impl Cluster {
             .iter()
             .map(|node| u64::try_from(node.invalidations.waiting()).unwrap_or(u64::MAX))
             .sum();
+        if let Some(local) = &self.local {
+            let size = local.size();
+            metrics.local_keys = u64::try_from(size.keys).unwrap_or(u64::MAX);
+            metrics.local_bytes = u64::try_from(size.bytes).unwrap_or(u64::MAX);
+        }
         metrics
     }
 

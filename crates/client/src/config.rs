@@ -79,6 +79,9 @@ pub struct ClientConfig {
     pub coalesce_reads: bool,
     /// One read in this many is looked at for the hot-key tables (`Client::hot_keys`); 0: none.
     pub hot_keys_sample: u32,
+    /// The hottest keys' values served from process memory for at most their `ttl`
+    /// (`local_tier`); `None`, the default: every read reaches its node.
+    pub local_cache: Option<crate::local_tier::LocalCache>,
     /// Values over the item size stored as chunks plus an index, and read back whole
     /// (`None`, the default: refused as too large, and an index read as a miss).
     pub large_values: Option<LargeValues>,
@@ -162,6 +165,7 @@ impl Default for ClientConfig {
             migrate_from: None,
             coalesce_reads: true,
             hot_keys_sample: 100,
+            local_cache: None,
             large_values: None,
         }
     }

@@ -23,6 +23,10 @@
 //! position waits the way its driver waits (a condition variable for [`Operation::run`], a
 //! file descriptor among [`Operation::waits`] for an event driver). A write's exchange that
 //! ends takes its keys' flights out of reach, so a later read never joins an older one.
+//!
+//! With a local tier (`local_tier`), those reads first look there: a key kept there is
+//! served from process memory and leaves its share; one hot enough to be kept is offered
+//! what its exchange read. A write's exchange that ends (or fails) removes its keys there too.
 
 use std::cell::RefCell;
 #[cfg(unix)]
@@ -38,6 +42,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::flights::{Boarding, Caller, Flight, Look, Outcome};
 use crate::hot_keys;
+use crate::local_tier::{LocalTier, Lookup};
 use crate::metrics::CommandName;
 use crate::topology::{Node, Topology};
 use crate::values::Item;
@@ -517,6 +522,18 @@ pub struct Operation<C: Command> {
     hot_keys_sample: u32,
     /// Whether a round after an aside one got a deadline of its own ([`Operation::next_round`]).
     renewed: bool,
+    /// The reads whose values the local tier wants (`local_tier`).
+    admitting: Option<Admitting>,
+}
+
+/// Positions whose keys are hot enough for the local tier to keep, waiting for their reads.
+#[derive(Debug)]
+struct Admitting {
+    positions: Vec<usize>,
+    /// When the reads were about to be sent, and the tier's epoch then: a value is kept
+    /// `ttl` from then, and not at all if a write ended since.
+    sent: Instant,
+    epoch: u64,
 }
 
 /// A read in flight that this operation's request leads (`flights`).
@@ -593,6 +610,7 @@ impl<C: Command> Operation<C> {
             joined: Vec::new(),
             hot_keys_sample: cluster.config.hot_keys_sample,
             renewed: false,
+            admitting: None,
         })
     }
 
@@ -758,15 +776,18 @@ impl<C: Command> Operation<C> {
         }
     }
 
-    /// Boards the shared reads of the routed shares: a position whose key is being read on
-    /// the same node already joins that read (it leaves its share); one that is not may lead
-    /// a new flight.
-    fn board(&mut self) {
+    /// Boards the shared reads of the routed shares: a position whose key the local tier
+    /// keeps is served from it, and one whose key is being read on the same node already
+    /// joins that read (either leaves its share); one that is not may lead a new flight.
+    fn board(&mut self, cluster: &Cluster) {
         let lead = match self.command.coalescing() {
             Coalescing::Never => return,
             Coalescing::Joins => false,
             Coalescing::Leads => true,
         };
+        if let Some(tier) = cluster.local_tier() {
+            self.serve_locally(tier);
+        }
         if !self.coalesce {
             return;
         }
@@ -820,6 +841,75 @@ impl<C: Command> Operation<C> {
         pending.retain(|share| !share.positions.is_empty());
     }
 
+    /// Serves the routed positions whose keys the local tier keeps (they leave their shares),
+    /// and notes those it wants the values of once read.
+    fn serve_locally(&mut self, tier: &LocalTier) {
+        let sent = Instant::now();
+        let mut admitting = Vec::new();
+        let Operation {
+            command,
+            pending,
+            counting,
+            hot_keys_sample,
+            ..
+        } = self;
+        for share in pending.iter_mut() {
+            let node = &share.node;
+            share.positions.retain(|&position| {
+                let Some(key) = command.shared_key(position) else {
+                    return true;
+                };
+                match tier.lookup(key, sent) {
+                    Lookup::Hit(item) => {
+                        if *counting {
+                            node.counters.local_hit();
+                        }
+                        // Still a read of the key, for the hot-key tables.
+                        if hot_keys::sampled(*hot_keys_sample) {
+                            node.hot_keys.record(key, Some(item.data.len()));
+                        }
+                        command.take_shared(position, Some(item));
+                        false
+                    }
+                    Lookup::Admit => {
+                        admitting.push(position);
+                        true
+                    }
+                    Lookup::Pass => true,
+                }
+            });
+        }
+        pending.retain(|share| !share.positions.is_empty());
+        if !admitting.is_empty() {
+            self.admitting = Some(Admitting {
+                positions: admitting,
+                sent,
+                epoch: tier.epoch(),
+            });
+        }
+    }
+
+    /// Offers the local tier the values read at `positions` (an exchange that ended well)
+    /// that it asked for.
+    fn admit_locally(&mut self, cluster: &Cluster, positions: &[usize]) {
+        let (Some(admitting), Some(tier)) = (&mut self.admitting, cluster.local_tier()) else {
+            return;
+        };
+        let command = &self.command;
+        admitting.positions.retain(|position| {
+            if !positions.contains(position) {
+                return true;
+            }
+            if let (Some(key), Some(item)) = (
+                command.shared_key(*position),
+                command.shared_value(*position),
+            ) {
+                tier.admit(key, &item, admitting.sent, admitting.epoch);
+            }
+            false
+        });
+    }
+
     /// Lands the flights led at `positions` with what the exchange read, or its failure.
     fn land(&mut self, positions: &[usize], error: Option<&Error>) {
         let mut index = 0;
@@ -853,18 +943,26 @@ impl<C: Command> Operation<C> {
     }
 
     /// A write's exchange ended (well or not: it may have been applied): reads that start
-    /// from now on must not join a read sent before it.
-    fn forget_written(&self, node: &Node, positions: &[usize]) {
-        if node.flights.is_empty() {
+    /// from now on must not join a read sent before it, nor be served what the local tier
+    /// kept of the key.
+    fn forget_written(&self, cluster: &Cluster, node: &Node, positions: &[usize]) {
+        let tier = cluster.local_tier();
+        if node.flights.is_empty() && tier.is_none() {
             return;
         }
         if self.command.writes_all() {
             node.flights.forget_all();
+            if let Some(tier) = tier {
+                tier.forget_all();
+            }
             return;
         }
         for &position in positions {
             if let Some(key) = self.command.written_key(position) {
                 node.flights.forget(key);
+                if let Some(tier) = tier {
+                    tier.forget(key);
+                }
             }
         }
     }
@@ -1082,7 +1180,7 @@ impl<C: Command> Operation<C> {
         match routed {
             Ok(shares) => {
                 self.pending = shares;
-                self.board();
+                self.board(cluster);
             }
             Err(error) => self.failed.push((self.command.all_positions(), error)),
         }
@@ -1159,6 +1257,11 @@ impl<C: Command> Operation<C> {
         if !self.leading.0.is_empty() {
             self.land(&positions, Some(&error));
         }
+        // A write that was not sent, or not answered, may still change the key (a replayed
+        // delete, a late reply): the local tier forgets it all the same.
+        if cluster.local_tier().is_some() {
+            self.forget_written(cluster, node, &positions);
+        }
         if self.command.invalidates() {
             let command = &self.command;
             cluster.undelivered(node, positions.iter().filter_map(|&p| command.key(p)));
@@ -1206,11 +1309,14 @@ impl<C: Command> Operation<C> {
         if self.counting {
             exchange.node.counters.latency(exchange.started.elapsed());
         }
-        self.forget_written(&exchange.node, &exchange.positions);
+        self.forget_written(cluster, &exchange.node, &exchange.positions);
         match outcome {
             Ok(()) => {
                 if !self.leading.0.is_empty() {
                     self.land(&exchange.positions, None);
+                }
+                if self.admitting.is_some() {
+                    self.admit_locally(cluster, &exchange.positions);
                 }
                 self.sample_reads(&exchange.node, &exchange.positions);
                 cluster.note_success(&exchange.node);

@@ -76,6 +76,7 @@ pub(crate) struct NodeCounters {
     errors: [AtomicU64; ERROR_KINDS.len()],
     marked_down: AtomicU64,
     coalesced: AtomicU64,
+    local_hits: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -112,6 +113,11 @@ impl NodeCounters {
     /// A read joined another caller's identical read in flight (`flights`).
     pub(crate) fn coalesced(&self) {
         add(&self.coalesced, 1);
+    }
+
+    /// A read was served from the local tier instead of the node (`local_tier`).
+    pub(crate) fn local_hit(&self) {
+        add(&self.local_hits, 1);
     }
 
     /// The node was marked down.
@@ -182,6 +188,8 @@ pub struct NodeMetrics {
     /// Reads that joined another caller's identical read in flight instead of sending their
     /// own (`ClientConfig::coalesce_reads`).
     pub coalesced: u64,
+    /// Reads of the node's keys served from the local tier instead (`ClientConfig::local_cache`).
+    pub local_hits: u64,
     /// Connections opened to the node.
     pub connections_opened: u64,
     /// Times a caller waited for a pooled connection (every one was in use).
@@ -244,6 +252,10 @@ pub struct Metrics {
     /// passed, the `migrate_from` membership was not known yet): not read through from there
     /// until a later write deletes them.
     pub detour_delete_failures: u64,
+    /// Keys the local tier keeps now (`ClientConfig::local_cache`; 0 without one).
+    pub local_keys: u64,
+    /// Bytes the local tier keeps now, as bounded by its `max_bytes`.
+    pub local_bytes: u64,
 }
 
 impl NodeCounters {
@@ -270,6 +282,7 @@ impl NodeCounters {
                 .collect(),
             marked_down: read(&self.marked_down),
             coalesced: read(&self.coalesced),
+            local_hits: read(&self.local_hits),
             connections_opened,
             pool_waits,
             latency_count: latency_buckets.iter().map(|(_, n)| n).sum(),
@@ -303,6 +316,8 @@ impl ClientCounters {
             migration_copies: read(&self.migration_copies),
             detour_deletes: read(&self.detour_deletes),
             detour_delete_failures: read(&self.detour_delete_failures),
+            local_keys: 0,
+            local_bytes: 0,
         }
     }
 }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use elasticache_client::{
     stored, Client, ClientConfig, Command, DeleteReply, DiscoveryConfig, DiscoveryMode, FailureLog,
-    Hashing, IncrDecrReply, Initial, ItemList, KeyList, LargeValues, LeaseRequest, MigrateFrom,
-    NodeAddress, Overflow, Stats, Store, StoreReply, Tls, TlsSettings, TouchReply, Ttl,
+    Hashing, IncrDecrReply, Initial, ItemList, KeyList, LargeValues, LeaseRequest, LocalCache,
+    MigrateFrom, NodeAddress, Overflow, Stats, Store, StoreReply, Tls, TlsSettings, TouchReply,
+    Ttl,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -335,6 +336,20 @@ impl PyClient {
             "hot_keys_sample",
             given.whole("hot_keys_sample")?.unwrap_or_default(),
         )?;
+        if let Some(given) = given.local_cache("local_cache")? {
+            let mut local = LocalCache::default();
+            local.ttl = given.ttl.unwrap_or(local.ttl);
+            if let Some(keys) = given.max_keys {
+                local.max_keys = to_usize("local_cache", keys)?;
+            }
+            if let Some(bytes) = given.max_bytes {
+                local.max_bytes = to_usize("local_cache", bytes)?;
+            }
+            if let Some(reads) = given.min_reads_per_second {
+                local.min_reads_per_second = to_u32("local_cache", reads)?;
+            }
+            config.local_cache = Some(local);
+        }
         config.hashing = hashing;
         let gutter_ttl = to_u32("gutter_ttl", given.whole("gutter_ttl")?.unwrap_or_default())?;
         config.gutter_ttl = given.flag("gutter")?.then_some(gutter_ttl);

@@ -33,6 +33,7 @@ fn node_dict<'py>(py: Python<'py>, node: &NodeMetrics) -> PyResult<Bound<'py, Py
     dict.set_item("timeouts", timeouts)?;
     dict.set_item("marked_down", node.marked_down)?;
     dict.set_item("coalesced", node.coalesced)?;
+    dict.set_item("local_hits", node.local_hits)?;
     dict.set_item("connections_opened", node.connections_opened)?;
     dict.set_item("pool_waits", node.pool_waits)?;
     // Cumulative, as Prometheus' histograms are: each bound with the count at or under it.
@@ -78,6 +79,8 @@ pub fn to_dict<'py>(py: Python<'py>, metrics: &Metrics) -> PyResult<Bound<'py, P
     dict.set_item("migration_hits", metrics.migration_hits)?;
     dict.set_item("migration_copies", metrics.migration_copies)?;
     dict.set_item("detour_deletes", metrics.detour_deletes)?;
+    dict.set_item("local_keys", metrics.local_keys)?;
+    dict.set_item("local_bytes", metrics.local_bytes)?;
     dict.set_item("detour_delete_failures", metrics.detour_delete_failures)?;
     Ok(dict)
 }

@@ -26,6 +26,15 @@ use crate::errors::{refused, Refusal};
 /// The most `max_invalidations` accepts: a million keys of a few dozen bytes per node.
 pub const MAX_INVALIDATIONS: u64 = 1_000_000;
 
+/// The most keys `local_cache`'s `max_keys` accepts.
+pub const MAX_LOCAL_KEYS: u64 = 10_000_000;
+
+/// The most bytes `local_cache`'s `max_bytes` accepts (64 GiB).
+pub const MAX_LOCAL_BYTES: u64 = 64 << 30;
+
+/// The most `local_cache`'s `min_reads_per_second` accepts.
+pub const MAX_MIN_READS: u64 = 1_000_000;
+
 /// A Python literal: a default, or one of the values a choice accepts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Literal {
@@ -126,6 +135,9 @@ pub enum Kind {
     /// `;` or `,`, or a list of them), or a dict with that `LOCATION` and optionally its own
     /// `hashing` and `discovery`.
     Cluster,
+    /// `None` (off) or a dict of the local tier's settings, each optional: `ttl` (seconds
+    /// above 0), `max_keys`, `max_bytes` and `min_reads_per_second` (see [`LocalCacheSpec`]).
+    LocalCache,
 }
 
 /// One option.
@@ -238,6 +250,11 @@ impl OptionSpec {
                               list), or a dict with 'LOCATION' and optionally 'hashing' and \
                               'discovery'"
                 .to_owned(),
+            Kind::LocalCache => format!(
+                "None or a dict with any of 'ttl' (seconds, > 0 and <= {MAX_SECONDS}), \
+                 'max_keys' (1 to {MAX_LOCAL_KEYS}), 'max_bytes' (1024 to {MAX_LOCAL_BYTES}) and \
+                 'min_reads_per_second' (0 to {MAX_MIN_READS})"
+            ),
         }
     }
 
@@ -274,7 +291,8 @@ impl OptionSpec {
             | Kind::Secret
             | Kind::Secrets
             | Kind::SslContext
-            | Kind::Cluster => true,
+            | Kind::Cluster
+            | Kind::LocalCache => true,
             Kind::Flag | Kind::LoggerName | Kind::Serializer => false,
         }
     }
@@ -451,6 +469,13 @@ pub const OPTIONS: &[OptionSpec] = &[
          writes and deletes delete there",
     ),
     // Hot keys.
+    option(
+        "local_cache",
+        Kind::LocalCache,
+        Literal::None,
+        "serve the keys this process reads most from its own memory, each for at most its \
+         ttl (None: off)",
+    ),
     option(
         "coalesce_reads",
         Kind::Flag,
@@ -837,6 +862,11 @@ impl<'py> Given<'py> {
         self.value_as(name, path)
     }
 
+    /// The local tier's settings (`local_cache`); `None` where unset.
+    pub fn local_cache(&self, name: &str) -> PyResult<Option<LocalCacheSpec>> {
+        self.value_as(name, local_cache)
+    }
+
     /// A cluster option (`migrate_from`); `None` where unset.
     pub fn cluster(&self, name: &str) -> PyResult<Option<ClusterSpec>> {
         self.value_as(name, cluster)
@@ -1118,6 +1148,7 @@ pub fn check<'py>(spec: &OptionSpec, value: &Bound<'py, PyAny>) -> PyResult<Boun
             }
         }
         Kind::Cluster => cluster(spec, value).map(|_| value.clone()),
+        Kind::LocalCache => local_cache(spec, value).map(|_| value.clone()),
         Kind::SslContext => {
             let context = py.import("ssl")?.getattr("SSLContext")?;
             if value.is_none() || value.is_instance(&context)? {
@@ -1210,6 +1241,64 @@ pub fn cluster(spec: &OptionSpec, value: &Bound<'_, PyAny>) -> PyResult<Option<C
     Ok(Some(found))
 }
 
+/// The local tier's settings as `local_cache` gives them: each `None` where not given.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LocalCacheSpec {
+    pub ttl: Option<Duration>,
+    pub max_keys: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub min_reads_per_second: Option<u64>,
+}
+
+/// `local_cache`: `None`, or a dict of any of its settings (another key is refused: a typo
+/// must not leave a bound at its default unnoticed).
+pub fn local_cache(
+    spec: &OptionSpec,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<Option<LocalCacheSpec>> {
+    if spec.kind != Kind::LocalCache {
+        return Err(mismatch(spec, "the local tier's settings"));
+    }
+    if value.is_none() {
+        return Ok(None);
+    }
+    let Ok(dict) = value.cast::<PyDict>() else {
+        return Err(spec.refuse(value, Refusal::Type));
+    };
+    let refuse = |item: &Bound<'_, PyAny>, as_number: bool| {
+        let refusal = if as_number && !item.is_instance_of::<PyBool>() {
+            Refusal::Value
+        } else {
+            Refusal::Type
+        };
+        spec.refuse(value, refusal)
+    };
+    let within = |item: &Bound<'_, PyAny>, low: u64, high: u64| -> PyResult<u64> {
+        let Whole(n) = item.extract::<Whole>().map_err(|_| refuse(item, false))?;
+        u64::try_from(n)
+            .ok()
+            .filter(|n| (low..=high).contains(n))
+            .ok_or_else(|| refuse(item, true))
+    };
+    let mut found = LocalCacheSpec::default();
+    for (name, item) in dict.iter() {
+        match name.extract::<String>().ok().as_deref() {
+            Some("ttl") => {
+                let number = item.extract::<Number>().map_err(|_| refuse(&item, false))?;
+                found.ttl = seconds(spec.name, Some(number), Zero::Refused)
+                    .map_err(|_| refuse(&item, true))?;
+            }
+            Some("max_keys") => found.max_keys = Some(within(&item, 1, MAX_LOCAL_KEYS)?),
+            Some("max_bytes") => found.max_bytes = Some(within(&item, 1024, MAX_LOCAL_BYTES)?),
+            Some("min_reads_per_second") => {
+                found.min_reads_per_second = Some(within(&item, 0, MAX_MIN_READS)?);
+            }
+            _ => return Err(spec.refuse(value, Refusal::Value)),
+        }
+    }
+    Ok(Some(found))
+}
+
 /// A bug: an option read as a kind it is not.
 fn mismatch(spec: &OptionSpec, wanted: &str) -> PyErr {
     PyRuntimeError::new_err(format!("option {} is not {wanted}", spec.name))
@@ -1255,6 +1344,7 @@ fn describe<'py>(py: Python<'py>, spec: &OptionSpec, entry: &Bound<'py, PyDict>)
         Kind::Secrets => ("secrets", none(), none()),
         Kind::SslContext => ("ssl_context", none(), none()),
         Kind::Cluster => ("cluster", none(), none()),
+        Kind::LocalCache => ("local_cache", none(), none()),
     };
     entry.set_item("kind", kind)?;
     entry.set_item("low", low)?;
