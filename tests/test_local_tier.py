@@ -189,6 +189,33 @@ def test_what_is_kept_stays_within_max_keys_and_max_bytes(node: LocalNode) -> No
     assert local_hits(cache) == served
 
 
+def test_with_large_values_batches_keep_small_values_and_large_ones_read_whole(
+    node: LocalNode,
+) -> None:
+    cache = ElastiCache(
+        node.address,
+        {
+            "KEY_PREFIX": f"local-{uuid.uuid4().hex[:8]}",
+            "OPTIONS": {
+                "discovery": "off",
+                "large_values": True,
+                "local_cache": {"ttl": 600, "min_reads_per_second": 0},
+            },
+        },
+    )
+    big = bytes(range(256)) * (3 * 4096)  # 3 MiB: chunks plus an index
+    cache.set_many({"big": big, "small": "s"})
+    for _ in range(5):
+        assert cache.get("big") == big
+        assert cache.get_many(["big", "small"]) == {"big": big, "small": "s"}
+    # The small value is kept (a get with large_values on is a batch); the large one is read
+    # whole from the node each time, never kept.
+    assert cache.metrics()["local_keys"] == 1
+    assert local_hits(cache) == 4, "the first batch read it from the node"
+    cache.set("big", b"other")
+    assert cache.get("big") == b"other"
+
+
 def test_off_by_default(node: LocalNode) -> None:
     cache = ElastiCache(
         node.address,

@@ -595,6 +595,12 @@ impl<K: Keys> Command for GetMany<K> {
         self.values.size(position)
     }
 
+    // A batch leads no flight; this is what the local tier is offered. A large value is
+    // joined only once the operation ends: it is never offered.
+    fn shared_value(&self, position: usize) -> Option<Item> {
+        self.values.item(position)
+    }
+
     fn take_shared(&mut self, position: usize, item: Option<Item>) {
         if let Some(item) = item {
             self.values.keep(position, item.flags, &item.data);

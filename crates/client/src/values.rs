@@ -83,6 +83,22 @@ impl BatchValues {
         }
     }
 
+    /// A copy of the value read for `position`, if one was (for the local tier, which keeps
+    /// its own).
+    pub(crate) fn item(&self, position: usize) -> Option<Item> {
+        let at = usize::try_from((*self.index.get(position)?)?).ok()?;
+        let (flags, kept) = self.kept.get(at)?;
+        let data = match kept {
+            Kept::Shared(range) => self.shared.get(range.clone())?,
+            Kept::Own(data) => data.as_slice(),
+        };
+        Some(Item {
+            flags: *flags,
+            data: Bytes::copy_from_slice(data),
+            cas: None,
+        })
+    }
+
     /// Keeps a value the batch made itself (a large value joined from its chunks), without
     /// copying it.
     pub(crate) fn keep_owned(&mut self, position: usize, flags: u32, data: Vec<u8>) {

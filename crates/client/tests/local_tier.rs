@@ -65,10 +65,19 @@ fn a_hot_key_is_served_from_memory_and_this_clients_writes_are_seen_at_once() {
     assert!(client.delete("hot").unwrap());
     assert_eq!(value(&client, "hot"), None);
 
+    // A key read by batches alone is kept too.
+    assert!(client.set("batched", 0, b"b", 0).unwrap());
+    let before = node.stat("cmd_get");
+    for _ in 0..5 {
+        let many = client.get_many(&["batched"]).unwrap();
+        assert_eq!(many[0].as_ref().unwrap().data, &b"b"[..]);
+    }
+    assert_eq!(node.stat("cmd_get"), before + 1);
+
     // flush_all (`cache.clear()`) empties it.
     assert!(client.set("hot", 0, b"three", 0).unwrap());
     assert_eq!(value(&client, "hot").as_deref(), Some(&b"three"[..]));
-    assert_eq!(client.metrics().local_keys, 1);
+    assert_eq!(client.metrics().local_keys, 2);
     client.flush_all().unwrap();
     assert_eq!(client.metrics().local_keys, 0);
     assert_eq!(value(&client, "hot"), None);
