@@ -74,6 +74,7 @@ BAD: dict[str, list[Any]] = {
     "counters": ["yes", 1, 0, None],
     "coalesce_reads": ["yes", 1, 0, None],
     "hot_keys_sample": [-1, 1_000_001, 1.5, "100", None],
+    "hot_keys_report": [0, -1, "60", True, NAN, INF, 86_401],
     "local_cache": [
         True,
         1,
@@ -177,6 +178,7 @@ GOOD: dict[str, list[Any]] = {
     "counters": [True, False],
     "coalesce_reads": [True, False],
     "hot_keys_sample": [0, 1, 100, 1_000_000],
+    "hot_keys_report": [None, 0.5, 60, 86_400],
     "local_cache": [
         None,
         {},

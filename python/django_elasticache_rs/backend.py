@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
 from django.core.exceptions import ImproperlyConfigured
 
-from django_elasticache_rs import _green, _registry, stampede
+from django_elasticache_rs import _green, _registry, hot_key_reports, stampede
 from django_elasticache_rs._futures import run
 from django_elasticache_rs._native import Client, Operation
 from django_elasticache_rs._registry import exporting_clients, forget_shared_clients
@@ -418,11 +418,17 @@ class ElastiCache(BaseCache):
 
     def close(self, **kwargs: Any) -> None:
         """Called by Django at the end of each request: connections stay pooled for the next.
-        With Prometheus in multiprocess mode, the counters are pushed (at most once a second)."""
+        With Prometheus in multiprocess mode, the counters are pushed (at most once a second);
+        with ``hot_keys_report``, this process's hot keys are written when due."""
         if self._exporting:
             from django_elasticache_rs.prometheus import at_request_end
 
             at_request_end()
+        interval = self._settings.hot_keys_report
+        if interval is not None:
+            hot_key_reports.at_request_end(
+                self._handle, interval, self.hot_keys, self.largest_values
+            )
 
     # Async API: the same operations, their I/O done on the running event loop (`_futures`).
 

@@ -280,6 +280,9 @@ class Settings:
     #: Stampede protection of ``get_or_set`` (None: off). Not part of the shared client's key:
     #: it is the backend's way of calling the client.
     stampede: Stampede | None = field(default=None, compare=False)
+    #: Seconds between this process's hot-key reports (None: none). Not part of the shared
+    #: client's key: the backend writes them at a request's end.
+    hot_keys_report: float | None = field(default=None, compare=False)
 
     def native_kwargs(self) -> dict[str, Any]:
         return {
@@ -381,6 +384,7 @@ def _parse_options(options: Any, servers: Sequence[str]) -> Settings:
         metrics=_metrics(checked["metrics"]),
         tracing=_tracing(checked["tracing"]),
         stampede=_stampede(checked),
+        hot_keys_report=checked["hot_keys_report"],
     )
 
 

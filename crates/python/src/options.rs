@@ -492,6 +492,17 @@ pub const OPTIONS: &[OptionSpec] = &[
         Int(100),
         "one read in this many is sampled for cache.hot_keys() (0: none)",
     ),
+    option(
+        "hot_keys_report",
+        Kind::Seconds {
+            zero: Zero::Refused,
+            none: true,
+        },
+        Literal::None,
+        "each worker writes its hot keys into the cluster at most this often, for manage.py \
+         elasticache --hot-keys (None: never)",
+    )
+    .django(),
     // Observability.
     option(
         "counters",

@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_elasticache_rs import hot_key_reports
 from django_elasticache_rs._native import train_zstd_dictionary
 from django_elasticache_rs.status import BACKEND, backend_aliases, duration, report, size
 
@@ -160,6 +161,15 @@ class Command(BaseCommand):
             metavar="BYTES",
             help=f"with --train-zstd-dictionary: its largest size (default {DICTIONARY_SIZE})",
         )
+        parser.add_argument(
+            "--hot-keys",
+            type=int,
+            nargs="?",
+            const=10,
+            metavar="N",
+            help="the N (default 10) hottest keys and largest values of the workers that report "
+            "them (OPTIONS['hot_keys_report']), instead of the nodes",
+        )
         parser.add_argument("aliases", nargs="*", help="only these caches (default: all)")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -179,6 +189,9 @@ class Command(BaseCommand):
                 raise CommandError(_not_ours(alias, ours))
         if options["train_zstd_dictionary"]:
             self._train(options, ours)
+            return
+        if options["hot_keys"] is not None:
+            self._hot_keys(options, options["aliases"] or ours)
             return
         aliases = options["aliases"] or ours
         if not aliases:
@@ -207,6 +220,22 @@ class Command(BaseCommand):
         status, why = health(entries)
         if status != HEALTHY:
             raise CommandError(why, returncode=status)
+
+    def _hot_keys(self, options: dict[str, Any], aliases: list[str]) -> None:
+        """``--hot-keys``: the reports the workers wrote into each cache's cluster, merged (a
+        key's rates summed over the workers that reported it)."""
+        n: int = options["hot_keys"]
+        if not 1 <= n <= hot_key_reports.TOP * 10:
+            raise CommandError(f"--hot-keys must be 1 to {hot_key_reports.TOP * 10}, not {n}")
+        entries = []
+        for alias in aliases:
+            cache: Any = caches[alias]
+            merged = hot_key_reports.merge(hot_key_reports.read(cache.handle), n)
+            entries.append({"alias": alias, **merged})
+        if options["json"]:
+            self.stdout.write(json.dumps(entries, indent=2))
+            return
+        self.stdout.write("\n\n".join(hot_keys_text(entry) for entry in entries))
 
     def _train(self, options: dict[str, Any], ours: list[str]) -> None:
         """``--train-zstd-dictionary``: the sample is the values of the keys given, read
@@ -248,6 +277,46 @@ class Command(BaseCommand):
             f"wrote a {len(dictionary):,}-byte zstd dictionary trained on {len(samples)} values "
             f"({sum(map(len, samples)):,} bytes) to {options['train_zstd_dictionary']}"
         )
+
+
+def hot_keys_text(entry: dict[str, Any]) -> str:
+    """A cache's merged hot-key reports as the terminal shows them."""
+    head = f'cache "{entry["alias"]}": '
+    if not entry["workers"]:
+        return head + (
+            "no worker reports its hot keys (set OPTIONS['hot_keys_report'] to a number of "
+            "seconds, and keep hot_keys_sample above 0)"
+        )
+    workers, hosts = entry["workers"], entry["hosts"]
+    lines = [
+        head + f"hot keys reported by {workers} worker{'s' * (workers != 1)} on {hosts} "
+        f"host{'s' * (hosts != 1)} (each a sample of its reads; rates summed)"
+    ]
+
+    def table(rows: list[tuple[str, ...]], numbers: int) -> None:
+        """Its first ``numbers`` columns right-aligned."""
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            cells = [c.rjust(widths[i]) if i < numbers else c for i, c in enumerate(row)]
+            lines.append("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip())
+
+    def key(item: dict[str, Any]) -> str:
+        # Shown escaped: a key is the application's, and may hold anything a terminal acts on.
+        shown = json.dumps(item["key"])[1:-1]
+        return shown if item["version"] in (None, 1) else f"{shown} (version {item['version']})"
+
+    hot: list[tuple[str, ...]] = [("reads/s", "workers", "node", "key")]
+    for item in entry["hot_keys"]:
+        rate = f"{item['reads_per_second']:,.1f}"
+        hot.append((rate, str(item["workers"]), item["node"], key(item)))
+    table(hot, 2)
+    if entry["largest_values"]:
+        lines.append("  largest values:")
+        largest: list[tuple[str, ...]] = [("size", "node", "key")]
+        for item in entry["largest_values"]:
+            largest.append((size(item["bytes"]), item["node"], key(item)))
+        table(largest, 1)
+    return "\n".join(lines)
 
 
 def health(entries: list[dict[str, Any]]) -> tuple[int, str]:
