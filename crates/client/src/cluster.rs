@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 
 use crate::address::NodeAddress;
 use crate::config::{ClientConfig, DiscoveryConfig, MigrateFrom};
@@ -248,8 +248,9 @@ pub struct Cluster {
     source: Option<Arc<Cluster>>,
     /// Keys whose other copy a write could not delete: not read through.
     unreached: Unreached,
-    /// The hottest keys' values, kept in process memory (`local_cache`).
-    local: Option<LocalTier>,
+    /// The hottest keys' values, kept in process memory (`local_cache`): swapped for a fresh
+    /// one in a forked child.
+    local: Option<ArcSwap<LocalTier>>,
 }
 
 impl Cluster {
@@ -258,7 +259,9 @@ impl Cluster {
         let config = config.within_limits();
         let topology = Topology::new(nodes, &config, None, None);
         let replays = Arc::new(Replays::new(config.clone()));
-        let local = config.local_cache.map(LocalTier::new);
+        let local = config
+            .local_cache
+            .map(|local| ArcSwap::from_pointee(LocalTier::new(local)));
         let source = config
             .migrate_from
             .as_ref()
@@ -364,9 +367,17 @@ impl Cluster {
         cluster
     }
 
-    /// The local tier, when `local_cache` is set.
-    pub(crate) fn local_tier(&self) -> Option<&LocalTier> {
-        self.local.as_ref()
+    /// The local tier, when `local_cache` is set: this process's own (a forked child starts
+    /// with an empty one, as it starts with pools of its own).
+    pub(crate) fn local_tier(&self) -> Option<Guard<Arc<LocalTier>>> {
+        let slot = self.local.as_ref()?;
+        let tier = slot.load();
+        if tier.belongs_to_this_process() {
+            return Some(tier);
+        }
+        // Two threads may both make one: either is empty, and the last one stays.
+        slot.store(Arc::new(LocalTier::new(tier.config())));
+        Some(slot.load())
     }
 
     /// The settings this cluster was built with.
@@ -460,7 +471,7 @@ impl Cluster {
             .iter()
             .map(|node| u64::try_from(node.invalidations.waiting()).unwrap_or(u64::MAX))
             .sum();
-        if let Some(local) = &self.local {
+        if let Some(local) = self.local_tier() {
             let size = local.size();
             metrics.local_keys = u64::try_from(size.keys).unwrap_or(u64::MAX);
             metrics.local_bytes = u64::try_from(size.bytes).unwrap_or(u64::MAX);

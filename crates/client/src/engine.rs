@@ -786,7 +786,7 @@ impl<C: Command> Operation<C> {
             Coalescing::Leads => true,
         };
         if let Some(tier) = cluster.local_tier() {
-            self.serve_locally(tier);
+            self.serve_locally(&tier);
         }
         if !self.coalesce {
             return;
@@ -947,6 +947,7 @@ impl<C: Command> Operation<C> {
     /// kept of the key.
     fn forget_written(&self, cluster: &Cluster, node: &Node, positions: &[usize]) {
         let tier = cluster.local_tier();
+        let tier = tier.as_deref();
         if node.flights.is_empty() && tier.is_none() {
             return;
         }

@@ -19,6 +19,9 @@
 //! copied out of the buffer it was read into); past either, the entries admitted first go
 //! first. Entries expire in the order they were admitted (every one lives `ttl`), so one queue
 //! serves both.
+//!
+//! A tier is its process's own: a forked child makes a fresh one (`Cluster::local_tier`), as it
+//! makes fresh pools, rather than lock one a thread of its parent may have held at the fork.
 
 use std::collections::hash_map::{DefaultHasher, Entry as Slot};
 use std::collections::{HashMap, VecDeque};
@@ -103,6 +106,9 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct LocalTier {
     config: LocalCache,
+    /// The process it was made in (`fork`): a child makes its own, and never locks one a
+    /// thread of its parent may have held at the fork.
+    generation: u64,
     state: Mutex<State>,
     /// Writes ended so far: a read admits only if none ended since it started.
     epoch: AtomicU64,
@@ -127,6 +133,7 @@ impl LocalTier {
     pub(crate) fn new(config: LocalCache) -> Self {
         LocalTier {
             config,
+            generation: crate::fork::stamp(),
             state: Mutex::new(State {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
@@ -137,6 +144,16 @@ impl LocalTier {
             }),
             epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Whether it was made in this process (not inherited through `fork()`).
+    pub(crate) fn belongs_to_this_process(&self) -> bool {
+        self.generation == crate::fork::current()
+    }
+
+    /// What it keeps, and for how long.
+    pub(crate) fn config(&self) -> LocalCache {
+        self.config
     }
 
     /// The epoch a read starts in, for [`LocalTier::admit`].

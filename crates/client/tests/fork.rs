@@ -1,6 +1,7 @@
 //! A Rust program that forks (no Python involved): the child, and its own child, each open
 //! their own connections and never touch the ones they inherited; the parent's pooled
-//! connection keeps working.
+//! connection keeps working. A local tier (`local_cache`) is the process's own likewise: a
+//! child starts with an empty one.
 //!
 //! The only test of its binary: a child inherits the locks other threads hold at the fork, so
 //! no other test may be running beside it.
@@ -15,7 +16,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use elasticache_client::{Client, Topology};
+use elasticache_client::{Client, ClientConfig, LocalCache, Topology};
 use support::Memcached;
 
 /// How long a forked process may take before the test gives up on it (its operations have
@@ -125,10 +126,23 @@ fn forked_children_use_their_own_connections_and_the_parent_keeps_its_own() {
     let parent_node = Arc::clone(&topology.nodes()[0]);
     assert_eq!(parent_node.connections_opened(), (1, 0));
     assert_eq!(parent_node.open_connections(), 1);
+    let mut tiered = ClientConfig::default();
+    let mut local = LocalCache::default();
+    local.min_reads_per_second = 0;
+    local.ttl = Duration::from_secs(600);
+    tiered.local_cache = Some(local);
+    let tiered = Client::connect_to(&[node.address()], tiered).unwrap();
+    assert!(tiered.get("parent").unwrap().is_some());
+    assert_eq!(tiered.metrics().local_keys, 1);
+
     // (This read opens a connection of its own, counted from here on.)
     let before = node.stat("total_connections");
 
     let child = fork(|| {
+        // The parent's tier is not the child's: it starts empty, and fills as the child reads.
+        assert_eq!(tiered.metrics().local_keys, 0);
+        assert!(tiered.get("parent").unwrap().is_some());
+        assert_eq!(tiered.metrics().local_keys, 1);
         let own = use_after_fork(&client, &topology, "child");
         // A fork of a fork is told apart from its parent just the same.
         let grandchild = fork(|| {
@@ -167,6 +181,12 @@ fn forked_children_use_their_own_connections_and_the_parent_keeps_its_own() {
         Some(b"child-49".to_vec())
     );
     // The server saw one new connection from the child, one from the grandchild and the one
-    // this read opens: none of the forked processes reused an inherited one.
-    assert_eq!(node.stat("total_connections") - before, 3);
+    // this read opens, and one the child's tiered client opened: none of the forked processes
+    // reused an inherited one.
+    assert_eq!(node.stat("total_connections") - before, 4);
+    assert_eq!(
+        tiered.metrics().local_keys,
+        1,
+        "the parent's tier is its own"
+    );
 }
