@@ -171,6 +171,8 @@ def test_staff_see_every_node_with_its_stats_and_counters(
     assert f"configuration version {cluster.version}, 3 nodes" in heading
     summary = browser.find_element(By.CSS_SELECTOR, "#cache-default .client-summary").text
     assert "1 discoveries (0 failed), 1 membership changes" in summary
+    local = browser.find_element(By.CSS_SELECTOR, "#cache-default .local-tier").text
+    assert "Local tier (local_cache): 0 keys kept now (0 B); 0 reads served" in local
 
     rows = nodes(browser)
     assert set(rows) == set(cluster.addresses)

@@ -288,6 +288,10 @@ class Client:
     @property
     def config_version(self) -> int | None:
         """The version of the discovered configuration in use."""
+    @property
+    def local_cache(self) -> dict[str, float] | None:
+        """The local tier's settings in effect (``ttl``, ``max_keys``, ``max_bytes``,
+        ``min_reads_per_second``), defaults filled in; ``None`` without one."""
     def refresh(self) -> None:
         """Asks the configuration endpoint now; the last good membership stays on failure."""
     def serialized(self, value: Any) -> bytes:

@@ -83,6 +83,16 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
         for hot in cache.hot_keys(HOT_KEYS_SHOWN)
     ]
     entry["client"] = {name: metrics[name] for name in (*CLIENT_COUNTERS, *CLUSTER_EVENTS)}
+    # The local tier, when the cache has one (``local_cache``).
+    entry["local_tier"] = (
+        {
+            "keys": metrics["local_keys"],
+            "size_text": size(metrics["local_bytes"]),
+            "served": sum(node["local_hits"] for node in counters.values()),
+        }
+        if cache.handle.client.local_cache
+        else None
+    )
     return entry
 
 

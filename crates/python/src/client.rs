@@ -433,6 +433,21 @@ impl PyClient {
         self.inner.topology().version()
     }
 
+    /// The local tier's settings (`local_cache`) as in effect, defaults filled in: `ttl`
+    /// (seconds), `max_keys`, `max_bytes`, `min_reads_per_second`; `None` without one.
+    #[getter]
+    fn local_cache<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(local) = self.inner.config().local_cache else {
+            return Ok(None);
+        };
+        let dict = PyDict::new(py);
+        dict.set_item("ttl", local.ttl.as_secs_f64())?;
+        dict.set_item("max_keys", local.max_keys)?;
+        dict.set_item("max_bytes", local.max_bytes)?;
+        dict.set_item("min_reads_per_second", local.min_reads_per_second)?;
+        Ok(Some(dict))
+    }
+
     /// Asks the configuration endpoint for the membership now and applies it if it changed.
     /// Raises if the endpoint cannot be asked; the last good membership stays in use.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
