@@ -108,6 +108,11 @@ struct Way {
     /// Found gone from the detour after it was copied: the copy is deleted.
     undo: bool,
     deleted: bool,
+    /// How its read of the detour was sent: `None`, behind a probe of the node's meta
+    /// support; else meta or classic. Kept with the request, not read again from the node,
+    /// whose support another caller's probe may learn meanwhile: the replies are those of
+    /// the request that was sent.
+    read_meta: Option<bool>,
 }
 
 impl Way {
@@ -123,9 +128,11 @@ pub struct Warm<C> {
     inner: C,
     stage: Stage,
     ways: Vec<Way>,
-    /// The won lease to end after a read-through hit, and whether its exchange is on.
+    /// The won lease to end after a read-through hit, and whether its exchange is on (with
+    /// the owner's meta support it was sent with: its reply is read the same way).
     release: Option<DeleteIfPlan>,
     releasing: bool,
+    release_meta: bool,
     /// A write's own shares, sent once its detours' deletes are done.
     stash: Vec<Share>,
     /// Whether the `migrate_from` membership was unknown when this was routed.
@@ -141,6 +148,7 @@ impl<C: Detoured> Warm<C> {
             ways: Vec::new(),
             release: None,
             releasing: false,
+            release_meta: false,
             stash: Vec::new(),
             source_unknown: false,
         }
@@ -173,9 +181,12 @@ impl<C: Detoured> Warm<C> {
     }
 
     /// The read of `positions` (ways) on a node that does (`meta`) or does not speak meta.
-    fn encode_read(&self, out: &mut Vec<u8>, positions: &[usize], meta: bool) {
+    fn encode_read(&mut self, out: &mut Vec<u8>, positions: &[usize], meta: bool) {
         let flags = [MetaFlag::Value, MetaFlag::ReturnFlags, MetaFlag::ReturnTtl];
         for &index in positions {
+            if let Some(way) = self.ways.get_mut(index) {
+                way.read_meta = Some(meta);
+            }
             let key = self.key(index).as_bytes();
             if meta {
                 proto::encode_meta(out, MetaCommand::Get, key, &flags, b"");
@@ -211,6 +222,7 @@ impl<C: Detoured> Warm<C> {
             Some(release) => {
                 release.begin(meta, out);
                 self.releasing = true;
+                self.release_meta = meta;
                 true
             }
             None => false,
@@ -224,14 +236,14 @@ impl<C: Detoured> Warm<C> {
         buf: &[u8],
         request: &mut Vec<u8>,
     ) -> ParseResult<Reading> {
-        let Some(node) = positions
+        let Some((node, sent)) = positions
             .first()
             .and_then(|&index| self.ways.get(index))
-            .map(|way| Arc::clone(&way.detour))
+            .map(|way| (Arc::clone(&way.detour), way.read_meta))
         else {
             return Ok(Parse::Complete(Step::Done(()), 0));
         };
-        let Some(meta) = node.meta.get() else {
+        let Some(meta) = sent else {
             // The probe's answer: the node's support, then the reads.
             return proto::parse_meta_noop(buf)?.try_map(|speaks_meta| {
                 node.meta.set(speaks_meta);
@@ -307,11 +319,7 @@ impl<C: Detoured> Warm<C> {
         request: &mut Vec<u8>,
     ) -> ParseResult<Reading> {
         if self.releasing {
-            let meta = positions
-                .first()
-                .and_then(|&index| self.ways.get(index))
-                .and_then(|way| way.owner.meta.get())
-                .unwrap_or(false);
+            let meta = self.release_meta;
             let key = positions
                 .first()
                 .map_or("", |&index| self.key(index))
@@ -463,6 +471,7 @@ impl<C: Detoured> Command for Warm<C> {
                     copied: false,
                     undo: false,
                     deleted: false,
+                    read_meta: None,
                 });
             }
         }

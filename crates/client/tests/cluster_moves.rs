@@ -1,7 +1,7 @@
 //! Warm scale-out and migration between clusters, against real memcached processes: a miss on
 //! a moved key reads its previous owner (or the `migrate_from` cluster) and copies the value
 //! with its remaining TTL; writes and deletes reach both, so no deleted value comes back.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unsafe_code)]
 
 mod support;
 
@@ -383,4 +383,62 @@ fn an_event_driven_write_whose_detour_times_out_still_writes_the_owner() {
     previous.signal("CONT");
     assert_eq!(stored.unwrap(), elasticache_client::StoreReply::Stored);
     assert_eq!(&c.client().get(key).unwrap().unwrap().data[..], b"new");
+}
+
+/// The port of the peer of socket `fd`.
+#[cfg(unix)]
+fn peer_port(fd: std::os::fd::RawFd) -> Option<u16> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` is the operation's open socket for the duration of this call; wrapped
+    // without taking ownership (never closed here).
+    let stream = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+    stream.peer_addr().ok().map(|address| address.port())
+}
+
+/// Advances `operation` until it waits on a socket connected to `node`.
+#[cfg(unix)]
+fn advance_until_waiting_on<C: elasticache_client::Command>(
+    client: &Client,
+    operation: &mut Operation<C>,
+    node: &Memcached,
+) {
+    for _ in 0..1_000_000 {
+        match operation.advance(client) {
+            Progress::Done => panic!("the operation ended without waiting on {}", node.port),
+            Progress::Block => operation.prepare(client),
+            _ => {
+                if operation
+                    .waits()
+                    .any(|(fd, _)| peer_port(fd) == Some(node.port))
+                {
+                    return;
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+    panic!("the operation never waited on {}", node.port);
+}
+
+#[test]
+#[cfg(unix)]
+fn a_read_through_probe_answered_after_another_caller_learned_the_nodes_support_reads_right() {
+    let (old_node, new) = (Memcached::start(), Memcached::start());
+    let old = old_cluster(&[&old_node]);
+    old.set("first", 0, b"one", 120).unwrap();
+    old.set("second", 0, b"two", 120).unwrap();
+    let client = migrating(&[&old_node], &new);
+    // Frozen, the old node holds the first read's probe (its support is not known yet) unanswered.
+    old_node.signal("STOP");
+    let mut first = client.start_get("first".to_owned()).unwrap();
+    advance_until_waiting_on(&client, &mut first, &old_node);
+    old_node.signal("CONT");
+    // Another read learns the node's support on a connection of its own, before the first
+    // read looks at its probe's answer: that answer is still a probe's.
+    assert_eq!(&client.get("second").unwrap().unwrap().data[..], b"two");
+    let mut operation = first;
+    drive(&client, &mut operation);
+    let item = operation.finish(&client).unwrap().unwrap();
+    assert_eq!(&item.data[..], b"one");
+    assert_eq!(client.metrics().migration_hits, 2);
 }
