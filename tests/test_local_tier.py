@@ -60,6 +60,10 @@ def read_until_served_locally(cache: ElastiCache, key: str, expected: Any) -> in
     raise AssertionError(f"{key} was never served from memory")
 
 
+def never_called() -> Any:
+    raise AssertionError("computed, though the value is cached")
+
+
 def test_a_hot_key_stops_reaching_its_node(node: LocalNode) -> None:
     cache = backend(node, ttl=600, min_reads_per_second=5)
     cache.set("front-page", {"html": "<p>hello</p>"})
@@ -71,9 +75,11 @@ def test_a_hot_key_stops_reaching_its_node(node: LocalNode) -> None:
     for _ in range(200):
         assert cache.get("front-page") == {"html": "<p>hello</p>"}
     assert cmd_get(node) == before + not_served, "served from memory"
-    # A batch's keys too, and an async read.
+    # A batch's keys too, an async read, and get_or_set (stampede protection's read).
     assert cache.get_many(["front-page", "other"]) == {"front-page": {"html": "<p>hello</p>"}}
     assert asyncio.run(cache.aget("front-page")) == {"html": "<p>hello</p>"}
+    assert cache.get_or_set("front-page", never_called) == {"html": "<p>hello</p>"}
+    assert asyncio.run(cache.aget_or_set("front-page", never_called)) == {"html": "<p>hello</p>"}
     assert cmd_get(node) == before + not_served + 1, "only 'other' reached the node"
     assert cache.metrics()["local_keys"] == 1
 

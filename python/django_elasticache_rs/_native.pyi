@@ -276,8 +276,9 @@ class Client:
 
         ``local_cache`` (a dict of any of ``ttl``, seconds above 0, 1 by default;
         ``max_keys``, 1000; ``max_bytes``, 16 MiB; ``min_reads_per_second``, 10; ``None``:
-        off) keeps the values of the keys read that often within a second (``get`` and the
-        keys of ``get_many``) in process memory, each served for at most ``ttl`` after the read
+        off) keeps the values of the keys read that often within a second (``get``, the keys
+        of ``get_many``, and ``get_or_lease``, whose kept value is a hit with nothing leased)
+        in process memory, each served for at most ``ttl`` after the read
         that brought it was sent: a write or delete by this client (one that ended or failed),
         or ``flush_all``, removes it at once, and a read sent before a write ended keeps
         nothing. Misses are never kept; past ``max_keys`` or ``max_bytes`` the keys kept first

@@ -533,6 +533,25 @@ impl<C: Detoured> Command for Warm<C> {
         self.inner.take_shared(position, item);
     }
 
+    // The local tier serves and keeps the owners' round's reads, as the flights do.
+    fn local_key(&self, position: usize) -> Option<&str> {
+        match self.stage {
+            Stage::Owners => self.inner.local_key(position),
+            _ => None,
+        }
+    }
+
+    fn take_local(&mut self, position: usize, item: Item) {
+        self.inner.take_local(position, item);
+    }
+
+    fn local_value(&self, position: usize) -> Option<Item> {
+        match self.stage {
+            Stage::Owners => self.inner.local_value(position),
+            _ => None,
+        }
+    }
+
     fn written_key(&self, position: usize) -> Option<&str> {
         // A detour's positions are its ways, not the inner command's.
         match self.stage {

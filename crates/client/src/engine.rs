@@ -235,6 +235,26 @@ pub trait Command {
     /// What another caller's read of the same key read for `position` (a miss: `None`).
     fn take_shared(&mut self, _position: usize, _item: Option<Item>) {}
 
+    /// For a read the local tier may serve (`local_tier`): the key read at `position`. By
+    /// default, the key a read shares with identical reads in flight.
+    fn local_key(&self, position: usize) -> Option<&str> {
+        match self.coalescing() {
+            Coalescing::Never => None,
+            Coalescing::Joins | Coalescing::Leads => self.shared_key(position),
+        }
+    }
+
+    /// The local tier's value of `position`'s key, served instead of reading it.
+    fn take_local(&mut self, position: usize, item: Item) {
+        self.take_shared(position, Some(item));
+    }
+
+    /// For the local tier: the value read at `position`, for it to keep (`None`: nothing to
+    /// keep).
+    fn local_value(&self, position: usize) -> Option<Item> {
+        self.shared_value(position)
+    }
+
     /// For a command that changes what is cached: the key it changes at `position`.
     fn written_key(&self, _position: usize) -> Option<&str> {
         None
@@ -780,14 +800,14 @@ impl<C: Command> Operation<C> {
     /// keeps is served from it, and one whose key is being read on the same node already
     /// joins that read (either leaves its share); one that is not may lead a new flight.
     fn board(&mut self, cluster: &Cluster) {
+        if let Some(tier) = cluster.local_tier() {
+            self.serve_locally(&tier);
+        }
         let lead = match self.command.coalescing() {
             Coalescing::Never => return,
             Coalescing::Joins => false,
             Coalescing::Leads => true,
         };
-        if let Some(tier) = cluster.local_tier() {
-            self.serve_locally(&tier);
-        }
         if !self.coalesce {
             return;
         }
@@ -856,7 +876,7 @@ impl<C: Command> Operation<C> {
         for share in pending.iter_mut() {
             let node = &share.node;
             share.positions.retain(|&position| {
-                let Some(key) = command.shared_key(position) else {
+                let Some(key) = command.local_key(position) else {
                     return true;
                 };
                 match tier.lookup(key, sent) {
@@ -868,7 +888,7 @@ impl<C: Command> Operation<C> {
                         if hot_keys::sampled(*hot_keys_sample) {
                             node.hot_keys.record(key, Some(item.data.len()));
                         }
-                        command.take_shared(position, Some(item));
+                        command.take_local(position, item);
                         false
                     }
                     Lookup::Admit => {
@@ -900,10 +920,9 @@ impl<C: Command> Operation<C> {
             if !positions.contains(position) {
                 return true;
             }
-            if let (Some(key), Some(item)) = (
-                command.shared_key(*position),
-                command.shared_value(*position),
-            ) {
+            if let (Some(key), Some(item)) =
+                (command.local_key(*position), command.local_value(*position))
+            {
                 tier.admit(key, &item, admitting.sent, admitting.epoch);
             }
             false

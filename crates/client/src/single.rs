@@ -106,6 +106,21 @@ pub trait Plan {
         None
     }
 
+    /// Whether the local tier may serve it (`local_tier`): by default, when it coalesces.
+    fn reads_locally(&self) -> bool {
+        self.coalesces()
+    }
+
+    /// Its outcome made of the local tier's value.
+    fn from_local(item: Item) -> Option<Self::Output> {
+        Self::shared(Some(item))
+    }
+
+    /// What the local tier may keep of its outcome.
+    fn local_value(output: &Self::Output) -> Option<Item> {
+        Self::share(output).flatten()
+    }
+
     /// Whether the plan changes what is cached under its key: reads that start after it ends
     /// must not share one sent before (`flights`), and on a gutter it counts as a write
     /// ([`Command::writes`]). Every plan that invalidates does.
@@ -331,6 +346,20 @@ impl<P: Plan> Command for One<P> {
         if let Some(output) = P::shared(item) {
             self.outcome = Some(Ok(output));
         }
+    }
+
+    fn local_key(&self, _: usize) -> Option<&str> {
+        self.plan.reads_locally().then_some(self.key.as_str())
+    }
+
+    fn take_local(&mut self, _: usize, item: Item) {
+        if let Some(output) = P::from_local(item) {
+            self.outcome = Some(Ok(output));
+        }
+    }
+
+    fn local_value(&self, _: usize) -> Option<Item> {
+        P::local_value(self.outcome.as_ref()?.as_ref().ok()?)
     }
 
     fn written_key(&self, _: usize) -> Option<&str> {

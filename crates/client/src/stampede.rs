@@ -11,6 +11,7 @@ use elasticache_proto::{
 };
 
 use crate::engine::Step;
+use crate::large::LARGE_FLAG;
 use crate::lease_keys::lease_key;
 use crate::locks::DeleteIfPlan;
 use crate::metrics::CommandName;
@@ -98,6 +99,29 @@ enum KeyRead {
 
 impl Plan for LeasePlan {
     type Output = Leased;
+
+    // A value the local tier keeps is a hit: nothing to lease. Not for a caller that could
+    // not decode the value it read (`take`): it asks for the lease at once.
+    fn reads_locally(&self) -> bool {
+        self.take.is_none()
+    }
+
+    fn from_local(item: Item) -> Option<Leased> {
+        Some(Leased {
+            item: Some(item),
+            won: false,
+        })
+    }
+
+    // A value found (and no early recompute won: the winner is about to replace it); not a
+    // large value's index, whose chunks are read apart.
+    fn local_value(output: &Leased) -> Option<Item> {
+        output
+            .item
+            .as_ref()
+            .filter(|item| !output.won && item.flags & LARGE_FLAG == 0)
+            .cloned()
+    }
 
     // A read: what it writes is the lease's own key, never this key's value (the winner's
     // value comes with a write of its own), so it neither ends the key's reads in flight nor

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use elasticache_client::{Client, ClientConfig, LocalCache};
+use elasticache_client::{Client, ClientConfig, LeaseRequest, LocalCache};
 use support::Memcached;
 
 /// A tier keeping values `ttl`, of keys read `min_reads_per_second`, within the default
@@ -55,6 +55,29 @@ fn a_hot_key_is_served_from_memory_and_this_clients_writes_are_seen_at_once() {
     assert!(many[1].is_none());
     assert_eq!(local_hits(&client), 51);
 
+    // A get-or-lease (stampede protection's read) of a key kept is a hit, with nothing to
+    // lease; one read that way alone is kept too.
+    let before = node.stat("cmd_get");
+    let leased = client
+        .get_or_lease("hot", LeaseRequest::new(10, None))
+        .unwrap();
+    assert_eq!(leased.item.unwrap().data, &b"one"[..]);
+    assert!(!leased.won);
+    assert_eq!(node.stat("cmd_get"), before, "served from memory");
+    assert!(client.set("computed", 0, b"c", 0).unwrap());
+    for _ in 0..5 {
+        let leased = client
+            .get_or_lease("computed", LeaseRequest::new(10, None))
+            .unwrap();
+        assert_eq!(leased.item.unwrap().data, &b"c"[..]);
+    }
+    assert_eq!(node.stat("cmd_get"), before + 1);
+    // A miss leases as ever: nothing kept, the lease won.
+    let missed = client
+        .get_or_lease("absent", LeaseRequest::new(10, None))
+        .unwrap();
+    assert!(missed.item.is_none() && missed.won);
+
     // This client's write: the next read is the node's, and sees it.
     assert!(client.set("hot", 0, b"two", 0).unwrap());
     assert_eq!(value(&client, "hot").as_deref(), Some(&b"two"[..]));
@@ -77,7 +100,7 @@ fn a_hot_key_is_served_from_memory_and_this_clients_writes_are_seen_at_once() {
     // flush_all (`cache.clear()`) empties it.
     assert!(client.set("hot", 0, b"three", 0).unwrap());
     assert_eq!(value(&client, "hot").as_deref(), Some(&b"three"[..]));
-    assert_eq!(client.metrics().local_keys, 2);
+    assert_eq!(client.metrics().local_keys, 3);
     client.flush_all().unwrap();
     assert_eq!(client.metrics().local_keys, 0);
     assert_eq!(value(&client, "hot"), None);
