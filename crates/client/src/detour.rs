@@ -1001,10 +1001,11 @@ mod tests {
     fn a_copy_still_there_on_the_recheck_stays() {
         let (after, detours, key) = scaled_out();
         let routes = Routes::with_detours(&after, &detours);
-        let mut warm = Warm::new(classic::get(key, Retrieval::Get, 1 << 20));
+        let mut warm = Warm::new(classic::get(key.clone(), Retrieval::Get, 1 << 20));
         let owners = warm.shares(routes).unwrap_or_default();
         answer(&mut warm, &owners[0], b"END\r\n");
         let read = warm.next_round(routes, &[]).unwrap_or_default();
+        assert_eq!(encoded(&mut warm, &read[0]), format!("mg {key} v f t\r\n"));
         answer(&mut warm, &read[0], b"VA 1 f0 t-1\r\nx\r\n");
         let copy = warm.next_round(routes, &[]).unwrap_or_default();
         assert!(
@@ -1129,6 +1130,7 @@ mod tests {
         answer(&mut warm, &owners[0], b"END\r\n");
         let read = warm.next_round(routes, &[]).unwrap_or_default();
         assert!(warm.aside());
+        encoded(&mut warm, &read[0]);
         let index = crate::large::Index::of(0, &[1u8; 3000], 1024).encode();
         let head = format!("VA {} f{LARGE_FLAG} t100\r\n", index.len());
         let reply = [head.as_bytes(), &index, b"\r\n"].concat();
