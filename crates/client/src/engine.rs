@@ -864,7 +864,8 @@ impl<C: Command> Operation<C> {
     /// Serves the routed positions whose keys the local tier keeps (they leave their shares),
     /// and notes those it wants the values of once read.
     fn serve_locally(&mut self, tier: &LocalTier) {
-        let sent = Instant::now();
+        // Read once, and only by a command with keys the tier may serve (not by a write).
+        let mut now = None;
         let mut admitting = Vec::new();
         let Operation {
             command,
@@ -879,7 +880,7 @@ impl<C: Command> Operation<C> {
                 let Some(key) = command.local_key(position) else {
                     return true;
                 };
-                match tier.lookup(key, sent) {
+                match tier.lookup(key, *now.get_or_insert_with(Instant::now)) {
                     Lookup::Hit(item) => {
                         if *counting {
                             node.counters.local_hit();
@@ -900,7 +901,7 @@ impl<C: Command> Operation<C> {
             });
         }
         pending.retain(|share| !share.positions.is_empty());
-        if !admitting.is_empty() {
+        if let (false, Some(sent)) = (admitting.is_empty(), now) {
             self.admitting = Some(Admitting {
                 positions: admitting,
                 sent,
@@ -966,7 +967,6 @@ impl<C: Command> Operation<C> {
     /// kept of the key.
     fn forget_written(&self, cluster: &Cluster, node: &Node, positions: &[usize]) {
         let tier = cluster.local_tier();
-        let tier = tier.as_deref();
         if node.flights.is_empty() && tier.is_none() {
             return;
         }
@@ -977,13 +977,16 @@ impl<C: Command> Operation<C> {
             }
             return;
         }
-        for &position in positions {
-            if let Some(key) = self.command.written_key(position) {
-                node.flights.forget(key);
-                if let Some(tier) = tier {
-                    tier.forget(key);
-                }
-            }
+        let written = || {
+            positions
+                .iter()
+                .filter_map(|&position| self.command.written_key(position))
+        };
+        for key in written() {
+            node.flights.forget(key);
+        }
+        if let Some(tier) = tier {
+            tier.forget(written());
         }
     }
 
@@ -1278,10 +1281,8 @@ impl<C: Command> Operation<C> {
             self.land(&positions, Some(&error));
         }
         // A write that was not sent, or not answered, may still change the key (a replayed
-        // delete, a late reply): the local tier forgets it all the same.
-        if cluster.local_tier().is_some() {
-            self.forget_written(cluster, node, &positions);
-        }
+        // delete, a late reply): forgotten as one that ended well.
+        self.forget_written(cluster, node, &positions);
         if self.command.invalidates() {
             let command = &self.command;
             cluster.undelivered(node, positions.iter().filter_map(|&p| command.key(p)));
@@ -1329,9 +1330,10 @@ impl<C: Command> Operation<C> {
         if self.counting {
             exchange.node.counters.latency(exchange.started.elapsed());
         }
-        self.forget_written(cluster, &exchange.node, &exchange.positions);
         match outcome {
             Ok(()) => {
+                // (A failed one's keys are forgotten by `fail`.)
+                self.forget_written(cluster, &exchange.node, &exchange.positions);
                 if !self.leading.0.is_empty() {
                     self.land(&exchange.positions, None);
                 }

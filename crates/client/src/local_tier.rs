@@ -284,12 +284,20 @@ impl LocalTier {
         }
     }
 
-    /// A write of `key` ended: its entry goes, and reads in flight admit nothing.
-    pub(crate) fn forget(&self, key: &str) {
+    /// A write of `keys` ended: their entries go, and reads in flight admit nothing. One
+    /// lock for a batch's keys.
+    pub(crate) fn forget<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
+        let mut keys = keys.into_iter().peekable();
+        // A read's exchange writes nothing: no lock, and admissions go on.
+        if keys.peek().is_none() {
+            return;
+        }
         let mut state = lock(&self.state);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        if let Some(kept) = state.entries.remove(key) {
-            state.bytes = state.bytes.saturating_sub(kept.bytes);
+        for key in keys {
+            if let Some(kept) = state.entries.remove(key) {
+                state.bytes = state.bytes.saturating_sub(kept.bytes);
+            }
         }
     }
 
@@ -357,7 +365,7 @@ mod tests {
         let sent = Instant::now();
         let epoch = tier.epoch();
         tier.admit("k", &item(b"old"), sent, epoch);
-        tier.forget("k");
+        tier.forget(["k"]);
         assert_eq!(hit(&tier, "k"), None, "the write removed it");
         // A read sent before the write ended lands after it: what it read may be older.
         tier.admit("k", &item(b"old"), sent, epoch);
@@ -420,7 +428,7 @@ mod tests {
         let tier = tier(0);
         for _ in 0..10_000 {
             tier.admit("k", &item(b"v"), Instant::now(), tier.epoch());
-            tier.forget("k");
+            tier.forget(["k"]);
         }
         assert!(lock(&tier.state).order.len() <= 64 + 2);
     }
