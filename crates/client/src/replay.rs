@@ -180,7 +180,11 @@ impl Replays {
     /// still need: one atomic load otherwise.
     pub(crate) fn resume(self: &Arc<Self>, nodes: &[Arc<Node>]) {
         let unparked = UNPARKED.load(Ordering::Acquire);
-        if self.resumed.swap(unparked, Ordering::AcqRel) == unparked {
+        // A load first: every operation routes through here, and a write to a counter the
+        // whole process shares would bounce its cache line between cores each time.
+        if self.resumed.load(Ordering::Acquire) == unparked
+            || self.resumed.swap(unparked, Ordering::AcqRel) == unparked
+        {
             return;
         }
         for node in nodes {
