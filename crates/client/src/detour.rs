@@ -451,6 +451,16 @@ impl<C: Detoured> Command for Warm<C> {
         let shares = self.inner.shares(routes)?;
         self.source_unknown = routes.source_unknown();
         if routes.has_detours() {
+            // Each key's node as the inner command placed it (first-round positions are key
+            // positions): placing it again would count a gutter's keys twice.
+            let mut owners = vec![None; self.inner.key_count()];
+            for share in &shares {
+                for &position in &share.positions {
+                    if let Some(owner) = owners.get_mut(position) {
+                        *owner = Some(&share.node);
+                    }
+                }
+            }
             for position in 0..self.inner.key_count() {
                 let key = self.inner.key_at(position);
                 let Some((detour, why)) = routes.detour(key) else {
@@ -460,7 +470,9 @@ impl<C: Detoured> Command for Warm<C> {
                     // A write could not delete the copy there: it may be stale.
                     continue;
                 }
-                let owner = routes.node_for(key)?;
+                let Some(owner) = owners.get(position).copied().flatten() else {
+                    continue;
+                };
                 self.ways.push(Way {
                     position,
                     detour: Arc::clone(detour),
