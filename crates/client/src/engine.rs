@@ -966,6 +966,11 @@ impl<C: Command> Operation<C> {
     /// from now on must not join a read sent before it, nor be served what the local tier
     /// kept of the key.
     fn forget_written(&self, cluster: &Cluster, node: &Node, positions: &[usize]) {
+        // A read changes nothing (a `get`'s own flight is still in the table here: the
+        // emptiness test alone would not spare it the walk).
+        if !self.command.writes() && !self.command.writes_all() {
+            return;
+        }
         let tier = cluster.local_tier();
         if node.flights.is_empty() && tier.is_none() {
             return;
