@@ -16,7 +16,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use crate::address::NodeAddress;
 use crate::config::{ClientConfig, DiscoveryConfig, DiscoveryMode};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::sync::lock;
 use crate::tls::Tls;
 use crate::topology::Topology;
 
@@ -37,10 +38,6 @@ const RETRY_FLOOR: Duration = Duration::from_secs(1);
 
 /// The least time between two early discoveries asked for by failing nodes.
 const NUDGE_FLOOR: Duration = Duration::from_secs(1);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What a configuration endpoint said.
 #[derive(Debug)]

@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::Level;
@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::FailureLog;
 use crate::error::{Error, Rounded};
+use crate::sync::lock;
 
 /// The least time between two warnings about one node (summaries, or first failures once the
 /// node has been quiet this long).
@@ -411,7 +412,7 @@ impl NodeLog {
     }
 
     fn track(&self) -> std::sync::MutexGuard<'_, Track> {
-        self.track.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.track)
     }
 
     fn emit(&self, level: Level, line: &Line<'_>) {
@@ -541,7 +542,7 @@ impl Unrouted {
             });
             registry = self.0.load_full();
         }
-        let mut logs = registry.logs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut logs = lock(&registry.logs);
         f(&mut logs)
     }
 

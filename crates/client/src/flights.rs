@@ -27,17 +27,13 @@ use std::os::fd::{AsFd, OwnedFd};
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::ThreadId;
 use std::time::Instant;
 
 use crate::error::Error;
+use crate::sync::lock;
 use crate::values::Item;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing here panics while holding a lock; a poisoned one is used as it is.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What a flight landed with.
 #[derive(Debug)]

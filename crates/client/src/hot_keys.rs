@@ -12,8 +12,9 @@
 //! Keys are kept as the cache saw them (made, with their prefix and version); they may carry
 //! personal data, so nothing here is exported unless asked for.
 
+use crate::sync::lock;
 use std::cell::Cell;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Keys kept per node, in each table.
@@ -21,10 +22,6 @@ pub const CAPACITY: usize = 64;
 
 /// How often counts are halved.
 const WINDOW: Duration = Duration::from_secs(60);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 thread_local! {
     /// A xorshift state per thread, seeded from the thread's address space.

@@ -3,9 +3,10 @@
 //! they are replayed (`replay`). While any wait, the node serves no reads: its keys go to
 //! the gutter (`gutter`).
 
+use crate::sync::lock;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 /// One node's invalidations waiting to be delivered.
 #[derive(Debug, Default)]
@@ -32,7 +33,7 @@ impl Invalidations {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// How many wait now.

@@ -29,6 +29,7 @@
 //   cluster                                  routing, membership, health, failure log, events
 //   discovery                                memberships from the endpoint, to `cluster`
 //   topology pool connection ...             nodes, pools, sockets; `elasticache_proto` below
+//   sync                                     locking a mutex without panicking
 mod address;
 mod batch;
 mod classic;
@@ -62,6 +63,7 @@ mod replay;
 mod single;
 mod stampede;
 mod stream;
+mod sync;
 mod tls;
 mod topology;
 mod ttl;

@@ -27,11 +27,12 @@ use std::collections::hash_map::{DefaultHasher, Entry as Slot};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::sync::lock;
 use crate::values::Item;
 
 /// How long the reads of a key are counted before the counts start over.
@@ -39,11 +40,6 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 /// The bytes an entry is counted for besides its key and value (its map and queue slots).
 const ENTRY_OVERHEAD: usize = 64;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing here panics while holding the lock; a poisoned one is used as it is.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What the local tier keeps, and for how long (`ClientConfig::local_cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use crate::address::NodeAddress;
 use crate::config::ClientConfig;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::sync::lock;
 use crate::tls::Tls;
 
 /// A connection idle for longer than this is checked before reuse (the peer may have closed
@@ -67,7 +68,7 @@ impl Pool {
     // A panic while holding the lock cannot leave PoolState inconsistent in a way that matters
     // more than losing the pool, so a poisoned lock is used as it is.
     fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Takes an idle connection, or opens one if the pool has room, or waits for one to be
