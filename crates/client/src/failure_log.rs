@@ -703,10 +703,7 @@ mod tests {
                 record.level(),
                 record.args().to_string(),
             );
-            CAPTURED
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(entry);
+            lock(&CAPTURED).push(entry);
         }
 
         fn flush(&self) {}
@@ -720,9 +717,7 @@ mod tests {
                 log::set_max_level(log::LevelFilter::Trace);
             }
         });
-        CAPTURED
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&CAPTURED)
             .iter()
             .filter(|(t, _, _)| t == target)
             .map(|(_, level, message)| (*level, message.clone()))
