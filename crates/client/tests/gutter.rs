@@ -4,28 +4,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use elasticache_client::{park_background_threads, Client, ClientConfig, Ttl};
-use support::{key_on, Memcached};
-
-/// Waits (bounded) until `done` holds.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Resumes a frozen server even when the test fails, so that it can be killed.
-struct Thaw<'m>(&'m Memcached);
-
-impl Drop for Thaw<'_> {
-    fn drop(&mut self) {
-        self.0.signal("CONT");
-    }
-}
+use elasticache_client::{Client, ClientConfig, Ttl};
+use support::{key_on, wait_until, Memcached, Thaw};
 
 #[test]
 fn a_frozen_nodes_keys_go_to_the_gutter_and_its_missed_deletes_are_replayed_before_it_serves() {
@@ -112,43 +94,6 @@ fn past_the_bound_the_node_is_flushed_before_it_serves_again() {
     for key in keys.iter().chain([&untouched]) {
         assert_eq!(owner.client().get(key).unwrap(), None, "{key} survived");
     }
-}
-
-#[test]
-fn replays_are_parked_around_a_fork_and_resume_after_it() {
-    let (owner, other) = (Memcached::start(), Memcached::start());
-    let mut config = ClientConfig::default();
-    config.timeout = Some(Duration::from_millis(200));
-    config.retry_attempts = 1;
-    config.dead_timeout = Duration::from_secs(600);
-    config.ignore_exc = true;
-    let client = Client::connect_to(&[owner.address(), other.address()], config).unwrap();
-    let key = key_on(&client, 0);
-    assert!(client.set(&key, 0, b"old", 0).unwrap());
-    owner.signal("STOP");
-    let thaw = Thaw(&owner);
-    client.delete(&key).unwrap();
-    // Parked (as around a fork) while the node is frozen: the replay thread stops, undelivered.
-    let parked = park_background_threads();
-    drop(thaw);
-    assert_eq!(
-        client.metrics().invalidations_waiting,
-        1,
-        "kept while parked"
-    );
-    assert_eq!(
-        client.get(&key).unwrap(),
-        None,
-        "still on the gutter, no replay runs"
-    );
-    assert_eq!(client.metrics().invalidations_waiting, 1);
-    drop(parked);
-    // The first operation after the parking starts the replay again.
-    assert_eq!(client.get(&key).unwrap(), None);
-    wait_until("the replay resumes after the parking", || {
-        client.metrics().invalidations_waiting == 0
-    });
-    assert_eq!(owner.client().get(&key).unwrap(), None);
 }
 
 #[test]

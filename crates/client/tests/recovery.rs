@@ -9,23 +9,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use elasticache_client::{Client, ClientConfig, Error, ErrorKind, Progress};
 use socket2::{Domain, Socket, Type};
-use support::{key_on, FakeServer, Fault, Memcached};
+use support::{key_on, wait_until, FakeServer, Fault, Memcached};
 
-/// How long a test waits for a condition before it fails: a hang guard, not a speed target.
+/// How long a test waits for a reply before it fails: a hang guard, not a speed target.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Polls `condition` until it holds, failing the test after [`PATIENCE`].
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let give_up = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        thread::yield_now();
-    }
-}
 
 /// Fills `client`'s pool to `node` with at least `count` connections, by hammering it from
 /// several threads until that many have been opened.

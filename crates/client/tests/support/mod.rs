@@ -134,13 +134,33 @@ impl Memcached {
     }
 
     /// Sends the process `signal` (`"STOP"`, `"CONT"`): a frozen node keeps its sockets open
-    /// and answers nothing.
+    /// and answers nothing. `"STOP"` returns once the process is stopped: `kill` returns
+    /// before a process running on another CPU stops, and it could answer one more request.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([format!("-{signal}"), self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success(), "kill -{signal} failed");
+        if signal == "STOP" {
+            let give_up = Instant::now() + Duration::from_secs(30);
+            while self.state() != Some('T') {
+                assert!(Instant::now() < give_up, "memcached never stopped");
+                thread::yield_now();
+            }
+        }
+    }
+
+    /// The process's state letter in `/proc` (`'T'`: stopped); `None` where there is none.
+    fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .chars()
+            .next()
     }
 
     /// A client for this node alone.
@@ -470,4 +490,22 @@ pub fn event_loop_get(client: &Client, key: &str) -> Result<Option<Item>> {
     let mut operation = client.start_get(key.to_owned())?;
     drive(client, &mut operation);
     operation.finish(client)
+}
+
+/// Waits (bounded) until `done` holds.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Resumes a frozen server even when the test fails, so that it can be killed.
+pub struct Thaw<'m>(pub &'m Memcached);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        self.0.signal("CONT");
+    }
 }
