@@ -41,7 +41,6 @@ use crate::cluster::{Cluster, Routes};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::flights::{Boarding, Caller, Flight, Look, Outcome};
-use crate::hot_keys;
 use crate::local_tier::{LocalTier, Lookup};
 use crate::metrics::CommandName;
 use crate::topology::{Node, Topology};
@@ -772,11 +771,9 @@ impl<C: Command> Operation<C> {
     fn take(&mut self, joined: Joined, outcome: Outcome) {
         match outcome {
             Outcome::Read(item) => {
-                if hot_keys::sampled(self.hot_keys_sample) {
-                    if let Some(key) = self.command.shared_key(joined.position) {
-                        let size = item.as_ref().map(|item| item.data.len());
-                        joined.node.hot_keys.record(key, size);
-                    }
+                if let Some(key) = self.command.shared_key(joined.position) {
+                    let size = || item.as_ref().map(|item| item.data.len());
+                    joined.node.hot_keys.sample(self.hot_keys_sample, key, size);
                 }
                 self.command.take_shared(joined.position, item);
             }
@@ -886,9 +883,8 @@ impl<C: Command> Operation<C> {
                             node.counters.local_hit();
                         }
                         // Still a read of the key, for the hot-key tables.
-                        if hot_keys::sampled(*hot_keys_sample) {
-                            node.hot_keys.record(key, Some(item.data.len()));
-                        }
+                        let size = || Some(item.data.len());
+                        node.hot_keys.sample(*hot_keys_sample, key, size);
                         command.take_local(position, item);
                         false
                     }
@@ -949,15 +945,13 @@ impl<C: Command> Operation<C> {
 
     /// Records the sampled reads of an exchange that ended well in its node's hot-key tables.
     fn sample_reads(&self, node: &Node, positions: &[usize]) {
-        if self.command.coalescing() == Coalescing::Never {
+        if self.hot_keys_sample == 0 || self.command.coalescing() == Coalescing::Never {
             return;
         }
         for &position in positions {
-            if !hot_keys::sampled(self.hot_keys_sample) {
-                continue;
-            }
             if let Some(key) = self.command.shared_key(position) {
-                node.hot_keys.record(key, self.command.read_size(position));
+                let size = || self.command.read_size(position);
+                node.hot_keys.sample(self.hot_keys_sample, key, size);
             }
         }
     }

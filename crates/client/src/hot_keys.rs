@@ -33,7 +33,7 @@ thread_local! {
 
 /// Whether this read is one of the `1 in every` looked at.
 #[inline]
-pub(crate) fn sampled(every: u32) -> bool {
+fn sampled(every: u32) -> bool {
     match every {
         0 => false,
         1 => true,
@@ -85,6 +85,14 @@ pub struct LargeValue {
 }
 
 impl HotKeys {
+    /// A read of `key` that found `bytes`, recorded if it is one of the `1 in every` looked at
+    /// (`bytes` is asked for then only).
+    pub(crate) fn sample(&self, every: u32, key: &str, bytes: impl FnOnce() -> Option<usize>) {
+        if sampled(every) {
+            self.record(key, bytes());
+        }
+    }
+
     /// A sampled read of `key` that found `bytes` (`None`: a miss or a failure).
     pub(crate) fn record(&self, key: &str, bytes: Option<usize>) {
         let mut table = lock(&self.table);
