@@ -92,8 +92,8 @@ impl Codec {
         key: &str,
         encoded: Encoded<'py>,
     ) -> PyResult<Encoded<'py>> {
-        let counter = crate::sign::is_counter(encoded.flags, encoded.bytes()?);
-        if !self.signer.signs() || counter {
+        // Signing off (the usual case): the counter test is not run.
+        if !self.signer.signs() || crate::sign::is_counter(encoded.flags, encoded.bytes()?) {
             return Ok(Encoded {
                 flags: format::pack(encoded.flags),
                 data: encoded.data,
@@ -132,7 +132,9 @@ impl Codec {
         data: &'a [u8],
     ) -> Result<(u32, &'a [u8]), String> {
         let signer = &self.signer;
-        let opened = if data.len() >= GIL_RELEASE_LEN {
+        // Only a signature's check is worth releasing the GIL for; an unsigned value's is a
+        // flag test.
+        let opened = if flags & FLAG_SIGNED != 0 && data.len() >= GIL_RELEASE_LEN {
             py.detach(|| signer.open(key, flags, data))
         } else {
             signer.open(key, flags, data)
