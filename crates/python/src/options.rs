@@ -1285,11 +1285,8 @@ pub fn local_cache(
         spec.refuse(value, refusal)
     };
     let within = |item: &Bound<'_, PyAny>, low: u64, high: u64| -> PyResult<u64> {
-        let Whole(n) = item.extract::<Whole>().map_err(|_| refuse(item, false))?;
-        u64::try_from(n)
-            .ok()
-            .filter(|n| (low..=high).contains(n))
-            .ok_or_else(|| refuse(item, true))
+        let n = item.extract::<Whole>().map_err(|_| refuse(item, false))?;
+        crate::args::whole(spec.name, n, low, high).map_err(|_| refuse(item, true))
     };
     let mut found = LocalCacheSpec::default();
     for (name, item) in dict.iter() {
