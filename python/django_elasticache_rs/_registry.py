@@ -14,7 +14,28 @@ from django_elasticache_rs import signals
 from django_elasticache_rs._native import Client
 from django_elasticache_rs.options import Settings
 
-__all__ = ["exporting_clients", "forget_shared_clients", "shared_client"]
+__all__ = ["CLIENT_COUNTERS", "exporting_clients", "forget_shared_clients", "shared_client"]
+
+#: The clients' own counters in ``metrics()`` (not per node) that the exporters export, with
+#: what each counts: one table for Prometheus and OpenTelemetry.
+CLIENT_COUNTERS: tuple[tuple[str, str], ...] = (
+    ("discoveries", "Discoveries run."),
+    ("discovery_failures", "Discoveries that failed."),
+    ("membership_changes", "Times the set of nodes changed."),
+    ("ignored_failures", "Failures turned into a miss by ignore_exc."),
+    ("gutter_reads", "Keys read on a gutter while their owner could not serve them."),
+    ("gutter_writes", "Keys written or deleted on a gutter while their owner was down."),
+    ("invalidations_replayed", "Undelivered invalidations replayed to their node."),
+    ("invalidations_dropped", "Undelivered invalidations not remembered (max_invalidations)."),
+    ("warmup_reads", "Misses read from their previous owner during a warm-up window."),
+    ("warmup_hits", "Of those, keys found on their previous owner."),
+    ("warmup_copies", "Of those, keys copied to their new owner."),
+    ("migration_reads", "Misses read through from the migrate_from cluster."),
+    ("migration_hits", "Of those, keys found there."),
+    ("migration_copies", "Of those, keys copied to this cluster."),
+    ("detour_deletes", "Keys deleted on a previous owner or the migrate_from cluster on a write."),
+    ("detour_delete_failures", "Keys a write could not delete there: not read through from there."),
+)
 
 _clients: dict[tuple[tuple[str, ...], Settings], Client] = {}
 _clients_lock = threading.Lock()

@@ -24,7 +24,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from django_elasticache_rs._registry import exporting_clients
+from django_elasticache_rs._registry import CLIENT_COUNTERS, exporting_clients
 from django_elasticache_rs.handle import Handle
 
 _SCOPE = "django_elasticache_rs"
@@ -281,24 +281,7 @@ def register_metrics() -> None:
         unit="s",
         description="Total time of exchanges with a node (the histogram is in cache.metrics()).",
     )
-    for name, description in (
-        ("discoveries", "Discoveries run."),
-        ("discovery_failures", "Discoveries that failed."),
-        ("membership_changes", "Times the set of nodes changed."),
-        ("ignored_failures", "Failures turned into a miss by ignore_exc."),
-        ("gutter_reads", "Keys read on a gutter while their owner could not serve them."),
-        ("gutter_writes", "Keys written or deleted on a gutter while their owner was down."),
-        ("invalidations_replayed", "Undelivered invalidations replayed to their node."),
-        ("invalidations_dropped", "Undelivered invalidations not remembered (max_invalidations)."),
-        ("warmup_reads", "Misses read from their previous owner during a warm-up window."),
-        ("warmup_hits", "Of those, keys found on their previous owner."),
-        ("warmup_copies", "Of those, keys copied to their new owner."),
-        ("migration_reads", "Misses read through from the migrate_from cluster."),
-        ("migration_hits", "Of those, keys found there."),
-        ("migration_copies", "Of those, keys copied to this cluster."),
-        ("detour_deletes", "Keys deleted on a previous owner or the migrate_from cluster."),
-        ("detour_delete_failures", "Keys a write could not delete there (not read through)."),
-    ):
+    for name, description in CLIENT_COUNTERS:
         meter.create_observable_counter(
             f"elasticache.{name}", callbacks=[_client_observations(name)], description=description
         )

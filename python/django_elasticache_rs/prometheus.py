@@ -34,7 +34,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from django_elasticache_rs._registry import exporting_clients
+from django_elasticache_rs._registry import CLIENT_COUNTERS, exporting_clients
 
 _Read = Callable[[dict[str, Any]], Iterable[tuple[str, int]]]
 
@@ -87,24 +87,6 @@ _NODE_COUNTERS: tuple[tuple[str, str, str | None, _Read], ...] = (
         None,
         lambda n: (("", n["pool_waits"]),),
     ),
-)
-_CLIENT_COUNTERS = (
-    ("discoveries", "Discoveries run."),
-    ("discovery_failures", "Discoveries that failed."),
-    ("membership_changes", "Times the set of nodes changed."),
-    ("ignored_failures", "Failures turned into a miss by ignore_exc."),
-    ("gutter_reads", "Keys read on a gutter while their owner could not serve them."),
-    ("gutter_writes", "Keys written or deleted on a gutter while their owner was down."),
-    ("invalidations_replayed", "Undelivered invalidations replayed to their node."),
-    ("invalidations_dropped", "Undelivered invalidations not remembered (max_invalidations)."),
-    ("warmup_reads", "Misses read from their previous owner during a warm-up window."),
-    ("warmup_hits", "Of those, keys found on their previous owner."),
-    ("warmup_copies", "Of those, keys copied to their new owner."),
-    ("migration_reads", "Misses read through from the migrate_from cluster."),
-    ("migration_hits", "Of those, keys found there."),
-    ("migration_copies", "Of those, keys copied to this cluster."),
-    ("detour_deletes", "Keys deleted on a previous owner or the migrate_from cluster on a write."),
-    ("detour_delete_failures", "Keys a write could not delete there: not read through from there."),
 )
 _DURATION = "elasticache_request_duration_seconds"
 _DURATION_HELP = "Time of an exchange with a node, from its lease to its end."
@@ -227,7 +209,7 @@ class _Collector(Collector):
                     if what == name:
                         family.add_metric([node] + ([value] if label else []), count)
             yield family
-        for name, help_text in _CLIENT_COUNTERS:
+        for name, help_text in CLIENT_COUNTERS:
             family = CounterMetricFamily(f"elasticache_{name}", help_text)
             family.add_metric([], sum(reading[name] for reading in readings.values()))
             yield family
@@ -371,7 +353,7 @@ class _Pusher:
         # The per-client totals already added to the Counters below.
         self._client_totals: dict[str, float] = {}
         self._client_counters = {
-            name: Counter(f"elasticache_{name}", help_text) for name, help_text in _CLIENT_COUNTERS
+            name: Counter(f"elasticache_{name}", help_text) for name, help_text in CLIENT_COUNTERS
         }
         self._version = Gauge(
             "elasticache_config_version",
@@ -419,7 +401,7 @@ class _Pusher:
             elif files is None:
                 files = self._files[node] = _NodeFiles(self._directory, node, offset={})
             files.write(total)
-        for name, _ in _CLIENT_COUNTERS:
+        for name, _ in CLIENT_COUNTERS:
             total = sum(reading[name] for reading in readings.values())
             gained = total - self._client_totals.get(name, 0)
             self._client_totals[name] = total
