@@ -193,16 +193,16 @@ def get_or_set(
         value = default()
         # A miss computed under the lease is stored with `add` (unless it replaces a value this
         # caller could not decode): a value set meanwhile is newer than this computation.
-        stored = (
-            cache.add(key, value, timeout, version)
-            if take is None
-            else _set(cache, key, value, timeout, version)
-        )
+        if take is None:
+            stored = cache.add(key, value, timeout, version)
+        else:
+            cache.set(key, value, timeout, version)
+            stored = False
     except BaseException:
         # Failed: the next miss may be computed at once.
         _release_lease(handle, made, token, v)
         raise
-    if _release_lease(handle, made, token, v) is False and stored and take is None:
+    if _release_lease(handle, made, token, v) is False and stored:
         # The lease was ended while this caller computed: a delete of the key (which ends its
         # lease) came after the computation started, or the lease ran out. (A set meanwhile
         # needs no such end: the `add` above lost to it.) The value
@@ -221,9 +221,12 @@ def _discard(handle: Handle, made: Any, version: int) -> None:
         logger.warning("a stale computed value could not be deleted: %s", type(error).__name__)
 
 
-def _set(cache: Cache, key: Any, value: Any, timeout: Any, version: int | None) -> bool:
-    cache.set(key, value, timeout, version)
-    return True
+async def _adiscard(handle: Handle, made: Any, version: int) -> None:
+    """``_discard`` for async code."""
+    try:
+        await run(handle.client.start_discard(made, handle.prefix, version))
+    except CacheError as error:
+        logger.warning("a stale computed value could not be deleted: %s", type(error).__name__)
 
 
 def _release_lease(handle: Handle, made: Any, token: bytes, version: int) -> bool | None:
@@ -299,10 +302,7 @@ async def aget_or_set(
         raise
     if leased and await _arelease_lease(handle, made, token, v) is False and stored:
         # The lease was ended while computing (see `get_or_set`).
-        try:
-            await run(handle.client.start_discard(made, handle.prefix, v))
-        except CacheError as error:
-            logger.warning("a stale computed value could not be deleted: %s", type(error).__name__)
+        await _adiscard(handle, made, v)
     return value
 
 
