@@ -13,7 +13,6 @@ from django.template.response import TemplateResponse
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.status import (
     CLIENT_COUNTERS,
-    CLUSTER_EVENTS,
     backend_aliases,
     client_counters,
     duration,
@@ -82,7 +81,11 @@ def _entry(alias: str, cache: ElastiCache) -> dict[str, Any]:
         }
         for hot in cache.hot_keys(HOT_KEYS_SHOWN)
     ]
-    entry["client"] = {name: metrics[name] for name in (*CLIENT_COUNTERS, *CLUSTER_EVENTS)}
+    # The cluster events as the report read them.
+    entry["client"] = {
+        **{name: metrics[name] for name in CLIENT_COUNTERS},
+        **entry["cluster_events"],
+    }
     # The local tier, when the cache has one (``local_cache``).
     entry["local_tier"] = (
         {
