@@ -1028,10 +1028,6 @@ impl<I: Items> Command for SetMany<I> {
         }
     }
 
-    fn written_key(&self, position: usize) -> Option<&str> {
-        Some(self.items.item(position).0)
-    }
-
     fn finish(mut self, failed: Vec<Failed>) -> Result<Vec<usize>> {
         let count = self.items.count();
         if self.single {
@@ -1324,10 +1320,6 @@ impl<K: Keys> Command for DeleteMany<K> {
 
     fn fallback(&self) -> Fallback<usize> {
         Fallback::PerNode
-    }
-
-    fn written_key(&self, position: usize) -> Option<&str> {
-        Some(self.keys.key(position))
     }
 
     fn finish(self, _: Vec<Failed>) -> Result<usize> {

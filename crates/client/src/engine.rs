@@ -146,7 +146,8 @@ pub trait Command {
         self.invalidates()
     }
 
-    /// The key at `position`, for an invalidating command ([`Command::invalidates`]).
+    /// The key at `position`, for an invalidating command ([`Command::invalidates`]) and a
+    /// writing one ([`Command::written_key`]).
     fn key(&self, _position: usize) -> Option<&str> {
         None
     }
@@ -254,9 +255,14 @@ pub trait Command {
         self.shared_value(position)
     }
 
-    /// For a command that changes what is cached: the key it changes at `position`.
-    fn written_key(&self, _position: usize) -> Option<&str> {
-        None
+    /// For a command that changes what is cached: the key it changes at `position` (by
+    /// default its key there, when it [`Command::writes`]).
+    fn written_key(&self, position: usize) -> Option<&str> {
+        if self.writes() {
+            self.key(position)
+        } else {
+            None
+        }
     }
 
     /// Whether the command changes every key of the nodes it is sent to (`flush_all`).

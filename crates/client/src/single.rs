@@ -362,10 +362,6 @@ impl<P: Plan> Command for One<P> {
         P::local_value(self.outcome.as_ref()?.as_ref().ok()?)
     }
 
-    fn written_key(&self, _: usize) -> Option<&str> {
-        self.plan.writes().then_some(self.key.as_str())
-    }
-
     fn follow_up(&mut self) -> bool {
         // The probe's answer may be unknown; the follow-up goes without meta commands only
         // when the node's support is known (none of today's follow-ups uses them).
