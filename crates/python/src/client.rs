@@ -26,7 +26,8 @@ use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::{converted, Convert, Converted, Either, PyOperation};
 use crate::options::{ClusterSpec, Given};
 use crate::serde::{
-    decode, decode_or, decode_or_else, encode, Codec, Serializer, Undecodable, FLAG_INTEGER,
+    decode, decode_or, decode_or_else, encode, or_default, Codec, Serializer, Undecodable,
+    FLAG_INTEGER,
 };
 use crate::serializers::Objects;
 use crate::sign::Signer;
@@ -47,28 +48,31 @@ fn failure_log(logger: Option<String>, level: Option<&str>) -> FailureLog {
     log
 }
 
+/// `servers` parsed, or refused as option `option`'s value.
+fn addresses(option: &'static str, servers: &[String]) -> PyResult<Vec<NodeAddress>> {
+    servers
+        .iter()
+        .map(|s| NodeAddress::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| refused(option, Refusal::Value, format!("{option}: {error}")))
+}
+
+/// The key placement a `hashing` option names (pymemcache's unless told).
+fn hashing(name: Option<&str>) -> Hashing {
+    match name {
+        Some("pylibmc") => Hashing::Pylibmc,
+        Some("ketama") => Hashing::Ketama,
+        _ => Hashing::Pymemcache,
+    }
+}
+
 /// The cluster of `migrate_from`: its servers parsed, its key placement (this client's default
 /// unless given), and with one server and discovery not `'off'`, that server as its
 /// configuration endpoint (`'auto'`: an endpoint answering `ERROR`, such as ElastiCache
 /// Serverless, is one plain node).
 fn migrate_from(spec: ClusterSpec) -> PyResult<MigrateFrom> {
-    let servers = spec
-        .servers
-        .iter()
-        .map(|s| NodeAddress::parse(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| {
-            refused(
-                "migrate_from",
-                Refusal::Value,
-                format!("migrate_from: {error}"),
-            )
-        })?;
-    let hashing = match spec.hashing.as_deref() {
-        Some("pylibmc") => Hashing::Pylibmc,
-        Some("ketama") => Hashing::Ketama,
-        _ => Hashing::Pymemcache,
-    };
+    let servers = addresses("migrate_from", &spec.servers)?;
+    let hashing = hashing(spec.hashing.as_deref());
     let mode = match spec.discovery.as_deref() {
         Some("off") => None,
         Some("on") => Some(DiscoveryMode::On),
@@ -206,16 +210,8 @@ impl PyClient {
         // Every argument is checked here, before anything else: nothing invalid may surface at
         // the first request. A refusal names its argument in its `option` attribute.
         let given = Given::new(py, options)?;
-        let nodes = servers
-            .iter()
-            .map(|s| NodeAddress::parse(s))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| refused("servers", Refusal::Value, format!("servers: {error}")))?;
-        let hashing = match given.text("hashing")?.as_deref() {
-            Some("pylibmc") => Hashing::Pylibmc,
-            Some("ketama") => Hashing::Ketama,
-            _ => Hashing::Pymemcache,
-        };
+        let nodes = addresses("servers", &servers)?;
+        let hashing = hashing(given.text("hashing")?.as_deref());
         let mode = match given.text("discovery")?.as_deref() {
             Some("auto") => Some(DiscoveryMode::Auto),
             Some("on") => Some(DiscoveryMode::On),
@@ -1036,11 +1032,7 @@ impl PyClient {
                         value = decode(py, &key, flags, data, &codec);
                         Ok::<_, PyErr>(())
                     })?;
-                    Ok(match (value, default) {
-                        (Some(value), _) => value.unbind(),
-                        (None, Some(default)) => default,
-                        (None, None) => py.None(),
-                    })
+                    Ok(or_default(py, value, default).unbind())
                 }))
             } else {
                 let operation = self.inner.start_get(key.clone()).py_result()?;

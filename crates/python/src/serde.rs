@@ -374,7 +374,17 @@ pub fn decode_or<'py>(
     codec: &Codec,
     default: Option<Py<PyAny>>,
 ) -> Bound<'py, PyAny> {
-    match item.and_then(|item| decode(py, key, item.flags, &item.data, codec)) {
+    let value = item.and_then(|item| decode(py, key, item.flags, &item.data, codec));
+    or_default(py, value, default)
+}
+
+/// `value`, else `default`, else `None`: what a read gives back.
+pub fn or_default<'py>(
+    py: Python<'py>,
+    value: Option<Bound<'py, PyAny>>,
+    default: Option<Py<PyAny>>,
+) -> Bound<'py, PyAny> {
+    match value {
         Some(value) => value,
         None => default.map_or_else(|| py.None().into_bound(py), |d| d.into_bound(py)),
     }
