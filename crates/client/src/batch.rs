@@ -12,7 +12,8 @@ use elasticache_proto::{
 use crate::cluster::Routes;
 use crate::config::ClientConfig;
 use crate::engine::{
-    part, split_by_size, Coalescing, Command, Cursor, Failed, Fallback, Reading, Share, Step,
+    incomplete, part, split_by_size, Coalescing, Command, Cursor, Failed, Fallback, Reading, Share,
+    Step,
 };
 use crate::error::{check_key, Error, Result};
 use crate::gutter::cap_exptime;
@@ -490,8 +491,7 @@ impl<K: Keys> Command for GetMany<K> {
         };
         loop {
             match proto::parse_retrieval(buf.get(used..).unwrap_or_default(), *max_value_len)? {
-                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
-                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+                Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
                 Parse::Complete(RetrievalItem::End, length) => {
                     used += length;
                     cursor.line += 1;
@@ -1223,15 +1223,6 @@ impl Keys for TouchKeys<'_> {
 
     fn key(&self, position: usize) -> &str {
         self.0.key_at(position)
-    }
-}
-
-/// `Incomplete` when nothing was used yet, else the progress so far.
-fn incomplete(used: usize, needed: usize) -> Parse<Reading> {
-    if used == 0 {
-        Parse::Incomplete(needed)
-    } else {
-        Parse::Complete(Step::More, used)
     }
 }
 

@@ -18,14 +18,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use elasticache_proto::{
-    self as proto, DeleteReply, MetaCommand, MetaFlag, MetaStatus, Parse, Retrieval, RetrievalItem,
-    Store, StoreReply,
+    self as proto, DeleteReply, MetaCommand, MetaFlag, MetaStatus, Parse, ReplyError, Retrieval,
+    RetrievalItem, Store, StoreReply,
 };
 
 use crate::batch::{DeleteMany, GetMany, Items, Keys, SetMany};
 use crate::classic::{LinePlan, RetrievePlan, StorePlan};
 use crate::cluster::{Cluster, Detour, Routes};
-use crate::engine::{Coalescing, Command, Cursor, Failed, Fallback, Reading, Share, Step};
+use crate::engine::{
+    incomplete, Coalescing, Command, Cursor, Failed, Fallback, Reading, Share, Step,
+};
 use crate::error::Result;
 use crate::large::LARGE_FLAG;
 use crate::locks::DeleteIfPlan;
@@ -290,8 +292,7 @@ impl<C: Detoured> Warm<C> {
                 })?
             };
             match parsed {
-                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
-                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+                Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
                 Parse::Complete((found, last), length) => {
                     used += length;
                     // A large value's index is not read through: its chunks are routed by
@@ -348,8 +349,7 @@ impl<C: Detoured> Warm<C> {
             };
             let rest = buf.get(used..).unwrap_or_default();
             match proto::with_error_replies(rest, proto::parse_store)? {
-                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
-                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+                Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
                 Parse::Complete(reply, length) => {
                     used += length;
                     if let Some(way) = self.ways.get_mut(index) {
@@ -370,29 +370,15 @@ impl<C: Detoured> Warm<C> {
         cursor: &mut Cursor,
         buf: &[u8],
     ) -> ParseResult<Reading> {
-        let mut used = 0;
-        loop {
-            let Some(&index) = positions.get(cursor.item) else {
-                return Ok(Parse::Complete(Step::Done(()), used));
+        let parse = |rest| proto::parse_meta(rest, 0);
+        self.read_replies(positions, cursor, buf, parse, |way, reply| {
+            way.undo = match reply.status {
+                MetaStatus::Miss => true,
+                MetaStatus::Done | MetaStatus::Value => false,
+                status => return Err(unexpected("mg", &status)),
             };
-            let rest = buf.get(used..).unwrap_or_default();
-            match proto::parse_meta(rest, 0)? {
-                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
-                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
-                Parse::Complete(reply, length) => {
-                    let gone = match reply.status {
-                        MetaStatus::Miss => true,
-                        MetaStatus::Done | MetaStatus::Value => false,
-                        status => return Err(unexpected("mg", &status)),
-                    };
-                    used += length;
-                    if let Some(way) = self.ways.get_mut(index) {
-                        way.undo = gone;
-                    }
-                    cursor.item += 1;
-                }
-            }
-        }
+            Ok(())
+        })
     }
 
     /// The answers to deletes of `positions` (ways); `done` marks each way deleted.
@@ -403,19 +389,36 @@ impl<C: Detoured> Warm<C> {
         buf: &[u8],
         done: fn(&mut Way),
     ) -> ParseResult<Reading> {
+        let parse = |rest| proto::with_error_replies(rest, proto::parse_delete);
+        self.read_replies(positions, cursor, buf, parse, |way, reply| {
+            if reply.is_ok() {
+                done(way);
+            }
+            Ok(())
+        })
+    }
+
+    /// The replies to one request per way of `positions`, each read by `parse` and given to
+    /// `apply` with its way.
+    fn read_replies<'b, R>(
+        &mut self,
+        positions: &[usize],
+        cursor: &mut Cursor,
+        buf: &'b [u8],
+        parse: impl Fn(&'b [u8]) -> ParseResult<R>,
+        mut apply: impl FnMut(&mut Way, R) -> std::result::Result<(), ReplyError>,
+    ) -> ParseResult<Reading> {
         let mut used = 0;
         loop {
             let Some(&index) = positions.get(cursor.item) else {
                 return Ok(Parse::Complete(Step::Done(()), used));
             };
-            let rest = buf.get(used..).unwrap_or_default();
-            match proto::with_error_replies(rest, proto::parse_delete)? {
-                Parse::Incomplete(needed) if used == 0 => return Ok(Parse::Incomplete(needed)),
-                Parse::Incomplete(_) => return Ok(Parse::Complete(Step::More, used)),
+            match parse(buf.get(used..).unwrap_or_default())? {
+                Parse::Incomplete(needed) => return Ok(incomplete(used, needed)),
                 Parse::Complete(reply, length) => {
                     used += length;
-                    if let (Ok(_), Some(way)) = (reply, self.ways.get_mut(index)) {
-                        done(way);
+                    if let Some(way) = self.ways.get_mut(index) {
+                        apply(way, reply)?;
                     }
                     cursor.item += 1;
                 }

@@ -73,6 +73,16 @@ impl<T> Step<T> {
 /// A command's step (see [`Step`]).
 pub type Reading = Step<()>;
 
+/// A reader's outcome when the reply at `used` is not whole: `Incomplete` when nothing was
+/// used yet, else the progress so far.
+pub(crate) fn incomplete(used: usize, needed: usize) -> Parse<Reading> {
+    if used == 0 {
+        Parse::Incomplete(needed)
+    } else {
+        Parse::Complete(Step::More, used)
+    }
+}
+
 /// What a command's failure becomes under `ignore_exc`, as the command declares it; the
 /// engine applies it.
 #[derive(Debug)]
