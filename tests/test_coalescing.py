@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from django_elasticache_rs import CacheTimeoutError
 from django_elasticache_rs._native import DONE, READ, Operation
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
-from tests.support.processes import freeze
+from tests.support.processes import stopped
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The longest a condition is waited for before the test fails (never a measure of speed).
@@ -76,17 +75,6 @@ async def until_async(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.001)  # polling interval; lets the loop's tasks run
-
-
-@contextmanager
-def stopped(node: LocalNode) -> Iterator[None]:
-    pid = node.pid
-    assert pid is not None
-    freeze(pid)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def run(awaitable: Awaitable[Any]) -> Any:

@@ -10,12 +10,9 @@ Assertions are on the order of events in that process, not on how long anything 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
-from tests.support.processes import freeze
+from tests.support.processes import stopped
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = REPO_ROOT / "tests" / "support" / "gevent_scenario.py"
@@ -39,19 +36,6 @@ def nodes() -> Iterator[tuple[LocalNode, LocalNode]]:
     """A healthy node and one to stop, of this module's own."""
     with LocalNode() as healthy, LocalNode() as frozen:
         yield healthy, frozen
-
-
-@contextmanager
-def stopped(node: LocalNode) -> Iterator[None]:
-    """The node stopped (its kernel still accepts connections and requests; nothing answers),
-    and continued afterwards whatever happens."""
-    pid = node.pid
-    assert pid is not None
-    freeze(pid)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def run_while_stopped(frozen: LocalNode, script: Path, spec: dict[str, Any]) -> dict[str, Any]:

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-# The longest a process may take to stop (then the test fails, it does not hang).
-BOUND = 30
+from django_elasticache_rs.local import LocalNode
+from django_elasticache_rs.local.node import stop_process
 
 
 def freeze(pid: int) -> None:
-    """Stops the process and waits (bounded) until it is stopped: ``kill`` returns before a
-    process running on another CPU stops, and it may answer one more request meanwhile."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + BOUND
-    # The state follows the command name, which is in parentheses and may contain spaces.
-    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
-        assert time.monotonic() < deadline, f"process {pid} never stopped"
-        time.sleep(0.001)  # polling interval, not synchronisation
+    """Stops the process and waits (bounded) until it is stopped (``LocalNode.freeze``'s way)."""
+    stop_process(pid)
 
 
 def thaw(pid: int) -> None:
     """Lets a frozen process go on."""
     os.kill(pid, signal.SIGCONT)
+
+
+@contextmanager
+def stopped(node: LocalNode) -> Iterator[None]:
+    """The node stopped (its kernel still accepts connections and requests; nothing answers),
+    and continued afterwards whatever happens."""
+    pid = node.pid
+    assert pid is not None
+    freeze(pid)
+    try:
+        yield
+    finally:
+        thaw(pid)

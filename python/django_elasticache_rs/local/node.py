@@ -15,7 +15,7 @@ from types import TracebackType
 
 from django_elasticache_rs.local.certs import Certificates
 
-__all__ = ["INSTALL_HINT", "LocalNode", "MemcachedNotInstalled"]
+__all__ = ["INSTALL_HINT", "LocalNode", "MemcachedNotInstalled", "stop_process"]
 
 INSTALL_HINT = (
     "memcached is not installed: on Debian/Ubuntu run `sudo apt-get install memcached`, "
@@ -25,6 +25,26 @@ INSTALL_HINT = (
 
 class MemcachedNotInstalled(RuntimeError):
     """No ``memcached`` executable on PATH."""
+
+
+#: The longest a process may take to stop once signalled (then :func:`stop_process` raises).
+STOP_BOUND = 30.0
+
+
+def stop_process(pid: int) -> None:
+    """Stops process ``pid`` (SIGSTOP) and, where ``/proc`` tells, returns once it is stopped:
+    ``kill`` returns before a process running on another CPU stops, and a node could answer one
+    more request meanwhile, which a drill of a hung node must not allow."""
+    os.kill(pid, signal.SIGSTOP)
+    stat = f"/proc/{pid}/stat"
+    if not os.path.exists(stat):
+        return
+    deadline = time.monotonic() + STOP_BOUND
+    # The state follows the command name, which is in parentheses and may contain spaces.
+    while open(stat, encoding="ascii", errors="replace").read().rsplit(")", 1)[1].split()[0] != "T":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} did not stop within {STOP_BOUND:g} s")
+        time.sleep(0.001)  # polling interval
 
 
 def _free_port() -> int:
@@ -90,9 +110,11 @@ class LocalNode:
         self.stop()
 
     def freeze(self) -> None:
-        """Stops the process (SIGSTOP): connections are accepted by the kernel but nothing is
-        answered, as with a hung node. :meth:`thaw` resumes it."""
-        self._signal(signal.SIGSTOP)
+        """Stops the process (SIGSTOP), returning once it is stopped: connections are accepted
+        by the kernel but nothing is answered, as with a hung node. :meth:`thaw` resumes it."""
+        if self._process is None or self._process.poll() is not None:
+            raise RuntimeError(f"node {self.address} is not running")
+        stop_process(self._process.pid)
         self._frozen = True
 
     def thaw(self) -> None:
