@@ -24,12 +24,12 @@ use crate::declare::commands;
 use crate::errors::{refused, IntoPyResult, Refusal};
 use crate::keys::{make_key, make_keys, KeyMaker};
 use crate::operation::{converted, Convert, Converted, Either, PyOperation};
-use crate::options::{ClusterSpec, Given};
+use crate::options::{serializer_objects, ClusterSpec, Given};
 use crate::serde::{
     decode, decode_or, decode_or_else, encode, or_default, Codec, Serializer, Undecodable,
     FLAG_INTEGER,
 };
-use crate::serializers::Objects;
+
 use crate::sign::Signer;
 
 /// Where failures are logged: a Python logger name and a level name (`None`: not logged),
@@ -240,10 +240,7 @@ impl PyClient {
                 ))
             }
             (None, Some("pickle") | None) => Serializer::Pickle,
-            (None, Some(name)) => Serializer::Objects(
-                Objects::named(py, name)
-                    .map_err(|error| refused("serializer", Refusal::Value, error.to_string()))?,
-            ),
+            (None, Some(name)) => Serializer::Objects(serializer_objects(py, name)?),
         };
         let compressor = match given.text("compressor")?.as_deref() {
             Some("zstd") => Compressor::Zstd,

@@ -1049,21 +1049,6 @@ fn text(spec: &OptionSpec, value: &Bound<'_, PyAny>) -> PyResult<Option<String>>
             let name = text
                 .to_str()
                 .map_err(|_| spec.refuse(value, Refusal::Value))?;
-            if name != "pickle" {
-                // Resolved as the client will resolve it: a missing library or class, or one
-                // without dumps/loads, is heard of now.
-                crate::serializers::Objects::named(value.py(), name).map_err(|error| {
-                    refused(
-                        spec.name,
-                        Refusal::Value,
-                        format!(
-                            "{} must be {}, not {name:?} ({error})",
-                            spec.name,
-                            spec.accepted()
-                        ),
-                    )
-                })?;
-            }
             Ok(Some(name.to_owned()))
         }
         Kind::ServerName => {
@@ -1125,8 +1110,16 @@ pub fn check<'py>(spec: &OptionSpec, value: &Bound<'py, PyAny>) -> PyResult<Boun
             None => py.None().into_bound(py),
         }),
         Kind::Whole { .. } => whole(spec, value).map(|_| value.clone()),
-        Kind::Choice(_) | Kind::LoggerName | Kind::ServerName | Kind::Serializer => {
+        Kind::Choice(_) | Kind::LoggerName | Kind::ServerName => {
             text(spec, value).map(|_| value.clone())
+        }
+        Kind::Serializer => {
+            // Resolved as the client resolves it: a missing library or class, or one without
+            // dumps/loads, is heard of now.
+            if let Some(name) = text(spec, value)?.filter(|name| name != "pickle") {
+                serializer_objects(py, &name)?;
+            }
+            Ok(value.clone())
         }
         Kind::Secret => secret_bytes(spec, value).map(|_| value.clone()),
         Kind::Secrets => {
@@ -1305,6 +1298,20 @@ pub fn local_cache(
         }
     }
     Ok(Some(found))
+}
+
+/// The serializer `serializer` names (other than "pickle"), resolved: its library imported, or
+/// its class made; refused as the option's value when it cannot be.
+pub fn serializer_objects(py: Python<'_>, name: &str) -> PyResult<crate::serializers::Objects> {
+    crate::serializers::Objects::named(py, name).map_err(|error| {
+        let spec = spec("serializer");
+        let accepted = spec.map(OptionSpec::accepted).unwrap_or_default();
+        refused(
+            "serializer",
+            Refusal::Value,
+            format!("serializer must be {accepted}, not {name:?} ({error})"),
+        )
+    })
 }
 
 /// A bug: an option read as a kind it is not.
