@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from django.core.cache import caches
 
 from bench.backends import OURS, PYLIBMC
-from bench.measure import loop_runner
+from bench.measure import async_runner, loop_runner
 from bench.workloads import BATCH, VALUE_100, BenchmarkError, Prepared
 from django_elasticache_rs._native import Client
 from django_elasticache_rs.local import LocalCluster
@@ -275,7 +275,7 @@ def _hot_gather(cluster: LocalCluster, coalesce: bool) -> Prepared:
         for _ in range(n):
             await gather()
 
-    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+    return Prepared(async_runner(many), verify)
 
 
 def hot_gather_coalesced(cluster: LocalCluster) -> Prepared:
@@ -300,7 +300,7 @@ def executor_hop(cluster: LocalCluster) -> Prepared:
     def verify() -> None:
         asyncio.run(many(1))
 
-    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+    return Prepared(async_runner(many), verify)
 
 
 PROBES: tuple[Probe, ...] = (

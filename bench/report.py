@@ -413,7 +413,8 @@ def how_it_was_run(results: Results, info: RunInfo) -> list[str]:
         "unpinned (all CPUs, servers too); µs per op = wall time ÷ all threads' ops, CPU µs = "
         "process CPU (all threads) ÷ all ops.",
         "- asyncio: one `asyncio.run` per measurement, the operations awaited one after "
-        "another inside it.",
+        "another inside it; timed inside the loop (starting and closing a loop is left out: "
+        "it is no operation's cost, and would weigh as much as the count is small).",
     ]
     if results.baseline is not None:
         lines.append(

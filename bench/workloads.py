@@ -25,7 +25,7 @@ from bench.compression import (
     compressing_cache,
     stored_flags,
 )
-from bench.measure import Runner, Sample, loop_runner
+from bench.measure import Runner, Sample, async_runner, loop_runner
 from bench.threads import WorkerPool
 
 VALUE_100 = "v" * 100
@@ -338,7 +338,7 @@ def aget(alias: str, context: Context) -> Prepared:
         for _ in range(n):
             await cache.aget("hit")
 
-    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+    return Prepared(async_runner(many), verify)
 
 
 def aget_many(alias: str, context: Context) -> Prepared:
@@ -358,7 +358,7 @@ def aget_many(alias: str, context: Context) -> Prepared:
         for _ in range(n):
             await cache.aget_many(keys)
 
-    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+    return Prepared(async_runner(many), verify)
 
 
 def aset(alias: str, context: Context) -> Prepared:
@@ -372,7 +372,7 @@ def aset(alias: str, context: Context) -> Prepared:
         for i in range(n):
             await cache.aset(keys[i % BATCH], VALUE_100)
 
-    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+    return Prepared(async_runner(many), verify)
 
 
 def aincr(alias: str, context: Context) -> Prepared:
@@ -388,7 +388,7 @@ def aincr(alias: str, context: Context) -> Prepared:
         for _ in range(n):
             await cache.aincr("acounter")
 
-    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+    return Prepared(async_runner(many), verify)
 
 
 def adelete(alias: str, context: Context) -> Prepared:
@@ -408,7 +408,7 @@ def adelete(alias: str, context: Context) -> Prepared:
         for _ in range(n):
             await cache.adelete("adeleted")
 
-    return Prepared(loop_runner(lambda n: asyncio.run(many(n))), verify)
+    return Prepared(async_runner(many), verify)
 
 
 # -- cluster size ----------------------------------------------------------------------------
