@@ -126,6 +126,37 @@ def test_a_silent_node_times_out_like_get(ignore_exc: bool) -> None:
         assert open_connections(cache) == 0, "a connection with an unread reply is closed"
 
 
+def test_each_call_of_a_loop_times_out_at_its_own_deadline() -> None:
+    """A loop's calls share one deadline timer, set at the earliest deadline: a call with a
+    short timeout started after one with a long timeout still ends first, as a timeout, while
+    the other goes on waiting."""
+    with (
+        faulty_server(None, before=[WARM_UP]) as slow,
+        faulty_server(None, before=[WARM_UP]) as silent,
+    ):
+        patient = backend(slow.address, timeout=60)
+        hasty = backend(silent.address, timeout=0.3)
+        warm(patient)
+        warm(hasty)
+
+        async def scenario() -> None:
+            long_call = asyncio.ensure_future(patient.aget("k"))
+            await asyncio.sleep(0)  # its first step: its request sent, its deadline watched
+            short_call = asyncio.ensure_future(hasty.aget("k"))
+            done, _ = await asyncio.wait(
+                {long_call, short_call}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert done == {short_call}
+            with pytest.raises(CacheTimeoutError):
+                short_call.result()
+            long_call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await long_call
+
+        asyncio.run(scenario())
+        assert open_connections(patient) == open_connections(hasty) == 0
+
+
 @pytest.mark.parametrize(
     "reply", [b"garbage\r\n", b"VALUE other 0 1\r\nx\r\nEND\r\n"], ids=["garbage", "other key"]
 )

@@ -158,7 +158,7 @@ def drive(operation: Operation) -> Any:
             fd, interest = wait
             writable = [] if interest == READ else [fd]
             select.select([fd], writable, [], BOUND)
-    return operation.result()
+    return operation.outcome()
 
 
 def test_a_thread_joins_a_read_an_event_driver_leads(node: LocalNode) -> None:

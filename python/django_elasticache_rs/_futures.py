@@ -1,9 +1,11 @@
 """The asyncio driver of native operations (``crates/python``'s ``operation`` module), and the
 completion of futures from native worker threads.
 
-An operation's sockets are watched by the running loop (through an epoll set of ours the loop
-watches, or its ``add_reader``/``add_writer``) with a timer for its deadline, so no thread is
-involved once a connection is pooled. A call waiting for a pooled connection (every one of the
+An operation drives itself while a task awaits it: its sockets and deadline are watched by the
+loop's native ``Poller`` (an epoll set of ours the loop watches through one reader, or the
+loop's ``add_reader``/``add_writer``; one loop timer for all deadlines), and a ready socket
+resumes the task in the same turn of the loop, so no thread is involved once a connection is
+pooled. A call waiting for a pooled connection (every one of the
 pool in use) waits on the loop too, woken when another call of the loop ends. Only the step
 the operating system gives no non-blocking form of (a connect, the first discovery) runs on a
 native worker thread (``Operation.prepare_later``): a worker never waits for a connection to
@@ -19,7 +21,7 @@ import select
 import weakref
 from typing import Any
 
-from ._native import BLOCK, DONE, READ, Operation
+from ._native import Operation, Poller
 from ._polling import pauses
 
 
@@ -39,13 +41,6 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _wake_current(waiting: list[asyncio.Future[None]]) -> None:
-    """The deadline's timer: wakes whichever wait is current, and leaves ``waiting`` empty to
-    say it fired."""
-    if waiting:
-        _wake(waiting.pop())
-
-
 class _Freed:
     """The calls of one loop waiting for a pooled connection: a future they wait on, made by
     the first of them and woken (then dropped) when a call of the loop ends, since it may have
@@ -58,6 +53,9 @@ class _Freed:
 
 
 _freed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Freed] = weakref.WeakKeyDictionary()
+# Whether any call has waited for a pooled connection: until one has, a call that ends has
+# nobody to wake (a plain global, cheaper to read than the dictionary's length).
+_pool_waits = False
 
 
 async def _wait_for_a_connection(
@@ -85,145 +83,63 @@ def _connection_freed(loop: asyncio.AbstractEventLoop) -> None:
         _wake(future)
 
 
-class _Epoll:
-    """The sockets this loop's operations wait on, in an epoll set of our own that the loop
-    watches through one reader for good: a wait costs one ``epoll_ctl`` (re-arming a one-shot
-    registration) where the loop's ``add_reader`` and ``remove_reader`` cost two system calls
-    and their bookkeeping (7 us a pair here, a third of a batch's time on the loop).
-
-    A socket stays registered (disarmed) after its wait. Closing it removes it from the set,
-    so a registration found missing is made again; a disarmed one never fires.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._epoll = select.epoll()
-        self._waiting: dict[int, asyncio.Future[None]] = {}
-        self._registered: set[int] = set()
-        loop.add_reader(self._epoll.fileno(), self._dispatch)
-
-    def _dispatch(self) -> None:
-        for fd, _ in self._epoll.poll(0):
-            future = self._waiting.pop(fd, None)
-            if future is not None:
-                _wake(future)
-
-    def wait(self, fd: int, interest: int, future: asyncio.Future[None]) -> None:
-        """Wakes ``future`` once ``fd`` is readable (or writable, for ``WRITE``)."""
-        self._waiting[fd] = future
-        events = select.EPOLLIN | select.EPOLLONESHOT
-        if interest != READ:
-            events |= select.EPOLLOUT
-        if fd in self._registered:
-            try:
-                self._epoll.modify(fd, events)
-                return
-            except FileNotFoundError:
-                pass  # closed since, and its number given to a new socket
-        try:
-            self._epoll.register(fd, events)
-        except FileExistsError:
-            self._epoll.modify(fd, events)
-        self._registered.add(fd)
-
-    def done(self, fd: int) -> None:
-        """The wait on ``fd`` is over (woken, or cancelled)."""
-        self._waiting.pop(fd, None)
-
-
-class _Readers:
-    """Where there is no epoll: the loop's own ``add_reader``/``add_writer``, per wait."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._writing: set[int] = set()
-
-    def wait(self, fd: int, interest: int, future: asyncio.Future[None]) -> None:
-        self._loop.add_reader(fd, _wake, future)
-        if interest != READ:
-            self._loop.add_writer(fd, _wake, future)
-            self._writing.add(fd)
-
-    def done(self, fd: int) -> None:
-        self._loop.remove_reader(fd)
-        if fd in self._writing:
-            self._writing.discard(fd)
-            self._loop.remove_writer(fd)
-
-
 _HAS_EPOLL = hasattr(select, "epoll")
 
-_waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Epoll | _Readers] = (
-    weakref.WeakKeyDictionary()
-)
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
+# The poller of the loop used last: found without a lookup by the calls that follow.
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], Poller] | None = None
 
 
-def _waiter(loop: asyncio.AbstractEventLoop) -> _Epoll | _Readers:
-    """This loop's way of waiting on sockets, made at its first wait."""
-    waiter = _waiters.get(loop)
-    if waiter is None:
-        waiter = _Epoll(loop) if _HAS_EPOLL else _Readers(loop)
-        _waiters[loop] = waiter
-    return waiter
+def _poller(loop: asyncio.AbstractEventLoop) -> Poller:
+    """This loop's, made at its first call: an epoll set the loop watches through one reader,
+    where there is epoll, otherwise the loop's own readers per wait."""
+    global _last
+    last = _last
+    if last is not None and last[0]() is loop:
+        return last[1]
+    poller = _pollers.get(loop)
+    if poller is None:
+        poller = _pollers[loop] = Poller(loop, _HAS_EPOLL)
+        fd = poller.fileno()
+        if fd is not None:
+            loop.add_reader(fd, poller.dispatch)
+    _last = (weakref.ref(loop), poller)
+    return poller
 
 
 async def run(operation: Operation) -> Any:
     """Runs ``operation`` on the running loop and returns its result (or raises its error).
 
+    The operation drives itself while awaited (``Operation.on``): its sockets and deadline are
+    watched by the loop's poller. The await gives the operation back when it needs a
+    connection it must wait for or make; that is done here, then it is awaited again.
+
     Cancelled, it closes the operation: a connection whose reply is still on its way is
     closed, never reused, since that reply would answer someone else's request.
     """
+    global _pool_waits
     loop = asyncio.get_running_loop()
-    advance, create_future = operation.advance, loop.create_future
-    # One timer for the whole operation, made at its first wait, waking the current one.
-    waiting: list[asyncio.Future[None]] = []
-    timer: asyncio.TimerHandle | None = None
-    waiter: _Epoll | _Readers | None = None
     waits = None
     try:
+        operation.on(_poller(loop))
         while True:
-            progress = advance()
-            if progress == DONE:
-                return operation.result()
-            if progress == BLOCK:
-                if operation.waits_for_pool():
-                    # Every connection of the pool is in use: wait on the loop for one. Past
-                    # the deadline, advance() ends the call as the pool exhausted.
-                    if waits is None:
-                        waits = pauses()
-                    await _wait_for_a_connection(loop, next(waits), operation.timeout())
-                else:
-                    woken: asyncio.Future[None] = create_future()
-                    operation.prepare_later(woken, False)
-                    await woken
-                continue
-            woken = create_future()
-            wait = operation.wait_for()
-            if wait is None:
-                continue
-            fd, interest = wait
-            if timer is None:
-                timeout = operation.timeout()
-                if timeout is not None:
-                    # Past the deadline, the next advance() ends the operation as a timeout.
-                    # At least a millisecond: a loop's timers are no finer.
-                    timer = loop.call_later(max(timeout, 0.001), _wake_current, waiting)
-            waiting[:] = [woken]
-            if waiter is None:
-                waiter = _waiter(loop)
-            waiter.wait(fd, interest, woken)
-            try:
+            result = await operation
+            if result is not operation:
+                return result
+            if operation.waits_for_pool():
+                # Every connection of the pool is in use: wait on the loop for one. Past the
+                # deadline, advance() ends the call as the pool exhausted.
+                if waits is None:
+                    waits = pauses()
+                _pool_waits = True
+                await _wait_for_a_connection(loop, next(waits), operation.timeout())
+            else:
+                # A connect or the first discovery: on a worker thread.
+                woken: asyncio.Future[None] = loop.create_future()
+                operation.prepare_later(woken, False)
                 await woken
-            finally:
-                waiter.done(fd)
-            if not waiting:
-                # The timer fired. Loops round their timers (uvloop to the millisecond), so it
-                # may fire just before the deadline: if the operation is not over then, the
-                # next wait gets a timer for what is left.
-                timer = None
     finally:
-        if timer is not None:
-            timer.cancel()
         operation.close()
         # Its connections are back in their pools (or closed, making room).
-        if _freed:
+        if _pool_waits:
             _connection_freed(loop)

@@ -127,7 +127,7 @@ def run(operation: Operation) -> Any:
         while True:
             progress = operation.advance()
             if progress == DONE:
-                return operation.result()
+                return operation.outcome()
             if progress == BLOCK:
                 hub = get_hub()
                 if operation.waits_for_pool():

@@ -1,8 +1,9 @@
 """Typed stubs of the native module (``crates/python``)."""
 
 import asyncio
+import contextvars
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, Final, Literal, Protocol, TypedDict, final
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "WRITE",
     "Client",
     "Operation",
+    "Poller",
     "Undecodable",
     "__version__",
     "check_option",
@@ -540,6 +542,19 @@ class Undecodable:
         read its chunks, a ``get`` does."""
 
 @final
+class Poller:
+    """How one asyncio loop's operations wait: their sockets (an epoll set of ours the loop
+    watches through ``fileno()`` with ``dispatch`` as its reader, or without ``epoll`` the
+    loop's own readers) and their deadlines (one loop timer at the earliest)."""
+
+    def __new__(cls, event_loop: asyncio.AbstractEventLoop, epoll: bool) -> Poller: ...
+    def fileno(self) -> int | None:
+        """The epoll set for the loop to watch; ``None`` without one."""
+    def dispatch(self) -> None:
+        """The loop's reader of the epoll set: resumes the tasks whose sockets are ready."""
+    def _expire(self) -> None: ...
+
+@final
 class Operation:
     """A cache operation driven by the caller's scheduler (an asyncio loop, gevent's hub)."""
 
@@ -563,10 +578,32 @@ class Operation:
     def prepare_later(self, future: asyncio.Future[Any], wait: bool = True) -> None:
         """Runs ``prepare()`` (``prepare_without_waiting()`` when ``wait`` is false) on a native
         worker thread, then completes ``future``."""
-    def result(self) -> Any:
+    def outcome(self) -> Any:
         """The result once ``advance()`` returned ``DONE``, or its exception. Ends it."""
     def close(self) -> None:
-        """Ends the operation early: connections of unfinished exchanges are closed."""
+        """Ends the operation early: connections of unfinished exchanges are closed, and its
+        socket and deadline are no longer watched."""
+    # asyncio: the operation drives itself while a task awaits it on ``poller``'s loop. The
+    # await's value is the operation's result (or its error is raised), or the operation
+    # itself when it needs a connection made or given back (``advance()`` answered ``BLOCK``).
+    def on(self, poller: Poller) -> None:
+        """Drives the operation on ``poller``'s loop when awaited."""
+    def __await__(self) -> Generator[Any, None, Any]: ...
+    def __next__(self) -> Any: ...
+    # asyncio's future protocol, spoken to the awaiting task (not for callers).
+    _asyncio_future_blocking: bool
+    def get_loop(self) -> asyncio.AbstractEventLoop: ...
+    def add_done_callback(
+        self, callback: Callable[[Operation], object], *, context: contextvars.Context | None = None
+    ) -> None: ...
+    def remove_done_callback(self, callback: Callable[[Operation], object]) -> int: ...
+    def cancel(self, msg: Any = None) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def done(self) -> bool: ...
+    def result(self) -> None:
+        """Nothing, or ``CancelledError`` once cancelled: the operation's own is ``outcome()``."""
+    def exception(self) -> BaseException | None: ...
+    def _wake(self) -> None: ...
     def wait(self) -> Any:
         """The blocking driver: runs the operation (before any ``advance()``) to its end on
         this thread, the GIL released while it waits; returns its result or raises."""

@@ -8,6 +8,8 @@ mod client;
 mod completion;
 mod compress;
 mod declare;
+#[cfg(target_os = "linux")]
+mod epoll;
 mod errors;
 mod events;
 mod fork;
@@ -17,6 +19,7 @@ mod logging;
 mod metrics;
 mod operation;
 mod options;
+mod poller;
 mod serde;
 mod serializers;
 mod shutdown;
@@ -35,6 +38,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<client::PyClient>()?;
     declare::install(module, client::COMMAND_STUBS)?;
     module.add_class::<operation::PyOperation>()?;
+    module.add_class::<poller::Poller>()?;
     module.add_class::<serde::Undecodable>()?;
     operation::install(module)?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;

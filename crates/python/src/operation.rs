@@ -10,16 +10,28 @@
 //! `close()` ends it early (a cancelled task): unfinished exchanges' connections are closed.
 //! The drivers are `django_elasticache_rs._futures.run` (asyncio) and
 //! `django_elasticache_rs._green.run` (gevent).
+//!
+//! For asyncio, the operation drives itself: given its loop's `Poller` (`on()`), a task awaits
+//! it, and each step of the await advances it and, when it must wait, registers its socket
+//! and deadline with the poller and suspends the task. It speaks asyncio's future protocol
+//! (`_asyncio_future_blocking`, `add_done_callback`, `cancel`, `result`) so that the task waits
+//! on it as on a future; but where a future's completion schedules the task for the loop's
+//! next turn, a ready socket resumes the task there and then. The await ends with the
+//! operation's outcome, or with the operation itself when it needs what only its driver does
+//! (`advance()` answered 2).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
 
 use elasticache_client::{Client, Command, Interest, Operation, Progress, Result as ClientResult};
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::completion;
+use crate::poller::{Deadline, Poller};
 
 /// `advance()`'s answers.
 const DONE: u8 = 0;
@@ -87,6 +99,8 @@ where
                 state: Mutex::new(Some(Box::new(self))),
                 abandoned: AtomicBool::new(false),
             }),
+            awaiting: Mutex::new(Awaiting::default()),
+            blocking: AtomicBool::new(false),
         }
     }
 
@@ -217,14 +231,317 @@ impl Shared {
     }
 }
 
+/// Where an awaiting task is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not waiting (or not yet told the task's callback).
+    #[default]
+    Idle,
+    /// The task waits for its callback.
+    Awaited,
+    /// Woken: its callback ran, or (woken while idle) the next wait ends at once.
+    Woken,
+    /// Its task was cancelled: its callback is scheduled.
+    Cancelled,
+}
+
+/// An awaiting task's side of the operation (all of it used on the loop's thread).
+#[derive(Default)]
+struct Awaiting {
+    poller: Option<Py<Poller>>,
+    phase: Phase,
+    /// What resumes the task, and the context to run it in.
+    callback: Option<(Py<PyAny>, Option<Py<PyAny>>)>,
+    /// A cancel's message, for the `CancelledError` the task gets.
+    cancel_message: Option<Py<PyAny>>,
+    /// The socket waited on now.
+    fd: Option<i32>,
+    /// The deadline the poller watches.
+    deadline: Option<Deadline>,
+}
+
 /// A cache operation for an event loop or gevent's hub to drive.
 #[pyclass(frozen, module = "django_elasticache_rs._native", name = "Operation")]
 pub struct PyOperation {
     shared: Arc<Shared>,
+    awaiting: Mutex<Awaiting>,
+    /// asyncio's `_asyncio_future_blocking`: true when a step suspends the task.
+    blocking: AtomicBool,
+}
+
+/// `asyncio.CancelledError`.
+fn cancelled_error(py: Python<'_>, message: Option<&Py<PyAny>>) -> PyErr {
+    static CANCELLED: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let made = CANCELLED
+        .import(py, "asyncio", "CancelledError")
+        .and_then(|class| match message {
+            Some(message) => class.call1((message,)),
+            None => class.call0(),
+        });
+    match made {
+        Ok(error) => PyErr::from_value(error),
+        Err(error) => error,
+    }
+}
+
+impl PyOperation {
+    // Used on the loop's thread only, never across a call into Python: a poisoned lock
+    // (no panic is expected) is used as it is.
+    fn awaiting(&self) -> MutexGuard<'_, Awaiting> {
+        self.awaiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resumes the awaiting task now, in the caller's turn of the loop (or, not awaited yet,
+    /// ends its next wait at once). For the poller: never while a task runs.
+    pub fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let callback = {
+            let mut awaiting = slf.get().awaiting();
+            match awaiting.phase {
+                Phase::Awaited => {
+                    awaiting.phase = Phase::Woken;
+                    awaiting.callback.take()
+                }
+                Phase::Idle => {
+                    awaiting.phase = Phase::Woken;
+                    None
+                }
+                Phase::Woken | Phase::Cancelled => None,
+            }
+        };
+        match callback {
+            Some((callback, Some(context))) => {
+                context
+                    .bind(slf.py())
+                    .call_method1("run", (callback, slf))?;
+            }
+            Some((callback, None)) => {
+                callback.bind(slf.py()).call1((slf,))?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Its deadline passed (the poller no longer watches it): woken, to end as a timeout.
+    pub fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().awaiting().deadline = None;
+        Self::wake(slf)
+    }
+
+    /// The poller, the socket wait just over (ended: the task is resumed) forgotten.
+    fn resumed<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Poller>> {
+        let py = slf.py();
+        let (poller, fd) = {
+            let mut awaiting = slf.get().awaiting();
+            awaiting.phase = Phase::Idle;
+            let poller = awaiting.poller.as_ref().map(|poller| poller.clone_ref(py));
+            (poller, awaiting.fd.take())
+        };
+        let poller = poller
+            .ok_or_else(|| PyRuntimeError::new_err("an operation is awaited after on(poller)"))?
+            .into_bound(py);
+        if let Some(fd) = fd {
+            poller.get().done(py, fd)?;
+        }
+        Ok(poller)
+    }
+
+    /// Has the poller watch the operation's deadline, if it has one and it is not watched.
+    fn watch_deadline(slf: &Bound<'_, Self>, poller: &Bound<'_, Poller>) -> PyResult<()> {
+        let this = slf.get();
+        if this.awaiting().deadline.is_some() {
+            return Ok(());
+        }
+        let Some(deadline) = this.shared.lock().as_ref().and_then(|op| op.deadline()) else {
+            return Ok(());
+        };
+        let key = Poller::watch(poller, deadline, slf)?;
+        this.awaiting().deadline = Some(key);
+        Ok(())
+    }
+
+    /// The task is gone from the poller: its socket and deadline no longer watched.
+    fn leave(&self, py: Python<'_>) -> PyResult<()> {
+        let (poller, fd, deadline) = {
+            let mut awaiting = self.awaiting();
+            let poller = awaiting.poller.as_ref().map(|poller| poller.clone_ref(py));
+            (poller, awaiting.fd.take(), awaiting.deadline.take())
+        };
+        let Some(poller) = poller else {
+            return Ok(());
+        };
+        let poller = poller.get();
+        if let Some(deadline) = deadline {
+            poller.unwatch(deadline);
+        }
+        match fd {
+            Some(fd) => poller.done(py, fd),
+            None => Ok(()),
+        }
+    }
 }
 
 #[pymethods]
 impl PyOperation {
+    /// Drives the operation on `poller`'s loop when awaited (see the module's documentation).
+    fn on(&self, poller: Py<Poller>) {
+        self.awaiting().poller = Some(poller);
+    }
+
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// A step of the await: advances the operation until it ends (its outcome is the await's
+    /// value, or its error is raised), needs its driver (the operation itself is the value),
+    /// or must wait on a socket (its task suspended, watched by the poller).
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let this = slf.get();
+        let poller = Self::resumed(slf)?;
+        loop {
+            match this.advance() {
+                DONE => {
+                    let outcome = this.outcome(py)?;
+                    return Err(PyStopIteration::new_err((outcome,)));
+                }
+                BLOCK => return Err(PyStopIteration::new_err((slf.clone().unbind(),))),
+                _ => {}
+            }
+            let Some((fd, interest)) = this.wait_for() else {
+                continue;
+            };
+            Self::watch_deadline(slf, &poller)?;
+            poller.get().wait(py, fd, interest == WRITE, slf)?;
+            this.awaiting().fd = Some(fd);
+            this.blocking.store(true, Ordering::Relaxed);
+            return Ok(Some(slf.clone().into_any().unbind()));
+        }
+    }
+
+    #[getter(_asyncio_future_blocking)]
+    fn asyncio_future_blocking(&self) -> bool {
+        self.blocking.load(Ordering::Relaxed)
+    }
+
+    #[setter(_asyncio_future_blocking)]
+    fn set_asyncio_future_blocking(&self, blocking: bool) {
+        self.blocking.store(blocking, Ordering::Relaxed);
+    }
+
+    /// The future protocol: the loop the operation is driven on.
+    fn get_loop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let poller = self
+            .awaiting()
+            .poller
+            .as_ref()
+            .map(|poller| poller.clone_ref(py));
+        poller
+            .ok_or_else(|| PyRuntimeError::new_err("the operation is not driven on a loop"))?
+            .get()
+            .event_loop(py)
+    }
+
+    /// The future protocol: what the awaiting task is resumed by.
+    #[pyo3(signature = (callback, *, context = None))]
+    fn add_done_callback(&self, callback: Py<PyAny>, context: Option<Py<PyAny>>) {
+        let mut awaiting = self.awaiting();
+        awaiting.phase = Phase::Awaited;
+        awaiting.callback = Some((callback, context));
+    }
+
+    /// The future protocol.
+    fn remove_done_callback(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> usize {
+        let mut awaiting = self.awaiting();
+        let found = awaiting
+            .callback
+            .as_ref()
+            .is_some_and(|(registered, _)| registered.bind(py).eq(callback).unwrap_or(false));
+        if found {
+            awaiting.callback = None;
+        }
+        usize::from(found)
+    }
+
+    /// The future protocol, when the awaiting task is cancelled: it is resumed on the loop's
+    /// next turn (a cancel comes from running code, maybe another task, which must not run
+    /// this one), and gets `CancelledError`.
+    #[pyo3(signature = (msg = None))]
+    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let callback = {
+            let mut awaiting = this.awaiting();
+            if awaiting.phase != Phase::Awaited {
+                return Ok(false);
+            }
+            awaiting.phase = Phase::Cancelled;
+            awaiting.cancel_message = msg;
+            awaiting.callback.take()
+        };
+        if let Some((callback, context)) = callback {
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("context", context)?;
+            this.get_loop(py)?
+                .call_method("call_soon", (callback, slf), Some(&kwargs))?;
+        }
+        Ok(true)
+    }
+
+    /// The future protocol.
+    fn cancelled(&self) -> bool {
+        self.awaiting().phase == Phase::Cancelled
+    }
+
+    /// The future protocol.
+    fn done(&self) -> bool {
+        matches!(self.awaiting().phase, Phase::Woken | Phase::Cancelled)
+    }
+
+    /// The future protocol: what the resumed task reads (nothing, or `CancelledError`). The
+    /// operation's own result is `outcome()`.
+    fn result(&self, py: Python<'_>) -> PyResult<()> {
+        let awaiting = self.awaiting();
+        if awaiting.phase == Phase::Cancelled {
+            return Err(cancelled_error(py, awaiting.cancel_message.as_ref()));
+        }
+        Ok(())
+    }
+
+    /// The future protocol.
+    fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.result(py).map(|()| None)
+    }
+
+    /// Wakes the awaiting task (a loop reader's callback, where there is no epoll).
+    fn _wake(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::wake(slf)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Never held across a call into Python: a held lock is visited next time.
+        if let Ok(awaiting) = self.awaiting.try_lock() {
+            if let Some(poller) = &awaiting.poller {
+                visit.call(poller)?;
+            }
+            if let Some((callback, context)) = &awaiting.callback {
+                visit.call(callback)?;
+                if let Some(context) = context {
+                    visit.call(context)?;
+                }
+            }
+            if let Some(message) = &awaiting.cancel_message {
+                visit.call(message)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let awaiting = std::mem::take(&mut *self.awaiting());
+        drop(awaiting);
+    }
+
     /// Writes and reads what the sockets allow: 0 when the result is ready, 1 to wait on
     /// `wait_for()` for at most `timeout()` seconds, 2 to run `prepare()` off the loop.
     fn advance(&self) -> u8 {
@@ -299,7 +616,7 @@ impl PyOperation {
     }
 
     /// The operation's result (after `advance()` returned 0), or its exception. Ends it.
-    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    fn outcome(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let operation = self.shared.lock().take();
         match operation {
             Some(operation) => operation.finish(py, &self.shared.client),
@@ -322,14 +639,17 @@ impl PyOperation {
     }
 
     /// Ends the operation without its result: connections of unfinished exchanges are
-    /// closed, since a late reply would answer someone else's request.
-    fn close(&self) {
+    /// closed, since a late reply would answer someone else's request. Its socket and
+    /// deadline are no longer watched.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let left = self.leave(py);
         match self.shared.state.try_lock() {
             Ok(mut state) => *state = None,
             Err(TryLockError::Poisoned(poisoned)) => *poisoned.into_inner() = None,
             // `prepare` holds it, on a worker: it drops the operation when done.
             Err(TryLockError::WouldBlock) => self.shared.abandoned.store(true, Ordering::Release),
         }
+        left
     }
 }
 
