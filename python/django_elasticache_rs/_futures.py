@@ -5,12 +5,12 @@ An operation drives itself while a task awaits it: its sockets and deadline are 
 loop's native ``Poller`` (an epoll set of ours the loop watches through one reader, or the
 loop's ``add_reader``/``add_writer``; one loop timer for all deadlines), and a ready socket
 resumes the task in the same turn of the loop, so no thread is involved once a connection is
-pooled. A call waiting for a pooled connection (every one of the
-pool in use) waits on the loop too, woken when another call of the loop ends. Only the step
-the operating system gives no non-blocking form of (a connect, the first discovery) runs on a
-native worker thread (``Operation.prepare_later``): a worker never waits for a connection to
-be given back, which would hold it (and a ``fork()``, which waits for the workers) as long as
-the call's timeout, without bound when it has none.
+pooled. A call waiting for a pooled connection (every one of the pool in use) waits on the loop
+too, woken when another call of the loop ends. Only the step the operating system gives no
+non-blocking form of (a connect, the first discovery) runs on a native worker thread
+(``Operation.prepare_later``): a worker never waits for a connection to be given back, which
+would hold it (and a ``fork()``, which waits for the workers) as long as the call's timeout,
+without bound when it has none.
 """
 
 from __future__ import annotations

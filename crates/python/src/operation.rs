@@ -328,7 +328,7 @@ impl PyOperation {
         Self::wake(slf)
     }
 
-    /// The poller, the socket wait just over (ended: the task is resumed) forgotten.
+    /// The task is resumed: the socket wait it was in (if any) is over. Its poller.
     fn resumed<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Poller>> {
         let py = slf.py();
         let (poller, fd) = {
@@ -338,7 +338,9 @@ impl PyOperation {
             (poller, awaiting.fd.take())
         };
         let poller = poller
-            .ok_or_else(|| PyRuntimeError::new_err("an operation is awaited after on(poller)"))?
+            .ok_or_else(|| {
+                PyRuntimeError::new_err("an operation is awaited only after on(poller)")
+            })?
             .into_bound(py);
         if let Some(fd) = fd {
             poller.get().done(py, fd)?;
