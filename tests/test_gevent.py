@@ -25,6 +25,7 @@ from tests.support.processes import stopped
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = REPO_ROOT / "tests" / "support" / "gevent_scenario.py"
+DEADLINES = REPO_ROOT / "tests" / "support" / "gevent_deadlines.py"
 GREENLETS = 20
 READS = 40
 # The frozen call's deadline: the healthy greenlets' 800 calls take a small part of it.
@@ -79,6 +80,27 @@ def scenario(
 def healthy_done_before_frozen_end(report: dict[str, Any]) -> int:
     log = report["log"]
     return int(log[: log.index("frozen-end")].count("healthy-done"))
+
+
+def test_each_greenlets_call_times_out_at_its_own_deadline(
+    nodes: tuple[LocalNode, LocalNode],
+) -> None:
+    """A hub's waits share one deadline timer, set at the earliest: a call with a short
+    timeout started after one with a long timeout still ends first, as a timeout, while the
+    other goes on waiting; killed, that one ends at once."""
+    _, frozen = nodes
+    with stopped(frozen):
+        done = subprocess.run(
+            [sys.executable, str(DEADLINES), json.dumps({"frozen": frozen.address})],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["log"] == ["short-CacheTimeoutError", "long-waiting", "long-killed"]
 
 
 @pytest.mark.parametrize(

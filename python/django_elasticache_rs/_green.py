@@ -3,7 +3,8 @@
 Used by the backend's blocking methods when gevent has monkey-patched ``socket`` (or
 ``OPTIONS["gevent"]`` says so), so that a greenlet waiting on a slow or frozen node never
 stalls the others. Sockets are waited on with ``gevent.socket.wait_read`` (or
-``wait_readwrite`` while a request is being written). A greenlet waiting for a pooled
+``wait_readwrite`` while a request is being written), and the deadlines of a hub's waiting
+greenlets are under one timer of the hub's loop (``_Deadlines``). A greenlet waiting for a pooled
 connection (every one of the pool in use) waits on the hub too, woken when another greenlet's
 call ends. Only the steps with no non-blocking form (a connect, the first discovery) run on a
 thread: of a small gevent thread pool of the cache's own, never the hub's, which gevent's
@@ -12,8 +13,10 @@ resolver (every ``socket.getaddrinfo``) and other libraries share.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,18 +31,20 @@ def patched() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("socket"))
 
 
-_gevent: tuple[Any, Any, Any] | None = None
+_gevent: tuple[Any, Any, Any, Any] | None = None
 
 
-def _hub() -> tuple[Any, Any, Any]:
-    """gevent's ``get_hub``, ``wait_read`` and ``wait_readwrite``, imported at first use: the
-    backend imports this module whether gevent is in use or not."""
+def _hub() -> tuple[Any, Any, Any, Any]:
+    """gevent's ``get_hub``, ``wait_read`` and ``wait_readwrite``, and greenlet's
+    ``getcurrent``, imported at first use: the backend imports this module whether gevent is in
+    use or not."""
     global _gevent
     if _gevent is None:
         from gevent import get_hub
         from gevent.socket import wait_read, wait_readwrite
+        from greenlet import getcurrent
 
-        _gevent = (get_hub, wait_read, wait_readwrite)
+        _gevent = (get_hub, wait_read, wait_readwrite, getcurrent)
     return _gevent
 
 
@@ -52,16 +57,75 @@ CONNECT_THREADS = 10
 _STATE = "_django_elasticache_rs"
 
 
+class _Expired(Exception):
+    """Thrown into a greenlet waiting on a socket once its operation's deadline passed."""
+
+
+class _Deadlines:
+    """The deadlines of one hub's greenlets waiting on sockets, under one timer set at the
+    earliest: past its deadline, a waiting greenlet gets ``_Expired`` thrown in (as gevent's
+    ``Timeout`` does), and its next ``advance()`` ends the operation as a timeout. A
+    ``Timeout`` per wait (an exception object and a timer made, started, stopped and closed)
+    costs about 5 us a wait here; an entry here costs a dictionary's insert and delete, and the
+    timer moves only for a deadline earlier than its own (rare: a hub's calls share a timeout).
+
+    Only a greenlet waiting on a socket is in it: nothing is thrown into one waiting for a
+    connect on a thread, which still holds its operation.
+    """
+
+    __slots__ = ("_loop", "_timer", "_waiting", "_when")
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._waiting: dict[Any, float] = {}
+        self._timer: Any = None
+        self._when = math.inf
+
+    def add(self, greenlet: Any, timeout: float) -> None:
+        """Throws ``_Expired`` into ``greenlet`` in ``timeout`` seconds, unless removed before."""
+        deadline = time.monotonic() + timeout
+        self._waiting[greenlet] = deadline
+        if deadline < self._when:
+            self._arm(deadline)
+
+    def remove(self, greenlet: Any) -> None:
+        # The timer stays: at worst it fires once for nothing, and is set for what is left.
+        self._waiting.pop(greenlet, None)
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.close()
+        self._when = deadline
+        # Not keeping the loop alive: a greenlet waiting on a socket does (its watcher).
+        self._timer = self._loop.timer(max(deadline - time.monotonic(), 0.0), ref=False)
+        self._timer.start(self._fire)
+
+    def _fire(self) -> None:
+        self._timer.close()
+        self._timer, self._when = None, math.inf
+        now = time.monotonic()
+        late = [greenlet for greenlet, deadline in self._waiting.items() if deadline <= now]
+        for greenlet in late:
+            del self._waiting[greenlet]
+        if self._waiting:
+            # The loop's clock is its iteration's start: a timer may fire a little early.
+            self._arm(min(self._waiting.values()))
+        for greenlet in late:
+            greenlet.throw(_Expired)
+
+
 class _Green:
     """The driver's state in one hub: the cache's thread pool (made at first use, and anew in
-    a forked child), and the event greenlets waiting for a pooled connection wait on (made
-    by the first of them, set and dropped when a call of this hub ends)."""
+    a forked child), the event greenlets waiting for a pooled connection wait on (made by the
+    first of them, set and dropped when a call of this hub ends), and the deadlines of the
+    greenlets waiting on sockets."""
 
-    __slots__ = ("_pool", "freed")
+    __slots__ = ("_pool", "deadlines", "freed")
 
-    def __init__(self) -> None:
+    def __init__(self, hub: Any) -> None:
         self._pool: Any = None
         self.freed: Any = None
+        self.deadlines = _Deadlines(hub.loop)
 
     def pool(self, hub: Any) -> Any:
         pool = self._pool
@@ -84,7 +148,7 @@ class _Green:
 def _green(hub: Any) -> _Green:
     state: _Green | None = getattr(hub, _STATE, None)
     if state is None:
-        state = _Green()
+        state = _Green(hub)
         setattr(hub, _STATE, state)
     return state
 
@@ -121,7 +185,7 @@ def _connection_freed(hub: Any) -> None:
 def run(operation: Operation) -> Any:
     """Runs ``operation`` in the current greenlet, yielding to the hub while it waits, and
     returns its result (or raises its error)."""
-    get_hub, wait_read, wait_readwrite = _hub()
+    get_hub, wait_read, wait_readwrite, getcurrent = _hub()
     waits: Iterator[float] | None = None
     try:
         while True:
@@ -145,10 +209,19 @@ def run(operation: Operation) -> Any:
             fd, interest = next_wait
             # A node may answer before it takes all of a request: wait for either then.
             wait = wait_read if interest == READ else wait_readwrite
+            timeout = operation.timeout()
+            if timeout is None:
+                wait(fd)
+                continue
+            deadlines = _green(get_hub()).deadlines
+            current = getcurrent()
+            deadlines.add(current, timeout)
             try:
-                wait(fd, operation.timeout())
-            except TimeoutError:
+                wait(fd)
+            except _Expired:
                 pass  # the next advance() ends the operation as a timeout
+            finally:
+                deadlines.remove(current)
     finally:
         operation.close()
         # Its connections are back in their pools (or closed, making room).
