@@ -6,7 +6,8 @@ sockets).
 Monkey-patching must happen at a process's start and must not reach the benchmark itself, so
 each measurement is a child process (``bench/greenlets_child.py``) that warms up, then times
 both workloads. One iteration count per workload for both backends, calibrated from a child
-of each; the backends take turns in each repetition, in rotated order; medians are reported.
+of each (more for a backend it would give samples shorter than the benchmark's floor); the
+backends take turns in each repetition, in rotated order; medians are reported.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from bench import REPO_ROOT
 from bench.backends import OURS, PYMEMCACHE, Backend
-from bench.measure import Sample, Series, choose_iterations
+from bench.measure import Sample, Series, at_least, choose_iterations
 from bench.pinning import Pinning
 from django_elasticache_rs.local import LocalCluster
 
@@ -62,6 +63,7 @@ def measure(
     target: float,
     cap: float,
     estimate: float,
+    floor: float,
     pinning: Pinning,
 ) -> list[GeventRow]:
     """Both workloads for both backends, ``repetitions`` times, pinned like the single-threaded
@@ -82,15 +84,18 @@ def measure(
             per_op[workload].append(float(estimated[workload]))  # type: ignore[arg-type]
     if not ready:
         return [GeventRow(w, series[w]) for w in WORKLOADS]
-    iterations = {}
+    # One count per workload, more for a backend whose samples it would make too short.
+    iterations: dict[str, dict[str, int]] = {b.name: {} for b in ready}
     for workload in WORKLOADS:
         n = choose_iterations(per_op[workload], target, cap)
-        iterations[workload] = max(GREENLETS, n - n % GREENLETS)
+        for backend, op in zip(ready, per_op[workload], strict=True):
+            iterations[backend.name][workload] = at_least(n, op, floor, GREENLETS)
     for rep in range(repetitions):
         shift = rep % len(ready)
         for backend in ready[shift:] + ready[:shift]:
+            counts = iterations[backend.name]
             try:
-                samples = _child(backend, cluster, "--iterations", json.dumps(iterations))
+                samples = _child(backend, cluster, "--iterations", json.dumps(counts))
             except Exception as exc:
                 for workload in WORKLOADS:
                     series[workload][backend.name].error = str(exc)
@@ -100,7 +105,7 @@ def measure(
                 assert isinstance(measured, dict)
                 s = series[workload][backend.name]
                 s.samples.append(Sample(measured["wall"], measured["cpu"], int(measured["ops"])))
-                s.iterations = iterations[workload]
+                s.iterations = counts[workload]
     return [GeventRow(w, series[w]) for w in WORKLOADS]
 
 

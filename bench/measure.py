@@ -90,6 +90,14 @@ def choose_iterations(per_op: list[float], target: float, cap: float) -> int:
     return max(1, round(n))
 
 
+def at_least(n: int, per_op: float, floor: float, multiple: int = 1) -> int:
+    """``n`` iterations, or more for a backend whose ``n`` would take less than ``floor``
+    seconds: a sample of a few milliseconds (a fast backend's, when the others are a hundred
+    times slower) is at the mercy of one scheduler hiccup. A multiple of ``multiple``."""
+    more = max(n, math.ceil(floor / max(per_op, 1e-9)))
+    return max(multiple, more - more % multiple)
+
+
 def median(values: list[float]) -> float:
     """The median."""
     return statistics.median(values)

@@ -1,8 +1,9 @@
 """Reference rows, measured interleaved with the backends and pinned like them. They tell where a
 backend's time goes: what a round trip costs with no client to speak of (raw sockets from
 Python: ``sendall`` the request, ``recv`` until ``END``, no parsing, no key making, no
-decoding), what the clients under two of the backends cost without Django's cache layer, and
-what asyncio's hop to a thread pool costs with no work in it.
+decoding), what the clients under two of the backends cost without Django's cache layer,
+what asyncio's hop to a thread pool costs with no work in it, and the least an awaited call
+can cost (the blocking call plus one bare turn of the loop).
 """
 
 from __future__ import annotations
@@ -247,6 +248,30 @@ def native_get_many_one_node(cluster: LocalCluster) -> Prepared:
     return Prepared(loop_runner(body), verify)
 
 
+def loop_turn_floor(cluster: LocalCluster) -> Prepared:
+    """Our blocking ``get_many`` of 100 keys, then one bare turn of the event loop
+    (``await asyncio.sleep(0)``), in a loop: the least an awaited call can cost over the
+    blocking one, since a call that waits for a reply hands the loop at least one turn. The
+    row to put next to ``aget_many``."""
+    cache = caches[OURS.alias(len(cluster.addresses))]
+    keys = [f"ref:turn:{i}" for i in range(BATCH)]
+    cache.set_many(dict.fromkeys(keys, VALUE_100))
+    get_many = cache.get_many
+
+    def verify() -> None:
+        if len(get_many(keys)) != BATCH:
+            raise BenchmarkError("get_many did not find every key")
+
+    verify()
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            get_many(keys)
+            await asyncio.sleep(0)
+
+    return Prepared(async_runner(many), verify)
+
+
 #: Tasks reading the same key at once in the coalescing rows.
 HOT_READERS = 200
 
@@ -357,6 +382,13 @@ PROBES: tuple[Probe, ...] = (
         native_get_many_one_node,
         ("get_many", OURS.name),
         nodes=1,
+    ),
+    Probe(
+        "loop_turn_floor",
+        "our `get_many` of 100 keys plus one bare loop turn (`await asyncio.sleep(0)`), "
+        "the floor of an awaited call (per call)",
+        loop_turn_floor,
+        ("aget_many", OURS.name),
     ),
     Probe(
         "hot_gather_coalesced",

@@ -404,7 +404,9 @@ def how_it_was_run(results: Results, info: RunInfo) -> list[str]:
         "runs again after the last repetition.",
         "- Iteration counts: calibrated once per workload from the warm-up of every backend, "
         "the same count for each: ~0.3 s at the geometric mean of their speeds, at most "
-        "~0.8 s for the slowest (`--quick`: ~100x less); the table's last column.",
+        "~0.8 s for the slowest (`--quick`: ~100x less), but at least ~0.05 s for each (a "
+        "backend that fast runs more: a sample of a few milliseconds is at the mercy of one "
+        "scheduler hiccup); the table's last column.",
         "- Request cycle: Django's `request_finished` receivers (`close_caches`, which closes "
         "every initialized alias, and `close_old_connections`) are replaced by one that closes "
         "the cache under test, as `close_caches` does in an app with one cache; no database "

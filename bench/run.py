@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import REPO_ROOT, environment, greenlets, plot, tls
 from bench.backends import BACKENDS, caches_setting, discovered_nodes
-from bench.measure import Series, choose_iterations, estimate_per_op
+from bench.measure import Series, at_least, choose_iterations, estimate_per_op
 from bench.memory import MemoryFailure, MemoryResult, run_check
 from bench.pinning import Pinning, default_enabled
 from bench.reference import PROBES
@@ -52,10 +52,12 @@ class Timing:
     """At most this many seconds for the slowest backend."""
     estimate: float
     """Seconds of the calibration run."""
+    floor: float
+    """At least this many seconds per measurement for every backend."""
 
 
-FULL = Timing(target=0.3, cap=0.8, estimate=0.05)
-QUICK = Timing(target=0.003, cap=0.01, estimate=0.002)
+FULL = Timing(target=0.3, cap=0.8, estimate=0.05, floor=0.05)
+QUICK = Timing(target=0.003, cap=0.01, estimate=0.002, floor=0.0005)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -206,24 +208,21 @@ class Bench:
         """Prepares and warms up each candidate (name, its series, its label for errors, how to
         prepare it); those that are ready get one iteration count, a multiple of `multiple`."""
         ready: dict[str, Prepared] = {}
-        series_of: dict[str, Series] = {}
-        per_op: list[float] = []
+        estimated: list[tuple[Series, float]] = []
         for name, series, label, prepare in candidates:
             try:
                 prepared = prepare()
-                per_op.append(estimate_per_op(prepared.run, self.timing.estimate))
+                estimated.append((series, estimate_per_op(prepared.run, self.timing.estimate)))
             except Exception as exc:
                 series.error = _error(exc)
                 progress(f"!! {label}: {series.error}")
                 continue
             ready[name] = prepared
-            series_of[name] = series
-        if per_op:
-            n = choose_iterations(per_op, self.timing.target, self.timing.cap)
-            if multiple > 1:
-                n = max(multiple, n - n % multiple)
-            for series in series_of.values():
-                series.iterations = n
+        if estimated:
+            timing = self.timing
+            n = choose_iterations([op for _, op in estimated], timing.target, timing.cap)
+            for series, per_op in estimated:
+                series.iterations = at_least(n, per_op, timing.floor, multiple)
         return ready
 
     def _measure(self, group: str, series: dict[str, Series], turn: int) -> str:
@@ -416,6 +415,7 @@ def _run(
                     timing.target,
                     timing.cap,
                     timing.estimate,
+                    timing.floor,
                     pinning,
                 )
             if TLS in selected:
