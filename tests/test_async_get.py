@@ -6,7 +6,9 @@ never reused after an unfinished reply."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -155,6 +157,25 @@ def test_each_call_of_a_loop_times_out_at_its_own_deadline() -> None:
 
         asyncio.run(scenario())
         assert open_connections(patient) == open_connections(hasty) == 0
+
+
+def test_a_closed_event_loop_is_freed(memcached: LocalNode) -> None:
+    """What watches a loop's calls (its poller, its deadline timer) holds no loop alive: each
+    ``asyncio.run`` of a process that runs many (a test suite, a management command) is
+    freed once closed."""
+    cache = backend(memcached.address)
+    cache.set("k", "v")
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def calls() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        assert await asyncio.gather(*(cache.aget("k") for _ in range(5))) == ["v"] * 5
+        assert await cache.aget_many(["k"]) == {"k": "v"}
+
+    for _ in range(3):
+        asyncio.run(calls())
+    gc.collect()
+    assert [loop() for loop in loops] == [None, None, None]
 
 
 @pytest.mark.parametrize(

@@ -552,7 +552,7 @@ class Poller:
         """The epoll set for the loop to watch; ``None`` without one."""
     def dispatch(self) -> None:
         """The loop's reader of the epoll set: resumes the tasks whose sockets are ready."""
-    def _expire(self) -> None: ...
+    def _expire(self, generation: int) -> None: ...
 
 @final
 class Operation:

@@ -44,8 +44,12 @@ struct State {
     writing: HashSet<RawFd>,
     deadlines: BTreeMap<Deadline, Py<PyOperation>>,
     sequence: u64,
-    /// The loop timer set for the earliest deadline: when, and its handle.
-    timer: Option<(Instant, Py<PyAny>)>,
+    /// When the loop timer set for the earliest deadline fires.
+    timer: Option<Instant>,
+    /// Which of the timers set is that one: another, set before it, does nothing when it
+    /// fires. Not its handle: the handle holds the loop, which would then never be freed
+    /// (the loop holds this poller).
+    timer_generation: u64,
 }
 
 /// One event loop's waits (made by `django_elasticache_rs._futures` at its first call there).
@@ -144,10 +148,7 @@ impl Poller {
             state.sequence = state.sequence.wrapping_add(1);
             let key = (deadline, state.sequence);
             state.deadlines.insert(key, operation.clone().unbind());
-            let earliest = state
-                .timer
-                .as_ref()
-                .is_none_or(|(when, _)| deadline < *when);
+            let earliest = state.timer.is_none_or(|when| deadline < when);
             (key, earliest)
         };
         if earliest {
@@ -163,20 +164,23 @@ impl Poller {
         drop(operation);
     }
 
-    /// Sets the loop timer for `deadline`, in place of any other.
+    /// Sets the loop timer for `deadline`, in place of any other (which, firing, does nothing).
     fn arm(slf: &Bound<'_, Self>, deadline: Instant) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        let generation = {
+            let mut state = this.state();
+            state.timer_generation = state.timer_generation.wrapping_add(1);
+            state.timer = Some(deadline);
+            state.timer_generation
+        };
         let delay = deadline
             .saturating_duration_since(Instant::now())
             .max(TIMER_FLOOR);
-        let handle = this
-            .event_loop(py)?
-            .call_method1("call_later", (delay.as_secs_f64(), slf.getattr("_expire")?))?;
-        let replaced = this.state().timer.replace((deadline, handle.unbind()));
-        if let Some((_, replaced)) = replaced {
-            replaced.bind(py).call_method0("cancel")?;
-        }
+        this.event_loop(py)?.call_method1(
+            "call_later",
+            (delay.as_secs_f64(), slf.getattr("_expire")?, generation),
+        )?;
         Ok(())
     }
 }
@@ -249,13 +253,17 @@ impl Poller {
     }
 
     /// The timer: wakes the operations past their deadlines (each then ends as a timeout),
-    /// and is set again for the earliest left.
-    fn _expire(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// and is set again for the earliest left. A timer replaced by an earlier one
+    /// (`generation` is not the last set) does nothing.
+    fn _expire(slf: &Bound<'_, Self>, generation: u64) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let now = Instant::now();
         let (late, next) = {
             let mut state = this.state();
+            if generation != state.timer_generation {
+                return Ok(());
+            }
             state.timer = None;
             let left = state.deadlines.split_off(&(now, u64::MAX));
             let late = std::mem::replace(&mut state.deadlines, left);
@@ -274,9 +282,6 @@ impl Poller {
         if let Ok(state) = self.state.try_lock() {
             for operation in state.waiting.values().chain(state.deadlines.values()) {
                 visit.call(operation)?;
-            }
-            if let Some((_, timer)) = &state.timer {
-                visit.call(timer)?;
             }
         }
         Ok(())
