@@ -293,7 +293,7 @@ impl PyOperation {
 
     /// Resumes the awaiting task now, in the caller's turn of the loop (or, not awaited yet,
     /// ends its next wait at once). For the poller: never while a task runs.
-    pub fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
         let callback = {
             let mut awaiting = slf.get().awaiting();
             match awaiting.phase {
@@ -320,12 +320,6 @@ impl PyOperation {
             None => {}
         }
         Ok(())
-    }
-
-    /// Its deadline passed (the poller no longer watches it): woken, to end as a timeout.
-    pub fn expire(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.get().awaiting().deadline = None;
-        Self::wake(slf)
     }
 
     /// The task is resumed: the socket wait it was in (if any) is over. Its poller.
@@ -357,7 +351,7 @@ impl PyOperation {
         let Some(deadline) = this.shared.lock().as_ref().and_then(|op| op.deadline()) else {
             return Ok(());
         };
-        let key = Poller::watch(poller, deadline, slf)?;
+        let key = Poller::watch(poller, deadline, slf.as_any())?;
         this.awaiting().deadline = Some(key);
         Ok(())
     }
@@ -414,7 +408,7 @@ impl PyOperation {
                 continue;
             };
             Self::watch_deadline(slf, &poller)?;
-            poller.get().wait(py, fd, interest == WRITE, slf)?;
+            poller.get().wait(py, fd, interest == WRITE, slf.as_any())?;
             this.awaiting().fd = Some(fd);
             this.blocking.store(true, Ordering::Relaxed);
             return Ok(Some(slf.clone().into_any().unbind()));
@@ -515,8 +509,15 @@ impl PyOperation {
         self.result(py).map(|()| None)
     }
 
-    /// Wakes the awaiting task (a loop reader's callback, where there is no epoll).
+    /// Wakes the awaiting task: the poller's call when its socket is ready (or, where there
+    /// is no epoll, a loop reader's callback).
     fn _wake(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::wake(slf)
+    }
+
+    /// Its deadline passed (the poller no longer watches it): woken, to end as a timeout.
+    fn _expired(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().awaiting().deadline = None;
         Self::wake(slf)
     }
 

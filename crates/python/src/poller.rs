@@ -4,6 +4,9 @@
 //! set at the earliest. A ready socket or a passed deadline wakes its operation, which resumes
 //! its task there and then (`operation`'s future protocol).
 //!
+//! What waits is an operation (`operation::PyOperation`), woken through its `_wake()` and
+//! `_expired()` methods: this module does not know the operation's type, which knows it.
+//!
 //! Why not the loop's readers and a timer per call: a wait would cost two system calls and the
 //! loop's bookkeeping to add and remove a reader, and a timer's heap push and cancel; here it
 //! costs one `epoll_ctl` (re-arming a one-shot registration) and a map entry.
@@ -17,11 +20,10 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyWeakrefReference;
-use pyo3::{PyTraverseError, PyVisit};
+use pyo3::{intern, PyTraverseError, PyVisit};
 
 #[cfg(target_os = "linux")]
 use crate::epoll::Epoll;
-use crate::operation::PyOperation;
 
 #[cfg(not(unix))]
 type RawFd = i32;
@@ -36,13 +38,13 @@ const TIMER_FLOOR: Duration = Duration::from_millis(1);
 #[derive(Default)]
 struct State {
     /// The operation waiting on each socket.
-    waiting: HashMap<RawFd, Py<PyOperation>>,
+    waiting: HashMap<RawFd, Py<PyAny>>,
     /// Sockets in the epoll set (armed or not): re-armed with a modify. A closed socket
     /// leaves the set by itself, and is added again when its number comes back.
     registered: HashSet<RawFd>,
     /// Without epoll: the sockets with a loop writer as well as a reader.
     writing: HashSet<RawFd>,
-    deadlines: BTreeMap<Deadline, Py<PyOperation>>,
+    deadlines: BTreeMap<Deadline, Py<PyAny>>,
     sequence: u64,
     /// When the loop timer set for the earliest deadline fires.
     timer: Option<Instant>,
@@ -83,7 +85,7 @@ impl Poller {
         py: Python<'_>,
         fd: RawFd,
         write: bool,
-        operation: &Bound<'_, PyOperation>,
+        operation: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         #[cfg(target_os = "linux")]
         if let Some(epoll) = &self.epoll {
@@ -140,7 +142,7 @@ impl Poller {
     pub fn watch(
         slf: &Bound<'_, Self>,
         deadline: Instant,
-        operation: &Bound<'_, PyOperation>,
+        operation: &Bound<'_, PyAny>,
     ) -> PyResult<Deadline> {
         let this = slf.get();
         let (key, earliest) = {
@@ -185,20 +187,21 @@ impl Poller {
     }
 }
 
-/// Wakes each of `operations` (`wake` chooses how); if one's task raises out of its step (a
-/// `KeyboardInterrupt`), the others are woken on the loop's next turns, then it is raised.
+/// Wakes each of `operations` by calling its method `wake` (`_wake`, or `_expired` at its
+/// deadline); if one's task raises out of its step (a `KeyboardInterrupt`), the others are
+/// woken on the loop's next turns, then it is raised.
 fn wake_all(
     py: Python<'_>,
     poller: &Poller,
-    operations: Vec<Py<PyOperation>>,
-    wake: fn(&Bound<'_, PyOperation>) -> PyResult<()>,
+    operations: Vec<Py<PyAny>>,
+    wake: &Bound<'_, pyo3::types::PyString>,
 ) -> PyResult<()> {
     let mut operations = operations.into_iter();
     while let Some(operation) = operations.next() {
-        if let Err(error) = wake(operation.bind(py)) {
+        if let Err(error) = operation.bind(py).call_method0(wake) {
             if let Ok(event_loop) = poller.event_loop(py) {
                 for rest in operations {
-                    if let Ok(rest) = rest.bind(py).getattr("_wake") {
+                    if let Ok(rest) = rest.bind(py).getattr(wake) {
                         // The loop is stopping: a task not woken ends at its deadline.
                         let _ = event_loop.call_method1("call_soon", (rest,));
                     }
@@ -246,7 +249,7 @@ impl Poller {
                     .filter_map(|fd| state.waiting.remove(fd))
                     .collect()
             };
-            return wake_all(py, self, operations, PyOperation::wake);
+            return wake_all(py, self, operations, intern!(py, "_wake"));
         }
         let _ = py;
         Ok(())
@@ -272,7 +275,12 @@ impl Poller {
         if let Some(next) = next {
             Self::arm(slf, next)?;
         }
-        wake_all(py, this, late.into_values().collect(), PyOperation::expire)
+        wake_all(
+            py,
+            this,
+            late.into_values().collect(),
+            intern!(py, "_expired"),
+        )
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
