@@ -4,20 +4,13 @@
 
 mod support;
 
-use std::time::Duration;
-
-use elasticache_client::{Client, ClientConfig, Ttl};
-use support::{key_on, wait_until, Memcached, Thaw};
+use elasticache_client::{Client, Ttl};
+use support::{freezing_config, key_on, wait_until, Memcached, Thaw};
 
 #[test]
 fn a_frozen_nodes_keys_go_to_the_gutter_and_its_missed_deletes_are_replayed_before_it_serves() {
     let (owner, other) = (Memcached::start(), Memcached::start());
-    let mut config = ClientConfig::default();
-    config.timeout = Some(Duration::from_millis(200));
-    config.retry_attempts = 1;
-    // Only the replay brings the node back within this test.
-    config.dead_timeout = Duration::from_secs(600);
-    config.ignore_exc = true;
+    let config = freezing_config();
     let client = Client::connect_to(&[owner.address(), other.address()], config).unwrap();
     let key = key_on(&client, 0);
     assert!(client.set(&key, 0, b"old", 0).unwrap());
@@ -63,11 +56,7 @@ fn a_frozen_nodes_keys_go_to_the_gutter_and_its_missed_deletes_are_replayed_befo
 #[test]
 fn past_the_bound_the_node_is_flushed_before_it_serves_again() {
     let (owner, other) = (Memcached::start(), Memcached::start());
-    let mut config = ClientConfig::default();
-    config.timeout = Some(Duration::from_millis(200));
-    config.retry_attempts = 1;
-    config.dead_timeout = Duration::from_secs(600);
-    config.ignore_exc = true;
+    let mut config = freezing_config();
     config.max_invalidations = 2;
     let client = Client::connect_to(&[owner.address(), other.address()], config).unwrap();
     let keys: Vec<String> = (0..200)
@@ -99,11 +88,7 @@ fn past_the_bound_the_node_is_flushed_before_it_serves_again() {
 #[test]
 fn a_large_values_chunks_and_index_on_the_gutter_live_at_most_gutter_ttl() {
     let (owner, other) = (Memcached::start(), Memcached::start());
-    let mut config = ClientConfig::default();
-    config.timeout = Some(Duration::from_millis(200));
-    config.retry_attempts = 1;
-    config.dead_timeout = Duration::from_secs(600);
-    config.ignore_exc = true;
+    let mut config = freezing_config();
     config.max_value_len = 1024;
     config.large_values = Some(elasticache_client::LargeValues::new(1024, 1 << 20));
     let client = Client::connect_to(&[owner.address(), other.address()], config).unwrap();

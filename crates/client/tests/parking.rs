@@ -6,20 +6,14 @@
 
 mod support;
 
-use std::time::Duration;
-
-use elasticache_client::{park_background_threads, Client, ClientConfig};
-use support::{key_on, wait_until, Memcached, Thaw};
+use elasticache_client::{park_background_threads, Client};
+use support::{freezing_config, key_on, wait_until, Memcached, Thaw};
 
 #[test]
 fn replays_are_parked_around_a_fork_and_resume_after_it() {
     let (owner, other) = (Memcached::start(), Memcached::start());
-    let mut config = ClientConfig::default();
-    config.timeout = Some(Duration::from_millis(200));
-    config.retry_attempts = 1;
-    config.dead_timeout = Duration::from_secs(600);
-    config.ignore_exc = true;
-    let client = Client::connect_to(&[owner.address(), other.address()], config).unwrap();
+    let client =
+        Client::connect_to(&[owner.address(), other.address()], freezing_config()).unwrap();
     let key = key_on(&client, 0);
     assert!(client.set(&key, 0, b"old", 0).unwrap());
     owner.signal("STOP");

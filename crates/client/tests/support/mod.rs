@@ -207,6 +207,18 @@ pub fn key_on(client: &Client, node: usize) -> String {
         .unwrap()
 }
 
+/// A configuration for freezing a node (SIGSTOP) under a test: a call to it times out in
+/// 200 ms with no retry, `ignore_exc` turns that into a miss, and a node marked down stays
+/// down (600 s), so that only the replay of its invalidations brings it back.
+pub fn freezing_config() -> ClientConfig {
+    let mut config = ClientConfig::default();
+    config.timeout = Some(Duration::from_millis(200));
+    config.retry_attempts = 1;
+    config.dead_timeout = Duration::from_secs(600);
+    config.ignore_exc = true;
+    config
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
