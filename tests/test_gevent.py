@@ -89,17 +89,7 @@ def test_each_greenlets_call_times_out_at_its_own_deadline(
     timeout started after one with a long timeout still ends first, as a timeout, while the
     other goes on waiting; killed, that one ends at once."""
     _, frozen = nodes
-    with stopped(frozen):
-        done = subprocess.run(
-            [sys.executable, str(DEADLINES), json.dumps({"frozen": frozen.address})],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_while_stopped(frozen, DEADLINES, {"frozen": frozen.address})
     assert report["log"] == ["short-CacheTimeoutError", "long-waiting", "long-killed"]
 
 

@@ -2,8 +2,8 @@
 ``python gevent_deadlines.py JSON``, where JSON gives ``frozen`` (a memcached node the caller
 stopped). Two greenlets read from it: first one whose cache has a long timeout, then one whose
 cache has a short one (a hub's waits share one deadline timer, set at the earliest). Prints
-one JSON line: the order in which the calls ended, and what became of the long one once
-killed.
+one JSON line: the order in which the calls ended, what became of the long one once killed,
+and whether both greenlets ended.
 """
 
 from gevent import monkey
@@ -45,7 +45,7 @@ def main() -> int:
     log.append("long-ended" if long_call.dead else "long-waiting")
     long_call.kill(timeout=30)
     log.append("long-killed" if long_call.dead else "long-alive")
-    print(json.dumps({"log": log}))
+    print(json.dumps({"log": log, "all_done": long_call.dead and short_call.dead}))
     return 0
 
 
