@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from django_elasticache_rs import CacheTimeoutError
 from django_elasticache_rs._native import DONE, READ, Operation
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
+from tests.support.backends import cmd_get, own_backend
 from tests.support.processes import stopped
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,18 +45,7 @@ def node() -> Iterator[LocalNode]:
 
 
 def backend(node: LocalNode, **options: Any) -> ElastiCache:
-    """A backend with a client of its own (a unique prefix in its options makes it one)."""
-    return ElastiCache(
-        node.address,
-        {
-            "KEY_PREFIX": f"coalesce-{uuid.uuid4().hex[:8]}",
-            "OPTIONS": {"discovery": "off", "timeout": 10, **options},
-        },
-    )
-
-
-def cmd_get(node: LocalNode) -> int:
-    return int(node.stats()["cmd_get"])
+    return own_backend(node.address, "coalesce", **{"timeout": 10, **options})
 
 
 def coalesced(cache: ElastiCache) -> int:

@@ -22,6 +22,7 @@ from django.test import override_settings
 from django_elasticache_rs import hot_key_reports
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster
+from tests.support.backends import own_backend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BACKEND = "django_elasticache_rs.backend.ElastiCache"
@@ -100,13 +101,7 @@ def test_the_command_merges_the_workers_reports(memcached_cluster: LocalCluster)
 
 
 def test_a_worker_reports_at_most_once_per_interval(memcached_cluster: LocalCluster) -> None:
-    cache = ElastiCache(
-        memcached_cluster.addresses,
-        {
-            "KEY_PREFIX": f"reports-{uuid.uuid4().hex[:8]}",
-            "OPTIONS": {"discovery": "off", "hot_keys_report": 600},
-        },
-    )
+    cache = own_backend(memcached_cluster.addresses, "reports", hot_keys_report=600)
 
     def sets() -> int:
         return sum(node["requests"].get("set", 0) for node in cache.metrics()["nodes"].values())

@@ -6,12 +6,12 @@ memcached, with every read sampled (``hot_keys_sample: 1``) so the outcome is ex
 from __future__ import annotations
 
 import random
-import uuid
 from collections import Counter
 from typing import Any
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalCluster
+from tests.support.backends import own_backend
 
 KEYS = 300
 READS = 12_000
@@ -19,13 +19,7 @@ BATCH = 50
 
 
 def backend(cluster: LocalCluster, **options: Any) -> ElastiCache:
-    return ElastiCache(
-        cluster.addresses,
-        {
-            "KEY_PREFIX": f"hot-{uuid.uuid4().hex[:8]}",
-            "OPTIONS": {"discovery": "off", "timeout": 10, **options},
-        },
-    )
+    return own_backend(cluster.addresses, "hot", **{"timeout": 10, **options})
 
 
 def zipf_reads(count: int, seed: int) -> list[str]:

@@ -10,7 +10,6 @@ import asyncio
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from django_elasticache_rs.backend import ElastiCache
 from django_elasticache_rs.local import LocalNode
+from tests.support.backends import cmd_get, own_backend
 
 # The most reads a condition is waited for before the test fails (never a measure of speed).
 BOUND = 100_000
@@ -31,18 +31,7 @@ def node() -> Iterator[LocalNode]:
 
 
 def backend(node: LocalNode, **local_cache: Any) -> ElastiCache:
-    """A backend with a client of its own (a unique prefix in its options makes it one)."""
-    return ElastiCache(
-        node.address,
-        {
-            "KEY_PREFIX": f"local-{uuid.uuid4().hex[:8]}",
-            "OPTIONS": {"discovery": "off", "timeout": 10, "local_cache": local_cache},
-        },
-    )
-
-
-def cmd_get(node: LocalNode) -> int:
-    return int(node.stats()["cmd_get"])
+    return own_backend(node.address, "local", timeout=10, local_cache=local_cache)
 
 
 def local_hits(cache: ElastiCache) -> int:
@@ -198,16 +187,11 @@ def test_what_is_kept_stays_within_max_keys_and_max_bytes(node: LocalNode) -> No
 def test_with_large_values_batches_keep_small_values_and_large_ones_read_whole(
     node: LocalNode,
 ) -> None:
-    cache = ElastiCache(
+    cache = own_backend(
         node.address,
-        {
-            "KEY_PREFIX": f"local-{uuid.uuid4().hex[:8]}",
-            "OPTIONS": {
-                "discovery": "off",
-                "large_values": True,
-                "local_cache": {"ttl": 600, "min_reads_per_second": 0},
-            },
-        },
+        "local",
+        large_values=True,
+        local_cache={"ttl": 600, "min_reads_per_second": 0},
     )
     big = bytes(range(256)) * (3 * 4096)  # 3 MiB: chunks plus an index
     cache.set_many({"big": big, "small": "s"})
@@ -223,10 +207,7 @@ def test_with_large_values_batches_keep_small_values_and_large_ones_read_whole(
 
 
 def test_off_by_default(node: LocalNode) -> None:
-    cache = ElastiCache(
-        node.address,
-        {"KEY_PREFIX": f"local-{uuid.uuid4().hex[:8]}", "OPTIONS": {"discovery": "off"}},
-    )
+    cache = own_backend(node.address, "local")
     cache.set("k", "v")
     before = cmd_get(node)
     for _ in range(50):
