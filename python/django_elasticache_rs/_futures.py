@@ -53,7 +53,7 @@ class _Freed:
 
 
 _freed: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Freed] = weakref.WeakKeyDictionary()
-# Whether any call has waited for a pooled connection: until one has, a call that ends has
+# Whether ``_freed`` ever had an entry (set with its first): until then, a call that ends has
 # nobody to wake (a plain global, cheaper to read than the dictionary's length).
 _pool_waits = False
 
@@ -63,9 +63,11 @@ async def _wait_for_a_connection(
 ) -> None:
     """Waits until another call of ``loop`` ends, or ``pause`` seconds (a connection given back
     by another thread, or by a batch still running, wakes nobody), or until ``timeout``."""
+    global _pool_waits
     freed = _freed.get(loop)
     if freed is None:
         freed = _freed[loop] = _Freed()
+        _pool_waits = True
     if freed.future is None or freed.future.done():
         freed.future = loop.create_future()
     seconds = pause if timeout is None else max(min(pause, timeout), 0.001)
@@ -117,7 +119,6 @@ async def run(operation: Operation) -> Any:
     Cancelled, it closes the operation: a connection whose reply is still on its way is
     closed, never reused, since that reply would answer someone else's request.
     """
-    global _pool_waits
     loop = asyncio.get_running_loop()
     waits = None
     try:
@@ -131,7 +132,6 @@ async def run(operation: Operation) -> Any:
                 # deadline, advance() ends the call as the pool exhausted.
                 if waits is None:
                     waits = pauses()
-                _pool_waits = True
                 await _wait_for_a_connection(loop, next(waits), operation.timeout())
             else:
                 # A connect or the first discovery: on a worker thread.
