@@ -239,7 +239,7 @@ enum Phase {
     Idle,
     /// The task waits for its callback.
     Awaited,
-    /// Woken: its callback ran, or (woken while idle) the next wait ends at once.
+    /// Woken: its callback ran.
     Woken,
     /// Its task was cancelled: its callback is scheduled.
     Cancelled,
@@ -291,22 +291,17 @@ impl PyOperation {
         self.awaiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Resumes the awaiting task now, in the caller's turn of the loop (or, not awaited yet,
-    /// ends its next wait at once). For the poller: never while a task runs.
+    /// Resumes the awaiting task now, in the caller's turn of the loop. For the poller: never
+    /// while a task runs. Not awaited (a deadline passed while the operation waited for a
+    /// connection), it does nothing: the next `advance()` sees the deadline itself.
     fn wake(slf: &Bound<'_, Self>) -> PyResult<()> {
         let callback = {
             let mut awaiting = slf.get().awaiting();
-            match awaiting.phase {
-                Phase::Awaited => {
-                    awaiting.phase = Phase::Woken;
-                    awaiting.callback.take()
-                }
-                Phase::Idle => {
-                    awaiting.phase = Phase::Woken;
-                    None
-                }
-                Phase::Woken | Phase::Cancelled => None,
+            if awaiting.phase != Phase::Awaited {
+                return Ok(());
             }
+            awaiting.phase = Phase::Woken;
+            awaiting.callback.take()
         };
         match callback {
             Some((callback, Some(context))) => {
