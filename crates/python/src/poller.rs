@@ -90,7 +90,6 @@ impl Poller {
         #[cfg(target_os = "linux")]
         if let Some(epoll) = &self.epoll {
             let mut state = self.state();
-            state.waiting.insert(fd, operation.clone().unbind());
             let registered = state.registered.contains(&fd);
             let armed = match epoll.arm(fd, write, registered) {
                 Err(error) if registered && error.kind() == std::io::ErrorKind::NotFound => {
@@ -102,11 +101,15 @@ impl Poller {
                 armed => armed,
             };
             if let Err(error) = armed {
-                state.waiting.remove(&fd);
                 state.registered.remove(&fd);
                 return Err(error.into());
             }
             state.registered.insert(fd);
+            // An entry this replaces is stale (a socket is one operation's at a time); it is
+            // released after the lock, since releasing a Python object may run Python code.
+            let replaced = state.waiting.insert(fd, operation.clone().unbind());
+            drop(state);
+            drop(replaced);
             return Ok(());
         }
         let wake = operation.getattr("_wake")?;
