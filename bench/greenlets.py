@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from bench import REPO_ROOT
 from bench.backends import OURS, PYMEMCACHE, Backend
-from bench.measure import Sample, Series, at_least, choose_iterations
+from bench.measure import Sample, Series, iteration_counts
 from bench.pinning import Pinning
 from django_elasticache_rs.local import LocalCluster
 
@@ -87,9 +87,9 @@ def measure(
     # One count per workload, more for a backend whose samples it would make too short.
     iterations: dict[str, dict[str, int]] = {b.name: {} for b in ready}
     for workload in WORKLOADS:
-        n = choose_iterations(per_op[workload], target, cap)
-        for backend, op in zip(ready, per_op[workload], strict=True):
-            iterations[backend.name][workload] = at_least(n, op, floor, GREENLETS)
+        each = iteration_counts(per_op[workload], target, cap, floor, GREENLETS)
+        for backend, count in zip(ready, each, strict=True):
+            iterations[backend.name][workload] = count
     for rep in range(repetitions):
         shift = rep % len(ready)
         for backend in ready[shift:] + ready[:shift]:

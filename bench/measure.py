@@ -90,12 +90,20 @@ def choose_iterations(per_op: list[float], target: float, cap: float) -> int:
     return max(1, round(n))
 
 
-def at_least(n: int, per_op: float, floor: float, multiple: int = 1) -> int:
-    """``n`` iterations, or more for a backend whose ``n`` would take less than ``floor``
-    seconds: a sample of a few milliseconds (a fast backend's, when the others are a hundred
-    times slower) is at the mercy of one scheduler hiccup. A multiple of ``multiple``."""
-    more = max(n, math.ceil(floor / max(per_op, 1e-9)))
-    return max(multiple, more - more % multiple)
+def iteration_counts(
+    per_op: list[float], target: float, cap: float, floor: float, multiple: int = 1
+) -> list[int]:
+    """Each backend's iteration count for one workload (``per_op``: their seconds per
+    operation, in order): the count :func:`choose_iterations` gives all, a multiple of
+    ``multiple``, but more for a backend it would give less than ``floor`` seconds: a sample
+    of a few milliseconds (a fast backend's, when the others are a hundred times slower) is at
+    the mercy of one scheduler hiccup."""
+    n = choose_iterations(per_op, target, cap)
+    counts = []
+    for op in per_op:
+        more = max(n, math.ceil(floor / max(op, 1e-9)))
+        counts.append(max(multiple, more - more % multiple))
+    return counts
 
 
 def median(values: list[float]) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import REPO_ROOT, environment, greenlets, plot, tls
 from bench.backends import BACKENDS, caches_setting, discovered_nodes
-from bench.measure import Series, at_least, choose_iterations, estimate_per_op
+from bench.measure import Series, estimate_per_op, iteration_counts
 from bench.memory import MemoryFailure, MemoryResult, run_check
 from bench.pinning import Pinning, default_enabled
 from bench.reference import PROBES
@@ -220,9 +220,10 @@ class Bench:
             ready[name] = prepared
         if estimated:
             timing = self.timing
-            n = choose_iterations([op for _, op in estimated], timing.target, timing.cap)
-            for series, per_op in estimated:
-                series.iterations = at_least(n, per_op, timing.floor, multiple)
+            per_op = [op for _, op in estimated]
+            counts = iteration_counts(per_op, timing.target, timing.cap, timing.floor, multiple)
+            for (series, _), count in zip(estimated, counts, strict=True):
+                series.iterations = count
         return ready
 
     def _measure(self, group: str, series: dict[str, Series], turn: int) -> str:
