@@ -543,15 +543,17 @@ class Undecodable:
 
 @final
 class Poller:
-    """How one asyncio loop's operations wait: their sockets (an epoll set of ours the loop
-    watches through ``fileno()`` with ``dispatch`` as its reader, or without ``epoll`` the
-    loop's own readers) and their deadlines (one loop timer at the earliest)."""
+    """How one event loop's operations wait (an asyncio loop's, or a gevent hub's through
+    ``_green``'s ``_HubLoop``): their sockets (an epoll set of ours the loop watches through
+    ``fileno()`` with ``dispatch`` as its reader, or without ``epoll`` the loop's own readers)
+    and their deadlines (one loop timer at the earliest)."""
 
-    def __new__(cls, event_loop: asyncio.AbstractEventLoop, epoll: bool) -> Poller: ...
+    def __new__(cls, event_loop: Any, epoll: bool) -> Poller: ...
     def fileno(self) -> int | None:
         """The epoll set for the loop to watch; ``None`` without one."""
     def dispatch(self) -> None:
-        """The loop's reader of the epoll set: resumes the tasks whose sockets are ready."""
+        """The loop's reader of the epoll set: resumes the tasks (or greenlets) whose sockets
+        are ready."""
     def _expire(self, generation: int) -> None: ...
 
 @final
@@ -590,6 +592,10 @@ class Operation:
         """Drives the operation on ``poller``'s loop when awaited."""
     def __await__(self) -> Generator[Any, None, Any]: ...
     def __next__(self) -> Any: ...
+    def step(self, resume: Callable[[Operation], object]) -> int:
+        """A step of a greenlet's driver: ``DONE`` (``outcome()`` has the result), ``BLOCK``,
+        or ``WAIT``: the socket and deadline are watched by the poller, which calls
+        ``resume(operation)`` when the socket is ready or the deadline passed."""
     # asyncio's future protocol, spoken to the awaiting task (not for callers).
     _asyncio_future_blocking: bool
     def get_loop(self) -> asyncio.AbstractEventLoop: ...

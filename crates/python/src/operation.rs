@@ -19,6 +19,10 @@
 //! next turn, a ready socket resumes the task there and then. The await ends with the
 //! operation's outcome, or with the operation itself when it needs what only its driver does
 //! (`advance()` answered 2).
+//!
+//! gevent's driver uses the same steps through `step(resume)`: the hub's poller watches the
+//! socket and the deadline, and a ready socket (or the deadline) calls `resume`, a switch back
+//! to the waiting greenlet.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -370,6 +374,28 @@ impl PyOperation {
             None => Ok(()),
         }
     }
+
+    /// Resumed from any socket wait, advances the operation until it ends (`DONE`), needs its
+    /// driver (`BLOCK`), or must wait on a socket (`WAIT`: the socket and the deadline are
+    /// watched by the poller, which wakes the operation through `_wake()`/`_expired()`).
+    fn proceed(slf: &Bound<'_, Self>) -> PyResult<u8> {
+        let py = slf.py();
+        let this = slf.get();
+        let poller = Self::resumed(slf)?;
+        loop {
+            match this.advance() {
+                WAIT => {}
+                progress => return Ok(progress),
+            }
+            let Some((fd, interest)) = this.wait_for() else {
+                continue;
+            };
+            Self::watch_deadline(slf, &poller)?;
+            poller.get().wait(py, fd, interest == WRITE, slf.as_any())?;
+            this.awaiting().fd = Some(fd);
+            return Ok(WAIT);
+        }
+    }
 }
 
 #[pymethods]
@@ -388,26 +414,31 @@ impl PyOperation {
     /// or must wait on a socket (its task suspended, watched by the poller).
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
-        let this = slf.get();
-        let poller = Self::resumed(slf)?;
-        loop {
-            match this.advance() {
-                DONE => {
-                    let outcome = this.outcome(py)?;
-                    return Err(PyStopIteration::new_err((outcome,)));
-                }
-                BLOCK => return Err(PyStopIteration::new_err((slf.clone().unbind(),))),
-                _ => {}
+        match Self::proceed(slf)? {
+            DONE => {
+                let outcome = slf.get().outcome(py)?;
+                Err(PyStopIteration::new_err((outcome,)))
             }
-            let Some((fd, interest)) = this.wait_for() else {
-                continue;
-            };
-            Self::watch_deadline(slf, &poller)?;
-            poller.get().wait(py, fd, interest == WRITE, slf.as_any())?;
-            this.awaiting().fd = Some(fd);
-            this.blocking.store(true, Ordering::Relaxed);
-            return Ok(Some(slf.clone().into_any().unbind()));
+            BLOCK => Err(PyStopIteration::new_err((slf.clone().unbind(),))),
+            _ => {
+                slf.get().blocking.store(true, Ordering::Relaxed);
+                Ok(Some(slf.clone().into_any().unbind()))
+            }
         }
+    }
+
+    /// A step of a greenlet's driver (gevent's): what a step of the await does, answering as
+    /// `advance()` does. On 1, its socket and deadline are watched by the poller, and
+    /// `resume(operation)` is what a ready socket or the deadline calls (a switch back to the
+    /// greenlet, which then steps again); on 0, `outcome()` has its result.
+    fn step(slf: &Bound<'_, Self>, resume: Py<PyAny>) -> PyResult<u8> {
+        let progress = Self::proceed(slf)?;
+        if progress == WAIT {
+            let mut awaiting = slf.get().awaiting();
+            awaiting.phase = Phase::Awaited;
+            awaiting.callback = Some((resume, None));
+        }
+        Ok(progress)
     }
 
     #[getter(_asyncio_future_blocking)]

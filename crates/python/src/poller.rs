@@ -1,8 +1,10 @@
-//! The `Poller` Python class: how one asyncio event loop's operations wait. Their sockets are
-//! in an epoll set of ours that the loop watches through one reader for good (where there is
-//! no epoll, the loop's own readers, per wait), and their deadlines are under one loop timer,
-//! set at the earliest. A ready socket or a passed deadline wakes its operation, which resumes
-//! its task there and then (`operation`'s future protocol).
+//! The `Poller` Python class: how one event loop's operations wait, an asyncio loop's or a
+//! gevent hub's (through `django_elasticache_rs._green`'s `_HubLoop`, which gives the hub's
+//! loop the few asyncio methods used here). Their sockets are in an epoll set of ours that the
+//! loop watches through one reader for good (where there is no epoll, the loop's own readers,
+//! per wait), and their deadlines are under one loop timer, set at the earliest. A ready socket
+//! or a passed deadline wakes its operation, which resumes its task (or greenlet) there and
+//! then (`operation`'s future protocol, or its `step`).
 //!
 //! What waits is an operation (`operation::PyOperation`), woken through its `_wake()` and
 //! `_expired()` methods: this module does not know the operation's type, which knows it.
@@ -54,7 +56,8 @@ struct State {
     timer_generation: u64,
 }
 
-/// One event loop's waits (made by `django_elasticache_rs._futures` at its first call there).
+/// One event loop's waits (made by `django_elasticache_rs._futures`, or `_green` for a gevent
+/// hub, at its first call there).
 #[pyclass(frozen, module = "django_elasticache_rs._native", name = "Poller")]
 pub struct Poller {
     /// The loop, weakly: the loop holds the poller (its reader, its timer).
