@@ -39,26 +39,35 @@ def nodes() -> Iterator[tuple[LocalNode, LocalNode]]:
         yield healthy, frozen
 
 
-def run_while_stopped(frozen: LocalNode, script: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    """Runs ``script`` (a gevent process of its own, given ``spec``) while ``frozen`` is
-    stopped, and returns the report it prints last; every greenlet of it must have ended."""
-    with stopped(frozen):
-        done = subprocess.run(
-            [sys.executable, str(script), json.dumps(spec)],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+def run_script(script: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs ``script`` (a gevent process of its own, given ``spec``) and returns the report it
+    prints last; every greenlet of it must have ended."""
+    done = subprocess.run(
+        [sys.executable, str(script), json.dumps(spec)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["all_done"], report
     return report
 
 
+def run_while_stopped(frozen: LocalNode, script: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """``run_script`` while ``frozen`` is stopped."""
+    with stopped(frozen):
+        return run_script(script, spec)
+
+
 def scenario(
-    nodes: tuple[LocalNode, LocalNode], options: dict[str, Any], frozen_call: str = "get"
+    nodes: tuple[LocalNode, LocalNode],
+    options: dict[str, Any],
+    frozen_call: str = "get",
+    *,
+    epoll: bool = True,
 ) -> dict[str, Any]:
     healthy, frozen = nodes
     spec = {
@@ -68,6 +77,7 @@ def scenario(
         "frozen_call": frozen_call,
         "greenlets": GREENLETS,
         "reads": READS,
+        "epoll": epoll,
     }
     report = run_while_stopped(frozen, SCENARIO, spec)
     assert report["failures"] == [], "every healthy call returned what it should"
@@ -93,6 +103,34 @@ def test_each_greenlets_call_times_out_at_its_own_deadline(
     assert report["log"] == ["short-CacheTimeoutError", "long-waiting", "long-killed"]
 
 
+HUB_LOOP = REPO_ROOT / "tests" / "support" / "gevent_hub_loop.py"
+
+
+def test_a_lone_wait_keeps_the_hub_running_and_nothing_is_left_after(
+    nodes: tuple[LocalNode, LocalNode],
+) -> None:
+    """The hub's poller is watched by one io watcher that holds the hub's loop only while a
+    greenlet waits: the main greenlet waiting alone on a stopped node reaches its deadline
+    (rather than gevent's ``LoopExit``), and once the calls are over ``gevent.wait()`` returns
+    (rather than waiting for its bound)."""
+    healthy, frozen = nodes
+    spec = {"scenario": "alone", "frozen": frozen.address, "healthy": healthy.address}
+    report = run_while_stopped(frozen, HUB_LOOP, spec)
+    assert report["log"] == ["frozen-CacheTimeoutError", "healthy-v", "wait-True"]
+
+
+def test_a_forked_child_waits_on_a_poller_of_its_own(
+    nodes: tuple[LocalNode, LocalNode],
+) -> None:
+    """After a fork, parent and child read at the same time, each through its own hub's
+    poller: the parent's epoll set, which the child inherits, would hand either process the
+    other's events."""
+    healthy, _ = nodes
+    report = run_script(HUB_LOOP, {"scenario": "fork", "healthy": healthy.address})
+    assert report["child_own_poller"] is True
+    assert report["log"] == ["parent-read-1000", "child-read-1000"]
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"gevent": "auto"}, {"gevent": True}],
@@ -105,6 +143,16 @@ def test_a_frozen_node_never_stalls_the_other_greenlets(
     assert healthy_done_before_frozen_end(report) == GREENLETS, (
         "every healthy greenlet finished while the frozen call was still waiting"
     )
+    assert report["frozen_outcome"] == ["raised", "CacheTimeoutError"]
+
+
+def test_without_epoll_each_wait_is_a_loop_watcher_and_nothing_stalls(
+    nodes: tuple[LocalNode, LocalNode],
+) -> None:
+    """Where there is no epoll, the hub's poller has the loop watch each socket itself (an io
+    watcher per wait): the same scenario, the same outcome."""
+    report = scenario(nodes, {}, epoll=False)
+    assert healthy_done_before_frozen_end(report) == GREENLETS
     assert report["frozen_outcome"] == ["raised", "CacheTimeoutError"]
 
 

@@ -2,25 +2,24 @@
 
 Used by the backend's blocking methods when gevent has monkey-patched ``socket`` (or
 ``OPTIONS["gevent"]`` says so), so that a greenlet waiting on a slow or frozen node never
-stalls the others. Sockets are waited on with ``gevent.socket.wait_read`` (or
-``wait_readwrite`` while a request is being written), and the deadlines of a hub's waiting
-greenlets are under one timer of the hub's loop (``_Deadlines``). A greenlet waiting for a pooled
-connection (every one of the pool in use) waits on the hub too, woken when another greenlet's
-call ends. Only the steps with no non-blocking form (a connect, the first discovery) run on a
-thread: of a small gevent thread pool of the cache's own, never the hub's, which gevent's
-resolver (every ``socket.getaddrinfo``) and other libraries share.
+stalls the others. An operation waits as it does under asyncio: its socket and deadline are
+watched by the hub's native ``Poller`` (an epoll set of ours the hub's loop watches through one
+io watcher, or, where there is no epoll, a loop watcher per wait; one loop timer for all the
+deadlines), and a ready socket, or the deadline, switches straight back to the greenlet. A
+greenlet waiting for a pooled connection (every one of the pool in use) waits on the hub too,
+woken when another greenlet's call ends. Only the steps with no non-blocking form (a connect,
+the first discovery) run on a thread: of a small gevent thread pool of the cache's own, never
+the hub's, which gevent's resolver (every ``socket.getaddrinfo``) and other libraries share.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._native import BLOCK, DONE, READ, Client, Operation
+from ._native import DONE, WAIT, Client, Operation, Poller
 from ._polling import pauses
 
 
@@ -31,20 +30,18 @@ def patched() -> bool:
     return monkey is not None and bool(monkey.is_module_patched("socket"))
 
 
-_gevent: tuple[Any, Any, Any, Any] | None = None
+_gevent: tuple[Any, Any] | None = None
 
 
-def _hub() -> tuple[Any, Any, Any, Any]:
-    """gevent's ``get_hub``, ``wait_read`` and ``wait_readwrite``, and greenlet's
-    ``getcurrent``, imported at first use: the backend imports this module whether gevent is in
-    use or not."""
+def _hub() -> tuple[Any, Any]:
+    """gevent's ``get_hub`` and greenlet's ``getcurrent``, imported at first use: the backend
+    imports this module whether gevent is in use or not."""
     global _gevent
     if _gevent is None:
         from gevent import get_hub
-        from gevent.socket import wait_read, wait_readwrite
         from greenlet import getcurrent
 
-        _gevent = (get_hub, wait_read, wait_readwrite, getcurrent)
+        _gevent = (get_hub, getcurrent)
     return _gevent
 
 
@@ -56,76 +53,121 @@ CONNECT_THREADS = 10
 #: greenlets, and its greenlets are all that ever touch it, so it needs no lock.
 _STATE = "_django_elasticache_rs"
 
+#: Whether the poller is an epoll set (on Linux, where the native module has one). Not
+#: ``select.epoll``: gevent's patching removes it from ``select``.
+_HAS_EPOLL = sys.platform.startswith("linux")
 
-class _Expired(Exception):
-    """Thrown into a greenlet waiting on a socket once its operation's deadline passed."""
+#: Counts the forks this process is the child of: a hub's poller made before the last one is
+#: the parent's (its epoll set is shared with the parent), and is made anew.
+_forks = 0
 
 
-class _Deadlines:
-    """The deadlines of one hub's greenlets waiting on sockets, under one timer set at the
-    earliest: past its deadline, a waiting greenlet gets ``_Expired`` thrown in (as gevent's
-    ``Timeout`` does), and its next ``advance()`` ends the operation as a timeout. A
-    ``Timeout`` per wait (an exception object and a timer made, started, stopped and closed)
-    costs about 5 us a wait here; an entry here costs a dictionary's insert and delete, and the
-    timer moves only for a deadline earlier than its own (rare: a hub's calls share a timeout).
+def _forked() -> None:
+    global _forks
+    _forks += 1
 
-    Only a greenlet waiting on a socket is in it: nothing is thrown into one waiting for a
-    connect on a thread, which still holds its operation.
-    """
 
-    __slots__ = ("_loop", "_timer", "_waiting", "_when")
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+class _HubLoop:
+    """The part of an asyncio event loop's interface a ``Poller`` uses, on a gevent hub's
+    loop: the poller waits the same way under both."""
+
+    __slots__ = ("__weakref__", "_loop", "_readers", "_writers")
 
     def __init__(self, loop: Any) -> None:
         self._loop = loop
-        self._waiting: dict[Any, float] = {}
-        self._timer: Any = None
-        self._when = math.inf
+        self._readers: dict[int, Any] = {}
+        self._writers: dict[int, Any] = {}
 
-    def add(self, greenlet: Any, timeout: float) -> None:
-        """Throws ``_Expired`` into ``greenlet`` in ``timeout`` seconds, unless removed before."""
-        deadline = time.monotonic() + timeout
-        self._waiting[greenlet] = deadline
-        if deadline < self._when:
-            self._arm(deadline)
+    def add_reader(self, fd: int, callback: Callable[[], Any]) -> None:
+        self._watch(self._readers, fd, 1, callback)
 
-    def remove(self, greenlet: Any) -> None:
-        # The timer stays: at worst it fires once for nothing, and is set for what is left.
-        self._waiting.pop(greenlet, None)
+    def remove_reader(self, fd: int) -> None:
+        self._unwatch(self._readers, fd)
 
-    def _arm(self, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.close()
-        self._when = deadline
-        # Not keeping the loop alive: a greenlet waiting on a socket does (its watcher).
-        self._timer = self._loop.timer(max(deadline - time.monotonic(), 0.0), ref=False)
-        self._timer.start(self._fire)
+    def add_writer(self, fd: int, callback: Callable[[], Any]) -> None:
+        self._watch(self._writers, fd, 2, callback)
 
-    def _fire(self) -> None:
-        self._timer.close()
-        self._timer, self._when = None, math.inf
-        now = time.monotonic()
-        late = [greenlet for greenlet, deadline in self._waiting.items() if deadline <= now]
-        for greenlet in late:
-            del self._waiting[greenlet]
-        if self._waiting:
-            # The loop's clock is its iteration's start: a timer may fire a little early.
-            self._arm(min(self._waiting.values()))
-        for greenlet in late:
-            greenlet.throw(_Expired)
+    def remove_writer(self, fd: int) -> None:
+        self._unwatch(self._writers, fd)
+
+    def _watch(self, watchers: dict[int, Any], fd: int, events: int, callback: Any) -> None:
+        self._unwatch(watchers, fd)
+        watcher = watchers[fd] = self._loop.io(fd, events)
+        watcher.start(callback)
+
+    @staticmethod
+    def _unwatch(watchers: dict[int, Any], fd: int) -> None:
+        watcher = watchers.pop(fd, None)
+        if watcher is not None:
+            watcher.close()
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> None:
+        # Not keeping the loop alive: a greenlet waiting on a socket does (see _Green.wait).
+        timer = self._loop.timer(delay, 0.0, ref=False)
+        timer.start(callback, *args)
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        self._loop.run_callback(callback, *args)
 
 
 class _Green:
-    """The driver's state in one hub: the cache's thread pool (made at first use, and anew in
-    a forked child), the event greenlets waiting for a pooled connection wait on (made by the
-    first of them, set and dropped when a call of this hub ends), and the deadlines of the
-    greenlets waiting on sockets."""
+    """The driver's state in one hub: its poller (made at first use, and anew in a forked
+    child), the cache's thread pool (likewise), and the event greenlets waiting for a pooled
+    connection wait on (made by the first of them, set and dropped when a call of this hub
+    ends)."""
 
-    __slots__ = ("_pool", "deadlines", "freed")
+    __slots__ = ("_forks", "_loop", "_pool", "_watcher", "freed", "poller", "waiting")
 
     def __init__(self, hub: Any) -> None:
         self._pool: Any = None
         self.freed: Any = None
-        self.deadlines = _Deadlines(hub.loop)
+        self._forks = -1
+        self._loop: _HubLoop | None = None
+        self._watcher: Any = None
+        self.poller: Poller | None = None
+        #: Greenlets of this hub waiting on the poller.
+        self.waiting = 0
+
+    def poller_of(self, hub: Any) -> Poller:
+        """The hub's poller: an epoll set its loop watches through one io watcher, where there
+        is epoll, otherwise the loop's io watchers per wait."""
+        poller = self.poller
+        if poller is None or self._forks != _forks:
+            if self._watcher is not None:
+                # The parent's, sharing its epoll set: its events are not this process's.
+                self._watcher.close()
+                self._watcher = None
+            self._loop = _HubLoop(hub.loop)
+            poller = self.poller = Poller(self._loop, _HAS_EPOLL)
+            self._forks = _forks
+            self.waiting = 0
+            fd = poller.fileno()
+            if fd is not None:
+                # Keeping the loop alive only while a greenlet waits (gevent.wait() returns
+                # once nothing else is left).
+                self._watcher = hub.loop.io(fd, 1, ref=False)
+                self._watcher.start(poller.dispatch)
+        return poller
+
+    def wait(self, hub: Any) -> None:
+        """Switches to the hub until the poller (or anything else) switches back."""
+        watcher = self._watcher
+        if watcher is None:  # a loop watcher per wait, which keeps the loop alive itself
+            hub.switch()
+            return
+        self.waiting += 1
+        if self.waiting == 1:
+            watcher.ref = True
+        try:
+            hub.switch()
+        finally:
+            self.waiting -= 1
+            if not self.waiting:
+                watcher.ref = False
 
     def pool(self, hub: Any) -> Any:
         pool = self._pool
@@ -184,49 +226,39 @@ def _connection_freed(hub: Any) -> None:
 
 def run(operation: Operation) -> Any:
     """Runs ``operation`` in the current greenlet, yielding to the hub while it waits, and
-    returns its result (or raises its error)."""
-    get_hub, wait_read, wait_readwrite, getcurrent = _hub()
+    returns its result (or raises its error).
+
+    Killed (or interrupted by a ``gevent.Timeout``) while it waits, it closes the operation: a
+    connection whose reply is still on its way is closed, never reused.
+    """
+    get_hub, getcurrent = _hub()
+    hub = get_hub()
+    state = _green(hub)
     waits: Iterator[float] | None = None
     try:
+        operation.on(state.poller_of(hub))
+        step, resume = operation.step, getcurrent().switch
         while True:
-            progress = operation.advance()
+            progress = step(resume)
             if progress == DONE:
                 return operation.outcome()
-            if progress == BLOCK:
-                hub = get_hub()
-                if operation.waits_for_pool():
-                    # Every connection of the pool is in use: no thread is needed to wait for
-                    # one. Past the deadline, advance() ends the call as the pool exhausted.
-                    if waits is None:
-                        waits = pauses()
-                    _wait_for_a_connection(hub, waits, operation.timeout())
-                else:
-                    _green(hub).pool(hub).apply(operation.prepare_without_waiting)
-                continue
-            next_wait = operation.wait_for()
-            if next_wait is None:
-                continue
-            fd, interest = next_wait
-            # A node may answer before it takes all of a request: wait for either then.
-            wait = wait_read if interest == READ else wait_readwrite
-            timeout = operation.timeout()
-            if timeout is None:
-                wait(fd)
-                continue
-            deadlines = _green(get_hub()).deadlines
-            current = getcurrent()
-            deadlines.add(current, timeout)
-            try:
-                wait(fd)
-            except _Expired:
-                pass  # the next advance() ends the operation as a timeout
-            finally:
-                deadlines.remove(current)
+            if progress == WAIT:
+                # Past the deadline, the poller switches back too: the next step ends the
+                # operation as a timeout.
+                state.wait(hub)
+            elif operation.waits_for_pool():
+                # Every connection of the pool is in use: no thread is needed to wait for
+                # one. Past the deadline, the next step ends the call as the pool exhausted.
+                if waits is None:
+                    waits = pauses()
+                _wait_for_a_connection(hub, waits, operation.timeout())
+            else:
+                state.pool(hub).apply(operation.prepare_without_waiting)
     finally:
         operation.close()
         # Its connections are back in their pools (or closed, making room).
         if _hubs_waiting:
-            _connection_freed(get_hub())
+            _connection_freed(hub)
 
 
 def sleep(seconds: float) -> None:

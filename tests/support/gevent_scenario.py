@@ -1,7 +1,9 @@
 """Run by ``tests/test_gevent.py`` in a fresh process, with gevent's monkey-patching done first
 thing (as gunicorn's gevent worker does): ``python gevent_scenario.py JSON``, where JSON gives
 ``healthy`` and ``frozen`` (two memcached nodes, the second stopped by the caller), ``options``
-(the backend's OPTIONS), ``frozen_call`` ("get" or "get_many") and ``greenlets``/``reads``.
+(the backend's OPTIONS), ``frozen_call`` ("get" or "get_many"), ``greenlets``/``reads``, and
+optionally ``epoll`` (false: the hub's poller uses a loop watcher per wait, as where there is
+no epoll).
 
 One greenlet makes a call that needs the frozen node; once it is waiting, the other greenlets
 each make ``reads`` calls (get, get_many, set, incr) on the healthy node. Every event is logged
@@ -31,8 +33,10 @@ def main() -> int:
     spec = json.loads(sys.argv[1])
     settings.configure()
     django.setup()
+    from django_elasticache_rs import _green
     from django_elasticache_rs.backend import ElastiCache
 
+    _green._HAS_EPOLL = spec.get("epoll", True)
     healthy, frozen = spec["healthy"], spec["frozen"]
     cache = ElastiCache(
         [healthy, frozen],
