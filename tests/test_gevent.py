@@ -10,6 +10,7 @@ Assertions are on the order of events in that process, not on how long anything 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,12 +40,17 @@ def nodes() -> Iterator[tuple[LocalNode, LocalNode]]:
         yield healthy, frozen
 
 
-def run_script(script: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    """Runs ``script`` (a gevent process of its own, given ``spec``) and returns the report it
-    prints last; every greenlet of it must have ended."""
+def run_script(script: Path, spec: dict[str, Any], loop: str | None = None) -> dict[str, Any]:
+    """Runs ``script`` (a gevent process of its own, given ``spec``, on gevent's ``loop``
+    implementation or its default) and returns the report it prints last; every greenlet of
+    it must have ended."""
+    env = dict(os.environ)
+    if loop is not None:
+        env["GEVENT_LOOP"] = loop
     done = subprocess.run(
         [sys.executable, str(script), json.dumps(spec)],
         cwd=REPO_ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=90,
@@ -56,10 +62,12 @@ def run_script(script: Path, spec: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def run_while_stopped(frozen: LocalNode, script: Path, spec: dict[str, Any]) -> dict[str, Any]:
+def run_while_stopped(
+    frozen: LocalNode, script: Path, spec: dict[str, Any], loop: str | None = None
+) -> dict[str, Any]:
     """``run_script`` while ``frozen`` is stopped."""
     with stopped(frozen):
-        return run_script(script, spec)
+        return run_script(script, spec, loop)
 
 
 def scenario(
@@ -106,16 +114,18 @@ def test_each_greenlets_call_times_out_at_its_own_deadline(
 HUB_LOOP = REPO_ROOT / "tests" / "support" / "gevent_hub_loop.py"
 
 
+@pytest.mark.parametrize("loop", ["libev-cext", "libuv-cffi"])
 def test_a_lone_wait_keeps_the_hub_running_and_nothing_is_left_after(
-    nodes: tuple[LocalNode, LocalNode],
+    nodes: tuple[LocalNode, LocalNode], loop: str
 ) -> None:
     """The hub's poller is watched by one io watcher that holds the hub's loop only while a
     greenlet waits: the main greenlet waiting alone on a stopped node reaches its deadline
     (rather than gevent's ``LoopExit``), and once the calls are over ``gevent.wait()`` returns
-    (rather than waiting for its bound)."""
+    (rather than waiting for its bound). On both of gevent's loops (libuv's multiplexes an
+    fd's watchers)."""
     healthy, frozen = nodes
     spec = {"scenario": "alone", "frozen": frozen.address, "healthy": healthy.address}
-    report = run_while_stopped(frozen, HUB_LOOP, spec)
+    report = run_while_stopped(frozen, HUB_LOOP, spec, loop)
     assert report["log"] == ["frozen-CacheTimeoutError", "healthy-v", "wait-True"]
 
 

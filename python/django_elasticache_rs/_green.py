@@ -120,13 +120,24 @@ class _Green:
     connection wait on (made by the first of them, set and dropped when a call of this hub
     ends)."""
 
-    __slots__ = ("_forks", "_loop", "_pool", "_watcher", "freed", "poller", "waiting")
+    __slots__ = (
+        "_dispatching",
+        "_forks",
+        "_loop",
+        "_pool",
+        "_watcher",
+        "freed",
+        "poller",
+        "waiting",
+    )
 
     def __init__(self, hub: Any) -> None:
         self._pool: Any = None
         self.freed: Any = None
         self._forks = -1
         self._loop: _HubLoop | None = None
+        #: The io watcher of the poller's epoll set, and what holds the loop for it.
+        self._dispatching: Any = None
         self._watcher: Any = None
         self.poller: Poller | None = None
         #: Greenlets of this hub waiting on the poller.
@@ -137,20 +148,24 @@ class _Green:
         is epoll, otherwise the loop's io watchers per wait."""
         poller = self.poller
         if poller is None or self._forks != _forks:
-            if self._watcher is not None:
+            if self._dispatching is not None:
                 # The parent's, sharing its epoll set: its events are not this process's.
-                self._watcher.close()
-                self._watcher = None
+                self._dispatching.close()
+                self._dispatching = self._watcher = None
             self._loop = _HubLoop(hub.loop)
             poller = self.poller = Poller(self._loop, _HAS_EPOLL)
             self._forks = _forks
             self.waiting = 0
             fd = poller.fileno()
             if fd is not None:
-                # Keeping the loop alive only while a greenlet waits (gevent.wait() returns
-                # once nothing else is left).
-                self._watcher = hub.loop.io(fd, 1, ref=False)
-                self._watcher.start(poller.dispatch)
+                watcher = hub.loop.io(fd, 1)
+                watcher.start(poller.dispatch)
+                # Holding the loop only while a greenlet waits (gevent.wait() returns once
+                # nothing else is left). libuv's loop gives a multiplexer of the fd's one
+                # watcher, whose own ref is the one that counts.
+                self._watcher = getattr(watcher, "_watcher_ref", watcher)
+                self._watcher.ref = False
+                self._dispatching = watcher
         return poller
 
     def wait(self, hub: Any) -> None:
