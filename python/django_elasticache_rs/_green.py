@@ -152,6 +152,7 @@ class _Green:
                 # The parent's, sharing its epoll set: its events are not this process's.
                 self._dispatching.close()
                 self._dispatching = self._watcher = None
+            # Kept here: the poller holds its loop weakly, as it does an asyncio loop.
             self._loop = _HubLoop(hub.loop)
             poller = self.poller = Poller(self._loop, _HAS_EPOLL)
             self._forks = _forks
