@@ -81,6 +81,13 @@ def _keys(tag: str, count: int = BATCH) -> list[str]:
     return [f"{tag}:{i}" for i in range(count)]
 
 
+def batch_keys() -> list[str]:
+    """The keys of the batch reads compared with each other (``get_many``, ``aget_many`` and
+    the gevent rows' ``get_many``): one set, so each row reads the same shares of the same
+    nodes (another set splits differently over the nodes, and costs differently)."""
+    return _keys("many")
+
+
 def _store(cache: BaseCache, keys: list[str], value: Any) -> Callable[[], None]:
     """Stores ``value`` under every key; returns the check that every key reads it back."""
     failed = cache.set_many(dict.fromkeys(keys, value))
@@ -197,7 +204,7 @@ def incr(alias: str, context: Context) -> Prepared:
 def get_many(alias: str, context: Context) -> Prepared:
     """``get_many`` of 100 present keys (100-byte values), spread over the nodes."""
     cache = caches[alias]
-    keys = _keys("many")
+    keys = batch_keys()
     verify = _store(cache, keys, VALUE_100)
     get_many_ = cache.get_many
 
@@ -345,7 +352,7 @@ def aget_many(alias: str, context: Context) -> Prepared:
     """``await cache.aget_many(keys)`` of 100 present keys; one ``asyncio.run`` per
     measurement."""
     cache = caches[alias]
-    keys = _keys("many")
+    keys = batch_keys()
     _store(cache, keys, VALUE_100)
 
     def verify() -> None:
