@@ -18,7 +18,7 @@ from django.core.cache import caches
 
 from bench.backends import OURS, PYLIBMC
 from bench.measure import async_runner, loop_runner
-from bench.workloads import BATCH, VALUE_100, BenchmarkError, Prepared
+from bench.workloads import BATCH, VALUE_100, BenchmarkError, Prepared, batch_keys
 from django_elasticache_rs._native import Client
 from django_elasticache_rs.local import LocalCluster
 
@@ -254,7 +254,7 @@ def loop_turn_floor(cluster: LocalCluster) -> Prepared:
     blocking one, since a call that waits for a reply hands the loop at least one turn. The
     row to put next to ``aget_many``."""
     cache = caches[OURS.alias(len(cluster.addresses))]
-    keys = [f"ref:turn:{i}" for i in range(BATCH)]
+    keys = batch_keys()  # the get_many and aget_many rows' keys, split as theirs are
     cache.set_many(dict.fromkeys(keys, VALUE_100))
     get_many = cache.get_many
 
