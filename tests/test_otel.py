@@ -70,6 +70,11 @@ def test_a_client_span_per_call_and_the_counters_as_metrics(
         for key in ("present", "absent", "other")
     }
     assert (by_command["get"], by_command["set"], by_command["get_many"]) == (2, 2, len(touched))
+    # What the clients hold now, as gauges: the second alias's local tier keeps one key.
+    gauges = seen["gauges"]
+    assert gauges["elasticache.local_keys"] == [[{}, 1]]
+    [[_, kept_bytes]] = gauges["elasticache.local_bytes"]
+    assert kept_bytes >= 1000
 
 
 def test_without_tracing_the_methods_are_the_plain_ones(memcached_cluster: LocalCluster) -> None:

@@ -13,12 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from django_elasticache_rs.backend import ElastiCache
+from django_elasticache_rs.exceptions import CacheTimeoutError
 from django_elasticache_rs.local import LocalCluster, LocalNode
+from tests.support.processes import stopped
 
 WORKER = Path(__file__).parent / "support" / "prometheus_worker.py"
 
@@ -67,6 +70,39 @@ def test_one_process_exports_the_counters_when_scraped(memcached_cluster: LocalC
     assert not any("scraped" in value for _, labels in found for _, value in labels)
 
 
+def test_what_the_clients_hold_now_is_exported_as_gauges() -> None:
+    """``local_keys``, ``local_bytes`` and ``invalidations_waiting``: the local tier's keys
+    and bytes, and the deletes waiting for a node that did not take them, summed over the
+    process's exporting clients."""
+    with LocalNode() as node:
+        cache = ElastiCache(
+            node.address,
+            {
+                "KEY_PREFIX": "gauges",
+                "OPTIONS": {
+                    "discovery": "off",
+                    "metrics": "prometheus",
+                    "timeout": 0.5,
+                    "local_cache": {"ttl": 600, "min_reads_per_second": 0},
+                },
+            },
+        )
+        value = "v" * 1000
+        cache.set("hot", value)
+        assert cache.get("hot") == value  # from the node, then kept
+        assert cache.get("hot") == value
+        assert cache.metrics()["local_keys"] == 1
+        found = samples(REGISTRY)
+        assert found[("elasticache_local_keys", ())] >= 1
+        assert found[("elasticache_local_bytes", ())] >= len(value)
+        with stopped(node):
+            with pytest.raises(CacheTimeoutError):
+                cache.delete("gone")
+            assert cache.metrics()["invalidations_waiting"] == 1
+            found = samples(REGISTRY)
+        assert found[("elasticache_invalidations_waiting", ())] >= 1
+
+
 def test_worker_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
     with LocalNode() as node:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
@@ -96,6 +132,9 @@ def test_worker_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
         value for (name, labels), value in found.items() if name == "elasticache_requests_total"
     )
     assert count == requests
+    # The gauges too, summed over the live workers (none holds anything here).
+    assert found[("elasticache_local_keys", ())] == 0
+    assert found[("elasticache_invalidations_waiting", ())] == 0
 
 
 def series(registry: CollectorRegistry) -> list[tuple[str, tuple[tuple[str, str], ...]]]:

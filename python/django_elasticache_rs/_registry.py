@@ -14,7 +14,13 @@ from django_elasticache_rs import signals
 from django_elasticache_rs._native import Client
 from django_elasticache_rs.options import Settings
 
-__all__ = ["CLIENT_COUNTERS", "exporting_clients", "forget_shared_clients", "shared_client"]
+__all__ = [
+    "CLIENT_COUNTERS",
+    "CLIENT_GAUGES",
+    "exporting_clients",
+    "forget_shared_clients",
+    "shared_client",
+]
 
 #: The clients' own counters in ``metrics()`` (not per node) that the exporters export, with
 #: what each counts: one table for Prometheus and OpenTelemetry.
@@ -35,6 +41,19 @@ CLIENT_COUNTERS: tuple[tuple[str, str], ...] = (
     ("migration_copies", "Of those, keys copied to this cluster."),
     ("detour_deletes", "Keys deleted on a previous owner or the migrate_from cluster on a write."),
     ("detour_delete_failures", "Keys a write could not delete there: not read through from there."),
+)
+
+#: The clients' own values in ``metrics()`` that go up and down (what is held now), exported as
+#: gauges, with their unit (OpenTelemetry's notation) and what each is: one table for
+#: Prometheus and OpenTelemetry.
+CLIENT_GAUGES: tuple[tuple[str, str, str], ...] = (
+    (
+        "invalidations_waiting",
+        "{invalidation}",
+        "Undelivered invalidations waiting to be replayed to their node.",
+    ),
+    ("local_keys", "{key}", "Keys the local tier keeps (local_cache)."),
+    ("local_bytes", "By", "Bytes of values the local tier keeps (local_cache)."),
 )
 
 _clients: dict[tuple[tuple[str, ...], Settings], Client] = {}

@@ -24,7 +24,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from django_elasticache_rs._registry import CLIENT_COUNTERS, exporting_clients
+from django_elasticache_rs._registry import CLIENT_COUNTERS, CLIENT_GAUGES, exporting_clients
 from django_elasticache_rs.handle import Handle
 
 _SCOPE = "django_elasticache_rs"
@@ -204,8 +204,8 @@ _registered = False
 
 
 def register_metrics() -> None:
-    """The counters as observable OpenTelemetry instruments, read when the SDK collects (once
-    per process)."""
+    """The counters and gauges as observable OpenTelemetry instruments, read when the SDK
+    collects (once per process)."""
     global _registered
     if _registered:
         return
@@ -284,4 +284,11 @@ def register_metrics() -> None:
     for name, description in CLIENT_COUNTERS:
         meter.create_observable_counter(
             f"elasticache.{name}", callbacks=[_client_observations(name)], description=description
+        )
+    for name, unit, description in CLIENT_GAUGES:
+        meter.create_observable_gauge(
+            f"elasticache.{name}",
+            callbacks=[_client_observations(name)],
+            unit=unit,
+            description=description,
         )

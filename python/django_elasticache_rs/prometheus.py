@@ -1,5 +1,6 @@
-"""Prometheus metrics: the client's counters (``cache.metrics()``) under ``elasticache_`` names,
-with ``OPTIONS["metrics"] = "prometheus"`` (``pip install django-elasticache-rs[prometheus]``).
+"""Prometheus metrics: the client's counters and gauges (``cache.metrics()``) under
+``elasticache_`` names, with ``OPTIONS["metrics"] = "prometheus"`` (``pip install
+django-elasticache-rs[prometheus]``).
 
 Labels are ``node`` (``host:port``), ``command``, ``outcome`` (``hit``/``miss``) and ``kind`` (of
 error); never a key. Every client of the process on a node (two aliases with their own
@@ -34,7 +35,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from django_elasticache_rs._registry import CLIENT_COUNTERS, exporting_clients
+from django_elasticache_rs._registry import CLIENT_COUNTERS, CLIENT_GAUGES, exporting_clients
 
 _Read = Callable[[dict[str, Any]], Iterable[tuple[str, int]]]
 
@@ -213,6 +214,10 @@ class _Collector(Collector):
             family = CounterMetricFamily(f"elasticache_{name}", help_text)
             family.add_metric([], sum(reading[name] for reading in readings.values()))
             yield family
+        for name, _, help_text in CLIENT_GAUGES:
+            gauge = GaugeMetricFamily(f"elasticache_{name}", help_text)
+            gauge.add_metric([], sum(reading[name] for reading in readings.values()))
+            yield gauge
         version = GaugeMetricFamily(
             "elasticache_config_version", "The cluster configuration version in use."
         )
@@ -360,6 +365,12 @@ class _Pusher:
             "The cluster configuration version in use.",
             multiprocess_mode="max",
         )
+        # What each process holds now, summed over the live ones (an exited worker's share
+        # goes once gunicorn's child_exit hook calls prometheus_client's mark_process_dead).
+        self._gauges = {
+            name: Gauge(f"elasticache_{name}", help_text, multiprocess_mode="livesum")
+            for name, _, help_text in CLIENT_GAUGES
+        }
 
     def push(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -407,6 +418,8 @@ class _Pusher:
             self._client_totals[name] = total
             if gained > 0:  # less: a client went away (forget_shared_clients)
                 self._client_counters[name].inc(gained)
+        for name, gauge in self._gauges.items():
+            gauge.set(sum(reading[name] for reading in readings.values()))
         versions = [
             r["config_version"] for r in readings.values() if r["config_version"] is not None
         ]

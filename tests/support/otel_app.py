@@ -2,7 +2,8 @@
 once per process): ``python otel_app.py ADDRESS...``. Sets the SDK up with in-memory exporters
 as an application sets up its own, configures the backend with ``tracing`` and ``metrics``
 "opentelemetry", makes blocking and async calls (one failing, two with another version), and
-prints one JSON line: the spans, and the metrics' data points."""
+prints one JSON line: the spans, and the metrics' data points; then, once a second alias with
+a local tier keeps a key, the gauges' data points."""
 
 from __future__ import annotations
 
@@ -33,7 +34,17 @@ settings.configure(
             "BACKEND": "django_elasticache_rs.backend.ElastiCache",
             "LOCATION": sys.argv[1:],
             "OPTIONS": {"discovery": "off", "tracing": "opentelemetry", "metrics": "opentelemetry"},
-        }
+        },
+        "local": {
+            "BACKEND": "django_elasticache_rs.backend.ElastiCache",
+            "LOCATION": sys.argv[1:],
+            "KEY_PREFIX": "local",
+            "OPTIONS": {
+                "discovery": "off",
+                "metrics": "opentelemetry",
+                "local_cache": {"ttl": 600, "min_reads_per_second": 0},
+            },
+        },
     }
 )
 django.setup()
@@ -56,14 +67,21 @@ async def async_calls() -> None:
 
 asyncio.run(async_calls())
 
-points: dict[str, list[Any]] = {}
-data = reader.get_metrics_data()
-for resource_metrics in data.resource_metrics if data else []:
-    for scope in resource_metrics.scope_metrics:
-        for metric in scope.metrics:
-            points[metric.name] = [
-                [dict(point.attributes or {}), point.value] for point in metric.data.data_points
-            ]
+
+def collected() -> dict[str, list[Any]]:
+    """Each instrument's data points, collected now."""
+    found: dict[str, list[Any]] = {}
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data else []:
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                found[metric.name] = [
+                    [dict(point.attributes or {}), point.value] for point in metric.data.data_points
+                ]
+    return found
+
+
+points = collected()
 # Calls with a version other than the default (positional, then by keyword), on a key whose
 # node differs between the two versions: their spans must name the node the call used.
 native = cache._native  # type: ignore[attr-defined]
@@ -75,6 +93,15 @@ version = next(
 )
 cache.set("versioned", 1, None, version)
 assert cache.get("versioned", version=version) == 1
+
+from django.core.cache import caches  # noqa: E402
+
+local = caches["local"]
+local.set("hot", "v" * 1000)
+assert local.get("hot") == "v" * 1000  # from its node, then kept
+gauges = {
+    name: found for name, found in collected().items() if name.startswith("elasticache.local")
+}
 
 print(
     json.dumps(
@@ -91,6 +118,7 @@ print(
                 for span in spans.get_finished_spans()
             ],
             "points": points,
+            "gauges": gauges,
         }
     )
 )
