@@ -26,7 +26,13 @@ from django_elasticache_rs.local import LocalCluster
 CHILD = REPO_ROOT / "bench" / "greenlets_child.py"
 GREENLETS = 50
 BACKENDS: tuple[Backend, ...] = (OURS, PYMEMCACHE)
-WORKLOADS = {"get": "get, hit (100 B str)", "get_many": "get_many, 100 keys (per call)"}
+WORKLOADS = {
+    "get": "get, hit (100 B str)",
+    "get_many": "get_many, 100 keys (per call)",
+    "get_many_blocking": "get_many, 100 keys, blocking the hub (`gevent: False`, per call)",
+}
+#: Ours only: the reference the gevent get_many is held to in the same process.
+OURS_ONLY = {"get_many_blocking"}
 
 
 @dataclass
@@ -70,7 +76,7 @@ def measure(
     workloads (the children inherit the benchmark's CPU)."""
     pinning.apply(True)
     series = {w: {b.name: Series() for b in BACKENDS} for w in WORKLOADS}
-    per_op: dict[str, list[float]] = {w: [] for w in WORKLOADS}
+    per_op: dict[str, dict[str, float]] = {w: {} for w in WORKLOADS}
     ready: list[Backend] = []
     for backend in BACKENDS:
         try:
@@ -80,16 +86,18 @@ def measure(
                 series[workload][backend.name].error = str(exc)
             continue
         ready.append(backend)
-        for workload in WORKLOADS:
-            per_op[workload].append(float(estimated[workload]))  # type: ignore[arg-type]
+        for workload in _workloads_of(backend):
+            per_op[workload][backend.name] = float(estimated[workload])  # type: ignore[arg-type]
     if not ready:
         return [GeventRow(w, series[w]) for w in WORKLOADS]
     # One count per workload, more for a backend whose samples it would make too short.
     iterations: dict[str, dict[str, int]] = {b.name: {} for b in ready}
-    for workload in WORKLOADS:
-        each = iteration_counts(per_op[workload], target, cap, floor, GREENLETS)
-        for backend, count in zip(ready, each, strict=True):
-            iterations[backend.name][workload] = count
+    for workload, estimates in per_op.items():
+        if not estimates:
+            continue
+        each = iteration_counts(list(estimates.values()), target, cap, floor, GREENLETS)
+        for name, count in zip(estimates, each, strict=True):
+            iterations[name][workload] = count
     for rep in range(repetitions):
         shift = rep % len(ready)
         for backend in ready[shift:] + ready[:shift]:
@@ -100,13 +108,26 @@ def measure(
                 for workload in WORKLOADS:
                     series[workload][backend.name].error = str(exc)
                 continue
-            for workload in WORKLOADS:
+            for workload in counts:
                 measured = samples[workload]
                 assert isinstance(measured, dict)
                 s = series[workload][backend.name]
                 s.samples.append(Sample(measured["wall"], measured["cpu"], int(measured["ops"])))
                 s.iterations = counts[workload]
     return [GeventRow(w, series[w]) for w in WORKLOADS]
+
+
+def _workloads_of(backend: Backend) -> list[str]:
+    return [w for w in WORKLOADS if backend is OURS or w not in OURS_ONLY]
+
+
+def ours(rows: list[GeventRow], workload: str) -> Series | None:
+    """Our series of ``workload``, if measured."""
+    for row in rows:
+        found = row.series.get(OURS.name)
+        if row.workload == workload and found is not None and found.ok:
+            return found
+    return None
 
 
 def table(rows: list[GeventRow]) -> list[str]:
@@ -120,7 +141,10 @@ def table(rows: list[GeventRow]) -> list[str]:
         cells = [WORKLOADS[row.workload]]
         for backend in BACKENDS:
             s = row.series[backend.name]
-            cells += [f"{s.wall_us:.1f}", f"{s.cpu_us:.1f}"] if s.ok else ["error", ""]
+            if s.ok:
+                cells += [f"{s.wall_us:.1f}", f"{s.cpu_us:.1f}"]
+            else:
+                cells += ["error", ""] if s.error else ["—", ""]
         ours, theirs = row.series[OURS.name], row.series[PYMEMCACHE.name]
         ratio = f"{theirs.wall_us / ours.wall_us:.2f}x" if ours.ok and theirs.ok else "—"
         iterations = {s.iterations for s in row.series.values() if s.iterations}

@@ -25,7 +25,7 @@ import gevent  # noqa: E402
 # The repository's root instead of this script's folder: the benchmark is the package `bench`.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.backends import BACKENDS  # noqa: E402
+from bench.backends import BACKENDS, OURS  # noqa: E402
 from bench.workloads import BATCH, VALUE_100, batch_keys  # noqa: E402
 
 GREENLETS = 50
@@ -34,8 +34,11 @@ GREENLETS = 50
 WARM_UP = 0.25
 
 
-def _workloads(cache: Any) -> dict[str, Callable[[int], None]]:
-    """Each workload's body: ``n`` operations of one greenlet."""
+def _workloads(cache: Any, blocking: Any) -> dict[str, Callable[[int], None]]:
+    """Each workload's body: ``n`` operations of one greenlet. With ``blocking`` (our backend
+    with ``OPTIONS["gevent"] = False``), also ``get_many_blocking``: the same ``get_many``
+    blocking the hub, so each greenlet's calls run one after another, as a thread's would: the
+    reference the gevent ``get_many`` is held to, in the same process."""
     keys = batch_keys()  # the blocking get_many row's keys
     failed = cache.set_many(dict.fromkeys(keys, VALUE_100))
     if failed or cache.get(keys[0]) != VALUE_100 or len(cache.get_many(keys)) != BATCH:
@@ -53,7 +56,17 @@ def _workloads(cache: Any) -> dict[str, Callable[[int], None]]:
             if len(get_many(keys)) != BATCH:
                 raise RuntimeError("get_many missed under gevent")
 
-    return {"get": gets, "get_many": many}
+    bodies = {"get": gets, "get_many": many}
+    if blocking is not None:
+        blocking_get_many = blocking.get_many
+
+        def many_blocking(n: int) -> None:
+            for _ in range(n):
+                if len(blocking_get_many(keys)) != BATCH:
+                    raise RuntimeError("the blocking get_many missed")
+
+        bodies["get_many_blocking"] = many_blocking
+    return bodies
 
 
 def _timed(body: Callable[[int], None], n: int) -> dict[str, float]:
@@ -80,9 +93,14 @@ def main() -> int:
     from django.conf import settings
     from django.core.cache import caches
 
-    settings.configure(CACHES={"default": backend.settings(json.loads(args.location))})
+    location = json.loads(args.location)
+    aliases = {"default": backend.settings(location)}
+    if backend.name == OURS.name:
+        blocking = backend.settings(location)
+        aliases["blocking"] = {**blocking, "OPTIONS": {**blocking["OPTIONS"], "gevent": False}}
+    settings.configure(CACHES=aliases)
     django.setup()
-    workloads = _workloads(caches["default"])
+    workloads = _workloads(caches["default"], caches["blocking"] if "blocking" in aliases else None)
     for body in workloads.values():
         # Connections (one per greenlet), discovery, then the steady state.
         n = GREENLETS * 4

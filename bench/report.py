@@ -1,6 +1,6 @@
-"""The markdown report: the results table, the reference rows, the targets of issues 5 and 13 with
-PASS/FAIL from this run's numbers (informational: the benchmark never fails on them), the memory
-check and how the run was made.
+"""The markdown report: the results table, the reference rows, the targets of issues 5, 13 and
+23 with PASS/FAIL from this run's numbers (informational: the benchmark never fails on them),
+the memory check and how the run was made.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ MEMORY_LIMIT = 2.0
 """The memory target: peak RSS growth at most this many times the payload."""
 ASYNC_LIMIT = 1.3
 """Issue 13: an async row at most this many times the row it is held to (ours, wall time)."""
+BATCH_LIMIT = 1.2
+"""Issue 23: the asyncio and gevent get_many of 100 keys at most this many times the blocking
+one (ours, wall time)."""
+C_CLIENT_LIMIT = 2.2
+"""Issue 23: our get_many of 100 keys at most this many times a C client's 100-key get on one
+node (pylibmc's get_multi)."""
 BASELINE_NOISE = 0.05
 """Issue 13: a blocking row of ours is "no slower" than in the baseline run within this much."""
 
@@ -206,6 +212,39 @@ def _within(workload: str, reference: str, limit: float) -> Callable[[Results], 
     return check
 
 
+def _held_to(ours: Series | None, reference: Series | None, limit: float) -> Verdict:
+    if ours is None or reference is None:
+        return "not measured", None
+    ratio = ours.wall_us / reference.wall_us
+    return f"{us(ours.wall_us)} vs {us(reference.wall_us)} µs = {ratio:.2f}x", ratio <= limit
+
+
+def _gevent_within(reference: str, limit: float) -> Callable[[Results], Verdict]:
+    """Our gevent ``get_many`` at most ``limit`` times our blocking one: the blocking row of
+    this process (``reference`` "get_many"), or of the gevent child itself
+    ("get_many_blocking")."""
+
+    def check(results: Results) -> Verdict:
+        green = greenlets.ours(results.gevent, "get_many")
+        if reference == "get_many":
+            return _held_to(green, results.get("get_many", OURS.name), limit)
+        return _held_to(green, greenlets.ours(results.gevent, reference), limit)
+
+    return check
+
+
+def _within_probe(workload: str, probe: str, limit: float) -> Callable[[Results], Verdict]:
+    """Ours on ``workload`` at most ``limit`` times the reference row ``probe``."""
+
+    def check(results: Results) -> Verdict:
+        found = results.probes.get(probe)
+        return _held_to(
+            results.get(workload, OURS.name), found if found and found.ok else None, limit
+        )
+
+    return check
+
+
 def _no_slower_than_baseline(results: Results) -> Verdict:
     """Every blocking row of ours against the same row of the baseline run."""
     if results.baseline is None:
@@ -263,6 +302,24 @@ TARGETS: tuple[Target, ...] = (
     Target(
         f"adelete within {ASYNC_LIMIT:g}x of aget (issue 13)",
         _within("adelete", "aget", ASYNC_LIMIT),
+    ),
+    Target(
+        f"aget_many(100) within {BATCH_LIMIT:g}x of get_many(100) (issue 23)",
+        _within("aget_many", "get_many", BATCH_LIMIT),
+    ),
+    Target(
+        f"gevent get_many(100) within {BATCH_LIMIT:g}x of get_many(100) (issue 23)",
+        _gevent_within("get_many", BATCH_LIMIT),
+    ),
+    Target(
+        f"gevent get_many(100) within {BATCH_LIMIT:g}x of get_many(100) blocking the hub, "
+        "in the same child process (issue 23, the same comparison without two processes)",
+        _gevent_within("get_many_blocking", BATCH_LIMIT),
+    ),
+    Target(
+        f"get_many(100) within {C_CLIENT_LIMIT:g}x of pylibmc's get_multi(100) on one node "
+        "(issue 23)",
+        _within_probe("get_many", "pylibmc_get_multi", C_CLIENT_LIMIT),
     ),
     Target(
         f"blocking rows no slower than the baseline run, within {BASELINE_NOISE:.0%} (issue 13)",
@@ -328,7 +385,7 @@ def render(results: Results, info: RunInfo) -> str:
         out += ["", "## Reference", "", *reference_table(results)]
     out += [
         "",
-        "## Targets (issues 5 and 13)",
+        "## Targets (issues 5, 13 and 23)",
         "",
         "Informational, from this run's medians; the benchmark never fails on them.",
         "",
@@ -369,7 +426,10 @@ def render(results: Results, info: RunInfo) -> str:
             "patch_all()` first thing, as gunicorn's gevent worker does), 50 greenlets sharing "
             "the operations, started together; µs per op = wall time ÷ all greenlets' ops. "
             "Pinned like the single-threaded workloads; the backends take turns, one child "
-            "per measurement, after a warm-up in it.",
+            "per measurement, after a warm-up of at least 0.25 s per workload in it. The "
+            'blocking row is our `get_many` with `OPTIONS["gevent"] = False` in the same '
+            "child: each call blocks the hub, so the greenlets' calls run one after another, "
+            "the same-process reference the gevent row is held to.",
             "",
             *greenlets.table(results.gevent),
         ]
