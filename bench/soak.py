@@ -1,6 +1,8 @@
-"""The soak test (not in CI): mixed sync and async traffic through the Django backend, with
-``ignore_exc`` off and on, against a local cluster whose nodes are killed, restarted on the same
-port, added and removed, for ``--duration`` seconds; one line of figures every ``--interval``.
+"""The soak test (not in CI): mixed sync, async and gevent traffic through the Django backend,
+with ``ignore_exc`` off and on, against a local cluster whose nodes are killed, restarted on the
+same port, added and removed, for ``--duration`` seconds; one line of figures every
+``--interval``. The gevent greenlets run in a monkey-patched process of their own
+(``bench/soak_greenlets.py``), as a gunicorn gevent worker would.
 
 Every value written is derived from its key, so a wrong value read is detected. The exit status
 is 1 if any wrong value was read, or any exception other than the cache's own (and Django's
@@ -32,6 +34,7 @@ import argparse
 import asyncio
 import ctypes
 import gc
+import json
 import logging
 import os
 import random
@@ -46,6 +49,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 STRICT = "strict"
@@ -505,6 +509,68 @@ def async_workers(
     asyncio.run(main())
 
 
+GREENLETS_CHILD = Path(__file__).resolve().parent / "soak_greenlets.py"
+
+
+class GeventWorkers:
+    """The gevent workers: greenlets in a monkey-patched process of their own
+    (``bench/soak_greenlets.py``), whose tally a reader thread keeps up to date here from the
+    lines it prints. Closing its stdin stops it; its last line is its final tally."""
+
+    def __init__(self, endpoint: str, args: argparse.Namespace) -> None:
+        spec = {
+            "endpoint": endpoint,
+            "greenlets": args.greenlets,
+            "keys": args.keys,
+            "seed": args.seed,
+            "interval": min(args.interval, 1.0),
+            "log_file": args.log_file,
+            "options": {
+                "discovery_interval": args.discovery_interval,
+                "timeout": args.timeout,
+                "dead_timeout": args.dead_timeout,
+            },
+        }
+        self.tally = Tally()
+        #: Its log records, by logger and level.
+        self.logs: Counter[str] = Counter()
+        self.final = False
+        self._process = subprocess.Popen(
+            [sys.executable, str(GREENLETS_CHILD), json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, name="soak-gevent-reader")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            found = json.loads(line)
+            tally = Tally(
+                ops=found["ops"],
+                errors=Counter(found["errors"]),
+                unexpected=Counter(found["unexpected"]),
+                wrong=found["wrong"],
+                examples=found["examples"],
+            )
+            self.tally, self.logs, self.final = tally, Counter(found["logs"]), found["final"]
+
+    def stop(self, bound: float) -> bool:
+        """Stops the greenlets; whether the process ended with its final tally within
+        ``bound`` seconds."""
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        try:
+            self._process.wait(bound)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._reader.join(bound)
+        return self.final and self._process.returncode == 0
+
+
 def _sum(tallies: Iterable[Tally]) -> Tally:
     total = Tally()
     for tally in tallies:
@@ -539,7 +605,8 @@ def run(args: argparse.Namespace) -> int:
     from django_elasticache_rs.local import LocalCluster
 
     print(
-        f"soak: {args.duration:g} s, {args.threads} threads + {args.tasks} async tasks, "
+        f"soak: {args.duration:g} s, {args.threads} threads + {args.tasks} async tasks + "
+        f"{args.greenlets} greenlets, "
         f"{args.keys} keys, chaos every {args.chaos_every:g} s"
         f"{' (off)' if args.no_chaos else ''}, MALLOC_ARENA_MAX="
         f"{os.environ.get('MALLOC_ARENA_MAX', 'unset')}, pid {os.getpid()}, "
@@ -558,6 +625,8 @@ def run(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    green: GeventWorkers | None = None
+    hung: list[str] = []
     try:
         configure_django(cluster.configuration_endpoint, args)
         traffic = Traffic(args.keys, args.seed)
@@ -585,28 +654,46 @@ def run(args: argparse.Namespace) -> int:
         if args.tracemalloc:
             tracemalloc.start(10)
         started = time.monotonic()
+        if args.greenlets:
+            green = GeventWorkers(cluster.configuration_endpoint, args)
         for thread in threads:
             thread.start()
-        samples = _report(args, started, sync_tallies + async_tallies, cluster, chaos, logs)
+
+        def tallies() -> list[Tally]:
+            return sync_tallies + async_tallies + ([green.tally] if green else [])
+
+        def log_records() -> int:
+            return logs.total() + (sum(green.logs.values()) if green else 0)
+
+        samples = _report(args, started, tallies, cluster, chaos, log_records)
     finally:
         stop.set()
         deadline = time.monotonic() + JOIN_BOUND
+        if green is not None and not green.stop(JOIN_BOUND):
+            hung.append("soak-gevent (no final tally)")
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        hung = [thread.name for thread in threads if thread.is_alive()]
+        hung += [thread.name for thread in threads if thread.is_alive()]
         chaos.stop()
         cluster.stop()
     logs.close()
-    return _summary(args, samples, _sum(sync_tallies + async_tallies), chaos, hung, logs)
+    if green is not None:
+        logs.counts.update(green.logs)
+    drivers = {
+        "threads": _sum(sync_tallies).ops,
+        "asyncio tasks": _sum(async_tallies).ops,
+        "greenlets": green.tally.ops if green else 0,
+    }
+    return _summary(args, samples, _sum(tallies()), drivers, chaos, hung, logs)
 
 
 def _report(
     args: argparse.Namespace,
     started: float,
-    tallies: list[Tally],
+    tallies: Callable[[], list[Tally]],
     cluster: Any,
     chaos: Chaos,
-    logs: LogTally,
+    log_records: Callable[[], int],
 ) -> list[tuple[float, Sample]]:
     """Prints a line every ``--interval`` seconds until ``--duration``; returns the samples."""
     samples = [(0.0, Sample.take())]
@@ -619,7 +706,7 @@ def _report(
             print("interrupted: stopping", flush=True)
             break
         elapsed = time.monotonic() - started
-        total = _sum(tallies)
+        total = _sum(tallies())
         sample = Sample.take()
         samples.append((elapsed, sample))
         lenient = Counter({k: n for k, n in total.errors.items() if k.startswith(LENIENT)})
@@ -632,7 +719,7 @@ def _report(
             f"lenient_err={_counts(lenient)} unexpected={sum(total.unexpected.values())} "
             f"wrong={total.wrong} {sample.line()} conns={_connections()} "
             f"nodes={len(cluster.nodes)} down={len(chaos.down)} config={cluster.version} "
-            f"log_records={logs.total()}",
+            f"log_records={log_records()}",
             flush=True,
         )
         if args.tracemalloc and snapshot is None and elapsed >= args.warmup:
@@ -657,6 +744,7 @@ def _summary(
     args: argparse.Namespace,
     samples: list[tuple[float, Sample]],
     total: Tally,
+    drivers: dict[str, int],
     chaos: Chaos,
     hung: list[str],
     logs: LogTally,
@@ -665,7 +753,8 @@ def _summary(
     warm = [sample for t, sample in samples if t >= args.warmup] or [last]
     rss = [sample.rss_mb for sample in warm]
     print("== summary")
-    print(f"operations: {total.ops}; chaos: {_counts(chaos.actions)}")
+    by_driver = ", ".join(f"{name} {ops}" for name, ops in drivers.items())
+    print(f"operations: {total.ops} ({by_driver}); chaos: {_counts(chaos.actions)}")
     print(f"errors (ignore_exc off): {_counts(total.errors)}")
     print(f"exceptions that are not the cache's: {_counts(total.unexpected)}")
     print(f"wrong values: {total.wrong}")
@@ -694,7 +783,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/soak.sh",
         description=(
-            "Soak test (not in CI): sync threads and asyncio tasks use the Django backend "
+            "Soak test (not in CI): sync threads, asyncio tasks and gevent greenlets use the "
+            "Django backend "
             "(ignore_exc off and on) against a local cluster while nodes are killed and "
             "restarted on the same port, added and removed. Prints one line of figures every "
             "--interval seconds and a summary; exits 1 if a wrong value was read or an "
@@ -707,6 +797,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between lines")
     parser.add_argument("--threads", type=int, default=8, help="sync worker threads")
     parser.add_argument("--tasks", type=int, default=32, help="asyncio tasks (one loop)")
+    parser.add_argument(
+        "--greenlets",
+        type=int,
+        default=16,
+        help="gevent greenlets (a monkey-patched process of their own; 0: none)",
+    )
     parser.add_argument("--keys", type=int, default=2000, help="distinct keys")
     parser.add_argument("--nodes", type=int, default=3, help="nodes at the start")
     parser.add_argument(
