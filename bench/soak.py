@@ -517,7 +517,10 @@ class GeventWorkers:
     (``bench/soak_greenlets.py``), whose tally a reader thread keeps up to date here from the
     lines it prints. Closing its stdin stops it; its last line is its final tally."""
 
-    def __init__(self, endpoint: str, args: argparse.Namespace) -> None:
+    def __init__(self, endpoint: str, args: argparse.Namespace, started: float) -> None:
+        self._started = started
+        #: The process's figures as they came, by seconds since the soak's start.
+        self.samples: list[tuple[float, Sample]] = []
         spec = {
             "endpoint": endpoint,
             "greenlets": args.greenlets,
@@ -556,6 +559,7 @@ class GeventWorkers:
                 examples=found["examples"],
             )
             self.tally, self.logs, self.final = tally, Counter(found["logs"]), found["final"]
+            self.samples.append((time.monotonic() - self._started, Sample(**found["sample"])))
 
     def stop(self, bound: float) -> bool:
         """Stops the greenlets; whether the process ended with its final tally within
@@ -655,7 +659,7 @@ def run(args: argparse.Namespace) -> int:
             tracemalloc.start(10)
         started = time.monotonic()
         if args.greenlets:
-            green = GeventWorkers(cluster.configuration_endpoint, args)
+            green = GeventWorkers(cluster.configuration_endpoint, args, started)
         for thread in threads:
             thread.start()
 
@@ -684,7 +688,8 @@ def run(args: argparse.Namespace) -> int:
         "asyncio tasks": _sum(async_tallies).ops,
         "greenlets": green.tally.ops if green else 0,
     }
-    return _summary(args, samples, _sum(tallies()), drivers, chaos, hung, logs)
+    green_samples = green.samples if green else []
+    return _summary(args, samples, green_samples, _sum(tallies()), drivers, chaos, hung, logs)
 
 
 def _report(
@@ -743,6 +748,7 @@ def _tracemalloc_growth(baseline: tracemalloc.Snapshot) -> None:
 def _summary(
     args: argparse.Namespace,
     samples: list[tuple[float, Sample]],
+    green_samples: list[tuple[float, Sample]],
     total: Tally,
     drivers: dict[str, int],
     chaos: Chaos,
@@ -771,6 +777,18 @@ def _summary(
         f"{last.py_blocks}"
     )
     print(f"fds: {first.fds} -> {last.fds}; threads: {first.threads} -> {last.threads}")
+    if green_samples:
+        # The gevent process's own, from the warm-up on.
+        settled = [sample for t, sample in green_samples if t >= args.warmup] or [
+            green_samples[-1][1]
+        ]
+        start, end = settled[0], settled[-1]
+        print(
+            f"gevent process: rss_mb {start.rss_mb:.1f} -> {end.rss_mb:.1f} (max "
+            f"{max(sample.rss_mb for sample in settled):.1f}); heap_mb {start.heap_mb:.1f} -> "
+            f"{end.heap_mb:.1f}; gc_objects {start.gc_objects} -> {end.gc_objects}; fds "
+            f"{start.fds} -> {end.fds}"
+        )
     print(f"log records: {_counts(logs.counts)}")
     failed = total.wrong > 0 or bool(total.unexpected) or bool(hung)
     if hung:

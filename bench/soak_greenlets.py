@@ -3,7 +3,8 @@ as gunicorn's gevent worker is, running greenlets with the soak's traffic agains
 
 ``python bench/soak_greenlets.py JSON`` (run by the soak, not by hand), where JSON gives the
 configuration endpoint, the greenlets, the traffic's keys and seed, the backend's options and
-the report interval. Prints the greenlets' tally as one JSON line every interval, runs until
+the report interval. Prints the greenlets' tally and the process's figures (``Sample``) as
+one JSON line every interval, runs until
 its stdin is closed, then prints the last tally with ``"final": true``. Run as a script, not
 with ``-m``: nothing may be imported before the patching.
 """
@@ -13,6 +14,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402 (after monkey-patching, on purpose)
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -28,6 +30,7 @@ from bench.soak import (  # noqa: E402
     LENIENT,
     STRICT,
     LogTally,
+    Sample,
     Tally,
     Traffic,
     _classify,
@@ -49,6 +52,8 @@ def _tally_line(tally: Tally, logs: LogTally, final: bool) -> str:
             "wrong": tally.wrong,
             "examples": tally.examples[:5],
             "logs": dict(logs.counts),
+            # This process's figures (memory, fds, objects), for the soak's leak check.
+            "sample": dataclasses.asdict(Sample.take()),
             "final": final,
         }
     )
