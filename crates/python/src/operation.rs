@@ -321,24 +321,29 @@ impl PyOperation {
         Ok(())
     }
 
-    /// The task is resumed: the socket wait it was in (if any) is over. Its poller.
-    fn resumed<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Poller>> {
-        let py = slf.py();
+    /// The socket wait the operation is in, if any, is over: the poller no longer watches the
+    /// socket. Its poller, if it has one.
+    fn end_socket_wait(&self, py: Python<'_>) -> PyResult<Option<Py<Poller>>> {
         let (poller, fd) = {
-            let mut awaiting = slf.get().awaiting();
-            awaiting.phase = Phase::Idle;
+            let mut awaiting = self.awaiting();
             let poller = awaiting.poller.as_ref().map(|poller| poller.clone_ref(py));
             (poller, awaiting.fd.take())
         };
-        let poller = poller
-            .ok_or_else(|| {
-                PyRuntimeError::new_err("an operation is awaited only after on(poller)")
-            })?
-            .into_bound(py);
-        if let Some(fd) = fd {
+        if let (Some(poller), Some(fd)) = (&poller, fd) {
             poller.get().done(py, fd)?;
         }
         Ok(poller)
+    }
+
+    /// The task is resumed: the socket wait it was in (if any) is over. Its poller.
+    fn resumed<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Poller>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.awaiting().phase = Phase::Idle;
+        let poller = this.end_socket_wait(py)?.ok_or_else(|| {
+            PyRuntimeError::new_err("an operation is awaited only after on(poller)")
+        })?;
+        Ok(poller.into_bound(py))
     }
 
     /// Has the poller watch the operation's deadline, if it has one and it is not watched.
@@ -357,22 +362,15 @@ impl PyOperation {
 
     /// The task is gone from the poller: its socket and deadline no longer watched.
     fn leave(&self, py: Python<'_>) -> PyResult<()> {
-        let (poller, fd, deadline) = {
+        let (poller, deadline) = {
             let mut awaiting = self.awaiting();
             let poller = awaiting.poller.as_ref().map(|poller| poller.clone_ref(py));
-            (poller, awaiting.fd.take(), awaiting.deadline.take())
+            (poller, awaiting.deadline.take())
         };
-        let Some(poller) = poller else {
-            return Ok(());
-        };
-        let poller = poller.get();
-        if let Some(deadline) = deadline {
-            poller.unwatch(deadline);
+        if let (Some(poller), Some(deadline)) = (poller, deadline) {
+            poller.get().unwatch(deadline);
         }
-        match fd {
-            Some(fd) => poller.done(py, fd),
-            None => Ok(()),
-        }
+        self.end_socket_wait(py).map(drop)
     }
 
     /// Resumed from any socket wait, advances the operation until it ends (`DONE`), needs its
@@ -434,9 +432,7 @@ impl PyOperation {
     fn step(slf: &Bound<'_, Self>, resume: Py<PyAny>) -> PyResult<u8> {
         let progress = Self::proceed(slf)?;
         if progress == WAIT {
-            let mut awaiting = slf.get().awaiting();
-            awaiting.phase = Phase::Awaited;
-            awaiting.callback = Some((resume, None));
+            slf.get().add_done_callback(resume, None);
         }
         Ok(progress)
     }
