@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import select
 import weakref
 from typing import Any
 
-from ._native import Operation, Poller
+from ._native import EPOLL, Operation, Poller
 from ._polling import pauses
 
 
@@ -85,7 +84,8 @@ def _connection_freed(loop: asyncio.AbstractEventLoop) -> None:
         _wake(future)
 
 
-_HAS_EPOLL = hasattr(select, "epoll")
+#: Whether the loop's poller is an epoll set (tests turn it off for the loop readers' path).
+_HAS_EPOLL = EPOLL
 
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
 # The poller of the loop used last: found without a lookup by the calls that follow.

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._native import DONE, WAIT, Client, Operation, Poller
+from ._native import DONE, EPOLL, WAIT, Client, Operation, Poller
 from ._polling import pauses
 
 
@@ -53,9 +53,8 @@ CONNECT_THREADS = 10
 #: greenlets, and its greenlets are all that ever touch it, so it needs no lock.
 _STATE = "_django_elasticache_rs"
 
-#: Whether the poller is an epoll set (on Linux, where the native module has one). Not
-#: ``select.epoll``: gevent's patching removes it from ``select``.
-_HAS_EPOLL = sys.platform.startswith("linux")
+#: Whether the hub's poller is an epoll set (tests turn it off for the per-wait watchers' path).
+_HAS_EPOLL = EPOLL
 
 #: Counts the forks this process is the child of: a hub's poller made before the last one is
 #: the parent's (its epoll set is shared with the parent), and is made anew.

@@ -9,6 +9,7 @@ from typing import Any, Final, Literal, Protocol, TypedDict, final
 __all__ = [
     "BLOCK",
     "DONE",
+    "EPOLL",
     "LARGE_FLAG",
     "MAX_KEEPALIVE_SECONDS",
     "MAX_LEASE_SECONDS",
@@ -117,6 +118,8 @@ DONE: Final = 0
 WAIT: Final = 1
 #: ``Operation.advance()``: run ``prepare()`` off the event loop.
 BLOCK: Final = 2
+#: Whether a ``Poller`` made with ``epoll`` true is an epoll set (Linux), not the loop's readers.
+EPOLL: Final[bool]
 #: ``Operation.wait_for()``: wait for the socket to be readable.
 READ: Final = 1
 #: ``Operation.wait_for()``: wait for the socket to be writable (or readable).

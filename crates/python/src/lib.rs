@@ -39,6 +39,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     declare::install(module, client::COMMAND_STUBS)?;
     module.add_class::<operation::PyOperation>()?;
     module.add_class::<poller::Poller>()?;
+    poller::install(module)?;
     module.add_class::<serde::Undecodable>()?;
     operation::install(module)?;
     module.add_function(wrap_pyfunction!(keys::murmur3_32, module)?)?;

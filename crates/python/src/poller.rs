@@ -316,3 +316,10 @@ impl std::fmt::Debug for Poller {
             .finish_non_exhaustive()
     }
 }
+
+/// `EPOLL`: whether a poller made with `epoll` true is an epoll set (on Linux), rather than the
+/// loop's readers per wait. The drivers read it here, not in `select`: gevent's patching takes
+/// `select.epoll` away, and this module's set does not depend on it.
+pub fn install(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add("EPOLL", cfg!(target_os = "linux"))
+}
