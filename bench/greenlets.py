@@ -5,9 +5,10 @@ sockets).
 
 Monkey-patching must happen at a process's start and must not reach the benchmark itself, so
 each measurement is a child process (``bench/greenlets_child.py``) that warms up, then times
-both workloads. One iteration count per workload for both backends, calibrated from a child
-of each (more for a backend it would give samples shorter than the benchmark's floor); the
-backends take turns in each repetition, in rotated order; medians are reported.
+the workloads (ours also ``get_many`` blocking the hub, the same-process reference). One
+iteration count per workload for both backends, calibrated from a child of each (more for a
+backend it would give samples shorter than the benchmark's floor); the backends take turns in
+each repetition, in rotated order; medians are reported.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ WORKLOADS = {
     "get_many": "get_many, 100 keys (per call)",
     "get_many_blocking": "get_many, 100 keys, blocking the hub (`gevent: False`, per call)",
 }
-#: Ours only: the reference the gevent get_many is held to in the same process.
-OURS_ONLY = {"get_many_blocking"}
 
 
 @dataclass
@@ -72,7 +71,7 @@ def measure(
     floor: float,
     pinning: Pinning,
 ) -> list[GeventRow]:
-    """Both workloads for both backends, ``repetitions`` times, pinned like the single-threaded
+    """Every workload for both backends, ``repetitions`` times, pinned like the single-threaded
     workloads (the children inherit the benchmark's CPU)."""
     pinning.apply(True)
     series = {w: {b.name: Series() for b in BACKENDS} for w in WORKLOADS}
@@ -86,8 +85,9 @@ def measure(
                 series[workload][backend.name].error = str(exc)
             continue
         ready.append(backend)
-        for workload in _workloads_of(backend):
-            per_op[workload][backend.name] = float(estimated[workload])  # type: ignore[arg-type]
+        # What its child runs (``get_many_blocking``: ours only, the same-process reference).
+        for workload, seconds in estimated.items():
+            per_op[workload][backend.name] = float(seconds)  # type: ignore[arg-type]
     if not ready:
         return [GeventRow(w, series[w]) for w in WORKLOADS]
     # One count per workload, more for a backend whose samples it would make too short.
@@ -115,10 +115,6 @@ def measure(
                 s.samples.append(Sample(measured["wall"], measured["cpu"], int(measured["ops"])))
                 s.iterations = counts[workload]
     return [GeventRow(w, series[w]) for w in WORKLOADS]
-
-
-def _workloads_of(backend: Backend) -> list[str]:
-    return [w for w in WORKLOADS if backend is OURS or w not in OURS_ONLY]
 
 
 def ours(rows: list[GeventRow], workload: str) -> Series | None:

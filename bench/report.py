@@ -199,48 +199,39 @@ def _nodes(results: Results) -> Verdict:
     return measured, change <= 0.05
 
 
-def _within(workload: str, reference: str, limit: float) -> Callable[[Results], Verdict]:
-    """Ours on ``workload`` at most ``limit`` times ours on ``reference`` (wall time)."""
+Select = Callable[[Results], Series | None]
+"""Which of a run's measured series a target reads (``None``: not measured)."""
+
+
+def _ours(workload: str) -> Select:
+    """Our row ``workload`` of the results table."""
+    return lambda results: results.get(workload, OURS.name)
+
+
+def _gevent(workload: str) -> Select:
+    """Our row ``workload`` of the gevent table."""
+    return lambda results: greenlets.ours(results.gevent, workload)
+
+
+def _probe(name: str) -> Select:
+    """The reference row ``name``."""
+
+    def select(results: Results) -> Series | None:
+        found = results.probes.get(name)
+        return found if found is not None and found.ok else None
+
+    return select
+
+
+def _within(measured: Select, reference: Select, limit: float) -> Callable[[Results], Verdict]:
+    """``measured`` at most ``limit`` times ``reference`` (wall time)."""
 
     def check(results: Results) -> Verdict:
-        ours, held_to = results.get(workload, OURS.name), results.get(reference, OURS.name)
+        ours, held_to = measured(results), reference(results)
         if ours is None or held_to is None:
             return "not measured", None
         ratio = ours.wall_us / held_to.wall_us
         return f"{us(ours.wall_us)} vs {us(held_to.wall_us)} µs = {ratio:.2f}x", ratio <= limit
-
-    return check
-
-
-def _held_to(ours: Series | None, reference: Series | None, limit: float) -> Verdict:
-    if ours is None or reference is None:
-        return "not measured", None
-    ratio = ours.wall_us / reference.wall_us
-    return f"{us(ours.wall_us)} vs {us(reference.wall_us)} µs = {ratio:.2f}x", ratio <= limit
-
-
-def _gevent_within(reference: str, limit: float) -> Callable[[Results], Verdict]:
-    """Our gevent ``get_many`` at most ``limit`` times our blocking one: the blocking row of
-    this process (``reference`` "get_many"), or of the gevent child itself
-    ("get_many_blocking")."""
-
-    def check(results: Results) -> Verdict:
-        green = greenlets.ours(results.gevent, "get_many")
-        if reference == "get_many":
-            return _held_to(green, results.get("get_many", OURS.name), limit)
-        return _held_to(green, greenlets.ours(results.gevent, reference), limit)
-
-    return check
-
-
-def _within_probe(workload: str, probe: str, limit: float) -> Callable[[Results], Verdict]:
-    """Ours on ``workload`` at most ``limit`` times the reference row ``probe``."""
-
-    def check(results: Results) -> Verdict:
-        found = results.probes.get(probe)
-        return _held_to(
-            results.get(workload, OURS.name), found if found and found.ok else None, limit
-        )
 
     return check
 
@@ -291,35 +282,37 @@ TARGETS: tuple[Target, ...] = (
     Target("get at 10 nodes within 5% of get at 3 nodes (one key)", _nodes),
     Target(
         f"aget_many(100) within {ASYNC_LIMIT:g}x of get_many(100) (issue 13)",
-        _within("aget_many", "get_many", ASYNC_LIMIT),
+        _within(_ours("aget_many"), _ours("get_many"), ASYNC_LIMIT),
     ),
     Target(
-        f"aset within {ASYNC_LIMIT:g}x of aget (issue 13)", _within("aset", "aget", ASYNC_LIMIT)
+        f"aset within {ASYNC_LIMIT:g}x of aget (issue 13)",
+        _within(_ours("aset"), _ours("aget"), ASYNC_LIMIT),
     ),
     Target(
-        f"aincr within {ASYNC_LIMIT:g}x of aget (issue 13)", _within("aincr", "aget", ASYNC_LIMIT)
+        f"aincr within {ASYNC_LIMIT:g}x of aget (issue 13)",
+        _within(_ours("aincr"), _ours("aget"), ASYNC_LIMIT),
     ),
     Target(
         f"adelete within {ASYNC_LIMIT:g}x of aget (issue 13)",
-        _within("adelete", "aget", ASYNC_LIMIT),
+        _within(_ours("adelete"), _ours("aget"), ASYNC_LIMIT),
     ),
     Target(
         f"aget_many(100) within {BATCH_LIMIT:g}x of get_many(100) (issue 23)",
-        _within("aget_many", "get_many", BATCH_LIMIT),
+        _within(_ours("aget_many"), _ours("get_many"), BATCH_LIMIT),
     ),
     Target(
         f"gevent get_many(100) within {BATCH_LIMIT:g}x of get_many(100) (issue 23)",
-        _gevent_within("get_many", BATCH_LIMIT),
+        _within(_gevent("get_many"), _ours("get_many"), BATCH_LIMIT),
     ),
     Target(
         f"gevent get_many(100) within {BATCH_LIMIT:g}x of get_many(100) blocking the hub, "
         "in the same child process (issue 23, the same comparison without two processes)",
-        _gevent_within("get_many_blocking", BATCH_LIMIT),
+        _within(_gevent("get_many"), _gevent("get_many_blocking"), BATCH_LIMIT),
     ),
     Target(
         f"get_many(100) within {C_CLIENT_LIMIT:g}x of pylibmc's get_multi(100) on one node "
         "(issue 23)",
-        _within_probe("get_many", "pylibmc_get_multi", C_CLIENT_LIMIT),
+        _within(_ours("get_many"), _probe("pylibmc_get_multi"), C_CLIENT_LIMIT),
     ),
     Target(
         f"blocking rows no slower than the baseline run, within {BASELINE_NOISE:.0%} (issue 13)",
