@@ -17,6 +17,7 @@ import argparse  # noqa: E402 (after monkey-patching, on purpose)
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -27,16 +28,14 @@ from gevent.fileobject import FileObjectPosix  # noqa: E402
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.soak import (  # noqa: E402
-    LENIENT,
-    STRICT,
     LogTally,
     Sample,
     Tally,
     Traffic,
-    _classify,
     _sum,
     capture_logs,
     configure_django,
+    sync_worker,
 )
 
 #: Each greenlet's random stream, apart from the threads' and the tasks'.
@@ -65,36 +64,26 @@ def main() -> int:
     # own are: never to the terminal.
     logs = capture_logs(spec["log_file"])
     configure_django(spec["endpoint"], argparse.Namespace(**spec["options"]))
-    from django.core.cache import caches
-
     from django_elasticache_rs.exceptions import CacheError
 
     traffic = Traffic(spec["keys"], spec["seed"])
     tallies = [Tally() for _ in range(spec["greenlets"])]
-    running = True
-
-    def worker(index: int) -> None:
-        rng = traffic.rng(FIRST_STREAM + index)
-        tally = tallies[index]
-        while running:
-            mode = STRICT if rng.random() < 0.5 else LENIENT
-            op, keys = traffic.plan(rng)
-            try:
-                traffic.run_sync(caches[mode], op, keys, tally)
-            except Exception as error:
-                _classify(tally, mode, error, (CacheError,))
-            tally.ops += 1
+    # The threads' worker, run by greenlets (the patched Event is gevent's).
+    stop = threading.Event()
 
     def report() -> None:
         while True:
             gevent.sleep(spec["interval"])
             print(_tally_line(_sum(tallies), logs, final=False), flush=True)
 
-    greenlets = [gevent.spawn(worker, i) for i in range(spec["greenlets"])]
+    greenlets = [
+        gevent.spawn(sync_worker, FIRST_STREAM + i, traffic, tally, stop, (CacheError,))
+        for i, tally in enumerate(tallies)
+    ]
     reporter = gevent.spawn(report)
     # Until the soak closes the pipe (or is gone): read cooperatively, the greenlets run.
     FileObjectPosix(sys.stdin.fileno(), "rb", close=False).read()
-    running = False
+    stop.set()
     gevent.joinall(greenlets)
     reporter.kill()
     print(_tally_line(_sum(tallies), logs, final=True), flush=True)
