@@ -133,7 +133,8 @@ class _Green:
     def __init__(self, hub: Any) -> None:
         self._pool: Any = None
         self.freed: Any = None
-        self._forks = -1
+        #: The forks this process was the child of when the poller and the pool were made.
+        self._forks = _forks
         self._loop: _HubLoop | None = None
         #: The io watcher of the poller's epoll set, and what holds the loop for it.
         self._dispatching: Any = None
@@ -145,17 +146,13 @@ class _Green:
     def poller_of(self, hub: Any) -> Poller:
         """The hub's poller: an epoll set its loop watches through one io watcher, where there
         is epoll, otherwise the loop's io watchers per wait."""
+        if self._forks != _forks:
+            self._forget_the_parent()
         poller = self.poller
-        if poller is None or self._forks != _forks:
-            if self._dispatching is not None:
-                # The parent's, sharing its epoll set: its events are not this process's.
-                self._dispatching.close()
-                self._dispatching = self._watcher = None
+        if poller is None:
             # Kept here: the poller holds its loop weakly, as it does an asyncio loop.
             self._loop = _HubLoop(hub.loop)
             poller = self.poller = Poller(self._loop, _HAS_EPOLL)
-            self._forks = _forks
-            self.waiting = 0
             fd = poller.fileno()
             if fd is not None:
                 watcher = hub.loop.io(fd, 1)
@@ -184,10 +181,21 @@ class _Green:
             if not self.waiting:
                 watcher.ref = False
 
+    def _forget_the_parent(self) -> None:
+        """In a forked child, what the parent made is not this process's: its poller's epoll
+        set is shared with the parent (the events in it are the parent's too), and its pool's
+        threads did not survive the fork."""
+        if self._dispatching is not None:
+            self._dispatching.close()
+        self._dispatching = self._watcher = self.poller = self._loop = self._pool = None
+        self.waiting = 0
+        self._forks = _forks
+
     def pool(self, hub: Any) -> Any:
+        if self._forks != _forks:
+            self._forget_the_parent()
         pool = self._pool
-        if pool is None or pool.pid != os.getpid():
-            # A child must not use the parent's pool: its threads did not survive the fork.
+        if pool is None:
             from gevent import config
             from gevent.threadpool import ThreadPool
 
