@@ -5,7 +5,8 @@ sockets).
 
 Monkey-patching must happen at a process's start and must not reach the benchmark itself, so
 each measurement is a child process (``bench/greenlets_child.py``) that warms up, then times
-the workloads (ours also ``get_many`` blocking the hub, the same-process reference). One
+the workloads (ours also ``get_many`` blocking the hub, the same-process reference), on greenlets
+it starts once and keeps. One
 iteration count per workload for both backends, calibrated from a child of each (more for a
 backend it would give samples shorter than the benchmark's floor); the backends take turns in
 each repetition, in rotated order; medians are reported.

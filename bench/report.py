@@ -417,7 +417,9 @@ def render(results: Results, info: RunInfo) -> str:
             "",
             "Each backend in a monkey-patched child process of its own (`gevent.monkey."
             "patch_all()` first thing, as gunicorn's gevent worker does), 50 greenlets sharing "
-            "the operations, started together; µs per op = wall time ÷ all greenlets' ops. "
+            "the operations, handed out together; µs per op = wall time ÷ all greenlets' ops. "
+            "The greenlets are started once per child and kept: spawning and joining them in "
+            "each measurement would be timed too. "
             "Pinned like the single-threaded workloads; the backends take turns, one child "
             "per measurement, after a warm-up of at least 0.25 s per workload in it. The "
             'blocking row is our `get_many` with `OPTIONS["gevent"] = False` in the same '
