@@ -8,9 +8,9 @@ workload. Run as a script, not with ``-m``: nothing may be imported before the p
 
 The greenlets are a crew that lives as long as the child: a measurement hands each of them its
 share of the operations and waits for all to report back. Spawning 50 greenlets per
-measurement and joining them cost about 40 µs a greenlet here, which at the 4-6 calls each
-gets of a 200-300-call sample added 10-12% to every row, and more to the row with the fewest
-calls per greenlet (gevent ``get_many`` had 6, its blocking reference 33).
+measurement and joining them cost 10-50 µs a greenlet here (two runs), which at the 4-6 calls
+each gets of a 200-300-call sample added up to 11% to a row, and the most to the row with the
+fewest calls per greenlet (gevent ``get_many`` had 6, its blocking reference 33).
 """
 
 from gevent import monkey
