@@ -43,7 +43,9 @@ class GeventRow:
     series: dict[str, Series]
 
 
-def _child(backend: Backend, cluster: LocalCluster, *mode: str) -> dict[str, object]:
+def child(backend: Backend, cluster: LocalCluster, *mode: str) -> dict[str, object]:
+    """Runs ``bench/greenlets_child.py`` for ``backend`` on ``cluster`` in ``mode`` (its
+    arguments); its JSON line."""
     command = [
         sys.executable,
         str(CHILD),
@@ -80,7 +82,7 @@ def measure(
     ready: list[Backend] = []
     for backend in BACKENDS:
         try:
-            estimated = _child(backend, cluster, "--estimate", str(estimate))
+            estimated = child(backend, cluster, "--estimate", str(estimate))
         except Exception as exc:
             for workload in WORKLOADS:
                 series[workload][backend.name].error = str(exc)
@@ -104,7 +106,7 @@ def measure(
         for backend in ready[shift:] + ready[:shift]:
             counts = iterations[backend.name]
             try:
-                samples = _child(backend, cluster, "--iterations", json.dumps(counts))
+                samples = child(backend, cluster, "--iterations", json.dumps(counts))
             except Exception as exc:
                 for workload in WORKLOADS:
                     series[workload][backend.name].error = str(exc)

@@ -2,9 +2,12 @@
 gunicorn's gevent worker is, then one backend's ``get`` and ``get_many`` run by greenlets.
 
 ``python bench/greenlets_child.py --backend NAME --location JSON (--estimate SECONDS |
---iterations JSON)`` prints one JSON line: with ``--estimate``, each workload's seconds per
-operation after a warm-up; with ``--iterations`` (operations per workload), a sample per
-workload. Run as a script, not with ``-m``: nothing may be imported before the patching.
+--iterations JSON | --paired JSON)`` prints one JSON line: with ``--estimate``, each workload's
+seconds per operation after a warm-up; with ``--iterations`` (operations per workload), a sample
+per workload; with ``--paired`` (``{"rounds": N, "share": SECONDS}``, ours only), ``get_many``
+and ``get_many_blocking`` in turn, a share of about ``SECONDS`` each, ``N`` rounds: their
+samples, in order (see ``bench/paired.py``). Run as a script, not with ``-m``: nothing may be
+imported before the patching.
 
 The greenlets are a crew that lives as long as the child: a measurement hands each of them its
 share of the operations and waits for all to report back. Spawning 50 greenlets per
@@ -111,12 +114,33 @@ class Crew:
         return {"wall": wall1 - wall0, "cpu": cpu1 - cpu0, "ops": per_greenlet * GREENLETS}
 
 
+def _paired(
+    crew: Crew, workloads: dict[str, Callable[[int], None]], rounds: int, share: float
+) -> dict[str, list[dict[str, float]]]:
+    """``get_many`` and ``get_many_blocking`` in turn (the order swapped each round), a share of
+    about ``share`` seconds each, ``rounds`` rounds; each one's samples in order."""
+    names = ["get_many", "get_many_blocking"]
+    calls = {}
+    for name in names:
+        n = GREENLETS
+        while (sample := crew.timed(workloads[name], n))["wall"] < share / 4:
+            n *= 2
+        per_op = sample["wall"] / sample["ops"]
+        calls[name] = max(1, round(share / per_op / GREENLETS)) * GREENLETS
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for turn in range(rounds):
+        for name in names if turn % 2 == 0 else names[::-1]:
+            samples[name].append(crew.timed(workloads[name], calls[name]))
+    return samples
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", required=True, choices=[b.name for b in BACKENDS])
     parser.add_argument("--location", required=True, help="LOCATION as JSON")
     parser.add_argument("--estimate", type=float, help="seconds of the calibration runs")
     parser.add_argument("--iterations", help="operations per workload, as JSON")
+    parser.add_argument("--paired", help='{"rounds": N, "share": SECONDS}, as JSON (ours only)')
     args = parser.parse_args()
     backend = next(b for b in BACKENDS if b.name == args.backend)
 
@@ -146,6 +170,9 @@ def main() -> int:
                 n *= 2
             per_op[name] = sample["wall"] / sample["ops"]
         print(json.dumps(per_op))
+        return 0
+    if args.paired is not None:
+        print(json.dumps(_paired(crew, workloads, **json.loads(args.paired))))
         return 0
     iterations = json.loads(args.iterations)
     print(json.dumps({name: crew.timed(workloads[name], n) for name, n in iterations.items()}))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import REPO_ROOT, environment, greenlets, plot, tls
+from bench import REPO_ROOT, environment, greenlets, paired, plot, tls
 from bench.backends import BACKENDS, caches_setting, discovered_nodes
 from bench.measure import Series, estimate_per_op, iteration_counts
 from bench.memory import MemoryFailure, MemoryResult, run_check
@@ -40,6 +40,7 @@ REFERENCE = "reference"
 MEMORY = "memory"
 TLS = "tls"
 GEVENT = "gevent"
+PAIRED = "paired"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ QUICK = Timing(target=0.003, cap=0.01, estimate=0.002, floor=0.0005)
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The options."""
-    names = [w.name for w in WORKLOADS] + [REFERENCE, MEMORY, TLS, GEVENT]
+    names = [w.name for w in WORKLOADS] + [REFERENCE, MEMORY, TLS, GEVENT, PAIRED]
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmarks our backend next to django-elastipymemcache, Django's "
@@ -291,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark; returns the exit status (0 unless it could not run)."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    selected = args.only or {w.name for w in WORKLOADS} | {REFERENCE, MEMORY, TLS, GEVENT}
+    selected = args.only or {w.name for w in WORKLOADS} | {REFERENCE, MEMORY, TLS, GEVENT, PAIRED}
     workloads = [w for w in WORKLOADS if w.name in selected]
     timing = QUICK if args.quick else FULL
     enabled = default_enabled() if args.pin == "auto" else args.pin == "on"
@@ -380,7 +381,7 @@ def _run(
 ) -> Results:
     results = Results()
     probes = REFERENCE in selected
-    if workloads or probes or TLS in selected or GEVENT in selected:
+    if workloads or probes or selected & {TLS, GEVENT, PAIRED}:
         with contextlib.ExitStack() as stack:
             sizes = (
                 {3}
@@ -418,6 +419,11 @@ def _run(
                     timing.estimate,
                     timing.floor,
                     pinning,
+                )
+            if PAIRED in selected:
+                progress("paired: issue 23's batch comparisons, back to back in rounds")
+                results.paired = paired.measure(
+                    clusters[3], bench.context, pinning, args.quick, timing.estimate, progress
                 )
             if TLS in selected:
                 progress("TLS next to plaintext (ours only)")
