@@ -4,7 +4,8 @@
 # markdown report (default bench-results/results.md, not tracked) and prints it, the numbers as JSON
 # next to it (results.json) and their plot (results.png: wall µs per workload, ours next to each
 # alternative; `python -m bench.plot FILE.json` draws an earlier run's). Arguments go to `python -m bench`
-# (`scripts/bench.sh --help`, `--quick`, `--only get_hit,get_many`, `--only gevent`, `--output FILE`,
+# (`scripts/bench.sh --help`, `--quick`, `--only get_hit,get_many`, `--only gevent`,
+# `--only paired`: issue 23's batch comparisons back to back in rounds, `--output FILE`,
 # `--baseline OLD.json`: the numbers an earlier run wrote next to its report).
 #
 # On a fresh Debian machine with Rust and Python 3.10+ it installs what it needs: memcached, what
