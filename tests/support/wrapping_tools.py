@@ -50,26 +50,53 @@ def calls() -> None:
 def sentry() -> dict[str, Any]:
     import sentry_sdk
     from sentry_sdk.integrations.django import DjangoIntegration
+    from sentry_sdk.transport import Transport
 
     spans: list[dict[str, Any]] = []
 
-    def keep(event: dict[str, Any], hint: Any) -> None:
-        spans.extend(event.get("spans", []))
-        return None  # recorded here; nothing is sent anywhere
+    class Nowhere(Transport):
+        """Sends nothing anywhere: what the tool recorded is kept by the hooks below."""
 
-    sentry_sdk.init(
-        dsn="https://public@sentry.invalid/1",
-        traces_sample_rate=1.0,
-        integrations=[DjangoIntegration(cache_spans=True)],
-        before_send_transaction=keep,
-    )
-    django.setup()
-    with sentry_sdk.start_transaction(name="cache calls", op="test"):
-        calls()
-    sentry_sdk.flush()
-    return {
-        "spans": [{"op": s.get("op"), "hit": (s.get("data") or {}).get("cache.hit")} for s in spans]
+        def capture_envelope(self, envelope: Any) -> None:
+            pass
+
+    options: dict[str, Any] = {
+        "dsn": "https://public@sentry.invalid/1",
+        "traces_sample_rate": 1.0,
+        "integrations": [DjangoIntegration(cache_spans=True)],
+        "transport": Nowhere,
     }
+    # sentry-sdk 3 streams spans (each its own, with attributes, through before_send_span);
+    # sentry-sdk 2 sends them in their transaction (with data, through before_send_transaction).
+    streamed = int(sentry_sdk.VERSION.split(".")[0]) >= 3
+    if streamed:
+
+        def keep_span(span: dict[str, Any], hint: Any) -> dict[str, Any]:
+            attributes = span.get("attributes") or {}
+            spans.append({"op": attributes.get("sentry.op"), "hit": attributes.get("cache.hit")})
+            return span
+
+        options["before_send_span"] = keep_span
+    else:
+
+        def keep(event: dict[str, Any], hint: Any) -> dict[str, Any]:
+            for span in event.get("spans", []):
+                spans.append(
+                    {"op": span.get("op"), "hit": (span.get("data") or {}).get("cache.hit")}
+                )
+            return event
+
+        options["before_send_transaction"] = keep
+    sentry_sdk.init(**options)
+    django.setup()
+    if streamed:
+        with sentry_sdk.start_span(name="cache calls", attributes={"sentry.op": "test"}):
+            calls()
+    else:
+        with sentry_sdk.start_transaction(name="cache calls", op="test"):
+            calls()
+    sentry_sdk.flush()
+    return {"spans": spans}
 
 
 def ddtrace() -> dict[str, Any]:
