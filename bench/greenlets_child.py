@@ -36,9 +36,9 @@ from gevent.queue import Queue  # noqa: E402
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.backends import BACKENDS, OURS  # noqa: E402
+from bench.greenlets import GREENLETS  # noqa: E402
 from bench.workloads import BATCH, VALUE_100, batch_keys  # noqa: E402
 
-GREENLETS = 50
 #: Each workload runs at least this long before it is timed, in every child (a fresh process:
 #: its first thousand calls cost more than the steady state a long-lived worker is in).
 WARM_UP = 0.25
