@@ -355,17 +355,27 @@ def test_failures_on_the_loop_count_towards_marking_a_node_down(method: str) -> 
         (blocking_call, async_call),
         (async_call, blocking_call),
     ]:
-        with faulty_server(None, before=[WARM_UP]) as server:
-            cache = backend(
-                server.address,
-                timeout=0.1,
-                retry_attempts=1,
-                dead_timeout=60,
-                **WITHOUT_CLUSTER_EVENTS,
-            )
-            warm(cache)
-            histories.append([attempt(first, cache)[:2], attempt(then, cache)[:2]])
-            assert server.connections == 1, "a node marked down is not contacted"
+        # The warm-up must be answered within the 100 ms timeout, by the fake server's threads
+        # in this process: on a loaded machine it can be late, and then marks the node down
+        # before the calls under test. Such a setup is made again (a few times at most).
+        for _ in range(3):
+            with faulty_server(None, before=[WARM_UP]) as server:
+                cache = backend(
+                    server.address,
+                    timeout=0.1,
+                    retry_attempts=1,
+                    dead_timeout=60,
+                    **WITHOUT_CLUSTER_EVENTS,
+                )
+                try:
+                    warm(cache)
+                except CacheTimeoutError:
+                    continue
+                histories.append([attempt(first, cache)[:2], attempt(then, cache)[:2]])
+                assert server.connections == 1, "a node marked down is not contacted"
+                break
+        else:
+            pytest.fail("the fake server answered no warm-up within the timeout, three times")
     assert histories[0][0] == ("raised", CacheTimeoutError)
     assert histories[0][1][:2] == ("raised", CacheConnectionError)
     assert histories == [histories[0]] * 4
