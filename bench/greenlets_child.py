@@ -114,6 +114,15 @@ class Crew:
         return {"wall": wall1 - wall0, "cpu": cpu1 - cpu0, "ops": per_greenlet * GREENLETS}
 
 
+def _per_op(crew: Crew, body: Callable[[int], None], seconds: float) -> float:
+    """Seconds per operation of ``body``, from the first sample (its count doubling from one
+    call a greenlet) that lasts ``seconds``."""
+    n = GREENLETS
+    while (sample := crew.timed(body, n))["wall"] < seconds:
+        n *= 2
+    return sample["wall"] / sample["ops"]
+
+
 def _paired(
     crew: Crew, workloads: dict[str, Callable[[int], None]], rounds: int, share: float
 ) -> dict[str, list[dict[str, float]]]:
@@ -122,10 +131,7 @@ def _paired(
     names = ["get_many", "get_many_blocking"]
     calls = {}
     for name in names:
-        n = GREENLETS
-        while (sample := crew.timed(workloads[name], n))["wall"] < share / 4:
-            n *= 2
-        per_op = sample["wall"] / sample["ops"]
+        per_op = _per_op(crew, workloads[name], share / 4)
         calls[name] = max(1, round(share / per_op / GREENLETS)) * GREENLETS
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for turn in range(rounds):
@@ -163,13 +169,8 @@ def main() -> int:
         while crew.timed(body, n)["wall"] < WARM_UP:
             n *= 2
     if args.estimate is not None:
-        per_op = {}
-        for name, body in workloads.items():
-            n = GREENLETS
-            while (sample := crew.timed(body, n))["wall"] < args.estimate:
-                n *= 2
-            per_op[name] = sample["wall"] / sample["ops"]
-        print(json.dumps(per_op))
+        estimate = args.estimate
+        print(json.dumps({name: _per_op(crew, body, estimate) for name, body in workloads.items()}))
         return 0
     if args.paired is not None:
         print(json.dumps(_paired(crew, workloads, **json.loads(args.paired))))
