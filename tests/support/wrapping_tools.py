@@ -6,6 +6,7 @@ the same calls, and prints one JSON line of what the tool recorded."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from typing import Any
@@ -77,6 +78,9 @@ def sentry() -> dict[str, Any]:
             return span
 
         options["before_send_span"] = keep_span
+        root = functools.partial(
+            sentry_sdk.start_span, name="cache calls", attributes={"sentry.op": "test"}
+        )
     else:
 
         def keep(event: dict[str, Any], hint: Any) -> dict[str, Any]:
@@ -87,14 +91,11 @@ def sentry() -> dict[str, Any]:
             return event
 
         options["before_send_transaction"] = keep
+        root = functools.partial(sentry_sdk.start_transaction, name="cache calls", op="test")
     sentry_sdk.init(**options)
     django.setup()
-    if streamed:
-        with sentry_sdk.start_span(name="cache calls", attributes={"sentry.op": "test"}):
-            calls()
-    else:
-        with sentry_sdk.start_transaction(name="cache calls", op="test"):
-            calls()
+    with root():
+        calls()
     sentry_sdk.flush()
     return {"spans": spans}
 
